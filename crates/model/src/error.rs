@@ -6,7 +6,9 @@ use snafu::Snafu;
 #[derive(Debug, Snafu)]
 #[snafu(visibility(pub(crate)))]
 pub enum Error {
-    #[snafu(display("invalid regular expression {pattern:?} in matcher for label {name:?}: {source}"))]
+    #[snafu(display(
+        "invalid regular expression {pattern:?} in matcher for label {name:?}: {source}"
+    ))]
     InvalidRegex {
         name: String,
         pattern: String,

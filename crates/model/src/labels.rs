@@ -134,7 +134,11 @@ impl Labels {
     /// `name 0xff value 0xff ...`). Stable across processes and versions:
     /// it is used for sharding.
     pub fn stable_hash(&self) -> u64 {
-        hash_pairs(self.0.iter().map(|l| (l.name.as_bytes(), l.value.as_bytes())))
+        hash_pairs(
+            self.0
+                .iter()
+                .map(|l| (l.name.as_bytes(), l.value.as_bytes())),
+        )
     }
 
     /// A builder seeded with these labels.

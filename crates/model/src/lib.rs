@@ -17,7 +17,7 @@ pub use error::{Error, Result};
 pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME, hash_pairs};
 pub use matcher::{MatchType, Matcher};
 pub use sample::{
-    BucketSpan, Exemplar, FloatHistogram, Histogram, Sample, SeriesRef, Timestamp,
-    STALE_NAN_BITS, is_stale_nan, stale_nan,
+    BucketSpan, Exemplar, FloatHistogram, Histogram, STALE_NAN_BITS, Sample, SeriesRef, Timestamp,
+    is_stale_nan, stale_nan,
 };
 pub use tenant::{MAX_TENANT_ID_LEN, TenantId};

@@ -17,8 +17,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use regex::Regex;
-use snafu::IntoError;
 use regex_syntax::hir::{Class, Hir, HirKind, Literal};
+use snafu::IntoError;
 
 use crate::error::{InvalidRegexSnafu, Result};
 
@@ -74,13 +74,8 @@ enum FastRegex {
 impl FastRegex {
     fn compile(name: &str, pattern: &str) -> Result<Self> {
         let anchored = format!("^(?s:{pattern})$");
-        let re = Regex::new(&anchored).map_err(|e| {
-            InvalidRegexSnafu {
-                name,
-                pattern,
-            }
-            .into_error(Box::new(e))
-        })?;
+        let re = Regex::new(&anchored)
+            .map_err(|e| InvalidRegexSnafu { name, pattern }.into_error(Box::new(e)))?;
         let hir = regex_syntax::ParserBuilder::new()
             .dot_matches_new_line(true)
             .build()
@@ -103,7 +98,8 @@ impl FastRegex {
         }
         if let HirKind::Concat(parts) = hir.kind() {
             if parts.len() == 2 {
-                if let (Some(prefix), Some(rep)) = (literal_str(&parts[0]), any_repetition(&parts[1]))
+                if let (Some(prefix), Some(rep)) =
+                    (literal_str(&parts[0]), any_repetition(&parts[1]))
                 {
                     return Ok(Self::Prefix {
                         prefix,
@@ -201,7 +197,11 @@ fn any_repetition(hir: &Hir) -> Option<bool> {
 
 impl Matcher {
     /// Compiles a matcher. Fails only on an invalid regular expression.
-    pub fn new(kind: MatchType, name: impl Into<Arc<str>>, value: impl Into<Arc<str>>) -> Result<Self> {
+    pub fn new(
+        kind: MatchType,
+        name: impl Into<Arc<str>>,
+        value: impl Into<Arc<str>>,
+    ) -> Result<Self> {
         let name = name.into();
         let value = value.into();
         let re = match kind {

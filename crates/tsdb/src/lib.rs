@@ -8,3 +8,8 @@
 //! merged and deduplicated by compaction. Reads go through one query
 //! interface over head and blocks that merges and deduplicates sources.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod error;
+pub mod index;
+
+pub use error::{Error, Result};

@@ -1,0 +1,27 @@
+//! Inverted index: postings lists and matcher evaluation.
+//!
+//! A postings list is a sorted, duplicate-free list of series ids. Both the
+//! head's in-memory index and a block's on-disk index implement
+//! [`PostingsSource`]; [`select_postings`] evaluates label matchers over any
+//! source with Prometheus semantics.
+
+use crate::error::Result;
+
+/// A sorted, duplicate-free list of series ids.
+pub type Postings = Vec<u64>;
+
+/// What an index must answer so matchers can be evaluated over it.
+pub trait PostingsSource {
+    /// Every series id in the index, sorted.
+    fn all_postings(&self) -> Result<Postings>;
+
+    /// Calls `f` with each distinct value of label `name`, in ascending
+    /// byte order, starting at the first value `>= from`. Stops early when
+    /// `f` returns `false`.
+    fn for_each_value(&self, name: &str, from: &str, f: &mut dyn FnMut(&str) -> bool)
+    -> Result<()>;
+
+    /// The series ids that have label `name` = `value`, sorted. Empty when
+    /// the pair is not in the index.
+    fn postings(&self, name: &str, value: &str) -> Result<Postings>;
+}
