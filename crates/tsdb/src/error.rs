@@ -15,7 +15,52 @@ pub enum Error {
     /// An index lookup failed (e.g. a corrupt block index).
     #[snafu(display("index: {message}"))]
     Index { message: String },
+
+    #[snafu(display("I/O on {}: {source}", path.display()))]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+
+    #[snafu(display("object store: {source}"), context(false))]
+    ObjStore { source: stratus_objstore::Error },
+
+    #[snafu(display("background task failed: {message}"))]
+    Task { message: String },
+
+    #[snafu(display("failpoint {name} triggered"))]
+    Failpoint { name: String },
+
+    #[snafu(display("invalid configuration: {message}"))]
+    Config { message: String },
 }
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a sample was refused. These are the client's fault (HTTP 400): the
+/// same request can never succeed later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Older than the out-of-order window allows.
+    TooOld,
+    /// Older than the series' newest sample while out-of-order ingestion
+    /// is disabled (window 0).
+    OutOfOrder,
+    /// Same timestamp as a stored sample with a different value.
+    Duplicate,
+    /// Too far in the future.
+    TooFarInFuture,
+}
+
+impl RejectReason {
+    /// A short, stable description.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TooOld => "sample is too old (older than the out-of-order window behind the newest sample); raise out_of_order_window",
+            Self::OutOfOrder => "out-of-order sample (out-of-order ingestion is disabled: out_of_order_window is 0)",
+            Self::Duplicate => "duplicate sample for timestamp with a different value",
+            Self::TooFarInFuture => "sample timestamp is too far in the future",
+        }
+    }
+}

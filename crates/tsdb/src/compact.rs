@@ -1,0 +1,311 @@
+//! Compaction: merging blocks into larger ones.
+//!
+//! The planner picks, in order of urgency:
+//! 1. blocks whose time ranges overlap (out-of-order data, a cut repeated
+//!    after a crash): merged into one, duplicates dropped ("vertical"
+//!    compaction);
+//! 2. for each level range (2h → 12h → 24h → 7d by default), two or more
+//!    blocks inside one aligned window that the head has moved past;
+//! 3. a block with tombstones, rewritten alone so deleted data leaves disk.
+//!
+//! A merge streams series in label order from every input, copies chunks
+//! untouched when one input holds the series and nothing is deleted, and
+//! otherwise decodes, deduplicates (identical timestamps), drops deleted
+//! samples and re-encodes. The output is uploaded (`meta.json` last) and
+//! made queryable before the inputs are deleted; a crash in between leaves
+//! both, which queries deduplicate and the next start cleans up (an input
+//! whose sources a newer block covers is deleted).
+
+use std::sync::Arc;
+
+use stratus_model::Labels;
+use ulid::Ulid;
+
+use crate::block::{BlockCompaction, BlockMeta, BlockReader, BlockWriter, ChunkInput, ChunkMeta};
+use crate::chunks::{Encoding, chunk_num_samples};
+use crate::db::{Db, encode_chunks};
+use crate::error::Result;
+use crate::head::{is_deleted, window_start};
+use crate::index::PostingsSource;
+use crate::querier::{Part, Series};
+
+/// Picks the next group of blocks to merge, if any.
+pub(crate) fn plan(metas: &[BlockMeta], ranges: &[i64], settled_before: i64) -> Option<Vec<Ulid>> {
+    let mut sorted: Vec<&BlockMeta> = metas.iter().collect();
+    sorted.sort_by_key(|m| (m.min_time, m.max_time));
+    // 1. Overlaps: the first connected group of overlapping blocks.
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut end = sorted[i].max_time;
+        let mut j = i + 1;
+        while j < sorted.len() && sorted[j].min_time < end {
+            end = end.max(sorted[j].max_time);
+            j += 1;
+        }
+        if j - i > 1 {
+            return Some(sorted[i..j].iter().map(|m| m.ulid).collect());
+        }
+        i = j;
+    }
+    // 2. Level windows.
+    for &r in ranges.iter().skip(1) {
+        let mut k = 0;
+        while k < sorted.len() {
+            let w = window_start(sorted[k].min_time, r);
+            let mut group = Vec::new();
+            let mut m = k;
+            while m < sorted.len() && window_start(sorted[m].min_time, r) == w {
+                if sorted[m].max_time <= w + r && sorted[m].max_time - sorted[m].min_time < r {
+                    group.push(sorted[m].ulid);
+                }
+                m += 1;
+            }
+            if group.len() > 1 && w + r <= settled_before {
+                return Some(group);
+            }
+            k = m.max(k + 1);
+        }
+    }
+    // 3. Tombstones.
+    sorted
+        .iter()
+        .find(|m| m.stats.num_tombstones > 0)
+        .map(|m| vec![m.ulid])
+}
+
+/// Runs compactions until the planner has nothing left to do.
+pub(crate) async fn compact(db: &Arc<Db>) -> Result<()> {
+    loop {
+        let _g = db.maint.lock().await;
+        let readers: Vec<Arc<BlockReader>> = db.blocks.read().clone();
+        let metas: Vec<BlockMeta> = readers.iter().map(|b| tombstone_meta(b)).collect();
+        let settled = db.head.min_valid();
+        let Some(group) = plan(&metas, &db.config().compaction_ranges, settled) else {
+            return Ok(());
+        };
+        let inputs: Vec<Arc<BlockReader>> = readers
+            .into_iter()
+            .filter(|b| group.contains(&b.meta().ulid))
+            .collect();
+        let id = Ulid::new();
+        let dir = db.dir().join("wip").join(id.to_string());
+        let chunk_samples = db.config().head.chunk_samples;
+        let ins = inputs.clone();
+        let d2 = dir.clone();
+        let meta = tokio::task::spawn_blocking(move || merge_blocks(&ins, &d2, id, chunk_samples))
+            .await
+            .map_err(|e| crate::Error::Task {
+                message: e.to_string(),
+            })??;
+        crate::failpoint::hit("compact.written")?;
+        if meta.stats.num_series > 0 {
+            let reader = db.publish_block(&meta, &dir).await?;
+            db.blocks.write().push(reader);
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        crate::failpoint::hit("compact.published")?;
+        for b in &inputs {
+            db.drop_block(b.meta().ulid).await?;
+        }
+        db.sort_blocks();
+        db.count_compaction();
+        tracing::info!(block = %meta.ulid, inputs = inputs.len(), min_time = meta.min_time,
+            max_time = meta.max_time, samples = meta.stats.num_samples, "compacted blocks");
+    }
+}
+
+/// The block's meta with the live tombstone count.
+fn tombstone_meta(b: &BlockReader) -> BlockMeta {
+    let mut m = b.meta().clone();
+    m.stats.num_tombstones = b.tombstones().len() as u64;
+    m
+}
+
+/// Cursor over one input block's series in label order.
+struct Cursor<'a> {
+    block: &'a BlockReader,
+    ids: Vec<u64>,
+    pos: usize,
+    cur: Option<(Labels, Vec<ChunkMeta>, u64)>,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(block: &'a BlockReader) -> Result<Self> {
+        let mut c = Self {
+            block,
+            ids: block.all_postings()?,
+            pos: 0,
+            cur: None,
+        };
+        c.advance()?;
+        Ok(c)
+    }
+
+    fn advance(&mut self) -> Result<()> {
+        self.cur = None;
+        if let Some(&id) = self.ids.get(self.pos) {
+            self.pos += 1;
+            let mut metas = Vec::new();
+            let labels = self.block.series(id, &mut metas)?;
+            self.cur = Some((labels, metas, id));
+        }
+        Ok(())
+    }
+}
+
+/// Merges `inputs` into a new block at `dir`.
+pub(crate) fn merge_blocks(
+    inputs: &[Arc<BlockReader>],
+    dir: &std::path::Path,
+    id: Ulid,
+    chunk_samples: usize,
+) -> Result<BlockMeta> {
+    let min_time = inputs.iter().map(|b| b.meta().min_time).min().unwrap_or(0);
+    let max_time = inputs.iter().map(|b| b.meta().max_time).max().unwrap_or(0);
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| crate::Error::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    let mut w = BlockWriter::create(dir, id, min_time, max_time)?;
+    let mut cursors: Vec<Cursor<'_>> = inputs.iter().map(|b| Cursor::new(b)).collect::<Result<_>>()?;
+    loop {
+        // Smallest label set among cursors.
+        let mut min: Option<Labels> = None;
+        for c in &cursors {
+            if let Some((l, _, _)) = &c.cur {
+                if min.as_ref().is_none_or(|m| l < m) {
+                    min = Some(l.clone());
+                }
+            }
+        }
+        let Some(labels) = min else { break };
+        let mut srcs: Vec<(&BlockReader, Vec<ChunkMeta>, u64)> = Vec::new();
+        for c in cursors.iter_mut() {
+            if c.cur.as_ref().is_some_and(|(l, _, _)| *l == labels) {
+                if let Some((_, metas, sid)) = c.cur.take() {
+                    srcs.push((c.block, metas, sid));
+                }
+                c.advance()?;
+            }
+        }
+        let deleted = srcs.iter().any(|(b, _, sid)| !b.tombstones().get(*sid).is_empty());
+        if srcs.len() == 1 && !deleted {
+            let (b, metas, _) = &srcs[0];
+            let mut owned = Vec::with_capacity(metas.len());
+            for m in metas {
+                let (enc, data) = b.chunk(m.chunk_ref)?;
+                owned.push((m.mint, m.maxt, enc, data));
+            }
+            let inputs: Vec<ChunkInput<'_>> = owned
+                .iter()
+                .map(|(mint, maxt, enc, data)| ChunkInput {
+                    mint: *mint,
+                    maxt: *maxt,
+                    encoding: *enc,
+                    data,
+                    num_samples: chunk_num_samples(data).unwrap_or(0) as u32,
+                })
+                .collect();
+            w.add_series(&labels, &inputs)?;
+            continue;
+        }
+        // Several sources or deletions: decode, merge, filter, re-encode.
+        // Each source's samples are filtered by its own tombstones first.
+        let mut parts = Vec::new();
+        for (b, metas, sid) in &srcs {
+            let mut p = Vec::new();
+            for m in metas {
+                let (_, data) = b.chunk(m.chunk_ref)?;
+                p.push(Part::Xor {
+                    mint: m.mint,
+                    maxt: m.maxt,
+                    data: Arc::from(data),
+                });
+            }
+            let ts = b.tombstones().get(*sid);
+            if !ts.is_empty() {
+                let s = Series {
+                    labels: Labels::empty(),
+                    parts: p,
+                };
+                let kept: Vec<(i64, f64)> = s
+                    .iter(i64::MIN, i64::MAX)
+                    .filter(|x| !is_deleted(x.0, ts))
+                    .collect();
+                p = vec![Part::Floats(kept.into())];
+            }
+            parts.extend(p);
+        }
+        let s = Series {
+            labels: Labels::empty(),
+            parts,
+        };
+        let encoded = encode_chunks(s.iter(i64::MIN, i64::MAX), chunk_samples);
+        let inputs: Vec<ChunkInput<'_>> = encoded
+            .iter()
+            .map(|(mint, maxt, data)| ChunkInput {
+                mint: *mint,
+                maxt: *maxt,
+                encoding: Encoding::Xor as u8,
+                data,
+                num_samples: chunk_num_samples(data).unwrap_or(0) as u32,
+            })
+            .collect();
+        w.add_series(&labels, &inputs)?;
+    }
+    let mut sources: Vec<Ulid> = inputs
+        .iter()
+        .flat_map(|b| b.meta().compaction.sources.iter().copied())
+        .collect();
+    sources.sort();
+    sources.dedup();
+    let level = inputs
+        .iter()
+        .map(|b| b.meta().compaction.level)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    w.finish(BlockCompaction {
+        level,
+        sources,
+        parents: inputs.iter().map(|b| b.meta().ulid).collect(),
+        deletable: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::{BlockCompaction, BlockStats};
+
+    fn meta(min: i64, max: i64) -> BlockMeta {
+        BlockMeta {
+            ulid: Ulid::new(),
+            min_time: min,
+            max_time: max,
+            stats: BlockStats::default(),
+            compaction: BlockCompaction::default(),
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn planner_prefers_overlaps_then_levels() {
+        let h = 3_600_000;
+        let ranges = [2 * h, 12 * h, 24 * h];
+        let a = meta(0, 2 * h);
+        let b = meta(2 * h, 4 * h);
+        let c = meta(h, 3 * h);
+        let got = plan(&[a.clone(), b.clone(), c.clone()], &ranges, i64::MAX).unwrap();
+        assert_eq!(got.len(), 3, "overlapping group");
+        // Non-overlapping 2h blocks in one 12h window: only when settled.
+        assert!(plan(&[a.clone(), b.clone()], &ranges, 10 * h).is_none());
+        let got = plan(&[a.clone(), b.clone()], &ranges, 12 * h).unwrap();
+        assert_eq!(got, vec![a.ulid, b.ulid]);
+        // A lone block is left alone.
+        assert!(plan(&[a], &ranges, i64::MAX).is_none());
+    }
+}

@@ -1,0 +1,897 @@
+//! One tenant's database: WAL + head + blocks in an object store.
+//!
+//! Write path: [`Db::append`] validates each sample against its series
+//! (out-of-order window, duplicates, future timestamps), applies accepted
+//! samples to the head and then logs them to the WAL in one write; it
+//! returns only after that write, per the WAL's fsync policy, so an
+//! acknowledged sample survives a crash. Series definitions reach the WAL
+//! before or with the first samples that reference them.
+//!
+//! Maintenance ([`Db::maintain`]): when the head spans more than 1.5 block
+//! ranges, the oldest whole range is cut into a block (one per range that
+//! holds data, so late out-of-order samples land in their own, overlapping
+//! block), uploaded through the object store (`meta.json` last), opened
+//! for queries, and only then removed from the head; the WAL is then
+//! checkpointed so replay time stays bounded. Compaction and retention run
+//! in the same loop (see [`crate::compact`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use snafu::ResultExt;
+use stratus_model::{Labels, Matcher, Sample};
+use stratus_objstore::Bucket;
+use tracing::{info, warn};
+use ulid::Ulid;
+
+use crate::block::{BlockCompaction, BlockMeta, BlockReader, BlockWriter, ChunkInput, Tombstones};
+use crate::chunks::{XorAppender, XorIterator, chunk_num_samples};
+use crate::error::{RejectReason, Result};
+use crate::head::{Appended, Extracted, Head, HeadConfig, Reject, is_deleted, window_start};
+use crate::index::select_postings;
+use crate::querier::{Part, Queryable, SelectHints, Series, merge_series};
+use crate::wal::{RefSample, RefSeries, RefTombstone, ReplayOptions, Wal, WalConfig};
+
+/// Settings of one tenant database.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    pub head: HeadConfig,
+    pub wal: WalConfig,
+    /// Repair a WAL corrupted in the middle (drop the damaged part) instead
+    /// of refusing to open. Default false.
+    pub wal_repair: bool,
+    /// Samples more than this far ahead of the wall clock are rejected.
+    pub max_future: Duration,
+    /// Blocks entirely older than this (by wall clock) are deleted.
+    /// `None` keeps data forever.
+    pub retention: Option<Duration>,
+    /// Compaction levels: block ranges in ms, each a multiple of the
+    /// previous (default 2h, 12h, 24h, 7d... capped by retention).
+    pub compaction_ranges: Vec<i64>,
+}
+
+impl Default for DbConfig {
+    fn default() -> Self {
+        let h = 3600 * 1000;
+        Self {
+            head: HeadConfig::default(),
+            wal: WalConfig::default(),
+            wal_repair: false,
+            max_future: Duration::from_secs(600),
+            retention: None,
+            compaction_ranges: vec![2 * h, 12 * h, 24 * h, 7 * 24 * h],
+        }
+    }
+}
+
+/// Samples of one series to append.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesSamples<'a> {
+    /// Valid label set (sorted, unique names, no empty values, has a name).
+    pub labels: &'a Labels,
+    /// Samples, normally in time order.
+    pub samples: &'a [Sample],
+}
+
+/// A sample that was refused.
+#[derive(Debug, Clone)]
+pub struct SampleError {
+    pub labels: Labels,
+    pub t: i64,
+    pub reason: RejectReason,
+}
+
+impl std::fmt::Display for SampleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} for series {} at timestamp {}",
+            self.reason.as_str(),
+            self.labels,
+            self.t
+        )
+    }
+}
+
+/// Outcome of [`Db::append`]: what was stored and what was refused.
+#[derive(Debug, Default)]
+pub struct AppendReport {
+    /// Samples stored (exact duplicates count as stored).
+    pub accepted: u64,
+    /// Refused samples (capped at [`AppendReport::MAX_ERRORS`] entries).
+    pub errors: Vec<SampleError>,
+    /// Number of refused samples (all of them).
+    pub rejected: u64,
+    /// Series created by this append.
+    pub new_series: u64,
+}
+
+impl AppendReport {
+    /// Refusals kept with details.
+    pub const MAX_ERRORS: usize = 32;
+
+    fn reject(&mut self, labels: &Labels, t: i64, reason: RejectReason) {
+        self.rejected += 1;
+        if self.errors.len() < Self::MAX_ERRORS {
+            self.errors.push(SampleError {
+                labels: labels.clone(),
+                t,
+                reason,
+            });
+        }
+    }
+}
+
+/// Counters of a database (cumulative since open).
+#[derive(Debug, Default)]
+struct Counters {
+    samples_appended: AtomicU64,
+    samples_rejected: AtomicU64,
+    blocks_cut: AtomicU64,
+    compactions: AtomicU64,
+}
+
+/// A point-in-time view of a database's size.
+#[derive(Debug, Clone, Default)]
+pub struct DbStats {
+    pub head_series: u64,
+    pub head_min_time: i64,
+    pub head_max_time: i64,
+    pub head_bytes: u64,
+    pub blocks: usize,
+    pub block_samples: u64,
+    pub block_bytes: u64,
+    pub wal_bytes: u64,
+    pub samples_appended: u64,
+    pub samples_rejected: u64,
+    pub blocks_cut: u64,
+    pub compactions: u64,
+}
+
+/// One tenant's time-series database.
+#[derive(Debug)]
+pub struct Db {
+    dir: PathBuf,
+    cfg: DbConfig,
+    pub(crate) head: Head,
+    wal: Wal,
+    pub(crate) bucket: Bucket,
+    pub(crate) blocks: RwLock<Vec<Arc<BlockReader>>>,
+    /// Serialises block cuts, compactions, retention and deletions.
+    pub(crate) maint: tokio::sync::Mutex<()>,
+    counters: Counters,
+    last_used: Mutex<std::time::Instant>,
+}
+
+/// Current wall-clock time in ms.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Db {
+    /// Opens (or creates) the database in `dir` with blocks in `bucket`:
+    /// loads blocks, replays the WAL, starts a new WAL segment.
+    pub async fn open(dir: &Path, bucket: Bucket, cfg: DbConfig) -> Result<Db> {
+        std::fs::create_dir_all(dir).context(crate::error::IoSnafu { path: dir })?;
+        let cache = dir.join("blocks");
+        let wip = dir.join("wip");
+        if wip.exists() {
+            std::fs::remove_dir_all(&wip).context(crate::error::IoSnafu { path: &wip })?;
+        }
+        let blocks = load_blocks(&bucket, &cache).await?;
+        let head = Head::new(cfg.head.clone());
+        if let Some(maxt) = blocks.iter().map(|b| b.meta().max_time).max() {
+            head.set_min_valid(maxt);
+        }
+        let wal_dir = dir.join("wal");
+        let started = std::time::Instant::now();
+        let stats = {
+            let head = &head;
+            crate::wal::replay(
+                &wal_dir,
+                &ReplayOptions {
+                    repair: cfg.wal_repair,
+                },
+                &mut |rec| {
+                    replay_record(head, rec);
+                    Ok(())
+                },
+            )?
+        };
+        if stats.records > 0 {
+            info!(
+                dir = %dir.display(),
+                samples = stats.samples,
+                series = stats.series,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "replayed WAL"
+            );
+        }
+        let wal = Wal::open(&wal_dir, cfg.wal.clone())?;
+        Ok(Db {
+            dir: dir.to_path_buf(),
+            cfg,
+            head,
+            wal,
+            bucket,
+            blocks: RwLock::new(blocks),
+            maint: tokio::sync::Mutex::new(()),
+            counters: Counters::default(),
+            last_used: Mutex::new(std::time::Instant::now()),
+        })
+    }
+
+    /// The directory holding the WAL and block cache.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DbConfig {
+        &self.cfg
+    }
+
+    pub(crate) fn touch(&self) {
+        *self.last_used.lock() = std::time::Instant::now();
+    }
+
+    /// Time since the last append or query.
+    pub fn idle_for(&self) -> Duration {
+        self.last_used.lock().elapsed()
+    }
+
+    /// Appends samples. Returns after the accepted samples are in the WAL.
+    /// Refused samples are reported, not fatal: the rest is stored. An
+    /// `Err` means a storage fault; nothing is acknowledged then.
+    pub fn append(&self, batch: &[SeriesSamples<'_>]) -> Result<AppendReport> {
+        self.touch();
+        let max_future = now_ms().saturating_add(self.cfg.max_future.as_millis() as i64);
+        let window = self.cfg.head.ooo_window;
+        let inorder_window = window.max(self.cfg.head.block_range / 2);
+        let mut report = AppendReport::default();
+        let mut rec_series = Vec::new();
+        let mut new_ids = Vec::new();
+        let mut rec_samples = Vec::with_capacity(batch.iter().map(|s| s.samples.len()).sum());
+        let (mut bmin, mut bmax) = (i64::MAX, i64::MIN);
+        for ss in batch {
+            if ss.samples.is_empty() {
+                continue;
+            }
+            loop {
+                let h = self.head.get_or_create(ss.labels);
+                let mut d = h.series.data.lock();
+                if d.removed {
+                    continue;
+                }
+                if h.needs_record {
+                    rec_series.push(RefSeries {
+                        sref: h.series.id,
+                        labels: ss.labels.clone(),
+                    });
+                    new_ids.push(h.series.id);
+                    if d.is_empty() && d.last_t == i64::MIN {
+                        report.new_series += 1;
+                    }
+                }
+                let min_valid = self.head.min_valid();
+                for s in ss.samples {
+                    if s.t > max_future {
+                        report.reject(ss.labels, s.t, RejectReason::TooFarInFuture);
+                        continue;
+                    }
+                    let head_max = self.head.max_t().max(bmax);
+                    let ooo = s.t < d.last_t || (s.t > d.last_t && s.t < min_valid);
+                    if ooo && window == 0 {
+                        report.reject(ss.labels, s.t, RejectReason::OutOfOrder);
+                        continue;
+                    }
+                    let limit = head_max.saturating_sub(if ooo { window } else { inorder_window });
+                    if head_max != i64::MIN && s.t < limit {
+                        report.reject(ss.labels, s.t, RejectReason::TooOld);
+                        continue;
+                    }
+                    match self.head.append_locked(&mut d, s.t, s.v) {
+                        Ok(Appended::Noop) => report.accepted += 1,
+                        Ok(Appended::InOrder | Appended::OutOfOrder) => {
+                            report.accepted += 1;
+                            bmin = bmin.min(s.t);
+                            bmax = bmax.max(s.t);
+                            rec_samples.push(RefSample {
+                                sref: h.series.id,
+                                t: s.t,
+                                v: s.v,
+                            });
+                        }
+                        Err(Reject::Duplicate) => {
+                            report.reject(ss.labels, s.t, RejectReason::Duplicate)
+                        }
+                    }
+                }
+                break;
+            }
+        }
+        if !rec_series.is_empty() || !rec_samples.is_empty() {
+            self.wal.log(&rec_series, &rec_samples)?;
+        }
+        self.head.mark_logged(&new_ids);
+        self.head.observe_times(bmin, bmax);
+        self.counters
+            .samples_appended
+            .fetch_add(rec_samples.len() as u64, Ordering::Relaxed);
+        self.counters
+            .samples_rejected
+            .fetch_add(report.rejected, Ordering::Relaxed);
+        Ok(report)
+    }
+
+    /// Deletes the samples in `[mint, maxt]` of every series matching
+    /// `matchers`: logged and applied at once to the head, recorded as
+    /// tombstones on blocks (hidden from reads at once, removed from disk
+    /// by the next compaction of each block).
+    pub async fn delete(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<()> {
+        let _g = self.maint.lock().await;
+        let ids = self.head.ids_for_delete(matchers, mint, maxt)?;
+        if !ids.is_empty() {
+            let recs: Vec<RefTombstone> = ids
+                .iter()
+                .map(|&sref| RefTombstone { sref, mint, maxt })
+                .collect();
+            self.wal.log_tombstones(&recs)?;
+            self.head.add_tombstones(&ids, mint, maxt);
+        }
+        let blocks = self.blocks.read().clone();
+        let mut changed = Vec::new();
+        for b in blocks {
+            let m = b.meta();
+            if m.max_time <= mint || m.min_time > maxt {
+                continue;
+            }
+            let ids = select_postings(&*b, matchers)?;
+            if ids.is_empty() {
+                continue;
+            }
+            let mut t = Tombstones::new();
+            for (id, ivs) in b.tombstones().iter() {
+                for &(lo, hi) in ivs {
+                    t.add(id, lo, hi);
+                }
+            }
+            for id in ids {
+                t.add(id, mint, maxt);
+            }
+            changed.push((b, t));
+        }
+        for (b, t) in changed {
+            let dir = b.dir().to_path_buf();
+            crate::block::write_tombstones(&dir, &t)?;
+            let ulid = b.meta().ulid.to_string();
+            if !self.bucket.is_local() {
+                self.bucket
+                    .upload_file(&format!("{ulid}/tombstones"), &dir.join("tombstones"))
+                    .await?;
+            }
+            let reopened = Arc::new(BlockReader::open(&dir)?);
+            let mut bl = self.blocks.write();
+            for x in bl.iter_mut() {
+                if x.meta().ulid == reopened.meta().ulid {
+                    *x = reopened.clone();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs due background work: WAL fsync, block cut, compaction,
+    /// retention. Call periodically (e.g. every few seconds).
+    pub async fn maintain(self: &Arc<Self>) -> Result<()> {
+        self.wal.sync_if_due()?;
+        self.cut_blocks().await?;
+        crate::compact::compact(self).await?;
+        self.apply_retention().await?;
+        Ok(())
+    }
+
+    /// Cuts every due block range out of the head. Returns the new blocks.
+    pub async fn cut_blocks(self: &Arc<Self>) -> Result<Vec<BlockMeta>> {
+        let Some(cut_end) = self.head.cut_due() else {
+            return Ok(Vec::new());
+        };
+        let _g = self.maint.lock().await;
+        self.cut_now(cut_end).await
+    }
+
+    /// Cuts everything before `cut_end` (a multiple of the block range)
+    /// into blocks. Callers hold the maintenance lock.
+    pub(crate) async fn cut_now(self: &Arc<Self>, cut_end: i64) -> Result<Vec<BlockMeta>> {
+        // Every sample logged to segments before this one is in the head
+        // now (samples reach the head before the WAL).
+        let seg = self.wal.rotate()?;
+        let db = self.clone();
+        let (written, taken) =
+            tokio::task::spawn_blocking(move || db.write_head_blocks(cut_end))
+                .await
+                .map_err(|e| crate::Error::Task { message: e.to_string() })??;
+        let mut metas = Vec::new();
+        for (meta, wip_dir) in written {
+            let reader = self.publish_block(&meta, &wip_dir).await?;
+            self.blocks.write().push(reader);
+            metas.push(meta);
+        }
+        self.sort_blocks();
+        self.head.truncate(cut_end, &taken);
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            db.wal
+                .checkpoint(seg.saturating_sub(1), &|r| db.head.has_ref(r), cut_end)
+        })
+        .await
+        .map_err(|e| crate::Error::Task { message: e.to_string() })??;
+        self.counters
+            .blocks_cut
+            .fetch_add(metas.len() as u64, Ordering::Relaxed);
+        for m in &metas {
+            info!(block = %m.ulid, min_time = m.min_time, max_time = m.max_time,
+                  series = m.stats.num_series, samples = m.stats.num_samples, "cut block from head");
+        }
+        Ok(metas)
+    }
+
+    pub(crate) fn sort_blocks(&self) {
+        self.blocks
+            .write()
+            .sort_by_key(|b| (b.meta().min_time, b.meta().max_time, b.meta().ulid));
+    }
+
+    /// Writes the head's data before `cut_end` into one local block per
+    /// block range. Returns the blocks and, per series, the out-of-order
+    /// timestamps that were persisted.
+    #[allow(clippy::type_complexity)]
+    fn write_head_blocks(
+        &self,
+        cut_end: i64,
+    ) -> Result<(Vec<(BlockMeta, PathBuf)>, HashMap<u64, Vec<i64>>)> {
+        let range = self.cfg.head.block_range;
+        let chunk_samples = self.cfg.head.chunk_samples;
+        let mut writers: BTreeMap<i64, (Ulid, PathBuf, BlockWriter)> = BTreeMap::new();
+        let mut taken: HashMap<u64, Vec<i64>> = HashMap::new();
+        let wip = self.dir.join("wip");
+        for s in self.head.sorted_series() {
+            let Some(x) = self.head.extract(&s, cut_end) else {
+                continue;
+            };
+            if !x.ooo.is_empty() {
+                taken.insert(s.id, x.ooo.iter().map(|p| p.0).collect());
+            }
+            for (w, chunks) in split_by_window(&x, range, chunk_samples) {
+                if chunks.is_empty() {
+                    continue;
+                }
+                if !writers.contains_key(&w) {
+                    let id = Ulid::new();
+                    let dir = wip.join(id.to_string());
+                    std::fs::create_dir_all(&wip).context(crate::error::IoSnafu { path: &wip })?;
+                    let bw = BlockWriter::create(&dir, id, w, w + range)?;
+                    writers.insert(w, (id, dir, bw));
+                }
+                if let Some((_, _, bw)) = writers.get_mut(&w) {
+                    let inputs: Vec<ChunkInput<'_>> = chunks
+                        .iter()
+                        .map(|c| ChunkInput {
+                            mint: c.0,
+                            maxt: c.1,
+                            encoding: crate::chunks::Encoding::Xor as u8,
+                            data: &c.2,
+                            num_samples: chunk_num_samples(&c.2).unwrap_or(0) as u32,
+                        })
+                        .collect();
+                    bw.add_series(&x.labels, &inputs)?;
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (_, (id, dir, bw)) in writers {
+            let meta = bw.finish(BlockCompaction {
+                level: 1,
+                sources: vec![id],
+                parents: Vec::new(),
+                deletable: false,
+            })?;
+            if meta.stats.num_series == 0 {
+                let _ = std::fs::remove_dir_all(&dir);
+                continue;
+            }
+            out.push((meta, dir));
+        }
+        Ok((out, taken))
+    }
+
+    /// Uploads a locally written block, moves it to its final local place
+    /// and opens it.
+    pub(crate) async fn publish_block(&self, meta: &BlockMeta, wip_dir: &Path) -> Result<Arc<BlockReader>> {
+        let name = meta.ulid.to_string();
+        crate::failpoint::hit("block.upload.before")?;
+        self.bucket
+            .upload_dir(&name, wip_dir, &["meta.json"])
+            .await?;
+        crate::failpoint::hit("block.upload.after")?;
+        let final_dir = match self.bucket.local_path(&name) {
+            Some(p) => {
+                let _ = std::fs::remove_dir_all(wip_dir);
+                p
+            }
+            None => {
+                let cache = self.dir.join("blocks").join(&name);
+                std::fs::create_dir_all(self.dir.join("blocks"))
+                    .context(crate::error::IoSnafu { path: self.dir.join("blocks") })?;
+                std::fs::rename(wip_dir, &cache).context(crate::error::IoSnafu { path: &cache })?;
+                cache
+            }
+        };
+        Ok(Arc::new(BlockReader::open(&final_dir)?))
+    }
+
+    /// Removes a block from the query set, the bucket and the local cache.
+    pub(crate) async fn drop_block(&self, ulid: Ulid) -> Result<()> {
+        self.blocks.write().retain(|b| b.meta().ulid != ulid);
+        let name = ulid.to_string();
+        self.bucket.delete_prefix(&name).await?;
+        let cache = self.dir.join("blocks").join(&name);
+        if cache.exists() {
+            let _ = std::fs::remove_dir_all(&cache);
+        }
+        Ok(())
+    }
+
+    /// Deletes blocks that ended before `now - retention`.
+    pub async fn apply_retention(&self) -> Result<()> {
+        let Some(ret) = self.cfg.retention else {
+            return Ok(());
+        };
+        let cutoff = now_ms().saturating_sub(ret.as_millis() as i64);
+        let _g = self.maint.lock().await;
+        let old: Vec<Ulid> = self
+            .blocks
+            .read()
+            .iter()
+            .filter(|b| b.meta().max_time <= cutoff)
+            .map(|b| b.meta().ulid)
+            .collect();
+        for u in old {
+            info!(block = %u, "deleting block past retention");
+            self.drop_block(u).await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and fsyncs the WAL (graceful shutdown).
+    pub fn close(&self) -> Result<()> {
+        self.wal.sync()?;
+        Ok(())
+    }
+
+    /// A point-in-time view of sizes and counters.
+    pub fn stats(&self) -> DbStats {
+        let blocks = self.blocks.read();
+        DbStats {
+            head_series: self.head.num_series(),
+            head_min_time: self.head.min_t(),
+            head_max_time: self.head.max_t(),
+            head_bytes: self.head.approx_bytes() as u64,
+            blocks: blocks.len(),
+            block_samples: blocks.iter().map(|b| b.meta().stats.num_samples).sum(),
+            block_bytes: blocks.iter().map(|b| b.meta().stats.num_bytes).sum(),
+            wal_bytes: self.wal.size_bytes(),
+            samples_appended: self.counters.samples_appended.load(Ordering::Relaxed),
+            samples_rejected: self.counters.samples_rejected.load(Ordering::Relaxed),
+            blocks_cut: self.counters.blocks_cut.load(Ordering::Relaxed),
+            compactions: self.counters.compactions.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn count_compaction(&self) {
+        self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The blocks currently queryable (oldest first).
+    pub fn block_metas(&self) -> Vec<BlockMeta> {
+        self.blocks.read().iter().map(|b| b.meta().clone()).collect()
+    }
+
+    /// Cuts the whole head into blocks now, regardless of time (for tests
+    /// and tools; normal operation cuts on schedule).
+    pub async fn flush_head(self: &Arc<Self>) -> Result<Vec<BlockMeta>> {
+        let max_t = self.head.max_t();
+        if max_t == i64::MIN {
+            return Ok(Vec::new());
+        }
+        let range = self.cfg.head.block_range;
+        let end = window_start(max_t, range).saturating_add(range);
+        let _g = self.maint.lock().await;
+        self.cut_now(end).await
+    }
+}
+
+/// Splits a series' extracted data into per-window chunk lists ready for a
+/// block, merging out-of-order samples and dropping deleted ones.
+fn split_by_window(
+    x: &Extracted,
+    range: i64,
+    chunk_samples: usize,
+) -> BTreeMap<i64, Vec<(i64, i64, Vec<u8>)>> {
+    let mut wins: BTreeMap<i64, (Vec<&crate::head::HeadChunk>, Vec<(i64, f64)>)> = BTreeMap::new();
+    for c in &x.chunks {
+        wins.entry(window_start(c.mint, range)).or_default().0.push(c);
+    }
+    for &s in &x.ooo {
+        wins.entry(window_start(s.0, range)).or_default().1.push(s);
+    }
+    let mut out = BTreeMap::new();
+    for (w, (chunks, ooo)) in wins {
+        let end = w + range;
+        let deleted = x.tombstones.iter().any(|&(lo, hi)| hi >= w && lo < end);
+        if ooo.is_empty() && !deleted {
+            out.insert(
+                w,
+                chunks
+                    .iter()
+                    .map(|c| (c.mint, c.maxt, c.data.to_vec()))
+                    .collect(),
+            );
+            continue;
+        }
+        let mut parts: Vec<Part> = chunks
+            .iter()
+            .map(|c| Part::Xor {
+                mint: c.mint,
+                maxt: c.maxt,
+                data: c.data.clone(),
+            })
+            .collect();
+        parts.push(Part::Floats(ooo.into()));
+        let series = Series {
+            labels: Labels::empty(),
+            parts,
+        };
+        let samples = series
+            .iter(w, end - 1)
+            .filter(|s| !is_deleted(s.0, &x.tombstones));
+        out.insert(w, encode_chunks(samples, chunk_samples));
+    }
+    out
+}
+
+/// Encodes samples (sorted, unique timestamps) into XOR chunks.
+pub(crate) fn encode_chunks(
+    samples: impl Iterator<Item = (i64, f64)>,
+    chunk_samples: usize,
+) -> Vec<(i64, i64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut app = XorAppender::new();
+    for (t, v) in samples {
+        if app.num_samples() >= chunk_samples {
+            let full = std::mem::replace(&mut app, XorAppender::new());
+            if let (Some(a), Some(b)) = (full.first_t(), full.last_t()) {
+                out.push((a, b, full.into_bytes()));
+            }
+        }
+        app.append(t, v);
+    }
+    if let (Some(a), Some(b)) = (app.first_t(), app.last_t()) {
+        out.push((a, b, app.into_bytes()));
+    }
+    out
+}
+
+/// Applies one WAL record to the head during replay.
+fn replay_record(head: &Head, rec: crate::wal::Record) {
+    match rec {
+        crate::wal::Record::Series(v) => {
+            for s in v {
+                head.replay_series(s.sref, &s.labels);
+            }
+        }
+        crate::wal::Record::Samples(v) => {
+            let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+            let mut unknown = 0u64;
+            for s in v {
+                let Some(series) = head.series_by_ref(s.sref) else {
+                    unknown += 1;
+                    continue;
+                };
+                let mut d = series.data.lock();
+                if head.append_locked(&mut d, s.t, s.v).is_ok() {
+                    lo = lo.min(s.t);
+                    hi = hi.max(s.t);
+                }
+            }
+            if unknown > 0 {
+                warn!(samples = unknown, "WAL replay: samples for unknown series skipped");
+            }
+            head.observe_times(lo, hi);
+        }
+        crate::wal::Record::Tombstones(v) => {
+            for t in v {
+                head.add_tombstones(&[t.sref], t.mint, t.maxt);
+            }
+        }
+    }
+}
+
+/// Lists complete blocks in the bucket, fetching remote ones into the
+/// local cache, and opens them. Incomplete uploads (no `meta.json`) and
+/// blocks replaced by a compaction that finished are deleted.
+async fn load_blocks(bucket: &Bucket, cache: &Path) -> Result<Vec<Arc<BlockReader>>> {
+    let mut out = Vec::new();
+    for name in bucket.list_dirs("").await? {
+        let Ok(_) = name.parse::<Ulid>() else {
+            continue;
+        };
+        if bucket.get(&format!("{name}/meta.json")).await?.is_none() {
+            warn!(block = %name, "deleting incomplete block upload (no meta.json)");
+            bucket.delete_prefix(&name).await?;
+            continue;
+        }
+        let dir = match bucket.local_path(&name) {
+            Some(p) => p,
+            None => {
+                let d = cache.join(&name);
+                if !d.join("meta.json").exists() {
+                    let tmp = cache.join(format!("{name}.download"));
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    bucket.download_dir(&name, &tmp).await?;
+                    std::fs::rename(&tmp, &d).context(crate::error::IoSnafu { path: &d })?;
+                }
+                d
+            }
+        };
+        out.push(Arc::new(BlockReader::open(&dir)?));
+    }
+    // A compaction that crashed after uploading its output but before
+    // deleting its inputs leaves blocks whose sources are all covered by
+    // a newer block: drop those.
+    let mut covered = Vec::new();
+    for b in &out {
+        for o in &out {
+            if o.meta().ulid != b.meta().ulid
+                && o.meta().compaction.level > b.meta().compaction.level
+                && b.meta()
+                    .compaction
+                    .sources
+                    .iter()
+                    .all(|s| o.meta().compaction.sources.contains(s))
+            {
+                covered.push(b.meta().ulid);
+                break;
+            }
+        }
+    }
+    for u in &covered {
+        warn!(block = %u, "deleting block already merged by a finished compaction");
+        let name = u.to_string();
+        bucket.delete_prefix(&name).await?;
+        let _ = std::fs::remove_dir_all(cache.join(&name));
+    }
+    out.retain(|b| !covered.contains(&b.meta().ulid));
+    out.sort_by_key(|b| (b.meta().min_time, b.meta().max_time, b.meta().ulid));
+    Ok(out)
+}
+
+/// Reads the series of one block for a select.
+pub(crate) fn select_block(
+    b: &BlockReader,
+    matchers: &[Matcher],
+    mint: i64,
+    maxt: i64,
+    labels_only: bool,
+) -> Result<Vec<Series>> {
+    let ids = select_postings(b, matchers)?;
+    let mut out = Vec::with_capacity(ids.len());
+    let mut metas = Vec::new();
+    for id in ids {
+        metas.clear();
+        let labels = b.series(id, &mut metas)?;
+        let mut parts = Vec::new();
+        for m in metas.iter().filter(|m| m.maxt >= mint && m.mint <= maxt) {
+            if labels_only {
+                parts.push(Part::Floats(Arc::from(&[][..])));
+                break;
+            }
+            let (_enc, data) = b.chunk(m.chunk_ref)?;
+            parts.push(Part::Xor {
+                mint: m.mint,
+                maxt: m.maxt,
+                data: Arc::from(data),
+            });
+        }
+        if parts.is_empty() {
+            continue;
+        }
+        let ts = b.tombstones().get(id);
+        if !ts.is_empty() && !labels_only {
+            parts = crate::head::apply_tombstones(parts, ts, mint, maxt);
+            if parts.is_empty() {
+                continue;
+            }
+        }
+        out.push(Series { labels, parts });
+    }
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(out)
+}
+
+impl Db {
+    fn blocks_in(&self, mint: i64, maxt: i64) -> Vec<Arc<BlockReader>> {
+        self.blocks
+            .read()
+            .iter()
+            .filter(|b| b.meta().max_time > mint && b.meta().min_time <= maxt)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Queryable for Db {
+    fn select(&self, matchers: &[Matcher], hints: &SelectHints) -> Result<Vec<Series>> {
+        self.touch();
+        if matchers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (mint, maxt) = (hints.start, hints.end);
+        let mut sources = vec![self.head.select(matchers, mint, maxt, hints.labels_only)?];
+        for b in self.blocks_in(mint, maxt).iter().rev() {
+            sources.push(select_block(b, matchers, mint, maxt, hints.labels_only)?);
+        }
+        Ok(merge_series(sources))
+    }
+
+    fn label_names(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<String>> {
+        self.touch();
+        let mut all = std::collections::BTreeSet::new();
+        all.extend(self.head.label_names(matchers, mint, maxt)?);
+        for b in self.blocks_in(mint, maxt) {
+            if matchers.is_empty() {
+                all.extend(b.label_names()?);
+            } else {
+                for s in select_block(&b, matchers, mint, maxt, true)? {
+                    all.extend(s.labels.iter().map(|l| l.name.to_string()));
+                }
+            }
+        }
+        Ok(all.into_iter().collect())
+    }
+
+    fn label_values(&self, name: &str, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<String>> {
+        self.touch();
+        let mut all = std::collections::BTreeSet::new();
+        all.extend(self.head.label_values(name, matchers, mint, maxt)?);
+        for b in self.blocks_in(mint, maxt) {
+            if matchers.is_empty() {
+                all.extend(b.label_values(name)?);
+            } else {
+                for s in select_block(&b, matchers, mint, maxt, true)? {
+                    if let Some(v) = s.labels.get(name) {
+                        all.insert(v.to_string());
+                    }
+                }
+            }
+        }
+        Ok(all.into_iter().collect())
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn f<T: Send + Sync>() {}
+    f::<Db>();
+}
+
+#[allow(dead_code)]
+fn decode_all(data: &[u8]) -> Vec<(i64, f64)> {
+    XorIterator::new(data).collect()
+}

@@ -1,0 +1,618 @@
+//! The head: the in-memory, mutable part of a tenant's database.
+//!
+//! Series live in striped hash maps (by label hash for lookups on append,
+//! by id for reads), each behind its own mutex, so appends to different
+//! series never contend on one lock. Label sets are stored as interned
+//! symbol ids ([`symbols`]); the inverted index is a
+//! [`MemPostings`](crate::index::MemPostings). The head owns no I/O: the
+//! database logs to the WAL around calls into it and writes blocks from
+//! what [`Head::extract`] hands out.
+
+mod series;
+pub(crate) mod symbols;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use parking_lot::RwLock;
+use stratus_model::{Labels, Matcher};
+
+use crate::error::Result;
+use crate::index::{MemPostings, select_postings};
+use crate::querier::Part;
+pub(crate) use series::{Appended, HeadChunk, MemSeries, Reject, window_start};
+use symbols::Symbols;
+
+const STRIPES: usize = 512;
+
+/// Head settings (all times in milliseconds).
+#[derive(Debug, Clone)]
+pub struct HeadConfig {
+    /// Length of a block; head chunks never cross a multiple of it.
+    pub block_range: i64,
+    /// Samples per head chunk before a new chunk is started.
+    pub chunk_samples: usize,
+    /// How far behind the newest sample an older sample is still accepted.
+    pub ooo_window: i64,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        Self {
+            block_range: 2 * 3600 * 1000,
+            chunk_samples: 120,
+            ooo_window: 3600 * 1000,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct HashStripe {
+    by_hash: HashMap<u64, Arc<MemSeries>>,
+    /// Series whose label hash collides with another series' (rare).
+    collisions: Vec<Arc<MemSeries>>,
+}
+
+/// Handle returned by [`Head::get_or_create`].
+#[derive(Debug)]
+pub(crate) struct SeriesHandle {
+    pub(crate) series: Arc<MemSeries>,
+    /// The WAL may not yet hold this series' definition: the caller must
+    /// log it with its samples.
+    pub(crate) needs_record: bool,
+}
+
+/// What a block cut takes out of one series.
+#[derive(Debug)]
+pub(crate) struct Extracted {
+    pub(crate) labels: Labels,
+    pub(crate) chunks: Vec<HeadChunk>,
+    pub(crate) ooo: Vec<(i64, f64)>,
+    pub(crate) tombstones: Vec<(i64, i64)>,
+}
+
+/// The in-memory head of one tenant database.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub(crate) cfg: HeadConfig,
+    pub(crate) symbols: Symbols,
+    postings: MemPostings,
+    by_hash: Box<[RwLock<HashStripe>]>,
+    by_id: Box<[RwLock<HashMap<u64, Arc<MemSeries>>>]>,
+    /// Series definitions logged to the WAL (by id); absent = logged.
+    unlogged: RwLock<HashMap<u64, Arc<AtomicBool>>>,
+    /// WAL refs that name an existing series under another id (replay).
+    aliases: RwLock<HashMap<u64, u64>>,
+    next_id: AtomicU64,
+    min_t: AtomicI64,
+    max_t: AtomicI64,
+    /// Everything below this time has been cut into blocks.
+    min_valid: AtomicI64,
+    tombstones: RwLock<HashMap<u64, Vec<(i64, i64)>>>,
+    num_series: AtomicU64,
+}
+
+impl Head {
+    pub(crate) fn new(cfg: HeadConfig) -> Self {
+        Self {
+            cfg,
+            symbols: Symbols::default(),
+            postings: MemPostings::new(),
+            by_hash: (0..STRIPES).map(|_| RwLock::default()).collect(),
+            by_id: (0..STRIPES).map(|_| RwLock::default()).collect(),
+            unlogged: RwLock::default(),
+            aliases: RwLock::default(),
+            next_id: AtomicU64::new(1),
+            min_t: AtomicI64::new(i64::MAX),
+            max_t: AtomicI64::new(i64::MIN),
+            min_valid: AtomicI64::new(i64::MIN),
+            tombstones: RwLock::default(),
+            num_series: AtomicU64::new(0),
+        }
+    }
+
+    fn hash_stripe(&self, hash: u64) -> &RwLock<HashStripe> {
+        &self.by_hash[(hash as usize) % STRIPES]
+    }
+
+    fn id_stripe(&self, id: u64) -> &RwLock<HashMap<u64, Arc<MemSeries>>> {
+        &self.by_id[(id as usize) % STRIPES]
+    }
+
+    /// Finds the series with exactly `labels` in a hash stripe.
+    fn find_in(&self, stripe: &HashStripe, hash: u64, labels: &Labels) -> Option<Arc<MemSeries>> {
+        let same = |s: &Arc<MemSeries>| self.symbols.labels(&s.syms) == *labels;
+        if let Some(s) = stripe.by_hash.get(&hash) {
+            if same(s) {
+                return Some(s.clone());
+            }
+        }
+        stripe
+            .collisions
+            .iter()
+            .find(|s| s.hash == hash && same(s))
+            .cloned()
+    }
+
+    /// The series with `labels`, created if new. Labels must be valid
+    /// (sorted, unique names, no empty values).
+    pub(crate) fn get_or_create(&self, labels: &Labels) -> SeriesHandle {
+        let hash = labels.stable_hash();
+        {
+            let stripe = self.hash_stripe(hash).read();
+            if let Some(s) = self.find_in(&stripe, hash, labels) {
+                drop(stripe);
+                return self.handle(s);
+            }
+        }
+        let mut stripe = self.hash_stripe(hash).write();
+        if let Some(s) = self.find_in(&stripe, hash, labels) {
+            drop(stripe);
+            return self.handle(s);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let s = self.insert_locked(&mut stripe, id, hash, labels);
+        self.unlogged
+            .write()
+            .insert(id, Arc::new(AtomicBool::new(false)));
+        drop(stripe);
+        SeriesHandle {
+            series: s,
+            needs_record: true,
+        }
+    }
+
+    fn handle(&self, s: Arc<MemSeries>) -> SeriesHandle {
+        let needs_record = {
+            let u = self.unlogged.read();
+            u.get(&s.id).is_some_and(|f| !f.load(Ordering::Acquire))
+        };
+        SeriesHandle {
+            series: s,
+            needs_record,
+        }
+    }
+
+    fn insert_locked(
+        &self,
+        stripe: &mut HashStripe,
+        id: u64,
+        hash: u64,
+        labels: &Labels,
+    ) -> Arc<MemSeries> {
+        let syms = self.symbols.intern_labels(labels);
+        let s = Arc::new(MemSeries::new(id, hash, syms));
+        if stripe.by_hash.contains_key(&hash) {
+            stripe.collisions.push(s.clone());
+        } else {
+            stripe.by_hash.insert(hash, s.clone());
+        }
+        self.id_stripe(id).write().insert(id, s.clone());
+        self.postings.add(id, &self.symbols.labels(&s.syms));
+        self.num_series.fetch_add(1, Ordering::Relaxed);
+        s
+    }
+
+    /// Marks series definitions as durably logged.
+    pub(crate) fn mark_logged(&self, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut u = self.unlogged.write();
+        for id in ids {
+            if let Some(f) = u.remove(id) {
+                f.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Replay: (re)creates series `id` with `labels`. If the labels already
+    /// exist under another id, `id` becomes an alias of it.
+    pub(crate) fn replay_series(&self, id: u64, labels: &Labels) {
+        self.next_id.fetch_max(id + 1, Ordering::Relaxed);
+        if self.id_stripe(id).read().contains_key(&id) {
+            return;
+        }
+        let hash = labels.stable_hash();
+        let mut stripe = self.hash_stripe(hash).write();
+        if let Some(s) = self.find_in(&stripe, hash, labels) {
+            if s.id != id {
+                self.aliases.write().insert(id, s.id);
+            }
+            return;
+        }
+        self.insert_locked(&mut stripe, id, hash, labels);
+    }
+
+    /// The series with WAL ref `id` (following aliases).
+    pub(crate) fn series_by_ref(&self, id: u64) -> Option<Arc<MemSeries>> {
+        if let Some(s) = self.id_stripe(id).read().get(&id) {
+            return Some(s.clone());
+        }
+        let canon = *self.aliases.read().get(&id)?;
+        self.id_stripe(canon).read().get(&canon).cloned()
+    }
+
+    /// Whether WAL ref `id` still names a live series (for checkpoints).
+    pub(crate) fn has_ref(&self, id: u64) -> bool {
+        self.id_stripe(id).read().contains_key(&id) || self.aliases.read().contains_key(&id)
+    }
+
+    /// The newest timestamp in the head (`i64::MIN` when empty).
+    pub(crate) fn max_t(&self) -> i64 {
+        self.max_t.load(Ordering::Acquire)
+    }
+
+    /// The oldest timestamp in the head (`i64::MAX` when empty).
+    pub(crate) fn min_t(&self) -> i64 {
+        self.min_t.load(Ordering::Acquire)
+    }
+
+    /// End of the time range already cut into blocks.
+    pub(crate) fn min_valid(&self) -> i64 {
+        self.min_valid.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_min_valid(&self, t: i64) {
+        self.min_valid.fetch_max(t, Ordering::AcqRel);
+    }
+
+    /// Records that samples in `[mint, maxt]` were appended.
+    pub(crate) fn observe_times(&self, mint: i64, maxt: i64) {
+        if mint <= maxt {
+            self.min_t.fetch_min(mint, Ordering::AcqRel);
+            self.max_t.fetch_max(maxt, Ordering::AcqRel);
+        }
+    }
+
+    /// Appends one sample to a locked series. `Err(None)` means the series
+    /// was removed meanwhile and must be looked up again.
+    pub(crate) fn append_locked(
+        &self,
+        data: &mut series::SeriesData,
+        t: i64,
+        v: f64,
+    ) -> Result<Appended, Reject> {
+        data.append(
+            t,
+            v,
+            self.min_valid(),
+            self.cfg.chunk_samples,
+            self.cfg.block_range,
+        )
+    }
+
+    pub(crate) fn num_series(&self) -> u64 {
+        self.num_series.load(Ordering::Relaxed)
+    }
+
+    /// All series, in no particular order.
+    fn all_series(&self) -> Vec<Arc<MemSeries>> {
+        let mut out = Vec::with_capacity(self.num_series() as usize);
+        for st in self.by_id.iter() {
+            out.extend(st.read().values().cloned());
+        }
+        out
+    }
+
+    /// Series ids matching `matchers` (all series when empty).
+    fn matching(&self, matchers: &[Matcher]) -> Result<Vec<Arc<MemSeries>>> {
+        if matchers.is_empty() {
+            let mut v = self.all_series();
+            v.sort_by_key(|s| s.id);
+            return Ok(v);
+        }
+        let ids = select_postings(&self.postings, matchers)?;
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| self.id_stripe(id).read().get(&id).cloned())
+            .collect())
+    }
+
+    fn tombstones_of(&self, id: u64) -> Vec<(i64, i64)> {
+        self.tombstones.read().get(&id).cloned().unwrap_or_default()
+    }
+
+    /// Records deletions of `[mint, maxt]` for the given series ids.
+    pub(crate) fn add_tombstones(&self, ids: &[u64], mint: i64, maxt: i64) {
+        let mut t = self.tombstones.write();
+        for &id in ids {
+            let canon = self.series_by_ref(id).map_or(id, |s| s.id);
+            let iv = t.entry(canon).or_default();
+            iv.push((mint, maxt));
+            merge_intervals(iv);
+        }
+    }
+
+    /// Ids of series matching `matchers` with data overlapping `[mint, maxt]`.
+    pub(crate) fn ids_for_delete(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<u64>> {
+        Ok(self
+            .matching(matchers)?
+            .into_iter()
+            .filter(|s| {
+                s.data
+                    .lock()
+                    .time_range()
+                    .is_some_and(|(lo, hi)| hi >= mint && lo <= maxt)
+            })
+            .map(|s| s.id)
+            .collect())
+    }
+
+    /// Selects series with data in `[mint, maxt]`, sorted by labels.
+    pub(crate) fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        labels_only: bool,
+    ) -> Result<Vec<crate::querier::Series>> {
+        let mut out = Vec::new();
+        for s in self.matching(matchers)? {
+            let mut parts = Vec::new();
+            {
+                let d = s.data.lock();
+                if d.removed {
+                    continue;
+                }
+                let Some((lo, hi)) = d.time_range() else {
+                    continue;
+                };
+                if hi < mint || lo > maxt {
+                    continue;
+                }
+                if !labels_only {
+                    for c in d.chunks.iter().filter(|c| c.maxt >= mint && c.mint <= maxt) {
+                        parts.push(Part::Xor {
+                            mint: c.mint,
+                            maxt: c.maxt,
+                            data: c.data.clone(),
+                        });
+                    }
+                    if let Some(a) = &d.app {
+                        if let (Some(f), Some(l)) = (a.first_t(), a.last_t()) {
+                            if l >= mint && f <= maxt {
+                                parts.push(Part::Xor {
+                                    mint: f,
+                                    maxt: l,
+                                    data: Arc::from(a.bytes()),
+                                });
+                            }
+                        }
+                    }
+                    let lo_i = d.ooo.partition_point(|x| x.0 < mint);
+                    let hi_i = d.ooo.partition_point(|x| x.0 <= maxt);
+                    if lo_i < hi_i {
+                        parts.push(Part::Floats(Arc::from(&d.ooo[lo_i..hi_i])));
+                    }
+                }
+            }
+            let ts = self.tombstones_of(s.id);
+            if !ts.is_empty() && !labels_only {
+                parts = apply_tombstones(parts, &ts, mint, maxt);
+                if parts.is_empty() {
+                    continue;
+                }
+            }
+            out.push(crate::querier::Series {
+                labels: self.symbols.labels(&s.syms),
+                parts,
+            });
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
+    /// Sorted label names (of matching series with data in the range).
+    pub(crate) fn label_names(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<String>> {
+        if matchers.is_empty() && self.overlaps(mint, maxt) && mint <= self.min_t() && maxt >= self.max_t() {
+            return Ok(self.postings.label_names());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for s in self.matching(matchers)? {
+            if self.series_overlaps(&s, mint, maxt) {
+                self.symbols.names_into(&s.syms, &mut names);
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    /// Sorted values of `name` (of matching series with data in the range).
+    pub(crate) fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>> {
+        if matchers.is_empty() && mint <= self.min_t() && maxt >= self.max_t() {
+            return Ok(self.postings.label_values(name));
+        }
+        let mut vals = std::collections::BTreeSet::new();
+        let ms: Vec<Matcher>;
+        let sel = if matchers.is_empty() {
+            ms = vec![Matcher::new(stratus_model::MatchType::RegexMatch, name, ".+")
+                .map_err(|e| crate::Error::Index { message: e.to_string() })?];
+            &ms[..]
+        } else {
+            matchers
+        };
+        for s in self.matching(sel)? {
+            if self.series_overlaps(&s, mint, maxt) {
+                if let Some(v) = self.symbols.value_of(&s.syms, name) {
+                    vals.insert(v.to_string());
+                }
+            }
+        }
+        Ok(vals.into_iter().collect())
+    }
+
+    fn overlaps(&self, mint: i64, maxt: i64) -> bool {
+        self.max_t() >= mint && self.min_t() <= maxt
+    }
+
+    fn series_overlaps(&self, s: &MemSeries, mint: i64, maxt: i64) -> bool {
+        let d = s.data.lock();
+        !d.removed
+            && d
+                .time_range()
+                .is_some_and(|(lo, hi)| hi >= mint && lo <= maxt)
+    }
+
+    /// Where the next block cut should end, if one is due: once the head
+    /// spans more than 1.5 block ranges, everything before the last
+    /// complete range boundary at least half a range behind the newest
+    /// sample is cut. Also due when out-of-order samples sit below the
+    /// last cut.
+    pub(crate) fn cut_due(&self) -> Option<i64> {
+        let max_t = self.max_t();
+        let min_t = self.min_t();
+        if max_t == i64::MIN || min_t == i64::MAX {
+            return None;
+        }
+        let range = self.cfg.block_range;
+        let end = window_start(max_t.saturating_sub(range / 2), range);
+        (end > min_t).then_some(end)
+    }
+
+    /// Series sorted by label set (for writing a block).
+    pub(crate) fn sorted_series(&self) -> Vec<Arc<MemSeries>> {
+        let mut v = self.all_series();
+        v.sort_by(|a, b| self.symbols.cmp_labels(&a.syms, &b.syms));
+        v
+    }
+
+    /// Takes a copy of everything `s` holds before `cut_end` (sealing an
+    /// open chunk that ends before it). Nothing is removed: see
+    /// [`Head::truncate`].
+    pub(crate) fn extract(&self, s: &MemSeries, cut_end: i64) -> Option<Extracted> {
+        let mut d = s.data.lock();
+        if d.removed {
+            return None;
+        }
+        if d.app.as_ref().and_then(|a| a.last_t()).is_some_and(|l| l < cut_end) {
+            d.seal_open_chunk();
+        }
+        let chunks: Vec<HeadChunk> = d.chunks.iter().filter(|c| c.maxt < cut_end).cloned().collect();
+        let n = d.ooo.partition_point(|x| x.0 < cut_end);
+        let ooo = d.ooo[..n].to_vec();
+        drop(d);
+        if chunks.is_empty() && ooo.is_empty() {
+            return None;
+        }
+        Some(Extracted {
+            labels: self.symbols.labels(&s.syms),
+            chunks,
+            ooo,
+            tombstones: self.tombstones_of(s.id),
+        })
+    }
+
+    /// Drops what a block cut persisted: sealed chunks before `cut_end`, the
+    /// out-of-order samples listed in `taken` (by series id), tombstones
+    /// wholly before `cut_end`, and series left empty.
+    pub(crate) fn truncate(&self, cut_end: i64, taken: &HashMap<u64, Vec<i64>>) {
+        self.set_min_valid(cut_end);
+        let mut min_t = i64::MAX;
+        let mut max_t = i64::MIN;
+        let mut removed = Vec::new();
+        for s in self.all_series() {
+            let mut d = s.data.lock();
+            d.chunks.retain(|c| c.maxt >= cut_end);
+            if let Some(ts) = taken.get(&s.id) {
+                d.ooo.retain(|x| ts.binary_search(&x.0).is_err());
+            }
+            if d.ooo.capacity() > 2 * d.ooo.len() + 8 {
+                d.ooo.shrink_to_fit();
+            }
+            match d.time_range() {
+                Some((lo, hi)) => {
+                    min_t = min_t.min(lo);
+                    max_t = max_t.max(hi);
+                }
+                None if d.is_empty() && d.last_t < cut_end => {
+                    d.removed = true;
+                    removed.push(s.clone());
+                }
+                None => {}
+            }
+        }
+        for s in &removed {
+            let mut hs = self.hash_stripe(s.hash).write();
+            if hs.by_hash.get(&s.hash).is_some_and(|x| x.id == s.id) {
+                hs.by_hash.remove(&s.hash);
+                if let Some(pos) = hs.collisions.iter().position(|x| x.hash == s.hash) {
+                    let c = hs.collisions.swap_remove(pos);
+                    hs.by_hash.insert(c.hash, c);
+                }
+            } else {
+                hs.collisions.retain(|x| x.id != s.id);
+            }
+            drop(hs);
+            self.id_stripe(s.id).write().remove(&s.id);
+            self.postings.delete(s.id, &self.symbols.labels(&s.syms));
+            self.num_series.fetch_sub(1, Ordering::Relaxed);
+        }
+        if !removed.is_empty() {
+            let gone: std::collections::HashSet<u64> = removed.iter().map(|s| s.id).collect();
+            self.aliases.write().retain(|_, canon| !gone.contains(canon));
+            self.tombstones.write().retain(|id, _| !gone.contains(id));
+        }
+        {
+            let mut t = self.tombstones.write();
+            for iv in t.values_mut() {
+                iv.retain(|&(_, hi)| hi >= cut_end);
+            }
+            t.retain(|_, iv| !iv.is_empty());
+        }
+        self.min_t.store(min_t, Ordering::Release);
+        if max_t != i64::MIN {
+            self.max_t.fetch_max(max_t, Ordering::AcqRel);
+        }
+    }
+
+    /// Approximate bytes held by series data, index and symbols.
+    pub(crate) fn approx_bytes(&self) -> usize {
+        let mut b = 0;
+        for s in self.all_series() {
+            b += std::mem::size_of::<MemSeries>() + 16 + s.syms.len() * 4 + 48;
+            b += s.data.lock().approx_bytes();
+        }
+        b + self.symbols.stats().1 + self.postings.approx_bytes()
+    }
+}
+
+/// Sorts and merges overlapping/adjacent closed intervals in place.
+pub(crate) fn merge_intervals(iv: &mut Vec<(i64, i64)>) {
+    iv.sort_unstable();
+    let mut out: Vec<(i64, i64)> = Vec::with_capacity(iv.len());
+    for &(lo, hi) in iv.iter() {
+        match out.last_mut() {
+            Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    *iv = out;
+}
+
+/// Whether `t` falls in one of the sorted, merged intervals.
+pub(crate) fn is_deleted(t: i64, iv: &[(i64, i64)]) -> bool {
+    let i = iv.partition_point(|&(_, hi)| hi < t);
+    iv.get(i).is_some_and(|&(lo, _)| lo <= t)
+}
+
+/// Decodes `parts` and drops samples in deleted intervals (and outside
+/// `[mint, maxt]`), returning one decoded part.
+pub(crate) fn apply_tombstones(parts: Vec<Part>, iv: &[(i64, i64)], mint: i64, maxt: i64) -> Vec<Part> {
+    let s = crate::querier::Series {
+        labels: Labels::empty(),
+        parts,
+    };
+    let kept: Vec<(i64, f64)> = s.iter(mint, maxt).filter(|x| !is_deleted(x.0, iv)).collect();
+    if kept.is_empty() {
+        Vec::new()
+    } else {
+        vec![Part::Floats(kept.into())]
+    }
+}

@@ -1,0 +1,220 @@
+//! One in-memory series: its chunks, its open appender and its
+//! out-of-order buffer, and the rules for accepting a sample.
+//!
+//! In-order samples go to an open XOR chunk that is cut after
+//! `chunk_samples` samples or at a block-range boundary, so that no chunk
+//! ever straddles two blocks and cutting a block never splits a chunk.
+//! Samples older than the series' newest sample (or older than the time
+//! already persisted to blocks) go to a sorted out-of-order buffer that is
+//! merged at read time and flushed at the next block cut.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::chunks::{XorAppender, XorIterator};
+
+/// A sealed head chunk.
+#[derive(Debug, Clone)]
+pub(crate) struct HeadChunk {
+    pub(crate) mint: i64,
+    pub(crate) maxt: i64,
+    pub(crate) data: Arc<[u8]>,
+}
+
+/// Why a sample was not appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reject {
+    /// Same timestamp as a stored sample, different value.
+    Duplicate,
+}
+
+/// What happened to an accepted sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Appended {
+    InOrder,
+    OutOfOrder,
+    /// Exact duplicate of a stored sample: nothing stored.
+    Noop,
+}
+
+/// The mutable state of a series, behind its mutex.
+#[derive(Debug)]
+pub(crate) struct SeriesData {
+    pub(crate) chunks: Vec<HeadChunk>,
+    pub(crate) app: Option<XorAppender>,
+    /// Exclusive upper bound for timestamps in the open chunk.
+    app_end: i64,
+    /// Sorted, unique out-of-order samples.
+    pub(crate) ooo: Vec<(i64, f64)>,
+    /// Newest in-order sample.
+    pub(crate) last_t: i64,
+    last_v: u64,
+    /// Set when the series was garbage-collected from the head; an
+    /// appender holding a stale handle must look the series up again.
+    pub(crate) removed: bool,
+}
+
+/// A series in the head.
+#[derive(Debug)]
+pub(crate) struct MemSeries {
+    pub(crate) id: u64,
+    pub(crate) hash: u64,
+    /// Label set as symbol ids: name, value, name, value...
+    pub(crate) syms: Box<[u32]>,
+    pub(crate) data: Mutex<SeriesData>,
+}
+
+impl MemSeries {
+    pub(crate) fn new(id: u64, hash: u64, syms: Box<[u32]>) -> Self {
+        Self {
+            id,
+            hash,
+            syms,
+            data: Mutex::new(SeriesData {
+                chunks: Vec::new(),
+                app: None,
+                app_end: i64::MIN,
+                ooo: Vec::new(),
+                last_t: i64::MIN,
+                last_v: 0,
+                removed: false,
+            }),
+        }
+    }
+}
+
+/// Start of the block-range window containing `t`.
+pub(crate) fn window_start(t: i64, range: i64) -> i64 {
+    t.div_euclid(range) * range
+}
+
+impl SeriesData {
+    /// Appends a sample. `min_valid` is the end of the time already cut
+    /// into blocks: samples below it always take the out-of-order path.
+    /// The caller checks the out-of-order window before calling.
+    pub(crate) fn append(
+        &mut self,
+        t: i64,
+        v: f64,
+        min_valid: i64,
+        chunk_samples: usize,
+        range: i64,
+    ) -> Result<Appended, Reject> {
+        let bits = v.to_bits();
+        if t > self.last_t && t >= min_valid {
+            let cut = match &self.app {
+                None => true,
+                Some(a) => a.num_samples() >= chunk_samples || t >= self.app_end,
+            };
+            if cut {
+                self.seal_open_chunk();
+                self.app = Some(XorAppender::new());
+                self.app_end = window_start(t, range).saturating_add(range);
+            }
+            if let Some(a) = self.app.as_mut() {
+                a.append(t, v);
+            }
+            self.last_t = t;
+            self.last_v = bits;
+            return Ok(Appended::InOrder);
+        }
+        if t == self.last_t {
+            return if bits == self.last_v {
+                Ok(Appended::Noop)
+            } else {
+                Err(Reject::Duplicate)
+            };
+        }
+        // Out of order: refuse to overwrite a stored sample.
+        if let Some(existing) = self.find(t) {
+            return if existing.to_bits() == bits {
+                Ok(Appended::Noop)
+            } else {
+                Err(Reject::Duplicate)
+            };
+        }
+        match self.ooo.binary_search_by(|s| s.0.cmp(&t)) {
+            Ok(_) => return Err(Reject::Duplicate), // unreachable: find() covers it
+            Err(i) => self.ooo.insert(i, (t, v)),
+        }
+        Ok(Appended::OutOfOrder)
+    }
+
+    /// The stored value at exactly `t`, if any (slow path: decodes).
+    fn find(&self, t: i64) -> Option<f64> {
+        if let Ok(i) = self.ooo.binary_search_by(|s| s.0.cmp(&t)) {
+            return Some(self.ooo[i].1);
+        }
+        for c in &self.chunks {
+            if c.mint <= t && t <= c.maxt {
+                return seek_exact(&c.data[..], t);
+            }
+        }
+        if let Some(a) = &self.app {
+            if a.first_t().is_some_and(|f| f <= t) && a.last_t().is_some_and(|l| t <= l) {
+                return seek_exact(a.bytes(), t);
+            }
+        }
+        None
+    }
+
+    /// Moves the open chunk (if any) to the sealed list.
+    pub(crate) fn seal_open_chunk(&mut self) {
+        if let Some(a) = self.app.take() {
+            if let (Some(mint), Some(maxt)) = (a.first_t(), a.last_t()) {
+                self.chunks.push(HeadChunk {
+                    mint,
+                    maxt,
+                    data: a.into_bytes().into(),
+                });
+            }
+        }
+    }
+
+    /// Oldest and newest timestamps held, if any.
+    pub(crate) fn time_range(&self) -> Option<(i64, i64)> {
+        let mut min = i64::MAX;
+        let mut max = i64::MIN;
+        if let Some(c) = self.chunks.first() {
+            min = min.min(c.mint);
+        }
+        if let Some(c) = self.chunks.last() {
+            max = max.max(c.maxt);
+        }
+        if let Some(a) = &self.app {
+            if let (Some(f), Some(l)) = (a.first_t(), a.last_t()) {
+                min = min.min(f);
+                max = max.max(l);
+            }
+        }
+        if let (Some(f), Some(l)) = (self.ooo.first(), self.ooo.last()) {
+            min = min.min(f.0);
+            max = max.max(l.0);
+        }
+        (min <= max).then_some((min, max))
+    }
+
+    /// Whether the series holds no samples at all.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.app.is_none() && self.ooo.is_empty()
+    }
+
+    /// Approximate heap bytes held by the samples.
+    pub(crate) fn approx_bytes(&self) -> usize {
+        self.chunks
+            .iter()
+            .map(|c| c.data.len() + std::mem::size_of::<HeadChunk>() + 16)
+            .sum::<usize>()
+            + self.app.as_ref().map_or(0, |a| a.bytes().len() + 64)
+            + self.ooo.capacity() * 16
+    }
+}
+
+fn seek_exact(data: &[u8], t: i64) -> Option<f64> {
+    let mut it = XorIterator::new(data);
+    match it.seek(t) {
+        Some((st, v)) if st == t => Some(v),
+        _ => None,
+    }
+}

@@ -1,0 +1,405 @@
+//! The query interface over head and blocks.
+//!
+//! [`Queryable`] is the seam the PromQL engine and the HTTP API program
+//! against: select series by matchers in a time range, list label names and
+//! values. Every source (the head, each block) produces [`Series`] made of
+//! compressed [`Part`]s; [`merge_series`] joins the sources' sorted series
+//! lists by label set, and [`SeriesIter`] decodes a series lazily, merging
+//! overlapping parts and dropping duplicate timestamps (so a sample that
+//! sits in both the head and a freshly cut block, or in two overlapping
+//! blocks, is returned once).
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use stratus_model::{Labels, Matcher};
+
+use crate::chunks::XorIterator;
+use crate::error::Result;
+
+/// What the caller will do with the data, so sources can skip work.
+#[derive(Debug, Clone, Default)]
+pub struct SelectHints {
+    /// Oldest timestamp needed (inclusive, ms).
+    pub start: i64,
+    /// Newest timestamp needed (inclusive, ms).
+    pub end: i64,
+    /// Evaluation step of a range query (0 for instant queries).
+    pub step: i64,
+    /// Range of a range selector (e.g. 5m in `rate(x[5m])`), 0 if none.
+    pub range: i64,
+    /// The function the data is fed to, if any (e.g. `rate`).
+    pub func: Option<String>,
+    /// Only series labels are needed, no samples (e.g. `/api/v1/series`).
+    pub labels_only: bool,
+}
+
+impl SelectHints {
+    /// Hints for reading every sample in `[start, end]`.
+    pub fn range(start: i64, end: i64) -> Self {
+        Self {
+            start,
+            end,
+            ..Default::default()
+        }
+    }
+}
+
+/// A compressed piece of one series from one source.
+#[derive(Debug, Clone)]
+pub enum Part {
+    /// A Prometheus XOR chunk.
+    Xor {
+        mint: i64,
+        maxt: i64,
+        data: Arc<[u8]>,
+    },
+    /// Decoded samples, sorted by time (out-of-order buffers, filtered data).
+    Floats(Arc<[(i64, f64)]>),
+}
+
+impl Part {
+    /// Oldest and newest timestamp in the part (`None` if empty).
+    pub fn bounds(&self) -> Option<(i64, i64)> {
+        match self {
+            Part::Xor { mint, maxt, .. } => Some((*mint, *maxt)),
+            Part::Floats(s) => Some((s.first()?.0, s.last()?.0)),
+        }
+    }
+}
+
+/// One series as returned by a select: its labels and compressed data from
+/// one or more sources, in source priority order (earlier parts win when
+/// two sources disagree about the value at one timestamp).
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub labels: Labels,
+    pub parts: Vec<Part>,
+}
+
+impl Series {
+    /// Iterates the samples in `[mint, maxt]`, merged and deduplicated.
+    pub fn iter(&self, mint: i64, maxt: i64) -> SeriesIter {
+        SeriesIter::new(&self.parts, mint, maxt)
+    }
+
+    /// Decodes every sample in `[mint, maxt]`.
+    pub fn samples(&self, mint: i64, maxt: i64) -> Vec<(i64, f64)> {
+        self.iter(mint, maxt).collect()
+    }
+}
+
+/// Reads from one tenant's data.
+pub trait Queryable: Send + Sync {
+    /// Series matching all `matchers` (at least one) with data in
+    /// `[hints.start, hints.end]`, sorted by label set.
+    fn select(&self, matchers: &[Matcher], hints: &SelectHints) -> Result<Vec<Series>>;
+
+    /// Sorted label names of series matching `matchers` (all series when
+    /// empty) with data in `[mint, maxt]`.
+    fn label_names(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<String>>;
+
+    /// Sorted values of label `name` of series matching `matchers` (all
+    /// series when empty) with data in `[mint, maxt]`.
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>>;
+}
+
+/// Merges per-source series lists (each sorted by labels) into one sorted
+/// list; series with equal labels are joined, parts of earlier sources first.
+pub fn merge_series(sources: Vec<Vec<Series>>) -> Vec<Series> {
+    let mut sources: Vec<_> = sources.into_iter().filter(|s| !s.is_empty()).collect();
+    match sources.len() {
+        0 => return Vec::new(),
+        1 => return sources.pop().unwrap_or_default(),
+        _ => {}
+    }
+    let total = sources.iter().map(Vec::len).sum();
+    let mut out: Vec<Series> = Vec::with_capacity(total);
+    let mut iters: Vec<std::iter::Peekable<std::vec::IntoIter<Series>>> =
+        sources.into_iter().map(|s| s.into_iter().peekable()).collect();
+    loop {
+        // Smallest label set among the heads of all iterators.
+        let mut min: Option<usize> = None;
+        for i in 0..iters.len() {
+            if let Some(s) = iters[i].peek() {
+                let better = match min {
+                    None => true,
+                    Some(m) => iters[m]
+                        .peek()
+                        .is_some_and(|ms| s.labels.cmp(&ms.labels) == Ordering::Less),
+                };
+                if better {
+                    min = Some(i);
+                }
+            }
+        }
+        let Some(m) = min else { break };
+        let Some(mut first) = iters[m].next() else {
+            break;
+        };
+        for (i, it) in iters.iter_mut().enumerate() {
+            if i == m {
+                continue;
+            }
+            if it.peek().is_some_and(|s| s.labels == first.labels) {
+                if let Some(s) = it.next() {
+                    if i < m {
+                        let mut parts = s.parts;
+                        parts.append(&mut first.parts);
+                        first.parts = parts;
+                    } else {
+                        first.parts.extend(s.parts);
+                    }
+                }
+            }
+        }
+        out.push(first);
+    }
+    out
+}
+
+/// A decoder over one part.
+#[derive(Debug)]
+enum PartIter {
+    Xor(XorIterator<Arc<[u8]>>),
+    Floats { data: Arc<[(i64, f64)]>, pos: usize },
+}
+
+impl PartIter {
+    fn new(p: &Part) -> Self {
+        match p {
+            Part::Xor { data, .. } => PartIter::Xor(XorIterator::new(data.clone())),
+            Part::Floats(d) => PartIter::Floats {
+                data: d.clone(),
+                pos: 0,
+            },
+        }
+    }
+
+    fn next(&mut self) -> Option<(i64, f64)> {
+        match self {
+            PartIter::Xor(it) => it.next(),
+            PartIter::Floats { data, pos } => {
+                let s = data.get(*pos).copied();
+                *pos += 1;
+                s
+            }
+        }
+    }
+
+    fn seek(&mut self, t: i64) -> Option<(i64, f64)> {
+        match self {
+            PartIter::Xor(it) => it.seek(t),
+            PartIter::Floats { data, pos } => {
+                let rest = data.get(*pos..).unwrap_or(&[]);
+                let skip = rest.partition_point(|s| s.0 < t);
+                *pos += skip;
+                self.next()
+            }
+        }
+    }
+}
+
+/// A sequence of parts that do not overlap in time, in time order.
+#[derive(Debug)]
+struct Chain {
+    parts: Vec<Part>,
+    idx: usize,
+    cur: Option<PartIter>,
+}
+
+impl Chain {
+    fn next(&mut self) -> Option<(i64, f64)> {
+        loop {
+            if let Some(it) = self.cur.as_mut() {
+                if let Some(s) = it.next() {
+                    return Some(s);
+                }
+            }
+            let p = self.parts.get(self.idx)?;
+            self.cur = Some(PartIter::new(p));
+            self.idx += 1;
+        }
+    }
+
+    fn seek(&mut self, t: i64) -> Option<(i64, f64)> {
+        // Skip whole parts that end before t.
+        loop {
+            if let Some(it) = self.cur.as_mut() {
+                if let Some(s) = it.seek(t) {
+                    return Some(s);
+                }
+            }
+            // Current part exhausted; skip parts entirely before t.
+            while let Some(p) = self.parts.get(self.idx) {
+                if p.bounds().is_some_and(|(_, max)| max >= t) {
+                    break;
+                }
+                self.idx += 1;
+            }
+            let p = self.parts.get(self.idx)?;
+            self.cur = Some(PartIter::new(p));
+            self.idx += 1;
+        }
+    }
+}
+
+/// Lazily decodes a series: merges overlapping parts, drops duplicate
+/// timestamps (the earliest part wins) and samples outside `[mint, maxt]`.
+#[derive(Debug)]
+pub struct SeriesIter {
+    chains: Vec<Chain>,
+    /// Next sample of each chain (for the k-way merge).
+    heads: Vec<Option<(i64, f64)>>,
+    heap: BinaryHeap<std::cmp::Reverse<(i64, usize)>>,
+    started: bool,
+    mint: i64,
+    maxt: i64,
+    last_t: i64,
+}
+
+impl SeriesIter {
+    /// Builds an iterator over `parts` bounded to `[mint, maxt]`.
+    pub fn new(parts: &[Part], mint: i64, maxt: i64) -> Self {
+        // Parts in priority order; keep that order as the tie-breaker by
+        // assigning chains greedily in priority order.
+        let mut indexed: Vec<(usize, &Part)> = parts
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.bounds().is_some_and(|(lo, hi)| hi >= mint && lo <= maxt))
+            .collect();
+        indexed.sort_by_key(|(i, p)| (p.bounds().map_or(0, |b| b.0), *i));
+        let mut chains: Vec<(Vec<Part>, i64, usize)> = Vec::new(); // parts, last maxt, best priority
+        for (prio, p) in indexed {
+            let Some((lo, hi)) = p.bounds() else { continue };
+            match chains.iter_mut().find(|c| c.1 < lo) {
+                Some(c) => {
+                    c.0.push(p.clone());
+                    c.1 = hi;
+                    c.2 = c.2.min(prio);
+                }
+                None => chains.push((vec![p.clone()], hi, prio)),
+            }
+        }
+        chains.sort_by_key(|c| c.2);
+        let chains: Vec<Chain> = chains
+            .into_iter()
+            .map(|(parts, _, _)| Chain {
+                parts,
+                idx: 0,
+                cur: None,
+            })
+            .collect();
+        let n = chains.len();
+        Self {
+            chains,
+            heads: vec![None; n],
+            heap: BinaryHeap::with_capacity(n),
+            started: false,
+            mint,
+            maxt,
+            last_t: i64::MIN,
+        }
+    }
+
+    fn start(&mut self, t: i64) {
+        self.started = true;
+        self.heap.clear();
+        for i in 0..self.chains.len() {
+            let s = self.chains[i].seek(t);
+            self.heads[i] = s;
+            if let Some((st, _)) = s {
+                self.heap.push(std::cmp::Reverse((st, i)));
+            }
+        }
+    }
+
+    /// Advances to the first sample at or after `t` (never backwards).
+    pub fn seek(&mut self, t: i64) -> Option<(i64, f64)> {
+        let t = t.max(self.mint);
+        if !self.started {
+            self.start(t);
+            return self.next();
+        }
+        if self.chains.len() == 1 {
+            if let Some(h) = self.heads[0].take() {
+                if h.0 >= t {
+                    return self.emit(h);
+                }
+            }
+            if t <= self.last_t {
+                return self.next();
+            }
+            let s = self.chains[0].seek(t)?;
+            return self.emit(s);
+        }
+        // Re-seek every chain whose head is before t.
+        for i in 0..self.chains.len() {
+            if self.heads[i].is_some_and(|(st, _)| st < t) {
+                self.heads[i] = self.chains[i].seek(t);
+            }
+        }
+        self.heap.clear();
+        for (i, h) in self.heads.iter().enumerate() {
+            if let Some((st, _)) = h {
+                self.heap.push(std::cmp::Reverse((*st, i)));
+            }
+        }
+        self.next()
+    }
+
+    fn emit(&mut self, s: (i64, f64)) -> Option<(i64, f64)> {
+        if s.0 > self.maxt {
+            self.chains.clear();
+            self.heap.clear();
+            return None;
+        }
+        self.last_t = s.0;
+        Some(s)
+    }
+}
+
+impl Iterator for SeriesIter {
+    type Item = (i64, f64);
+
+    fn next(&mut self) -> Option<(i64, f64)> {
+        if !self.started {
+            let m = self.mint;
+            self.start(m);
+        }
+        if self.chains.len() == 1 {
+            // Fast path: no overlapping parts.
+            if self.heads[0].is_some() {
+                let s = self.heads[0].take()?;
+                return self.emit(s);
+            }
+            loop {
+                let s = self.chains.first_mut()?.next()?;
+                if s.0 > self.last_t || self.last_t == i64::MIN {
+                    return self.emit(s);
+                }
+            }
+        }
+        loop {
+            let std::cmp::Reverse((t, i)) = self.heap.pop()?;
+            let s = self.heads[i].take()?;
+            // Refill this chain's head.
+            let n = self.chains[i].next();
+            self.heads[i] = n;
+            if let Some((nt, _)) = n {
+                self.heap.push(std::cmp::Reverse((nt, i)));
+            }
+            if t <= self.last_t && self.last_t != i64::MIN {
+                continue; // duplicate timestamp from a lower-priority chain
+            }
+            return self.emit(s);
+        }
+    }
+}
