@@ -15,6 +15,10 @@ pub enum Error {
     /// An index lookup failed (e.g. a corrupt block index).
     #[snafu(display("index: {message}"))]
     Index { message: String },
+
+    /// The write-ahead log failed.
+    #[snafu(display("WAL: {source}"), context(false))]
+    Wal { source: crate::wal::Error },
 }
 
 /// Result alias for this crate.
