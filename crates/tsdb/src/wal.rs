@@ -193,7 +193,13 @@ impl Wal {
     /// always starts a new segment after the highest existing segment or
     /// checkpoint; fsyncs the directory.
     pub fn open(dir: &Path, cfg: WalConfig) -> Result<Wal, Error> {
-        std::fs::create_dir_all(dir).context(CreateDirSnafu { path: dir })?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir).context(CreateDirSnafu { path: dir })?;
+            // Make the new directory's entry durable too.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                segment::sync_dir(parent)?;
+            }
+        }
         let listing = segment::list_dir(dir)?;
         for tmp in &listing.tmp {
             tracing::warn!(path = %tmp.display(), "WAL: removing leftover temporary checkpoint");
