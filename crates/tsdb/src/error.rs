@@ -33,6 +33,10 @@ pub enum Error {
 
     #[snafu(display("invalid configuration: {message}"))]
     Config { message: String },
+
+    /// The write-ahead log failed.
+    #[snafu(display("WAL: {source}"), context(false))]
+    Wal { source: crate::wal::Error },
 }
 
 /// Result alias for this crate.

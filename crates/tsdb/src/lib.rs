@@ -11,5 +11,10 @@
 
 mod error;
 pub mod index;
+pub mod wal;
 
 pub use error::{Error, Result};
+pub use wal::{
+    CheckpointStats, FsyncPolicy, Record, RefSample, RefSeries, RefTombstone, ReplayOptions,
+    ReplayStats, Wal, WalConfig, fuzz_wal_read,
+};
