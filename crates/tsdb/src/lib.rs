@@ -13,3 +13,4 @@ mod error;
 pub mod index;
 
 pub use error::{Error, Result};
+pub use index::{MemPostings, Postings, PostingsSource, select_postings};
