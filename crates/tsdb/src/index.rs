@@ -4,8 +4,27 @@
 //! head's in-memory index and a block's on-disk index implement
 //! [`PostingsSource`]; [`select_postings`] evaluates label matchers over any
 //! source with Prometheus semantics.
+//!
+//! - [`ops`](self#set-operations): intersection, union, subtraction of
+//!   postings lists, galloping when sizes differ a lot;
+//! - [`select_postings`]: matcher evaluation (Prometheus' `PostingsForMatchers`
+//!   semantics: an absent label has the value "");
+//! - [`MemPostings`]: the head's concurrent in-memory index.
+//!
+//! # Set operations
+//!
+//! [`intersect`], [`intersect_many`], [`union_many`] and [`subtract`] take
+//! sorted, duplicate-free lists and return one.
 
 use crate::error::Result;
+
+mod mem;
+mod ops;
+mod select;
+
+pub use mem::MemPostings;
+pub use ops::{intersect, intersect_many, subtract, union_many};
+pub use select::select_postings;
 
 /// A sorted, duplicate-free list of series ids.
 pub type Postings = Vec<u64>;

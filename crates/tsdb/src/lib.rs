@@ -18,3 +18,4 @@ pub use wal::{
     CheckpointStats, FsyncPolicy, Record, RefSample, RefSeries, RefTombstone, ReplayOptions,
     ReplayStats, Wal, WalConfig, fuzz_wal_read,
 };
+pub use index::{MemPostings, Postings, PostingsSource, select_postings};
