@@ -15,6 +15,10 @@ pub enum Error {
     /// An index lookup failed (e.g. a corrupt block index).
     #[snafu(display("index: {message}"))]
     Index { message: String },
+
+    /// Chunk data could not be decoded.
+    #[snafu(display("chunk: {source}"), context(false))]
+    Chunk { source: crate::chunks::Error },
 }
 
 /// Result alias for this crate.
