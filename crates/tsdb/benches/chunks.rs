@@ -28,8 +28,8 @@ impl Rng {
     }
 }
 
-/// One chunk's worth of samples per series: 15 s scrape interval with a
-/// few ms of jitter; a third counters growing by small integers, a third
+/// One chunk's worth of samples per series: 15 s scrape interval with
+/// occasional ms jitter; a third counters growing by small integers, a third
 /// gauges with 2-3 significant digits, a third mostly-constant gauges.
 fn series_data() -> Vec<Vec<(i64, f64)>> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -42,7 +42,14 @@ fn series_data() -> Vec<Vec<(i64, f64)>> {
             let constant = [0.0, 1.0, 4096.0, 8.0][s % 4];
             (0..SAMPLES_PER_CHUNK)
                 .map(|_| {
-                    t += 15_000 + rng.below(5) as i64 - 2;
+                    // Most scrapes land on the interval; one in four is
+                    // off by up to 2 ms.
+                    let jitter = if rng.below(4) == 0 {
+                        rng.below(5) as i64 - 2
+                    } else {
+                        0
+                    };
+                    t += 15_000 + jitter;
                     let v = match kind {
                         0 => {
                             counter += rng.below(20) as f64;

@@ -133,6 +133,16 @@ fn known_bytes_three_samples() {
 }
 
 #[test]
+fn framing_example_crc() {
+    // The segment record example of docs/format/chunks.md section 2.4.
+    let data = encode(&[(1000, 1.0), (2000, 2.0), (3000, 3.0)]).into_bytes();
+    let mut covered = vec![Encoding::Xor.as_u8()];
+    covered.extend_from_slice(&data);
+    assert_eq!(data.len(), 0x13);
+    assert_eq!(crc32c::crc32c(&covered), 0x7A75_E4E8);
+}
+
+#[test]
 fn known_bytes_buckets_and_window_reuse() {
     // t=-1 (zigzag 1), 0.0 | +15: 1.0 ('11' lead 2, sig 10, 0x3FF)
     // | dod 0, 0.5 ('10' reusing the window: 10 bits 0000000001)
