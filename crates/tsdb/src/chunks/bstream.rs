@@ -35,7 +35,11 @@ pub(crate) fn write_bits(buf: &mut Vec<u8>, free: &mut u8, value: u64, n: u32) {
         n -= f;
     }
     let nbytes = n.div_ceil(8);
-    buf.extend_from_slice(&v.to_be_bytes()[..nbytes as usize]);
+    // A fixed 8-byte copy then a truncate is cheaper than a variable-length
+    // copy; the bytes past `nbytes` are zero anyway.
+    let len = buf.len();
+    buf.extend_from_slice(&v.to_be_bytes());
+    buf.truncate(len + nbytes as usize);
     *free = (nbytes * 8 - n) as u8;
 }
 

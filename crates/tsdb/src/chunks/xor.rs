@@ -449,6 +449,12 @@ impl<B: AsRef<[u8]>> XorIterator<B> {
                 let data = self.data.as_ref();
                 let r = &mut self.r;
                 r.ensure(data, 4);
+                // Fast path: same delta, same value ('0' '0').
+                if r.peek() >> 62 == 0 && r.available() >= 2 {
+                    r.consume(2);
+                    self.t = self.t.wrapping_add(self.t_delta as i64);
+                    return Ok(());
+                }
                 // Count the prefix: up to four 1 bits, ended by a 0 unless 4.
                 let ones = (!r.peek()).leading_zeros().min(4);
                 let prefix = if ones == 4 { 4 } else { ones + 1 };
