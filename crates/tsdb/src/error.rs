@@ -37,6 +37,9 @@ pub enum Error {
     /// The write-ahead log failed.
     #[snafu(display("WAL: {source}"), context(false))]
     Wal { source: crate::wal::Error },
+    /// Chunk data could not be decoded.
+    #[snafu(display("chunk: {source}"), context(false))]
+    Chunk { source: crate::chunks::Error },
 }
 
 /// Result alias for this crate.

@@ -9,10 +9,15 @@
 //! interface over head and blocks that merges and deduplicates sources.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod chunks;
 mod error;
 pub mod index;
 pub mod wal;
 
+pub use chunks::{
+    Encoding, MAX_SAMPLES_PER_CHUNK, XorAppender, XorIterator, chunk_num_samples, decode_xor,
+    fuzz_xor_decode,
+};
 pub use error::{Error, Result};
 pub use wal::{
     CheckpointStats, FsyncPolicy, Record, RefSample, RefSeries, RefTombstone, ReplayOptions,
