@@ -15,6 +15,10 @@ pub enum Error {
     /// An index lookup failed (e.g. a corrupt block index).
     #[snafu(display("index: {message}"))]
     Index { message: String },
+
+    /// Writing or reading an on-disk block failed.
+    #[snafu(display("block: {source}"), context(false))]
+    Block { source: crate::block::Error },
 }
 
 /// Result alias for this crate.

@@ -9,7 +9,12 @@
 //! interface over head and blocks that merges and deduplicates sources.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod block;
 mod error;
 pub mod index;
 
+pub use block::{
+    BlockCompaction, BlockMeta, BlockReader, BlockStats, BlockWriter, ChunkInput, ChunkMeta,
+    Tombstones, fuzz_block_index, write_tombstones,
+};
 pub use error::{Error, Result};
