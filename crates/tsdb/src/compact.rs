@@ -268,12 +268,12 @@ pub(crate) fn merge_blocks(
         .max()
         .unwrap_or(0)
         + 1;
-    w.finish(BlockCompaction {
+    Ok(w.finish(BlockCompaction {
         level,
         sources,
         parents: inputs.iter().map(|b| b.meta().ulid).collect(),
         deletable: false,
-    })
+    })?)
 }
 
 #[cfg(test)]

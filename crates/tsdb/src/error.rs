@@ -40,6 +40,9 @@ pub enum Error {
     /// Chunk data could not be decoded.
     #[snafu(display("chunk: {source}"), context(false))]
     Chunk { source: crate::chunks::Error },
+    /// Writing or reading an on-disk block failed.
+    #[snafu(display("block: {source}"), context(false))]
+    Block { source: crate::block::Error },
 }
 
 /// Result alias for this crate.

@@ -551,8 +551,14 @@ impl Head {
             }
             drop(hs);
             self.id_stripe(s.id).write().remove(&s.id);
-            self.postings.delete(s.id, &self.symbols.labels(&s.syms));
             self.num_series.fetch_sub(1, Ordering::Relaxed);
+        }
+        if !removed.is_empty() {
+            let gone: Vec<(u64, Labels)> = removed
+                .iter()
+                .map(|s| (s.id, self.symbols.labels(&s.syms)))
+                .collect();
+            self.postings.delete_series(&gone);
         }
         if !removed.is_empty() {
             let gone: std::collections::HashSet<u64> = removed.iter().map(|s| s.id).collect();

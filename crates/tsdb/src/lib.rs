@@ -9,18 +9,33 @@
 //! interface over head and blocks that merges and deduplicates sources.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod block;
 pub mod chunks;
+mod compact;
+mod db;
 mod error;
+pub mod failpoint;
+mod head;
 pub mod index;
+pub mod querier;
+mod tenants;
 pub mod wal;
 
+pub use block::{
+    BlockCompaction, BlockMeta, BlockReader, BlockStats, BlockWriter, ChunkInput, ChunkMeta,
+    Tombstones, fuzz_block_index, write_tombstones,
+};
 pub use chunks::{
     Encoding, MAX_SAMPLES_PER_CHUNK, XorAppender, XorIterator, chunk_num_samples, decode_xor,
     fuzz_xor_decode,
 };
-pub use error::{Error, Result};
+pub use db::{AppendReport, Db, DbConfig, DbStats, SampleError, SeriesSamples};
+pub use error::{Error, RejectReason, Result};
+pub use head::HeadConfig;
+pub use index::{MemPostings, Postings, PostingsSource, select_postings};
+pub use querier::{Part, Queryable, SelectHints, Series, SeriesIter, merge_series};
+pub use tenants::Tenants;
 pub use wal::{
     CheckpointStats, FsyncPolicy, Record, RefSample, RefSeries, RefTombstone, ReplayOptions,
     ReplayStats, Wal, WalConfig, fuzz_wal_read,
 };
-pub use index::{MemPostings, Postings, PostingsSource, select_postings};

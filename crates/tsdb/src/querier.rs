@@ -9,7 +9,6 @@
 //! sits in both the head and a freshly cut block, or in two overlapping
 //! blocks, is returned once).
 
-use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
@@ -122,42 +121,34 @@ pub fn merge_series(sources: Vec<Vec<Series>>) -> Vec<Series> {
     }
     let total = sources.iter().map(Vec::len).sum();
     let mut out: Vec<Series> = Vec::with_capacity(total);
-    let mut iters: Vec<std::iter::Peekable<std::vec::IntoIter<Series>>> =
-        sources.into_iter().map(|s| s.into_iter().peekable()).collect();
+    let mut iters: Vec<std::vec::IntoIter<Series>> =
+        sources.into_iter().map(Vec::into_iter).collect();
+    let mut heads: Vec<Option<Series>> = iters.iter_mut().map(Iterator::next).collect();
     loop {
-        // Smallest label set among the heads of all iterators.
+        // Smallest label set among the heads of all sources.
         let mut min: Option<usize> = None;
-        for i in 0..iters.len() {
-            if let Some(s) = iters[i].peek() {
-                let better = match min {
-                    None => true,
-                    Some(m) => iters[m]
-                        .peek()
-                        .is_some_and(|ms| s.labels.cmp(&ms.labels) == Ordering::Less),
-                };
-                if better {
-                    min = Some(i);
-                }
+        for (i, h) in heads.iter().enumerate() {
+            let Some(s) = h else { continue };
+            let better = match min.and_then(|m| heads[m].as_ref()) {
+                None => true,
+                Some(ms) => s.labels < ms.labels,
+            };
+            if better {
+                min = Some(i);
             }
         }
         let Some(m) = min else { break };
-        let Some(mut first) = iters[m].next() else {
+        let Some(mut first) = heads[m].take() else {
             break;
         };
-        for (i, it) in iters.iter_mut().enumerate() {
-            if i == m {
-                continue;
-            }
-            if it.peek().is_some_and(|s| s.labels == first.labels) {
-                if let Some(s) = it.next() {
-                    if i < m {
-                        let mut parts = s.parts;
-                        parts.append(&mut first.parts);
-                        first.parts = parts;
-                    } else {
-                        first.parts.extend(s.parts);
-                    }
+        heads[m] = iters[m].next();
+        // Join equal label sets from later sources (parts in source order).
+        for i in m + 1..heads.len() {
+            if heads[i].as_ref().is_some_and(|s| s.labels == first.labels) {
+                if let Some(s) = heads[i].take() {
+                    first.parts.extend(s.parts);
                 }
+                heads[i] = iters[i].next();
             }
         }
         out.push(first);

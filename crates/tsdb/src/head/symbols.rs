@@ -50,15 +50,6 @@ impl Symbols {
             .collect()
     }
 
-    /// The interned `Arc<str>` of `s`, if interned (so callers can share it).
-    pub(crate) fn shared(&self, s: &Arc<str>) -> Arc<str> {
-        let r = self.inner.read();
-        match r.ids.get(&**s) {
-            Some(&id) => r.strs[id as usize].clone(),
-            None => s.clone(),
-        }
-    }
-
     /// Rebuilds a label set from symbol ids.
     pub(crate) fn labels(&self, syms: &[u32]) -> Labels {
         let r = self.inner.read();
