@@ -97,7 +97,8 @@ pub struct BlockWriter {
 impl BlockWriter {
     /// Starts writing a block into `dir` (created; must not exist). Chunks
     /// stream to segment files as series are added; the index is written at
-    /// finish.
+    /// finish. If writing fails the directory is left without `meta.json`,
+    /// i.e. incomplete; the caller deletes it.
     pub fn create(dir: &Path, ulid: ulid::Ulid, min_time: i64, max_time: i64) -> Result<Self> {
         ensure!(!dir.exists(), DirExistsSnafu { path: dir });
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -261,8 +262,8 @@ impl BlockReader {
         &self.dir
     }
 
-    /// The labels of series `id`; fills `chunks` with its chunk metas,
-    /// sorted by `mint`.
+    /// The labels of series `id` (an id from this block's postings); fills
+    /// `chunks` with its chunk metas, sorted by `mint`.
     pub fn series(&self, id: u64, chunks: &mut Vec<ChunkMeta>) -> Result<Labels> {
         self.index.series(id, chunks)
     }

@@ -87,25 +87,25 @@ impl SegmentWriter {
         if self.cur.is_some() && self.offset + rec_len > self.max_size {
             self.close_current()?;
         }
-        if self.cur.is_none() {
-            ensure!(
-                self.index < u32::MAX,
-                FormatLimitSnafu {
-                    path: &self.dir,
-                    reason: "too many chunk segments"
-                }
-            );
-            let path = self.dir.join(segment_name(self.index));
-            let f = File::create_new(&path).context(CreateFileSnafu { path: &path })?;
-            let mut w = BufWriter::with_capacity(1 << 16, f);
-            let mut hdr = SEGMENT_MAGIC.to_be_bytes().to_vec();
-            hdr.extend_from_slice(&[SEGMENT_VERSION, 0, 0, 0]);
-            w.write_all(&hdr).context(WriteSnafu { path: &path })?;
-            self.cur = Some((path, w));
-            self.offset = SEGMENT_HEADER_LEN as u64;
-        }
-        let Some((path, w)) = self.cur.as_mut() else {
-            unreachable!("a segment was opened above")
+        let (path, w) = match &mut self.cur {
+            Some(cur) => cur,
+            None => {
+                ensure!(
+                    self.index < u32::MAX,
+                    FormatLimitSnafu {
+                        path: &self.dir,
+                        reason: "too many chunk segments"
+                    }
+                );
+                let path = self.dir.join(segment_name(self.index));
+                let f = File::create_new(&path).context(CreateFileSnafu { path: &path })?;
+                let mut w = BufWriter::with_capacity(1 << 16, f);
+                let mut hdr = SEGMENT_MAGIC.to_be_bytes().to_vec();
+                hdr.extend_from_slice(&[SEGMENT_VERSION, 0, 0, 0]);
+                w.write_all(&hdr).context(WriteSnafu { path: &path })?;
+                self.offset = SEGMENT_HEADER_LEN as u64;
+                self.cur.insert((path, w))
+            }
         };
         let r = (u64::from(self.index) << 32) | self.offset;
         w.write_all(&self.buf)
@@ -148,6 +148,7 @@ pub(crate) fn map_file(path: &Path, min_len: usize, section: &'static str) -> Re
 /// The read side: every segment of a block, memory-mapped.
 #[derive(Debug)]
 pub(crate) struct Segments {
+    dir: PathBuf,
     files: Vec<(PathBuf, Mmap)>,
 }
 
@@ -204,7 +205,10 @@ impl Segments {
             );
             files.push((path, m));
         }
-        Ok(Self { files })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            files,
+        })
     }
 
     /// Number of segment files.
@@ -218,7 +222,7 @@ impl Segments {
         let off = (r & 0xffff_ffff) as usize;
         let Some((path, m)) = self.files.get(seg) else {
             return InvalidChunkRefSnafu {
-                path: self.files.first().map(|f| f.0.clone()).unwrap_or_default(),
+                path: self.dir.clone(),
                 chunk_ref: r,
                 reason: "no such segment",
             }
@@ -235,13 +239,12 @@ impl Segments {
         let mut d = Dec::new(&m[off..], off as u64);
         let rec = (|| {
             let n = d.len(1)?;
-            let enc_at = d.offset();
             let body = d.bytes(n + 1)?;
             let crc_at = d.offset();
             let stored = d.be_u32()?;
-            Ok((enc_at, body, crc_at, stored))
+            Ok((body, crc_at, stored))
         })();
-        let (enc_at, body, crc_at, stored) =
+        let (body, crc_at, stored) =
             rec.map_err(|e: super::encoding::DecErr| e.into_error(path, SECTION))?;
         let computed = crc32c::crc32c(body);
         ensure!(
@@ -254,7 +257,14 @@ impl Segments {
                 computed
             }
         );
-        let _ = enc_at;
-        Ok((body[0], &body[1..]))
+        match body.split_first() {
+            Some((&encoding, data)) => Ok((encoding, data)),
+            None => InvalidChunkRefSnafu {
+                path: path.clone(),
+                chunk_ref: r,
+                reason: "empty chunk record",
+            }
+            .fail(),
+        }
     }
 }

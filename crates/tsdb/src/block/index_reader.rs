@@ -166,7 +166,7 @@ fn check_section_crc(
 impl IndexReader {
     /// Memory-maps and validates the index at `path`.
     pub(crate) fn open(path: &Path) -> Result<Self> {
-        let m = super::chunk_segments::map_file(path, 0, "index")?;
+        let m = super::chunk_segments::map_file(path, HEADER_LEN + TOC_LEN, "index")?;
         Self::from_backing(path.to_path_buf(), Backing::Map(m))
     }
 

@@ -70,6 +70,13 @@ fn encode_postings(buf: &mut Vec<u8>, ids: impl ExactSizeIterator<Item = u64>) {
 /// Writes the index for `series` (sorted by labels, each with chunk metas
 /// sorted by `mint`) to `path`, fsyncs it and returns its size.
 pub(crate) fn write_index(path: &Path, series: &[(Labels, Vec<ChunkMeta>)]) -> Result<u64> {
+    ensure!(
+        series.len() <= u32::MAX as usize,
+        FormatLimitSnafu {
+            path,
+            reason: "more than 2^32 series"
+        }
+    );
     // Postings by name, then value; values of the ordinals of the series.
     let mut postings: BTreeMap<&str, BTreeMap<&str, Vec<u32>>> = BTreeMap::new();
     let mut symbols: BTreeSet<&str> = BTreeSet::new();

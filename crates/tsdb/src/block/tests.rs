@@ -487,7 +487,10 @@ fn segment_corruption_is_detected() {
         fs::write(&path, &b).unwrap();
         assert!(read_all().is_err(), "flip at {i} undetected");
     }
-    for n in 0..good.len() {
+    for n in (0..good.len())
+        .step_by(5)
+        .chain(good.len() - 20..good.len())
+    {
         fs::write(&path, &good[..n]).unwrap();
         assert!(read_all().is_err(), "truncation at {n} undetected");
     }
@@ -659,4 +662,68 @@ fn tombstone_file_framing() {
     want.extend_from_slice(&[1, 0, 0, 0, 0]);
     put_be32(&mut want, crc32c::crc32c(&[0]));
     assert_eq!(b, want);
+}
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Arbitrary (unicode) label sets and chunk times round-trip.
+        #[test]
+        fn arbitrary_blocks_round_trip(
+            sets in proptest::collection::vec(
+                proptest::collection::vec(("[a-c_]{0,3}|\\PC{0,4}", "\\PC{1,5}"), 0..4),
+                1..30,
+            ),
+            times in proptest::collection::vec((any::<i64>(), 0u64..1 << 40), 1..4),
+        ) {
+            let mut series: BTreeMap<Labels, Vec<OwnedChunk>> = BTreeMap::new();
+            for set in sets {
+                let labels = Labels::from_pairs(set);
+                let mut chunks: Vec<OwnedChunk> = times
+                    .iter()
+                    .map(|&(t, d)| (t, t.saturating_add(d as i64), 1, t.to_be_bytes().to_vec(), 1))
+                    .collect();
+                chunks.sort_by_key(|c| c.0);
+                series.insert(labels, chunks);
+            }
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("p");
+            write_block(&dir, &series, Some(256));
+            let r = BlockReader::open(&dir).unwrap();
+            verify_block(&r, &series);
+        }
+
+        /// `Tombstones::add` matches a brute-force model of deleted points.
+        #[test]
+        fn tombstones_match_model(ivs in proptest::collection::vec((0u64..3, -20i64..20, 0i64..8), 0..20)) {
+            let mut t = Tombstones::new();
+            let mut model = BTreeSet::new();
+            for &(id, a, len) in &ivs {
+                t.add(id, a, a + len);
+                for x in a..=a + len {
+                    model.insert((id, x));
+                }
+            }
+            let mut got = BTreeSet::new();
+            for (id, list) in t.iter() {
+                prop_assert!(!list.is_empty());
+                for w in list.windows(2) {
+                    prop_assert!(w[0].1 + 1 < w[1].0, "not merged: {:?}", list);
+                }
+                for &(a, b) in list {
+                    for x in a..=b {
+                        got.insert((id, x));
+                    }
+                }
+            }
+            prop_assert_eq!(got, model);
+            let back = Tombstones::decode(Path::new("t"), &t.encode()).unwrap();
+            prop_assert_eq!(back, t);
+        }
+    }
 }
