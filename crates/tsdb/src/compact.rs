@@ -170,7 +170,10 @@ pub(crate) fn merge_blocks(
         })?;
     }
     let mut w = BlockWriter::create(dir, id, min_time, max_time)?;
-    let mut cursors: Vec<Cursor<'_>> = inputs.iter().map(|b| Cursor::new(b)).collect::<Result<_>>()?;
+    let mut cursors: Vec<Cursor<'_>> = inputs
+        .iter()
+        .map(|b| Cursor::new(b))
+        .collect::<Result<_>>()?;
     loop {
         // Smallest label set among cursors.
         let mut min: Option<Labels> = None;
@@ -191,7 +194,9 @@ pub(crate) fn merge_blocks(
                 c.advance()?;
             }
         }
-        let deleted = srcs.iter().any(|(b, _, sid)| !b.tombstones().get(*sid).is_empty());
+        let deleted = srcs
+            .iter()
+            .any(|(b, _, sid)| !b.tombstones().get(*sid).is_empty());
         if srcs.len() == 1 && !deleted {
             let (b, metas, _) = &srcs[0];
             let mut owned = Vec::with_capacity(metas.len());

@@ -413,10 +413,11 @@ impl Db {
         // now (samples reach the head before the WAL).
         let seg = self.wal.rotate()?;
         let db = self.clone();
-        let (written, taken) =
-            tokio::task::spawn_blocking(move || db.write_head_blocks(cut_end))
-                .await
-                .map_err(|e| crate::Error::Task { message: e.to_string() })??;
+        let (written, taken) = tokio::task::spawn_blocking(move || db.write_head_blocks(cut_end))
+            .await
+            .map_err(|e| crate::Error::Task {
+                message: e.to_string(),
+            })??;
         let mut metas = Vec::new();
         for (meta, wip_dir) in written {
             let reader = self.publish_block(&meta, &wip_dir).await?;
@@ -431,7 +432,9 @@ impl Db {
                 .checkpoint(seg.saturating_sub(1), &|r| db.head.has_ref(r), cut_end)
         })
         .await
-        .map_err(|e| crate::Error::Task { message: e.to_string() })??;
+        .map_err(|e| crate::Error::Task {
+            message: e.to_string(),
+        })??;
         self.counters
             .blocks_cut
             .fetch_add(metas.len() as u64, Ordering::Relaxed);
@@ -513,7 +516,11 @@ impl Db {
 
     /// Uploads a locally written block, moves it to its final local place
     /// and opens it.
-    pub(crate) async fn publish_block(&self, meta: &BlockMeta, wip_dir: &Path) -> Result<Arc<BlockReader>> {
+    pub(crate) async fn publish_block(
+        &self,
+        meta: &BlockMeta,
+        wip_dir: &Path,
+    ) -> Result<Arc<BlockReader>> {
         let name = meta.ulid.to_string();
         crate::failpoint::hit("block.upload.before")?;
         self.bucket
@@ -527,8 +534,11 @@ impl Db {
             }
             None => {
                 let cache = self.dir.join("blocks").join(&name);
-                std::fs::create_dir_all(self.dir.join("blocks"))
-                    .context(crate::error::IoSnafu { path: self.dir.join("blocks") })?;
+                std::fs::create_dir_all(self.dir.join("blocks")).context(
+                    crate::error::IoSnafu {
+                        path: self.dir.join("blocks"),
+                    },
+                )?;
                 std::fs::rename(wip_dir, &cache).context(crate::error::IoSnafu { path: &cache })?;
                 cache
             }
@@ -600,7 +610,11 @@ impl Db {
 
     /// The blocks currently queryable (oldest first).
     pub fn block_metas(&self) -> Vec<BlockMeta> {
-        self.blocks.read().iter().map(|b| b.meta().clone()).collect()
+        self.blocks
+            .read()
+            .iter()
+            .map(|b| b.meta().clone())
+            .collect()
     }
 
     /// Cuts the whole head into blocks now, regardless of time (for tests
@@ -626,7 +640,10 @@ fn split_by_window(
 ) -> BTreeMap<i64, Vec<(i64, i64, Vec<u8>)>> {
     let mut wins: BTreeMap<i64, (Vec<&crate::head::HeadChunk>, Vec<(i64, f64)>)> = BTreeMap::new();
     for c in &x.chunks {
-        wins.entry(window_start(c.mint, range)).or_default().0.push(c);
+        wins.entry(window_start(c.mint, range))
+            .or_default()
+            .0
+            .push(c);
     }
     for &s in &x.ooo {
         wins.entry(window_start(s.0, range)).or_default().1.push(s);
@@ -711,7 +728,10 @@ fn replay_record(head: &Head, rec: crate::wal::Record) {
                 }
             }
             if unknown > 0 {
-                warn!(samples = unknown, "WAL replay: samples for unknown series skipped");
+                warn!(
+                    samples = unknown,
+                    "WAL replay: samples for unknown series skipped"
+                );
             }
             head.observe_times(lo, hi);
         }
@@ -866,7 +886,13 @@ impl Queryable for Db {
         Ok(all.into_iter().collect())
     }
 
-    fn label_values(&self, name: &str, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<String>> {
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>> {
         self.touch();
         let mut all = std::collections::BTreeSet::new();
         all.extend(self.head.label_values(name, matchers, mint, maxt)?);

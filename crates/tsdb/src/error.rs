@@ -67,8 +67,12 @@ impl RejectReason {
     /// A short, stable description.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::TooOld => "sample is too old (older than the out-of-order window behind the newest sample); raise out_of_order_window",
-            Self::OutOfOrder => "out-of-order sample (out-of-order ingestion is disabled: out_of_order_window is 0)",
+            Self::TooOld => {
+                "sample is too old (older than the out-of-order window behind the newest sample); raise out_of_order_window"
+            }
+            Self::OutOfOrder => {
+                "out-of-order sample (out-of-order ingestion is disabled: out_of_order_window is 0)"
+            }
             Self::Duplicate => "duplicate sample for timestamp with a different value",
             Self::TooFarInFuture => "sample timestamp is too far in the future",
         }

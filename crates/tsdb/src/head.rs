@@ -326,7 +326,12 @@ impl Head {
     }
 
     /// Ids of series matching `matchers` with data overlapping `[mint, maxt]`.
-    pub(crate) fn ids_for_delete(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<u64>> {
+    pub(crate) fn ids_for_delete(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<u64>> {
         Ok(self
             .matching(matchers)?
             .into_iter()
@@ -405,8 +410,17 @@ impl Head {
     }
 
     /// Sorted label names (of matching series with data in the range).
-    pub(crate) fn label_names(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<String>> {
-        if matchers.is_empty() && self.overlaps(mint, maxt) && mint <= self.min_t() && maxt >= self.max_t() {
+    pub(crate) fn label_names(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>> {
+        if matchers.is_empty()
+            && self.overlaps(mint, maxt)
+            && mint <= self.min_t()
+            && maxt >= self.max_t()
+        {
             return Ok(self.postings.label_names());
         }
         let mut names = std::collections::BTreeSet::new();
@@ -432,8 +446,13 @@ impl Head {
         let mut vals = std::collections::BTreeSet::new();
         let ms: Vec<Matcher>;
         let sel = if matchers.is_empty() {
-            ms = vec![Matcher::new(stratus_model::MatchType::RegexMatch, name, ".+")
-                .map_err(|e| crate::Error::Index { message: e.to_string() })?];
+            ms = vec![
+                Matcher::new(stratus_model::MatchType::RegexMatch, name, ".+").map_err(|e| {
+                    crate::Error::Index {
+                        message: e.to_string(),
+                    }
+                })?,
+            ];
             &ms[..]
         } else {
             matchers
@@ -455,8 +474,7 @@ impl Head {
     fn series_overlaps(&self, s: &MemSeries, mint: i64, maxt: i64) -> bool {
         let d = s.data.lock();
         !d.removed
-            && d
-                .time_range()
+            && d.time_range()
                 .is_some_and(|(lo, hi)| hi >= mint && lo <= maxt)
     }
 
@@ -491,10 +509,19 @@ impl Head {
         if d.removed {
             return None;
         }
-        if d.app.as_ref().and_then(|a| a.last_t()).is_some_and(|l| l < cut_end) {
+        if d.app
+            .as_ref()
+            .and_then(|a| a.last_t())
+            .is_some_and(|l| l < cut_end)
+        {
             d.seal_open_chunk();
         }
-        let chunks: Vec<HeadChunk> = d.chunks.iter().filter(|c| c.maxt < cut_end).cloned().collect();
+        let chunks: Vec<HeadChunk> = d
+            .chunks
+            .iter()
+            .filter(|c| c.maxt < cut_end)
+            .cloned()
+            .collect();
         let n = d.ooo.partition_point(|x| x.0 < cut_end);
         let ooo = d.ooo[..n].to_vec();
         drop(d);
@@ -562,7 +589,9 @@ impl Head {
         }
         if !removed.is_empty() {
             let gone: std::collections::HashSet<u64> = removed.iter().map(|s| s.id).collect();
-            self.aliases.write().retain(|_, canon| !gone.contains(canon));
+            self.aliases
+                .write()
+                .retain(|_, canon| !gone.contains(canon));
             self.tombstones.write().retain(|id, _| !gone.contains(id));
         }
         {
@@ -610,12 +639,20 @@ pub(crate) fn is_deleted(t: i64, iv: &[(i64, i64)]) -> bool {
 
 /// Decodes `parts` and drops samples in deleted intervals (and outside
 /// `[mint, maxt]`), returning one decoded part.
-pub(crate) fn apply_tombstones(parts: Vec<Part>, iv: &[(i64, i64)], mint: i64, maxt: i64) -> Vec<Part> {
+pub(crate) fn apply_tombstones(
+    parts: Vec<Part>,
+    iv: &[(i64, i64)],
+    mint: i64,
+    maxt: i64,
+) -> Vec<Part> {
     let s = crate::querier::Series {
         labels: Labels::empty(),
         parts,
     };
-    let kept: Vec<(i64, f64)> = s.iter(mint, maxt).filter(|x| !is_deleted(x.0, iv)).collect();
+    let kept: Vec<(i64, f64)> = s
+        .iter(mint, maxt)
+        .filter(|x| !is_deleted(x.0, iv))
+        .collect();
     if kept.is_empty() {
         Vec::new()
     } else {

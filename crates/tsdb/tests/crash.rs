@@ -18,7 +18,9 @@ use stratus_objstore::Bucket;
 use stratus_tsdb::{Db, DbConfig, Queryable, SelectHints, SeriesSamples};
 
 const SERIES: usize = 40;
-const STEP: i64 = 1000;
+/// Synthetic time between batches; with the child's pacing below this
+/// crosses a 1-minute block range a few times per second.
+const STEP: i64 = 100;
 
 fn cfg() -> DbConfig {
     let mut c = DbConfig::default();
@@ -62,7 +64,9 @@ async fn crash_child() {
     let d2 = db.clone();
     tokio::spawn(async move {
         loop {
-            d2.maintain().await.unwrap();
+            if let Err(e) = d2.maintain().await {
+                eprintln!("maintenance failed: {e}");
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
@@ -70,17 +74,21 @@ async fn crash_child() {
     println!("READY");
     for b in start.. {
         let t = base + b as i64 * STEP;
-        let samples: Vec<[Sample; 1]> = (0..SERIES).map(|k| [Sample::new(t, value(b, k))]).collect();
+        let samples: Vec<[Sample; 1]> =
+            (0..SERIES).map(|k| [Sample::new(t, value(b, k))]).collect();
         let batch: Vec<SeriesSamples<'_>> = labels
             .iter()
             .zip(&samples)
-            .map(|(l, s)| SeriesSamples { labels: l, samples: s })
+            .map(|(l, s)| SeriesSamples {
+                labels: l,
+                samples: s,
+            })
             .collect();
         let r = db.append(&batch).unwrap();
         assert_eq!(r.rejected, 0, "{:?}", r.errors.first());
         println!("ACK {b}");
-        if b % 16 == 0 {
-            tokio::task::yield_now().await;
+        if b % 4 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 }
@@ -89,14 +97,24 @@ async fn crash_child() {
 /// Returns the number of complete batches present.
 fn verify(db: &Db, base: i64, acked: Option<u64>) -> u64 {
     let m = Matcher::new(MatchType::Equal, "__name__", "crash_test").unwrap();
-    let series = db.select(&[m], &SelectHints::range(i64::MIN / 2, i64::MAX / 2)).unwrap();
+    let series = db
+        .select(&[m], &SelectHints::range(i64::MIN / 2, i64::MAX / 2))
+        .unwrap();
     let mut present: Option<u64> = None;
     for (k, s) in series.iter().enumerate() {
         assert_eq!(s.labels, series_labels(k), "unexpected series");
         let samples = s.samples(i64::MIN / 2, i64::MAX / 2);
         for (i, (t, v)) in samples.iter().enumerate() {
-            assert_eq!(*t, base + i as i64 * STEP, "series {k}: gap or extra sample at index {i}");
-            assert_eq!(v.to_bits(), value(i as u64, k).to_bits(), "series {k} batch {i}: wrong value");
+            assert_eq!(
+                *t,
+                base + i as i64 * STEP,
+                "series {k}: gap or extra sample at index {i}"
+            );
+            assert_eq!(
+                v.to_bits(),
+                value(i as u64, k).to_bits(),
+                "series {k} batch {i}: wrong value"
+            );
         }
         let n = samples.len() as u64;
         match present {
@@ -106,8 +124,14 @@ fn verify(db: &Db, base: i64, acked: Option<u64>) -> u64 {
     }
     let n = present.unwrap_or(0);
     if let Some(a) = acked {
-        assert!(n > a, "acknowledged batch {a} lost: only {n} batches present");
-        assert!(n <= a + 2, "{n} batches present but only {a} acknowledged (+1 in flight)");
+        assert!(
+            n > a,
+            "acknowledged batch {a} lost: only {n} batches present"
+        );
+        assert!(
+            n <= a + 2,
+            "{n} batches present but only {a} acknowledged (+1 in flight)"
+        );
     }
     n
 }
@@ -137,6 +161,7 @@ fn kill9_during_appends_cuts_and_compactions_loses_nothing() {
         "compact.published=abort",
     ];
     let mut next = 0u64;
+    let mut aborted = 0;
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut rnd = move || {
         seed ^= seed << 13;
@@ -146,13 +171,25 @@ fn kill9_during_appends_cuts_and_compactions_loses_nothing() {
     };
     for trial in 0..trials {
         let mut cmd = Command::new(&exe);
-        cmd.args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
-            .env("CRASH_DIR", dir.path())
-            .env("CRASH_BASE", base.to_string())
-            .env("CRASH_START", next.to_string())
-            .env("RUST_BACKTRACE", "0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+        cmd.args([
+            "--exact",
+            "crash_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CRASH_DIR", dir.path())
+        .env("CRASH_BASE", base.to_string())
+        .env("CRASH_START", next.to_string())
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.path().join("child.log"))
+                .unwrap(),
+        ));
         // Every third trial dies at a failpoint inside a cut or compaction.
         let fp = (trial % 3 == 2).then(|| failpoints[(trial / 3) % failpoints.len()]);
         if let Some(fp) = fp {
@@ -174,15 +211,25 @@ fn kill9_during_appends_cuts_and_compactions_loses_nothing() {
         let run_for = Duration::from_millis(if fp.is_some() { 3000 } else { 40 + rnd() % 400 });
         let deadline = Instant::now() + run_for;
         let mut acked: Option<u64> = None;
+        let mut died = false;
         while Instant::now() < deadline {
             match rx.recv_timeout(Duration::from_millis(5)) {
                 Ok(n) => acked = Some(n),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     if let Ok(Some(_)) = child.try_wait() {
+                        died = true;
                         break;
                     }
                 }
-                Err(_) => break,
+                Err(_) => {
+                    // Output closed: the child is exiting on its own.
+                    let until = Instant::now() + Duration::from_secs(2);
+                    while Instant::now() < until && !died {
+                        died = matches!(child.try_wait(), Ok(Some(_)));
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    break;
+                }
             }
         }
         child.kill().ok(); // SIGKILL
@@ -201,10 +248,21 @@ fn kill9_during_appends_cuts_and_compactions_loses_nothing() {
             assert_eq!(verify(&db, base, acked), n);
             n
         });
-        eprintln!("trial {trial}: acked {acked:?}, present {present}, failpoint {fp:?}");
+        eprintln!(
+            "trial {trial}: acked {acked:?}, present {present}, failpoint {fp:?}, aborted itself: {died}"
+        );
+        aborted += usize::from(died);
+        assert!(
+            acked.is_some() || fp.is_some(),
+            "child acknowledged nothing: see child.log"
+        );
         next = present;
     }
     assert!(next > 0, "the child never acknowledged anything");
+    assert!(
+        trials < 6 || aborted > 0,
+        "no child ever died at a failpoint inside a cut or compaction"
+    );
     // The run crossed many block ranges, so cuts and compactions happened.
     let db = rt.block_on(open(dir.path()));
     assert!(!db.block_metas().is_empty(), "no block was ever cut");

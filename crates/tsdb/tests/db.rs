@@ -57,7 +57,14 @@ async fn append_and_read_back_bit_exact() {
     let db = open(dir.path(), Bucket::memory(), DbConfig::default()).await;
     let base = now() - H;
     let l = labels("up", "a");
-    let vals = [1.0, f64::NAN, stale_nan(), f64::INFINITY, f64::NEG_INFINITY, -0.0];
+    let vals = [
+        1.0,
+        f64::NAN,
+        stale_nan(),
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        -0.0,
+    ];
     let samples: Vec<(i64, f64)> = vals
         .iter()
         .enumerate()
@@ -83,13 +90,25 @@ async fn out_of_order_duplicates_and_limits() {
     let r = push(&db, &l, &[(base + 30_000, 1.5)]);
     assert_eq!((r.accepted, r.rejected), (1, 0));
     // Exact duplicate (in-order and out-of-order): no-op.
-    let r = push(&db, &l, &[(base + 60_000, 2.0), (base + 30_000, 1.5), (base, 1.0)]);
+    let r = push(
+        &db,
+        &l,
+        &[(base + 60_000, 2.0), (base + 30_000, 1.5), (base, 1.0)],
+    );
     assert_eq!((r.accepted, r.rejected), (3, 0));
     // Different value at an existing timestamp: rejected.
-    let r = push(&db, &l, &[(base + 30_000, 9.0), (base, 9.0), (base + 60_000, 9.0)]);
+    let r = push(
+        &db,
+        &l,
+        &[(base + 30_000, 9.0), (base, 9.0), (base + 60_000, 9.0)],
+    );
     assert_eq!(r.rejected, 3);
     assert!(r.errors.iter().all(|e| e.reason == RejectReason::Duplicate));
-    assert!(r.errors[0].to_string().contains("instance=\"a\""), "{}", r.errors[0]);
+    assert!(
+        r.errors[0].to_string().contains("instance=\"a\""),
+        "{}",
+        r.errors[0]
+    );
     // Older than the window: rejected with a clear reason.
     let r = push(&db, &l, &[(base - 2 * H, 1.0)]);
     assert_eq!(r.errors[0].reason, RejectReason::TooOld);
@@ -239,7 +258,11 @@ async fn deletion_is_applied_by_compaction() {
         .unwrap();
     db.maintain().await.unwrap();
     let samples_after: u64 = db.block_metas().iter().map(|m| m.stats.num_samples).sum();
-    assert_eq!(samples_after * 2, samples_before, "deleted series gone from disk");
+    assert_eq!(
+        samples_after * 2,
+        samples_before,
+        "deleted series gone from disk"
+    );
     let got = all(&db, start, end);
     assert_eq!(got.len(), 1);
     drop(db);
@@ -267,16 +290,41 @@ async fn label_names_and_values_bounded_by_matchers_and_time() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path(), Bucket::memory(), DbConfig::default()).await;
     let t = now() - 60_000;
-    push(&db, &Labels::from_pairs([("__name__", "a"), ("x", "1")]), &[(t, 1.0)]);
-    push(&db, &Labels::from_pairs([("__name__", "b"), ("y", "2")]), &[(t, 1.0)]);
-    assert_eq!(db.label_names(&[], t, t).unwrap(), vec!["__name__", "x", "y"]);
+    push(
+        &db,
+        &Labels::from_pairs([("__name__", "a"), ("x", "1")]),
+        &[(t, 1.0)],
+    );
+    push(
+        &db,
+        &Labels::from_pairs([("__name__", "b"), ("y", "2")]),
+        &[(t, 1.0)],
+    );
+    assert_eq!(
+        db.label_names(&[], t, t).unwrap(),
+        vec!["__name__", "x", "y"]
+    );
     let ma = Matcher::eq("__name__", "a");
-    assert_eq!(db.label_names(&[ma.clone()], t, t).unwrap(), vec!["__name__", "x"]);
-    assert_eq!(db.label_values("__name__", &[], t, t).unwrap(), vec!["a", "b"]);
+    assert_eq!(
+        db.label_names(&[ma.clone()], t, t).unwrap(),
+        vec!["__name__", "x"]
+    );
+    assert_eq!(
+        db.label_values("__name__", &[], t, t).unwrap(),
+        vec!["a", "b"]
+    );
     assert_eq!(db.label_values("x", &[ma], t, t).unwrap(), vec!["1"]);
-    assert!(db.label_values("x", &[Matcher::eq("__name__", "b")], t, t).unwrap().is_empty());
+    assert!(
+        db.label_values("x", &[Matcher::eq("__name__", "b")], t, t)
+            .unwrap()
+            .is_empty()
+    );
     // Out of the time range: nothing.
-    assert!(db.label_names(&[Matcher::eq("x", "1")], 0, 1000).unwrap().is_empty());
+    assert!(
+        db.label_names(&[Matcher::eq("x", "1")], 0, 1000)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 proptest! {

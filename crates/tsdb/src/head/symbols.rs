@@ -53,7 +53,12 @@ impl Symbols {
     /// Rebuilds a label set from symbol ids.
     pub(crate) fn labels(&self, syms: &[u32]) -> Labels {
         let r = self.inner.read();
-        let get = |id: u32| r.strs.get(id as usize).cloned().unwrap_or_else(|| Arc::from(""));
+        let get = |id: u32| {
+            r.strs
+                .get(id as usize)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(""))
+        };
         Labels::from_sorted_unchecked(
             syms.chunks_exact(2)
                 .map(|p| Label {
