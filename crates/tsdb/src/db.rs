@@ -475,12 +475,12 @@ impl Db {
                 if chunks.is_empty() {
                     continue;
                 }
-                if !writers.contains_key(&w) {
+                if let std::collections::btree_map::Entry::Vacant(e) = writers.entry(w) {
                     let id = Ulid::new();
                     let dir = wip.join(id.to_string());
                     std::fs::create_dir_all(&wip).context(crate::error::IoSnafu { path: &wip })?;
                     let bw = BlockWriter::create(&dir, id, w, w + range)?;
-                    writers.insert(w, (id, dir, bw));
+                    e.insert((id, dir, bw));
                 }
                 if let Some((_, _, bw)) = writers.get_mut(&w) {
                     let inputs: Vec<ChunkInput<'_>> = chunks
@@ -638,7 +638,8 @@ fn split_by_window(
     range: i64,
     chunk_samples: usize,
 ) -> BTreeMap<i64, Vec<(i64, i64, Vec<u8>)>> {
-    let mut wins: BTreeMap<i64, (Vec<&crate::head::HeadChunk>, Vec<(i64, f64)>)> = BTreeMap::new();
+    type Window<'a> = (Vec<&'a crate::head::HeadChunk>, Vec<(i64, f64)>);
+    let mut wins: BTreeMap<i64, Window<'_>> = BTreeMap::new();
     for c in &x.chunks {
         wins.entry(window_start(c.mint, range))
             .or_default()
@@ -692,7 +693,7 @@ pub(crate) fn encode_chunks(
     let mut app = XorAppender::new();
     for (t, v) in samples {
         if app.num_samples() >= chunk_samples {
-            let full = std::mem::replace(&mut app, XorAppender::new());
+            let full = std::mem::take(&mut app);
             if let (Some(a), Some(b)) = (full.first_t(), full.last_t()) {
                 out.push((a, b, full.into_bytes()));
             }

@@ -26,6 +26,8 @@ use symbols::Symbols;
 
 const STRIPES: usize = 512;
 
+type IdStripe = HashMap<u64, Arc<MemSeries>>;
+
 /// Head settings (all times in milliseconds).
 #[derive(Debug, Clone)]
 pub struct HeadConfig {
@@ -79,7 +81,7 @@ pub(crate) struct Head {
     pub(crate) symbols: Symbols,
     postings: MemPostings,
     by_hash: Box<[RwLock<HashStripe>]>,
-    by_id: Box<[RwLock<HashMap<u64, Arc<MemSeries>>>]>,
+    by_id: Box<[RwLock<IdStripe>]>,
     /// Series definitions logged to the WAL (by id); absent = logged.
     unlogged: RwLock<HashMap<u64, Arc<AtomicBool>>>,
     /// WAL refs that name an existing series under another id (replay).
@@ -116,7 +118,7 @@ impl Head {
         &self.by_hash[(hash as usize) % STRIPES]
     }
 
-    fn id_stripe(&self, id: u64) -> &RwLock<HashMap<u64, Arc<MemSeries>>> {
+    fn id_stripe(&self, id: u64) -> &RwLock<IdStripe> {
         &self.by_id[(id as usize) % STRIPES]
     }
 
@@ -183,10 +185,11 @@ impl Head {
     ) -> Arc<MemSeries> {
         let syms = self.symbols.intern_labels(labels);
         let s = Arc::new(MemSeries::new(id, hash, syms));
-        if stripe.by_hash.contains_key(&hash) {
-            stripe.collisions.push(s.clone());
-        } else {
-            stripe.by_hash.insert(hash, s.clone());
+        match stripe.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => stripe.collisions.push(s.clone()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(s.clone());
+            }
         }
         self.id_stripe(id).write().insert(id, s.clone());
         self.postings.add(id, &self.symbols.labels(&s.syms));

@@ -306,7 +306,7 @@ async fn label_names_and_values_bounded_by_matchers_and_time() {
     );
     let ma = Matcher::eq("__name__", "a");
     assert_eq!(
-        db.label_names(&[ma.clone()], t, t).unwrap(),
+        db.label_names(std::slice::from_ref(&ma), t, t).unwrap(),
         vec!["__name__", "x"]
     );
     assert_eq!(
