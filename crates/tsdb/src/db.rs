@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
@@ -165,6 +165,14 @@ pub struct Db {
     pub(crate) maint: tokio::sync::Mutex<()>,
     counters: Counters,
     last_used: Mutex<std::time::Instant>,
+    /// Runtime-adjustable limits (per-tenant overrides).
+    ooo_window: AtomicI64,
+    /// Retention in ms; negative = keep forever.
+    retention_ms: AtomicI64,
+}
+
+fn retention_to_ms(r: Option<Duration>) -> i64 {
+    r.map_or(-1, |d| d.as_millis().min(i64::MAX as u128) as i64)
 }
 
 /// Current wall-clock time in ms.
@@ -214,7 +222,11 @@ impl Db {
             );
         }
         let wal = Wal::open(&wal_dir, cfg.wal.clone())?;
+        let ooo_window = AtomicI64::new(cfg.head.ooo_window);
+        let retention_ms = AtomicI64::new(retention_to_ms(cfg.retention));
         Ok(Db {
+            ooo_window,
+            retention_ms,
             dir: dir.to_path_buf(),
             cfg,
             head,
@@ -225,6 +237,17 @@ impl Db {
             counters: Counters::default(),
             last_used: Mutex::new(std::time::Instant::now()),
         })
+    }
+
+    /// Changes the out-of-order window (ms) at runtime.
+    pub fn set_ooo_window(&self, ms: i64) {
+        self.ooo_window.store(ms.max(0), Ordering::Relaxed);
+    }
+
+    /// Changes the retention at runtime (`None` keeps data forever).
+    pub fn set_retention(&self, retention: Option<Duration>) {
+        self.retention_ms
+            .store(retention_to_ms(retention), Ordering::Relaxed);
     }
 
     /// The directory holding the WAL and block cache.
@@ -252,7 +275,7 @@ impl Db {
     pub fn append(&self, batch: &[SeriesSamples<'_>]) -> Result<AppendReport> {
         self.touch();
         let max_future = now_ms().saturating_add(self.cfg.max_future.as_millis() as i64);
-        let window = self.cfg.head.ooo_window;
+        let window = self.ooo_window.load(Ordering::Relaxed);
         let inorder_window = window.max(self.cfg.head.block_range / 2);
         let mut report = AppendReport::default();
         let mut rec_series = Vec::new();
@@ -560,10 +583,11 @@ impl Db {
 
     /// Deletes blocks that ended before `now - retention`.
     pub async fn apply_retention(&self) -> Result<()> {
-        let Some(ret) = self.cfg.retention else {
+        let ret = self.retention_ms.load(Ordering::Relaxed);
+        if ret < 0 {
             return Ok(());
-        };
-        let cutoff = now_ms().saturating_sub(ret.as_millis() as i64);
+        }
+        let cutoff = now_ms().saturating_sub(ret);
         let _g = self.maint.lock().await;
         let old: Vec<Ulid> = self
             .blocks

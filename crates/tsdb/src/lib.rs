@@ -34,7 +34,7 @@ pub use error::{Error, RejectReason, Result};
 pub use head::HeadConfig;
 pub use index::{MemPostings, Postings, PostingsSource, select_postings};
 pub use querier::{Part, Queryable, SelectHints, Series, SeriesIter, merge_series};
-pub use tenants::Tenants;
+pub use tenants::{TenantOverrides, Tenants};
 pub use wal::{
     CheckpointStats, FsyncPolicy, Record, RefSample, RefSeries, RefTombstone, ReplayOptions,
     ReplayStats, Wal, WalConfig, fuzz_wal_read,

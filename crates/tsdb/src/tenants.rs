@@ -26,6 +26,28 @@ pub struct Tenants {
     bucket: Bucket,
     cfg: DbConfig,
     dbs: Mutex<HashMap<TenantId, Arc<Db>>>,
+    overrides: parking_lot::RwLock<HashMap<TenantId, TenantOverrides>>,
+}
+
+/// Per-tenant settings that differ from the process defaults. They apply
+/// at once to an open database and at every later open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantOverrides {
+    /// Retention (`Some(None)` = keep forever).
+    pub retention: Option<Option<Duration>>,
+    /// Out-of-order window in ms.
+    pub ooo_window: Option<i64>,
+}
+
+impl TenantOverrides {
+    fn apply(&self, db: &Db) {
+        if let Some(r) = self.retention {
+            db.set_retention(r);
+        }
+        if let Some(w) = self.ooo_window {
+            db.set_ooo_window(w);
+        }
+    }
 }
 
 impl Tenants {
@@ -36,6 +58,7 @@ impl Tenants {
             bucket,
             cfg,
             dbs: Mutex::new(HashMap::new()),
+            overrides: parking_lot::RwLock::new(HashMap::new()),
         }
     }
 
@@ -58,8 +81,20 @@ impl Tenants {
             )
             .await?,
         );
+        if let Some(o) = self.overrides.read().get(tenant) {
+            o.apply(&db);
+        }
         dbs.insert(tenant.clone(), db.clone());
         Ok(db)
+    }
+
+    /// Sets a tenant's overrides (replacing earlier ones); applied to the
+    /// open database at once.
+    pub async fn set_overrides(&self, tenant: &TenantId, o: TenantOverrides) {
+        if let Some(db) = self.dbs.lock().await.get(tenant) {
+            o.apply(db);
+        }
+        self.overrides.write().insert(tenant.clone(), o);
     }
 
     /// The database of `tenant` if it is open.
