@@ -11,12 +11,16 @@
 //! - `STRATUS_BENCH_THREADS=0`: skip the 1-vs-2-thread append comparison.
 //! - `STRATUS_BENCH_ROUNDS` (default 480 = 2 h): scrape rounds of phase 1
 //!   (reduce it for a profiler run, e.g. under callgrind).
+//! - `STRATUS_BENCH_JITTER_MS` (default 25): scrape timestamps get
+//!   0..jitter ms added (0 gives perfectly regular timestamps, to see what
+//!   jitter costs in chunk bytes).
 //!
 //! Data: a deterministic generator of node_exporter-like hosts, each
 //! exposing 1000 series over ~100 metric names with 8–11 labels (`job`,
 //! `instance`, `cluster`, `env`, `region`, `zone`, plus metric-specific
 //! `cpu`, `mode`, `device`, `fstype`, `mountpoint`, `collector`...). Each
-//! host is scraped every 15 s at its own phase with 0–24 ms of jitter;
+//! host is scraped every 15 s at its own phase with 0–24 ms of jitter
+//! (all series of a scrape share its timestamp);
 //! counters grow by small integers or by hundredths (CPU seconds) with a
 //! 1-in-10000 reset, gauges random-walk with 1–4 significant digits, and
 //! info/limit-style series stay constant. Samples reach [`Db::append`] as
@@ -475,6 +479,7 @@ struct Data {
     hosts: usize,
     n: usize,
     t0: i64,
+    jitter: u64,
 }
 
 impl Data {
@@ -507,6 +512,7 @@ impl Data {
             hosts,
             n,
             t0,
+            jitter: env_usize("STRATUS_BENCH_JITTER_MS", 25) as u64,
         }
     }
 
@@ -517,7 +523,7 @@ impl Data {
     /// Timestamp of `host`'s scrape number `round`.
     fn ts(&self, host: usize, round: i64) -> i64 {
         let phase = (mix(host as u64) % 14_000) as i64;
-        let jitter = (mix((host as u64) << 20 ^ round as u64) % 25) as i64;
+        let jitter = (mix((host as u64) << 20 ^ round as u64) % self.jitter.max(1)) as i64;
         self.t0 + phase + round * INTERVAL + jitter
     }
 
