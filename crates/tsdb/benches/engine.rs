@@ -3,9 +3,11 @@
 //! Run with `cargo bench -p stratus-tsdb --bench engine` (release build, no
 //! harness, plain `std::time`). Environment:
 //!
-//! - `STRATUS_BENCH_SERIES` (default 100000): active series `N`. 1000000
-//!   works too (about 6 GB of RSS at the 4 h mark and ~10 minutes on a
-//!   2-core machine); the default finishes in a couple of minutes.
+//! - `STRATUS_BENCH_SERIES` (default 100000): active series `N`. The
+//!   default finishes in 2–4 minutes on a 2-core machine. 1000000 works
+//!   given ~6 GB of RAM (head at the 4 h mark) and time: ~1 G samples are
+//!   appended, i.e. about 15–20 minutes at ~1 M samples/s; add
+//!   `STRATUS_BENCH_DISK=0 STRATUS_BENCH_THREADS=0` to halve that.
 //! - `STRATUS_BENCH_DISK=0`: skip the second 2 h, the block cut and the
 //!   compaction (phases 3 and the block reads of 4).
 //! - `STRATUS_BENCH_THREADS=0`: skip the 1-vs-2-thread append comparison.
@@ -968,7 +970,7 @@ fn main() {
     // ---- 4a: select from the head ----
     let (mint, maxt) = (t0, t0 + 2 * H - 1);
     let host = hosts / 2;
-    let (ns, nsamp, sel, dec) = select_decode(&db, host, mint, maxt, 3);
+    let (ns, nsamp, sel, dec) = select_decode(&db, host, mint, maxt, 7);
     let head_sel = (ns, nsamp, sel, dec);
     let heavy_head = heavy_select(&db, mint, maxt);
 
@@ -988,13 +990,13 @@ fn main() {
         let cut = start.elapsed();
         let l1 = block_bytes(bdir.path(), &db);
         let nblocks = db.block_metas().len();
-        let l1_sel = select_decode(&db, host, mint, maxt, 3);
+        let l1_sel = select_decode(&db, host, mint, maxt, 7);
         let start = Instant::now();
         rt.block_on(db.maintain()).unwrap();
         let comp = start.elapsed();
         let metas = db.block_metas();
         let l2 = block_bytes(bdir.path(), &db);
-        let l2_sel = select_decode(&db, host, mint, maxt, 3);
+        let l2_sel = select_decode(&db, host, mint, maxt, 7);
         let heavy_l2 = heavy_select(&db, mint, maxt);
         disk_rows.push((nblocks, cut, l1, l1_sel, metas, comp, l2, l2_sel, heavy_l2));
     }
@@ -1026,7 +1028,7 @@ fn main() {
             per(l2),
         );
     }
-    println!("\n[4] select and decode (best of 3):");
+    println!("\n[4] select and decode (best of 7):");
     let sel_row = |row: &mut dyn FnMut(&str, String),
                    what: &str,
                    (ns, nsamp, sel, dec): (usize, u64, Duration, Duration)| {
