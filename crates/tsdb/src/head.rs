@@ -13,7 +13,7 @@ pub(crate) mod symbols;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 use stratus_model::{Labels, Matcher};
@@ -49,9 +49,72 @@ impl Default for HeadConfig {
     }
 }
 
+/// Hasher for maps keyed by a label-set hash that is already uniform: no
+/// SipHash round on every lookup. The halves are swapped because the low
+/// bits pick the stripe and are therefore equal within one stripe.
+#[derive(Debug, Default, Clone, Copy)]
+struct PreHashed(u64);
+
+impl std::hash::Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0.rotate_right(32)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `u64` keys; fold anything else in.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 = x;
+    }
+}
+
+type ByHash = HashMap<u64, Arc<MemSeries>, std::hash::BuildHasherDefault<PreHashed>>;
+
+/// Hash of a label set for the head's series lookup (not stable across
+/// versions, never persisted: only [`Head`] uses it). Reads names and values
+/// eight bytes at a time in place, with each string's length folded in so
+/// that `("ab", "c")` and `("a", "bc")` differ, then avalanches the result.
+/// Cheaper than [`Labels::stable_hash`], whose streaming XXH3 copies every
+/// piece into its buffer; equal label sets always hash equally and
+/// collisions are resolved by comparing labels.
+pub(crate) fn series_hash(labels: &Labels) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    fn step(h: u64, x: u64) -> u64 {
+        (h ^ x).wrapping_mul(K).rotate_left(29)
+    }
+    fn bytes(mut h: u64, b: &[u8]) -> u64 {
+        let mut words = b.chunks_exact(8);
+        for w in &mut words {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(w);
+            h = step(h, u64::from_le_bytes(a));
+        }
+        let mut tail = [0u8; 8];
+        let rest = words.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        step(h, u64::from_le_bytes(tail) ^ ((b.len() as u64) << 56))
+    }
+    let mut h = labels.len() as u64;
+    for l in labels.iter() {
+        h = bytes(h, l.name.as_bytes());
+        h = bytes(h, l.value.as_bytes());
+    }
+    // fmix64 (MurmurHash3 finaliser): every input bit reaches every output
+    // bit, so both the stripe (low bits) and the map's tag bits vary.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
 #[derive(Debug, Default)]
 struct HashStripe {
-    by_hash: HashMap<u64, Arc<MemSeries>>,
+    by_hash: ByHash,
     /// Series whose label hash collides with another series' (rare).
     collisions: Vec<Arc<MemSeries>>,
 }
@@ -84,6 +147,8 @@ pub(crate) struct Head {
     by_id: Box<[RwLock<IdStripe>]>,
     /// Series definitions logged to the WAL (by id); absent = logged.
     unlogged: RwLock<HashMap<u64, Arc<AtomicBool>>>,
+    /// `unlogged.len()`, readable without taking the lock.
+    unlogged_len: AtomicUsize,
     /// WAL refs that name an existing series under another id (replay).
     aliases: RwLock<HashMap<u64, u64>>,
     next_id: AtomicU64,
@@ -104,6 +169,7 @@ impl Head {
             by_hash: (0..STRIPES).map(|_| RwLock::default()).collect(),
             by_id: (0..STRIPES).map(|_| RwLock::default()).collect(),
             unlogged: RwLock::default(),
+            unlogged_len: AtomicUsize::new(0),
             aliases: RwLock::default(),
             next_id: AtomicU64::new(1),
             min_t: AtomicI64::new(i64::MAX),
@@ -122,9 +188,11 @@ impl Head {
         &self.by_id[(id as usize) % STRIPES]
     }
 
-    /// Finds the series with exactly `labels` in a hash stripe.
+    /// Finds the series with exactly `labels` in a hash stripe. Compares
+    /// symbol by symbol (no `Labels` is built: this runs once per appended
+    /// series).
     fn find_in(&self, stripe: &HashStripe, hash: u64, labels: &Labels) -> Option<Arc<MemSeries>> {
-        let same = |s: &Arc<MemSeries>| self.symbols.labels(&s.syms) == *labels;
+        let same = |s: &Arc<MemSeries>| self.symbols.matches(&s.syms, labels);
         if let Some(s) = stripe.by_hash.get(&hash) {
             if same(s) {
                 return Some(s.clone());
@@ -140,7 +208,7 @@ impl Head {
     /// The series with `labels`, created if new. Labels must be valid
     /// (sorted, unique names, no empty values).
     pub(crate) fn get_or_create(&self, labels: &Labels) -> SeriesHandle {
-        let hash = labels.stable_hash();
+        let hash = series_hash(labels);
         {
             let stripe = self.hash_stripe(hash).read();
             if let Some(s) = self.find_in(&stripe, hash, labels) {
@@ -155,9 +223,13 @@ impl Head {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let s = self.insert_locked(&mut stripe, id, hash, labels);
-        self.unlogged
-            .write()
-            .insert(id, Arc::new(AtomicBool::new(false)));
+        {
+            let mut u = self.unlogged.write();
+            u.insert(id, Arc::new(AtomicBool::new(false)));
+            // Published before the stripe lock is released, so whoever
+            // finds this series sees a non-zero count.
+            self.unlogged_len.store(u.len(), Ordering::Release);
+        }
         drop(stripe);
         SeriesHandle {
             series: s,
@@ -166,7 +238,9 @@ impl Head {
     }
 
     fn handle(&self, s: Arc<MemSeries>) -> SeriesHandle {
-        let needs_record = {
+        // Fast path: nothing is waiting to be logged (the steady state), so
+        // the shared `unlogged` lock is not touched on every sample.
+        let needs_record = self.unlogged_len.load(Ordering::Acquire) != 0 && {
             let u = self.unlogged.read();
             u.get(&s.id).is_some_and(|f| !f.load(Ordering::Acquire))
         };
@@ -208,6 +282,7 @@ impl Head {
                 f.store(true, Ordering::Release);
             }
         }
+        self.unlogged_len.store(u.len(), Ordering::Release);
     }
 
     /// Replay: (re)creates series `id` with `labels`. If the labels already
@@ -217,7 +292,7 @@ impl Head {
         if self.id_stripe(id).read().contains_key(&id) {
             return;
         }
-        let hash = labels.stable_hash();
+        let hash = series_hash(labels);
         let mut stripe = self.hash_stripe(hash).write();
         if let Some(s) = self.find_in(&stripe, hash, labels) {
             if s.id != id {
@@ -660,5 +735,165 @@ pub(crate) fn apply_tombstones(
         Vec::new()
     } else {
         vec![Part::Floats(kept.into())]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fresh(pairs: &[(&str, &str)]) -> Labels {
+        // New string allocations each time, as a decoded request has.
+        Labels::from_pairs(pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn get_or_create_finds_equal_labels_built_separately() {
+        let head = Head::new(HeadConfig::default());
+        let a = fresh(&[("__name__", "up"), ("job", "node"), ("instance", "a")]);
+        let b = fresh(&[("__name__", "up"), ("job", "node"), ("instance", "b")]);
+        let ha = head.get_or_create(&a);
+        let hb = head.get_or_create(&b);
+        assert_ne!(ha.series.id, hb.series.id);
+        let again = head.get_or_create(&fresh(&[
+            ("__name__", "up"),
+            ("job", "node"),
+            ("instance", "a"),
+        ]));
+        assert_eq!(again.series.id, ha.series.id);
+        // A prefix or an extension of a label set is another series.
+        let shorter = head.get_or_create(&fresh(&[("__name__", "up"), ("job", "node")]));
+        let longer = head.get_or_create(&fresh(&[
+            ("__name__", "up"),
+            ("job", "node"),
+            ("instance", "a"),
+            ("zone", "z"),
+        ]));
+        let ids = [
+            ha.series.id,
+            hb.series.id,
+            shorter.series.id,
+            longer.series.id,
+        ];
+        let mut dedup = ids.to_vec();
+        dedup.sort_unstable();
+        dedup.dedup();
+        assert_eq!(dedup.len(), 4, "{ids:?}");
+        assert_eq!(head.num_series(), 4);
+    }
+
+    #[test]
+    fn find_in_resolves_hash_collisions_by_label_comparison() {
+        let head = Head::new(HeadConfig::default());
+        let a = fresh(&[("__name__", "x"), ("i", "1")]);
+        let b = fresh(&[("__name__", "x"), ("i", "2")]);
+        let c = fresh(&[("__name__", "x"), ("i", "3")]);
+        let fake = 42u64;
+        let mut stripe = head.hash_stripe(fake).write();
+        let sa = head.insert_locked(&mut stripe, 1, fake, &a);
+        let sb = head.insert_locked(&mut stripe, 2, fake, &b);
+        assert_eq!(stripe.collisions.len(), 1);
+        assert_eq!(head.find_in(&stripe, fake, &a).map(|s| s.id), Some(sa.id));
+        assert_eq!(head.find_in(&stripe, fake, &b).map(|s| s.id), Some(sb.id));
+        assert!(head.find_in(&stripe, fake, &c).is_none());
+        assert!(head.find_in(&stripe, fake + 1, &a).is_none());
+    }
+
+    #[test]
+    fn symbols_match_compares_names_values_and_length() {
+        let head = Head::new(HeadConfig::default());
+        let l = fresh(&[("__name__", "m"), ("a", "1"), ("b", "2")]);
+        let syms = head.symbols.intern_labels(&l);
+        assert!(head.symbols.matches(&syms, &l));
+        assert!(
+            head.symbols
+                .matches(&syms, &fresh(&[("__name__", "m"), ("a", "1"), ("b", "2")]))
+        );
+        for other in [
+            fresh(&[("__name__", "m"), ("a", "1"), ("b", "3")]),
+            fresh(&[("__name__", "m"), ("a", "1"), ("c", "2")]),
+            fresh(&[("__name__", "m"), ("a", "1")]),
+            fresh(&[("__name__", "m"), ("a", "1"), ("b", "2"), ("c", "3")]),
+            Labels::empty(),
+        ] {
+            assert!(!head.symbols.matches(&syms, &other), "{other}");
+        }
+        // Unknown symbol ids never match.
+        assert!(!head.symbols.matches(&[9999, 9998], &fresh(&[("a", "b")])));
+    }
+
+    #[test]
+    fn series_hash_spreads_similar_label_sets() {
+        // node_exporter-like sets differing in one short value: no
+        // collisions, and the stripe index (low bits) is well spread.
+        let mut seen = std::collections::HashSet::new();
+        let mut stripes = vec![0u32; STRIPES];
+        for i in 0..20_000 {
+            let l = Labels::from_pairs([
+                ("__name__", "node_cpu_seconds_total".to_string()),
+                ("cpu", (i % 64).to_string()),
+                ("instance", format!("host-{:05}:9100", i / 64)),
+                ("job", "node".to_string()),
+            ]);
+            let h = series_hash(&l);
+            assert!(seen.insert(h));
+            stripes[(h as usize) % STRIPES] += 1;
+        }
+        let max = *stripes.iter().max().unwrap();
+        assert!(max < 3 * 20_000 / STRIPES as u32, "max per stripe {max}");
+    }
+
+    #[test]
+    fn needs_record_until_logged() {
+        let head = Head::new(HeadConfig::default());
+        let l = fresh(&[("__name__", "m")]);
+        let h = head.get_or_create(&l);
+        assert!(h.needs_record);
+        // A second appender racing the first also logs the definition.
+        assert!(head.get_or_create(&l).needs_record);
+        let other = head.get_or_create(&fresh(&[("__name__", "n")]));
+        head.mark_logged(&[h.series.id]);
+        assert!(!head.get_or_create(&l).needs_record);
+        assert!(
+            head.get_or_create(&fresh(&[("__name__", "n")]))
+                .needs_record
+        );
+        head.mark_logged(&[other.series.id]);
+        assert!(
+            !head
+                .get_or_create(&fresh(&[("__name__", "n")]))
+                .needs_record
+        );
+        // Replayed series are already in the WAL.
+        head.replay_series(77, &fresh(&[("__name__", "r")]));
+        let r = head.get_or_create(&fresh(&[("__name__", "r")]));
+        assert_eq!(r.series.id, 77);
+        assert!(!r.needs_record);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn series_hash_is_a_function_of_the_labels(
+            pairs in proptest::collection::btree_map("[a-z_]{1,12}", ".{1,40}", 1..12)
+        ) {
+            let a = Labels::from_pairs(pairs.clone());
+            let b = Labels::from_pairs(pairs.iter().map(|(n, v)| (n.clone(), v.clone())));
+            prop_assert_eq!(series_hash(&a), series_hash(&b));
+            // Moving a byte across a name/value boundary changes the hash.
+            let (n, v) = pairs.iter().next().unwrap();
+            let shifted = Labels::from_pairs(
+                pairs.iter().map(|(k, x)| if k == n {
+                    (format!("{k}{}", x.chars().next().unwrap()), x.chars().skip(1).collect::<String>())
+                } else {
+                    (k.clone(), x.clone())
+                }),
+            );
+            if shifted.len() == a.len() && shifted.get(&format!("{n}{}", v.chars().next().unwrap())).is_some() {
+                prop_assert_ne!(series_hash(&shifted), series_hash(&a));
+            }
+        }
     }
 }

@@ -69,6 +69,23 @@ impl Symbols {
         )
     }
 
+    /// Whether a symbol-encoded label set equals `labels`, compared in
+    /// place (no allocation, one read lock).
+    pub(crate) fn matches(&self, syms: &[u32], labels: &Labels) -> bool {
+        if syms.len() != labels.len() * 2 {
+            return false;
+        }
+        let r = self.inner.read();
+        let eq = |id: u32, s: &Arc<str>| {
+            r.strs
+                .get(id as usize)
+                .is_some_and(|x| Arc::ptr_eq(x, s) || **x == **s)
+        };
+        syms.chunks_exact(2)
+            .zip(labels.iter())
+            .all(|(p, l)| eq(p[0], &l.name) && eq(p[1], &l.value))
+    }
+
     /// Looks up the value of label `name` in a symbol-encoded label set.
     pub(crate) fn value_of(&self, syms: &[u32], name: &str) -> Option<Arc<str>> {
         let r = self.inner.read();
