@@ -332,6 +332,96 @@ mod tests {
         }
     }
 
+    /// Writes a block of XOR chunks (120 samples each) per series.
+    fn xor_block(dir: &std::path::Path, series: &[(Labels, Vec<(i64, f64)>)]) -> Arc<BlockReader> {
+        let id = Ulid::new();
+        let d = dir.join(id.to_string());
+        let mut w = BlockWriter::create(&d, id, 0, 10_000_000).unwrap();
+        for (l, samples) in series {
+            let chunks = crate::db::encode_chunks(samples.iter().copied(), 120);
+            let inputs: Vec<ChunkInput<'_>> = chunks
+                .iter()
+                .map(|(mint, maxt, data)| ChunkInput {
+                    mint: *mint,
+                    maxt: *maxt,
+                    encoding: Encoding::Xor as u8,
+                    data,
+                    num_samples: crate::chunks::chunk_num_samples(data).unwrap().into(),
+                })
+                .collect();
+            w.add_series(l, &inputs).unwrap();
+        }
+        w.finish(BlockCompaction {
+            level: 1,
+            sources: vec![id],
+            parents: vec![],
+            deletable: false,
+        })
+        .unwrap();
+        Arc::new(BlockReader::open(&d).unwrap())
+    }
+
+    /// Labels, chunk encodings and sample bits of one series.
+    type Dump = (Labels, Vec<u8>, Vec<(i64, u64)>);
+
+    fn read_all(b: &BlockReader) -> Vec<Dump> {
+        let mut out = Vec::new();
+        let mut metas = Vec::new();
+        for id in b.all_postings().unwrap() {
+            let l = b.series(id, &mut metas).unwrap();
+            let mut encs = Vec::new();
+            let mut samples = Vec::new();
+            for m in &metas {
+                let (e, d) = b.chunk(m.chunk_ref).unwrap();
+                encs.push(e);
+                let s = crate::chunks::decode_any(e, d).unwrap();
+                assert_eq!((s[0].0, s[s.len() - 1].0), (m.mint, m.maxt));
+                samples.extend(s.into_iter().map(|(t, v)| (t, v.to_bits())));
+            }
+            out.push((l, encs, samples));
+        }
+        out
+    }
+
+    #[test]
+    fn merge_writes_compact_chunks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = |v: &str| Labels::from_pairs([("__name__", "m"), ("i", v)]);
+        let a_only: Vec<(i64, f64)> = (0..500).map(|i| (i * 15_000, i as f64 * 0.5)).collect();
+        let both_a: Vec<(i64, f64)> = (0..300).map(|i| (i * 15_000, (i % 7) as f64)).collect();
+        let both_b: Vec<(i64, f64)> = (200..600)
+            .map(|i| (i * 15_000, if i == 599 { f64::NAN } else { (i % 7) as f64 }))
+            .collect();
+        let a = xor_block(
+            tmp.path(),
+            &[(l("a"), a_only.clone()), (l("c"), both_a.clone())],
+        );
+        let b = xor_block(tmp.path(), &[(l("c"), both_b.clone())]);
+        let out = tmp.path().join("out");
+        let meta = merge_blocks(&[a, b], &out, Ulid::new(), 256).unwrap();
+        assert_eq!(meta.stats.num_samples, 500 + 600);
+        let merged = Arc::new(BlockReader::open(&out).unwrap());
+        let got = read_all(&merged);
+        assert_eq!(got.len(), 2);
+        let bits = |s: &[(i64, f64)]| s.iter().map(|&(t, v)| (t, v.to_bits())).collect::<Vec<_>>();
+        assert_eq!(got[0].0, l("a"));
+        assert_eq!(
+            got[0].1,
+            vec![0x81, 0x81],
+            "single source re-encoded, balanced"
+        );
+        assert_eq!(got[0].2, bits(&a_only));
+        let mut want: Vec<(i64, f64)> = both_a;
+        want.extend(both_b.into_iter().filter(|s| s.0 >= 300 * 15_000));
+        assert_eq!(got[1].1, vec![0x81; 3]);
+        assert_eq!(got[1].2, bits(&want));
+        // Compacting the compact block again copies its chunks untouched.
+        let out2 = tmp.path().join("out2");
+        merge_blocks(std::slice::from_ref(&merged), &out2, Ulid::new(), 4096).unwrap();
+        let again = BlockReader::open(&out2).unwrap();
+        assert_eq!(read_all(&again), got);
+    }
+
     #[test]
     fn planner_prefers_overlaps_then_levels() {
         let h = 3_600_000;

@@ -399,6 +399,10 @@ impl Head {
                     }
                 }
             }
+            if parts.is_empty() && !labels_only {
+                // The series spans the range but no chunk overlaps it.
+                continue;
+            }
             let ts = self.tombstones_of(s.id);
             if !ts.is_empty() && !labels_only {
                 parts = apply_tombstones(parts, &ts, mint, maxt);

@@ -8,8 +8,8 @@
 
 use super::compact::{compact_num_samples, decode_compact};
 use super::{
-    Encoding, Error, MAX_SAMPLES_PER_CHUNK, UnknownEncodingSnafu, UnorderedSnafu, XorAppender, XorIterator,
-    chunk_num_samples, decode_xor,
+    Encoding, Error, MAX_SAMPLES_PER_CHUNK, UnknownEncodingSnafu, UnorderedSnafu, XorAppender,
+    XorIterator, chunk_num_samples, decode_xor,
 };
 
 /// Iterates the samples of a chunk of any known encoding. Corrupt data or

@@ -636,7 +636,10 @@ impl<'a> Reader<'a> {
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
         let end = self.pos.checked_add(n).ok_or_else(|| self.truncated())?;
-        let s = self.buf.get(self.pos..end).ok_or_else(|| self.truncated())?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or_else(|| self.truncated())?;
         self.pos = end;
         Ok(s)
     }
@@ -681,8 +684,8 @@ impl<'a> Reader<'a> {
 /// the crate can and checks the invariants that must hold for any input.
 /// Never panics unless an invariant is broken.
 pub fn fuzz_compact_decode(data: &[u8]) {
-    use super::any::{ChunkIter, chunk_num_samples_any, to_xor_chunks};
     use super::Encoding;
+    use super::any::{ChunkIter, chunk_num_samples_any, to_xor_chunks};
     let enc = Encoding::Compact as u8;
     let strict = decode_compact(data);
     let mut it = ChunkIter::new(enc, data);
