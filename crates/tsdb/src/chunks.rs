@@ -37,7 +37,7 @@ use snafu::Snafu;
 pub use any::{ChunkIter, chunk_num_samples_any, decode_any, to_xor_chunks};
 pub use compact::{
     COMPACT_CHUNK_SAMPLES, COMPACT_VERSION, COMPACT_ZSTD_LEVEL, MAX_COMPACT_SAMPLES,
-    decode_compact, encode_compact, fuzz_compact_decode,
+    decode_compact, encode_compact, encode_compact_with_level, fuzz_compact_decode,
 };
 pub use xor::{XorAppender, XorIterator, chunk_num_samples, decode_xor, fuzz_xor_decode};
 
@@ -174,6 +174,14 @@ pub enum Error {
     /// An exception index beyond the last sample, or too many exceptions.
     #[snafu(display("compact chunk exception index {index} invalid at byte {offset}"))]
     CompactException { index: u64, offset: usize },
+
+    /// A sparse column's bitmap has padding bits set, or an entry it marks
+    /// as non-zero is zero.
+    #[snafu(display("invalid sparse column in compact chunk {section} at byte {offset}"))]
+    CompactBitmap {
+        section: &'static str,
+        offset: usize,
+    },
 
     /// Bytes left after the last section of a compact chunk.
     #[snafu(display("{bytes} bytes after the {section} of a compact chunk"))]

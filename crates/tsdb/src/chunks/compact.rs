@@ -34,9 +34,10 @@
 use std::cell::RefCell;
 
 use super::{
-    CompactBodyLengthSnafu, CompactDecompressSnafu, CompactExceptionSnafu, CompactExponentSnafu,
-    CompactFlagsSnafu, CompactMantissaSnafu, CompactTooManySamplesSnafu, CompactTrailingSnafu,
-    CompactTruncatedSnafu, CompactVarintSnafu, CompactVersionSnafu, Error, UnorderedSnafu,
+    CompactBitmapSnafu, CompactBodyLengthSnafu, CompactDecompressSnafu, CompactExceptionSnafu,
+    CompactExponentSnafu, CompactFlagsSnafu, CompactMantissaSnafu, CompactTooManySamplesSnafu,
+    CompactTrailingSnafu, CompactTruncatedSnafu, CompactVarintSnafu, CompactVersionSnafu, Error,
+    UnorderedSnafu,
 };
 
 /// Format version, the first byte of every compact chunk.
@@ -52,7 +53,7 @@ pub const MAX_COMPACT_SAMPLES: usize = 65_535;
 pub const COMPACT_CHUNK_SAMPLES: usize = 2048;
 
 /// zstd level used for the body.
-pub const COMPACT_ZSTD_LEVEL: i32 = 9;
+pub const COMPACT_ZSTD_LEVEL: i32 = 1;
 
 /// Flag: the body is a zstd frame.
 const FLAG_ZSTD: u8 = 0x01;
@@ -62,7 +63,14 @@ const MODE_DECIMAL: u8 = 0x00;
 const MODE_XOR: u8 = 0x02;
 /// Flag (decimal mode): mantissas are delta-of-delta encoded.
 const FLAG_DOD: u8 = 0x08;
-const KNOWN_FLAGS: u8 = FLAG_ZSTD | MODE_MASK | FLAG_DOD;
+/// Flag: timestamps are residuals against a regular grid.
+const FLAG_GRID: u8 = 0x10;
+/// Flag: the timestamp entries are stored sparse.
+const FLAG_TS_SPARSE: u8 = 0x20;
+/// Flag (decimal mode): the mantissa entries are stored sparse.
+const FLAG_VAL_SPARSE: u8 = 0x40;
+const KNOWN_FLAGS: u8 =
+    FLAG_ZSTD | MODE_MASK | FLAG_DOD | FLAG_GRID | FLAG_TS_SPARSE | FLAG_VAL_SPARSE;
 
 /// Exclusive bound of a mantissa's magnitude (2^53).
 const M_LIMIT: i64 = 1 << 53;
@@ -187,44 +195,106 @@ fn cost(x: i64) -> u64 {
 /// If `samples` holds more than [`MAX_COMPACT_SAMPLES`] samples (a caller
 /// bug: chunk sizes are chosen by the caller).
 pub fn encode_compact(samples: &[(i64, f64)]) -> Vec<u8> {
+    encode_compact_with_level(samples, COMPACT_ZSTD_LEVEL)
+}
+
+/// [`encode_compact`] with another zstd level (for tuning and benchmarks;
+/// the decoder does not depend on the level).
+///
+/// # Panics
+/// Like [`encode_compact`].
+pub fn encode_compact_with_level(samples: &[(i64, f64)], level: i32) -> Vec<u8> {
     let n = samples.len();
     assert!(
         n <= MAX_COMPACT_SAMPLES,
         "compact chunk of {n} samples exceeds {MAX_COMPACT_SAMPLES}"
     );
-    let mut body = Vec::with_capacity(n * 3 + 16);
-    encode_timestamps(&mut body, samples);
-    let ts_len = body.len();
-    match encode_decimal(&mut body, samples) {
-        Some((flags, 0)) => finish(flags, n, &body),
-        Some((flags, exceptions)) if exceptions * 8 < n => finish(flags, n, &body),
-        Some((flags, _)) => {
-            // Many exceptions: the raw mode may be smaller; keep the better.
-            let mut alt = body[..ts_len].to_vec();
-            encode_xor_planes(&mut alt, samples);
-            let a = finish(flags, n, &body);
-            let b = finish(MODE_XOR, n, &alt);
-            if b.len() < a.len() { b } else { a }
+    let (ts_flags, ts_head, ts_entries) = encode_timestamps(samples);
+    let ts_col = Entries::new(&ts_entries);
+    let ts_flags = ts_flags | if ts_col.sparse { FLAG_TS_SPARSE } else { 0 };
+    let ts_segs = [&ts_head[..], &ts_col.bitmap, &ts_col.values];
+    let xor = |ts_flags: u8| {
+        let mut planes = Vec::new();
+        encode_xor_planes(&mut planes, samples);
+        let segs = [ts_segs[0], ts_segs[1], ts_segs[2], &planes[..]];
+        finish(ts_flags | MODE_XOR, n, &segs, level)
+    };
+    let Some(dec) = encode_decimal(samples) else {
+        return xor(ts_flags);
+    };
+    let v_col = Entries::new(&dec.entries);
+    let flags = ts_flags | dec.flags | if v_col.sparse { FLAG_VAL_SPARSE } else { 0 };
+    let segs = [
+        ts_segs[0],
+        ts_segs[1],
+        ts_segs[2],
+        &dec.head[..],
+        &v_col.bitmap,
+        &v_col.values,
+        &dec.exceptions,
+    ];
+    let a = finish(flags, n, &segs, level);
+    if dec.num_exceptions * 8 < n {
+        return a;
+    }
+    // Many exceptions: the raw mode may be smaller; keep the better.
+    let b = xor(ts_flags);
+    if b.len() < a.len() { b } else { a }
+}
+
+/// Shortest column stored sparse.
+const SPARSE_MIN_ENTRIES: usize = 8;
+
+/// A column of integer entries, plain (zigzag varints) or, when it has at
+/// least [`SPARSE_MIN_ENTRIES`] entries and more than half of them are
+/// zero, sparse (a bitmap of the non-zero entries, then
+/// their varints).
+struct Entries {
+    sparse: bool,
+    bitmap: Vec<u8>,
+    values: Vec<u8>,
+}
+
+impl Entries {
+    fn new(entries: &[i64]) -> Self {
+        let zeros = entries.iter().filter(|&&x| x == 0).count();
+        let sparse = entries.len() >= SPARSE_MIN_ENTRIES && zeros * 2 > entries.len();
+        let mut bitmap = Vec::new();
+        let mut values = Vec::with_capacity(entries.len() - if sparse { zeros } else { 0 });
+        if sparse {
+            bitmap.resize(entries.len().div_ceil(8), 0);
+            for (i, &x) in entries.iter().enumerate() {
+                if x != 0 {
+                    bitmap[i / 8] |= 1 << (i % 8);
+                    put_varint(&mut values, x);
+                }
+            }
+        } else {
+            for &x in entries {
+                put_varint(&mut values, x);
+            }
         }
-        None => {
-            body.truncate(ts_len);
-            encode_xor_planes(&mut body, samples);
-            finish(MODE_XOR, n, &body)
+        Entries {
+            sparse,
+            bitmap,
+            values,
         }
     }
 }
 
-/// Header plus (compressed if smaller) body.
-fn finish(mut flags: u8, n: usize, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() / 2 + 16);
+/// Header plus body (the concatenated `segments`), zstd-compressed if that
+/// is smaller.
+fn finish(mut flags: u8, n: usize, segments: &[&[u8]], level: i32) -> Vec<u8> {
+    let raw_len: usize = segments.iter().map(|s| s.len()).sum();
+    let mut out = Vec::with_capacity(raw_len / 2 + 16);
     if n == 0 {
         out.extend_from_slice(&[COMPACT_VERSION, 0, 0]);
         return out;
     }
-    if let Some(z) = compress(body) {
+    if let Some(z) = compress(segments, level) {
         let mut len = Vec::with_capacity(4);
-        put_uvarint(&mut len, body.len() as u64);
-        if z.len() + len.len() < body.len() {
+        put_uvarint(&mut len, raw_len as u64);
+        if z.len() + len.len() < raw_len {
             flags |= FLAG_ZSTD;
             out.push(COMPACT_VERSION);
             out.push(flags);
@@ -237,29 +307,58 @@ fn finish(mut flags: u8, n: usize, body: &[u8]) -> Vec<u8> {
     out.push(COMPACT_VERSION);
     out.push(flags);
     put_uvarint(&mut out, n as u64);
-    out.extend_from_slice(body);
+    for seg in segments {
+        out.extend_from_slice(seg);
+    }
     out
 }
 
 thread_local! {
-    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> =
+    static COMPRESSOR: RefCell<Option<zstd::zstd_safe::CCtx<'static>>> =
         const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { RefCell::new(None) };
 }
 
-/// zstd frame of `body` (no content size, no checksum: the header carries
-/// the size and the segment record a CRC). `None` if zstd fails.
-fn compress(body: &[u8]) -> Option<Vec<u8>> {
+/// One zstd frame of the concatenated `segments` (no content size, no
+/// checksum: the header carries the size and the segment record a CRC).
+/// The frame is flushed after each segment, which ends a zstd block, so
+/// every column gets its own entropy tables. `None` if zstd fails.
+fn compress(segments: &[&[u8]], level: i32) -> Option<Vec<u8>> {
+    use zstd::zstd_safe::zstd_sys::ZSTD_EndDirective;
+    use zstd::zstd_safe::{CCtx, CParameter, InBuffer, OutBuffer, ResetDirective};
     COMPRESSOR.with(|c| {
         let mut c = c.try_borrow_mut().ok()?;
-        if c.is_none() {
-            let mut z = zstd::bulk::Compressor::new(COMPACT_ZSTD_LEVEL).ok()?;
-            z.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(false))
-                .ok()?;
-            *c = Some(z);
+        let cctx = c.get_or_insert_with(CCtx::create);
+        cctx.reset(ResetDirective::SessionAndParameters).ok()?;
+        cctx.set_parameter(CParameter::CompressionLevel(level))
+            .ok()?;
+        cctx.set_parameter(CParameter::ContentSizeFlag(false))
+            .ok()?;
+        let total: usize = segments.iter().map(|s| s.len()).sum();
+        let mut out: Vec<u8> =
+            Vec::with_capacity(zstd::zstd_safe::compress_bound(total) + 16 * segments.len());
+        let segs: Vec<&[u8]> = segments.iter().copied().filter(|s| !s.is_empty()).collect();
+        for (i, seg) in segs.iter().enumerate() {
+            let end = if i + 1 == segs.len() {
+                ZSTD_EndDirective::ZSTD_e_end
+            } else {
+                ZSTD_EndDirective::ZSTD_e_flush
+            };
+            let mut input = InBuffer::around(seg);
+            loop {
+                if out.capacity() - out.len() < 64 {
+                    out.reserve(1024);
+                }
+                let pos = out.len();
+                let mut output = OutBuffer::around_pos(&mut out, pos);
+                let left = cctx.compress_stream2(&mut output, &mut input, end).ok()?;
+                if left == 0 && input.pos() == seg.len() {
+                    break;
+                }
+            }
         }
-        c.as_mut()?.compress(body).ok()
+        Some(out)
     })
 }
 
@@ -290,30 +389,124 @@ fn decompress(frame: &[u8], len: usize) -> Result<Vec<u8>, Error> {
     }
 }
 
-fn encode_timestamps(out: &mut Vec<u8>, samples: &[(i64, f64)]) {
-    let mut prev_t = 0i64;
+/// The timestamp column in the cheaper of the two modes (by the summed
+/// bit lengths of the entries): `(flag, head bytes, entries)`.
+fn encode_timestamps(samples: &[(i64, f64)]) -> (u8, Vec<u8>, Vec<i64>) {
+    let n = samples.len();
+    let mut dods = Vec::with_capacity(n);
     let mut prev_d = 0i64;
-    for (i, &(t, _)) in samples.iter().enumerate() {
-        match i {
-            0 => put_varint(out, t),
-            1 => {
-                prev_d = t.wrapping_sub(prev_t);
-                put_uvarint(out, prev_d as u64);
-            }
-            _ => {
-                let d = t.wrapping_sub(prev_t);
-                put_varint(out, d.wrapping_sub(prev_d));
-                prev_d = d;
-            }
+    for w in samples.windows(2) {
+        let d = w[1].0.wrapping_sub(w[0].0);
+        dods.push(d.wrapping_sub(prev_d));
+        prev_d = d;
+    }
+    let dod_cost: u64 = dods.iter().skip(1).map(|&x| cost(x)).sum();
+    let mut head = Vec::with_capacity(24);
+    put_varint(&mut head, samples.first().map_or(0, |s| s.0));
+    if n >= 2 {
+        let (delta, origin) = grid_params(samples);
+        let mut res = Vec::with_capacity(n - 1);
+        grid_residuals(samples, delta, origin, |r| res.push(r));
+        let grid_cost = cost(origin) + res.iter().map(|&x| cost(x)).sum::<u64>();
+        if grid_cost < dod_cost {
+            put_uvarint(&mut head, delta as u64);
+            put_varint(&mut head, origin);
+            return (FLAG_GRID, head, res);
         }
-        prev_t = t;
+    }
+    if let Some(d1) = dods.first() {
+        put_uvarint(&mut head, *d1 as u64);
+    }
+    dods.drain(..dods.len().min(1));
+    (0, head, dods)
+}
+
+/// Grid parameters: the most common delta as the interval, and the most
+/// common offset of the timestamps from the grid through `t[0]` (among the
+/// first 256) as the grid origin.
+fn grid_params(samples: &[(i64, f64)]) -> (i64, i64) {
+    let mut deltas: Vec<i64> = samples
+        .windows(2)
+        .map(|w| w[1].0.wrapping_sub(w[0].0))
+        .collect();
+    let delta = mode(&mut deltas);
+    let t0 = samples.first().map_or(0, |s| s.0);
+    let mut offs: Vec<i64> = samples
+        .iter()
+        .take(256)
+        .map(|s| centered_rem(s.0.wrapping_sub(t0), delta))
+        .collect();
+    (delta, mode(&mut offs))
+}
+
+/// The most common value (the smallest among equally common ones).
+fn mode(v: &mut [i64]) -> i64 {
+    v.sort_unstable();
+    let (mut best, mut best_n) = (0i64, 0usize);
+    let mut i = 0;
+    while let Some(&x) = v.get(i) {
+        let run = v[i..].iter().take_while(|&&y| y == x).count();
+        if run > best_n {
+            (best, best_n) = (x, run);
+        }
+        i += run;
+    }
+    best
+}
+
+/// `x` modulo `delta`, moved into `(-delta/2, delta/2]` (as i64, wrapping).
+fn centered_rem(x: i64, delta: i64) -> i64 {
+    let d = i128::from(delta as u64);
+    if d == 0 {
+        return x;
+    }
+    let x = i128::from(x);
+    let r = x.rem_euclid(d);
+    (if r > d / 2 { r - d } else { r }) as i64
+}
+
+/// Grid anchor step shared by encoder and decoder: after residual `r`
+/// against the prediction `p`, the next anchor is `p` moved by the whole
+/// number of intervals nearest to `r` (so a missed scrape re-aligns to the
+/// grid instead of carrying the jump).
+#[inline]
+fn next_anchor(p: i64, r: i64, delta: i64) -> i64 {
+    let d = i128::from(delta as u64);
+    if d == 0 {
+        return p;
+    }
+    let k = (i128::from(r) + d / 2).div_euclid(d);
+    p.wrapping_add(k.wrapping_mul(d) as i64)
+}
+
+/// Calls `f` with the residual of every timestamp after the first against
+/// the grid prediction.
+fn grid_residuals(samples: &[(i64, f64)], delta: i64, origin: i64, mut f: impl FnMut(i64)) {
+    let Some(first) = samples.first() else { return };
+    let mut anchor = first.0.wrapping_add(origin);
+    for s in samples.iter().skip(1) {
+        let p = anchor.wrapping_add(delta);
+        let r = s.0.wrapping_sub(p);
+        f(r);
+        anchor = next_anchor(p, r, delta);
     }
 }
 
-/// Appends the decimal value section; returns the mode flags and the
-/// number of exceptions, or `None` (and writes nothing) when no value
-/// converts.
-fn encode_decimal(out: &mut Vec<u8>, samples: &[(i64, f64)]) -> Option<(u8, usize)> {
+/// The decimal value column.
+struct Decimal {
+    /// `FLAG_DOD` or 0 (mode decimal).
+    flags: u8,
+    /// Exponent byte and first mantissa.
+    head: Vec<u8>,
+    /// Mantissa deltas (or first delta, then delta-of-deltas).
+    entries: Vec<i64>,
+    /// Exception list (count, then index gap + raw bits each).
+    exceptions: Vec<u8>,
+    num_exceptions: usize,
+}
+
+/// The decimal value column, or `None` when no value converts.
+fn encode_decimal(samples: &[(i64, f64)]) -> Option<Decimal> {
     let dec: Vec<Option<(i64, i32)>> = samples.iter().map(|s| to_decimal(s.1)).collect();
     let exp = dec.iter().flatten().map(|d| d.1).min()?;
     // Mantissas at the common exponent; `None` marks an exception.
@@ -337,50 +530,39 @@ fn encode_decimal(out: &mut Vec<u8>, samples: &[(i64, f64)]) -> Option<(u8, usiz
         stream.push(m);
         prev = m;
     }
+    // |m| < 2^53: deltas and delta-of-deltas cannot overflow.
+    let deltas: Vec<i64> = stream.windows(2).map(|w| w[1] - w[0]).collect();
+    let mut dods = Vec::with_capacity(deltas.len());
+    dods.extend(deltas.first().copied());
+    dods.extend(deltas.windows(2).map(|w| w[1] - w[0]));
     // Delta or delta-of-delta, by estimated size.
-    let (mut c_delta, mut c_dod) = (0u64, 0u64);
-    for i in 1..stream.len() {
-        let d = stream[i] - stream[i - 1];
-        c_delta += cost(d);
-        c_dod += if i == 1 {
-            cost(d)
-        } else {
-            cost(d - (stream[i - 1] - stream[i - 2]))
-        };
-    }
+    let c_delta: u64 = deltas.iter().map(|&x| cost(x)).sum();
+    let c_dod: u64 = dods.iter().map(|&x| cost(x)).sum();
     let dod = c_dod < c_delta;
-    out.push(exp as i8 as u8);
-    let mut prev_m = 0i64;
-    let mut prev_d = 0i64;
-    for (i, &m) in stream.iter().enumerate() {
-        if i == 0 {
-            put_varint(out, m);
-        } else {
-            let d = m - prev_m;
-            if dod && i >= 2 {
-                put_varint(out, d - prev_d);
-            } else {
-                put_varint(out, d);
-            }
-            prev_d = d;
-        }
-        prev_m = m;
-    }
-    // Exceptions.
+    let mut head = Vec::with_capacity(11);
+    head.push(exp as i8 as u8);
+    put_varint(&mut head, stream.first().copied().unwrap_or(0));
     let exc: Vec<usize> = ms
         .iter()
         .enumerate()
         .filter(|(_, m)| m.is_none())
         .map(|(i, _)| i)
         .collect();
-    put_uvarint(out, exc.len() as u64);
+    let mut exceptions = Vec::with_capacity(1 + exc.len() * 10);
+    put_uvarint(&mut exceptions, exc.len() as u64);
     let mut next = 0usize;
     for &i in &exc {
-        put_uvarint(out, (i - next) as u64);
-        out.extend_from_slice(&samples[i].1.to_bits().to_be_bytes());
+        put_uvarint(&mut exceptions, (i - next) as u64);
+        exceptions.extend_from_slice(&samples[i].1.to_bits().to_be_bytes());
         next = i + 1;
     }
-    Some((MODE_DECIMAL | if dod { FLAG_DOD } else { 0 }, exc.len()))
+    Some(Decimal {
+        flags: MODE_DECIMAL | if dod { FLAG_DOD } else { 0 },
+        head,
+        entries: if dod { dods } else { deltas },
+        exceptions,
+        num_exceptions: exc.len(),
+    })
 }
 
 /// Raw mode: XOR of consecutive value bits (the first with 0), as 8 byte
@@ -416,7 +598,7 @@ fn read_header(data: &[u8]) -> Result<(u8, usize, usize), Error> {
     let mode = flags & MODE_MASK;
     if flags & !KNOWN_FLAGS != 0
         || (mode != MODE_DECIMAL && mode != MODE_XOR)
-        || (mode == MODE_XOR && flags & FLAG_DOD != 0)
+        || (mode == MODE_XOR && flags & (FLAG_DOD | FLAG_VAL_SPARSE) != 0)
     {
         return CompactFlagsSnafu { flags }.fail();
     }
@@ -428,6 +610,9 @@ fn read_header(data: &[u8]) -> Result<(u8, usize, usize), Error> {
         }
         .fail();
     }
+    if (count == 0 && flags != 0) || (count < 2 && flags & FLAG_GRID != 0) {
+        return CompactFlagsSnafu { flags }.fail();
+    }
     Ok((flags, count as usize, r.pos))
 }
 
@@ -436,12 +621,13 @@ pub(crate) fn compact_num_samples(data: &[u8]) -> Result<usize, Error> {
     read_header(data).map(|h| h.1)
 }
 
-/// Bounds of a body for `n > 0` samples: smallest possible (one byte per
-/// timestamp and per mantissa, exponent, exception count) and largest
-/// (10-byte varints everywhere, every value an exception).
+/// Bounds of a body for `n > 0` samples: smallest possible (sparse
+/// columns of zeros: a bitmap bit per entry, plus at least 4 bytes of
+/// column heads and exception count) and largest (10-byte varints
+/// everywhere, every value an exception).
 fn body_bounds(n: usize) -> (u64, u64) {
     let n = n as u64;
-    (2 * n + 2, 31 * n + 16)
+    (n / 4 + 3, 32 * n + 64)
 }
 
 /// Decodes a compact chunk strictly: any malformed header, truncated or
@@ -495,7 +681,7 @@ pub fn decode_compact(data: &[u8]) -> Result<Vec<(i64, f64)>, Error> {
         pos: 0,
         section: "timestamps",
     };
-    decode_timestamps(&mut r, n, &mut out)?;
+    decode_timestamps(&mut r, n, flags, &mut out)?;
     if flags & MODE_MASK == MODE_XOR {
         r.section = "values";
         let planes = r.take(8 * n)?;
@@ -509,7 +695,7 @@ pub fn decode_compact(data: &[u8]) -> Result<Vec<(i64, f64)>, Error> {
             s.1 = f64::from_bits(prev);
         }
     } else {
-        decode_decimal(&mut r, flags & FLAG_DOD != 0, &mut out)?;
+        decode_decimal(&mut r, flags, &mut out)?;
     }
     if r.pos != body.len() {
         return CompactTrailingSnafu {
@@ -521,66 +707,133 @@ pub fn decode_compact(data: &[u8]) -> Result<Vec<(i64, f64)>, Error> {
     Ok(out)
 }
 
-fn decode_timestamps(r: &mut Reader<'_>, n: usize, out: &mut Vec<(i64, f64)>) -> Result<(), Error> {
-    let mut t = 0i64;
-    let mut d = 0i64;
-    for i in 0..n {
-        match i {
-            0 => t = r.varint()?,
-            1 => {
-                d = r.uvarint()? as i64;
-                t = t.wrapping_add(d);
-            }
-            _ => {
-                d = d.wrapping_add(r.varint()?);
-                t = t.wrapping_add(d);
-            }
+/// Reads a column of `m` entries, plain or sparse.
+fn read_entries(r: &mut Reader<'_>, m: usize, sparse: bool) -> Result<Vec<i64>, Error> {
+    let mut out = Vec::with_capacity(m);
+    if !sparse {
+        for _ in 0..m {
+            out.push(r.varint()?);
         }
-        if out.last().is_some_and(|p| p.0 >= t) {
+        return Ok(out);
+    }
+    let start = r.pos;
+    let bitmap = r.take(m.div_ceil(8))?;
+    let pad_ok = match bitmap.last() {
+        Some(&b) if m % 8 != 0 => b >> (m % 8) == 0,
+        _ => true,
+    };
+    if !pad_ok {
+        return CompactBitmapSnafu {
+            section: r.section,
+            offset: start,
+        }
+        .fail();
+    }
+    for i in 0..m {
+        let set = bitmap.get(i / 8).is_some_and(|b| b >> (i % 8) & 1 == 1);
+        if set {
+            let at = r.pos;
+            let x = r.varint()?;
+            if x == 0 {
+                return CompactBitmapSnafu {
+                    section: r.section,
+                    offset: at,
+                }
+                .fail();
+            }
+            out.push(x);
+        } else {
+            out.push(0);
+        }
+    }
+    Ok(out)
+}
+
+fn decode_timestamps(
+    r: &mut Reader<'_>,
+    n: usize,
+    flags: u8,
+    out: &mut Vec<(i64, f64)>,
+) -> Result<(), Error> {
+    let t0 = r.varint()?;
+    out.push((t0, 0.0));
+    if n < 2 {
+        return Ok(());
+    }
+    let sparse = flags & FLAG_TS_SPARSE != 0;
+    let mut t = t0;
+    if flags & FLAG_GRID != 0 {
+        let delta = r.uvarint()? as i64;
+        let mut anchor = t0.wrapping_add(r.varint()?);
+        let res = read_entries(r, n - 1, sparse)?;
+        for (i, &x) in res.iter().enumerate() {
+            let p = anchor.wrapping_add(delta);
+            let next = p.wrapping_add(x);
+            if next <= t {
+                return UnorderedSnafu { sample: i + 1 }.fail();
+            }
+            t = next;
+            out.push((t, 0.0));
+            anchor = next_anchor(p, x, delta);
+        }
+        return Ok(());
+    }
+    let mut d = r.uvarint()? as i64;
+    let dods = read_entries(r, n - 2, sparse)?;
+    for i in 1..n {
+        if i >= 2 {
+            d = d.wrapping_add(dods.get(i - 2).copied().unwrap_or(0));
+        }
+        let next = t.wrapping_add(d);
+        if next <= t {
             return UnorderedSnafu { sample: i }.fail();
         }
+        t = next;
         out.push((t, 0.0));
     }
     Ok(())
 }
 
-fn decode_decimal(r: &mut Reader<'_>, dod: bool, out: &mut [(i64, f64)]) -> Result<(), Error> {
+fn decode_decimal(r: &mut Reader<'_>, flags: u8, out: &mut [(i64, f64)]) -> Result<(), Error> {
     r.section = "values";
     let exp = i32::from(r.byte()? as i8);
     if !(-MAX_EXP..=MAX_EXP).contains(&exp) {
         return CompactExponentSnafu { exponent: exp }.fail();
     }
-    let mut m = 0i64;
+    let dod = flags & FLAG_DOD != 0;
+    let mut m = r.varint()?;
+    let entries = read_entries(r, out.len().saturating_sub(1), flags & FLAG_VAL_SPARSE != 0)?;
     let mut d = 0i64;
     for (i, s) in out.iter_mut().enumerate() {
-        let x = r.varint()?;
-        let next = match i {
-            0 => Some(x),
-            1 => {
-                d = x;
-                m.checked_add(d)
-            }
-            _ => {
-                d = if dod { d.checked_add(x) } else { Some(x) }.ok_or_else(|| {
-                    CompactMantissaSnafu {
+        if i > 0 {
+            let x = entries.get(i - 1).copied().unwrap_or(0);
+            let next = if dod && i >= 2 {
+                d.checked_add(x)
+            } else {
+                Some(x)
+            };
+            let next = next.and_then(|nd| {
+                d = nd;
+                m.checked_add(nd)
+            });
+            m = match next {
+                Some(v) => v,
+                None => {
+                    return CompactMantissaSnafu {
                         sample: i,
                         offset: r.pos,
                     }
-                    .build()
-                })?;
-                m.checked_add(d)
-            }
-        };
-        m = match next {
-            Some(v) if v > -M_LIMIT && v < M_LIMIT => v,
-            _ => {
-                return CompactMantissaSnafu {
-                    sample: i,
-                    offset: r.pos,
+                    .fail();
                 }
-                .fail();
+            };
+        }
+        if m <= -M_LIMIT || m >= M_LIMIT {
+            return CompactMantissaSnafu {
+                sample: i,
+                offset: r.pos,
             }
-        };
+            .fail();
+        }
         s.1 = from_decimal(m, exp);
     }
     r.section = "exceptions";

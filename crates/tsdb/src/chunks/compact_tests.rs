@@ -91,6 +91,43 @@ fn known_bytes_decimal() {
     );
 }
 
+/// Sparse columns and grid timestamps, hand-checked.
+#[test]
+fn known_bytes_sparse_and_grid() {
+    let s: Vec<(i64, f64)> = (0..10).map(|i| (1000 + i * 15_000, 7.0)).collect();
+    #[rustfmt::skip]
+    let want = [
+        0x01, 0x60, 0x0A, // version, flags: ts sparse, values sparse; 10 samples
+        0xD0, 0x0F,       // t0 = 1000
+        0x98, 0x75,       // uvarint(15000)
+        0x00,             // 8 delta-of-deltas, all zero: bitmap, no varints
+        0x00,             // exponent 0
+        0x0E,             // m0 = 7
+        0x00, 0x00,       // 9 deltas, all zero: bitmap
+        0x00,             // no exceptions
+    ];
+    assert_eq!(round_trip(&s), want);
+
+    // A jittered sample and a missed scrape: grid residuals win.
+    let ts = [0, 1000, 2001, 3000, 5000, 6000, 7000, 8000, 9000, 10_000];
+    let s: Vec<(i64, f64)> = ts.iter().map(|&t| (t, 1.0)).collect();
+    #[rustfmt::skip]
+    let want = [
+        0x01, 0x70, 0x0A, // flags: grid, ts sparse, values sparse
+        0x00,             // t0 = 0
+        0xE8, 0x07,       // interval 1000
+        0x00,             // origin offset 0
+        0x0A, 0x00,       // residual bitmap: entries 1 and 3 (samples 2 and 4) non-zero
+        0x02,             // +1 (2001 vs 2000)
+        0xD0, 0x0F,       // +1000 (5000 vs 4000; the anchor moves to 5000)
+        0x00,             // exponent 0
+        0x02,             // m0 = 1
+        0x00, 0x00,       // 9 zero deltas
+        0x00,             // no exceptions
+    ];
+    assert_eq!(round_trip(&s), want);
+}
+
 /// Exceptions and the raw (XOR byte plane) mode, hand-checked.
 #[test]
 fn known_bytes_exception_and_raw() {
@@ -202,7 +239,8 @@ fn corrupt_headers_are_errors() {
         with(0, 2),
         Err(Error::CompactVersion { version: 2 })
     ));
-    assert!(matches!(with(1, 0x10), Err(Error::CompactFlags { .. })));
+    assert!(matches!(with(1, 0x80), Err(Error::CompactFlags { .. })));
+    assert!(matches!(with(1, 0x42), Err(Error::CompactFlags { .. })));
     assert!(matches!(with(1, 0x04), Err(Error::CompactFlags { .. })));
     assert!(matches!(with(1, 0x0A), Err(Error::CompactFlags { .. })));
     assert!(matches!(
@@ -220,12 +258,27 @@ fn corrupt_headers_are_errors() {
     ));
     // Count and body length disagree.
     assert!(with(2, 4).is_err());
-    assert!(matches!(with(2, 9), Err(Error::CompactBodyLength { .. })));
+    assert!(matches!(with(2, 100), Err(Error::CompactBodyLength { .. })));
     let mut long = good.clone();
     long.push(0);
     assert!(matches!(
         decode_compact(&long),
         Err(Error::CompactTrailing { .. })
+    ));
+    // Sparse columns: padding bits and zero "non-zero" entries.
+    let sparse = encode_compact(&(0..10).map(|i| (i * 10, 7.0)).collect::<Vec<_>>());
+    assert_eq!(sparse[1], 0x60);
+    let mut bad = sparse.clone();
+    bad[9] = 0x80; // value bitmap: bit of entry 15 of 9
+    assert!(matches!(
+        decode_compact(&bad),
+        Err(Error::CompactBitmap { .. })
+    ));
+    let mut bad = sparse.clone();
+    bad[8] = 0x01; // marks delta 0 non-zero: the varint read is 0x00
+    assert!(matches!(
+        decode_compact(&bad),
+        Err(Error::CompactBitmap { .. })
     ));
     // Non-increasing timestamps.
     assert!(matches!(with(5, 0), Err(Error::Unordered { sample: 1 })));
