@@ -2,10 +2,20 @@
 //! written by compaction. Byte layout: `docs/format/chunks.md`, section 3.
 //!
 //! Design choices:
-//! - Columnar body: all timestamps (first value, first delta, then zigzag
-//!   delta-of-delta varints), then all values, then exceptions. Keeping the
-//!   columns apart lets zstd model each one (mostly-zero timestamp bytes,
-//!   small value deltas) instead of an interleaved mix.
+//! - Columnar body: all timestamps, then all values, then exceptions. Each
+//!   column ends a zstd block (the frame is flushed between columns), so
+//!   each gets its own entropy tables instead of one table for a mix of
+//!   mostly-zero timestamp bytes and value deltas.
+//! - Timestamps: either zigzag delta-of-delta varints, or residuals
+//!   against a regular grid (interval = the most common delta); the grid
+//!   fits scrape jitter (which does not accumulate) better, since one
+//!   late scrape gives one non-zero residual instead of two delta-of-deltas.
+//!   The encoder picks the mode with the smaller summed varint bit length.
+//! - Sparse columns: a column of integers that is mostly zero (idle
+//!   counters, constant gauges, on-time scrapes) is stored as a bitmap of
+//!   its non-zero entries plus those entries. zstd's byte-wise Huffman
+//!   coder cannot go below one bit per byte, and its match coding is poor
+//!   on short random runs of zeros; the bitmap packs 8 entries per byte.
 //! - Decimal values: when the values convert exactly to `m × 10^E` with one
 //!   exponent `E` for the whole chunk and `|m| < 2^53`, the chunk stores the
 //!   integers `m` as delta (gauges) or delta-of-delta (steady counters)
@@ -21,7 +31,8 @@
 //!   consecutive value bits, split into 8 byte planes) and keeps the smaller
 //!   result.
 //! - zstd over the body at [`COMPACT_ZSTD_LEVEL`] (level chosen by the
-//!   `compact` bench: higher levels gain little on this data and cost encode
+//!   `compact` bench: on this columnar data level 1 is as small as levels
+//!   3-15 and the fastest; only 19 is smaller, by 2 %, at a quarter of the
 //!   speed; decoding speed does not depend on the level). A body that does
 //!   not shrink is stored uncompressed.
 //! - Strict, bounded decoder: the sample count is limited to
