@@ -17,8 +17,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use stratus_tsdb::{
-    COMPACT_CHUNK_SAMPLES, XorAppender, XorIterator, decode_compact, encode_compact,
-    encode_compact_with_level,
+    COMPACT_CHUNK_SAMPLES, COMPACT_ZSTD_LEVEL, XorAppender, XorIterator, decode_compact,
+    encode_compact, encode_compact_with_level,
 };
 
 const SERIES: usize = 1000;
@@ -277,7 +277,11 @@ fn main() {
     });
     let enc_c = measure(total, || {
         for s in &data {
-            black_box(encode_compact_all(black_box(&s.1), chunk, 9));
+            black_box(encode_compact_all(
+                black_box(&s.1),
+                chunk,
+                COMPACT_ZSTD_LEVEL,
+            ));
         }
     });
     let dec_xor = measure(total, || {
@@ -321,7 +325,7 @@ fn main() {
     for max in [120, 240, 480, 960, 1440, 2048, 2880] {
         let enc: Vec<Vec<Vec<u8>>> = long
             .iter()
-            .map(|s| encode_compact_all(&s.1, max, 9))
+            .map(|s| encode_compact_all(&s.1, max, COMPACT_ZSTD_LEVEL))
             .collect();
         let (_, f) = sizes(&enc);
         let n_chunks: usize = enc.iter().map(Vec::len).sum();
