@@ -1,4 +1,7 @@
-//! Compressed sample chunks: the float (XOR, "Gorilla") chunk codec.
+//! Compressed sample chunks: the float chunk codecs — Prometheus' XOR
+//! ("Gorilla", encoding 1, used by the head and level-1 blocks) and the
+//! compact encoding (`0x81`, zstd-compressed decimal columns, used by blocks
+//! written by compaction) — and reading any of them ([`ChunkIter`]).
 //!
 //! Owns the byte format of a chunk's *data* (what Prometheus calls a chunk's
 //! bytes, without the on-disk `len | encoding | data | crc` framing, which
@@ -24,11 +27,18 @@
 //!   an [`Error`] instead of panicking, and [`decode_xor`] additionally
 //!   rejects anything but zero padding after the last sample.
 
+mod any;
 mod bstream;
+mod compact;
 mod xor;
 
 use snafu::Snafu;
 
+pub use any::{ChunkIter, chunk_num_samples_any, decode_any, to_xor_chunks};
+pub use compact::{
+    COMPACT_CHUNK_SAMPLES, COMPACT_VERSION, COMPACT_ZSTD_LEVEL, MAX_COMPACT_SAMPLES,
+    decode_compact, encode_compact, encode_compact_with_level, fuzz_compact_decode,
+};
 pub use xor::{XorAppender, XorIterator, chunk_num_samples, decode_xor, fuzz_xor_decode};
 
 /// Maximum number of samples in one chunk (the header count is a `u16`).
@@ -40,8 +50,13 @@ pub const MAX_SAMPLES_PER_CHUNK: usize = u16::MAX as usize;
 #[repr(u8)]
 pub enum Encoding {
     /// Float samples, XOR encoded. Later: `Histogram = 2`,
-    /// `FloatHistogram = 3`.
+    /// `FloatHistogram = 3` (2, 3, 4... are reserved for Prometheus'
+    /// encodings).
     Xor = 1,
+    /// Float samples, Stratus' compact encoding (decimal columns + zstd),
+    /// written by compaction. Not a Prometheus encoding: remote read
+    /// converts it with [`to_xor_chunks`].
+    Compact = 0x81,
 }
 
 impl Encoding {
@@ -49,6 +64,7 @@ impl Encoding {
     pub fn from_u8(b: u8) -> Option<Encoding> {
         match b {
             1 => Some(Encoding::Xor),
+            0x81 => Some(Encoding::Compact),
             _ => None,
         }
     }
@@ -101,7 +117,78 @@ pub enum Error {
         "{bits} trailing bits after the last of {total} samples are not zero padding"
     ))]
     TrailingData { bits: u64, total: u16 },
+
+    /// The chunk's encoding byte is not one this crate decodes.
+    #[snafu(display("unknown chunk encoding {encoding:#04x}"))]
+    UnknownEncoding { encoding: u8 },
+
+    /// Decoded timestamps do not strictly increase.
+    #[snafu(display("timestamps do not increase at sample {sample}"))]
+    Unordered { sample: usize },
+
+    /// A compact chunk of an unknown format version.
+    #[snafu(display("unknown compact chunk version {version}"))]
+    CompactVersion { version: u8 },
+
+    /// A compact chunk with unknown or contradictory flag bits.
+    #[snafu(display("invalid compact chunk flags {flags:#04x}"))]
+    CompactFlags { flags: u8 },
+
+    /// A compact chunk announcing more samples than allowed.
+    #[snafu(display("compact chunk announces {count} samples, at most {max} allowed"))]
+    CompactTooManySamples { count: u64, max: usize },
+
+    /// The (declared or actual) body length is impossible for the sample
+    /// count, or the decompressed body is not as long as declared.
+    #[snafu(display(
+        "compact chunk body length {declared} is invalid (decompressed {actual} bytes)"
+    ))]
+    CompactBodyLength { declared: u64, actual: u64 },
+
+    /// zstd rejected the compressed body.
+    #[snafu(display("compact chunk body does not decompress: {message}"))]
+    CompactDecompress { message: String },
+
+    /// A section of a compact chunk ended early.
+    #[snafu(display("compact chunk truncated in {section} at byte {offset}"))]
+    CompactTruncated {
+        section: &'static str,
+        offset: usize,
+    },
+
+    /// A varint longer than 10 bytes or overflowing 64 bits.
+    #[snafu(display("varint overflow in compact chunk {section} at byte {offset}"))]
+    CompactVarint {
+        section: &'static str,
+        offset: usize,
+    },
+
+    /// A decimal exponent outside `-22..=22`.
+    #[snafu(display("compact chunk decimal exponent {exponent} out of range"))]
+    CompactExponent { exponent: i32 },
+
+    /// A decoded mantissa (or its delta) outside `(-2^53, 2^53)`.
+    #[snafu(display("compact chunk mantissa out of range at sample {sample} (byte {offset})"))]
+    CompactMantissa { sample: usize, offset: usize },
+
+    /// An exception index beyond the last sample, or too many exceptions.
+    #[snafu(display("compact chunk exception index {index} invalid at byte {offset}"))]
+    CompactException { index: u64, offset: usize },
+
+    /// A sparse column's bitmap has padding bits set, or an entry it marks
+    /// as non-zero is zero.
+    #[snafu(display("invalid sparse column in compact chunk {section} at byte {offset}"))]
+    CompactBitmap {
+        section: &'static str,
+        offset: usize,
+    },
+
+    /// Bytes left after the last section of a compact chunk.
+    #[snafu(display("{bytes} bytes after the {section} of a compact chunk"))]
+    CompactTrailing { bytes: usize, section: &'static str },
 }
 
+#[cfg(test)]
+mod compact_tests;
 #[cfg(test)]
 mod tests;

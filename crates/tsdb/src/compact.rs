@@ -9,9 +9,12 @@
 //! 3. a block with tombstones, rewritten alone so deleted data leaves disk.
 //!
 //! A merge streams series in label order from every input, copies chunks
-//! untouched when one input holds the series and nothing is deleted, and
-//! otherwise decodes, deduplicates (identical timestamps), drops deleted
-//! samples and re-encodes. The output is uploaded (`meta.json` last) and
+//! untouched when one input holds the series, nothing is deleted and its
+//! chunks are already in the compact encoding, and otherwise decodes,
+//! deduplicates (identical timestamps), drops deleted samples and
+//! re-encodes into compact chunks (`chunks::encode_compact`, up to
+//! `COMPACT_CHUNK_SAMPLES` samples each): compacted blocks hold the compact
+//! encoding only, level-1 blocks cut from the head hold XOR chunks. The output is uploaded (`meta.json` last) and
 //! made queryable before the inputs are deleted; a crash in between leaves
 //! both, which queries deduplicate and the next start cleans up (an input
 //! whose sources a newer block covers is deleted).
@@ -22,8 +25,10 @@ use stratus_model::Labels;
 use ulid::Ulid;
 
 use crate::block::{BlockCompaction, BlockMeta, BlockReader, BlockWriter, ChunkInput, ChunkMeta};
-use crate::chunks::{Encoding, chunk_num_samples};
-use crate::db::{Db, encode_chunks};
+use crate::chunks::{
+    COMPACT_CHUNK_SAMPLES, Encoding, MAX_COMPACT_SAMPLES, chunk_num_samples_any, encode_compact,
+};
+use crate::db::Db;
 use crate::error::Result;
 use crate::head::{is_deleted, window_start};
 use crate::index::PostingsSource;
@@ -89,7 +94,7 @@ pub(crate) async fn compact(db: &Arc<Db>) -> Result<()> {
             .collect();
         let id = Ulid::new();
         let dir = db.dir().join("wip").join(id.to_string());
-        let chunk_samples = db.config().head.chunk_samples;
+        let chunk_samples = COMPACT_CHUNK_SAMPLES;
         let ins = inputs.clone();
         let d2 = dir.clone();
         let meta = tokio::task::spawn_blocking(move || merge_blocks(&ins, &d2, id, chunk_samples))
@@ -154,7 +159,30 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Merges `inputs` into a new block at `dir`.
+/// Encodes samples (sorted, unique timestamps) into compact chunks of at
+/// most `chunk_samples` samples, sizes balanced so no chunk is tiny:
+/// `(mint, maxt, sample count, data)`.
+pub(crate) fn encode_compact_chunks(
+    samples: &[(i64, f64)],
+    chunk_samples: usize,
+) -> Vec<(i64, i64, usize, Vec<u8>)> {
+    let max = chunk_samples.clamp(1, MAX_COMPACT_SAMPLES);
+    let n_chunks = samples.len().div_ceil(max);
+    if n_chunks == 0 {
+        return Vec::new();
+    }
+    let per = samples.len().div_ceil(n_chunks);
+    samples
+        .chunks(per)
+        .filter_map(|c| {
+            let (first, last) = (c.first()?, c.last()?);
+            Some((first.0, last.0, c.len(), encode_compact(c)))
+        })
+        .collect()
+}
+
+/// Merges `inputs` into a new block at `dir`, writing compact chunks of at
+/// most `chunk_samples` samples.
 pub(crate) fn merge_blocks(
     inputs: &[Arc<BlockReader>],
     dir: &std::path::Path,
@@ -197,6 +225,7 @@ pub(crate) fn merge_blocks(
         let deleted = srcs
             .iter()
             .any(|(b, _, sid)| !b.tombstones().get(*sid).is_empty());
+        let compact = Encoding::Compact as u8;
         if srcs.len() == 1 && !deleted {
             let (b, metas, _) = &srcs[0];
             let mut owned = Vec::with_capacity(metas.len());
@@ -204,29 +233,34 @@ pub(crate) fn merge_blocks(
                 let (enc, data) = b.chunk(m.chunk_ref)?;
                 owned.push((m.mint, m.maxt, enc, data));
             }
-            let inputs: Vec<ChunkInput<'_>> = owned
-                .iter()
-                .map(|(mint, maxt, enc, data)| ChunkInput {
-                    mint: *mint,
-                    maxt: *maxt,
-                    encoding: *enc,
-                    data,
-                    num_samples: chunk_num_samples(data).unwrap_or(0) as u32,
-                })
-                .collect();
-            w.add_series(&labels, &inputs)?;
-            continue;
+            if owned.iter().all(|c| c.2 == compact) {
+                // Already compact: copy the chunks untouched.
+                let inputs: Vec<ChunkInput<'_>> = owned
+                    .iter()
+                    .map(|(mint, maxt, enc, data)| ChunkInput {
+                        mint: *mint,
+                        maxt: *maxt,
+                        encoding: *enc,
+                        data,
+                        num_samples: chunk_num_samples_any(*enc, data).unwrap_or(0) as u32,
+                    })
+                    .collect();
+                w.add_series(&labels, &inputs)?;
+                continue;
+            }
         }
-        // Several sources or deletions: decode, merge, filter, re-encode.
-        // Each source's samples are filtered by its own tombstones first.
+        // Several sources, deletions or other encodings: decode, merge,
+        // filter, re-encode. Each source's samples are filtered by its own
+        // tombstones first.
         let mut parts = Vec::new();
         for (b, metas, sid) in &srcs {
             let mut p = Vec::new();
             for m in metas {
-                let (_, data) = b.chunk(m.chunk_ref)?;
-                p.push(Part::Xor {
+                let (encoding, data) = b.chunk(m.chunk_ref)?;
+                p.push(Part::Chunk {
                     mint: m.mint,
                     maxt: m.maxt,
+                    encoding,
                     data: Arc::from(data),
                 });
             }
@@ -248,15 +282,16 @@ pub(crate) fn merge_blocks(
             labels: Labels::empty(),
             parts,
         };
-        let encoded = encode_chunks(s.iter(i64::MIN, i64::MAX), chunk_samples);
+        let samples: Vec<(i64, f64)> = s.iter(i64::MIN, i64::MAX).collect();
+        let encoded = encode_compact_chunks(&samples, chunk_samples);
         let inputs: Vec<ChunkInput<'_>> = encoded
             .iter()
-            .map(|(mint, maxt, data)| ChunkInput {
+            .map(|(mint, maxt, n, data)| ChunkInput {
                 mint: *mint,
                 maxt: *maxt,
-                encoding: Encoding::Xor as u8,
+                encoding: compact,
                 data,
-                num_samples: chunk_num_samples(data).unwrap_or(0) as u32,
+                num_samples: *n as u32,
             })
             .collect();
         w.add_series(&labels, &inputs)?;
@@ -295,6 +330,96 @@ mod tests {
             compaction: BlockCompaction::default(),
             version: 1,
         }
+    }
+
+    /// Writes a block of XOR chunks (120 samples each) per series.
+    fn xor_block(dir: &std::path::Path, series: &[(Labels, Vec<(i64, f64)>)]) -> Arc<BlockReader> {
+        let id = Ulid::new();
+        let d = dir.join(id.to_string());
+        let mut w = BlockWriter::create(&d, id, 0, 10_000_000).unwrap();
+        for (l, samples) in series {
+            let chunks = crate::db::encode_chunks(samples.iter().copied(), 120);
+            let inputs: Vec<ChunkInput<'_>> = chunks
+                .iter()
+                .map(|(mint, maxt, data)| ChunkInput {
+                    mint: *mint,
+                    maxt: *maxt,
+                    encoding: Encoding::Xor as u8,
+                    data,
+                    num_samples: crate::chunks::chunk_num_samples(data).unwrap().into(),
+                })
+                .collect();
+            w.add_series(l, &inputs).unwrap();
+        }
+        w.finish(BlockCompaction {
+            level: 1,
+            sources: vec![id],
+            parents: vec![],
+            deletable: false,
+        })
+        .unwrap();
+        Arc::new(BlockReader::open(&d).unwrap())
+    }
+
+    /// Labels, chunk encodings and sample bits of one series.
+    type Dump = (Labels, Vec<u8>, Vec<(i64, u64)>);
+
+    fn read_all(b: &BlockReader) -> Vec<Dump> {
+        let mut out = Vec::new();
+        let mut metas = Vec::new();
+        for id in b.all_postings().unwrap() {
+            let l = b.series(id, &mut metas).unwrap();
+            let mut encs = Vec::new();
+            let mut samples = Vec::new();
+            for m in &metas {
+                let (e, d) = b.chunk(m.chunk_ref).unwrap();
+                encs.push(e);
+                let s = crate::chunks::decode_any(e, d).unwrap();
+                assert_eq!((s[0].0, s[s.len() - 1].0), (m.mint, m.maxt));
+                samples.extend(s.into_iter().map(|(t, v)| (t, v.to_bits())));
+            }
+            out.push((l, encs, samples));
+        }
+        out
+    }
+
+    #[test]
+    fn merge_writes_compact_chunks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = |v: &str| Labels::from_pairs([("__name__", "m"), ("i", v)]);
+        let a_only: Vec<(i64, f64)> = (0..500).map(|i| (i * 15_000, i as f64 * 0.5)).collect();
+        let both_a: Vec<(i64, f64)> = (0..300).map(|i| (i * 15_000, (i % 7) as f64)).collect();
+        let both_b: Vec<(i64, f64)> = (200..600)
+            .map(|i| (i * 15_000, if i == 599 { f64::NAN } else { (i % 7) as f64 }))
+            .collect();
+        let a = xor_block(
+            tmp.path(),
+            &[(l("a"), a_only.clone()), (l("c"), both_a.clone())],
+        );
+        let b = xor_block(tmp.path(), &[(l("c"), both_b.clone())]);
+        let out = tmp.path().join("out");
+        let meta = merge_blocks(&[a, b], &out, Ulid::new(), 256).unwrap();
+        assert_eq!(meta.stats.num_samples, 500 + 600);
+        let merged = Arc::new(BlockReader::open(&out).unwrap());
+        let got = read_all(&merged);
+        assert_eq!(got.len(), 2);
+        let bits = |s: &[(i64, f64)]| s.iter().map(|&(t, v)| (t, v.to_bits())).collect::<Vec<_>>();
+        assert_eq!(got[0].0, l("a"));
+        assert_eq!(
+            got[0].1,
+            vec![0x81, 0x81],
+            "single source re-encoded, balanced"
+        );
+        assert_eq!(got[0].2, bits(&a_only));
+        let mut want: Vec<(i64, f64)> = both_a;
+        want.extend(both_b.into_iter().filter(|s| s.0 >= 300 * 15_000));
+        assert_eq!(got[1].1, vec![0x81; 3]);
+        assert_eq!(got[1].2, bits(&want));
+        // Compacting the compact block again copies its chunks untouched.
+        let out2 = tmp.path().join("out2");
+        merge_blocks(std::slice::from_ref(&merged), &out2, Ulid::new(), 4096).unwrap();
+        let again = BlockReader::open(&out2).unwrap();
+        assert_eq!(read_all(&again), got);
     }
 
     #[test]

@@ -689,9 +689,10 @@ fn split_by_window(
         }
         let mut parts: Vec<Part> = chunks
             .iter()
-            .map(|c| Part::Xor {
+            .map(|c| Part::Chunk {
                 mint: c.mint,
                 maxt: c.maxt,
+                encoding: crate::chunks::Encoding::Xor as u8,
                 data: c.data.clone(),
             })
             .collect();
@@ -847,10 +848,11 @@ pub(crate) fn select_block(
                 parts.push(Part::Floats(Arc::from(&[][..])));
                 break;
             }
-            let (_enc, data) = b.chunk(m.chunk_ref)?;
-            parts.push(Part::Xor {
+            let (encoding, data) = b.chunk(m.chunk_ref)?;
+            parts.push(Part::Chunk {
                 mint: m.mint,
                 maxt: m.maxt,
+                encoding,
                 data: Arc::from(data),
             });
         }

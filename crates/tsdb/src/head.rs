@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use parking_lot::RwLock;
 use stratus_model::{Labels, Matcher};
 
+use crate::chunks::Encoding;
 use crate::error::Result;
 use crate::index::{MemPostings, select_postings};
 use crate::querier::Part;
@@ -447,18 +448,20 @@ impl Head {
                 }
                 if !labels_only {
                     for c in d.chunks.iter().filter(|c| c.maxt >= mint && c.mint <= maxt) {
-                        parts.push(Part::Xor {
+                        parts.push(Part::Chunk {
                             mint: c.mint,
                             maxt: c.maxt,
+                            encoding: Encoding::Xor as u8,
                             data: c.data.clone(),
                         });
                     }
                     if let Some(a) = &d.app {
                         if let (Some(f), Some(l)) = (a.first_t(), a.last_t()) {
                             if l >= mint && f <= maxt {
-                                parts.push(Part::Xor {
+                                parts.push(Part::Chunk {
                                     mint: f,
                                     maxt: l,
+                                    encoding: Encoding::Xor as u8,
                                     data: Arc::from(a.bytes()),
                                 });
                             }
@@ -470,6 +473,10 @@ impl Head {
                         parts.push(Part::Floats(Arc::from(&d.ooo[lo_i..hi_i])));
                     }
                 }
+            }
+            if parts.is_empty() && !labels_only {
+                // The series spans the range but no chunk overlaps it.
+                continue;
             }
             let ts = self.tombstones_of(s.id);
             if !ts.is_empty() && !labels_only {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use stratus_model::{Labels, Matcher};
 
-use crate::chunks::XorIterator;
+use crate::chunks::ChunkIter;
 use crate::error::Result;
 
 /// What the caller will do with the data, so sources can skip work.
@@ -48,10 +48,12 @@ impl SelectHints {
 /// A compressed piece of one series from one source.
 #[derive(Debug, Clone)]
 pub enum Part {
-    /// A Prometheus XOR chunk.
-    Xor {
+    /// A compressed chunk of encoding byte `encoding` (see
+    /// [`crate::Encoding`]), decoded with [`ChunkIter`].
+    Chunk {
         mint: i64,
         maxt: i64,
+        encoding: u8,
         data: Arc<[u8]>,
     },
     /// Decoded samples, sorted by time (out-of-order buffers, filtered data).
@@ -62,7 +64,7 @@ impl Part {
     /// Oldest and newest timestamp in the part (`None` if empty).
     pub fn bounds(&self) -> Option<(i64, i64)> {
         match self {
-            Part::Xor { mint, maxt, .. } => Some((*mint, *maxt)),
+            Part::Chunk { mint, maxt, .. } => Some((*mint, *maxt)),
             Part::Floats(s) => Some((s.first()?.0, s.last()?.0)),
         }
     }
@@ -159,14 +161,16 @@ pub fn merge_series(sources: Vec<Vec<Series>>) -> Vec<Series> {
 /// A decoder over one part.
 #[derive(Debug)]
 enum PartIter {
-    Xor(XorIterator<Arc<[u8]>>),
+    Chunk(ChunkIter<Arc<[u8]>>),
     Floats { data: Arc<[(i64, f64)]>, pos: usize },
 }
 
 impl PartIter {
     fn new(p: &Part) -> Self {
         match p {
-            Part::Xor { data, .. } => PartIter::Xor(XorIterator::new(data.clone())),
+            Part::Chunk { encoding, data, .. } => {
+                PartIter::Chunk(ChunkIter::new(*encoding, data.clone()))
+            }
             Part::Floats(d) => PartIter::Floats {
                 data: d.clone(),
                 pos: 0,
@@ -176,7 +180,7 @@ impl PartIter {
 
     fn next(&mut self) -> Option<(i64, f64)> {
         match self {
-            PartIter::Xor(it) => it.next(),
+            PartIter::Chunk(it) => it.next(),
             PartIter::Floats { data, pos } => {
                 let s = data.get(*pos).copied();
                 *pos += 1;
@@ -187,7 +191,7 @@ impl PartIter {
 
     fn seek(&mut self, t: i64) -> Option<(i64, f64)> {
         match self {
-            PartIter::Xor(it) => it.seek(t),
+            PartIter::Chunk(it) => it.seek(t),
             PartIter::Floats { data, pos } => {
                 let rest = data.get(*pos..).unwrap_or(&[]);
                 let skip = rest.partition_point(|s| s.0 < t);

@@ -26,19 +26,25 @@ async fn open(dir: &std::path::Path, bucket: Bucket, cfg: DbConfig) -> Arc<Db> {
     Arc::new(Db::open(dir, bucket, cfg).await.unwrap())
 }
 
+/// Every series with samples in `[mint, maxt]`. Selects work at chunk
+/// granularity, so a series whose chunk spans the range without a sample
+/// in it may be returned with no samples (depending on how its chunks are
+/// cut: head, level-1 and compacted blocks cut differently); like PromQL,
+/// drop those.
 fn all(db: &Db, mint: i64, maxt: i64) -> Vec<(Labels, Vec<(i64, u64)>)> {
     let m = Matcher::new(MatchType::RegexMatch, "__name__", ".+").unwrap();
     db.select(&[m], &SelectHints::range(mint, maxt))
         .unwrap()
         .into_iter()
         .map(|s| {
-            let v = s
+            let v: Vec<(i64, u64)> = s
                 .samples(mint, maxt)
                 .into_iter()
                 .map(|(t, v)| (t, v.to_bits()))
                 .collect();
             (s.labels, v)
         })
+        .filter(|(_, v)| !v.is_empty())
         .collect()
 }
 
