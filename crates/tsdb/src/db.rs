@@ -29,7 +29,7 @@ use tracing::{info, warn};
 use ulid::Ulid;
 
 use crate::block::{BlockCompaction, BlockMeta, BlockReader, BlockWriter, ChunkInput, Tombstones};
-use crate::chunks::{XorAppender, XorIterator, chunk_num_samples};
+use crate::chunks::{XorAppender, XorIterator, chunk_num_samples_any};
 use crate::error::{RejectReason, Result};
 use crate::head::{Appended, Extracted, Head, HeadConfig, Reject, is_deleted, window_start};
 use crate::index::select_postings;
@@ -52,6 +52,9 @@ pub struct DbConfig {
     /// Compaction levels: block ranges in ms, each a multiple of the
     /// previous (default 2h, 12h, 24h, 7d... capped by retention).
     pub compaction_ranges: Vec<i64>,
+    /// How often sealed head chunks are re-encoded in the compact encoding
+    /// to save memory (default 2 minutes).
+    pub head_chunk_compaction_interval: Duration,
 }
 
 impl Default for DbConfig {
@@ -64,6 +67,7 @@ impl Default for DbConfig {
             max_future: Duration::from_secs(600),
             retention: None,
             compaction_ranges: vec![2 * h, 12 * h, 24 * h, 7 * 24 * h],
+            head_chunk_compaction_interval: Duration::from_secs(120),
         }
     }
 }
@@ -165,6 +169,7 @@ pub struct Db {
     pub(crate) maint: tokio::sync::Mutex<()>,
     counters: Counters,
     last_used: Mutex<std::time::Instant>,
+    last_chunk_compaction: Mutex<std::time::Instant>,
     /// Runtime-adjustable limits (per-tenant overrides).
     ooo_window: AtomicI64,
     /// Retention in ms; negative = keep forever.
@@ -225,6 +230,7 @@ impl Db {
         let ooo_window = AtomicI64::new(cfg.head.ooo_window);
         let retention_ms = AtomicI64::new(retention_to_ms(cfg.retention));
         Ok(Db {
+            last_chunk_compaction: Mutex::new(std::time::Instant::now()),
             ooo_window,
             retention_ms,
             dir: dir.to_path_buf(),
@@ -414,10 +420,33 @@ impl Db {
     /// retention. Call periodically (e.g. every few seconds).
     pub async fn maintain(self: &Arc<Self>) -> Result<()> {
         self.wal.sync_if_due()?;
+        let due = {
+            let mut last = self.last_chunk_compaction.lock();
+            let due = last.elapsed() >= self.cfg.head_chunk_compaction_interval;
+            if due {
+                *last = std::time::Instant::now();
+            }
+            due
+        };
+        if due {
+            self.compact_head_chunks().await?;
+        }
         self.cut_blocks().await?;
         crate::compact::compact(self).await?;
         self.apply_retention().await?;
         Ok(())
+    }
+
+    /// Re-encodes the head's sealed chunks into the compact encoding now
+    /// (normally done by [`Db::maintain`] every
+    /// `head_chunk_compaction_interval`). Returns chunks replaced.
+    pub async fn compact_head_chunks(self: &Arc<Self>) -> Result<usize> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.head.compact_chunks())
+            .await
+            .map_err(|e| crate::Error::Task {
+                message: e.to_string(),
+            })
     }
 
     /// Cuts every due block range out of the head. Returns the new blocks.
@@ -511,9 +540,9 @@ impl Db {
                         .map(|c| ChunkInput {
                             mint: c.0,
                             maxt: c.1,
-                            encoding: crate::chunks::Encoding::Xor as u8,
-                            data: &c.2,
-                            num_samples: chunk_num_samples(&c.2).unwrap_or(0) as u32,
+                            encoding: c.2,
+                            data: &c.3,
+                            num_samples: chunk_num_samples_any(c.2, &c.3).unwrap_or(0) as u32,
                         })
                         .collect();
                     bw.add_series(&x.labels, &inputs)?;
@@ -661,7 +690,7 @@ fn split_by_window(
     x: &Extracted,
     range: i64,
     chunk_samples: usize,
-) -> BTreeMap<i64, Vec<(i64, i64, Vec<u8>)>> {
+) -> BTreeMap<i64, Vec<(i64, i64, u8, Vec<u8>)>> {
     type Window<'a> = (Vec<&'a crate::head::HeadChunk>, Vec<(i64, f64)>);
     let mut wins: BTreeMap<i64, Window<'_>> = BTreeMap::new();
     for c in &x.chunks {
@@ -682,7 +711,7 @@ fn split_by_window(
                 w,
                 chunks
                     .iter()
-                    .map(|c| (c.mint, c.maxt, c.data.to_vec()))
+                    .map(|c| (c.mint, c.maxt, c.encoding, c.data.to_vec()))
                     .collect(),
             );
             continue;
@@ -692,7 +721,7 @@ fn split_by_window(
             .map(|c| Part::Chunk {
                 mint: c.mint,
                 maxt: c.maxt,
-                encoding: crate::chunks::Encoding::Xor as u8,
+                encoding: c.encoding,
                 data: c.data.clone(),
             })
             .collect();
@@ -704,7 +733,14 @@ fn split_by_window(
         let samples = series
             .iter(w, end - 1)
             .filter(|s| !is_deleted(s.0, &x.tombstones));
-        out.insert(w, encode_chunks(samples, chunk_samples));
+        let xor = crate::chunks::Encoding::Xor as u8;
+        out.insert(
+            w,
+            encode_chunks(samples, chunk_samples)
+                .into_iter()
+                .map(|(a, b, d)| (a, b, xor, d))
+                .collect(),
+        );
     }
     out
 }

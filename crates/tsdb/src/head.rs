@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use parking_lot::RwLock;
 use stratus_model::{Labels, Matcher};
 
-use crate::chunks::Encoding;
+use crate::chunks::{COMPACT_CHUNK_SAMPLES, Encoding};
 use crate::error::Result;
 use crate::index::{MemPostings, select_postings};
 use crate::querier::Part;
@@ -451,7 +451,7 @@ impl Head {
                         parts.push(Part::Chunk {
                             mint: c.mint,
                             maxt: c.maxt,
-                            encoding: Encoding::Xor as u8,
+                            encoding: c.encoding,
                             data: c.data.clone(),
                         });
                     }
@@ -690,6 +690,79 @@ impl Head {
         if max_t != i64::MIN {
             self.max_t.fetch_max(max_t, Ordering::AcqRel);
         }
+    }
+
+    /// Re-encodes sealed XOR chunks into compact chunks (one per
+    /// block-range window, split at [`COMPACT_CHUNK_SAMPLES`]), which take a
+    /// third or less of the memory. Runs beside appends: chunks are copied
+    /// out under the series lock, re-encoded without it, and swapped in only
+    /// if the series still holds exactly those chunks. Returns the number of
+    /// chunks replaced.
+    pub(crate) fn compact_chunks(&self) -> usize {
+        let range = self.cfg.block_range;
+        let xor = Encoding::Xor as u8;
+        let mut replaced = 0;
+        for s in self.all_series() {
+            let snap: Vec<HeadChunk> = {
+                let d = s.data.lock();
+                if d.removed || !d.chunks.iter().any(|c| c.encoding == xor) {
+                    continue;
+                }
+                d.chunks.clone()
+            };
+            let mut i = 0;
+            while i < snap.len() {
+                let w = window_start(snap[i].mint, range);
+                let mut j = i;
+                while j < snap.len() && window_start(snap[j].mint, range) == w {
+                    j += 1;
+                }
+                let group = &snap[i..j];
+                i = j;
+                if group.iter().all(|c| c.encoding != xor) {
+                    continue;
+                }
+                let mut samples = Vec::new();
+                let mut ok = true;
+                for c in group {
+                    match crate::chunks::decode_any(c.encoding, &c.data) {
+                        Ok(v) => samples.extend(v),
+                        Err(_) => ok = false,
+                    }
+                }
+                if !ok || samples.windows(2).any(|p| p[0].0 >= p[1].0) {
+                    continue;
+                }
+                let fresh: Vec<HeadChunk> =
+                    crate::compact::encode_compact_chunks(&samples, COMPACT_CHUNK_SAMPLES)
+                        .into_iter()
+                        .map(|(mint, maxt, _, data)| HeadChunk {
+                            mint,
+                            maxt,
+                            encoding: Encoding::Compact as u8,
+                            data: data.into(),
+                        })
+                        .collect();
+                let mut d = s.data.lock();
+                let Some(pos) = d
+                    .chunks
+                    .iter()
+                    .position(|c| Arc::ptr_eq(&c.data, &group[0].data))
+                else {
+                    continue;
+                };
+                let still = d.chunks.len() >= pos + group.len()
+                    && d.chunks[pos..pos + group.len()]
+                        .iter()
+                        .zip(group)
+                        .all(|(a, b)| Arc::ptr_eq(&a.data, &b.data));
+                if still {
+                    d.chunks.splice(pos..pos + group.len(), fresh);
+                    replaced += group.len();
+                }
+            }
+        }
+        replaced
     }
 
     /// Approximate bytes held by series data, index and symbols.

@@ -12,13 +12,16 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::chunks::{XorAppender, XorIterator};
+use crate::chunks::{ChunkIter, Encoding, XorAppender};
 
 /// A sealed head chunk.
 #[derive(Debug, Clone)]
 pub(crate) struct HeadChunk {
     pub(crate) mint: i64,
     pub(crate) maxt: i64,
+    /// [`Encoding`] byte: XOR when sealed, compact once
+    /// [`Head::compact_chunks`](crate::head::Head) has re-encoded it.
+    pub(crate) encoding: u8,
     pub(crate) data: Arc<[u8]>,
 }
 
@@ -148,12 +151,12 @@ impl SeriesData {
         }
         for c in &self.chunks {
             if c.mint <= t && t <= c.maxt {
-                return seek_exact(&c.data[..], t);
+                return seek_exact(c.encoding, &c.data[..], t);
             }
         }
         if let Some(a) = &self.app {
             if a.first_t().is_some_and(|f| f <= t) && a.last_t().is_some_and(|l| t <= l) {
-                return seek_exact(a.bytes(), t);
+                return seek_exact(Encoding::Xor as u8, a.bytes(), t);
             }
         }
         None
@@ -166,6 +169,7 @@ impl SeriesData {
                 self.chunks.push(HeadChunk {
                     mint,
                     maxt,
+                    encoding: Encoding::Xor as u8,
                     data: a.into_bytes().into(),
                 });
             }
@@ -211,8 +215,8 @@ impl SeriesData {
     }
 }
 
-fn seek_exact(data: &[u8], t: i64) -> Option<f64> {
-    let mut it = XorIterator::new(data);
+fn seek_exact(encoding: u8, data: &[u8], t: i64) -> Option<f64> {
+    let mut it = ChunkIter::new(encoding, data);
     match it.seek(t) {
         Some((st, v)) if st == t => Some(v),
         _ => None,
