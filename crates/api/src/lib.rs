@@ -4,8 +4,8 @@
 //! ([`stratus_tsdb::Tenants`]) and back:
 //!
 //! - remote write 1.0 and 2.0 (`/api/v1/push` and aliases): decoding and
-//!   validation in [`remote_write`](crate::decode_v1), pure functions that
-//!   the fuzz targets call too;
+//!   validation are pure functions ([`decode_v1`], [`decode_v2`],
+//!   [`decompress_snappy`]) that the fuzz targets call too;
 //! - the metadata read endpoints of the Prometheus HTTP API v1 (series,
 //!   label names, label values, build info) at the root and under
 //!   `/prometheus` and `/api/prom`;

@@ -162,7 +162,6 @@ impl Params {
 /// Parses a timestamp: RFC 3339 (any offset, up to nanosecond precision)
 /// or Unix seconds as a float, to milliseconds. Prometheus' own encodings
 /// of its minimum and maximum time are understood too.
-/// (Re-exported for tools and tests.)
 pub fn parse_time(s: &str) -> Result<i64, String> {
     const MIN_TIME: &str = "-292273086-05-16T16:47:06Z";
     const MAX_TIME: &str = "292277025-08-18T07:12:54.999999999Z";

@@ -85,7 +85,7 @@ pub struct WriteBatch {
     pub series: Vec<BatchSeries>,
     /// The samples of every valid series, back to back.
     pub samples: Vec<Sample>,
-    /// Validation problems (the first [`MAX_MESSAGES`]), each naming its
+    /// Validation problems (the first 32), each naming its
     /// series.
     pub errors: Vec<String>,
     /// Number of validation problems (all of them).

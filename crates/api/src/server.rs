@@ -37,7 +37,7 @@ use crate::config::{AuthMode, ServerConfig};
 use crate::error::{CloseSnafu, OpenBucketSnafu, Result, ServeSnafu, TokenAuthNotImplementedSnafu};
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
 use crate::read;
-use crate::remote_write::{self, DecodeError, RwVersion};
+use crate::remote_write::{self, DecodeError, RwVersion, WriteBatch};
 
 /// The header carrying the tenant id (Cortex/Mimir convention).
 pub(crate) const ORG_ID_HEADER: &str = "x-scope-orgid";
@@ -178,22 +178,8 @@ struct PushOutcome {
     report: AppendReport,
 }
 
-#[derive(Debug)]
-enum PushError {
-    Decode(DecodeError),
-    Storage(stratus_tsdb::Error),
-}
-
-/// Decodes, validates and appends one body (blocking).
-fn push_blocking(
-    db: &Db,
-    version: RwVersion,
-    body: &[u8],
-    max_decompressed: usize,
-) -> Result<PushOutcome, PushError> {
-    let raw = remote_write::decompress_snappy(body, max_decompressed).map_err(PushError::Decode)?;
-    let batch = remote_write::decode(version, &raw).map_err(PushError::Decode)?;
-    drop(raw);
+/// Appends a decoded batch (blocking).
+fn append_batch(db: &Db, batch: &WriteBatch) -> stratus_tsdb::Result<AppendReport> {
     let refs: Vec<SeriesSamples<'_>> = batch
         .series
         .iter()
@@ -202,10 +188,61 @@ fn push_blocking(
             samples: batch.samples_of(s),
         })
         .collect();
-    let report = if refs.is_empty() {
-        AppendReport::default()
+    db.append(&refs)
+}
+
+/// The answer to a body that could not be decoded.
+fn decode_error_response(e: &DecodeError) -> Response {
+    let status = match e {
+        DecodeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    (status, format!("{e}\n")).into_response()
+}
+
+fn internal_error(msg: String) -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, msg).into_response()
+}
+
+/// Decodes a body, then appends it to the tenant's database (the
+/// database is opened only when there is something to write).
+async fn decode_and_append(
+    st: &AppState,
+    tenant: &TenantId,
+    version: RwVersion,
+    body: Bytes,
+) -> Result<PushOutcome, Response> {
+    let max = st.cfg.max_decompressed_bytes;
+    let decoded = tokio::task::spawn_blocking(move || {
+        let raw = remote_write::decompress_snappy(&body, max)?;
+        remote_write::decode(version, &raw)
+    })
+    .await;
+    let batch = match decoded {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return Err(decode_error_response(&e)),
+        Err(e) => return Err(internal_error(format!("decode task failed: {e}\n"))),
+    };
+    let (batch, report) = if batch.series.is_empty() {
+        (batch, AppendReport::default())
     } else {
-        db.append(&refs).map_err(PushError::Storage)?
+        let db = st.tenants.get(tenant).await.map_err(|e| {
+            error!(tenant = %tenant, error = %e, "opening tenant database");
+            internal_error(format!("opening the tenant database failed: {e}\n"))
+        })?;
+        let res = tokio::task::spawn_blocking(move || {
+            let r = append_batch(&db, &batch);
+            (batch, r)
+        })
+        .await;
+        match res {
+            Ok((batch, Ok(report))) => (batch, report),
+            Ok((_, Err(e))) => {
+                error!(tenant = %tenant, error = %e, "append failed");
+                return Err(internal_error(format!("storage error: {e}\n")));
+            }
+            Err(e) => return Err(internal_error(format!("append task failed: {e}\n"))),
+        }
     };
     Ok(PushOutcome {
         received: batch.samples_received() + batch.histograms_refused,
@@ -233,40 +270,9 @@ async fn push(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) 
     if let Err(msg) = check_encoding(&headers) {
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, msg).into_response();
     }
-    let db = match st.tenants.get(&tenant).await {
-        Ok(db) => db,
-        Err(e) => {
-            error!(tenant = %tenant, error = %e, "opening tenant database");
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("opening the tenant database failed: {e}"),
-            )
-                .into_response();
-        }
-    };
-    let max = st.cfg.max_decompressed_bytes;
-    let res = tokio::task::spawn_blocking(move || push_blocking(&db, version, &body, max)).await;
-    let out = match res {
-        Ok(Ok(out)) => out,
-        Ok(Err(PushError::Decode(e))) => {
-            let status = match e {
-                DecodeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            return (status, e.to_string()).into_response();
-        }
-        Ok(Err(PushError::Storage(e))) => {
-            error!(tenant = %tenant, error = %e, "append failed");
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("storage error: {e}"),
-            )
-                .into_response();
-        }
-        Err(e) => {
-            error!(tenant = %tenant, error = %e, "push task failed");
-            return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
-        }
+    let out = match decode_and_append(&st, &tenant, version, body).await {
+        Ok(out) => out,
+        Err(resp) => return resp,
     };
     let tl = Metrics::tenant(tenant.as_str());
     let rejected = out.refused_invalid + out.histograms_refused + out.report.rejected;

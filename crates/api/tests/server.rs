@@ -473,6 +473,8 @@ async fn bad_requests_are_refused_with_the_right_status() {
         .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(r.text().await.unwrap().contains("protobuf"));
+    // Refused bodies never open (or create) the tenant's database.
+    assert!(!dir.path().join("tenants").join("default").exists());
 
     // Wrong content type / proto / encoding.
     let r = srv
