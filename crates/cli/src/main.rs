@@ -4,7 +4,6 @@
 //! on local disk: remote write in, Prometheus HTTP API out. Flags can also
 //! be set through environment variables (`STRATUS_DATA_DIR`, ...).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -49,9 +48,9 @@ struct ServerArgs {
     #[arg(long, env = "STRATUS_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
 
-    /// Address to listen on for HTTP.
+    /// Address (host:port) to listen on for HTTP.
     #[arg(long, env = "STRATUS_LISTEN", default_value = "0.0.0.0:9009")]
-    listen: SocketAddr,
+    listen: String,
 
     /// How requests are assigned to tenants.
     #[arg(long, env = "STRATUS_AUTH", value_enum, default_value_t = Auth::None)]
@@ -122,7 +121,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         retention: args.retention.filter(|d| !d.is_zero()),
         ..ServerConfig::default()
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(args.listen.as_str())
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     stratus_api::serve(cfg, listener, shutdown_signal()).await?;
@@ -156,4 +155,44 @@ fn run() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(run_server(args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> ServerArgs {
+        let cli = Cli::try_parse_from(args).unwrap();
+        match cli.command {
+            Some(Command::Server(a)) => a,
+            None => cli.server,
+        }
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let a = parse(&["stratus"]);
+        assert_eq!(a.data_dir, PathBuf::from("./data"));
+        assert_eq!(a.listen, "0.0.0.0:9009");
+        assert_eq!(a.auth, Auth::None);
+        assert_eq!(a.out_of_order_window, Duration::from_secs(3600));
+        assert_eq!(a.retention, None);
+        let a = parse(&[
+            "stratus",
+            "server",
+            "--auth=header",
+            "--ingester.out-of-order-window=10m",
+            "--retention=15d",
+            "--listen=127.0.0.1:0",
+        ]);
+        assert_eq!(a.auth, Auth::Header);
+        assert_eq!(a.out_of_order_window, Duration::from_secs(600));
+        assert_eq!(a.retention, Some(Duration::from_secs(15 * 86400)));
+        assert_eq!(
+            parse(&["stratus", "--retention=0"]).retention,
+            Some(Duration::ZERO)
+        );
+        assert!(Cli::try_parse_from(["stratus", "--auth=basic"]).is_err());
+        assert!(Cli::try_parse_from(["stratus", "--retention=soon"]).is_err());
+    }
 }
