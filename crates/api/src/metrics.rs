@@ -1,0 +1,114 @@
+//! The service's own metrics, served at `/metrics` (OpenMetrics text).
+//!
+//! Registered on one registry owned by the server state, so tests and
+//! several servers in one process never share counters.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TenantLabels {
+    pub(crate) tenant: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RequestLabels {
+    pub(crate) route: String,
+    pub(crate) method: String,
+    pub(crate) status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RouteLabels {
+    pub(crate) route: String,
+}
+
+fn duration_histogram() -> Histogram {
+    // 0.5 ms .. ~33 s.
+    Histogram::new(exponential_buckets(0.0005, 4.0, 9))
+}
+
+/// Metric handles (cheap to clone: `Arc`s inside).
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    pub(crate) registry: Registry,
+    pub(crate) samples_received: Family<TenantLabels, Counter>,
+    pub(crate) samples_written: Family<TenantLabels, Counter>,
+    pub(crate) samples_rejected: Family<TenantLabels, Counter>,
+    pub(crate) requests: Family<RequestLabels, Counter>,
+    pub(crate) request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub(crate) open_tenants: Gauge,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let mut registry = Registry::default();
+        let samples_received = Family::<TenantLabels, Counter>::default();
+        let samples_written = Family::<TenantLabels, Counter>::default();
+        let samples_rejected = Family::<TenantLabels, Counter>::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            );
+        let open_tenants = Gauge::default();
+        registry.register(
+            "stratus_api_samples_received",
+            "Float samples received by remote write, per tenant (valid or not).",
+            samples_received.clone(),
+        );
+        registry.register(
+            "stratus_api_samples_written",
+            "Float samples stored (exact duplicates included), per tenant.",
+            samples_written.clone(),
+        );
+        registry.register(
+            "stratus_api_samples_rejected",
+            "Samples refused (invalid series, native histograms, out of window, duplicates, too far in the future), per tenant.",
+            samples_rejected.clone(),
+        );
+        registry.register(
+            "stratus_api_requests",
+            "HTTP requests by route, method and status code.",
+            requests.clone(),
+        );
+        registry.register(
+            "stratus_api_request_duration_seconds",
+            "Time to answer HTTP requests, by route.",
+            request_duration.clone(),
+        );
+        registry.register(
+            "stratus_tenants_open",
+            "Tenant databases currently open.",
+            open_tenants.clone(),
+        );
+        Self {
+            registry,
+            samples_received,
+            samples_written,
+            samples_rejected,
+            requests,
+            request_duration,
+            open_tenants,
+        }
+    }
+
+    pub(crate) fn tenant(t: &str) -> TenantLabels {
+        TenantLabels {
+            tenant: t.to_string(),
+        }
+    }
+
+    /// The registry in OpenMetrics text format.
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,565 @@
+//! Remote write 1.0 and 2.0: request decoding and validation.
+//!
+//! A body goes through three steps, each with a limit checked before any
+//! large allocation:
+//!
+//! 1. [`decompress_snappy`]: snappy *block* format; the decompressed length
+//!    declared in the block header is checked against the limit first.
+//! 2. protobuf decoding with the generated `stratus_proto` types
+//!    ([`decode_v1`] for `prometheus.WriteRequest`, [`decode_v2`] for
+//!    `io.prometheus.write.v2.Request`);
+//! 3. validation of every series into a [`WriteBatch`]: label sets must be
+//!    sorted by name with unique, non-empty names and a non-empty metric
+//!    name (names may be any UTF-8, as Prometheus 3 allows; strings that
+//!    are not UTF-8 fail protobuf decoding, so the whole request is
+//!    refused). Labels with empty values are dropped (an empty value means
+//!    "absent"). An invalid series is reported and skipped; the rest of
+//!    the request is still written, as upstream does.
+//!
+//! Samples of all series go into one flat vector (no allocation per
+//! sample); float values are copied bit for bit, so stale markers and any
+//! other NaN payload survive. Native histograms are refused for now (the
+//! storage engine stores floats only) and exemplars and metadata are
+//! ignored.
+
+use std::fmt::Write as _;
+use std::ops::Range;
+use std::sync::Arc;
+
+use prost::Message;
+use snafu::{ResultExt, Snafu};
+use stratus_model::{Label, Labels, METRIC_NAME, Sample};
+use stratus_proto::{prometheus, write_v2};
+
+/// Default limit of a compressed request body (64 MiB).
+pub const DEFAULT_MAX_COMPRESSED_BYTES: usize = 64 << 20;
+/// Default limit of a decompressed request body (512 MiB).
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 512 << 20;
+
+/// Validation messages kept per request (the rest are only counted).
+const MAX_MESSAGES: usize = 32;
+
+/// Why a remote-write body could not be decoded at all.
+#[derive(Debug, Snafu)]
+#[snafu(visibility(pub(crate)))]
+pub enum DecodeError {
+    #[snafu(display("snappy decompression failed: {source}"))]
+    Snappy { source: snap::Error },
+
+    #[snafu(display(
+        "decompressed body would be {len} bytes, more than the limit of {limit} bytes"
+    ))]
+    TooLarge { len: usize, limit: usize },
+
+    #[snafu(display("protobuf decoding of {message} failed: {source}"))]
+    Protobuf {
+        message: &'static str,
+        source: prost::DecodeError,
+    },
+
+    #[snafu(display("remote write 2.0: symbols[0] must be the empty string, got {first:?}"))]
+    FirstSymbol { first: String },
+}
+
+/// Which remote-write protocol a body uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RwVersion {
+    /// `prometheus.WriteRequest`.
+    V1,
+    /// `io.prometheus.write.v2.Request`.
+    V2,
+}
+
+/// One valid series of a request: its labels and its samples' place in
+/// [`WriteBatch::samples`].
+#[derive(Debug, Clone)]
+pub struct BatchSeries {
+    pub labels: Labels,
+    pub samples: Range<usize>,
+}
+
+/// A decoded and validated remote-write request.
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    /// Valid series with samples, in request order.
+    pub series: Vec<BatchSeries>,
+    /// The samples of every valid series, back to back.
+    pub samples: Vec<Sample>,
+    /// Validation problems (the first 32), each naming its
+    /// series.
+    pub errors: Vec<String>,
+    /// Number of validation problems (all of them).
+    pub num_errors: u64,
+    /// Float samples refused because their series was invalid.
+    pub invalid_samples: u64,
+    /// Native histogram samples refused (not supported yet).
+    pub histograms_refused: u64,
+    /// Exemplars received and ignored.
+    pub exemplars_ignored: u64,
+}
+
+impl WriteBatch {
+    /// Samples of a valid series.
+    pub fn samples_of(&self, s: &BatchSeries) -> &[Sample] {
+        self.samples.get(s.samples.clone()).unwrap_or(&[])
+    }
+
+    /// Float samples received (valid or not).
+    pub fn samples_received(&self) -> u64 {
+        self.samples.len() as u64 + self.invalid_samples
+    }
+
+    fn error(&mut self, msg: impl FnOnce() -> String) {
+        self.num_errors += 1;
+        if self.errors.len() < MAX_MESSAGES {
+            self.errors.push(msg());
+        }
+    }
+}
+
+/// Decompresses a snappy block-format body, refusing bodies that would
+/// decompress to more than `max_len` bytes before allocating.
+pub fn decompress_snappy(body: &[u8], max_len: usize) -> Result<Vec<u8>, DecodeError> {
+    let len = snap::raw::decompress_len(body).context(SnappySnafu)?;
+    if len > max_len {
+        return TooLargeSnafu {
+            len,
+            limit: max_len,
+        }
+        .fail();
+    }
+    let mut out = vec![0u8; len];
+    let n = snap::raw::Decoder::new()
+        .decompress(body, &mut out)
+        .context(SnappySnafu)?;
+    out.truncate(n);
+    Ok(out)
+}
+
+/// Decodes and validates an uncompressed remote write 1.0 body.
+pub fn decode_v1(buf: &[u8]) -> Result<WriteBatch, DecodeError> {
+    let req = prometheus::WriteRequest::decode(buf).context(ProtobufSnafu {
+        message: "prometheus.WriteRequest",
+    })?;
+    let mut batch = WriteBatch {
+        samples: Vec::with_capacity(req.timeseries.iter().map(|t| t.samples.len()).sum()),
+        ..Default::default()
+    };
+    for ts in &req.timeseries {
+        batch.exemplars_ignored += ts.exemplars.len() as u64;
+        let pairs = || ts.labels.iter().map(|l| (&*l.name, &*l.value));
+        let samples = ts.samples.iter().map(|s| Sample::new(s.timestamp, s.value));
+        add_series(&mut batch, pairs, ts.histograms.len(), samples);
+    }
+    Ok(batch)
+}
+
+/// Decodes and validates an uncompressed remote write 2.0 body.
+pub fn decode_v2(buf: &[u8]) -> Result<WriteBatch, DecodeError> {
+    let req = write_v2::Request::decode(buf).context(ProtobufSnafu {
+        message: "io.prometheus.write.v2.Request",
+    })?;
+    if let Some(first) = req.symbols.first()
+        && !first.is_empty()
+    {
+        return FirstSymbolSnafu {
+            first: first.chars().take(64).collect::<String>(),
+        }
+        .fail();
+    }
+    let mut batch = WriteBatch {
+        samples: Vec::with_capacity(req.timeseries.iter().map(|t| t.samples.len()).sum()),
+        ..Default::default()
+    };
+    let syms = &req.symbols;
+    for (i, ts) in req.timeseries.iter().enumerate() {
+        batch.exemplars_ignored += ts.exemplars.len() as u64;
+        let refs = &ts.labels_refs;
+        if refs.len() % 2 != 0 {
+            batch.invalid_samples += ts.samples.len() as u64;
+            batch.histograms_refused += ts.histograms.len() as u64;
+            batch.error(|| {
+                format!(
+                    "series #{i}: labels_refs has odd length {} (must be name/value pairs)",
+                    refs.len()
+                )
+            });
+            continue;
+        }
+        if let Some(&bad) = refs.iter().find(|&&r| r as usize >= syms.len()) {
+            batch.invalid_samples += ts.samples.len() as u64;
+            batch.histograms_refused += ts.histograms.len() as u64;
+            batch.error(|| {
+                format!(
+                    "series #{i}: label symbol reference {bad} out of range (symbols table has {} entries)",
+                    syms.len()
+                )
+            });
+            continue;
+        }
+        let sym = |r: u32| syms.get(r as usize).map_or("", String::as_str);
+        let pairs = || refs.chunks_exact(2).map(|p| (sym(p[0]), sym(p[1])));
+        let samples = ts.samples.iter().map(|s| Sample::new(s.timestamp, s.value));
+        add_series(&mut batch, pairs, ts.histograms.len(), samples);
+    }
+    Ok(batch)
+}
+
+/// Decodes a body of either version.
+pub fn decode(version: RwVersion, buf: &[u8]) -> Result<WriteBatch, DecodeError> {
+    match version {
+        RwVersion::V1 => decode_v1(buf),
+        RwVersion::V2 => decode_v2(buf),
+    }
+}
+
+/// Validates one series and appends it to the batch. `pairs` is called
+/// again only to render an error message.
+fn add_series<'a, I>(
+    batch: &mut WriteBatch,
+    pairs: impl Fn() -> I,
+    histograms: usize,
+    samples: impl ExactSizeIterator<Item = Sample>,
+) where
+    I: Iterator<Item = (&'a str, &'a str)>,
+{
+    let n = samples.len();
+    if n == 0 && histograms == 0 {
+        return;
+    }
+    let labels = match build_labels(pairs()) {
+        Ok(l) => l,
+        Err(why) => {
+            batch.invalid_samples += n as u64;
+            batch.histograms_refused += histograms as u64;
+            batch.error(|| format!("invalid series {}: {why}", render_pairs(pairs())));
+            return;
+        }
+    };
+    if histograms > 0 {
+        batch.histograms_refused += histograms as u64;
+        batch.error(|| {
+            format!(
+                "native histograms are not supported yet: {histograms} histogram sample(s) of series {labels} refused"
+            )
+        });
+    }
+    if n > 0 {
+        let start = batch.samples.len();
+        batch.samples.extend(samples);
+        batch.series.push(BatchSeries {
+            labels,
+            samples: start..batch.samples.len(),
+        });
+    }
+}
+
+/// Renders raw label pairs for error messages: `{a="1", b="2"}`, cut at
+/// a reasonable length.
+fn render_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut s = String::from("{");
+    for (i, (n, v)) in pairs.enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        let _ = write!(s, "{n}={v:?}");
+        if s.len() > 512 {
+            s.push_str(", ...");
+            break;
+        }
+    }
+    s.push('}');
+    s
+}
+
+/// Builds a label set from raw pairs, checking the remote-write rules.
+fn build_labels<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Labels, String> {
+    let mut out: Vec<Label> = Vec::new();
+    let mut prev: Option<&str> = None;
+    for (n, v) in pairs {
+        if n.is_empty() {
+            return Err("label with an empty name".into());
+        }
+        if let Some(p) = prev {
+            if n == p {
+                return Err(format!("duplicate label name {n:?}"));
+            }
+            if n < p {
+                return Err(format!("labels not sorted by name ({n:?} after {p:?})"));
+            }
+        }
+        prev = Some(n);
+        if !v.is_empty() {
+            out.push(Label::new(Arc::<str>::from(n), Arc::<str>::from(v)));
+        }
+    }
+    let labels = Labels::from_sorted_unchecked(out);
+    if labels.get(METRIC_NAME).is_none_or(str::is_empty) {
+        return Err("missing metric name (__name__ label)".into());
+    }
+    Ok(labels)
+}
+
+/// Fuzz entry point for remote write 1.0: decodes `data` as an
+/// uncompressed body and as a snappy-compressed one. Never panics.
+pub fn fuzz_remote_write_v1(data: &[u8]) {
+    fuzz(RwVersion::V1, data);
+}
+
+/// Fuzz entry point for remote write 2.0 (see [`fuzz_remote_write_v1`]).
+pub fn fuzz_remote_write_v2(data: &[u8]) {
+    fuzz(RwVersion::V2, data);
+}
+
+fn fuzz(version: RwVersion, data: &[u8]) {
+    if let Ok(b) = decode(version, data) {
+        check_batch(&b);
+    }
+    if let Ok(raw) = decompress_snappy(data, 1 << 20)
+        && let Ok(b) = decode(version, &raw)
+    {
+        check_batch(&b);
+    }
+}
+
+/// Invariants every decoded batch keeps (checked while fuzzing).
+fn check_batch(b: &WriteBatch) {
+    let mut end = 0;
+    for s in &b.series {
+        assert_eq!(s.samples.start, end, "series sample ranges are contiguous");
+        assert!(s.samples.end > s.samples.start, "series has samples");
+        end = s.samples.end;
+        assert!(Labels::is_sorted_unique(s.labels.as_slice()));
+        assert!(
+            s.labels
+                .iter()
+                .all(|l| !l.name.is_empty() && !l.value.is_empty())
+        );
+        assert!(s.labels.metric_name().is_some());
+    }
+    assert_eq!(end, b.samples.len());
+    assert!(b.errors.len() as u64 <= b.num_errors);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use stratus_model::{STALE_NAN_BITS, stale_nan};
+
+    fn v1_series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> prometheus::TimeSeries {
+        prometheus::TimeSeries {
+            labels: labels
+                .iter()
+                .map(|(n, v)| prometheus::Label {
+                    name: n.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+            samples: samples
+                .iter()
+                .map(|&(t, v)| prometheus::Sample {
+                    value: v,
+                    timestamp: t,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn v1_body(series: Vec<prometheus::TimeSeries>) -> Vec<u8> {
+        prometheus::WriteRequest {
+            timeseries: series,
+            metadata: Vec::new(),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn v1_roundtrip_keeps_nan_bits() {
+        let weird_nan = f64::from_bits(0x7ff8_dead_beef_0001);
+        let body = v1_body(vec![
+            v1_series(
+                &[("__name__", "up"), ("job", "a")],
+                &[(1, 1.0), (2, stale_nan()), (3, weird_nan)],
+            ),
+            v1_series(
+                &[("__name__", "up"), ("job", "b")],
+                &[(5, f64::NEG_INFINITY)],
+            ),
+        ]);
+        let b = decode_v1(&body).unwrap();
+        assert_eq!(b.num_errors, 0);
+        assert_eq!(b.series.len(), 2);
+        let s = b.samples_of(&b.series[0]);
+        assert_eq!(s[1].v.to_bits(), STALE_NAN_BITS);
+        assert_eq!(s[2].v.to_bits(), weird_nan.to_bits());
+        assert_eq!(b.samples_of(&b.series[1])[0].v, f64::NEG_INFINITY);
+        assert_eq!(b.series[1].labels.get("job"), Some("b"));
+    }
+
+    #[test]
+    fn v1_validation() {
+        let body = v1_body(vec![
+            v1_series(&[("job", "a")], &[(1, 1.0)]), // no name
+            v1_series(&[("__name__", ""), ("job", "a")], &[(1, 1.0)]), // empty name value
+            v1_series(&[("__name__", "x"), ("", "a")], &[(1, 1.0)]), // empty label name
+            v1_series(&[("b", "1"), ("a", "1"), ("__name__", "x")], &[(1, 1.0)]), // unsorted
+            v1_series(&[("__name__", "x"), ("a", "1"), ("a", "2")], &[(1, 1.0)]), // duplicate
+            v1_series(&[("__name__", "ok"), ("empty", "")], &[(1, 1.0)]), // empty value dropped
+            v1_series(&[("__name__", "nosamples")], &[]), // skipped
+            v1_series(&[("__name__", "utf8.name"), ("ünï", "✓")], &[(1, 1.0)]),
+        ]);
+        let b = decode_v1(&body).unwrap();
+        assert_eq!(b.num_errors, 5, "{:?}", b.errors);
+        assert_eq!(b.invalid_samples, 5);
+        assert_eq!(b.series.len(), 2);
+        assert_eq!(b.series[0].labels.len(), 1);
+        assert_eq!(b.series[1].labels.get("ünï"), Some("✓"));
+        assert!(
+            b.errors[0].contains("missing metric name"),
+            "{}",
+            b.errors[0]
+        );
+        assert!(b.errors[3].contains("not sorted"), "{}", b.errors[3]);
+        assert!(
+            b.errors[4].contains("duplicate label name"),
+            "{}",
+            b.errors[4]
+        );
+    }
+
+    #[test]
+    fn v1_histograms_are_refused_and_samples_kept() {
+        let mut ts = v1_series(&[("__name__", "h")], &[(1, 1.0)]);
+        ts.histograms.push(prometheus::Histogram::default());
+        let b = decode_v1(&v1_body(vec![ts])).unwrap();
+        assert_eq!(b.histograms_refused, 1);
+        assert_eq!(b.series.len(), 1);
+        assert!(b.errors[0].contains("native histograms are not supported"));
+    }
+
+    #[test]
+    fn v2_decode_and_validation() {
+        let req = write_v2::Request {
+            symbols: ["", "__name__", "up", "job", "a", "zzz"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            timeseries: vec![
+                write_v2::TimeSeries {
+                    labels_refs: vec![1, 2, 3, 4],
+                    samples: vec![write_v2::Sample {
+                        value: stale_nan(),
+                        timestamp: 7,
+                        start_timestamp: 0,
+                    }],
+                    ..Default::default()
+                },
+                write_v2::TimeSeries {
+                    labels_refs: vec![1, 2, 3],
+                    samples: vec![write_v2::Sample::default()],
+                    ..Default::default()
+                },
+                write_v2::TimeSeries {
+                    labels_refs: vec![1, 2, 3, 99],
+                    samples: vec![write_v2::Sample::default()],
+                    ..Default::default()
+                },
+                write_v2::TimeSeries {
+                    labels_refs: vec![3, 4, 1, 2],
+                    samples: vec![write_v2::Sample::default()],
+                    ..Default::default()
+                },
+                write_v2::TimeSeries {
+                    labels_refs: vec![0, 2, 1, 2],
+                    samples: vec![write_v2::Sample::default()],
+                    ..Default::default()
+                },
+            ],
+        };
+        let b = decode_v2(&req.encode_to_vec()).unwrap();
+        assert_eq!(b.series.len(), 1);
+        assert_eq!(b.num_errors, 4, "{:?}", b.errors);
+        assert_eq!(b.samples[0].v.to_bits(), STALE_NAN_BITS);
+        assert_eq!(b.samples[0].t, 7);
+        assert_eq!(
+            b.series[0].labels,
+            Labels::from_pairs([("__name__", "up"), ("job", "a")])
+        );
+    }
+
+    #[test]
+    fn v2_first_symbol_must_be_empty() {
+        let req = write_v2::Request {
+            symbols: vec!["x".into()],
+            timeseries: Vec::new(),
+        };
+        assert!(matches!(
+            decode_v2(&req.encode_to_vec()),
+            Err(DecodeError::FirstSymbol { .. })
+        ));
+    }
+
+    #[test]
+    fn v1_body_decodes_as_empty_v2_and_back() {
+        let body = v1_body(vec![v1_series(&[("__name__", "up")], &[(1, 1.0)])]);
+        let b = decode_v2(&body).unwrap();
+        assert!(b.series.is_empty());
+    }
+
+    #[test]
+    fn snappy_limits() {
+        let raw = vec![7u8; 10_000];
+        let comp = snap::raw::Encoder::new().compress_vec(&raw).unwrap();
+        assert_eq!(decompress_snappy(&comp, 10_000).unwrap(), raw);
+        assert!(matches!(
+            decompress_snappy(&comp, 9_999),
+            Err(DecodeError::TooLarge { len: 10_000, .. })
+        ));
+        assert!(matches!(
+            decompress_snappy(b"\xff\xff\xff\xff\xff\xff", 1 << 20),
+            Err(DecodeError::Snappy { .. })
+        ));
+    }
+
+    #[test]
+    fn fuzz_random_and_mutated_bodies() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+        let seed_v1 = v1_body(vec![
+            v1_series(&[("__name__", "up"), ("job", "a")], &[(1, 1.0), (2, 2.0)]),
+            v1_series(&[("__name__", "x")], &[(3, f64::NAN)]),
+        ]);
+        let seed_v2 = write_v2::Request {
+            symbols: vec!["".into(), "__name__".into(), "up".into()],
+            timeseries: vec![write_v2::TimeSeries {
+                labels_refs: vec![1, 2],
+                samples: vec![write_v2::Sample::default()],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        for i in 0..4000 {
+            let data: Vec<u8> = if i % 2 == 0 {
+                let len = rng.random_range(0..256);
+                (0..len).map(|_| rng.random()).collect()
+            } else {
+                let mut d = if i % 4 == 1 {
+                    seed_v1.clone()
+                } else {
+                    seed_v2.clone()
+                };
+                for _ in 0..rng.random_range(1..4) {
+                    let p = rng.random_range(0..d.len());
+                    d[p] = rng.random();
+                }
+                if i % 8 == 3 {
+                    d = snap::raw::Encoder::new().compress_vec(&d).unwrap();
+                }
+                d
+            };
+            fuzz_remote_write_v1(&data);
+            fuzz_remote_write_v2(&data);
+        }
+    }
+}

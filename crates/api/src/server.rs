@@ -1,0 +1,563 @@
+//! The HTTP server: routes, tenant resolution, the remote-write handler,
+//! health and metrics, start-up and graceful shutdown.
+//!
+//! Routing: remote write at `/api/v1/push`, `/api/prom/push` and
+//! `/api/v1/write`; the read endpoints at the root and under `/prometheus`
+//! and `/api/prom`; `/ready`, `/health`, `/metrics`. Everything else
+//! (including the PromQL query endpoints of a later slice) is 404.
+//!
+//! A write is answered only after [`stratus_tsdb::Db::append`] returned,
+//! i.e. after the accepted samples are in the tenant's WAL. Decoding and
+//! appending are synchronous CPU/disk work and run on the blocking pool.
+//! Shutdown: the `shutdown` future resolves → `/ready` turns 503, the
+//! listener stops accepting, in-flight requests finish, the maintenance
+//! loop stops, and every tenant WAL is synced.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use snafu::ResultExt;
+use stratus_model::TenantId;
+use stratus_objstore::Bucket;
+use stratus_tsdb::{AppendReport, Db, DbConfig, HeadConfig, SeriesSamples, Tenants};
+use tokio::net::TcpListener;
+use tracing::{error, info, warn};
+
+use crate::config::{AuthMode, ServerConfig};
+use crate::error::{CloseSnafu, OpenBucketSnafu, Result, ServeSnafu, TokenAuthNotImplementedSnafu};
+use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::read;
+use crate::remote_write::{self, DecodeError, RwVersion, WriteBatch};
+
+/// The header carrying the tenant id (Cortex/Mimir convention).
+pub(crate) const ORG_ID_HEADER: &str = "x-scope-orgid";
+/// The tenant used when authentication is off.
+pub(crate) const DEFAULT_TENANT: &str = "default";
+
+const SAMPLES_WRITTEN: HeaderName =
+    HeaderName::from_static("x-prometheus-remote-write-samples-written");
+const HISTOGRAMS_WRITTEN: HeaderName =
+    HeaderName::from_static("x-prometheus-remote-write-histograms-written");
+const EXEMPLARS_WRITTEN: HeaderName =
+    HeaderName::from_static("x-prometheus-remote-write-exemplars-written");
+
+/// Shared state of all handlers.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub(crate) tenants: Arc<Tenants>,
+    pub(crate) cfg: ServerConfig,
+    pub(crate) metrics: Metrics,
+    pub(crate) ready: AtomicBool,
+    default_tenant: TenantId,
+}
+
+/// Why a request has no usable tenant.
+#[derive(Debug)]
+pub(crate) enum TenantError {
+    Missing,
+    Invalid(String),
+}
+
+impl std::fmt::Display for TenantError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing => f.write_str("no org id: the X-Scope-OrgID header is required"),
+            Self::Invalid(e) => write!(f, "invalid X-Scope-OrgID header: {e}"),
+        }
+    }
+}
+
+impl IntoResponse for TenantError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            Self::Missing => StatusCode::UNAUTHORIZED,
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+        };
+        (status, self.to_string()).into_response()
+    }
+}
+
+impl AppState {
+    /// The tenant of a request, per the auth mode.
+    pub(crate) fn tenant(&self, headers: &HeaderMap) -> Result<TenantId, TenantError> {
+        match self.cfg.auth {
+            AuthMode::None | AuthMode::Token => Ok(self.default_tenant.clone()),
+            AuthMode::Header => {
+                let v = headers.get(ORG_ID_HEADER).ok_or(TenantError::Missing)?;
+                let s = v
+                    .to_str()
+                    .map_err(|_| TenantError::Invalid("not ASCII".into()))?;
+                if s.is_empty() {
+                    return Err(TenantError::Missing);
+                }
+                TenantId::new(s).map_err(|e| TenantError::Invalid(e.to_string()))
+            }
+        }
+    }
+
+    /// The tenant's database for a read, or `None` when the tenant has no
+    /// data (so reads never create tenant directories).
+    pub(crate) async fn db_for_read(&self, t: &TenantId) -> stratus_tsdb::Result<Option<Arc<Db>>> {
+        if let Some(db) = self.tenants.get_open(t).await {
+            return Ok(Some(db));
+        }
+        if !self.tenants.list().await?.contains(t) {
+            return Ok(None);
+        }
+        self.tenants.get(t).await.map(Some)
+    }
+}
+
+/// Which remote-write version a Content-Type names; `Err` is the body of
+/// a 415 answer.
+fn rw_version(headers: &HeaderMap) -> Result<RwVersion, String> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(RwVersion::V1);
+    };
+    let ct = ct
+        .to_str()
+        .map_err(|_| "unreadable Content-Type".to_string())?;
+    let mut parts = ct.split(';');
+    let media = parts.next().unwrap_or("").trim();
+    if media.is_empty() {
+        return Ok(RwVersion::V1);
+    }
+    if !media.eq_ignore_ascii_case("application/x-protobuf") {
+        return Err(format!(
+            "unsupported Content-Type {ct:?}: expected application/x-protobuf (remote write 1.0 or 2.0)"
+        ));
+    }
+    let mut proto = None;
+    for p in parts {
+        if let Some((k, v)) = p.split_once('=')
+            && k.trim().eq_ignore_ascii_case("proto")
+        {
+            proto = Some(v.trim().trim_matches('"'));
+        }
+    }
+    match proto {
+        None | Some("prometheus.WriteRequest") => Ok(RwVersion::V1),
+        Some("io.prometheus.write.v2.Request") => Ok(RwVersion::V2),
+        Some(other) => Err(format!(
+            "unsupported remote write message {other:?}: expected prometheus.WriteRequest or io.prometheus.write.v2.Request"
+        )),
+    }
+}
+
+/// Checks Content-Encoding (absent means snappy, as upstream assumes).
+fn check_encoding(headers: &HeaderMap) -> Result<(), String> {
+    match headers.get(header::CONTENT_ENCODING) {
+        None => Ok(()),
+        Some(v) => match v.to_str() {
+            Ok(s) if s.trim().is_empty() || s.trim().eq_ignore_ascii_case("snappy") => Ok(()),
+            _ => Err(format!(
+                "unsupported Content-Encoding {v:?}: only snappy (block format) is supported"
+            )),
+        },
+    }
+}
+
+/// What a push did, for the response.
+#[derive(Debug)]
+struct PushOutcome {
+    received: u64,
+    refused_invalid: u64,
+    histograms_refused: u64,
+    messages: Vec<String>,
+    num_messages: u64,
+    report: AppendReport,
+}
+
+/// Appends a decoded batch (blocking).
+fn append_batch(db: &Db, batch: &WriteBatch) -> stratus_tsdb::Result<AppendReport> {
+    let refs: Vec<SeriesSamples<'_>> = batch
+        .series
+        .iter()
+        .map(|s| SeriesSamples {
+            labels: &s.labels,
+            samples: batch.samples_of(s),
+        })
+        .collect();
+    db.append(&refs)
+}
+
+/// The answer to a body that could not be decoded.
+fn decode_error_response(e: &DecodeError) -> Response {
+    let status = match e {
+        DecodeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    (status, format!("{e}\n")).into_response()
+}
+
+fn internal_error(msg: String) -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, msg).into_response()
+}
+
+/// Decodes a body, then appends it to the tenant's database (the
+/// database is opened only when there is something to write).
+async fn decode_and_append(
+    st: &AppState,
+    tenant: &TenantId,
+    version: RwVersion,
+    body: Bytes,
+) -> Result<PushOutcome, Response> {
+    let max = st.cfg.max_decompressed_bytes;
+    let decoded = tokio::task::spawn_blocking(move || {
+        let raw = remote_write::decompress_snappy(&body, max)?;
+        remote_write::decode(version, &raw)
+    })
+    .await;
+    let batch = match decoded {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return Err(decode_error_response(&e)),
+        Err(e) => return Err(internal_error(format!("decode task failed: {e}\n"))),
+    };
+    let (batch, report) = if batch.series.is_empty() {
+        (batch, AppendReport::default())
+    } else {
+        let db = st.tenants.get(tenant).await.map_err(|e| {
+            error!(tenant = %tenant, error = %e, "opening tenant database");
+            internal_error(format!("opening the tenant database failed: {e}\n"))
+        })?;
+        let res = tokio::task::spawn_blocking(move || {
+            let r = append_batch(&db, &batch);
+            (batch, r)
+        })
+        .await;
+        match res {
+            Ok((batch, Ok(report))) => (batch, report),
+            Ok((_, Err(e))) => {
+                error!(tenant = %tenant, error = %e, "append failed");
+                return Err(internal_error(format!("storage error: {e}\n")));
+            }
+            Err(e) => return Err(internal_error(format!("append task failed: {e}\n"))),
+        }
+    };
+    Ok(PushOutcome {
+        received: batch.samples_received() + batch.histograms_refused,
+        refused_invalid: batch.invalid_samples,
+        histograms_refused: batch.histograms_refused,
+        num_messages: batch.num_errors,
+        messages: batch.errors,
+        report,
+    })
+}
+
+/// Most messages listed in a 400 answer (senders log about 1 KiB).
+const MAX_LISTED: usize = 10;
+
+/// `POST /api/v1/push` (and aliases): remote write 1.0 and 2.0.
+async fn push(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let tenant = match st.tenant(&headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let version = match rw_version(&headers) {
+        Ok(v) => v,
+        Err(msg) => return (StatusCode::UNSUPPORTED_MEDIA_TYPE, msg).into_response(),
+    };
+    if let Err(msg) = check_encoding(&headers) {
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, msg).into_response();
+    }
+    let out = match decode_and_append(&st, &tenant, version, body).await {
+        Ok(out) => out,
+        Err(resp) => return resp,
+    };
+    let tl = Metrics::tenant(tenant.as_str());
+    let rejected = out.refused_invalid + out.histograms_refused + out.report.rejected;
+    st.metrics
+        .samples_received
+        .get_or_create(&tl)
+        .inc_by(out.received);
+    st.metrics
+        .samples_written
+        .get_or_create(&tl)
+        .inc_by(out.report.accepted);
+    if rejected > 0 {
+        st.metrics
+            .samples_rejected
+            .get_or_create(&tl)
+            .inc_by(rejected);
+    }
+    let mut resp = if out.num_messages == 0 && out.report.rejected == 0 {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        let total = out.num_messages + out.report.rejected;
+        let mut body = format!(
+            "{rejected} sample(s) refused, {} written; {total} problem(s):\n",
+            out.report.accepted
+        );
+        let lines = out
+            .messages
+            .iter()
+            .cloned()
+            .chain(out.report.errors.iter().map(ToString::to_string));
+        let mut listed = 0u64;
+        for l in lines.take(MAX_LISTED) {
+            body.push_str(&l);
+            body.push('\n');
+            listed += 1;
+        }
+        if total > listed {
+            body.push_str(&format!("... and {} more\n", total - listed));
+        }
+        warn!(tenant = %tenant, refused = rejected, written = out.report.accepted, "remote write partly refused");
+        (StatusCode::BAD_REQUEST, body).into_response()
+    };
+    if version == RwVersion::V2 {
+        let h = resp.headers_mut();
+        h.insert(SAMPLES_WRITTEN, HeaderValue::from(out.report.accepted));
+        h.insert(HISTOGRAMS_WRITTEN, HeaderValue::from(0u64));
+        h.insert(EXEMPLARS_WRITTEN, HeaderValue::from(0u64));
+    }
+    resp
+}
+
+/// `/ready` and `/health`: 200 while the server serves, 503 once it is
+/// shutting down.
+async fn ready(State(st): State<Arc<AppState>>) -> Response {
+    if st.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    }
+}
+
+/// `/metrics`: the service's own metrics.
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    st.metrics
+        .open_tenants
+        .set(st.tenants.stats().await.len() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        st.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Counts requests by route and status and times them.
+async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = match req.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "DELETE" | "HEAD") => m.to_string(),
+        _ => "other".to_string(),
+    };
+    let t0 = Instant::now();
+    let resp = next.run(req).await;
+    st.metrics
+        .request_duration
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(t0.elapsed().as_secs_f64());
+    st.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            method,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}
+
+/// Path prefixes the read API is served under.
+const READ_PREFIXES: [&str; 3] = ["", "/prometheus", "/api/prom"];
+
+fn router(st: Arc<AppState>) -> Router {
+    let push_routes = Router::new()
+        .route("/api/v1/push", post(push))
+        .route("/api/prom/push", post(push))
+        .route("/api/v1/write", post(push))
+        .layer(DefaultBodyLimit::max(st.cfg.max_compressed_bytes));
+    let mut reads = Router::new();
+    for p in READ_PREFIXES {
+        reads = reads
+            .route(
+                &format!("{p}/api/v1/series"),
+                get(read::series).post(read::series),
+            )
+            .route(
+                &format!("{p}/api/v1/labels"),
+                get(read::label_names).post(read::label_names),
+            )
+            .route(
+                &format!("{p}/api/v1/label/{{name}}/values"),
+                get(read::label_values).post(read::label_values),
+            )
+            .route(
+                &format!("{p}/api/v1/status/buildinfo"),
+                get(read::buildinfo),
+            );
+    }
+    let reads = reads.layer(DefaultBodyLimit::max(st.cfg.max_form_bytes));
+    Router::new()
+        .merge(push_routes)
+        .merge(reads)
+        .route("/ready", get(ready))
+        .route("/health", get(ready))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(st.clone(), track))
+        .with_state(st)
+}
+
+fn base_url(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("http://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// Runs the service on `listener` until `shutdown` resolves, then stops
+/// accepting, finishes in-flight requests and syncs every tenant WAL.
+pub async fn serve(
+    cfg: ServerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    if cfg.auth == AuthMode::Token {
+        return TokenAuthNotImplementedSnafu.fail();
+    }
+    let blocks = cfg.data_dir.join("blocks");
+    let bucket = Bucket::local(&blocks).context(OpenBucketSnafu { path: &blocks })?;
+    let db_cfg = DbConfig {
+        head: HeadConfig {
+            ooo_window: i64::try_from(cfg.out_of_order_window.as_millis()).unwrap_or(i64::MAX),
+            ..HeadConfig::default()
+        },
+        retention: cfg.retention,
+        ..DbConfig::default()
+    };
+    let tenants = Arc::new(Tenants::new(&cfg.data_dir, bucket, db_cfg));
+    let default_tenant =
+        TenantId::new(DEFAULT_TENANT).map_err(|e| crate::error::Error::Config {
+            message: e.to_string(),
+        })?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let maint = {
+        let tenants = tenants.clone();
+        let every = cfg.maintain_interval;
+        let idle = cfg.idle_close;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => tenants.maintain(idle).await,
+                    _ = stop_rx.changed() => break,
+                }
+            }
+        })
+    };
+    let addr = listener.local_addr().context(ServeSnafu)?;
+    let st = Arc::new(AppState {
+        tenants: tenants.clone(),
+        metrics: Metrics::new(),
+        ready: AtomicBool::new(true),
+        default_tenant,
+        cfg,
+    });
+    let base = base_url(addr);
+    info!(
+        listen = %addr,
+        data_dir = %st.cfg.data_dir.display(),
+        auth = ?st.cfg.auth,
+        "Stratus is serving"
+    );
+    info!("push (Prometheus remote_write url): {base}/api/v1/push");
+    info!(
+        "query (Prometheus API base URL, e.g. for Grafana): {base} or {base}/prometheus; this build serves /api/v1/series, /api/v1/labels and /api/v1/label/<name>/values (PromQL queries come later)"
+    );
+    if st.cfg.auth == AuthMode::Header {
+        info!("tenants: send the X-Scope-OrgID header with every request");
+    }
+    let app = router(st.clone());
+    let st2 = st.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            st2.ready.store(false, Ordering::Relaxed);
+            info!("shutting down: no new connections; finishing in-flight requests");
+        })
+        .await
+        .context(ServeSnafu);
+    let _ = stop_tx.send(true);
+    if let Err(e) = maint.await {
+        warn!(error = %e, "maintenance task ended abnormally");
+    }
+    tenants.close_all().await.context(CloseSnafu)?;
+    served?;
+    info!("all tenant databases synced and closed; bye");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.insert(*k, HeaderValue::from_static(v));
+        }
+        m
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(rw_version(&h(&[])), Ok(RwVersion::V1));
+        assert_eq!(
+            rw_version(&h(&[("content-type", "application/x-protobuf")])),
+            Ok(RwVersion::V1)
+        );
+        assert_eq!(
+            rw_version(&h(&[(
+                "content-type",
+                "application/x-protobuf;proto=prometheus.WriteRequest"
+            )])),
+            Ok(RwVersion::V1)
+        );
+        assert_eq!(
+            rw_version(&h(&[(
+                "content-type",
+                "application/x-protobuf; proto=\"io.prometheus.write.v2.Request\""
+            )])),
+            Ok(RwVersion::V2)
+        );
+        assert!(rw_version(&h(&[("content-type", "application/json")])).is_err());
+        assert!(
+            rw_version(&h(&[(
+                "content-type",
+                "application/x-protobuf;proto=io.prometheus.write.v3.Request"
+            )]))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn encodings() {
+        assert!(check_encoding(&h(&[])).is_ok());
+        assert!(check_encoding(&h(&[("content-encoding", "snappy")])).is_ok());
+        assert!(check_encoding(&h(&[("content-encoding", "gzip")])).is_err());
+        assert!(check_encoding(&h(&[("content-encoding", "zstd")])).is_err());
+    }
+}
