@@ -97,7 +97,10 @@ pub fn run_script(text: &str, report: &mut FileReport) {
             .unwrap_or("")
             .to_ascii_lowercase();
         if word == "clear" {
+            // `clear` has no block: the next line starts a new command.
             st.clear();
+            i += 1;
+            continue;
         } else if word == "load" || word == "load_with_nhcb" {
             if let Err(e) = st.load(l, &block, word == "load_with_nhcb") {
                 st.load_error = Some(format!("line {}: {e}", i + 1));
