@@ -24,7 +24,7 @@ fn group_labels(l: &Labels, drop_name: bool, a: &Aggregate) -> Labels {
     } else {
         let mut g = l.filter_names(&a.grouping, true);
         if drop_name {
-            g = g.without_metric_name();
+            g = crate::engine::drop_name(&g);
         }
         g
     }

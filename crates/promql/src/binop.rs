@@ -140,6 +140,8 @@ fn result_labels(l: &Labels, r: &Labels, op: BinOp, m: &VectorMatching) -> Label
     let mut b = l.builder();
     if !keeps_name(op) {
         b.del(METRIC_NAME);
+        b.del("__type__");
+        b.del("__unit__");
     }
     if m.card == Cardinality::OneToOne {
         if m.on {
@@ -181,11 +183,9 @@ fn vector_vector(
     let swap = m.card == Cardinality::OneToMany;
     // `one` is the side looked up by signature, `many` the side iterated.
     let (many, one) = if swap { (&rhs, &lhs) } else { (&lhs, &rhs) };
-    let (fill_many, fill_one) = if swap {
-        (m.fill_rhs, m.fill_lhs)
-    } else {
-        (m.fill_lhs, m.fill_rhs)
-    };
+    // Fill values are not swapped for group_right: `fill_left` is used
+    // when the (possibly swapped) many side is missing, as upstream does.
+    let (fill_many, fill_one) = (m.fill_lhs, m.fill_rhs);
     let many_sigs = signatures(many, m);
     let one_sigs = signatures(one, m);
     let mut out = OutBuilder::default();
@@ -264,9 +264,9 @@ fn vector_vector(
                 } else if !keep {
                     continue;
                 }
-                let empty = Labels::empty();
-                let labels = result_labels(&one[oi].labels, &empty, b.op, m);
-                out.push(labels, b.return_bool, ts, val)?;
+                // A missing many side yields the match group's labels.
+                let labels = match_labels(&one[oi].labels, m);
+                out.push(labels, false, ts, val)?;
             }
         }
     }

@@ -195,25 +195,74 @@ impl Engine {
     }
 }
 
-/// Drops the names of flagged series; two equal label sets are an error.
+/// Drops the names of flagged series, then merges series that now share a
+/// label set; two points at one timestamp are an error.
 fn finish_names(mut series: Vec<Series>) -> Result<Vec<Series>> {
-    let mut any = false;
     for s in &mut series {
         if s.drop_name {
-            s.labels = s.labels.without_metric_name();
+            s.labels = drop_name(&s.labels);
             s.drop_name = false;
-            any = true;
         }
     }
-    if any || series.len() > 1 {
-        let mut seen = std::collections::HashSet::with_capacity(series.len());
-        for s in &series {
-            if !seen.insert(&s.labels) {
-                return Err(PromqlError::DuplicateLabelset);
+    merge_same_labels(series)
+}
+
+/// Removes `__name__` and the type-and-unit metadata labels `__type__` and
+/// `__unit__`, as Prometheus does wherever a metric name is dropped.
+pub(crate) fn drop_name(l: &Labels) -> Labels {
+    if !l.iter().any(|lb| is_name_label(&lb.name)) {
+        return l.clone();
+    }
+    l.filter_names(&[METRIC_NAME, "__type__", "__unit__"], false)
+}
+
+pub(crate) fn is_name_label(n: &str) -> bool {
+    n == METRIC_NAME || n == "__type__" || n == "__unit__"
+}
+
+/// Merges series with equal label sets (keeping the first one's position);
+/// fails if two of them have a point at the same timestamp.
+pub(crate) fn merge_same_labels(series: Vec<Series>) -> Result<Vec<Series>> {
+    let mut index: HashMap<Labels, usize> = HashMap::with_capacity(series.len());
+    let mut out: Vec<Series> = Vec::with_capacity(series.len());
+    let mut merged = false;
+    for s in series {
+        match index.get(&s.labels) {
+            None => {
+                index.insert(s.labels.clone(), out.len());
+                out.push(s);
+            }
+            Some(&i) => {
+                let o = &mut out[i];
+                let mut pts = Vec::with_capacity(o.points.len() + s.points.len());
+                let (mut a, mut b) = (0, 0);
+                while a < o.points.len() || b < s.points.len() {
+                    match (o.points.get(a), s.points.get(b)) {
+                        (Some(x), Some(y)) if x.0 == y.0 => {
+                            return Err(PromqlError::DuplicateLabelset);
+                        }
+                        (Some(x), Some(y)) if x.0 < y.0 => {
+                            pts.push(*x);
+                            a += 1;
+                        }
+                        (_, Some(y)) => {
+                            pts.push(*y);
+                            b += 1;
+                        }
+                        (Some(x), None) => {
+                            pts.push(*x);
+                            a += 1;
+                        }
+                        (None, None) => break,
+                    }
+                }
+                o.points = pts;
+                merged = true;
             }
         }
     }
-    Ok(series)
+    let _ = merged;
+    Ok(out)
 }
 
 /// The steps a node is evaluated at.
@@ -715,7 +764,7 @@ impl<'a> Evaluator<'a> {
             }
             let mut l = s.labels;
             if s.drop_name {
-                l = l.without_metric_name();
+                l = drop_name(&l);
             }
             labels.push(l);
         }

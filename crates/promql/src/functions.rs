@@ -986,14 +986,10 @@ fn string_arg(ev: &mut Evaluator<'_>, e: &Expr, ctx: &Ctx) -> Result<String> {
     }
 }
 
-fn dedup_check(v: &[Series]) -> Result<()> {
-    let mut seen = HashSet::with_capacity(v.len());
-    for s in v {
-        if !seen.insert(&s.labels) {
-            return Err(PromqlError::DuplicateLabelset);
-        }
-    }
-    Ok(())
+/// Series that now share a label set are merged; overlapping points are an
+/// error.
+fn dedup_check(v: Vec<Series>) -> Result<Vec<Series>> {
+    crate::engine::merge_same_labels(v)
 }
 
 fn label_replace(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val> {
@@ -1027,8 +1023,7 @@ fn label_replace(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val> {
             }
         }
     }
-    dedup_check(&v)?;
-    Ok(Val::Vector(v))
+    Ok(Val::Vector(dedup_check(v)?))
 }
 
 fn label_join(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val> {
@@ -1057,8 +1052,7 @@ fn label_join(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val> {
             s.drop_name = false;
         }
     }
-    dedup_check(&v)?;
-    Ok(Val::Vector(v))
+    Ok(Val::Vector(dedup_check(v)?))
 }
 
 /// Parses an `le` value like Go's `strconv.ParseFloat`.

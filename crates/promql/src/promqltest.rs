@@ -913,14 +913,20 @@ fn parse_values(s: &str) -> Result<Vec<Option<f64>>, String> {
             out.extend(std::iter::repeat_n(None, n));
             continue;
         }
-        if let Some(v) = parse_number(tok) {
-            out.push(Some(v));
-            continue;
-        }
-        let (lhs, n) = tok
+        // `AxN` expansions win over hex literals (`0x59` is 0 repeated).
+        let expansion = tok
             .rsplit_once('x')
-            .ok_or_else(|| format!("invalid token {tok:?}"))?;
-        let n: usize = n.parse().map_err(|_| format!("invalid token {tok:?}"))?;
+            .and_then(|(l, n)| Some((l, n.parse::<usize>().ok()?)))
+            .filter(|(l, _)| !l.is_empty());
+        let Some((lhs, n)) = expansion else {
+            match parse_number(tok) {
+                Some(v) => {
+                    out.push(Some(v));
+                    continue;
+                }
+                None => return Err(format!("invalid token {tok:?}")),
+            }
+        };
         // Split `A+B` / `A-B` at a sign that is not the leading sign and
         // does not follow an exponent marker.
         let lb = lhs.as_bytes();
