@@ -782,6 +782,9 @@ fn over_time(name: &str, s: &[(i64, f64)]) -> Option<f64> {
             }
         }
         "mad_over_time" => {
+            if s.iter().any(|p| p.1.is_nan()) {
+                return Some(f64::NAN);
+            }
             let mut v: Vec<f64> = s.iter().map(|p| p.1).collect();
             let median = quantile(0.5, &mut v);
             for x in &mut v {

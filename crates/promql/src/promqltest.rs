@@ -216,11 +216,11 @@ impl State {
                 self.has_hist = true;
                 continue;
             }
-            if rest.contains("{{") {
+            let (floats, hist) = strip_histograms(rest);
+            if hist {
                 self.has_hist = true;
-                continue;
             }
-            let vals = parse_values(rest).map_err(|e| format!("line {ln}: {e}"))?;
+            let vals = parse_values(&floats).map_err(|e| format!("line {ln}: {e}"))?;
             let mut samples = Vec::new();
             for (i, v) in vals.iter().enumerate() {
                 if let Some(v) = v {
@@ -894,6 +894,44 @@ fn parse_number(s: &str) -> Option<f64> {
         body.replace('_', "").parse::<f64>().ok()?
     };
     Some(if neg { -v } else { v })
+}
+
+/// Replaces native histogram tokens (`{{...}}`, `{{...}}xN`,
+/// `{{A}}+{{B}}xN`) by the same number of gaps; reports whether any were
+/// found.
+fn strip_histograms(s: &str) -> (String, bool) {
+    if !s.contains("{{") {
+        return (s.to_string(), false);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start..];
+        // Skip one or two `{{...}}` groups joined by `+`/`-`.
+        let mut pos = match after.find("}}") {
+            Some(e) => e + 2,
+            None => after.len(),
+        };
+        if after[pos..].starts_with("+{{") || after[pos..].starts_with("-{{") {
+            pos += match after[pos..].find("}}") {
+                Some(e) => e + 2,
+                None => after.len() - pos,
+            };
+        }
+        let mut count = 1usize;
+        if let Some(x) = after[pos..].strip_prefix('x') {
+            let digits: String = x.chars().take_while(char::is_ascii_digit).collect();
+            count = digits.parse::<usize>().map_or(1, |n| n + 1);
+            pos += 1 + digits.len();
+        }
+        for _ in 0..count {
+            out.push_str(" _ ");
+        }
+        rest = &after[pos..];
+    }
+    out.push_str(rest);
+    (out, true)
 }
 
 /// Expands value tokens: `None` is a gap.
