@@ -72,10 +72,8 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &Aggregate, ctx: &Ctx) -
     }
     if let Some(p) = &fparam {
         match a.op {
-            AggOp::TopK | AggOp::BottomK | AggOp::LimitK => {
-                if p.iter().any(|v| v.is_nan()) {
-                    return Err(PromqlError::ParamNaN);
-                }
+            AggOp::TopK | AggOp::BottomK | AggOp::LimitK if p.iter().any(|v| v.is_nan()) => {
+                return Err(PromqlError::ParamNaN);
             }
             AggOp::LimitRatio => {
                 if p.iter().any(|v| v.is_nan()) {

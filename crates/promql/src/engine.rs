@@ -170,6 +170,7 @@ impl Engine {
         }
         let mut ev = Evaluator::new(q, &self.opts, start, end, step);
         let ctx = Ctx { start, end, step };
+        ev.check_samples(ctx.n())?;
         let val = ev.eval(e, &ctx)?;
         let mut out = match val {
             Val::Scalar(v) => vec![RangeSeries {
@@ -275,10 +276,11 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub(crate) fn n(&self) -> usize {
-        if self.end < self.start {
+        if self.end < self.start || self.step <= 0 {
             return 0;
         }
-        ((self.end - self.start) / self.step + 1) as usize
+        let n = (self.end as i128 - self.start as i128) / self.step as i128 + 1;
+        usize::try_from(n).unwrap_or(usize::MAX)
     }
 
     pub(crate) fn ts(&self, i: usize) -> i64 {
@@ -716,13 +718,14 @@ impl<'a> Evaluator<'a> {
         // First step-aligned time after `first` (Go's truncating division).
         let mut start = step * (first / step);
         if start <= first {
-            start += step;
+            start = start.saturating_add(step);
         }
         let inner = Ctx {
             start,
             end: refs[n - 1],
             step,
         };
+        self.check_samples(inner.n())?;
         let series = if inner.n() == 0 {
             Vec::new()
         } else {

@@ -1195,14 +1195,13 @@ fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val
     let mut cur = StepCursor::new(&v);
     let mut vals = Vec::new();
     let mut warned_q = false;
-    for i in 0..ctx.n() {
+    for (i, &qv) in q.iter().enumerate().take(ctx.n()) {
         ev.check_deadline()?;
         let ts = ctx.ts(i);
         cur.at(ts, &mut vals);
         if vals.is_empty() {
             continue;
         }
-        let qv = q[i];
         if (qv.is_nan() || !(0.0..=1.0).contains(&qv)) && !warned_q {
             warned_q = true;
             ev.warn(format!(
