@@ -20,7 +20,9 @@ use crate::error::PromqlError;
 /// The result type of a function (by name).
 pub(crate) fn return_type(name: &str) -> ValueType {
     match name {
-        "time" | "scalar" | "pi" | "start" | "end" | "range" | "step" => ValueType::Scalar,
+        "time" | "scalar" | "pi" | "start" | "end" | "range" | "step" | "min_of" | "max_of" => {
+            ValueType::Scalar
+        }
         _ => ValueType::Vector,
     }
 }
@@ -136,6 +138,27 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<V
                 out.push(if buf.len() == 1 { buf[0].1 } else { f64::NAN });
             }
             Ok(Val::Scalar(out))
+        }
+        "min_of" | "max_of" => {
+            let mut acc: Option<Vec<f64>> = None;
+            for a in &c.args {
+                let v = ev.eval_scalar(a, ctx)?;
+                acc = Some(match acc {
+                    None => v,
+                    Some(prev) => prev
+                        .iter()
+                        .zip(&v)
+                        .map(|(&x, &y)| {
+                            if name == "min_of" {
+                                go_min(x, y)
+                            } else {
+                                go_max(x, y)
+                            }
+                        })
+                        .collect(),
+                });
+            }
+            Ok(Val::Scalar(acc.unwrap_or_else(|| vec![f64::NAN; n])))
         }
         "vector" => {
             let v = ev.eval_scalar(arg(0)?, ctx)?;
