@@ -1,0 +1,415 @@
+//! Aggregation operators (`sum`, `avg`, `topk`, `count_values`, ...).
+//!
+//! Each step's input vector is split into groups by the `by`/`without`
+//! labels; the float arithmetic (Kahan-compensated sums, the
+//! direct-then-incremental mean, Welford variance) follows Prometheus so
+//! results agree to the last bits in the common cases.
+
+use std::collections::HashMap;
+
+use stratus_model::{Labels, METRIC_NAME};
+
+use crate::ast::{AggOp, Aggregate};
+use crate::engine::{Ctx, Evaluator, OutBuilder, Result, Series, StepCursor, Val};
+use crate::error::PromqlError;
+use crate::functions::{kahan_inc, quantile};
+use crate::value::format_float;
+
+/// Group labels of one series.
+fn group_labels(l: &Labels, drop_name: bool, a: &Aggregate) -> Labels {
+    if a.without {
+        let mut names: Vec<&str> = a.grouping.iter().map(String::as_str).collect();
+        names.push(METRIC_NAME);
+        l.filter_names(&names, false)
+    } else {
+        let mut g = l.filter_names(&a.grouping, true);
+        if drop_name {
+            g = crate::engine::drop_name(&g);
+        }
+        g
+    }
+}
+
+/// Running state of one group at one step.
+#[derive(Debug, Clone)]
+struct Group {
+    labels: Labels,
+    value: f64,
+    mean: f64,
+    kahan: f64,
+    count: f64,
+    incremental: bool,
+    /// Members (series index, value) for topk/bottomk/limitk/quantile.
+    members: Vec<(usize, f64)>,
+}
+
+pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &Aggregate, ctx: &Ctx) -> Result<Val> {
+    let n = ctx.n();
+    let mut fparam: Option<Vec<f64>> = None;
+    let mut sparam: Option<String> = None;
+    if let Some(p) = &a.param {
+        match a.op {
+            AggOp::CountValues => match ev.eval(p, ctx)? {
+                Val::String(s) => sparam = Some(s),
+                _ => {
+                    return Err(PromqlError::BadArgument {
+                        msg: "count_values parameter must be a string".into(),
+                    });
+                }
+            },
+            _ => fparam = Some(ev.eval_scalar(p, ctx)?),
+        }
+    }
+    let input = ev.eval_vector(&a.expr, ctx)?;
+    if matches!(a.op, AggOp::CountValues) {
+        let label = sparam.unwrap_or_default();
+        if label.is_empty() || !is_valid_label_name(&label) {
+            return Err(PromqlError::InvalidLabel {
+                msg: format!("invalid label name {}", crate::value::go_quote(&label)),
+            });
+        }
+        return count_values(ev, a, &label, input, ctx);
+    }
+    if let Some(p) = &fparam {
+        match a.op {
+            AggOp::TopK | AggOp::BottomK | AggOp::LimitK if p.iter().any(|v| v.is_nan()) => {
+                return Err(PromqlError::ParamNaN);
+            }
+            AggOp::LimitRatio => {
+                if p.iter().any(|v| v.is_nan()) {
+                    return Err(PromqlError::RatioNaN);
+                }
+                let (mn, mx) = p
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                        (a.min(v), b.max(v))
+                    });
+                if mn < -1.0 {
+                    ev.warn(format!(
+                        "ratio value should be between -1 and 1, got {}",
+                        go_g(mn)
+                    ));
+                } else if mx > 1.0 {
+                    ev.warn(format!(
+                        "ratio value should be between -1 and 1, got {}",
+                        go_g(mx)
+                    ));
+                }
+            }
+            AggOp::Quantile => {
+                for &q in p {
+                    if q.is_nan() || !(0.0..=1.0).contains(&q) {
+                        ev.warn(format!(
+                            "quantile value should be between 0 and 1, got {}",
+                            go_g(q)
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // Group key of every input series (constant across steps).
+    let keys: Vec<Labels> = input
+        .iter()
+        .map(|s| group_labels(&s.labels, s.drop_name, a))
+        .collect();
+    let mut out = OutBuilder::default();
+    let mut cur = StepCursor::new(&input);
+    let mut vals = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
+    let mut gidx: HashMap<&Labels, usize> = HashMap::new();
+    for i in 0..n {
+        ev.check_deadline()?;
+        let ts = ctx.ts(i);
+        cur.at(ts, &mut vals);
+        if vals.is_empty() {
+            continue;
+        }
+        let param = fparam.as_ref().map_or(f64::NAN, |p| p[i]);
+        groups.clear();
+        gidx.clear();
+        for &(si, v) in &vals {
+            let key = &keys[si];
+            let g = match gidx.get(key) {
+                Some(&g) => g,
+                None => {
+                    gidx.insert(key, groups.len());
+                    groups.push(new_group(a.op, key.clone(), v));
+                    let g = groups.len() - 1;
+                    groups[g].members.push((si, v));
+                    continue;
+                }
+            };
+            add(a.op, &mut groups[g], si, v);
+        }
+        match a.op {
+            AggOp::TopK | AggOp::BottomK | AggOp::LimitK | AggOp::LimitRatio => {
+                for g in &mut groups {
+                    let picked = select_k(a.op, param, &mut g.members, &input);
+                    for (si, v) in picked {
+                        out.push(input[si].labels.clone(), input[si].drop_name, ts, v)?;
+                    }
+                }
+            }
+            _ => {
+                for g in &mut groups {
+                    let v = finish(a.op, g, param);
+                    out.push(g.labels.clone(), false, ts, v)?;
+                }
+            }
+        }
+    }
+    Ok(Val::Vector(out.series))
+}
+
+fn new_group(op: AggOp, labels: Labels, v: f64) -> Group {
+    let value = match op {
+        AggOp::Count | AggOp::Group => 1.0,
+        AggOp::Stddev | AggOp::Stdvar => {
+            if v.is_finite() {
+                0.0
+            } else {
+                f64::NAN
+            }
+        }
+        _ => v,
+    };
+    Group {
+        labels,
+        value,
+        mean: v,
+        kahan: 0.0,
+        count: 1.0,
+        incremental: false,
+        members: Vec::new(),
+    }
+}
+
+fn add(op: AggOp, g: &mut Group, si: usize, v: f64) {
+    match op {
+        AggOp::Sum => {
+            let (s, c) = kahan_inc(v, g.value, g.kahan);
+            g.value = s;
+            g.kahan = c;
+        }
+        AggOp::Avg => {
+            g.count += 1.0;
+            if !g.incremental {
+                let (s, c) = kahan_inc(v, g.value, g.kahan);
+                if !s.is_infinite() {
+                    g.value = s;
+                    g.kahan = c;
+                    return;
+                }
+                g.incremental = true;
+                g.mean = g.value / (g.count - 1.0);
+                g.kahan /= g.count - 1.0;
+            }
+            let q = (g.count - 1.0) / g.count;
+            let (m, c) = kahan_inc(v / g.count, q * g.mean, q * g.kahan);
+            g.mean = m;
+            g.kahan = c;
+        }
+        AggOp::Count => g.value += 1.0,
+        AggOp::Group => {}
+        AggOp::Min => {
+            if g.value > v || g.value.is_nan() {
+                g.value = v;
+            }
+        }
+        AggOp::Max => {
+            if g.value < v || g.value.is_nan() {
+                g.value = v;
+            }
+        }
+        AggOp::Stddev | AggOp::Stdvar => {
+            g.count += 1.0;
+            let delta = v - g.mean;
+            g.mean += delta / g.count;
+            g.value += delta * (v - g.mean);
+        }
+        AggOp::TopK
+        | AggOp::BottomK
+        | AggOp::LimitK
+        | AggOp::LimitRatio
+        | AggOp::Quantile
+        | AggOp::CountValues => g.members.push((si, v)),
+    }
+}
+
+fn finish(op: AggOp, g: &mut Group, param: f64) -> f64 {
+    match op {
+        AggOp::Sum => {
+            if g.value.is_infinite() {
+                g.value
+            } else {
+                g.value + g.kahan
+            }
+        }
+        AggOp::Avg => {
+            if g.incremental {
+                g.mean + g.kahan
+            } else {
+                g.value / g.count + g.kahan / g.count
+            }
+        }
+        AggOp::Stdvar => g.value / g.count,
+        AggOp::Stddev => (g.value / g.count).sqrt(),
+        AggOp::Quantile => {
+            let mut v: Vec<f64> = g.members.iter().map(|m| m.1).collect();
+            quantile(param, &mut v)
+        }
+        _ => g.value,
+    }
+}
+
+/// Members kept by topk/bottomk/limitk/limit_ratio, in output order.
+fn select_k(
+    op: AggOp,
+    param: f64,
+    members: &mut [(usize, f64)],
+    input: &[Series],
+) -> Vec<(usize, f64)> {
+    match op {
+        AggOp::LimitRatio => members
+            .iter()
+            .copied()
+            .filter(|&(si, _)| {
+                let off = ratio_offset(&input[si].labels);
+                (param >= 0.0 && off < param) || (param < 0.0 && off >= 1.0 + param)
+            })
+            .collect(),
+        _ => {
+            if param < 1.0 {
+                return Vec::new();
+            }
+            let k = if param >= members.len() as f64 {
+                members.len()
+            } else {
+                param as usize
+            };
+            match op {
+                AggOp::LimitK => members[..k].to_vec(),
+                AggOp::TopK => {
+                    // Descending, NaN last; stable so ties keep input order.
+                    members.sort_by(|a, b| desc_nan_last(a.1, b.1));
+                    members[..k].to_vec()
+                }
+                _ => {
+                    members.sort_by(|a, b| asc_nan_last(a.1, b.1));
+                    members[..k].to_vec()
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn desc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
+    use std::cmp::Ordering::*;
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Equal,
+        (true, false) => Greater,
+        (false, true) => Less,
+        _ => b.partial_cmp(&a).unwrap_or(Equal),
+    }
+}
+
+pub(crate) fn asc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
+    use std::cmp::Ordering::*;
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Equal,
+        (true, false) => Greater,
+        (false, true) => Less,
+        _ => a.partial_cmp(&b).unwrap_or(Equal),
+    }
+}
+
+/// Position of a series in [0, 1] for `limit_ratio`: its Prometheus label
+/// hash (xxHash64 of `name 0xff value 0xff ...`) over `u64::MAX`.
+fn ratio_offset(l: &Labels) -> f64 {
+    let mut buf = Vec::with_capacity(256);
+    for lb in l.iter() {
+        buf.extend_from_slice(lb.name.as_bytes());
+        buf.push(0xff);
+        buf.extend_from_slice(lb.value.as_bytes());
+        buf.push(0xff);
+    }
+    xxhash_rust::xxh64::xxh64(&buf, 0) as f64 / u64::MAX as f64
+}
+
+fn count_values(
+    ev: &mut Evaluator<'_>,
+    a: &Aggregate,
+    label: &str,
+    input: Vec<Series>,
+    ctx: &Ctx,
+) -> Result<Val> {
+    let mut out = OutBuilder::default();
+    let mut cur = StepCursor::new(&input);
+    let mut vals = Vec::new();
+    let keys: Vec<Labels> = input
+        .iter()
+        .map(|s| group_labels(&s.labels, s.drop_name, a))
+        .collect();
+    for i in 0..ctx.n() {
+        ev.check_deadline()?;
+        let ts = ctx.ts(i);
+        cur.at(ts, &mut vals);
+        let mut order: Vec<Labels> = Vec::new();
+        let mut counts: HashMap<Labels, f64> = HashMap::new();
+        for &(si, v) in &vals {
+            let mut b = keys[si].builder();
+            b.set(label, format_float(v));
+            let l = b.build();
+            match counts.get_mut(&l) {
+                Some(c) => *c += 1.0,
+                None => {
+                    counts.insert(l.clone(), 1.0);
+                    order.push(l);
+                }
+            }
+        }
+        for l in order {
+            let c = counts.get(&l).copied().unwrap_or(0.0);
+            out.push(l, false, ts, c)?;
+        }
+    }
+    Ok(Val::Vector(out.series))
+}
+
+/// Prometheus 3 accepts any non-empty valid UTF-8 label name.
+pub(crate) fn is_valid_label_name(s: &str) -> bool {
+    !s.is_empty()
+}
+
+/// Go's `%g` formatting for the values that appear in annotations.
+pub(crate) fn go_g(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    let s = format!("{v}");
+    let exp = if v == 0.0 {
+        0
+    } else {
+        v.abs().log10().floor() as i32
+    };
+    if !(-4..21).contains(&exp) {
+        let e = format!("{v:e}");
+        // Rust prints `1e21`, Go prints `1e+21`.
+        match e.split_once('e') {
+            Some((m, x)) if !x.starts_with('-') => format!("{m}e+{x:0>2}"),
+            Some((m, x)) => format!("{m}e-{:0>2}", &x[1..]),
+            None => e,
+        }
+    } else {
+        s
+    }
+}

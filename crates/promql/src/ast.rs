@@ -1,0 +1,342 @@
+//! The engine's own PromQL syntax tree.
+//!
+//! The evaluator works only on these types; [`crate::parser`] converts the
+//! tree of whichever parser is in use into them, so the parser can be
+//! swapped without touching evaluation. Times and durations are in
+//! milliseconds; label matchers are already compiled `stratus_model`
+//! matchers.
+
+use std::fmt;
+
+use stratus_model::Matcher;
+
+/// The type an expression evaluates to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueType {
+    Scalar,
+    String,
+    Vector,
+    Matrix,
+}
+
+impl fmt::Display for ValueType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ValueType::Scalar => "scalar",
+            ValueType::String => "string",
+            ValueType::Vector => "instant vector",
+            ValueType::Matrix => "range vector",
+        })
+    }
+}
+
+/// `@` modifier of a selector or subquery.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AtModifier {
+    /// `@ start()`: the start of the top-level query.
+    Start,
+    /// `@ end()`: the end of the top-level query.
+    End,
+    /// `@ <timestamp>` in milliseconds.
+    Timestamp(i64),
+}
+
+/// An instant vector selector.
+#[derive(Debug, Clone)]
+pub struct VectorSelector {
+    /// The metric name, if given outside the braces.
+    pub name: Option<String>,
+    /// All matchers, including one for the name.
+    pub matchers: Vec<Matcher>,
+    /// Offset in ms (negative shifts forward).
+    pub offset: i64,
+    pub at: Option<AtModifier>,
+}
+
+/// A subquery `expr[range:step]`.
+#[derive(Debug, Clone)]
+pub struct Subquery {
+    pub expr: Box<Expr>,
+    pub range: i64,
+    /// `None` means the engine's default subquery step.
+    pub step: Option<i64>,
+    pub offset: i64,
+    pub at: Option<AtModifier>,
+}
+
+/// Binary operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Pow,
+    Atan2,
+    Eql,
+    Neq,
+    Gtr,
+    Lss,
+    Gte,
+    Lte,
+    And,
+    Or,
+    Unless,
+}
+
+impl BinOp {
+    /// `==`, `!=`, `>`, `<`, `>=`, `<=`.
+    pub fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinOp::Eql | BinOp::Neq | BinOp::Gtr | BinOp::Lss | BinOp::Gte | BinOp::Lte
+        )
+    }
+
+    /// `and`, `or`, `unless`.
+    pub fn is_set(self) -> bool {
+        matches!(self, BinOp::And | BinOp::Or | BinOp::Unless)
+    }
+
+    /// The operator as written in PromQL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BinOp::Add => "+",
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::Div => "/",
+            BinOp::Mod => "%",
+            BinOp::Pow => "^",
+            BinOp::Atan2 => "atan2",
+            BinOp::Eql => "==",
+            BinOp::Neq => "!=",
+            BinOp::Gtr => ">",
+            BinOp::Lss => "<",
+            BinOp::Gte => ">=",
+            BinOp::Lte => "<=",
+            BinOp::And => "and",
+            BinOp::Or => "or",
+            BinOp::Unless => "unless",
+        }
+    }
+}
+
+/// How the two sides of a vector/vector operation are matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cardinality {
+    OneToOne,
+    ManyToOne,
+    OneToMany,
+    ManyToMany,
+}
+
+/// Vector matching modifiers of a binary expression.
+#[derive(Debug, Clone)]
+pub struct VectorMatching {
+    pub card: Cardinality,
+    /// `on(...)` when true, `ignoring(...)` (or nothing) when false.
+    pub on: bool,
+    pub labels: Vec<String>,
+    /// Extra labels of `group_left(...)`/`group_right(...)`.
+    pub include: Vec<String>,
+    /// `fill_left(v)` / `fill(v)`: value for a missing left side.
+    pub fill_lhs: Option<f64>,
+    /// `fill_right(v)` / `fill(v)`: value for a missing right side.
+    pub fill_rhs: Option<f64>,
+}
+
+impl Default for VectorMatching {
+    fn default() -> Self {
+        Self {
+            card: Cardinality::OneToOne,
+            on: false,
+            labels: Vec::new(),
+            include: Vec::new(),
+            fill_lhs: None,
+            fill_rhs: None,
+        }
+    }
+}
+
+/// A binary expression.
+#[derive(Debug, Clone)]
+pub struct Binary {
+    pub op: BinOp,
+    pub lhs: Box<Expr>,
+    pub rhs: Box<Expr>,
+    /// The `bool` modifier of a comparison.
+    pub return_bool: bool,
+    pub matching: VectorMatching,
+}
+
+/// Aggregation operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggOp {
+    Sum,
+    Avg,
+    Count,
+    Min,
+    Max,
+    Group,
+    Stddev,
+    Stdvar,
+    TopK,
+    BottomK,
+    CountValues,
+    Quantile,
+    LimitK,
+    LimitRatio,
+}
+
+impl AggOp {
+    /// The operator's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AggOp::Sum => "sum",
+            AggOp::Avg => "avg",
+            AggOp::Count => "count",
+            AggOp::Min => "min",
+            AggOp::Max => "max",
+            AggOp::Group => "group",
+            AggOp::Stddev => "stddev",
+            AggOp::Stdvar => "stdvar",
+            AggOp::TopK => "topk",
+            AggOp::BottomK => "bottomk",
+            AggOp::CountValues => "count_values",
+            AggOp::Quantile => "quantile",
+            AggOp::LimitK => "limitk",
+            AggOp::LimitRatio => "limit_ratio",
+        }
+    }
+}
+
+/// An aggregation `op by (...) (param, expr)`.
+#[derive(Debug, Clone)]
+pub struct Aggregate {
+    pub op: AggOp,
+    pub expr: Box<Expr>,
+    pub param: Option<Box<Expr>>,
+    /// Grouping labels.
+    pub grouping: Vec<String>,
+    /// `without` instead of `by`.
+    pub without: bool,
+}
+
+/// A function call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub func: String,
+    pub args: Vec<Expr>,
+}
+
+/// A PromQL expression.
+#[derive(Debug, Clone)]
+pub enum Expr {
+    Number(f64),
+    String(String),
+    VectorSelector(VectorSelector),
+    /// `selector[range]`.
+    MatrixSelector {
+        vs: VectorSelector,
+        range: i64,
+    },
+    Subquery(Subquery),
+    Paren(Box<Expr>),
+    /// Unary minus (unary plus is dropped by the parser).
+    Neg(Box<Expr>),
+    Binary(Binary),
+    Aggregate(Aggregate),
+    Call(Call),
+}
+
+impl Expr {
+    /// The static type of the expression.
+    pub fn value_type(&self) -> ValueType {
+        match self {
+            Expr::Number(_) => ValueType::Scalar,
+            Expr::String(_) => ValueType::String,
+            Expr::VectorSelector(_) | Expr::Aggregate(_) => ValueType::Vector,
+            Expr::MatrixSelector { .. } | Expr::Subquery(_) => ValueType::Matrix,
+            Expr::Paren(e) | Expr::Neg(e) => e.value_type(),
+            Expr::Binary(b) => {
+                if b.lhs.value_type() == ValueType::Scalar
+                    && b.rhs.value_type() == ValueType::Scalar
+                {
+                    ValueType::Scalar
+                } else {
+                    ValueType::Vector
+                }
+            }
+            Expr::Call(c) => crate::functions::return_type(&c.func),
+        }
+    }
+
+    /// Calls `f` on this node and every descendant (pre-order).
+    pub fn walk(&self, f: &mut dyn FnMut(&Expr)) {
+        f(self);
+        match self {
+            Expr::Number(_) | Expr::String(_) | Expr::VectorSelector(_) => {}
+            Expr::MatrixSelector { .. } => {}
+            Expr::Subquery(s) => s.expr.walk(f),
+            Expr::Paren(e) | Expr::Neg(e) => e.walk(f),
+            Expr::Binary(b) => {
+                b.lhs.walk(f);
+                b.rhs.walk(f);
+            }
+            Expr::Aggregate(a) => {
+                if let Some(p) = &a.param {
+                    p.walk(f);
+                }
+                a.expr.walk(f);
+            }
+            Expr::Call(c) => c.args.iter().for_each(|a| a.walk(f)),
+        }
+    }
+
+    /// Sets `@ t` on every selector and subquery that has none, never
+    /// descending into subqueries. Used by the
+    /// test runner's step-invariance check.
+    pub fn set_at_everywhere(&mut self, t: i64) {
+        match self {
+            Expr::Number(_) | Expr::String(_) => {}
+            Expr::VectorSelector(vs) | Expr::MatrixSelector { vs, .. } => {
+                if vs.at.is_none() {
+                    vs.at = Some(AtModifier::Timestamp(t));
+                }
+            }
+            Expr::Subquery(s) => {
+                // The inside of a subquery is left alone: it is evaluated
+                // relative to the subquery's own (now fixed) time.
+                if s.at.is_none() {
+                    s.at = Some(AtModifier::Timestamp(t));
+                }
+            }
+            Expr::Paren(e) | Expr::Neg(e) => e.set_at_everywhere(t),
+            Expr::Binary(b) => {
+                b.lhs.set_at_everywhere(t);
+                b.rhs.set_at_everywhere(t);
+            }
+            Expr::Aggregate(a) => {
+                if let Some(p) = &mut a.param {
+                    p.set_at_everywhere(t);
+                }
+                a.expr.set_at_everywhere(t);
+            }
+            Expr::Call(c) => c.args.iter_mut().for_each(|a| a.set_at_everywhere(t)),
+        }
+    }
+
+    /// Whether any function call in the tree has one of `names`.
+    pub fn calls_any(&self, names: &[&str]) -> bool {
+        let mut found = false;
+        self.walk(&mut |e| {
+            if let Expr::Call(c) = e {
+                if names.contains(&c.func.as_str()) {
+                    found = true;
+                }
+            }
+        });
+        found
+    }
+}

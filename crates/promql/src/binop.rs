@@ -1,0 +1,355 @@
+//! Binary operators: scalar/scalar, vector/scalar and vector/vector with
+//! Prometheus' vector matching (`on`, `ignoring`, `group_left`,
+//! `group_right`, `bool`, set operators and the experimental `fill`
+//! modifiers).
+
+use std::collections::{HashMap, HashSet};
+
+use stratus_model::{Labels, METRIC_NAME};
+
+use crate::ast::{BinOp, Binary, Cardinality, VectorMatching};
+use crate::engine::{Ctx, Evaluator, OutBuilder, Result, Series, StepCursor, Val, keeps_name};
+use crate::error::PromqlError;
+use crate::value::labels_string;
+
+/// Applies `op` to two floats: `(value, keep)`; `keep` is the comparison
+/// result for comparison operators and always true otherwise.
+pub(crate) fn apply(op: BinOp, l: f64, r: f64) -> (f64, bool) {
+    match op {
+        BinOp::Add => (l + r, true),
+        BinOp::Sub => (l - r, true),
+        BinOp::Mul => (l * r, true),
+        BinOp::Div => (l / r, true),
+        BinOp::Mod => (l % r, true),
+        BinOp::Pow => (l.powf(r), true),
+        BinOp::Atan2 => (l.atan2(r), true),
+        BinOp::Eql => (l, l == r),
+        BinOp::Neq => (l, l != r),
+        BinOp::Gtr => (l, l > r),
+        BinOp::Lss => (l, l < r),
+        BinOp::Gte => (l, l >= r),
+        BinOp::Lte => (l, l <= r),
+        BinOp::And | BinOp::Or | BinOp::Unless => (l, true),
+    }
+}
+
+pub(crate) fn eval_binary(ev: &mut Evaluator<'_>, b: &Binary, ctx: &Ctx) -> Result<Val> {
+    let lhs = ev.eval(&b.lhs, ctx)?;
+    let rhs = ev.eval(&b.rhs, ctx)?;
+    match (lhs, rhs) {
+        (Val::Scalar(l), Val::Scalar(r)) => Ok(Val::Scalar(
+            l.iter()
+                .zip(&r)
+                .map(|(&l, &r)| {
+                    let (v, keep) = apply(b.op, l, r);
+                    if b.op.is_comparison() {
+                        if keep { 1.0 } else { 0.0 }
+                    } else {
+                        v
+                    }
+                })
+                .collect(),
+        )),
+        (Val::Vector(l), Val::Scalar(r)) => Ok(Val::Vector(vector_scalar(b, l, &r, false, ctx))),
+        (Val::Scalar(l), Val::Vector(r)) => Ok(Val::Vector(vector_scalar(b, r, &l, true, ctx))),
+        (Val::Vector(l), Val::Vector(r)) => {
+            if b.op.is_set() {
+                set_op(ev, b, l, r, ctx)
+            } else {
+                vector_vector(ev, b, l, r, ctx)
+            }
+        }
+        _ => Err(PromqlError::BadArgument {
+            msg: format!(
+                "binary expression must contain only scalar and instant vector types, got {} and {}",
+                b.lhs.value_type(),
+                b.rhs.value_type()
+            ),
+        }),
+    }
+}
+
+fn vector_scalar(
+    b: &Binary,
+    series: Vec<Series>,
+    sc: &[f64],
+    swap: bool,
+    ctx: &Ctx,
+) -> Vec<Series> {
+    let mut out = Vec::with_capacity(series.len());
+    for mut s in series {
+        let mut pts = Vec::with_capacity(s.points.len());
+        for &(t, v) in &s.points {
+            let idx = ((t - ctx.start) / ctx.step) as usize;
+            let x = sc.get(idx).copied().unwrap_or(f64::NAN);
+            let (l, r) = if swap { (x, v) } else { (v, x) };
+            let (mut val, mut keep) = apply(b.op, l, r);
+            if b.op.is_comparison() && swap {
+                val = v;
+            }
+            if b.return_bool {
+                val = if keep { 1.0 } else { 0.0 };
+                keep = true;
+            }
+            if keep {
+                pts.push((t, val));
+            }
+        }
+        if !pts.is_empty() {
+            s.points = pts;
+            if !keeps_name(b.op) || b.return_bool {
+                s.drop_name = true;
+            }
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// The matching signature of a label set.
+fn signature(l: &Labels, m: &VectorMatching, buf: &mut Vec<u8>) {
+    buf.clear();
+    for lb in l.iter() {
+        let listed = m.labels.iter().any(|n| **n == *lb.name);
+        let keep = if m.on {
+            listed
+        } else {
+            !listed && &*lb.name != METRIC_NAME
+        };
+        if keep {
+            buf.extend_from_slice(lb.name.as_bytes());
+            buf.push(0xff);
+            buf.extend_from_slice(lb.value.as_bytes());
+            buf.push(0xff);
+        }
+    }
+}
+
+fn match_labels(l: &Labels, m: &VectorMatching) -> Labels {
+    if m.on {
+        l.filter_names(&m.labels, true)
+    } else {
+        let mut names: Vec<&str> = m.labels.iter().map(String::as_str).collect();
+        names.push(METRIC_NAME);
+        l.filter_names(&names, false)
+    }
+}
+
+/// Output labels of a vector/vector arithmetic or comparison match.
+fn result_labels(l: &Labels, r: &Labels, op: BinOp, m: &VectorMatching) -> Labels {
+    let mut b = l.builder();
+    if !keeps_name(op) {
+        b.del(METRIC_NAME);
+        b.del("__type__");
+        b.del("__unit__");
+    }
+    if m.card == Cardinality::OneToOne {
+        if m.on {
+            let drop: Vec<String> = l
+                .iter()
+                .filter(|lb| !m.labels.iter().any(|n| **n == *lb.name))
+                .map(|lb| lb.name.to_string())
+                .collect();
+            for n in drop {
+                b.del(&n);
+            }
+        } else {
+            for n in &m.labels {
+                b.del(n);
+            }
+        }
+    }
+    for n in &m.include {
+        match r.get(n) {
+            Some(v) => {
+                b.set(n.as_str(), v);
+            }
+            None => {
+                b.del(n);
+            }
+        }
+    }
+    b.build()
+}
+
+fn vector_vector(
+    ev: &mut Evaluator<'_>,
+    b: &Binary,
+    lhs: Vec<Series>,
+    rhs: Vec<Series>,
+    ctx: &Ctx,
+) -> Result<Val> {
+    let m = &b.matching;
+    let swap = m.card == Cardinality::OneToMany;
+    // `one` is the side looked up by signature, `many` the side iterated.
+    let (many, one) = if swap { (&rhs, &lhs) } else { (&lhs, &rhs) };
+    // Fill values are not swapped for group_right: `fill_left` is used
+    // when the (possibly swapped) many side is missing, as upstream does.
+    let (fill_many, fill_one) = (m.fill_lhs, m.fill_rhs);
+    let many_sigs = signatures(many, m);
+    let one_sigs = signatures(one, m);
+    let mut out = OutBuilder::default();
+    let mut cur_many = StepCursor::new(many);
+    let mut cur_one = StepCursor::new(one);
+    let (mut vm, mut vo) = (Vec::new(), Vec::new());
+    let mut one_by_sig: HashMap<&[u8], usize> = HashMap::new();
+    let mut matched: HashMap<&[u8], HashSet<Labels>> = HashMap::new();
+    for i in 0..ctx.n() {
+        ev.check_deadline()?;
+        let ts = ctx.ts(i);
+        cur_many.at(ts, &mut vm);
+        cur_one.at(ts, &mut vo);
+        if (vm.is_empty() && fill_many.is_none()) || (vo.is_empty() && fill_one.is_none()) {
+            continue;
+        }
+        one_by_sig.clear();
+        for &(oi, _) in &vo {
+            let sig = one_sigs[oi].as_slice();
+            if let Some(&prev) = one_by_sig.get(sig) {
+                let side = if swap { "left" } else { "right" };
+                return Err(PromqlError::ManyToMany {
+                    group: labels_string(&match_labels(&one[oi].labels, m)),
+                    side,
+                    a: labels_string(&one[oi].labels),
+                    b: labels_string(&one[prev].labels),
+                });
+            }
+            one_by_sig.insert(sig, oi);
+        }
+        matched.clear();
+        let mut used_one: HashSet<usize> = HashSet::new();
+        for &(mi, mv) in &vm {
+            let sig = many_sigs[mi].as_slice();
+            let (ov, olabels) = match one_by_sig.get(sig) {
+                Some(&oi) => {
+                    used_one.insert(oi);
+                    let v = vo.iter().find(|x| x.0 == oi).map_or(f64::NAN, |x| x.1);
+                    (v, Some(&one[oi].labels))
+                }
+                None => match fill_one {
+                    Some(f) => (f, None),
+                    None => continue,
+                },
+            };
+            let (l, r) = if swap { (ov, mv) } else { (mv, ov) };
+            let (mut val, keep) = apply(b.op, l, r);
+            if b.return_bool {
+                val = if keep { 1.0 } else { 0.0 };
+            } else if !keep {
+                continue;
+            }
+            let empty = Labels::empty();
+            let labels = result_labels(&many[mi].labels, olabels.unwrap_or(&empty), b.op, m);
+            let set = matched.entry(sig).or_default();
+            if m.card == Cardinality::OneToOne {
+                if !set.is_empty() {
+                    return Err(PromqlError::MultipleMatches);
+                }
+                set.insert(Labels::empty());
+            } else if !set.insert(labels.clone()) {
+                return Err(PromqlError::GroupingNotUnique);
+            }
+            let drop = b.return_bool || many[mi].drop_name && keeps_name(b.op);
+            out.push(labels, drop, ts, val)?;
+        }
+        if let Some(f) = fill_many {
+            for &(oi, ov) in &vo {
+                if used_one.contains(&oi) {
+                    continue;
+                }
+                let (l, r) = if swap { (ov, f) } else { (f, ov) };
+                let (mut val, keep) = apply(b.op, l, r);
+                if b.return_bool {
+                    val = if keep { 1.0 } else { 0.0 };
+                } else if !keep {
+                    continue;
+                }
+                // A missing many side yields the match group's labels.
+                let labels = match_labels(&one[oi].labels, m);
+                out.push(labels, false, ts, val)?;
+            }
+        }
+    }
+    Ok(Val::Vector(out.series))
+}
+
+fn signatures(s: &[Series], m: &VectorMatching) -> Vec<Vec<u8>> {
+    s.iter()
+        .map(|s| {
+            let mut buf = Vec::new();
+            signature(&s.labels, m, &mut buf);
+            buf
+        })
+        .collect()
+}
+
+fn set_op(
+    ev: &mut Evaluator<'_>,
+    b: &Binary,
+    lhs: Vec<Series>,
+    rhs: Vec<Series>,
+    ctx: &Ctx,
+) -> Result<Val> {
+    let m = &b.matching;
+    let ls = signatures(&lhs, m);
+    let rs = signatures(&rhs, m);
+    let mut cur_l = StepCursor::new(&lhs);
+    let mut cur_r = StepCursor::new(&rhs);
+    let (mut vl, mut vr) = (Vec::new(), Vec::new());
+    // Output: per input series (lhs first, then rhs) the kept points.
+    let mut keep_l: Vec<Vec<(i64, f64)>> = vec![Vec::new(); lhs.len()];
+    let mut keep_r: Vec<Vec<(i64, f64)>> = vec![Vec::new(); rhs.len()];
+    let mut sigs: HashSet<&[u8]> = HashSet::new();
+    for i in 0..ctx.n() {
+        ev.check_deadline()?;
+        let ts = ctx.ts(i);
+        cur_l.at(ts, &mut vl);
+        cur_r.at(ts, &mut vr);
+        sigs.clear();
+        match b.op {
+            BinOp::And => {
+                sigs.extend(vr.iter().map(|&(ri, _)| rs[ri].as_slice()));
+                for &(li, v) in &vl {
+                    if sigs.contains(ls[li].as_slice()) {
+                        keep_l[li].push((ts, v));
+                    }
+                }
+            }
+            BinOp::Unless => {
+                sigs.extend(vr.iter().map(|&(ri, _)| rs[ri].as_slice()));
+                for &(li, v) in &vl {
+                    if !sigs.contains(ls[li].as_slice()) {
+                        keep_l[li].push((ts, v));
+                    }
+                }
+            }
+            _ => {
+                for &(li, v) in &vl {
+                    sigs.insert(ls[li].as_slice());
+                    keep_l[li].push((ts, v));
+                }
+                for &(ri, v) in &vr {
+                    if !sigs.contains(rs[ri].as_slice()) {
+                        keep_r[ri].push((ts, v));
+                    }
+                }
+            }
+        }
+    }
+    let mut out = OutBuilder::default();
+    let mut push_all = |src: Vec<Series>, keep: Vec<Vec<(i64, f64)>>| -> Result<()> {
+        for (s, pts) in src.into_iter().zip(keep) {
+            for (t, v) in pts {
+                out.push(s.labels.clone(), s.drop_name, t, v)?;
+            }
+        }
+        Ok(())
+    };
+    push_all(lhs, keep_l)?;
+    push_all(rhs, keep_r)?;
+    // Points of one series may now be out of order (lhs and rhs parts).
+    for s in &mut out.series {
+        s.points.sort_by_key(|p| p.0);
+    }
+    Ok(Val::Vector(out.series))
+}

@@ -1,0 +1,786 @@
+//! The evaluator: Prometheus 3.x semantics over a [`Queryable`].
+//!
+//! Every node is evaluated once for all steps of the query (an instant
+//! query is a range query with one step), like Prometheus' range
+//! evaluation: a node returns a scalar per step or a list of series whose
+//! points sit on the step timestamps. Binary operators and aggregations then
+//! walk the steps with cursors over their operands.
+//!
+//! Selectors stream each series through a [`stratus_tsdb::SeriesIter`]:
+//! instant selectors keep only the newest sample at or before each step
+//! (seeking over gaps longer than the lookback), range selectors keep one
+//! reusable window buffer per series that slides across the steps. Raw
+//! samples are never materialised for the whole query.
+//!
+//! `__name__` removal is delayed as in Prometheus 3 with delayed name
+//! removal: functions and arithmetic flag series (`drop_name`) and the
+//! names are removed when the final result is built, where two series with
+//! the same label set are an error.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use stratus_model::{Labels, METRIC_NAME, is_stale_nan};
+use stratus_tsdb::{Queryable, SelectHints};
+
+use crate::ast::{AtModifier, BinOp, Expr, Subquery, ValueType, VectorSelector};
+use crate::error::PromqlError;
+use crate::value::{QueryResult, RangeSeries, Sample, Value};
+
+pub(crate) type Result<T, E = PromqlError> = std::result::Result<T, E>;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for a sample (default 5m).
+    pub lookback_delta: Duration,
+    /// Most samples one query may hold (default 50,000,000).
+    pub max_samples: usize,
+    /// Query timeout (default 2m).
+    pub timeout: Duration,
+    /// Step of subqueries written without one (default 1m).
+    pub default_subquery_step: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            lookback_delta: Duration::from_secs(300),
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+            default_subquery_step: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The PromQL engine.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    opts: EngineOptions,
+}
+
+impl Engine {
+    /// An engine with the given options.
+    pub fn new(opts: EngineOptions) -> Self {
+        Self { opts }
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Evaluates `expr` at time `t_ms`.
+    pub fn instant(
+        &self,
+        q: &dyn Queryable,
+        expr: &str,
+        t_ms: i64,
+    ) -> Result<QueryResult, PromqlError> {
+        let e = crate::parser::parse(expr)?;
+        self.instant_expr(q, &e, t_ms)
+    }
+
+    /// Evaluates `expr` at `start`, `start + step`, ... up to `end` (ms).
+    pub fn range(
+        &self,
+        q: &dyn Queryable,
+        expr: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<QueryResult, PromqlError> {
+        let e = crate::parser::parse(expr)?;
+        self.range_expr(q, &e, start, end, step)
+    }
+
+    /// Evaluates a parsed expression at one time.
+    pub fn instant_expr(
+        &self,
+        q: &dyn Queryable,
+        e: &Expr,
+        t_ms: i64,
+    ) -> Result<QueryResult, PromqlError> {
+        let mut ev = Evaluator::new(q, &self.opts, t_ms, t_ms, 0);
+        let ctx = Ctx {
+            start: t_ms,
+            end: t_ms,
+            step: 1,
+        };
+        let val = ev.eval(e, &ctx)?;
+        let value = match val {
+            Val::Scalar(v) => Value::Scalar {
+                t: t_ms,
+                v: v.first().copied().unwrap_or(f64::NAN),
+            },
+            Val::String(s) => Value::String { t: t_ms, s },
+            Val::Vector(series) => {
+                let series = finish_names(series)?;
+                Value::Vector(
+                    series
+                        .into_iter()
+                        .filter_map(|s| {
+                            let (t, v) = *s.points.first()?;
+                            Some(Sample {
+                                labels: s.labels,
+                                t,
+                                v,
+                            })
+                        })
+                        .collect(),
+                )
+            }
+            Val::Matrix(series) => Value::Matrix(
+                series
+                    .into_iter()
+                    .map(|s| RangeSeries {
+                        labels: s.labels,
+                        points: s.points,
+                    })
+                    .collect(),
+            ),
+        };
+        Ok(ev.into_result(value))
+    }
+
+    /// Evaluates a parsed expression as a range query.
+    pub fn range_expr(
+        &self,
+        q: &dyn Queryable,
+        e: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<QueryResult, PromqlError> {
+        if step <= 0 {
+            return Err(PromqlError::BadArgument {
+                msg: "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            });
+        }
+        if end < start {
+            return Err(PromqlError::BadArgument {
+                msg: "end timestamp must not be before start time".into(),
+            });
+        }
+        match e.value_type() {
+            ValueType::Scalar | ValueType::Vector => {}
+            t => {
+                return Err(PromqlError::BadRangeQueryType { got: t.to_string() });
+            }
+        }
+        let mut ev = Evaluator::new(q, &self.opts, start, end, step);
+        let ctx = Ctx { start, end, step };
+        ev.check_samples(ctx.n())?;
+        let val = ev.eval(e, &ctx)?;
+        let mut out = match val {
+            Val::Scalar(v) => vec![RangeSeries {
+                labels: Labels::empty(),
+                points: (0..ctx.n()).map(|i| (ctx.ts(i), v[i])).collect(),
+            }],
+            Val::Vector(series) => finish_names(series)?
+                .into_iter()
+                .filter(|s| !s.points.is_empty())
+                .map(|s| RangeSeries {
+                    labels: s.labels,
+                    points: s.points,
+                })
+                .collect(),
+            Val::String(_) | Val::Matrix(_) => {
+                return Err(PromqlError::BadRangeQueryType {
+                    got: e.value_type().to_string(),
+                });
+            }
+        };
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(ev.into_result(Value::Matrix(out)))
+    }
+}
+
+/// Drops the names of flagged series, then merges series that now share a
+/// label set; two points at one timestamp are an error.
+fn finish_names(mut series: Vec<Series>) -> Result<Vec<Series>> {
+    for s in &mut series {
+        if s.drop_name {
+            s.labels = drop_name(&s.labels);
+            s.drop_name = false;
+        }
+    }
+    merge_same_labels(series)
+}
+
+/// Removes `__name__` and the type-and-unit metadata labels `__type__` and
+/// `__unit__`, as Prometheus does wherever a metric name is dropped.
+pub(crate) fn drop_name(l: &Labels) -> Labels {
+    if !l.iter().any(|lb| is_name_label(&lb.name)) {
+        return l.clone();
+    }
+    l.filter_names(&[METRIC_NAME, "__type__", "__unit__"], false)
+}
+
+pub(crate) fn is_name_label(n: &str) -> bool {
+    n == METRIC_NAME || n == "__type__" || n == "__unit__"
+}
+
+/// Merges series with equal label sets (keeping the first one's position);
+/// fails if two of them have a point at the same timestamp.
+pub(crate) fn merge_same_labels(series: Vec<Series>) -> Result<Vec<Series>> {
+    let mut index: HashMap<Labels, usize> = HashMap::with_capacity(series.len());
+    let mut out: Vec<Series> = Vec::with_capacity(series.len());
+    let mut merged = false;
+    for s in series {
+        match index.get(&s.labels) {
+            None => {
+                index.insert(s.labels.clone(), out.len());
+                out.push(s);
+            }
+            Some(&i) => {
+                let o = &mut out[i];
+                let mut pts = Vec::with_capacity(o.points.len() + s.points.len());
+                let (mut a, mut b) = (0, 0);
+                while a < o.points.len() || b < s.points.len() {
+                    match (o.points.get(a), s.points.get(b)) {
+                        (Some(x), Some(y)) if x.0 == y.0 => {
+                            return Err(PromqlError::DuplicateLabelset);
+                        }
+                        (Some(x), Some(y)) if x.0 < y.0 => {
+                            pts.push(*x);
+                            a += 1;
+                        }
+                        (_, Some(y)) => {
+                            pts.push(*y);
+                            b += 1;
+                        }
+                        (Some(x), None) => {
+                            pts.push(*x);
+                            a += 1;
+                        }
+                        (None, None) => break,
+                    }
+                }
+                o.points = pts;
+                merged = true;
+            }
+        }
+    }
+    let _ = merged;
+    Ok(out)
+}
+
+/// The steps a node is evaluated at.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ctx {
+    pub(crate) start: i64,
+    pub(crate) end: i64,
+    pub(crate) step: i64,
+}
+
+impl Ctx {
+    pub(crate) fn n(&self) -> usize {
+        if self.end < self.start || self.step <= 0 {
+            return 0;
+        }
+        let n = (self.end as i128 - self.start as i128) / self.step as i128 + 1;
+        usize::try_from(n).unwrap_or(usize::MAX)
+    }
+
+    pub(crate) fn ts(&self, i: usize) -> i64 {
+        self.start + i as i64 * self.step
+    }
+}
+
+/// One series of an intermediate result; points sit on step timestamps.
+#[derive(Debug, Clone)]
+pub(crate) struct Series {
+    pub(crate) labels: Labels,
+    /// Remove `__name__` when the result is finished.
+    pub(crate) drop_name: bool,
+    pub(crate) points: Vec<(i64, f64)>,
+}
+
+/// An intermediate value.
+#[derive(Debug)]
+pub(crate) enum Val {
+    /// One value per step.
+    Scalar(Vec<f64>),
+    String(String),
+    Vector(Vec<Series>),
+    /// Raw range-vector points (only as the result of an instant query).
+    Matrix(Vec<Series>),
+}
+
+/// One window handed to a range-vector function.
+#[derive(Debug)]
+pub(crate) struct Window<'w> {
+    pub(crate) series: usize,
+    pub(crate) step: usize,
+    pub(crate) points: &'w [(i64, f64)],
+    /// Exclusive start of the window (ms).
+    pub(crate) range_start: i64,
+    /// Inclusive end of the window (ms).
+    pub(crate) range_end: i64,
+}
+
+/// Walks the steps of a vector value: for each step, the indexes and values
+/// of the series that have a point there.
+pub(crate) struct StepCursor<'a> {
+    series: &'a [Series],
+    pos: Vec<usize>,
+}
+
+impl<'a> StepCursor<'a> {
+    pub(crate) fn new(series: &'a [Series]) -> Self {
+        Self {
+            series,
+            pos: vec![0; series.len()],
+        }
+    }
+
+    /// Fills `out` with `(series index, value)` for step time `ts`; steps
+    /// must be visited in increasing order.
+    pub(crate) fn at(&mut self, ts: i64, out: &mut Vec<(usize, f64)>) {
+        out.clear();
+        for (i, s) in self.series.iter().enumerate() {
+            let p = &mut self.pos[i];
+            while *p < s.points.len() && s.points[*p].0 < ts {
+                *p += 1;
+            }
+            if let Some(&(t, v)) = s.points.get(*p) {
+                if t == ts {
+                    out.push((i, v));
+                    *p += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Collects per-step outputs into series keyed by label set.
+#[derive(Debug, Default)]
+pub(crate) struct OutBuilder {
+    index: HashMap<Labels, usize>,
+    pub(crate) series: Vec<Series>,
+}
+
+impl OutBuilder {
+    pub(crate) fn push(&mut self, labels: Labels, drop_name: bool, t: i64, v: f64) -> Result<()> {
+        match self.index.get(&labels) {
+            Some(&i) => {
+                let s = &mut self.series[i];
+                if s.points.last().is_some_and(|p| p.0 == t) {
+                    return Err(PromqlError::DuplicateLabelset);
+                }
+                s.points.push((t, v));
+            }
+            None => {
+                self.index.insert(labels.clone(), self.series.len());
+                self.series.push(Series {
+                    labels,
+                    drop_name,
+                    points: vec![(t, v)],
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// State of one query evaluation.
+pub(crate) struct Evaluator<'a> {
+    q: &'a dyn Queryable,
+    pub(crate) lookback: i64,
+    max_samples: usize,
+    deadline: Instant,
+    subquery_step: i64,
+    pub(crate) query_start: i64,
+    pub(crate) query_end: i64,
+    pub(crate) query_step: i64,
+    warnings: Vec<String>,
+    infos: Vec<String>,
+}
+
+impl std::fmt::Debug for Evaluator<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evaluator")
+            .field("query_start", &self.query_start)
+            .field("query_end", &self.query_end)
+            .finish()
+    }
+}
+
+impl<'a> Evaluator<'a> {
+    fn new(q: &'a dyn Queryable, o: &EngineOptions, start: i64, end: i64, step: i64) -> Self {
+        Self {
+            q,
+            lookback: o.lookback_delta.as_millis() as i64,
+            max_samples: o.max_samples,
+            deadline: Instant::now() + o.timeout,
+            subquery_step: (o.default_subquery_step.as_millis() as i64).max(1),
+            query_start: start,
+            query_end: end,
+            query_step: step,
+            warnings: Vec::new(),
+            infos: Vec::new(),
+        }
+    }
+
+    fn into_result(self, value: Value) -> QueryResult {
+        QueryResult {
+            value,
+            warnings: self.warnings,
+            infos: self.infos,
+        }
+    }
+
+    /// Records a warning annotation (message without prefix).
+    pub(crate) fn warn(&mut self, msg: String) {
+        let m = format!("PromQL warning: {msg}");
+        if !self.warnings.contains(&m) {
+            self.warnings.push(m);
+        }
+    }
+
+    /// Records an info annotation (message without prefix).
+    pub(crate) fn info(&mut self, msg: String) {
+        let m = format!("PromQL info: {msg}");
+        if !self.infos.contains(&m) {
+            self.infos.push(m);
+        }
+    }
+
+    pub(crate) fn check_deadline(&self) -> Result<()> {
+        if Instant::now() > self.deadline {
+            return Err(PromqlError::Timeout);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_samples(&self, n: usize) -> Result<()> {
+        if n > self.max_samples {
+            return Err(PromqlError::TooManySamples);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn at_time(&self, at: &Option<AtModifier>) -> Option<i64> {
+        match at {
+            None => None,
+            Some(AtModifier::Start) => Some(self.query_start),
+            Some(AtModifier::End) => Some(self.query_end),
+            Some(AtModifier::Timestamp(t)) => Some(*t),
+        }
+    }
+
+    /// Evaluates `e` at every step of `ctx`.
+    pub(crate) fn eval(&mut self, e: &Expr, ctx: &Ctx) -> Result<Val> {
+        self.check_deadline()?;
+        match e {
+            Expr::Number(v) => Ok(Val::Scalar(vec![*v; ctx.n()])),
+            Expr::String(s) => Ok(Val::String(s.clone())),
+            Expr::Paren(e) => self.eval(e, ctx),
+            Expr::VectorSelector(vs) => Ok(Val::Vector(self.eval_selector(vs, ctx, false)?)),
+            Expr::MatrixSelector { .. } | Expr::Subquery(_) => {
+                let mut pts: Vec<Vec<(i64, f64)>> = Vec::new();
+                let labels = self.windows(e, ctx, &mut |w| {
+                    if w.series >= pts.len() {
+                        pts.resize_with(w.series + 1, Vec::new);
+                    }
+                    pts[w.series] = w.points.to_vec();
+                    Ok(())
+                })?;
+                pts.resize_with(labels.len(), Vec::new);
+                let series = labels
+                    .into_iter()
+                    .zip(pts)
+                    .filter(|(_, p)| !p.is_empty())
+                    .map(|(labels, points)| Series {
+                        labels,
+                        drop_name: false,
+                        points,
+                    })
+                    .collect();
+                Ok(Val::Matrix(series))
+            }
+            Expr::Neg(inner) => match self.eval(inner, ctx)? {
+                Val::Scalar(v) => Ok(Val::Scalar(v.into_iter().map(|x| -x).collect())),
+                Val::Vector(mut series) => {
+                    for s in &mut series {
+                        s.drop_name = true;
+                        for p in &mut s.points {
+                            p.1 = -p.1;
+                        }
+                    }
+                    Ok(Val::Vector(series))
+                }
+                _ => Err(PromqlError::BadArgument {
+                    msg: "unary expression only allowed on expressions of type scalar or instant vector".into(),
+                }),
+            },
+            Expr::Binary(b) => crate::binop::eval_binary(self, b, ctx),
+            Expr::Aggregate(a) => crate::aggregate::eval_aggregate(self, a, ctx),
+            Expr::Call(c) => crate::functions::eval_call(self, c, ctx),
+        }
+    }
+
+    /// Evaluates an expression that must be an instant vector.
+    pub(crate) fn eval_vector(&mut self, e: &Expr, ctx: &Ctx) -> Result<Vec<Series>> {
+        match self.eval(e, ctx)? {
+            Val::Vector(v) => Ok(v),
+            _ => Err(PromqlError::BadArgument {
+                msg: format!("expected instant vector, got {}", e.value_type()),
+            }),
+        }
+    }
+
+    /// Evaluates an expression that must be a scalar: one value per step.
+    pub(crate) fn eval_scalar(&mut self, e: &Expr, ctx: &Ctx) -> Result<Vec<f64>> {
+        match self.eval(e, ctx)? {
+            Val::Scalar(v) => Ok(v),
+            _ => Err(PromqlError::BadArgument {
+                msg: format!("expected scalar, got {}", e.value_type()),
+            }),
+        }
+    }
+
+    fn select(
+        &self,
+        vs: &VectorSelector,
+        mint: i64,
+        maxt: i64,
+        range: i64,
+    ) -> Result<Vec<stratus_tsdb::Series>> {
+        let hints = SelectHints {
+            start: mint,
+            end: maxt,
+            step: self.query_step,
+            range,
+            func: None,
+            labels_only: false,
+        };
+        self.q
+            .select(&vs.matchers, &hints)
+            .map_err(|source| PromqlError::Storage { source })
+    }
+
+    /// Reference times (evaluation time shifted by `@` and offset) per step.
+    fn refs(&self, at: &Option<AtModifier>, offset: i64, ctx: &Ctx) -> Vec<i64> {
+        let at = self.at_time(at);
+        (0..ctx.n())
+            .map(|i| at.unwrap_or(ctx.ts(i)).saturating_sub(offset))
+            .collect()
+    }
+
+    /// An instant vector selector: per step, the newest sample in
+    /// `(ref - lookback, ref]` unless it is a stale marker. With `ts_mode`
+    /// the value is the sample's timestamp in seconds (for `timestamp()`).
+    pub(crate) fn eval_selector(
+        &mut self,
+        vs: &VectorSelector,
+        ctx: &Ctx,
+        ts_mode: bool,
+    ) -> Result<Vec<Series>> {
+        let n = ctx.n();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let refs = self.refs(&vs.at, vs.offset, ctx);
+        let lo = refs[0].saturating_sub(self.lookback).saturating_add(1);
+        let hi = refs[n - 1];
+        let selected = self.select(vs, lo, hi, 0)?;
+        let mut out = Vec::with_capacity(selected.len());
+        let mut total = 0usize;
+        for s in selected {
+            self.check_deadline()?;
+            let mut it = s.iter(lo, hi);
+            let mut peek = it.next();
+            let mut last: Option<(i64, f64)> = None;
+            let mut pts = Vec::new();
+            for (i, &r) in refs.iter().enumerate() {
+                let lo_i = r.saturating_sub(self.lookback);
+                if last.is_some_and(|l| l.0 <= lo_i) {
+                    last = None;
+                }
+                if peek.is_some_and(|p| p.0 <= lo_i) {
+                    peek = it.seek(lo_i.saturating_add(1));
+                }
+                while let Some(p) = peek {
+                    if p.0 > r {
+                        break;
+                    }
+                    last = Some(p);
+                    peek = it.next();
+                }
+                if let Some((t, v)) = last {
+                    if t > lo_i && !is_stale_nan(v) {
+                        let v = if ts_mode { t as f64 / 1000.0 } else { v };
+                        pts.push((ctx.ts(i), v));
+                    }
+                }
+            }
+            total += pts.len();
+            self.check_samples(total)?;
+            if !pts.is_empty() {
+                out.push(Series {
+                    labels: s.labels,
+                    drop_name: false,
+                    points: pts,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` with the window of every series at every step of a range
+    /// argument (a matrix selector or a subquery). Returns the labels of the
+    /// series, indexed like `Window::series`.
+    pub(crate) fn windows(
+        &mut self,
+        arg: &Expr,
+        ctx: &Ctx,
+        f: &mut dyn FnMut(Window<'_>) -> Result<()>,
+    ) -> Result<Vec<Labels>> {
+        match arg {
+            Expr::Paren(e) => self.windows(e, ctx, f),
+            Expr::MatrixSelector { vs, range } => self.selector_windows(vs, *range, ctx, f),
+            Expr::Subquery(sq) => self.subquery_windows(sq, ctx, f),
+            _ => Err(PromqlError::BadArgument {
+                msg: format!("expected range vector, got {}", arg.value_type()),
+            }),
+        }
+    }
+
+    fn selector_windows(
+        &mut self,
+        vs: &VectorSelector,
+        range: i64,
+        ctx: &Ctx,
+        f: &mut dyn FnMut(Window<'_>) -> Result<()>,
+    ) -> Result<Vec<Labels>> {
+        let n = ctx.n();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let refs = self.refs(&vs.at, vs.offset, ctx);
+        let lo = refs[0].saturating_sub(range).saturating_add(1);
+        let hi = refs[n - 1];
+        let selected = self.select(vs, lo, hi, range)?;
+        let mut labels = Vec::with_capacity(selected.len());
+        let mut buf: VecDeque<(i64, f64)> = VecDeque::new();
+        for (si, s) in selected.into_iter().enumerate() {
+            self.check_deadline()?;
+            buf.clear();
+            let mut it = s.iter(lo, hi);
+            let mut peek = it.next();
+            for (i, &r) in refs.iter().enumerate() {
+                let start = r.saturating_sub(range);
+                while buf.front().is_some_and(|p| p.0 <= start) {
+                    buf.pop_front();
+                }
+                if buf.is_empty() && peek.is_some_and(|p| p.0 <= start) {
+                    peek = it.seek(start.saturating_add(1));
+                }
+                while let Some(p) = peek {
+                    if p.0 > r {
+                        break;
+                    }
+                    if p.0 > start && !is_stale_nan(p.1) {
+                        buf.push_back(p);
+                    }
+                    peek = it.next();
+                }
+                self.check_samples(buf.len())?;
+                let points = buf.make_contiguous();
+                f(Window {
+                    series: si,
+                    step: i,
+                    points,
+                    range_start: start,
+                    range_end: r,
+                })?;
+            }
+            labels.push(s.labels);
+        }
+        Ok(labels)
+    }
+
+    fn subquery_windows(
+        &mut self,
+        sq: &Subquery,
+        ctx: &Ctx,
+        f: &mut dyn FnMut(Window<'_>) -> Result<()>,
+    ) -> Result<Vec<Labels>> {
+        let n = ctx.n();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let refs = self.refs(&sq.at, sq.offset, ctx);
+        let step = sq.step.unwrap_or(self.subquery_step).max(1);
+        let first = refs[0].saturating_sub(sq.range);
+        // First step-aligned time after `first` (Go's truncating division).
+        let mut start = step * (first / step);
+        if start <= first {
+            start = start.saturating_add(step);
+        }
+        let inner = Ctx {
+            start,
+            end: refs[n - 1],
+            step,
+        };
+        self.check_samples(inner.n())?;
+        let series = if inner.n() == 0 {
+            Vec::new()
+        } else {
+            match self.eval(&sq.expr, &inner)? {
+                Val::Vector(v) => v,
+                Val::Scalar(v) => vec![Series {
+                    labels: Labels::empty(),
+                    drop_name: false,
+                    points: (0..inner.n()).map(|i| (inner.ts(i), v[i])).collect(),
+                }],
+                _ => {
+                    return Err(PromqlError::BadArgument {
+                        msg: "subquery is only allowed on instant vector".into(),
+                    });
+                }
+            }
+        };
+        let mut labels = Vec::with_capacity(series.len());
+        for (si, s) in series.into_iter().enumerate() {
+            self.check_deadline()?;
+            let (mut a, mut b) = (0usize, 0usize);
+            for (i, &r) in refs.iter().enumerate() {
+                let start = r.saturating_sub(sq.range);
+                while a < s.points.len() && s.points[a].0 <= start {
+                    a += 1;
+                }
+                b = b.max(a);
+                while b < s.points.len() && s.points[b].0 <= r {
+                    b += 1;
+                }
+                self.check_samples(b - a)?;
+                f(Window {
+                    series: si,
+                    step: i,
+                    points: &s.points[a..b],
+                    range_start: start,
+                    range_end: r,
+                })?;
+            }
+            let mut l = s.labels;
+            if s.drop_name {
+                l = drop_name(&l);
+            }
+            labels.push(l);
+        }
+        Ok(labels)
+    }
+}
+
+/// True for comparison and set operators, which keep `__name__`.
+pub(crate) fn keeps_name(op: BinOp) -> bool {
+    op.is_comparison() || op.is_set()
+}
+
+/// The name label, if any.
+pub(crate) fn metric_name(l: &Labels) -> &str {
+    l.get(METRIC_NAME).unwrap_or("")
+}

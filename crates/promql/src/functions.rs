@@ -1,0 +1,1290 @@
+//! PromQL functions (float samples).
+//!
+//! Range-vector functions get one window per series and step from
+//! [`Evaluator::windows`] and compute one value from it; instant-vector
+//! functions map points. The numerics (extrapolated rates, Kahan sums,
+//! linear regression, quantiles, classic-histogram quantiles) follow
+//! Prometheus 3 step by step.
+
+use std::collections::{HashMap, HashSet};
+
+use stratus_model::{Labels, METRIC_NAME, MatchType};
+
+use crate::aggregate::{asc_nan_last, desc_nan_last, go_g};
+use crate::ast::{Call, Expr, ValueType};
+use crate::engine::{
+    Ctx, Evaluator, OutBuilder, Result, Series, StepCursor, Val, Window, metric_name,
+};
+use crate::error::PromqlError;
+
+/// The result type of a function (by name).
+pub(crate) fn return_type(name: &str) -> ValueType {
+    match name {
+        "time" | "scalar" | "pi" | "start" | "end" | "range" | "step" | "min_of" | "max_of" => {
+            ValueType::Scalar
+        }
+        _ => ValueType::Vector,
+    }
+}
+
+/// Neumaier-compensated summation step: returns the new sum and compensation.
+pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+/// Quantile `q` of `values` by linear interpolation (sorts `values`).
+pub(crate) fn quantile(q: f64, values: &mut [f64]) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    // NaN sorts first, as in Prometheus' vectorByValueHeap.
+    values.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal),
+    });
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
+}
+
+/// Go's `math.Max`.
+fn go_max(a: f64, b: f64) -> f64 {
+    if a.is_infinite() && a > 0.0 || b.is_infinite() && b > 0.0 {
+        return f64::INFINITY;
+    }
+    if a.is_nan() || b.is_nan() {
+        return f64::NAN;
+    }
+    if a == 0.0 && b == 0.0 {
+        return if a.is_sign_negative() { b } else { a };
+    }
+    if a > b { a } else { b }
+}
+
+/// Go's `math.Min`.
+fn go_min(a: f64, b: f64) -> f64 {
+    if a.is_infinite() && a < 0.0 || b.is_infinite() && b < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if a.is_nan() || b.is_nan() {
+        return f64::NAN;
+    }
+    if a == 0.0 && b == 0.0 {
+        return if a.is_sign_negative() { a } else { b };
+    }
+    if a < b { a } else { b }
+}
+
+fn bad(msg: impl Into<String>) -> PromqlError {
+    PromqlError::BadArgument { msg: msg.into() }
+}
+
+/// The matrix argument, unwrapped from parentheses.
+fn unparen(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(i) => unparen(i),
+        e => e,
+    }
+}
+
+pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val> {
+    let name = c.func.as_str();
+    let n = ctx.n();
+    let arg = |i: usize| -> Result<&Expr> {
+        c.args
+            .get(i)
+            .ok_or_else(|| bad(format!("missing argument {i} of {name}")))
+    };
+    match name {
+        // ---- scalars and query-context functions ----
+        "time" => Ok(Val::Scalar(
+            (0..n).map(|i| ctx.ts(i) as f64 / 1000.0).collect(),
+        )),
+        "pi" => Ok(Val::Scalar(vec![std::f64::consts::PI; n])),
+        "start" => Ok(Val::Scalar(vec![ev.query_start as f64 / 1000.0; n])),
+        "end" => Ok(Val::Scalar(vec![ev.query_end as f64 / 1000.0; n])),
+        "range" => Ok(Val::Scalar(vec![
+            (ev.query_end - ev.query_start) as f64
+                / 1000.0;
+            n
+        ])),
+        "step" => Ok(Val::Scalar(vec![ev.query_step as f64 / 1000.0; n])),
+        "scalar" => {
+            let v = ev.eval_vector(arg(0)?, ctx)?;
+            let mut cur = StepCursor::new(&v);
+            let mut buf = Vec::new();
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n {
+                cur.at(ctx.ts(i), &mut buf);
+                out.push(if buf.len() == 1 { buf[0].1 } else { f64::NAN });
+            }
+            Ok(Val::Scalar(out))
+        }
+        "min_of" | "max_of" => {
+            let mut acc: Option<Vec<f64>> = None;
+            for a in &c.args {
+                let v = ev.eval_scalar(a, ctx)?;
+                acc = Some(match acc {
+                    None => v,
+                    Some(prev) => prev
+                        .iter()
+                        .zip(&v)
+                        .map(|(&x, &y)| {
+                            if name == "min_of" {
+                                go_min(x, y)
+                            } else {
+                                go_max(x, y)
+                            }
+                        })
+                        .collect(),
+                });
+            }
+            Ok(Val::Scalar(acc.unwrap_or_else(|| vec![f64::NAN; n])))
+        }
+        "vector" => {
+            let v = ev.eval_scalar(arg(0)?, ctx)?;
+            Ok(Val::Vector(vec![Series {
+                labels: Labels::empty(),
+                drop_name: false,
+                points: (0..n).map(|i| (ctx.ts(i), v[i])).collect(),
+            }]))
+        }
+        // ---- range-vector functions ----
+        "rate"
+        | "increase"
+        | "delta"
+        | "irate"
+        | "idelta"
+        | "deriv"
+        | "changes"
+        | "resets"
+        | "avg_over_time"
+        | "sum_over_time"
+        | "count_over_time"
+        | "min_over_time"
+        | "max_over_time"
+        | "stddev_over_time"
+        | "stdvar_over_time"
+        | "last_over_time"
+        | "first_over_time"
+        | "present_over_time"
+        | "mad_over_time"
+        | "ts_of_first_over_time"
+        | "ts_of_last_over_time"
+        | "ts_of_min_over_time"
+        | "ts_of_max_over_time" => range_function(ev, c, name, arg(0)?, &[], ctx),
+        "predict_linear" => {
+            let s = ev.eval_scalar(arg(1)?, ctx)?;
+            range_function(ev, c, name, arg(0)?, &[s], ctx)
+        }
+        "quantile_over_time" => {
+            let q = ev.eval_scalar(arg(0)?, ctx)?;
+            for &x in &q {
+                if x.is_nan() || !(0.0..=1.0).contains(&x) {
+                    ev.warn(format!(
+                        "quantile value should be between 0 and 1, got {}",
+                        go_g(x)
+                    ));
+                }
+            }
+            range_function(ev, c, name, arg(1)?, &[q], ctx)
+        }
+        "double_exponential_smoothing" | "holt_winters" => {
+            let sf = ev.eval_scalar(arg(1)?, ctx)?;
+            let tf = ev.eval_scalar(arg(2)?, ctx)?;
+            for &x in &sf {
+                if x <= 0.0 || x >= 1.0 || x.is_nan() {
+                    return Err(bad(format!(
+                        "invalid smoothing factor. Expected: 0 < sf < 1, got: {x:.6}"
+                    )));
+                }
+            }
+            for &x in &tf {
+                if x <= 0.0 || x >= 1.0 || x.is_nan() {
+                    return Err(bad(format!(
+                        "invalid trend factor. Expected: 0 < tf < 1, got: {x:.6}"
+                    )));
+                }
+            }
+            range_function(
+                ev,
+                c,
+                "double_exponential_smoothing",
+                arg(0)?,
+                &[sf, tf],
+                ctx,
+            )
+        }
+        "absent_over_time" => {
+            let a = arg(0)?;
+            let mut present = vec![false; n];
+            ev.windows(a, ctx, &mut |w| {
+                if !w.points.is_empty() {
+                    present[w.step] = true;
+                }
+                Ok(())
+            })?;
+            let labels = absent_labels(a);
+            Ok(Val::Vector(absent_series(labels, &present, ctx)))
+        }
+        "absent" => {
+            let a = arg(0)?;
+            let v = ev.eval_vector(a, ctx)?;
+            let mut present = vec![false; n];
+            for s in &v {
+                for p in &s.points {
+                    let i = ((p.0 - ctx.start) / ctx.step) as usize;
+                    if let Some(x) = present.get_mut(i) {
+                        *x = true;
+                    }
+                }
+            }
+            Ok(Val::Vector(absent_series(absent_labels(a), &present, ctx)))
+        }
+        "timestamp" => {
+            let a = unparen(arg(0)?);
+            let mut v = match a {
+                Expr::VectorSelector(vs) => ev.eval_selector(vs, ctx, true)?,
+                _ => {
+                    let mut v = ev.eval_vector(a, ctx)?;
+                    for s in &mut v {
+                        for p in &mut s.points {
+                            p.1 = p.0 as f64 / 1000.0;
+                        }
+                    }
+                    v
+                }
+            };
+            for s in &mut v {
+                s.drop_name = true;
+            }
+            Ok(Val::Vector(v))
+        }
+        // ---- element-wise functions ----
+        "abs" | "ceil" | "floor" | "exp" | "sqrt" | "ln" | "log2" | "log10" | "sgn" | "sin"
+        | "cos" | "tan" | "asin" | "acos" | "atan" | "sinh" | "cosh" | "tanh" | "asinh"
+        | "acosh" | "atanh" | "deg" | "rad" => {
+            let f = simple_fn(name).ok_or_else(|| bad(format!("unknown function {name}")))?;
+            let mut v = ev.eval_vector(arg(0)?, ctx)?;
+            for s in &mut v {
+                s.drop_name = true;
+                for p in &mut s.points {
+                    p.1 = f(p.1);
+                }
+            }
+            Ok(Val::Vector(v))
+        }
+        "round" => {
+            let to = match c.args.get(1) {
+                Some(e) => ev.eval_scalar(e, ctx)?,
+                None => vec![1.0; n],
+            };
+            map_with_scalars(ev, arg(0)?, ctx, &[to], |v, s| {
+                let inv = 1.0 / s[0];
+                Some((v * inv + 0.5).floor() / inv)
+            })
+        }
+        "clamp" => {
+            let lo = ev.eval_scalar(arg(1)?, ctx)?;
+            let hi = ev.eval_scalar(arg(2)?, ctx)?;
+            map_with_scalars(ev, arg(0)?, ctx, &[lo, hi], |v, s| {
+                if s[1] < s[0] {
+                    None
+                } else {
+                    Some(go_max(s[0], go_min(s[1], v)))
+                }
+            })
+        }
+        "clamp_max" => {
+            let hi = ev.eval_scalar(arg(1)?, ctx)?;
+            map_with_scalars(ev, arg(0)?, ctx, &[hi], |v, s| Some(go_min(s[0], v)))
+        }
+        "clamp_min" => {
+            let lo = ev.eval_scalar(arg(1)?, ctx)?;
+            map_with_scalars(ev, arg(0)?, ctx, &[lo], |v, s| Some(go_max(s[0], v)))
+        }
+        "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute"
+        | "month" | "year" => {
+            let f = date_fn(name);
+            match c.args.first() {
+                None => Ok(Val::Vector(vec![Series {
+                    labels: Labels::empty(),
+                    drop_name: false,
+                    points: (0..n)
+                        .map(|i| (ctx.ts(i), f(ctx.ts(i).div_euclid(1000))))
+                        .collect(),
+                }])),
+                Some(a) => {
+                    let mut v = ev.eval_vector(a, ctx)?;
+                    for s in &mut v {
+                        s.drop_name = true;
+                        for p in &mut s.points {
+                            p.1 = if p.1.is_finite() {
+                                f(p.1 as i64)
+                            } else {
+                                f64::NAN
+                            };
+                        }
+                    }
+                    Ok(Val::Vector(v))
+                }
+            }
+        }
+        "sort" | "sort_desc" => {
+            let mut v = ev.eval_vector(arg(0)?, ctx)?;
+            if n == 1 {
+                let val = |s: &Series| s.points.first().map_or(f64::NAN, |p| p.1);
+                if name == "sort" {
+                    v.sort_by(|a, b| asc_nan_last(val(a), val(b)));
+                } else {
+                    v.sort_by(|a, b| desc_nan_last(val(a), val(b)));
+                }
+            }
+            Ok(Val::Vector(v))
+        }
+        "sort_by_label" | "sort_by_label_desc" => {
+            let mut names = Vec::new();
+            for a in c.args.iter().skip(1) {
+                match ev.eval(a, ctx)? {
+                    Val::String(s) => names.push(s),
+                    _ => return Err(bad("sort_by_label expects string label names")),
+                }
+            }
+            let mut v = ev.eval_vector(arg(0)?, ctx)?;
+            let desc = name == "sort_by_label_desc";
+            v.sort_by(|a, b| {
+                for l in &names {
+                    let x = a.labels.get(l).unwrap_or("");
+                    let y = b.labels.get(l).unwrap_or("");
+                    if x == y {
+                        continue;
+                    }
+                    let o = natural_cmp(x, y);
+                    return if desc { o.reverse() } else { o };
+                }
+                let o = a.labels.cmp(&b.labels);
+                if desc { o.reverse() } else { o }
+            });
+            Ok(Val::Vector(v))
+        }
+        "label_replace" => label_replace(ev, c, ctx),
+        "label_join" => label_join(ev, c, ctx),
+        "histogram_quantile" => histogram_quantile(ev, c, ctx),
+        _ => Err(PromqlError::Unsupported {
+            what: format!("function {name}()"),
+        }),
+    }
+}
+
+fn absent_labels(e: &Expr) -> Labels {
+    let vs = match e {
+        Expr::VectorSelector(vs) | Expr::MatrixSelector { vs, .. } => vs,
+        _ => return Labels::empty(),
+    };
+    let mut b = Labels::empty().builder();
+    let mut has: HashSet<&str> = HashSet::new();
+    for m in &vs.matchers {
+        if &*m.name == METRIC_NAME {
+            continue;
+        }
+        if m.kind == MatchType::Equal && !has.contains(&*m.name) {
+            b.set(m.name.clone(), m.value.clone());
+            has.insert(&m.name);
+        } else {
+            b.del(&m.name);
+        }
+    }
+    b.build()
+}
+
+fn absent_series(labels: Labels, present: &[bool], ctx: &Ctx) -> Vec<Series> {
+    let points: Vec<(i64, f64)> = present
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !**p)
+        .map(|(i, _)| (ctx.ts(i), 1.0))
+        .collect();
+    if points.is_empty() {
+        return Vec::new();
+    }
+    vec![Series {
+        labels,
+        drop_name: false,
+        points,
+    }]
+}
+
+fn map_with_scalars(
+    ev: &mut Evaluator<'_>,
+    a: &Expr,
+    ctx: &Ctx,
+    scalars: &[Vec<f64>],
+    f: impl Fn(f64, &[f64]) -> Option<f64>,
+) -> Result<Val> {
+    let v = ev.eval_vector(a, ctx)?;
+    let mut out = Vec::with_capacity(v.len());
+    let mut sv = vec![0.0; scalars.len()];
+    for mut s in v {
+        let mut pts = Vec::with_capacity(s.points.len());
+        for &(t, x) in &s.points {
+            let i = ((t - ctx.start) / ctx.step) as usize;
+            for (k, sc) in scalars.iter().enumerate() {
+                sv[k] = sc.get(i).copied().unwrap_or(f64::NAN);
+            }
+            if let Some(y) = f(x, &sv) {
+                pts.push((t, y));
+            }
+        }
+        if !pts.is_empty() {
+            s.points = pts;
+            s.drop_name = true;
+            out.push(s);
+        }
+    }
+    Ok(Val::Vector(out))
+}
+
+fn simple_fn(name: &str) -> Option<fn(f64) -> f64> {
+    Some(match name {
+        "abs" => f64::abs,
+        "ceil" => f64::ceil,
+        "floor" => f64::floor,
+        "exp" => f64::exp,
+        "sqrt" => f64::sqrt,
+        "ln" => f64::ln,
+        "log2" => f64::log2,
+        "log10" => f64::log10,
+        "sgn" => |v: f64| {
+            if v < 0.0 {
+                -1.0
+            } else if v > 0.0 {
+                1.0
+            } else {
+                v
+            }
+        },
+        "sin" => f64::sin,
+        "cos" => f64::cos,
+        "tan" => f64::tan,
+        "asin" => f64::asin,
+        "acos" => f64::acos,
+        "atan" => f64::atan,
+        "sinh" => f64::sinh,
+        "cosh" => f64::cosh,
+        "tanh" => f64::tanh,
+        "asinh" => f64::asinh,
+        "acosh" => f64::acosh,
+        "atanh" => f64::atanh,
+        "deg" => |v: f64| v * 180.0 / std::f64::consts::PI,
+        "rad" => |v: f64| v * std::f64::consts::PI / 180.0,
+        _ => return None,
+    })
+}
+
+/// Civil date from days since the epoch: (year, month 1-12, day 1-31).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn is_leap(y: i64) -> bool {
+    y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
+}
+
+fn date_fn(name: &str) -> fn(i64) -> f64 {
+    match name {
+        "day_of_month" => |s| civil_from_days(s.div_euclid(86_400)).2 as f64,
+        "day_of_week" => |s| (s.div_euclid(86_400) + 4).rem_euclid(7) as f64,
+        "day_of_year" => |s| {
+            let days = s.div_euclid(86_400);
+            let (y, _, _) = civil_from_days(days);
+            let jan1 = days_from_civil(y, 1, 1);
+            (days - jan1 + 1) as f64
+        },
+        "days_in_month" => |s| {
+            let (y, m, _) = civil_from_days(s.div_euclid(86_400));
+            match m {
+                2 if is_leap(y) => 29.0,
+                2 => 28.0,
+                4 | 6 | 9 | 11 => 30.0,
+                _ => 31.0,
+            }
+        },
+        "hour" => |s| (s.rem_euclid(86_400) / 3600) as f64,
+        "minute" => |s| (s.rem_euclid(3600) / 60) as f64,
+        "month" => |s| civil_from_days(s.div_euclid(86_400)).1 as f64,
+        _ => |s| civil_from_days(s.div_euclid(86_400)).0 as f64,
+    }
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Natural ordering: digit runs compare numerically.
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (ab, bb) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < ab.len() && j < bb.len() {
+        let (ca, cb) = (ab[i], bb[j]);
+        if ca.is_ascii_digit() && cb.is_ascii_digit() {
+            let si = i;
+            while i < ab.len() && ab[i].is_ascii_digit() {
+                i += 1;
+            }
+            let sj = j;
+            while j < bb.len() && bb[j].is_ascii_digit() {
+                j += 1;
+            }
+            let na = a[si..i].trim_start_matches('0');
+            let nb = b[sj..j].trim_start_matches('0');
+            let o = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
+            if o != Ordering::Equal {
+                return o;
+            }
+            let o = (i - si).cmp(&(j - sj));
+            if o != Ordering::Equal {
+                return o;
+            }
+        } else {
+            if ca != cb {
+                return ca.cmp(&cb);
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (ab.len() - i).cmp(&(bb.len() - j))
+}
+
+/// Evaluates a range-vector function over every window.
+fn range_function(
+    ev: &mut Evaluator<'_>,
+    c: &Call,
+    name: &str,
+    marg: &Expr,
+    scalars: &[Vec<f64>],
+    ctx: &Ctx,
+) -> Result<Val> {
+    let _ = c;
+    let marg_u = unparen(marg);
+    let (is_counter, is_rate) = match name {
+        "rate" => (true, true),
+        "increase" => (true, false),
+        _ => (false, false),
+    };
+    let range_secs = match marg_u {
+        Expr::MatrixSelector { range, .. } => *range as f64 / 1000.0,
+        Expr::Subquery(s) => s.range as f64 / 1000.0,
+        _ => 0.0,
+    };
+    let mut pts: Vec<Vec<(i64, f64)>> = Vec::new();
+    let mut non_counter = false;
+    let labels = ev.windows(marg, ctx, &mut |w: Window<'_>| {
+        let i = w.step;
+        let sv = |k: usize| {
+            scalars
+                .get(k)
+                .and_then(|s| s.get(i))
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        let v = match name {
+            "rate" | "increase" | "delta" => {
+                if w.points.len() >= 2 && is_counter {
+                    non_counter = true;
+                }
+                extrapolated_rate(&w, range_secs, is_counter, is_rate)
+            }
+            "irate" | "idelta" => instant_value(w.points, name == "irate"),
+            "deriv" => {
+                if w.points.len() < 2 {
+                    None
+                } else {
+                    Some(linear_regression(w.points, w.points[0].0).0)
+                }
+            }
+            "predict_linear" => {
+                if w.points.len() < 2 {
+                    None
+                } else {
+                    let ts = ctx.ts(i);
+                    let (slope, icpt) = linear_regression(w.points, ts);
+                    Some(slope * sv(0) + icpt)
+                }
+            }
+            "changes" | "resets" => {
+                if w.points.is_empty() {
+                    None
+                } else {
+                    let mut cnt = 0.0;
+                    for p in w.points.windows(2) {
+                        let (a, b) = (p[0].1, p[1].1);
+                        let hit = if name == "changes" {
+                            a != b && !(a.is_nan() && b.is_nan())
+                        } else {
+                            b < a
+                        };
+                        if hit {
+                            cnt += 1.0;
+                        }
+                    }
+                    Some(cnt)
+                }
+            }
+            "double_exponential_smoothing" => smooth(w.points, sv(0), sv(1)),
+            "quantile_over_time" => {
+                if w.points.is_empty() {
+                    None
+                } else {
+                    let mut v: Vec<f64> = w.points.iter().map(|p| p.1).collect();
+                    Some(quantile(sv(0), &mut v))
+                }
+            }
+            _ => over_time(name, w.points),
+        };
+        if let Some(v) = v {
+            if w.series >= pts.len() {
+                pts.resize_with(w.series + 1, Vec::new);
+            }
+            pts[w.series].push((ctx.ts(i), v));
+        }
+        Ok(())
+    })?;
+    let _ = non_counter;
+    let keep_name = matches!(name, "last_over_time" | "first_over_time");
+    pts.resize_with(labels.len(), Vec::new);
+    let mut out = Vec::new();
+    for (l, p) in labels.into_iter().zip(pts) {
+        if p.is_empty() {
+            continue;
+        }
+        if is_counter {
+            let mn = metric_name(&l);
+            if !mn.is_empty()
+                && !mn.ends_with("_total")
+                && !mn.ends_with("_sum")
+                && !mn.ends_with("_count")
+                && !mn.ends_with("_bucket")
+            {
+                ev.info(format!(
+                    "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {}",
+                    crate::value::go_quote(mn)
+                ));
+            }
+        }
+        out.push(Series {
+            labels: l,
+            drop_name: !keep_name,
+            points: p,
+        });
+    }
+    Ok(Val::Vector(out))
+}
+
+fn over_time(name: &str, s: &[(i64, f64)]) -> Option<f64> {
+    let first = *s.first()?;
+    let last = *s.last()?;
+    Some(match name {
+        "count_over_time" => s.len() as f64,
+        "present_over_time" => 1.0,
+        "last_over_time" => last.1,
+        "first_over_time" => first.1,
+        "ts_of_last_over_time" => last.0 as f64 / 1000.0,
+        "ts_of_first_over_time" => first.0 as f64 / 1000.0,
+        "sum_over_time" => {
+            let (mut sum, mut c) = (0.0, 0.0);
+            for p in s {
+                (sum, c) = kahan_inc(p.1, sum, c);
+            }
+            if sum.is_infinite() { sum } else { sum + c }
+        }
+        "avg_over_time" => {
+            let (mut sum, mut count) = (first.1, 1.0);
+            let (mut mean, mut c) = (0.0, 0.0);
+            let mut incremental = false;
+            for (i, p) in s[1..].iter().enumerate() {
+                count = (i + 2) as f64;
+                if !incremental {
+                    let (ns, nc) = kahan_inc(p.1, sum, c);
+                    if !ns.is_infinite() {
+                        sum = ns;
+                        c = nc;
+                        continue;
+                    }
+                    incremental = true;
+                    mean = sum / (count - 1.0);
+                    c /= count - 1.0;
+                }
+                let q = (count - 1.0) / count;
+                (mean, c) = kahan_inc(p.1 / count, q * mean, q * c);
+            }
+            if incremental {
+                mean + c
+            } else {
+                sum / count + c / count
+            }
+        }
+        "min_over_time" => {
+            let mut m = first.1;
+            for p in s {
+                if p.1 < m || m.is_nan() {
+                    m = p.1;
+                }
+            }
+            m
+        }
+        "max_over_time" => {
+            let mut m = first.1;
+            for p in s {
+                if p.1 > m || m.is_nan() {
+                    m = p.1;
+                }
+            }
+            m
+        }
+        "ts_of_min_over_time" | "ts_of_max_over_time" => {
+            let max = name == "ts_of_max_over_time";
+            let (mut m, mut t) = (first.1, first.0);
+            for p in s {
+                let better = if max { p.1 >= m } else { p.1 <= m };
+                if better || m.is_nan() {
+                    m = p.1;
+                    t = p.0;
+                }
+            }
+            t as f64 / 1000.0
+        }
+        "stddev_over_time" | "stdvar_over_time" => {
+            let (mut count, mut mean, mut cm, mut aux, mut ca) = (0.0, 0.0, 0.0, 0.0, 0.0);
+            for p in s {
+                count += 1.0;
+                let delta = p.1 - (mean + cm);
+                (mean, cm) = kahan_inc(delta / count, mean, cm);
+                (aux, ca) = kahan_inc(delta * (p.1 - (mean + cm)), aux, ca);
+            }
+            let var = (aux + ca) / count;
+            if name == "stddev_over_time" {
+                var.sqrt()
+            } else {
+                var
+            }
+        }
+        "mad_over_time" => {
+            if s.iter().any(|p| p.1.is_nan()) {
+                return Some(f64::NAN);
+            }
+            let mut v: Vec<f64> = s.iter().map(|p| p.1).collect();
+            let median = quantile(0.5, &mut v);
+            for x in &mut v {
+                *x = (*x - median).abs();
+            }
+            quantile(0.5, &mut v)
+        }
+        _ => return None,
+    })
+}
+
+/// `rate`, `increase` and `delta` with Prometheus' extrapolation.
+fn extrapolated_rate(
+    w: &Window<'_>,
+    range_secs: f64,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
+    let s = w.points;
+    if s.len() < 2 {
+        return None;
+    }
+    let (first, last) = (s[0], s[s.len() - 1]);
+    let mut result = last.1 - first.1;
+    if is_counter {
+        let mut prev = first.1;
+        for p in &s[1..] {
+            if p.1 < prev {
+                result += prev;
+            }
+            prev = p.1;
+        }
+    }
+    let mut to_start = (first.0 - w.range_start) as f64 / 1000.0;
+    let mut to_end = (w.range_end - last.0) as f64 / 1000.0;
+    let sampled = (last.0 - first.0) as f64 / 1000.0;
+    let avg = sampled / (s.len() - 1) as f64;
+    let threshold = avg * 1.1;
+    let mut interval = sampled;
+    if to_start >= threshold {
+        to_start = avg / 2.0;
+    }
+    if is_counter && result > 0.0 && first.1 >= 0.0 {
+        let to_zero = sampled * (first.1 / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    interval += to_start;
+    if to_end >= threshold {
+        to_end = avg / 2.0;
+    }
+    interval += to_end;
+    let mut factor = interval / sampled;
+    if is_rate {
+        factor /= range_secs;
+    }
+    Some(result * factor)
+}
+
+/// `irate` / `idelta`: the last two samples.
+fn instant_value(s: &[(i64, f64)], is_rate: bool) -> Option<f64> {
+    if s.len() < 2 {
+        return None;
+    }
+    let (prev, last) = (s[s.len() - 2], s[s.len() - 1]);
+    let mut v = if is_rate && last.1 < prev.1 {
+        last.1
+    } else {
+        last.1 - prev.1
+    };
+    let dt = last.0 - prev.0;
+    if dt == 0 {
+        return None;
+    }
+    if is_rate {
+        v /= dt as f64 / 1000.0;
+    }
+    Some(v)
+}
+
+/// Least-squares fit of `s` with x in seconds relative to `intercept_t`.
+fn linear_regression(s: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
+    let (mut n, mut sx, mut cx, mut sy, mut cy) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut sxy, mut cxy, mut sx2, mut cx2) = (0.0, 0.0, 0.0, 0.0);
+    let init_y = s[0].1;
+    let mut const_y = true;
+    for (i, p) in s.iter().enumerate() {
+        if const_y && i > 0 && p.1 != init_y {
+            const_y = false;
+        }
+        n += 1.0;
+        let x = (p.0 - intercept_t) as f64 / 1e3;
+        (sx, cx) = kahan_inc(x, sx, cx);
+        (sy, cy) = kahan_inc(p.1, sy, cy);
+        (sxy, cxy) = kahan_inc(x * p.1, sxy, cxy);
+        (sx2, cx2) = kahan_inc(x * x, sx2, cx2);
+    }
+    if const_y {
+        if init_y.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init_y);
+    }
+    sx += cx;
+    sy += cy;
+    sxy += cxy;
+    sx2 += cx2;
+    let cov = sxy - sx * sy / n;
+    let var = sx2 - sx * sx / n;
+    let slope = cov / var;
+    let icpt = sy / n - slope * sx / n;
+    (slope, icpt)
+}
+
+fn smooth(s: &[(i64, f64)], sf: f64, tf: f64) -> Option<f64> {
+    if s.len() < 2 {
+        return None;
+    }
+    let (mut s0, mut s1) = (0.0, s[0].1);
+    let mut b = s[1].1 - s[0].1;
+    for (i, p) in s.iter().enumerate().skip(1) {
+        let x = sf * p.1;
+        if i > 1 {
+            b = tf * (s1 - s0) + (1.0 - tf) * b;
+        }
+        let y = (1.0 - sf) * (s1 + b);
+        s0 = s1;
+        s1 = x + y;
+    }
+    Some(s1)
+}
+
+/// Go `regexp.Expand`-style template expansion (`$1`, `${1}`, `$name`).
+fn expand(template: &str, caps: &regex::Captures<'_>, re: &regex::Regex) -> String {
+    let mut out = String::new();
+    let b = template.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'$' {
+            let start = i;
+            while i < b.len() && b[i] != b'$' {
+                i += 1;
+            }
+            out.push_str(&template[start..i]);
+            continue;
+        }
+        // b[i] == '$'
+        if i + 1 < b.len() && b[i + 1] == b'$' {
+            out.push('$');
+            i += 2;
+            continue;
+        }
+        let (name, next) = if i + 1 < b.len() && b[i + 1] == b'{' {
+            match template[i + 2..].find('}') {
+                Some(end) => {
+                    let nm = &template[i + 2..i + 2 + end];
+                    if nm.is_empty() || !nm.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+                    {
+                        out.push('$');
+                        i += 1;
+                        continue;
+                    }
+                    (nm, i + 3 + end)
+                }
+                None => {
+                    out.push('$');
+                    i += 1;
+                    continue;
+                }
+            }
+        } else {
+            let mut j = i + 1;
+            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                j += 1;
+            }
+            if j == i + 1 {
+                out.push('$');
+                i += 1;
+                continue;
+            }
+            (&template[i + 1..j], j)
+        };
+        i = next;
+        if let Ok(idx) = name.parse::<usize>() {
+            if let Some(m) = caps.get(idx) {
+                out.push_str(m.as_str());
+            }
+        } else if re.capture_names().flatten().any(|n| n == name) {
+            if let Some(m) = caps.name(name) {
+                out.push_str(m.as_str());
+            }
+        }
+    }
+    out
+}
+
+fn string_arg(ev: &mut Evaluator<'_>, e: &Expr, ctx: &Ctx) -> Result<String> {
+    match ev.eval(e, ctx)? {
+        Val::String(s) => Ok(s),
+        _ => Err(bad("expected string argument")),
+    }
+}
+
+/// Series that now share a label set are merged; overlapping points are an
+/// error.
+fn dedup_check(v: Vec<Series>) -> Result<Vec<Series>> {
+    crate::engine::merge_same_labels(v)
+}
+
+fn label_replace(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val> {
+    if c.args.len() != 5 {
+        return Err(bad("label_replace expects 5 arguments"));
+    }
+    let dst = string_arg(ev, &c.args[1], ctx)?;
+    let repl = string_arg(ev, &c.args[2], ctx)?;
+    let src = string_arg(ev, &c.args[3], ctx)?;
+    let re_s = string_arg(ev, &c.args[4], ctx)?;
+    let re = regex::Regex::new(&format!("^(?s:{re_s})$")).map_err(|e| {
+        bad(format!(
+            "invalid regular expression in label_replace(): {re_s}: {e}"
+        ))
+    })?;
+    if dst.is_empty() {
+        return Err(PromqlError::InvalidLabel {
+            msg: format!("invalid destination label name in label_replace(): {dst}"),
+        });
+    }
+    let mut v = ev.eval_vector(&c.args[0], ctx)?;
+    for s in &mut v {
+        let sv = s.labels.get(&src).unwrap_or("").to_string();
+        if let Some(caps) = re.captures(&sv) {
+            let res = expand(&repl, &caps, &re);
+            let mut b = s.labels.builder();
+            b.set(dst.as_str(), res);
+            s.labels = b.build();
+            if dst == METRIC_NAME {
+                s.drop_name = false;
+            }
+        }
+    }
+    Ok(Val::Vector(dedup_check(v)?))
+}
+
+fn label_join(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val> {
+    if c.args.len() < 3 {
+        return Err(bad("label_join expects at least 3 arguments"));
+    }
+    let dst = string_arg(ev, &c.args[1], ctx)?;
+    let sep = string_arg(ev, &c.args[2], ctx)?;
+    let mut srcs = Vec::new();
+    for a in &c.args[3..] {
+        srcs.push(string_arg(ev, a, ctx)?);
+    }
+    if dst.is_empty() {
+        return Err(PromqlError::InvalidLabel {
+            msg: format!("invalid destination label name in label_join(): {dst}"),
+        });
+    }
+    let mut v = ev.eval_vector(&c.args[0], ctx)?;
+    for s in &mut v {
+        let joined: Vec<&str> = srcs.iter().map(|n| s.labels.get(n).unwrap_or("")).collect();
+        let val = joined.join(&sep);
+        let mut b = s.labels.builder();
+        b.set(dst.as_str(), val);
+        s.labels = b.build();
+        if dst == METRIC_NAME {
+            s.drop_name = false;
+        }
+    }
+    Ok(Val::Vector(dedup_check(v)?))
+}
+
+/// Parses an `le` value like Go's `strconv.ParseFloat`.
+pub(crate) fn parse_go_float(s: &str) -> Option<f64> {
+    let t = s.trim();
+    if t.is_empty() {
+        return None;
+    }
+    let lower = t.to_ascii_lowercase();
+    match lower.as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => return Some(f64::INFINITY),
+        "-inf" | "-infinity" => return Some(f64::NEG_INFINITY),
+        "nan" => return Some(f64::NAN),
+        _ => {}
+    }
+    if let Some(h) = lower
+        .strip_prefix("0x")
+        .or_else(|| lower.strip_prefix("+0x"))
+    {
+        return u64::from_str_radix(h, 16).ok().map(|v| v as f64);
+    }
+    if let Some(h) = lower.strip_prefix("-0x") {
+        return u64::from_str_radix(h, 16).ok().map(|v| -(v as f64));
+    }
+    if lower.contains("inf") || lower.contains("nan") {
+        return None;
+    }
+    t.parse::<f64>().ok()
+}
+
+fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
+    const MIN_NORMAL: f64 = f64::MIN_POSITIVE;
+    if a == b {
+        return true;
+    }
+    let abs_sum = a.abs() + b.abs();
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || abs_sum < MIN_NORMAL {
+        return diff < eps * MIN_NORMAL;
+    }
+    diff / abs_sum.min(f64::MAX) < eps
+}
+
+/// Quantile over classic buckets `(upper bound, cumulative count)`.
+/// Returns the value and whether monotonicity had to be forced.
+pub(crate) fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> (f64, bool) {
+    if q.is_nan() {
+        return (f64::NAN, false);
+    }
+    if q < 0.0 {
+        return (f64::NEG_INFINITY, false);
+    }
+    if q > 1.0 {
+        return (f64::INFINITY, false);
+    }
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    match buckets.last() {
+        Some(b) if b.0 == f64::INFINITY => {}
+        _ => return (f64::NAN, false),
+    }
+    // Coalesce equal bounds.
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for &(ub, c) in buckets.iter() {
+        match merged.last_mut() {
+            Some(l) if l.0 == ub => l.1 += c,
+            _ => merged.push((ub, c)),
+        }
+    }
+    *buckets = merged;
+    let mut forced = false;
+    let mut prev = buckets[0].1;
+    for b in buckets.iter_mut().skip(1) {
+        let cur = b.1;
+        if cur == prev {
+            continue;
+        }
+        if almost_equal(prev, cur, 1e-12) {
+            b.1 = prev;
+            continue;
+        }
+        if cur < prev {
+            b.1 = prev;
+            forced = true;
+            continue;
+        }
+        prev = cur;
+    }
+    if buckets.len() < 2 {
+        return (f64::NAN, forced);
+    }
+    let obs = buckets[buckets.len() - 1].1;
+    if obs == 0.0 {
+        return (f64::NAN, forced);
+    }
+    let mut rank = q * obs;
+    let last = buckets.len() - 1;
+    let b = buckets[..last].partition_point(|x| x.1 < rank);
+    if b == last {
+        return (buckets[last - 1].0, forced);
+    }
+    if b == 0 && buckets[0].0 <= 0.0 {
+        return (buckets[0].0, forced);
+    }
+    let mut start = 0.0;
+    let end = buckets[b].0;
+    let mut count = buckets[b].1;
+    if b > 0 {
+        start = buckets[b - 1].0;
+        count -= buckets[b - 1].1;
+        rank -= buckets[b - 1].1;
+    }
+    (start + (end - start) * (rank / count), forced)
+}
+
+fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val> {
+    if c.args.len() != 2 {
+        return Err(bad("histogram_quantile expects 2 arguments"));
+    }
+    let q = ev.eval_scalar(&c.args[0], ctx)?;
+    let v = ev.eval_vector(&c.args[1], ctx)?;
+    // Per series: bucket bound and group key (labels without `le`).
+    let mut les: Vec<Option<f64>> = Vec::with_capacity(v.len());
+    let mut keys: Vec<Labels> = Vec::with_capacity(v.len());
+    for s in &v {
+        let le = s.labels.get("le").and_then(parse_go_float);
+        if le.is_none() {
+            ev.warn(format!(
+                "bucket label \"le\" is missing or has a malformed value of {} for metric name {}",
+                crate::value::go_quote(s.labels.get("le").unwrap_or("")),
+                crate::value::go_quote(metric_name(&s.labels))
+            ));
+        }
+        les.push(le);
+        keys.push(s.labels.filter_names(&["le"], false));
+    }
+    let mut out = OutBuilder::default();
+    let mut cur = StepCursor::new(&v);
+    let mut vals = Vec::new();
+    let mut warned_q = false;
+    for (i, &qv) in q.iter().enumerate().take(ctx.n()) {
+        ev.check_deadline()?;
+        let ts = ctx.ts(i);
+        cur.at(ts, &mut vals);
+        if vals.is_empty() {
+            continue;
+        }
+        if (qv.is_nan() || !(0.0..=1.0).contains(&qv)) && !warned_q {
+            warned_q = true;
+            ev.warn(format!(
+                "quantile value should be between 0 and 1, got {}",
+                go_g(qv)
+            ));
+        }
+        let mut order: Vec<&Labels> = Vec::new();
+        let mut groups: HashMap<&Labels, Vec<(f64, f64)>> = HashMap::new();
+        for &(si, x) in &vals {
+            let Some(le) = les[si] else { continue };
+            let k = &keys[si];
+            groups
+                .entry(k)
+                .or_insert_with(|| {
+                    order.push(k);
+                    Vec::new()
+                })
+                .push((le, x));
+        }
+        for k in order {
+            let Some(mut b) = groups.remove(k) else {
+                continue;
+            };
+            let (val, forced) = bucket_quantile(qv, &mut b);
+            if forced {
+                ev.info(format!(
+                    "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {}",
+                    crate::value::go_quote(metric_name(k))
+                ));
+            }
+            out.push(k.clone(), true, ts, val)?;
+        }
+    }
+    Ok(Val::Vector(out.series))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        // 2016-02-29
+        assert_eq!(civil_from_days(16_860), (2016, 2, 29));
+        assert_eq!(days_from_civil(2016, 2, 29), 16_860);
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn natural_order() {
+        assert_eq!(natural_cmp("a2", "a10"), std::cmp::Ordering::Less);
+        assert_eq!(natural_cmp("b", "a10"), std::cmp::Ordering::Greater);
+    }
+
+    #[test]
+    fn kahan_keeps_small_terms() {
+        let (s, c) = kahan_inc(1.0, 1e100, 0.0);
+        let (s, c) = kahan_inc(-1e100, s, c);
+        assert_eq!(s + c, 1.0);
+    }
+}

@@ -1,0 +1,24 @@
+//! Stratus PromQL engine.
+//!
+//! A hand-written evaluator with Prometheus 3.x semantics (lookback,
+//! left-open range windows, `@`/offset, subqueries at absolute step
+//! multiples, extrapolated rates, delayed `__name__` removal) over a
+//! [`stratus_tsdb::Queryable`], plus a runner for Prometheus' `promqltest`
+//! scripts ([`promqltest`]). Parsing is delegated to the `promql-parser`
+//! crate behind [`parser`], which converts into the engine's own [`ast`] so
+//! the parser can be replaced. This first slice handles float samples only.
+
+mod aggregate;
+pub mod ast;
+mod binop;
+mod engine;
+mod error;
+mod functions;
+pub mod parser;
+pub mod promqltest;
+mod value;
+
+pub use engine::{Engine, EngineOptions};
+pub use error::PromqlError;
+pub use parser::parse;
+pub use value::{QueryResult, RangeSeries, Sample, Value, labels_string};

@@ -1,0 +1,89 @@
+//! Query results as returned to callers.
+
+use std::fmt::Write as _;
+
+use stratus_model::Labels;
+
+/// One sample of an instant vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: Labels,
+    /// Evaluation time (ms).
+    pub t: i64,
+    pub v: f64,
+}
+
+/// One series of a range vector (matrix).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeSeries {
+    pub labels: Labels,
+    /// `(timestamp ms, value)`, sorted by time.
+    pub points: Vec<(i64, f64)>,
+}
+
+/// The value of a query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Scalar { t: i64, v: f64 },
+    String { t: i64, s: String },
+    Vector(Vec<Sample>),
+    Matrix(Vec<RangeSeries>),
+}
+
+/// A query's value plus its annotations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryResult {
+    pub value: Value,
+    /// Rendered warnings, e.g. `PromQL warning: ...`.
+    pub warnings: Vec<String>,
+    /// Rendered infos, e.g. `PromQL info: ...`.
+    pub infos: Vec<String>,
+}
+
+/// Formats a label set the way Prometheus' `Labels.String()` does:
+/// `{__name__="x", a="b"}`.
+pub fn labels_string(l: &Labels) -> String {
+    let mut s = String::from("{");
+    for (i, lb) in l.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        let _ = write!(s, "{}={}", lb.name, go_quote(&lb.value));
+    }
+    s.push('}');
+    s
+}
+
+/// Go's `strconv.Quote` for the printable subset we produce.
+pub(crate) fn go_quote(v: &str) -> String {
+    let mut s = String::with_capacity(v.len() + 2);
+    s.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            '\n' => s.push_str("\\n"),
+            '\t' => s.push_str("\\t"),
+            '\r' => s.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(s, "\\x{:02x}", c as u32);
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+    s
+}
+
+/// Go's `strconv.FormatFloat(f, 'f', -1, 64)` (used by `count_values`).
+pub(crate) fn format_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
