@@ -401,7 +401,10 @@ async fn head_chunk_compaction_saves_memory_and_keeps_data() {
     assert!(n > 0);
     assert_eq!(all(&db, end - H, end), before);
     let bytes_after = db.stats().head_bytes;
-    assert!(bytes_after < bytes_before, "{bytes_after} >= {bytes_before}");
+    assert!(
+        bytes_after < bytes_before,
+        "{bytes_after} >= {bytes_before}"
+    );
     // Appends, out-of-order inserts and duplicate checks keep working on
     // re-encoded chunks.
     let l = labels("m", "i1");
