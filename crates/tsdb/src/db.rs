@@ -684,13 +684,16 @@ impl Db {
     }
 }
 
+/// `(mint, maxt, encoding, data)` of a chunk ready for a block writer.
+type EncodedChunk = (i64, i64, u8, Vec<u8>);
+
 /// Splits a series' extracted data into per-window chunk lists ready for a
 /// block, merging out-of-order samples and dropping deleted ones.
 fn split_by_window(
     x: &Extracted,
     range: i64,
     chunk_samples: usize,
-) -> BTreeMap<i64, Vec<(i64, i64, u8, Vec<u8>)>> {
+) -> BTreeMap<i64, Vec<EncodedChunk>> {
     type Window<'a> = (Vec<&'a crate::head::HeadChunk>, Vec<(i64, f64)>);
     let mut wins: BTreeMap<i64, Window<'_>> = BTreeMap::new();
     for c in &x.chunks {
