@@ -234,10 +234,12 @@ fn kill9_during_appends_cuts_and_compactions_loses_nothing() {
         }
         child.kill().ok(); // SIGKILL
         child.wait().unwrap();
+        // Every ACK the child wrote before dying is still in the pipe: read
+        // them all before judging.
+        reader.join().unwrap();
         while let Ok(n) = rx.try_recv() {
             acked = Some(n);
         }
-        reader.join().unwrap();
         let present = rt.block_on(async {
             let db = open(dir.path()).await;
             let n = verify(&db, base, acked);
