@@ -29,6 +29,13 @@ struct Cli {
 enum Command {
     /// Run the service (the default when no command is given).
     Server(ServerArgs),
+    /// Run PromQL test scripts (Prometheus' promqltest language) against
+    /// the Stratus engine; prints each failing eval and `N passed, N failed`.
+    Promqltest {
+        /// Script files (`*.test`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// How requests are assigned to tenants.
@@ -128,6 +135,25 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `stratus promqltest FILE...`: one line per failing eval, then the
+/// totals. Fails (exit 1) when any eval failed.
+fn run_promqltest(files: &[PathBuf]) -> anyhow::Result<()> {
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for f in files {
+        let report = stratus_promql::promqltest::run_file(f);
+        for (line, expr, reason) in &report.failed {
+            println!("{}:{line}: {expr}: {reason}", f.display());
+        }
+        passed += report.passed;
+        failed += report.failed.len();
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        anyhow::bail!("{failed} evals failed");
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -148,6 +174,7 @@ fn run() -> anyhow::Result<()> {
         .init();
     let args = match cli.command {
         Some(Command::Server(a)) => a,
+        Some(Command::Promqltest { files }) => return run_promqltest(&files),
         None => cli.server,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -165,6 +192,7 @@ mod tests {
         let cli = Cli::try_parse_from(args).unwrap();
         match cli.command {
             Some(Command::Server(a)) => a,
+            Some(Command::Promqltest { .. }) => panic!("not a server command"),
             None => cli.server,
         }
     }
