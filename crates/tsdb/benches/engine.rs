@@ -955,8 +955,8 @@ fn main() {
         "RSS delta / series (statm)",
         format!(
             "{:.0} B ({:.1} MiB total)",
-            (rss1 - rss0) as f64 / n as f64,
-            (rss1 - rss0) as f64 / (1 << 20) as f64
+            rss1.saturating_sub(rss0) as f64 / n as f64,
+            rss1.saturating_sub(rss0) as f64 / (1 << 20) as f64
         ),
     );
     row(
