@@ -43,6 +43,14 @@ pub struct ServerConfig {
     pub max_decompressed_bytes: usize,
     /// Largest accepted form body of read endpoints (default 8 MiB).
     pub max_form_bytes: usize,
+    /// Longest a PromQL query may run; a request's `timeout` parameter
+    /// can only shorten it (default 2m).
+    pub query_timeout: Duration,
+    /// Most samples one PromQL query may hold in memory (default 50M).
+    pub query_max_samples: usize,
+    /// Default lookback of instant selectors; a request's
+    /// `lookback_delta` overrides it (default 5m).
+    pub lookback_delta: Duration,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +65,9 @@ impl Default for ServerConfig {
             max_compressed_bytes: DEFAULT_MAX_COMPRESSED_BYTES,
             max_decompressed_bytes: DEFAULT_MAX_DECOMPRESSED_BYTES,
             max_form_bytes: 8 << 20,
+            query_timeout: Duration::from_secs(120),
+            query_max_samples: 50_000_000,
+            lookback_delta: Duration::from_secs(300),
         }
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! Routing: remote write at `/api/v1/push`, `/api/prom/push` and
 //! `/api/v1/write`; the read endpoints at the root and under `/prometheus`
-//! and `/api/prom`; `/ready`, `/health`, `/metrics`. Everything else
-//! (including the PromQL query endpoints of a later slice) is 404.
+//! and `/api/prom`, PromQL (`/api/v1/query`, `/api/v1/query_range`) under
+//! the same prefixes; `/ready`, `/health`, `/metrics`. Everything else is
+//! 404.
 //!
 //! A write is answered only after [`stratus_tsdb::Db::append`] returned,
 //! i.e. after the accepted samples are in the tenant's WAL. Decoding and
@@ -36,7 +37,7 @@ use tracing::{error, info, warn};
 use crate::config::{AuthMode, ServerConfig};
 use crate::error::{CloseSnafu, OpenBucketSnafu, Result, ServeSnafu, TokenAuthNotImplementedSnafu};
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
-use crate::read;
+use crate::{query, read};
 use crate::remote_write::{self, DecodeError, RwVersion, WriteBatch};
 
 /// The header carrying the tenant id (Cortex/Mimir convention).
@@ -391,6 +392,14 @@ fn router(st: Arc<AppState>) -> Router {
     for p in READ_PREFIXES {
         reads = reads
             .route(
+                &format!("{p}/api/v1/query"),
+                get(query::instant).post(query::instant),
+            )
+            .route(
+                &format!("{p}/api/v1/query_range"),
+                get(query::range).post(query::range),
+            )
+            .route(
                 &format!("{p}/api/v1/series"),
                 get(read::series).post(read::series),
             )
@@ -485,7 +494,7 @@ pub async fn serve(
     );
     info!("push (Prometheus remote_write url): {base}/api/v1/push");
     info!(
-        "query (Prometheus API base URL, e.g. for Grafana): {base} or {base}/prometheus; this build serves /api/v1/series, /api/v1/labels and /api/v1/label/<name>/values (PromQL queries come later)"
+        "query (Prometheus API base URL, e.g. for Grafana): {base} or {base}/prometheus; this build serves /api/v1/query, /api/v1/query_range, /api/v1/series, /api/v1/labels and /api/v1/label/<name>/values"
     );
     if st.cfg.auth == AuthMode::Header {
         info!("tenants: send the X-Scope-OrgID header with every request");
