@@ -10,10 +10,19 @@
 //! so `1+1` (Grafana's health check) works before anything was written.
 //!
 //! The response JSON is written by hand rather than through serde, because
-//! Prometheus' codec has exact textual rules serde cannot express:
-//! timestamps are numbers in seconds written from integer milliseconds
-//! (`1435781451.781`, `1435781451`, `1.500`), and sample values are
-//! strings in Go's shortest float formatting ([`format_value`]).
+//! Prometheus has exact textual rules serde cannot express, and two of
+//! them (checked byte for byte against a running Prometheus):
+//!
+//! - samples of vectors and matrices go through Prometheus' jsoniter codec
+//!   (`web/api/v1/json_codec.go` → `util/jsonutil`): the timestamp is
+//!   written from integer milliseconds as seconds with a three-digit
+//!   fraction when not whole (`1435781451.781`, `1435781451`, `1.500`),
+//!   the value as a string in Go's shortest formatting, switching to
+//!   exponent form below 1e-6 and from 1e21 on ([`format_value`]);
+//! - scalars and strings use their own `MarshalJSON` (`promql/value.go`):
+//!   the timestamp is the float `t / 1000` in shortest form (`1.5`), a
+//!   scalar's value is always in plain notation (`'f'`, so `1e21` is
+//!   `"1000000000000000000000"`).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -34,6 +43,127 @@ use crate::server::AppState;
 /// Prometheus' limit of points per series in a range query.
 const MAX_POINTS: i128 = 11_000;
 
+/// The shortest decimal digits that read back as `a` (finite, > 0), with
+/// the decimal exponent of the first digit (`a = d.ddd × 10^exp`), chosen
+/// as Go's `strconv` chooses them.
+///
+/// Rust's shortest formatting and Go's agree except when the exact binary
+/// value lies exactly halfway between two shortest candidates: Rust rounds
+/// the last digit up, Go to even (1e15+0.25 = 1000000000000000.25 is
+/// `…0.3` in Rust and `…0.2` in Go). Such ties are detected from the exact
+/// decimal expansion and resolved Go's way.
+fn go_shortest_digits(a: f64) -> (Vec<u8>, i32) {
+    let (mut digits, exp) = split_exp(&format!("{a:e}"));
+    let n = digits.len();
+    // A tie needs both n-digit candidates within half an ulp of `a`, so
+    // 10^(last digit's place) <= ulp(a) < a * 2^-52, which forces n >= 16:
+    // shorter outputs (most stored values) need no further check.
+    if n < 16 {
+        return (digits, exp);
+    }
+    // A tie means the exact value has n+1 significant digits ending in 5;
+    // 18 correctly rounded digits show the candidates cheaply, the full
+    // expansion (at most 767 digits for an f64) confirms.
+    let trimmed = |s: &str| {
+        let (mut d, e) = split_exp(s);
+        while d.len() > 1 && d.last() == Some(&b'0') {
+            d.pop();
+        }
+        (d, e)
+    };
+    let (exact, exact_exp) = trimmed(&format!("{a:.17e}"));
+    if exact_exp != exp || exact.len() != n + 1 || exact.get(n) != Some(&b'5') {
+        return (digits, exp);
+    }
+    if trimmed(&format!("{a:.800e}")).0 != exact {
+        return (digits, exp);
+    }
+    let last = digits[n - 1];
+    let other = if exact[..n] == digits[..] {
+        // Rust rounded the tie down; the candidate above.
+        (last < b'9').then(|| {
+            let mut o = digits.clone();
+            o[n - 1] = last + 1;
+            o
+        })
+    } else if exact[..n - 1] == digits[..n - 1] && exact[n - 1] + 1 == last {
+        // Rust rounded the tie up; the candidate below.
+        Some(exact[..n].to_vec())
+    } else {
+        None
+    };
+    if let Some(o) = other
+        && o[n - 1] % 2 == 0
+        && parse_digits(&o, exp) == Some(a)
+    {
+        digits = o;
+    }
+    (digits, exp)
+}
+
+/// Splits Rust's `d.ddde±x` into the digits and the exponent.
+fn split_exp(s: &str) -> (Vec<u8>, i32) {
+    let (mant, exp) = s.split_once('e').unwrap_or((s, "0"));
+    let digits = mant.bytes().filter(u8::is_ascii_digit).collect();
+    (digits, exp.parse().unwrap_or(0))
+}
+
+/// The value of `d.ddd × 10^exp`.
+fn parse_digits(d: &[u8], exp: i32) -> Option<f64> {
+    let mut s: String = d.iter().map(|&b| b as char).collect();
+    let _ = write!(s, "e{}", i64::from(exp) - (d.len() as i64 - 1));
+    s.parse().ok()
+}
+
+/// Go's `strconv.FormatFloat(v, fmt, -1, 64)` for `fmt` `'f'` (plain) or
+/// `'e'` (exponent), including `NaN`, `+Inf`, `-Inf` and `-0`.
+fn go_format_float(v: f64, exponent: bool) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    let mut out = String::new();
+    if v.is_sign_negative() {
+        out.push('-');
+    }
+    if v == 0.0 {
+        out.push('0');
+        if exponent {
+            out.push_str("e+00");
+        }
+        return out;
+    }
+    let (d, exp) = go_shortest_digits(v.abs());
+    let digit = |i: usize| d.get(i).map_or('0', |&b| b as char);
+    if exponent {
+        out.push(digit(0));
+        if d.len() > 1 {
+            out.push('.');
+            out.extend(d[1..].iter().map(|&b| b as char));
+        }
+        let sign = if exp < 0 { '-' } else { '+' };
+        let _ = write!(out, "e{sign}{:02}", exp.unsigned_abs());
+    } else if exp >= 0 {
+        let int_len = exp.unsigned_abs() as usize + 1;
+        for i in 0..int_len {
+            out.push(digit(i));
+        }
+        if d.len() > int_len {
+            out.push('.');
+            out.extend(d[int_len..].iter().map(|&b| b as char));
+        }
+    } else {
+        out.push_str("0.");
+        for _ in 1..exp.unsigned_abs() {
+            out.push('0');
+        }
+        out.extend(d.iter().map(|&b| b as char));
+    }
+    out
+}
+
 /// Formats a sample value as Prometheus' JSON codec does
 /// (`util/jsonutil.MarshalFloat`): Go's `strconv.FormatFloat` with the
 /// shortest round-trip digits, in plain notation (`'f'`) unless
@@ -41,30 +171,24 @@ const MAX_POINTS: i128 = 11_000;
 /// exponent digits: `1e+21`, `1e-07`). Zero is always plain (`0`, `-0`);
 /// `NaN`, `+Inf` and `-Inf` are spelled as Go spells them.
 pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
-    }
     let abs = v.abs();
-    if abs == 0.0 || (1e-6..1e21).contains(&abs) {
-        // Rust's Display is the shortest round-trip digits in plain
-        // notation, exactly Go's 'f' with precision -1.
-        return format!("{v}");
-    }
-    // Rust's LowerExp gives the shortest digits as `1.5e-7`; Go writes the
-    // exponent with a sign and at least two digits.
-    let s = format!("{v:e}");
-    let Some((mant, exp)) = s.split_once('e') else {
-        return s;
-    };
-    let (sign, digits) = match exp.strip_prefix('-') {
-        Some(d) => ('-', d),
-        None => ('+', exp),
-    };
-    let pad = if digits.len() < 2 { "0" } else { "" };
-    format!("{mant}e{sign}{pad}{digits}")
+    let exponent = abs != 0.0 && abs.is_finite() && !(1e-6..1e21).contains(&abs);
+    go_format_float(v, exponent)
+}
+
+/// Formats a scalar's value as Prometheus' `Scalar.MarshalJSON` does: Go's
+/// `strconv.FormatFloat(v, 'f', -1, 64)`, shortest round-trip digits in
+/// plain notation whatever the magnitude.
+pub(crate) fn format_plain(v: f64) -> String {
+    go_format_float(v, false)
+}
+
+/// Writes a millisecond timestamp as Go's `encoding/json` writes the
+/// float `t / 1000` (scalars and strings): shortest digits, plain
+/// notation (the exponent form Go would use below 1e-6 or from 1e21 on
+/// cannot occur for millisecond timestamps other than 0).
+pub(crate) fn write_seconds_float(out: &mut String, ms: i64) {
+    out.push_str(&go_format_float(ms as f64 / 1000.0, false));
 }
 
 /// Writes a millisecond timestamp as seconds the way Prometheus' codec
@@ -170,12 +294,15 @@ pub(crate) fn encode_result(r: &QueryResult) -> String {
     out.push_str("{\"status\":\"success\",\"data\":{\"resultType\":");
     match &r.value {
         Value::Scalar { t, v } => {
-            out.push_str("\"scalar\",\"result\":");
-            write_point(&mut out, *t, *v);
+            out.push_str("\"scalar\",\"result\":[");
+            write_seconds_float(&mut out, *t);
+            out.push_str(",\"");
+            out.push_str(&format_plain(*v));
+            out.push_str("\"]");
         }
         Value::String { t, s } => {
             out.push_str("\"string\",\"result\":[");
-            write_timestamp(&mut out, *t);
+            write_seconds_float(&mut out, *t);
             out.push(',');
             write_str(&mut out, s);
             out.push(']');
@@ -359,7 +486,9 @@ async fn run(st: &AppState, headers: &HeaderMap, c: Common, what: Eval) -> Respo
     let store: Arc<dyn Queryable> = match st.db_for_read(&tenant).await {
         Ok(Some(db)) => db,
         Ok(None) => Arc::new(EmptyStore),
-        Err(e) => return ApiError::internal(format!("opening tenant database: {e}")).into_response(),
+        Err(e) => {
+            return ApiError::internal(format!("opening tenant database: {e}")).into_response();
+        }
     };
     let defaults = EngineOptions::default();
     let engine = Engine::new(EngineOptions {
@@ -511,6 +640,10 @@ mod tests {
             (f64::MAX, "1.7976931348623157e+308"),
             (0.30000000000000004, "0.30000000000000004"),
             (1.0 / 3.0, "0.3333333333333333"),
+            // Ties between two shortest candidates go to the even digit.
+            (1e15 + 0.25, "1000000000000000.2"),
+            (1e15 + 0.75, "1000000000000000.8"),
+            (-(1e15 + 0.25), "-1000000000000000.2"),
             (f64::NAN, "NaN"),
             (f64::INFINITY, "+Inf"),
             (f64::NEG_INFINITY, "-Inf"),
@@ -520,6 +653,59 @@ mod tests {
         }
         // The stale marker is a NaN too.
         assert_eq!(format_value(stratus_model::stale_nan()), "NaN");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+        /// Any finite f64: the text reads back as the same value, with as
+        /// many digits as Rust's shortest form, and equals it outside ties.
+        #[test]
+        fn formatting_round_trips(bits in proptest::prelude::any::<u64>()) {
+            let v = f64::from_bits(bits);
+            proptest::prop_assume!(v.is_finite());
+            for s in [format_value(v), format_plain(v)] {
+                let back: f64 = s.parse().unwrap();
+                proptest::prop_assert_eq!(back.to_bits(), v.to_bits(), "{}", s);
+            }
+            let (d, _) = go_shortest_digits(v.abs().max(f64::MIN_POSITIVE));
+            let (rd, _) = split_exp(&format!("{:e}", v.abs().max(f64::MIN_POSITIVE)));
+            proptest::prop_assert_eq!(d.len(), rd.len());
+        }
+
+        /// Values with short decimal forms, as counters and gauges have.
+        #[test]
+        fn short_values_match_display(m in -1_000_000_000i64..1_000_000_000, e in 0u32..9) {
+            let v = m as f64 / 10f64.powi(e as i32);
+            proptest::prop_assert_eq!(format_plain(v), format!("{v}"));
+        }
+    }
+
+    #[test]
+    fn scalar_values_like_prometheus() {
+        let cases: &[(f64, &str)] = &[
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (1.0, "1"),
+            (0.1, "0.1"),
+            (1e21, "1000000000000000000000"),
+            (1.5e-7, "0.00000015"),
+            (123_456_789_012_345_680_000.0, "123456789012345680000"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ];
+        for &(v, want) in cases {
+            assert_eq!(format_plain(v), want, "{v:e}");
+        }
+        let mut s = String::new();
+        write_seconds_float(&mut s, 1_435_781_451_781);
+        s.push(' ');
+        write_seconds_float(&mut s, 4000);
+        s.push(' ');
+        write_seconds_float(&mut s, 1);
+        s.push(' ');
+        write_seconds_float(&mut s, 0);
+        assert_eq!(s, "1435781451.781 4 0.001 0");
     }
 
     #[test]
@@ -557,7 +743,21 @@ mod tests {
                 t: 1500,
                 s: "a\"<b>".into()
             })),
-            r#"{"status":"success","data":{"resultType":"string","result":[1.500,"a\"\u003cb\u003e"]}}"#
+            r#"{"status":"success","data":{"resultType":"string","result":[1.5,"a\"\u003cb\u003e"]}}"#
+        );
+        assert_eq!(
+            encode_result(&r(Value::Scalar {
+                t: 1_435_781_451_781,
+                v: 1.5e-7
+            })),
+            r#"{"status":"success","data":{"resultType":"scalar","result":[1435781451.781,"0.00000015"]}}"#
+        );
+        assert_eq!(
+            encode_result(&r(Value::Scalar {
+                t: -1500,
+                v: f64::NEG_INFINITY
+            })),
+            r#"{"status":"success","data":{"resultType":"scalar","result":[-1.5,"-Inf"]}}"#
         );
         let l = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
         assert_eq!(
@@ -591,7 +791,15 @@ mod tests {
 
     #[test]
     fn json_strings_round_trip() {
-        for s in ["", "plain", "q\"uo\\te", "nl\n\t\r", "\u{1}\u{1f}", "<&>", "é☃\u{2028}"] {
+        for s in [
+            "",
+            "plain",
+            "q\"uo\\te",
+            "nl\n\t\r",
+            "\u{1}\u{1f}",
+            "<&>",
+            "é☃\u{2028}",
+        ] {
             let mut out = String::new();
             write_str(&mut out, s);
             let back: String = serde_json::from_str(&out).unwrap();

@@ -37,8 +37,8 @@ use tracing::{error, info, warn};
 use crate::config::{AuthMode, ServerConfig};
 use crate::error::{CloseSnafu, OpenBucketSnafu, Result, ServeSnafu, TokenAuthNotImplementedSnafu};
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
-use crate::{query, read};
 use crate::remote_write::{self, DecodeError, RwVersion, WriteBatch};
+use crate::{query, read};
 
 /// The header carrying the tenant id (Cortex/Mimir convention).
 pub(crate) const ORG_ID_HEADER: &str = "x-scope-orgid";
