@@ -51,6 +51,9 @@ pub struct ServerConfig {
     /// Default lookback of instant selectors; a request's
     /// `lookback_delta` overrides it (default 5m).
     pub lookback_delta: Duration,
+    /// Most PromQL queries evaluated at once; more wait for a slot (the
+    /// wait counts against their timeout). Default 20, as Prometheus.
+    pub max_concurrent_queries: usize,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +71,7 @@ impl Default for ServerConfig {
             query_timeout: Duration::from_secs(120),
             query_max_samples: 50_000_000,
             lookback_delta: Duration::from_secs(300),
+            max_concurrent_queries: 20,
         }
     }
 }

@@ -3,10 +3,10 @@
 //!
 //! Parameters are checked on the async worker (bad ones are `bad_data`
 //! 400s before any storage is touched, with Prometheus' messages); the
-//! expression is parsed there too. Evaluation runs on the blocking pool
-//! under a timeout (the `timeout` parameter, capped by the server's query
-//! timeout), and the engine gets the same deadline so an abandoned query
-//! stops by itself. A tenant without data is queried as an empty store,
+//! expression is parsed there too. Evaluation runs on the blocking pool,
+//! at most `max_concurrent_queries` at once, under a timeout (the `timeout`
+//! parameter, capped by the server's query timeout); the engine gets the
+//! same deadline so an abandoned query stops by itself. A tenant without data is queried as an empty store,
 //! so `1+1` (Grafana's health check) works before anything was written.
 //!
 //! The response JSON is written by hand rather than through serde, because
@@ -498,15 +498,26 @@ async fn run(st: &AppState, headers: &HeaderMap, c: Common, what: Eval) -> Respo
         ..defaults
     });
     let expr = c.expr;
-    let task = tokio::task::spawn_blocking(move || {
-        let q: &dyn Queryable = &*store;
-        match what {
-            Eval::Instant(t) => engine.instant_expr(q, &expr, t),
-            Eval::Range { start, end, step } => engine.range_expr(q, &expr, start, end, step),
-        }
-    });
+    let slots = st.query_slots.clone();
+    let task = async move {
+        // The slot moves into the blocking task: a query abandoned at its
+        // timeout keeps it until the engine's own deadline stops it.
+        let Ok(slot) = slots.acquire_owned().await else {
+            return Ok(Err(PromqlError::Timeout));
+        };
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let q: &dyn Queryable = &*store;
+            match what {
+                Eval::Instant(t) => engine.instant_expr(q, &expr, t),
+                Eval::Range { start, end, step } => engine.range_expr(q, &expr, start, end, step),
+            }
+        })
+        .await
+    };
     // A little slack so the engine's own deadline usually answers first;
-    // this outer one covers a query stuck between deadline checks.
+    // this outer one covers waiting for a slot and a query stuck between
+    // deadline checks.
     let outer = c.timeout + Duration::from_millis(250);
     let res = match tokio::time::timeout(outer, task).await {
         Err(_) => return ApiError::timeout("query timed out in query execution").into_response(),

@@ -59,6 +59,8 @@ pub(crate) struct AppState {
     pub(crate) cfg: ServerConfig,
     pub(crate) metrics: Metrics,
     pub(crate) ready: AtomicBool,
+    /// Slots for concurrently evaluated PromQL queries.
+    pub(crate) query_slots: Arc<tokio::sync::Semaphore>,
     default_tenant: TenantId,
 }
 
@@ -482,6 +484,9 @@ pub async fn serve(
         tenants: tenants.clone(),
         metrics: Metrics::new(),
         ready: AtomicBool::new(true),
+        query_slots: Arc::new(tokio::sync::Semaphore::new(
+            cfg.max_concurrent_queries.max(1),
+        )),
         default_tenant,
         cfg,
     });

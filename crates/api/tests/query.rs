@@ -558,6 +558,19 @@ async fn error_statuses() {
         "{v}"
     );
 
+    // Extreme times (Prometheus' own minimum and maximum) do not crash.
+    for t in [
+        "-292273086-05-16T16:47:06Z",
+        "292277025-08-18T07:12:54.999999999Z",
+        "-9000000000000",
+        "9000000000000",
+    ] {
+        for q in ["up", "rate(up[5m] offset 1h)", "time()"] {
+            let (st, v) = srv.get("/api/v1/query", &[("query", q), ("time", t)]).await;
+            assert_eq!(st, StatusCode::OK, "{t} {q}: {v}");
+        }
+    }
+
     // Past its timeout: 503 timeout.
     let (st, v) = srv
         .get(
