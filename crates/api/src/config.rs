@@ -43,6 +43,17 @@ pub struct ServerConfig {
     pub max_decompressed_bytes: usize,
     /// Largest accepted form body of read endpoints (default 8 MiB).
     pub max_form_bytes: usize,
+    /// Longest a PromQL query may run; a request's `timeout` parameter
+    /// can only shorten it (default 2m).
+    pub query_timeout: Duration,
+    /// Most samples one PromQL query may hold in memory (default 50M).
+    pub query_max_samples: usize,
+    /// Default lookback of instant selectors; a request's
+    /// `lookback_delta` overrides it (default 5m).
+    pub lookback_delta: Duration,
+    /// Most PromQL queries evaluated at once; more wait for a slot (the
+    /// wait counts against their timeout). Default 20, as Prometheus.
+    pub max_concurrent_queries: usize,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +68,10 @@ impl Default for ServerConfig {
             max_compressed_bytes: DEFAULT_MAX_COMPRESSED_BYTES,
             max_decompressed_bytes: DEFAULT_MAX_DECOMPRESSED_BYTES,
             max_form_bytes: 8 << 20,
+            query_timeout: Duration::from_secs(120),
+            query_max_samples: 50_000_000,
+            lookback_delta: Duration::from_secs(300),
+            max_concurrent_queries: 20,
         }
     }
 }

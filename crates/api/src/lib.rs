@@ -6,6 +6,9 @@
 //! - remote write 1.0 and 2.0 (`/api/v1/push` and aliases): decoding and
 //!   validation are pure functions ([`decode_v1`], [`decode_v2`],
 //!   [`decompress_snappy`]) that the fuzz targets call too;
+//! - the PromQL endpoints `/api/v1/query` and `/api/v1/query_range`
+//!   (evaluated by `stratus-promql` on the blocking pool, answered in
+//!   Prometheus' exact JSON encoding, see [`format_value`]);
 //! - the metadata read endpoints of the Prometheus HTTP API v1 (series,
 //!   label names, label values, build info) at the root and under
 //!   `/prometheus` and `/api/prom`;
@@ -19,12 +22,14 @@
 mod config;
 mod error;
 mod metrics;
+mod query;
 mod read;
 mod remote_write;
 mod server;
 
 pub use config::{AuthMode, ServerConfig};
 pub use error::{Error, Result};
+pub use query::{format_value, parse_duration};
 pub use read::{parse_selector, parse_time, unescape_label_name};
 pub use remote_write::{
     BatchSeries, DEFAULT_MAX_COMPRESSED_BYTES, DEFAULT_MAX_DECOMPRESSED_BYTES, DecodeError,

@@ -30,6 +30,8 @@ use crate::server::AppState;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ErrorType {
     BadData,
+    Execution,
+    Timeout,
     Internal,
 }
 
@@ -37,6 +39,8 @@ impl ErrorType {
     fn as_str(self) -> &'static str {
         match self {
             Self::BadData => "bad_data",
+            Self::Execution => "execution",
+            Self::Timeout => "timeout",
             Self::Internal => "internal",
         }
     }
@@ -44,6 +48,8 @@ impl ErrorType {
     fn status(self) -> StatusCode {
         match self {
             Self::BadData => StatusCode::BAD_REQUEST,
+            Self::Execution => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -70,12 +76,28 @@ impl ApiError {
             msg: msg.into(),
         }
     }
+
+    /// A query that failed while evaluating (422).
+    pub(crate) fn execution(msg: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorType::Execution,
+            msg: msg.into(),
+        }
+    }
+
+    /// A query that ran past its timeout (503).
+    pub(crate) fn timeout(msg: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorType::Timeout,
+            msg: msg.into(),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.kind == ErrorType::Internal {
-            tracing::error!(error = %self.msg, "read request failed");
+            tracing::error!(error = %self.msg, "API request failed");
         }
         let body = serde_json::json!({
             "status": "error",
@@ -275,7 +297,7 @@ fn parse_range(p: &Params) -> Result<(i64, i64), ApiError> {
 }
 
 /// `limit`: 0 or absent means no limit.
-fn parse_limit(p: &Params) -> Result<usize, ApiError> {
+pub(crate) fn parse_limit(p: &Params) -> Result<usize, ApiError> {
     let Some(v) = p.get("limit") else {
         return Ok(0);
     };

@@ -3,8 +3,9 @@
 //!
 //! Routing: remote write at `/api/v1/push`, `/api/prom/push` and
 //! `/api/v1/write`; the read endpoints at the root and under `/prometheus`
-//! and `/api/prom`; `/ready`, `/health`, `/metrics`. Everything else
-//! (including the PromQL query endpoints of a later slice) is 404.
+//! and `/api/prom`, PromQL (`/api/v1/query`, `/api/v1/query_range`) under
+//! the same prefixes; `/ready`, `/health`, `/metrics`. Everything else is
+//! 404.
 //!
 //! A write is answered only after [`stratus_tsdb::Db::append`] returned,
 //! i.e. after the accepted samples are in the tenant's WAL. Decoding and
@@ -36,8 +37,8 @@ use tracing::{error, info, warn};
 use crate::config::{AuthMode, ServerConfig};
 use crate::error::{CloseSnafu, OpenBucketSnafu, Result, ServeSnafu, TokenAuthNotImplementedSnafu};
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
-use crate::read;
 use crate::remote_write::{self, DecodeError, RwVersion, WriteBatch};
+use crate::{query, read};
 
 /// The header carrying the tenant id (Cortex/Mimir convention).
 pub(crate) const ORG_ID_HEADER: &str = "x-scope-orgid";
@@ -58,6 +59,8 @@ pub(crate) struct AppState {
     pub(crate) cfg: ServerConfig,
     pub(crate) metrics: Metrics,
     pub(crate) ready: AtomicBool,
+    /// Slots for concurrently evaluated PromQL queries.
+    pub(crate) query_slots: Arc<tokio::sync::Semaphore>,
     default_tenant: TenantId,
 }
 
@@ -391,6 +394,14 @@ fn router(st: Arc<AppState>) -> Router {
     for p in READ_PREFIXES {
         reads = reads
             .route(
+                &format!("{p}/api/v1/query"),
+                get(query::instant).post(query::instant),
+            )
+            .route(
+                &format!("{p}/api/v1/query_range"),
+                get(query::range).post(query::range),
+            )
+            .route(
                 &format!("{p}/api/v1/series"),
                 get(read::series).post(read::series),
             )
@@ -473,6 +484,9 @@ pub async fn serve(
         tenants: tenants.clone(),
         metrics: Metrics::new(),
         ready: AtomicBool::new(true),
+        query_slots: Arc::new(tokio::sync::Semaphore::new(
+            cfg.max_concurrent_queries.max(1),
+        )),
         default_tenant,
         cfg,
     });
@@ -485,7 +499,7 @@ pub async fn serve(
     );
     info!("push (Prometheus remote_write url): {base}/api/v1/push");
     info!(
-        "query (Prometheus API base URL, e.g. for Grafana): {base} or {base}/prometheus; this build serves /api/v1/series, /api/v1/labels and /api/v1/label/<name>/values (PromQL queries come later)"
+        "query (Prometheus API base URL, e.g. for Grafana): {base} or {base}/prometheus; this build serves /api/v1/query, /api/v1/query_range, /api/v1/series, /api/v1/labels and /api/v1/label/<name>/values"
     );
     if st.cfg.auth == AuthMode::Header {
         info!("tenants: send the X-Scope-OrgID header with every request");

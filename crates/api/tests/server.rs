@@ -578,9 +578,11 @@ async fn bad_requests_are_refused_with_the_right_status() {
     let (st, _) = srv.get_json("/api/v1/labels?limit=-1", None).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 
-    // PromQL query endpoints are not part of this slice: 404.
-    let (st, _) = srv.get_json("/api/v1/query?query=up", None).await;
+    // Unknown paths are 404 (the PromQL endpoints are tested in query.rs).
+    let (st, _) = srv.get_json("/api/v1/format_query?query=up", None).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = srv.get_json("/api/v1/query?query=up", None).await;
+    assert_eq!(st, StatusCode::OK);
     // Push is POST only.
     let (st, _) = srv.get_text("/api/v1/push").await;
     assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);

@@ -1,0 +1,865 @@
+//! The PromQL endpoints of the Prometheus HTTP API v1: `/api/v1/query`
+//! (instant) and `/api/v1/query_range` (range), GET or POST form.
+//!
+//! Parameters are checked on the async worker (bad ones are `bad_data`
+//! 400s before any storage is touched, with Prometheus' messages); the
+//! expression is parsed there too. Evaluation runs on the blocking pool,
+//! at most `max_concurrent_queries` at once, under a timeout (the `timeout`
+//! parameter, capped by the server's query timeout); the engine gets the
+//! same deadline so an abandoned query stops by itself. A tenant without data is queried as an empty store,
+//! so `1+1` (Grafana's health check) works before anything was written.
+//!
+//! The response JSON is written by hand rather than through serde, because
+//! Prometheus has exact textual rules serde cannot express, and two of
+//! them (checked byte for byte against a running Prometheus):
+//!
+//! - samples of vectors and matrices go through Prometheus' jsoniter codec
+//!   (`web/api/v1/json_codec.go` → `util/jsonutil`): the timestamp is
+//!   written from integer milliseconds as seconds with a three-digit
+//!   fraction when not whole (`1435781451.781`, `1435781451`, `1.500`),
+//!   the value as a string in Go's shortest formatting, switching to
+//!   exponent form below 1e-6 and from 1e21 on ([`format_value`]);
+//! - scalars and strings use their own `MarshalJSON` (`promql/value.go`):
+//!   the timestamp is the float `t / 1000` in shortest form (`1.5`), a
+//!   scalar's value is always in plain notation (`'f'`, so `1e21` is
+//!   `"1000000000000000000000"`).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use stratus_model::{Labels, Matcher};
+use stratus_promql::ast::{Expr, ValueType};
+use stratus_promql::{Engine, EngineOptions, PromqlError, QueryResult, RangeSeries, Value};
+use stratus_tsdb::{Queryable, SelectHints, Series};
+
+use crate::read::{ApiError, Params, parse_limit, parse_time};
+use crate::server::AppState;
+
+/// Prometheus' limit of points per series in a range query.
+const MAX_POINTS: i128 = 11_000;
+
+/// The shortest decimal digits that read back as `a` (finite, > 0), with
+/// the decimal exponent of the first digit (`a = d.ddd × 10^exp`), chosen
+/// as Go's `strconv` chooses them.
+///
+/// Rust's shortest formatting and Go's agree except when the exact binary
+/// value lies exactly halfway between two shortest candidates: Rust rounds
+/// the last digit up, Go to even (1e15+0.25 = 1000000000000000.25 is
+/// `…0.3` in Rust and `…0.2` in Go). Such ties are detected from the exact
+/// decimal expansion and resolved Go's way.
+fn go_shortest_digits(a: f64) -> (Vec<u8>, i32) {
+    let (mut digits, exp) = split_exp(&format!("{a:e}"));
+    let n = digits.len();
+    // A tie needs both n-digit candidates within half an ulp of `a`, so
+    // 10^(last digit's place) <= ulp(a) < a * 2^-52, which forces n >= 16:
+    // shorter outputs (most stored values) need no further check.
+    if n < 16 {
+        return (digits, exp);
+    }
+    // A tie means the exact value has n+1 significant digits ending in 5;
+    // 18 correctly rounded digits show the candidates cheaply, the full
+    // expansion (at most 767 digits for an f64) confirms.
+    let trimmed = |s: &str| {
+        let (mut d, e) = split_exp(s);
+        while d.len() > 1 && d.last() == Some(&b'0') {
+            d.pop();
+        }
+        (d, e)
+    };
+    let (exact, exact_exp) = trimmed(&format!("{a:.17e}"));
+    if exact_exp != exp || exact.len() != n + 1 || exact.get(n) != Some(&b'5') {
+        return (digits, exp);
+    }
+    if trimmed(&format!("{a:.800e}")).0 != exact {
+        return (digits, exp);
+    }
+    let last = digits[n - 1];
+    let other = if exact[..n] == digits[..] {
+        // Rust rounded the tie down; the candidate above.
+        (last < b'9').then(|| {
+            let mut o = digits.clone();
+            o[n - 1] = last + 1;
+            o
+        })
+    } else if exact[..n - 1] == digits[..n - 1] && exact[n - 1] + 1 == last {
+        // Rust rounded the tie up; the candidate below.
+        Some(exact[..n].to_vec())
+    } else {
+        None
+    };
+    if let Some(o) = other
+        && o[n - 1] % 2 == 0
+        && parse_digits(&o, exp) == Some(a)
+    {
+        digits = o;
+    }
+    (digits, exp)
+}
+
+/// Splits Rust's `d.ddde±x` into the digits and the exponent.
+fn split_exp(s: &str) -> (Vec<u8>, i32) {
+    let (mant, exp) = s.split_once('e').unwrap_or((s, "0"));
+    let digits = mant.bytes().filter(u8::is_ascii_digit).collect();
+    (digits, exp.parse().unwrap_or(0))
+}
+
+/// The value of `d.ddd × 10^exp`.
+fn parse_digits(d: &[u8], exp: i32) -> Option<f64> {
+    let mut s: String = d.iter().map(|&b| b as char).collect();
+    let _ = write!(s, "e{}", i64::from(exp) - (d.len() as i64 - 1));
+    s.parse().ok()
+}
+
+/// Go's `strconv.FormatFloat(v, fmt, -1, 64)` for `fmt` `'f'` (plain) or
+/// `'e'` (exponent), including `NaN`, `+Inf`, `-Inf` and `-0`.
+fn go_format_float(v: f64, exponent: bool) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    let mut out = String::new();
+    if v.is_sign_negative() {
+        out.push('-');
+    }
+    if v == 0.0 {
+        out.push('0');
+        if exponent {
+            out.push_str("e+00");
+        }
+        return out;
+    }
+    let (d, exp) = go_shortest_digits(v.abs());
+    let digit = |i: usize| d.get(i).map_or('0', |&b| b as char);
+    if exponent {
+        out.push(digit(0));
+        if d.len() > 1 {
+            out.push('.');
+            out.extend(d[1..].iter().map(|&b| b as char));
+        }
+        let sign = if exp < 0 { '-' } else { '+' };
+        let _ = write!(out, "e{sign}{:02}", exp.unsigned_abs());
+    } else if exp >= 0 {
+        let int_len = exp.unsigned_abs() as usize + 1;
+        for i in 0..int_len {
+            out.push(digit(i));
+        }
+        if d.len() > int_len {
+            out.push('.');
+            out.extend(d[int_len..].iter().map(|&b| b as char));
+        }
+    } else {
+        out.push_str("0.");
+        for _ in 1..exp.unsigned_abs() {
+            out.push('0');
+        }
+        out.extend(d.iter().map(|&b| b as char));
+    }
+    out
+}
+
+/// Formats a sample value as Prometheus' JSON codec does
+/// (`util/jsonutil.MarshalFloat`): Go's `strconv.FormatFloat` with the
+/// shortest round-trip digits, in plain notation (`'f'`) unless
+/// `|v| < 1e-6` or `|v| >= 1e21` (then `'e'`, with a sign and at least two
+/// exponent digits: `1e+21`, `1e-07`). Zero is always plain (`0`, `-0`);
+/// `NaN`, `+Inf` and `-Inf` are spelled as Go spells them.
+pub fn format_value(v: f64) -> String {
+    let abs = v.abs();
+    let exponent = abs != 0.0 && abs.is_finite() && !(1e-6..1e21).contains(&abs);
+    go_format_float(v, exponent)
+}
+
+/// Formats a scalar's value as Prometheus' `Scalar.MarshalJSON` does: Go's
+/// `strconv.FormatFloat(v, 'f', -1, 64)`, shortest round-trip digits in
+/// plain notation whatever the magnitude.
+pub(crate) fn format_plain(v: f64) -> String {
+    go_format_float(v, false)
+}
+
+/// Writes a millisecond timestamp as Go's `encoding/json` writes the
+/// float `t / 1000` (scalars and strings): shortest digits, plain
+/// notation (the exponent form Go would use below 1e-6 or from 1e21 on
+/// cannot occur for millisecond timestamps other than 0).
+pub(crate) fn write_seconds_float(out: &mut String, ms: i64) {
+    out.push_str(&go_format_float(ms as f64 / 1000.0, false));
+}
+
+/// Writes a millisecond timestamp as seconds the way Prometheus' codec
+/// does (`util/jsonutil.MarshalTimestamp`): the whole seconds, then, if the
+/// millisecond part is not zero, a dot and exactly three digits.
+pub(crate) fn write_timestamp(out: &mut String, ms: i64) {
+    if ms < 0 {
+        out.push('-');
+    }
+    let a = ms.unsigned_abs();
+    let _ = write!(out, "{}", a / 1000);
+    let frac = a % 1000;
+    if frac != 0 {
+        let _ = write!(out, ".{frac:03}");
+    }
+}
+
+/// Writes a JSON string with Go's `encoding/json` escaping (HTML-safe:
+/// `<`, `>`, `&`, U+2028 and U+2029 as `\u` escapes).
+fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn write_labels(out: &mut String, l: &Labels) {
+    out.push('{');
+    for (i, lb) in l.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_str(out, &lb.name);
+        out.push(':');
+        write_str(out, &lb.value);
+    }
+    out.push('}');
+}
+
+/// `[<ts>,"<v>"]`
+fn write_point(out: &mut String, t: i64, v: f64) {
+    out.push('[');
+    write_timestamp(out, t);
+    out.push_str(",\"");
+    out.push_str(&format_value(v));
+    out.push_str("\"]");
+}
+
+fn write_matrix(out: &mut String, m: &[RangeSeries]) {
+    out.push('[');
+    for (i, s) in m.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"metric\":");
+        write_labels(out, &s.labels);
+        if !s.points.is_empty() {
+            out.push_str(",\"values\":[");
+            for (j, &(t, v)) in s.points.iter().enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                write_point(out, t, v);
+            }
+            out.push(']');
+        }
+        out.push('}');
+    }
+    out.push(']');
+}
+
+fn write_string_list(out: &mut String, key: &str, list: &[String]) {
+    if list.is_empty() {
+        return;
+    }
+    let _ = write!(out, ",\"{key}\":[");
+    for (i, w) in list.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_str(out, w);
+    }
+    out.push(']');
+}
+
+/// The success envelope of a query result, as Prometheus writes it.
+pub(crate) fn encode_result(r: &QueryResult) -> String {
+    let mut out = String::with_capacity(256);
+    out.push_str("{\"status\":\"success\",\"data\":{\"resultType\":");
+    match &r.value {
+        Value::Scalar { t, v } => {
+            out.push_str("\"scalar\",\"result\":[");
+            write_seconds_float(&mut out, *t);
+            out.push_str(",\"");
+            out.push_str(&format_plain(*v));
+            out.push_str("\"]");
+        }
+        Value::String { t, s } => {
+            out.push_str("\"string\",\"result\":[");
+            write_seconds_float(&mut out, *t);
+            out.push(',');
+            write_str(&mut out, s);
+            out.push(']');
+        }
+        Value::Vector(samples) => {
+            out.push_str("\"vector\",\"result\":[");
+            for (i, s) in samples.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"metric\":");
+                write_labels(&mut out, &s.labels);
+                out.push_str(",\"value\":");
+                write_point(&mut out, s.t, s.v);
+                out.push('}');
+            }
+            out.push(']');
+        }
+        Value::Matrix(m) => {
+            out.push_str("\"matrix\",\"result\":");
+            write_matrix(&mut out, m);
+        }
+    }
+    out.push('}');
+    write_string_list(&mut out, "warnings", &r.warnings);
+    write_string_list(&mut out, "infos", &r.infos);
+    out.push('}');
+    out
+}
+
+/// Parses a duration parameter as Prometheus' API does: float seconds
+/// (`30`, `0.5`) or a Prometheus duration (`5m`, `1h30m`). Returns
+/// nanoseconds.
+pub fn parse_duration(s: &str) -> Result<i128, String> {
+    if let Ok(f) = s.parse::<f64>() {
+        let ns = f * 1e9;
+        if !ns.is_finite() || ns >= i64::MAX as f64 || ns <= i64::MIN as f64 {
+            return Err(format!(
+                "cannot parse {s:?} to a valid duration. It overflows int64"
+            ));
+        }
+        return Ok(ns as i128);
+    }
+    if !s.starts_with('-')
+        && let Ok(ms) = stratus_promql::promqltest::parse_duration(s)
+    {
+        return Ok(i128::from(ms) * 1_000_000);
+    }
+    Err(format!("cannot parse {s:?} to a valid duration"))
+}
+
+fn invalid(param: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_data(format!("invalid parameter {param:?}: {e}"))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn ns_to_duration(ns: i128) -> Duration {
+    Duration::from_nanos(u64::try_from(ns.max(0)).unwrap_or(u64::MAX))
+}
+
+/// Settings shared by both endpoints.
+struct Common {
+    expr: Expr,
+    timeout: Duration,
+    lookback: Option<Duration>,
+    limit: usize,
+}
+
+fn parse_common(p: &Params, st: &AppState) -> Result<Common, ApiError> {
+    let timeout = match p.get("timeout") {
+        None => st.cfg.query_timeout,
+        Some(s) => {
+            let ns = parse_duration(s).map_err(|e| invalid("timeout", e))?;
+            if ns <= 0 {
+                return Err(invalid("timeout", "timeout must be positive"));
+            }
+            ns_to_duration(ns).min(st.cfg.query_timeout)
+        }
+    };
+    let lookback = match p.get("lookback_delta") {
+        None => None,
+        Some(s) => {
+            let ns = parse_duration(s).map_err(|e| {
+                ApiError::bad_data(format!("error parsing lookback delta duration: {e}"))
+            })?;
+            // As in Prometheus, zero or negative means the default.
+            (ns > 0).then(|| ns_to_duration(ns))
+        }
+    };
+    let limit = parse_limit(p)?;
+    let text = p.get("query").unwrap_or("");
+    if text.trim().is_empty() {
+        return Err(invalid("query", "no expression found in input"));
+    }
+    let expr = stratus_promql::parse(text).map_err(|e| invalid("query", e))?;
+    Ok(Common {
+        expr,
+        timeout,
+        lookback,
+        limit,
+    })
+}
+
+/// A tenant with no data: every read is empty.
+#[derive(Debug)]
+struct EmptyStore;
+
+impl Queryable for EmptyStore {
+    fn select(&self, _: &[Matcher], _: &SelectHints) -> stratus_tsdb::Result<Vec<Series>> {
+        Ok(Vec::new())
+    }
+
+    fn label_names(&self, _: &[Matcher], _: i64, _: i64) -> stratus_tsdb::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    fn label_values(
+        &self,
+        _: &str,
+        _: &[Matcher],
+        _: i64,
+        _: i64,
+    ) -> stratus_tsdb::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+}
+
+/// What to evaluate.
+enum Eval {
+    Instant(i64),
+    Range { start: i64, end: i64, step: i64 },
+}
+
+/// Maps an engine error to Prometheus' error type.
+fn engine_error(e: PromqlError) -> ApiError {
+    let msg = e.to_string();
+    match e {
+        PromqlError::Parse { .. } | PromqlError::BadRangeQueryType { .. } => {
+            ApiError::bad_data(msg)
+        }
+        PromqlError::Storage { .. } => ApiError::internal(msg),
+        PromqlError::Timeout => ApiError::timeout(msg),
+        _ => ApiError::execution(msg),
+    }
+}
+
+/// Cuts vectors and matrices to `limit` series (0 = no limit), with
+/// Prometheus' warning.
+fn apply_limit(r: &mut QueryResult, limit: usize) {
+    if limit == 0 {
+        return;
+    }
+    let cut = match &mut r.value {
+        Value::Vector(v) if v.len() > limit => {
+            v.truncate(limit);
+            true
+        }
+        Value::Matrix(m) if m.len() > limit => {
+            m.truncate(limit);
+            true
+        }
+        _ => false,
+    };
+    if cut {
+        r.warnings.push("results truncated due to limit".into());
+    }
+}
+
+/// Resolves the tenant, evaluates on the blocking pool under the
+/// timeout, and encodes the answer.
+async fn run(st: &AppState, headers: &HeaderMap, c: Common, what: Eval) -> Response {
+    let tenant = match st.tenant(headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let store: Arc<dyn Queryable> = match st.db_for_read(&tenant).await {
+        Ok(Some(db)) => db,
+        Ok(None) => Arc::new(EmptyStore),
+        Err(e) => {
+            return ApiError::internal(format!("opening tenant database: {e}")).into_response();
+        }
+    };
+    let defaults = EngineOptions::default();
+    let engine = Engine::new(EngineOptions {
+        lookback_delta: c.lookback.unwrap_or(st.cfg.lookback_delta),
+        max_samples: st.cfg.query_max_samples,
+        timeout: c.timeout,
+        ..defaults
+    });
+    let expr = c.expr;
+    let slots = st.query_slots.clone();
+    let task = async move {
+        // The slot moves into the blocking task: a query abandoned at its
+        // timeout keeps it until the engine's own deadline stops it.
+        let Ok(slot) = slots.acquire_owned().await else {
+            return Ok(Err(PromqlError::Timeout));
+        };
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let q: &dyn Queryable = &*store;
+            match what {
+                Eval::Instant(t) => engine.instant_expr(q, &expr, t),
+                Eval::Range { start, end, step } => engine.range_expr(q, &expr, start, end, step),
+            }
+        })
+        .await
+    };
+    // A little slack so the engine's own deadline usually answers first;
+    // this outer one covers waiting for a slot and a query stuck between
+    // deadline checks.
+    let outer = c.timeout + Duration::from_millis(250);
+    let res = match tokio::time::timeout(outer, task).await {
+        Err(_) => return ApiError::timeout("query timed out in query execution").into_response(),
+        Ok(Err(e)) => {
+            return ApiError::internal(format!("query evaluation failed: {e}")).into_response();
+        }
+        Ok(Ok(r)) => r,
+    };
+    match res {
+        Ok(mut r) => {
+            if let Value::Matrix(m) = &mut r.value {
+                m.sort_by(|a, b| a.labels.cmp(&b.labels));
+            }
+            apply_limit(&mut r, c.limit);
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                encode_result(&r),
+            )
+                .into_response()
+        }
+        Err(e) => engine_error(e).into_response(),
+    }
+}
+
+/// `GET|POST /api/v1/query`.
+pub(crate) async fn instant(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let p = Params::parse(q.as_deref(), &headers, &body);
+    let t = match p.get("time") {
+        None => now_ms(),
+        Some(s) => match parse_time(s) {
+            Ok(t) => t,
+            Err(e) => return invalid("time", e).into_response(),
+        },
+    };
+    let c = match parse_common(&p, &st) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    run(&st, &headers, c, Eval::Instant(t)).await
+}
+
+/// Checks the range parameters; returns `(start, end, step)` in ms.
+fn parse_range_params(p: &Params) -> Result<(i64, i64, i64), ApiError> {
+    let time = |k: &str| parse_time(p.get(k).unwrap_or("")).map_err(|e| invalid(k, e));
+    let start = time("start")?;
+    let end = time("end")?;
+    if end < start {
+        return Err(invalid(
+            "end",
+            "end timestamp must not be before start time",
+        ));
+    }
+    let step_ns = parse_duration(p.get("step").unwrap_or("")).map_err(|e| invalid("step", e))?;
+    let step_ms = step_ns / 1_000_000;
+    if step_ns <= 0 || step_ms <= 0 {
+        return Err(invalid(
+            "step",
+            "zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    // Prometheus divides the range by the step in nanoseconds.
+    let range_ns = (i128::from(end) - i128::from(start)) * 1_000_000;
+    if range_ns / step_ns > MAX_POINTS {
+        return Err(ApiError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    let step = i64::try_from(step_ms).unwrap_or(i64::MAX);
+    Ok((start, end, step))
+}
+
+/// `GET|POST /api/v1/query_range`.
+pub(crate) async fn range(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let p = Params::parse(q.as_deref(), &headers, &body);
+    let (start, end, step) = match parse_range_params(&p) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let c = match parse_common(&p, &st) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let vt = c.expr.value_type();
+    if !matches!(vt, ValueType::Scalar | ValueType::Vector) {
+        return ApiError::bad_data(format!(
+            "invalid expression type \"{vt}\" for range query, must be Scalar or instant Vector"
+        ))
+        .into_response();
+    }
+    run(&st, &headers, c, Eval::Range { start, end, step }).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratus_promql::Sample;
+
+    #[test]
+    fn values_like_prometheus() {
+        let cases: &[(f64, &str)] = &[
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (1.0, "1"),
+            (-1.0, "-1"),
+            (0.1, "0.1"),
+            (2.0, "2"),
+            (1234.5678, "1234.5678"),
+            (1e21, "1e+21"),
+            (-1e21, "-1e+21"),
+            (1e20, "100000000000000000000"),
+            (123_456_789_012_345_680_000.0, "123456789012345680000"),
+            (1.2345678901234568e21, "1.2345678901234568e+21"),
+            (1e-7, "1e-07"),
+            (1.5e-7, "1.5e-07"),
+            (-1.5e-7, "-1.5e-07"),
+            (1e-6, "0.000001"),
+            (9.99e-7, "9.99e-07"),
+            (5e-324, "5e-324"),
+            (1e100, "1e+100"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (0.30000000000000004, "0.30000000000000004"),
+            (1.0 / 3.0, "0.3333333333333333"),
+            // Ties between two shortest candidates go to the even digit.
+            (1e15 + 0.25, "1000000000000000.2"),
+            (1e15 + 0.75, "1000000000000000.8"),
+            (-(1e15 + 0.25), "-1000000000000000.2"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ];
+        for &(v, want) in cases {
+            assert_eq!(format_value(v), want, "{v:e}");
+        }
+        // The stale marker is a NaN too.
+        assert_eq!(format_value(stratus_model::stale_nan()), "NaN");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+        /// Any finite f64: the text reads back as the same value, with as
+        /// many digits as Rust's shortest form, and equals it outside ties.
+        #[test]
+        fn formatting_round_trips(bits in proptest::prelude::any::<u64>()) {
+            let v = f64::from_bits(bits);
+            proptest::prop_assume!(v.is_finite());
+            for s in [format_value(v), format_plain(v)] {
+                let back: f64 = s.parse().unwrap();
+                proptest::prop_assert_eq!(back.to_bits(), v.to_bits(), "{}", s);
+            }
+            let (d, _) = go_shortest_digits(v.abs().max(f64::MIN_POSITIVE));
+            let (rd, _) = split_exp(&format!("{:e}", v.abs().max(f64::MIN_POSITIVE)));
+            proptest::prop_assert_eq!(d.len(), rd.len());
+        }
+
+        /// Values with short decimal forms, as counters and gauges have.
+        #[test]
+        fn short_values_match_display(m in -1_000_000_000i64..1_000_000_000, e in 0u32..9) {
+            let v = m as f64 / 10f64.powi(e as i32);
+            proptest::prop_assert_eq!(format_plain(v), format!("{v}"));
+        }
+    }
+
+    #[test]
+    fn scalar_values_like_prometheus() {
+        let cases: &[(f64, &str)] = &[
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (1.0, "1"),
+            (0.1, "0.1"),
+            (1e21, "1000000000000000000000"),
+            (1.5e-7, "0.00000015"),
+            (123_456_789_012_345_680_000.0, "123456789012345680000"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ];
+        for &(v, want) in cases {
+            assert_eq!(format_plain(v), want, "{v:e}");
+        }
+        let mut s = String::new();
+        write_seconds_float(&mut s, 1_435_781_451_781);
+        s.push(' ');
+        write_seconds_float(&mut s, 4000);
+        s.push(' ');
+        write_seconds_float(&mut s, 1);
+        s.push(' ');
+        write_seconds_float(&mut s, 0);
+        assert_eq!(s, "1435781451.781 4 0.001 0");
+    }
+
+    #[test]
+    fn timestamps_like_prometheus() {
+        let ts = |ms| {
+            let mut s = String::new();
+            write_timestamp(&mut s, ms);
+            s
+        };
+        assert_eq!(ts(1_435_781_451_781), "1435781451.781");
+        assert_eq!(ts(1_435_781_451_000), "1435781451");
+        assert_eq!(ts(4000), "4");
+        assert_eq!(ts(0), "0");
+        assert_eq!(ts(1500), "1.500");
+        assert_eq!(ts(1005), "1.005");
+        assert_eq!(ts(1050), "1.050");
+        assert_eq!(ts(-1500), "-1.500");
+        assert_eq!(ts(-5), "-0.005");
+        assert_eq!(ts(i64::MIN), "-9223372036854775.808");
+    }
+
+    #[test]
+    fn encodes_each_result_type() {
+        let r = |value| QueryResult {
+            value,
+            warnings: Vec::new(),
+            infos: Vec::new(),
+        };
+        assert_eq!(
+            encode_result(&r(Value::Scalar { t: 4000, v: 2.0 })),
+            r#"{"status":"success","data":{"resultType":"scalar","result":[4,"2"]}}"#
+        );
+        assert_eq!(
+            encode_result(&r(Value::String {
+                t: 1500,
+                s: "a\"<b>".into()
+            })),
+            r#"{"status":"success","data":{"resultType":"string","result":[1.5,"a\"\u003cb\u003e"]}}"#
+        );
+        assert_eq!(
+            encode_result(&r(Value::Scalar {
+                t: 1_435_781_451_781,
+                v: 1.5e-7
+            })),
+            r#"{"status":"success","data":{"resultType":"scalar","result":[1435781451.781,"0.00000015"]}}"#
+        );
+        assert_eq!(
+            encode_result(&r(Value::Scalar {
+                t: -1500,
+                v: f64::NEG_INFINITY
+            })),
+            r#"{"status":"success","data":{"resultType":"scalar","result":[-1.5,"-Inf"]}}"#
+        );
+        let l = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
+        assert_eq!(
+            encode_result(&r(Value::Vector(vec![Sample {
+                labels: l.clone(),
+                t: 1_435_781_451_781,
+                v: 1.0,
+            }]))),
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"__name__":"up","job":"a"},"value":[1435781451.781,"1"]}]}}"#
+        );
+        let mut res = r(Value::Matrix(vec![
+            RangeSeries {
+                labels: Labels::empty(),
+                points: vec![(0, f64::NAN), (15_000, f64::INFINITY)],
+            },
+            RangeSeries {
+                labels: l,
+                points: vec![],
+            },
+        ]));
+        res.warnings.push("PromQL warning: w".into());
+        res.infos.push("PromQL info: i".into());
+        let got = encode_result(&res);
+        assert_eq!(
+            got,
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[0,"NaN"],[15,"+Inf"]]},{"metric":{"__name__":"up","job":"a"}}]},"warnings":["PromQL warning: w"],"infos":["PromQL info: i"]}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&got).unwrap();
+        assert_eq!(v["data"]["result"][0]["values"][1][1], "+Inf");
+    }
+
+    #[test]
+    fn json_strings_round_trip() {
+        for s in [
+            "",
+            "plain",
+            "q\"uo\\te",
+            "nl\n\t\r",
+            "\u{1}\u{1f}",
+            "<&>",
+            "é☃\u{2028}",
+        ] {
+            let mut out = String::new();
+            write_str(&mut out, s);
+            let back: String = serde_json::from_str(&out).unwrap();
+            assert_eq!(back, s);
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30"), Ok(30_000_000_000));
+        assert_eq!(parse_duration("0.5"), Ok(500_000_000));
+        assert_eq!(parse_duration("5m"), Ok(300_000_000_000));
+        assert_eq!(parse_duration("1h30m"), Ok(5_400_000_000_000));
+        assert_eq!(parse_duration("-1"), Ok(-1_000_000_000));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("-5m").is_err());
+        assert!(parse_duration("1e300").is_err());
+        assert!(parse_duration("NaN").is_err());
+    }
+
+    fn params(q: &str) -> Params {
+        Params::parse(Some(q), &HeaderMap::new(), b"")
+    }
+
+    #[test]
+    fn range_params() {
+        assert_eq!(
+            parse_range_params(&params("start=0&end=60&step=15")).unwrap(),
+            (0, 60_000, 15_000)
+        );
+        assert_eq!(
+            parse_range_params(&params("start=0&end=60&step=1m")).unwrap(),
+            (0, 60_000, 60_000)
+        );
+        // Exactly 11,000 steps is allowed, one more is not.
+        assert!(parse_range_params(&params("start=0&end=11000&step=1")).is_ok());
+        assert!(parse_range_params(&params("start=0&end=11001&step=1")).is_err());
+        for bad in [
+            "end=60&step=15",
+            "start=0&step=15",
+            "start=0&end=60",
+            "start=60&end=0&step=15",
+            "start=0&end=60&step=0",
+            "start=0&end=60&step=-15",
+            "start=0&end=60&step=0.0001",
+            "start=x&end=60&step=15",
+        ] {
+            assert!(parse_range_params(&params(bad)).is_err(), "{bad}");
+        }
+    }
+}
