@@ -29,7 +29,7 @@ use tracing::{info, warn};
 use ulid::Ulid;
 
 use crate::block::{BlockCompaction, BlockMeta, BlockReader, BlockWriter, ChunkInput, Tombstones};
-use crate::chunks::{XorAppender, XorIterator, chunk_num_samples_any};
+use crate::chunks::{XorAppender, chunk_num_samples_any};
 use crate::error::{RejectReason, Result};
 use crate::head::{Appended, Extracted, Head, HeadConfig, Reject, is_deleted, window_start};
 use crate::index::select_postings;
@@ -977,13 +977,11 @@ impl Queryable for Db {
     }
 }
 
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn f<T: Send + Sync>() {}
-    f::<Db>();
-}
-
-#[allow(dead_code)]
-fn decode_all(data: &[u8]) -> Vec<(i64, f64)> {
-    XorIterator::new(data).collect()
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn db_is_send_and_sync() {
+        fn f<T: Send + Sync>() {}
+        f::<super::Db>();
+    }
 }
