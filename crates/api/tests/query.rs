@@ -6,51 +6,18 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use prost::Message;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use stratus_api::{AuthMode, ServerConfig, serve};
+use stratus_api::AuthMode;
 use stratus_proto::prometheus as pb;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
-struct Server {
-    base: String,
-    stop: Option<oneshot::Sender<()>>,
-    handle: tokio::task::JoinHandle<stratus_api::Result<()>>,
-    client: reqwest::Client,
-}
-
-async fn start(dir: &Path, auth: AuthMode) -> Server {
-    let cfg = ServerConfig {
-        data_dir: dir.to_path_buf(),
-        auth,
-        ..ServerConfig::default()
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(serve(cfg, listener, async move {
-        let _ = rx.await;
-    }));
-    Server {
-        base: format!("http://{addr}"),
-        stop: Some(tx),
-        handle,
-        client: reqwest::Client::new(),
-    }
-}
+mod common;
+use common::{Server, now_ms, start, ts};
 
 impl Server {
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.handle.await.unwrap().unwrap();
-    }
-
     async fn push(&self, tenant: Option<&str>, series: Vec<pb::TimeSeries>) {
         let body = pb::WriteRequest {
             timeseries: series,
@@ -117,33 +84,6 @@ impl Server {
             st,
             serde_json::from_slice(&r.bytes().await.unwrap()).unwrap(),
         )
-    }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn ts(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> pb::TimeSeries {
-    pb::TimeSeries {
-        labels: labels
-            .iter()
-            .map(|(n, v)| pb::Label {
-                name: n.to_string(),
-                value: v.to_string(),
-            })
-            .collect(),
-        samples: samples
-            .iter()
-            .map(|&(t, v)| pb::Sample {
-                value: v,
-                timestamp: t,
-            })
-            .collect(),
-        ..Default::default()
     }
 }
 

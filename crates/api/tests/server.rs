@@ -2,7 +2,7 @@
 //! (port 0) in-process, a real HTTP client, a real data directory.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use prost::Message;
 use reqwest::StatusCode;
@@ -11,52 +11,16 @@ use stratus_api::{AuthMode, ServerConfig, serve};
 use stratus_model::{Labels, MatchType, Matcher, STALE_NAN_BITS, TenantId, stale_nan};
 use stratus_objstore::Bucket;
 use stratus_proto::{prometheus as pb, write_v2};
+
+mod common;
+use common::{Server, now_ms, snappy, start, start_with, ts};
 use stratus_tsdb::{Db, DbConfig, Queryable, SelectHints};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 const CT_V1: &str = "application/x-protobuf";
 const CT_V2: &str = "application/x-protobuf;proto=io.prometheus.write.v2.Request";
 
-struct Server {
-    base: String,
-    stop: Option<oneshot::Sender<()>>,
-    handle: tokio::task::JoinHandle<stratus_api::Result<()>>,
-    client: reqwest::Client,
-}
-
-async fn start_with(cfg: ServerConfig) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(serve(cfg, listener, async move {
-        let _ = rx.await;
-    }));
-    Server {
-        base: format!("http://{addr}"),
-        stop: Some(tx),
-        handle,
-        client: reqwest::Client::new(),
-    }
-}
-
-async fn start(dir: &Path, auth: AuthMode) -> Server {
-    start_with(ServerConfig {
-        data_dir: dir.to_path_buf(),
-        auth,
-        ..ServerConfig::default()
-    })
-    .await
-}
-
 impl Server {
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.handle.await.unwrap().unwrap();
-    }
-
     async fn push_raw(
         &self,
         path: &str,
@@ -111,37 +75,6 @@ impl Server {
             .await
             .unwrap();
         (r.status(), r.text().await.unwrap())
-    }
-}
-
-fn snappy(b: &[u8]) -> Vec<u8> {
-    snap::raw::Encoder::new().compress_vec(b).unwrap()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn ts(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> pb::TimeSeries {
-    pb::TimeSeries {
-        labels: labels
-            .iter()
-            .map(|(n, v)| pb::Label {
-                name: n.to_string(),
-                value: v.to_string(),
-            })
-            .collect(),
-        samples: samples
-            .iter()
-            .map(|&(t, v)| pb::Sample {
-                value: v,
-                timestamp: t,
-            })
-            .collect(),
-        ..Default::default()
     }
 }
 
