@@ -1,12 +1,21 @@
 //! Settings of the HTTP service.
+//!
+//! [`ServerConfig`] is the one description of a running server: the CLI
+//! builds it from defaults, the YAML config file, environment variables
+//! and flags (in that order of precedence, last wins), `--print-config`
+//! prints it, and `/config` serves it. Its serde names are the YAML keys;
+//! durations are written the humantime way (`1h`, `15d`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::remote_write::{DEFAULT_MAX_COMPRESSED_BYTES, DEFAULT_MAX_DECOMPRESSED_BYTES};
 
 /// How the tenant of a request is found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// No authentication: every request belongs to the tenant `default`.
     #[default]
@@ -19,8 +28,13 @@ pub enum AuthMode {
 }
 
 /// Settings of [`crate::serve`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
+    /// Address (host:port) the CLI binds the HTTP listener to (default
+    /// `0.0.0.0:9009`); [`crate::serve`] is handed a bound listener and
+    /// only reports it.
+    pub listen: String,
     /// Root of all data: tenant WALs under `tenants/`, blocks under
     /// `blocks/` (default `./data`).
     pub data_dir: PathBuf,
@@ -28,14 +42,18 @@ pub struct ServerConfig {
     pub auth: AuthMode,
     /// How far behind a series' newest sample an older one is still
     /// accepted (default 1h).
+    #[serde(with = "humantime_serde")]
     pub out_of_order_window: Duration,
     /// Blocks older than this are deleted; `None` keeps data forever
     /// (the default).
+    #[serde(with = "humantime_serde")]
     pub retention: Option<Duration>,
     /// Period of the maintenance loop (block cuts, compaction, retention,
     /// closing idle tenants; default 5s).
+    #[serde(with = "humantime_serde")]
     pub maintain_interval: Duration,
     /// A tenant database unused for this long is closed (default 1h).
+    #[serde(with = "humantime_serde")]
     pub idle_close: Duration,
     /// Largest accepted compressed remote-write body (default 64 MiB).
     pub max_compressed_bytes: usize,
@@ -45,11 +63,13 @@ pub struct ServerConfig {
     pub max_form_bytes: usize,
     /// Longest a PromQL query may run; a request's `timeout` parameter
     /// can only shorten it (default 2m).
+    #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
     /// Most samples one PromQL query may hold in memory (default 50M).
     pub query_max_samples: usize,
     /// Default lookback of instant selectors; a request's
     /// `lookback_delta` overrides it (default 5m).
+    #[serde(with = "humantime_serde")]
     pub lookback_delta: Duration,
     /// Most PromQL queries evaluated at once; more wait for a slot (the
     /// wait counts against their timeout). Default 20, as Prometheus.
@@ -59,6 +79,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
+            listen: "0.0.0.0:9009".to_string(),
             data_dir: PathBuf::from("./data"),
             auth: AuthMode::None,
             out_of_order_window: Duration::from_secs(3600),
@@ -73,5 +94,44 @@ impl Default for ServerConfig {
             lookback_delta: Duration::from_secs(300),
             max_concurrent_queries: 20,
         }
+    }
+}
+
+impl ServerConfig {
+    /// Parses a YAML config file's text. Keys left out keep their
+    /// defaults; an unknown key or a bad value is an error naming the line.
+    pub fn from_yaml(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The config as YAML, as `--print-config` and `/config` show it.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_round_trip_and_errors() {
+        let c = ServerConfig::default();
+        let y = c.to_yaml();
+        assert!(y.contains("out_of_order_window: 1h"), "{y}");
+        let back = ServerConfig::from_yaml(&y).unwrap();
+        assert_eq!(back.to_yaml(), y);
+        let c = ServerConfig::from_yaml("auth: header\nretention: 15d\n").unwrap();
+        assert_eq!(c.auth, AuthMode::Header);
+        assert_eq!(c.retention, Some(Duration::from_secs(15 * 86400)));
+        assert_eq!(c.query_timeout, Duration::from_secs(120));
+        let e = ServerConfig::from_yaml("auth: header\nretension: 15d\n").unwrap_err();
+        assert!(e.contains("retension") && e.contains("line 2"), "{e}");
+        let e = ServerConfig::from_yaml("query_timeout: soon\n").unwrap_err();
+        assert!(e.contains("line 1"), "{e}");
+        assert!(ServerConfig::from_yaml("").is_ok());
     }
 }

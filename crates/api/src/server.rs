@@ -352,6 +352,15 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+/// `/config`: the effective configuration as YAML (it holds no secrets).
+async fn config(State(st): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        st.cfg.to_yaml(),
+    )
+        .into_response()
+}
+
 /// Counts requests by route and status and times them.
 async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let route = req
@@ -425,6 +434,7 @@ fn router(st: Arc<AppState>) -> Router {
         .route("/ready", get(ready))
         .route("/health", get(ready))
         .route("/metrics", get(metrics))
+        .route("/config", get(config))
         .layer(middleware::from_fn_with_state(st.clone(), track))
         .with_state(st)
 }

@@ -614,6 +614,13 @@ async fn tenants_are_isolated_with_header_auth() {
         text.contains(r#"route="/api/v1/push",method="POST",status="401""#),
         "{text}"
     );
+
+    // The effective config, as YAML the config file accepts.
+    let (st, text) = srv.get_text("/config").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(text.contains("auth: header"), "{text}");
+    let parsed = ServerConfig::from_yaml(&text).unwrap();
+    assert_eq!(parsed.auth, AuthMode::Header);
     srv.stop().await;
 }
 

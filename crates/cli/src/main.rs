@@ -5,12 +5,15 @@
 //! be set through environment variables (`STRATUS_DATA_DIR`, ...).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
-use stratus_api::{AuthMode, ServerConfig};
+use clap::{Parser, Subcommand};
+use stratus_api::ServerConfig;
 use tracing::info;
+
+mod config;
+
+use config::ServerArgs;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -28,7 +31,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the service (the default when no command is given).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run PromQL test scripts (Prometheus' promqltest language) against
     /// the Stratus engine; prints each failing eval and `N passed, N failed`.
     Promqltest {
@@ -36,54 +39,6 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-}
-
-/// How requests are assigned to tenants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Auth {
-    /// No authentication: everything goes to the tenant `default`.
-    None,
-    /// Tenant id from the `X-Scope-OrgID` header (behind a trusted gateway).
-    Header,
-    /// Tokens mapped to tenants (not implemented yet).
-    Token,
-}
-
-#[derive(Debug, Clone, clap::Args)]
-struct ServerArgs {
-    /// Directory for all data (WALs and blocks).
-    #[arg(long, env = "STRATUS_DATA_DIR", default_value = "./data")]
-    data_dir: PathBuf,
-
-    /// Address (host:port) to listen on for HTTP.
-    #[arg(long, env = "STRATUS_LISTEN", default_value = "0.0.0.0:9009")]
-    listen: String,
-
-    /// How requests are assigned to tenants.
-    #[arg(long, env = "STRATUS_AUTH", value_enum, default_value_t = Auth::None)]
-    auth: Auth,
-
-    /// Samples up to this far behind a series' newest sample are still
-    /// accepted (out of order).
-    #[arg(
-        long = "ingester.out-of-order-window",
-        env = "STRATUS_INGESTER_OUT_OF_ORDER_WINDOW",
-        default_value = "1h",
-        value_parser = humantime::parse_duration
-    )]
-    out_of_order_window: Duration,
-
-    /// Delete blocks older than this (e.g. 15d); 0 or absent keeps data
-    /// forever.
-    #[arg(long, env = "STRATUS_RETENTION", value_parser = parse_retention)]
-    retention: Option<Duration>,
-}
-
-fn parse_retention(s: &str) -> Result<Duration, String> {
-    if s == "0" || s.eq_ignore_ascii_case("off") {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
 async fn shutdown_signal() {
@@ -113,24 +68,15 @@ async fn shutdown_signal() {
     }
 }
 
-async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
-    let auth = match args.auth {
-        Auth::None => AuthMode::None,
-        Auth::Header => AuthMode::Header,
-        Auth::Token => anyhow::bail!(
+async fn run_server(cfg: ServerConfig) -> anyhow::Result<()> {
+    if cfg.auth == stratus_api::AuthMode::Token {
+        anyhow::bail!(
             "--auth=token is not implemented yet; use --auth=none (single tenant) or --auth=header (tenant from X-Scope-OrgID)"
-        ),
-    };
-    let cfg = ServerConfig {
-        data_dir: args.data_dir,
-        auth,
-        out_of_order_window: args.out_of_order_window,
-        retention: args.retention.filter(|d| !d.is_zero()),
-        ..ServerConfig::default()
-    };
-    let listener = tokio::net::TcpListener::bind(args.listen.as_str())
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.listen.as_str())
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     stratus_api::serve(cfg, listener, shutdown_signal()).await?;
     Ok(())
 }
@@ -173,25 +119,32 @@ fn run() -> anyhow::Result<()> {
         )
         .init();
     let args = match cli.command {
-        Some(Command::Server(a)) => a,
+        Some(Command::Server(a)) => *a,
         Some(Command::Promqltest { files }) => return run_promqltest(&files),
         None => cli.server,
     };
+    let cfg = args.resolve()?;
+    if args.print_config {
+        print!("{}", cfg.to_yaml());
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_server(args))
+    rt.block_on(run_server(cfg))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn parse(args: &[&str]) -> ServerArgs {
         let cli = Cli::try_parse_from(args).unwrap();
         match cli.command {
-            Some(Command::Server(a)) => a,
+            Some(Command::Server(a)) => *a,
             Some(Command::Promqltest { .. }) => panic!("not a server command"),
             None => cli.server,
         }
@@ -199,28 +152,63 @@ mod tests {
 
     #[test]
     fn defaults_and_flags() {
-        let a = parse(&["stratus"]);
-        assert_eq!(a.data_dir, PathBuf::from("./data"));
-        assert_eq!(a.listen, "0.0.0.0:9009");
-        assert_eq!(a.auth, Auth::None);
-        assert_eq!(a.out_of_order_window, Duration::from_secs(3600));
-        assert_eq!(a.retention, None);
-        let a = parse(&[
+        let c = parse(&["stratus"]).resolve().unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.listen, "0.0.0.0:9009");
+        assert_eq!(c.out_of_order_window, Duration::from_secs(3600));
+        assert_eq!(c.retention, None);
+        let c = parse(&[
             "stratus",
             "server",
             "--auth=header",
             "--ingester.out-of-order-window=10m",
             "--retention=15d",
             "--listen=127.0.0.1:0",
-        ]);
-        assert_eq!(a.auth, Auth::Header);
-        assert_eq!(a.out_of_order_window, Duration::from_secs(600));
-        assert_eq!(a.retention, Some(Duration::from_secs(15 * 86400)));
-        assert_eq!(
-            parse(&["stratus", "--retention=0"]).retention,
-            Some(Duration::ZERO)
-        );
+            "--query-timeout=30s",
+            "--max-concurrent-queries=4",
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(c.auth, stratus_api::AuthMode::Header);
+        assert_eq!(c.out_of_order_window, Duration::from_secs(600));
+        assert_eq!(c.retention, Some(Duration::from_secs(15 * 86400)));
+        assert_eq!(c.query_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_concurrent_queries, 4);
+        let c = parse(&["stratus", "--retention=0"]).resolve().unwrap();
+        assert_eq!(c.retention, None);
         assert!(Cli::try_parse_from(["stratus", "--auth=basic"]).is_err());
         assert!(Cli::try_parse_from(["stratus", "--retention=soon"]).is_err());
+        assert!(
+            parse(&["stratus", "--max-concurrent-queries=0"])
+                .resolve()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn config_file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stratus.yaml");
+        std::fs::write(&path, "auth: header\nquery_timeout: 1m\nretention: 7d\n").unwrap();
+        let file = format!("--config.file={}", path.display());
+        let c = parse(&["stratus", &file]).resolve().unwrap();
+        assert_eq!(c.auth, stratus_api::AuthMode::Header);
+        assert_eq!(c.query_timeout, Duration::from_secs(60));
+        assert_eq!(c.retention, Some(Duration::from_secs(7 * 86400)));
+        // A flag beats the file; a flag left unset does not.
+        let c = parse(&["stratus", &file, "--query-timeout=5s", "--auth=none"])
+            .resolve()
+            .unwrap();
+        assert_eq!(c.query_timeout, Duration::from_secs(5));
+        assert_eq!(c.auth, stratus_api::AuthMode::None);
+        assert_eq!(c.retention, Some(Duration::from_secs(7 * 86400)));
+        std::fs::write(&path, "auth: header\nquery_timout: 1m\n").unwrap();
+        let e = parse(&["stratus", &file])
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("query_timout") && e.contains("line 2"), "{e}");
+        let missing = format!("--config.file={}", dir.path().join("nope.yaml").display());
+        assert!(parse(&["stratus", &missing]).resolve().is_err());
     }
 }

@@ -1,0 +1,165 @@
+//! The server's command line: every [`ServerConfig`] option as a flag and
+//! an environment variable, plus the YAML config file they override.
+//!
+//! Naming rule, so no table is needed: the YAML key `query_timeout` is the
+//! flag `--query-timeout` and the variable `STRATUS_QUERY_TIMEOUT`.
+//! Precedence, last wins: built-in defaults, the config file
+//! (`--config.file`), environment variables, flags. Flags left unset do not
+//! override the file, which is why every field here is an `Option`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::ValueEnum;
+use stratus_api::{AuthMode, ServerConfig};
+
+/// How requests are assigned to tenants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Auth {
+    /// No authentication: everything goes to the tenant `default`.
+    None,
+    /// Tenant id from the `X-Scope-OrgID` header (behind a trusted gateway).
+    Header,
+    /// Tokens mapped to tenants.
+    Token,
+}
+
+impl From<Auth> for AuthMode {
+    fn from(a: Auth) -> Self {
+        match a {
+            Auth::None => AuthMode::None,
+            Auth::Header => AuthMode::Header,
+            Auth::Token => AuthMode::Token,
+        }
+    }
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Like [`duration`], but `0` or `off` means "keep forever".
+fn retention(s: &str) -> Result<Duration, String> {
+    if s == "0" || s.eq_ignore_ascii_case("off") {
+        return Ok(Duration::ZERO);
+    }
+    duration(s)
+}
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct ServerArgs {
+    /// YAML config file (keys as printed by --print-config); environment
+    /// variables and flags override it.
+    #[arg(long = "config.file", env = "STRATUS_CONFIG_FILE")]
+    pub(crate) config_file: Option<PathBuf>,
+
+    /// Print the effective config as YAML and exit.
+    #[arg(long)]
+    pub(crate) print_config: bool,
+
+    /// Directory for all data (WALs and blocks) [default: ./data].
+    #[arg(long, env = "STRATUS_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+
+    /// Address (host:port) to listen on for HTTP [default: 0.0.0.0:9009].
+    #[arg(long, env = "STRATUS_LISTEN")]
+    pub(crate) listen: Option<String>,
+
+    /// How requests are assigned to tenants.
+    #[arg(long, env = "STRATUS_AUTH", value_enum)]
+    pub(crate) auth: Option<Auth>,
+
+    /// Samples up to this far behind a series' newest sample are still
+    /// accepted (out of order) [default: 1h].
+    #[arg(long, alias = "ingester.out-of-order-window", env = "STRATUS_OUT_OF_ORDER_WINDOW", value_parser = duration)]
+    pub(crate) out_of_order_window: Option<Duration>,
+
+    /// Delete blocks older than this (e.g. 15d); 0 keeps data forever
+    /// [default: forever].
+    #[arg(long, env = "STRATUS_RETENTION", value_parser = retention)]
+    pub(crate) retention: Option<Duration>,
+
+    /// Period of the maintenance loop: block cuts, compaction, retention
+    /// [default: 5s].
+    #[arg(long, env = "STRATUS_MAINTAIN_INTERVAL", value_parser = duration)]
+    pub(crate) maintain_interval: Option<Duration>,
+
+    /// Close a tenant's database after this long unused [default: 1h].
+    #[arg(long, env = "STRATUS_IDLE_CLOSE", value_parser = duration)]
+    pub(crate) idle_close: Option<Duration>,
+
+    /// Largest accepted compressed remote-write body, bytes [default: 64 MiB].
+    #[arg(long, env = "STRATUS_MAX_COMPRESSED_BYTES")]
+    pub(crate) max_compressed_bytes: Option<usize>,
+
+    /// Largest accepted decompressed remote-write body, bytes
+    /// [default: 512 MiB].
+    #[arg(long, env = "STRATUS_MAX_DECOMPRESSED_BYTES")]
+    pub(crate) max_decompressed_bytes: Option<usize>,
+
+    /// Largest accepted form body of read endpoints, bytes [default: 8 MiB].
+    #[arg(long, env = "STRATUS_MAX_FORM_BYTES")]
+    pub(crate) max_form_bytes: Option<usize>,
+
+    /// Longest a PromQL query may run [default: 2m].
+    #[arg(long, env = "STRATUS_QUERY_TIMEOUT", value_parser = duration)]
+    pub(crate) query_timeout: Option<Duration>,
+
+    /// Most samples one PromQL query may hold in memory [default: 50000000].
+    #[arg(long, env = "STRATUS_QUERY_MAX_SAMPLES")]
+    pub(crate) query_max_samples: Option<usize>,
+
+    /// Default lookback of instant selectors [default: 5m].
+    #[arg(long, env = "STRATUS_LOOKBACK_DELTA", value_parser = duration)]
+    pub(crate) lookback_delta: Option<Duration>,
+
+    /// Most PromQL queries evaluated at once [default: 20].
+    #[arg(long, env = "STRATUS_MAX_CONCURRENT_QUERIES")]
+    pub(crate) max_concurrent_queries: Option<usize>,
+}
+
+impl ServerArgs {
+    /// The effective config: defaults, then the file, then env and flags.
+    pub(crate) fn resolve(&self) -> anyhow::Result<ServerConfig> {
+        let mut c = match &self.config_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                ServerConfig::from_yaml(&text)
+                    .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))?
+            }
+            None => ServerConfig::default(),
+        };
+        fn set<T: Clone>(slot: &mut T, v: &Option<T>) {
+            if let Some(v) = v {
+                *slot = v.clone();
+            }
+        }
+        set(&mut c.data_dir, &self.data_dir);
+        set(&mut c.listen, &self.listen);
+        if let Some(a) = self.auth {
+            c.auth = a.into();
+        }
+        set(&mut c.out_of_order_window, &self.out_of_order_window);
+        if let Some(r) = self.retention {
+            c.retention = (!r.is_zero()).then_some(r);
+        }
+        set(&mut c.maintain_interval, &self.maintain_interval);
+        set(&mut c.idle_close, &self.idle_close);
+        set(&mut c.max_compressed_bytes, &self.max_compressed_bytes);
+        set(&mut c.max_decompressed_bytes, &self.max_decompressed_bytes);
+        set(&mut c.max_form_bytes, &self.max_form_bytes);
+        set(&mut c.query_timeout, &self.query_timeout);
+        set(&mut c.query_max_samples, &self.query_max_samples);
+        set(&mut c.lookback_delta, &self.lookback_delta);
+        set(&mut c.max_concurrent_queries, &self.max_concurrent_queries);
+        if c.maintain_interval.is_zero() {
+            anyhow::bail!("maintain_interval must be positive");
+        }
+        if c.max_concurrent_queries == 0 {
+            anyhow::bail!("max_concurrent_queries must be at least 1");
+        }
+        Ok(c)
+    }
+}
