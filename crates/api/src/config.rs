@@ -71,6 +71,10 @@ pub struct ServerConfig {
     /// `lookback_delta` overrides it (default 5m).
     #[serde(with = "humantime_serde")]
     pub lookback_delta: Duration,
+    /// Step of subqueries written without one (`x[10m:]`), as Prometheus'
+    /// `global.evaluation_interval` (default 1m).
+    #[serde(with = "humantime_serde")]
+    pub evaluation_interval: Duration,
     /// Most PromQL queries evaluated at once; more wait for a slot (the
     /// wait counts against their timeout). Default 20, as Prometheus.
     pub max_concurrent_queries: usize,
@@ -92,6 +96,7 @@ impl Default for ServerConfig {
             query_timeout: Duration::from_secs(120),
             query_max_samples: 50_000_000,
             lookback_delta: Duration::from_secs(300),
+            evaluation_interval: Duration::from_secs(60),
             max_concurrent_queries: 20,
         }
     }

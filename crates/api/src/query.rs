@@ -495,6 +495,7 @@ async fn run(st: &AppState, headers: &HeaderMap, c: Common, what: Eval) -> Respo
         lookback_delta: c.lookback.unwrap_or(st.cfg.lookback_delta),
         max_samples: st.cfg.query_max_samples,
         timeout: c.timeout,
+        default_subquery_step: st.cfg.evaluation_interval,
         ..defaults
     });
     let expr = c.expr;

@@ -114,6 +114,11 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "STRATUS_LOOKBACK_DELTA", value_parser = duration)]
     pub(crate) lookback_delta: Option<Duration>,
 
+    /// Step of subqueries written without one, as Prometheus'
+    /// evaluation_interval [default: 1m].
+    #[arg(long, env = "STRATUS_EVALUATION_INTERVAL", value_parser = duration)]
+    pub(crate) evaluation_interval: Option<Duration>,
+
     /// Most PromQL queries evaluated at once [default: 20].
     #[arg(long, env = "STRATUS_MAX_CONCURRENT_QUERIES")]
     pub(crate) max_concurrent_queries: Option<usize>,
@@ -154,8 +159,12 @@ impl ServerArgs {
         set(&mut c.query_max_samples, &self.query_max_samples);
         set(&mut c.lookback_delta, &self.lookback_delta);
         set(&mut c.max_concurrent_queries, &self.max_concurrent_queries);
+        set(&mut c.evaluation_interval, &self.evaluation_interval);
         if c.maintain_interval.is_zero() {
             anyhow::bail!("maintain_interval must be positive");
+        }
+        if c.evaluation_interval.is_zero() {
+            anyhow::bail!("evaluation_interval must be positive");
         }
         if c.max_concurrent_queries == 0 {
             anyhow::bail!("max_concurrent_queries must be at least 1");
