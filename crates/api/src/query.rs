@@ -490,13 +490,11 @@ async fn run(st: &AppState, headers: &HeaderMap, c: Common, what: Eval) -> Respo
             return ApiError::internal(format!("opening tenant database: {e}")).into_response();
         }
     };
-    let defaults = EngineOptions::default();
     let engine = Engine::new(EngineOptions {
         lookback_delta: c.lookback.unwrap_or(st.cfg.lookback_delta),
         max_samples: st.cfg.query_max_samples,
         timeout: c.timeout,
         default_subquery_step: st.cfg.evaluation_interval,
-        ..defaults
     });
     let expr = c.expr;
     let slots = st.query_slots.clone();
