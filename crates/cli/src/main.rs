@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use stratus_api::ServerConfig;
 use tracing::info;
 
+mod bench;
 mod config;
 
 use config::ServerArgs;
@@ -39,6 +40,10 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Load generator: remote-write and query load against any
+    /// Prometheus-compatible service.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 async fn shutdown_signal() {
@@ -121,6 +126,7 @@ fn run() -> anyhow::Result<()> {
     let args = match cli.command {
         Some(Command::Server(a)) => *a,
         Some(Command::Promqltest { files }) => return run_promqltest(&files),
+        Some(Command::Bench(cmd)) => return bench::run(cmd),
         None => cli.server,
     };
     let cfg = args.resolve()?;
@@ -145,7 +151,7 @@ mod tests {
         let cli = Cli::try_parse_from(args).unwrap();
         match cli.command {
             Some(Command::Server(a)) => *a,
-            Some(Command::Promqltest { .. }) => panic!("not a server command"),
+            Some(Command::Promqltest { .. } | Command::Bench(_)) => panic!("not a server command"),
             None => cli.server,
         }
     }
