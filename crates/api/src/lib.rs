@@ -24,6 +24,7 @@ mod error;
 mod metrics;
 mod query;
 mod read;
+mod remote_read;
 mod remote_write;
 mod server;
 

@@ -38,7 +38,7 @@ use crate::config::{AuthMode, ServerConfig};
 use crate::error::{CloseSnafu, OpenBucketSnafu, Result, ServeSnafu, TokenAuthNotImplementedSnafu};
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
 use crate::remote_write::{self, DecodeError, RwVersion, WriteBatch};
-use crate::{query, read};
+use crate::{query, read, remote_read};
 
 /// The header carrying the tenant id (Cortex/Mimir convention).
 pub(crate) const ORG_ID_HEADER: &str = "x-scope-orgid";
@@ -416,7 +416,8 @@ fn router(st: Arc<AppState>) -> Router {
             .route(
                 &format!("{p}/api/v1/status/buildinfo"),
                 get(read::buildinfo),
-            );
+            )
+            .route(&format!("{p}/api/v1/read"), post(remote_read::read));
     }
     let reads = reads.layer(DefaultBodyLimit::max(st.cfg.max_form_bytes));
     Router::new()
