@@ -410,7 +410,10 @@ async fn remote_read_errors_limits_and_tenants() {
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&body).contains("response types"));
     // A body that decompresses beyond the limit: 413.
-    let huge = snappy(&vec![0u8; 600 << 20]);
+    // (A snappy block starts with the uvarint of its decompressed length.)
+    let mut huge = Vec::new();
+    prost::encoding::encode_varint(600 << 20, &mut huge);
+    huge.extend_from_slice(b"\x00\x00");
     let r = post(huge).await.unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     srv.stop().await;
