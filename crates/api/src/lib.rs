@@ -21,6 +21,7 @@
 
 mod config;
 mod error;
+mod expr_api;
 mod metrics;
 mod query;
 mod read;

@@ -38,7 +38,7 @@ use crate::config::{AuthMode, ServerConfig};
 use crate::error::{CloseSnafu, OpenBucketSnafu, Result, ServeSnafu, TokenAuthNotImplementedSnafu};
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
 use crate::remote_write::{self, DecodeError, RwVersion, WriteBatch};
-use crate::{query, read, remote_read};
+use crate::{expr_api, query, read, remote_read};
 
 /// The header carrying the tenant id (Cortex/Mimir convention).
 pub(crate) const ORG_ID_HEADER: &str = "x-scope-orgid";
@@ -417,7 +417,15 @@ fn router(st: Arc<AppState>) -> Router {
                 &format!("{p}/api/v1/status/buildinfo"),
                 get(read::buildinfo),
             )
-            .route(&format!("{p}/api/v1/read"), post(remote_read::read));
+            .route(&format!("{p}/api/v1/read"), post(remote_read::read))
+            .route(
+                &format!("{p}/api/v1/format_query"),
+                get(expr_api::format_query).post(expr_api::format_query),
+            )
+            .route(
+                &format!("{p}/api/v1/parse_query"),
+                get(expr_api::parse_query).post(expr_api::parse_query),
+            );
     }
     let reads = reads.layer(DefaultBodyLimit::max(st.cfg.max_form_bytes));
     Router::new()

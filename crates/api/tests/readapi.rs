@@ -77,7 +77,6 @@ impl Server {
         )
     }
 
-    #[allow(dead_code)]
     async fn post(&self, path: &str, params: &[(&str, &str)]) -> (StatusCode, String) {
         let r = self
             .client
@@ -583,5 +582,144 @@ async fn real_prometheus_remote_read() {
     assert_eq!(asked.len(), 1, "{metrics}");
     assert!(asked[0].contains("response_type=\"samples\""), "{asked:?}");
     drop(prom);
+    srv.stop().await;
+}
+
+/// `format_query` answers what a real Prometheus answers, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_query_matches_real_prometheus() {
+    let pdir = tempfile::tempdir().unwrap();
+    let prom = start_prometheus(
+        pdir.path(),
+        "global:\n  scrape_interval: 1h\nscrape_configs: []\n",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path(), AuthMode::None).await;
+    let client = reqwest::Client::new();
+    let queries = [
+        "up",
+        r#"sum by(job)(rate(http_requests_total{job="a",code=~"5.."}[5m])) / on(job) group_left(x) sum by(job)(rate(http_requests_total[5m]))"#,
+        "foo offset 5m",
+        "foo offset -5m",
+        "1+2*3",
+        "(1 + 2) * 3",
+        "topk(5, x) > bool 3",
+        r#"histogram_quantile(0.9, sum by (le) (rate(http_request_duration_seconds_bucket{job="api-server",handler!="/metrics",instance=~"10.0.0.1:9090|10.0.0.2:9090"}[5m])))"#,
+        "a[5m:1m]",
+        "-x",
+        "x and y",
+        "x unless on(a) y",
+        r#""str""#,
+        "1e21",
+        "Inf",
+        r#"{__name__="bar"}"#,
+        "sum without (a, b) (x)",
+        r#"count_values("v", x)"#,
+        r#"label_replace(up, "a", "$1", "b", "(.*)")"#,
+        "max_over_time(deriv(rate(x[5m])[10m:1m])[1h:])",
+    ];
+    let mut compared = 0;
+    for q in queries {
+        let get = |base: String| {
+            let client = client.clone();
+            async move {
+                let r = client
+                    .get(format!("{base}/api/v1/format_query"))
+                    .query(&[("query", q)])
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status(), r.text().await.unwrap())
+            }
+        };
+        let (pst, pbody) = get(prom.base.clone()).await;
+        let (st, body) = get(srv.base.clone()).await;
+        assert_eq!(pst, StatusCode::OK, "{q}: {pbody}");
+        assert_eq!(st, pst, "{q}: {body}");
+        let pv: Value = serde_json::from_str(&pbody).unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v, pv, "{q}");
+        compared += 1;
+    }
+    assert_eq!(compared, queries.len());
+    // POST and prefixes; a parse error is 400 bad_data.
+    let (st, body) = srv
+        .post(
+            "/prometheus/api/v1/format_query",
+            &[("query", "sum(x)by(a)")],
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(body, r#"{"status":"success","data":"sum by (a) (x)"}"#);
+    let (st, v) = srv
+        .get("/api/prom/api/v1/format_query", &[("query", "sum(")])
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(v["errorType"], "bad_data");
+    drop(prom);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parse_query_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path(), AuthMode::None).await;
+    let (st, v) = srv
+        .get("/api/v1/parse_query", &[("query", r#"up{job!="a"}"#)])
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        v,
+        json!({"status": "success", "data": {
+            "type": "vectorSelector", "name": "up", "offset": 0,
+            "matchers": [{"name": "job", "type": "!=", "value": "a"},
+                         {"name": "__name__", "type": "=", "value": "up"}],
+            "timestamp": null, "startOrEnd": null, "anchored": false, "smoothed": false}})
+    );
+    let (st, body) = srv
+        .post(
+            "/prometheus/api/v1/parse_query",
+            &[("query", "sum by (job) (rate(x[5m])) > 1")],
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let d = &v["data"];
+    assert_eq!(d["type"], "binaryExpr");
+    assert_eq!(d["op"], ">");
+    assert_eq!(d["matching"], Value::Null);
+    assert_eq!(d["bool"], false);
+    assert_eq!(d["rhs"], json!({"type": "numberLiteral", "val": "1"}));
+    let agg = &d["lhs"];
+    assert_eq!(
+        (
+            agg["type"].clone(),
+            agg["op"].clone(),
+            agg["grouping"].clone(),
+            agg["without"].clone(),
+            agg["param"].clone()
+        ),
+        (
+            json!("aggregation"),
+            json!("sum"),
+            json!(["job"]),
+            json!(false),
+            Value::Null
+        )
+    );
+    let call = &agg["expr"];
+    assert_eq!(
+        call["func"],
+        json!({"name": "rate", "argTypes": ["matrix"], "variadic": 0, "returnType": "vector"})
+    );
+    assert_eq!(call["args"][0]["range"], 300000);
+    let (st, v) = srv
+        .get("/api/v1/parse_query", &[("query", "rate(x)")])
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(v["errorType"], "bad_data");
+    let (st, _) = srv.get("/api/v1/parse_query", &[]).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
     srv.stop().await;
 }
