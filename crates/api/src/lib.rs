@@ -28,6 +28,7 @@ mod read;
 mod remote_read;
 mod remote_write;
 mod server;
+mod status;
 
 pub use config::{AuthMode, ServerConfig};
 pub use error::{Error, Result};

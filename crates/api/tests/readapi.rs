@@ -77,6 +77,10 @@ impl Server {
         )
     }
 
+    async fn get_owned(&self, path: String) -> (StatusCode, Value) {
+        self.get(&path, &[]).await
+    }
+
     async fn post(&self, path: &str, params: &[(&str, &str)]) -> (StatusCode, String) {
         let r = self
             .client
@@ -721,5 +725,229 @@ async fn parse_query_shapes() {
     assert_eq!(v["errorType"], "bad_data");
     let (st, _) = srv.get("/api/v1/parse_query", &[]).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_stub_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path(), AuthMode::None).await;
+    for prefix in ["", "/prometheus", "/api/prom"] {
+        let get = |p: &str| srv.get_owned(format!("{prefix}/api/v1/{p}"));
+        let (st, v) = get("status/config").await;
+        assert_eq!(st, StatusCode::OK);
+        let yaml = v["data"]["yaml"].as_str().unwrap();
+        assert!(
+            yaml.contains("data_dir:") && yaml.contains("remote_read:"),
+            "{yaml}"
+        );
+        let (_, v) = get("status/flags").await;
+        assert_eq!(v["data"]["web.enable-admin-api"], "false");
+        assert!(
+            v["data"]
+                .as_object()
+                .unwrap()
+                .values()
+                .all(Value::is_string)
+        );
+        let (_, v) = get("status/runtimeinfo").await;
+        let d = &v["data"];
+        for k in [
+            "startTime",
+            "CWD",
+            "lastConfigTime",
+            "storageRetention",
+            "GOGC",
+            "GODEBUG",
+        ] {
+            assert!(d[k].is_string(), "{k}: {v}");
+        }
+        assert_eq!(d["reloadConfigSuccess"], true);
+        assert_eq!(d["corruptionCount"], 0);
+        assert!(d["goroutineCount"].as_u64().unwrap() > 0);
+        assert!(d["GOMAXPROCS"].as_u64().unwrap() >= 1);
+        assert_eq!(d["storageRetention"], "forever");
+        assert!(d["startTime"].as_str().unwrap().ends_with('Z'));
+        let (_, v) = get("status/walreplay").await;
+        assert_eq!(v["data"], json!({"min": 0, "max": 0, "current": 0}));
+        let (_, v) = get("status/buildinfo").await;
+        assert!(v["data"]["version"].is_string());
+        let (_, v) = get("targets").await;
+        assert_eq!(v["data"]["activeTargets"], json!([]));
+        assert_eq!(v["data"]["droppedTargets"], json!([]));
+        let (_, v) = get("targets/metadata").await;
+        assert_eq!(v, json!({"status": "success", "data": []}));
+        let (_, v) = get("rules").await;
+        assert_eq!(v, json!({"status": "success", "data": {"groups": []}}));
+        let (_, v) = get("alerts").await;
+        assert_eq!(v, json!({"status": "success", "data": {"alerts": []}}));
+        let (_, v) = get("alertmanagers").await;
+        assert_eq!(
+            v["data"],
+            json!({"activeAlertmanagers": [], "droppedAlertmanagers": []})
+        );
+        // An empty tenant: empty cardinality, Prometheus' empty-head times.
+        let (st, v) = get("status/tsdb").await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(v["data"]["headStats"]["numSeries"], 0);
+        assert_eq!(v["data"]["headStats"]["minTime"], i64::MAX);
+    }
+    // Admin endpoints are off by default (503 as Prometheus).
+    let (st, body) = srv
+        .post("/api/v1/admin/tsdb/delete_series", &[("match[]", "up")])
+        .await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("admin APIs disabled"));
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tsdb_status_counts_per_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path(), AuthMode::Header).await;
+    let base = base_ms();
+    srv.push(Some("t1"), test_data(base)).await;
+    let many: Vec<pb::TimeSeries> = (0..5)
+        .map(|i| {
+            ts(
+                &[("__name__", "m"), ("pod", &format!("p{i}"))],
+                &[(base, 1.0)],
+            )
+        })
+        .collect();
+    srv.push(Some("t1"), many).await;
+    srv.push(
+        Some("t2"),
+        vec![ts(&[("__name__", "other")], &[(base, 1.0)])],
+    )
+    .await;
+    let get = |params: Vec<(&'static str, &'static str)>, tenant: &'static str| {
+        srv.client
+            .get(format!("{}/prometheus/api/v1/status/tsdb", srv.base))
+            .query(&params)
+            .header("X-Scope-OrgID", tenant)
+            .send()
+    };
+    let r = get(vec![], "t1").await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    let d = &v["data"];
+    let h = &d["headStats"];
+    assert_eq!(h["numSeries"], 8, "{v}");
+    // __name__: up, reqs_total, m (3); instance: i1, i2; job: a, b; pod: p0..p4.
+    assert_eq!(h["numLabelPairs"], 12, "{v}");
+    assert!(h["chunkCount"].as_u64().unwrap() >= 8);
+    assert_eq!(h["minTime"], base);
+    assert_eq!(h["maxTime"], base + 300_000);
+    assert_eq!(
+        d["seriesCountByMetricName"],
+        json!([{"name": "m", "value": 5}, {"name": "up", "value": 2},
+               {"name": "reqs_total", "value": 1}])
+    );
+    assert_eq!(
+        d["labelValueCountByLabelName"][0],
+        json!({"name": "pod", "value": 5})
+    );
+    assert_eq!(
+        d["seriesCountByLabelValuePair"][0],
+        json!({"name": "__name__=m", "value": 5})
+    );
+    // __name__ bytes: 5×"m" + 2×"up" + 1×"reqs_total" = 5 + 4 + 10.
+    let mem = d["memoryInBytesByLabelName"].as_array().unwrap();
+    assert!(
+        mem.contains(&json!({"name": "__name__", "value": 19})),
+        "{mem:?}"
+    );
+    // limit.
+    let r = get(vec![("limit", "1")], "t1").await.unwrap();
+    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(
+        v["data"]["seriesCountByMetricName"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    for bad in ["0", "-1", "x", "10001"] {
+        let r = get(vec![("limit", bad)], "t1").await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    // Per tenant.
+    let r = get(vec![], "t2").await.unwrap();
+    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["data"]["headStats"]["numSeries"], 1);
+    assert_eq!(
+        v["data"]["seriesCountByMetricName"],
+        json!([{"name": "other", "value": 1}])
+    );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_delete_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start_with(ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        enable_admin_api: true,
+        ..ServerConfig::default()
+    })
+    .await;
+    let base = base_ms();
+    srv.push(None, test_data(base)).await;
+    let secs = |ms: i64| format!("{}", ms as f64 / 1000.0);
+    let count = |v: &Value| -> Vec<usize> {
+        v["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["values"].as_array().unwrap().len())
+            .collect()
+    };
+    let range = [
+        ("query", "up"),
+        ("start", &secs(base) as &str),
+        ("end", &secs(base + 300_000)),
+        ("step", "15"),
+    ];
+    let (_, v) = srv.get("/api/v1/query_range", &range).await;
+    assert_eq!(count(&v), [21, 21]);
+    // Missing match[]: 400.
+    let (st, _) = srv.post("/api/v1/admin/tsdb/delete_series", &[]).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    // Delete job a's first two minutes.
+    let (st, body) = srv
+        .post(
+            "/prometheus/api/v1/admin/tsdb/delete_series",
+            &[
+                ("match[]", r#"up{job="a"}"#),
+                ("start", &secs(base)),
+                ("end", &secs(base + 119_000)),
+            ],
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
+    let (_, v) = srv.get("/api/v1/query_range", &range).await;
+    let res = v["data"]["result"].as_array().unwrap();
+    assert_eq!(res[0]["metric"]["job"], "a");
+    // Samples at base+120s.. remain; lookback (5m) fills the steps before
+    // from nothing: the first 8 steps are gone.
+    assert_eq!(res[0]["values"][0][0], (base + 120_000) / 1000, "{v}");
+    assert_eq!(count(&v), [13, 21]);
+    // Delete all of job b via PUT, then clean tombstones.
+    let r = srv
+        .client
+        .put(format!("{}/api/v1/admin/tsdb/delete_series", srv.base))
+        .query(&[("match[]", r#"{job="b"}"#)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (_, v) = srv.get("/api/v1/query_range", &range).await;
+    assert_eq!(count(&v), [13]);
+    let (st, _) = srv.post("/api/v1/admin/tsdb/clean_tombstones", &[]).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, body) = srv.post("/api/v1/admin/tsdb/snapshot", &[]).await;
+    assert_eq!(st, StatusCode::NOT_IMPLEMENTED);
+    assert!(body.contains("snapshots are not supported"), "{body}");
     srv.stop().await;
 }

@@ -77,6 +77,12 @@ struct ServerArgs {
     /// forever.
     #[arg(long, env = "STRATUS_RETENTION", value_parser = parse_retention)]
     retention: Option<Duration>,
+
+    /// Serve the admin endpoints (`/api/v1/admin/tsdb/delete_series`,
+    /// `clean_tombstones`, `snapshot`), as Prometheus'
+    /// `--web.enable-admin-api`.
+    #[arg(long = "web.enable-admin-api", env = "STRATUS_WEB_ENABLE_ADMIN_API")]
+    enable_admin_api: bool,
 }
 
 fn parse_retention(s: &str) -> Result<Duration, String> {
@@ -126,6 +132,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         auth,
         out_of_order_window: args.out_of_order_window,
         retention: args.retention.filter(|d| !d.is_zero()),
+        enable_admin_api: args.enable_admin_api,
         ..ServerConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen.as_str())
