@@ -2,9 +2,9 @@
 //! health and metrics, start-up and graceful shutdown.
 //!
 //! Routing: remote write at `/api/v1/push`, `/api/prom/push` and
-//! `/api/v1/write`; the read endpoints at the root and under `/prometheus`
-//! and `/api/prom`, PromQL (`/api/v1/query`, `/api/v1/query_range`) under
-//! the same prefixes; `/ready`, `/health`, `/metrics`. Everything else is
+//! `/api/v1/write`; the read endpoints (metadata, remote read, status,
+//! admin) at the root and under `/prometheus` and `/api/prom`, PromQL
+//! (`/api/v1/query`, `/api/v1/query_range`) under the same prefixes; `/ready`, `/health`, `/metrics`. Everything else is
 //! 404.
 //!
 //! A write is answered only after [`stratus_tsdb::Db::append`] returned,
