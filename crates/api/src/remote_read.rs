@@ -576,6 +576,22 @@ mod tests {
     }
 
     #[test]
+    fn compact_chunks_become_xor() {
+        let samples: Vec<(i64, f64)> = (0..500)
+            .map(|i| (i * 15_000, (i % 7) as f64 * 0.1))
+            .collect();
+        let s = series(vec![Part::Chunk {
+            mint: 0,
+            maxt: 499 * 15_000,
+            encoding: Encoding::Compact.as_u8(),
+            data: Arc::from(stratus_tsdb::encode_compact(&samples)),
+        }]);
+        let c = xor_chunks(&s, i64::MIN, i64::MAX, MAX_CHUNK_SAMPLES);
+        assert_eq!(c.len(), 5);
+        assert_eq!(decode(&c), samples);
+    }
+
+    #[test]
     fn frames_split_and_checksum() {
         let samples: Vec<(i64, f64)> = (0..1200).map(|i| (i * 1000, i as f64 * 0.5)).collect();
         let s = series(vec![Part::Floats(Arc::from(samples.clone()))]);
