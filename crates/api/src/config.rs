@@ -78,6 +78,20 @@ pub struct ServerConfig {
     /// Most PromQL queries evaluated at once; more wait for a slot (the
     /// wait counts against their timeout). Default 20, as Prometheus.
     pub max_concurrent_queries: usize,
+    /// Most samples one remote-read request may return in a SAMPLES
+    /// response (0 = no limit; default 50M, as Prometheus'
+    /// `--storage.remote.read-sample-limit`).
+    pub remote_read_sample_limit: usize,
+    /// Most series one remote-read query may select (0 = no limit, the
+    /// default).
+    pub remote_read_series_limit: usize,
+    /// Upper bound of one frame of a streamed remote-read response
+    /// (default 1 MiB, as Prometheus'
+    /// `--storage.remote.read-max-bytes-in-frame`).
+    pub remote_read_max_frame_bytes: usize,
+    /// Serve the admin endpoints (`/api/v1/admin/tsdb/...`); off by
+    /// default, as Prometheus' `--web.enable-admin-api`.
+    pub enable_admin_api: bool,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +112,10 @@ impl Default for ServerConfig {
             lookback_delta: Duration::from_secs(300),
             evaluation_interval: Duration::from_secs(60),
             max_concurrent_queries: 20,
+            remote_read_sample_limit: 50_000_000,
+            remote_read_series_limit: 0,
+            remote_read_max_frame_bytes: 1 << 20,
+            enable_admin_api: false,
         }
     }
 }

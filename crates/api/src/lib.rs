@@ -12,6 +12,10 @@
 //! - the metadata read endpoints of the Prometheus HTTP API v1 (series,
 //!   label names, label values, build info) at the root and under
 //!   `/prometheus` and `/api/prom`;
+//! - remote read (`/api/v1/read`, SAMPLES and streamed XOR chunks),
+//!   `format_query`/`parse_query`, the status endpoints (per-tenant
+//!   `/status/tsdb` cardinality), Prometheus' empty answers for targets,
+//!   rules, alerts and alertmanagers, and the admin delete endpoints;
 //! - `/ready`, `/health` and `/metrics` (the service's own metrics).
 //!
 //! The tenant of a request comes from the auth mode ([`AuthMode`]): one
@@ -21,11 +25,14 @@
 
 mod config;
 mod error;
+mod expr_api;
 mod metrics;
 mod query;
 mod read;
+mod remote_read;
 mod remote_write;
 mod server;
+mod status;
 
 pub use config::{AuthMode, ServerConfig};
 pub use error::{Error, Result};

@@ -27,6 +27,11 @@ pub(crate) struct RouteLabels {
     pub(crate) route: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ResponseTypeLabels {
+    pub(crate) response_type: &'static str,
+}
+
 fn duration_histogram() -> Histogram {
     // 0.5 ms .. ~33 s.
     Histogram::new(exponential_buckets(0.0005, 4.0, 9))
@@ -42,6 +47,7 @@ pub(crate) struct Metrics {
     pub(crate) requests: Family<RequestLabels, Counter>,
     pub(crate) request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub(crate) open_tenants: Gauge,
+    pub(crate) remote_reads: Family<ResponseTypeLabels, Counter>,
 }
 
 impl Metrics {
@@ -56,6 +62,7 @@ impl Metrics {
                 duration_histogram,
             );
         let open_tenants = Gauge::default();
+        let remote_reads = Family::<ResponseTypeLabels, Counter>::default();
         registry.register(
             "stratus_api_samples_received",
             "Float samples received by remote write, per tenant (valid or not).",
@@ -86,6 +93,11 @@ impl Metrics {
             "Tenant databases currently open.",
             open_tenants.clone(),
         );
+        registry.register(
+            "stratus_api_remote_read_requests",
+            "Remote-read requests answered, by negotiated response type.",
+            remote_reads.clone(),
+        );
         Self {
             registry,
             samples_received,
@@ -94,6 +106,7 @@ impl Metrics {
             requests,
             request_duration,
             open_tenants,
+            remote_reads,
         }
     }
 

@@ -280,7 +280,7 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
 }
 
 /// `start` and `end` (defaults: minimum and maximum time).
-fn parse_range(p: &Params) -> Result<(i64, i64), ApiError> {
+pub(crate) fn parse_range(p: &Params) -> Result<(i64, i64), ApiError> {
     let get = |k: &str, default: i64| -> Result<i64, ApiError> {
         p.get(k).map_or(Ok(default), |v| {
             parse_time(v).map_err(|e| ApiError::bad_data(format!("invalid parameter {k:?}: {e}")))
@@ -350,7 +350,7 @@ pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, String> {
 }
 
 /// Every `match[]` parameter, each alternative as its own matcher set.
-fn parse_matches(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
+pub(crate) fn parse_matches(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
     let mut out = Vec::new();
     for s in p.all("match[]") {
         out.extend(

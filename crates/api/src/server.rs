@@ -2,9 +2,9 @@
 //! health and metrics, start-up and graceful shutdown.
 //!
 //! Routing: remote write at `/api/v1/push`, `/api/prom/push` and
-//! `/api/v1/write`; the read endpoints at the root and under `/prometheus`
-//! and `/api/prom`, PromQL (`/api/v1/query`, `/api/v1/query_range`) under
-//! the same prefixes; `/ready`, `/health`, `/metrics`. Everything else is
+//! `/api/v1/write`; the read endpoints (metadata, remote read, status,
+//! admin) at the root and under `/prometheus` and `/api/prom`, PromQL
+//! (`/api/v1/query`, `/api/v1/query_range`) under the same prefixes; `/ready`, `/health`, `/metrics`. Everything else is
 //! 404.
 //!
 //! A write is answered only after [`stratus_tsdb::Db::append`] returned,
@@ -38,7 +38,7 @@ use crate::config::{AuthMode, ServerConfig};
 use crate::error::{CloseSnafu, OpenBucketSnafu, Result, ServeSnafu, TokenAuthNotImplementedSnafu};
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
 use crate::remote_write::{self, DecodeError, RwVersion, WriteBatch};
-use crate::{query, read};
+use crate::{expr_api, query, read, remote_read, status};
 
 /// The header carrying the tenant id (Cortex/Mimir convention).
 pub(crate) const ORG_ID_HEADER: &str = "x-scope-orgid";
@@ -452,6 +452,52 @@ fn router(st: Arc<AppState>) -> Router {
             .route(
                 &format!("{p}/api/v1/status/buildinfo"),
                 get(read::buildinfo),
+            )
+            .route(&format!("{p}/api/v1/read"), post(remote_read::read))
+            .route(
+                &format!("{p}/api/v1/format_query"),
+                get(expr_api::format_query).post(expr_api::format_query),
+            )
+            .route(
+                &format!("{p}/api/v1/parse_query"),
+                get(expr_api::parse_query).post(expr_api::parse_query),
+            )
+            .route(&format!("{p}/api/v1/status/config"), get(status::config))
+            .route(
+                &format!("{p}/api/v1/status/flags"),
+                get(status::flags_handler),
+            )
+            .route(
+                &format!("{p}/api/v1/status/runtimeinfo"),
+                get(status::runtimeinfo),
+            )
+            .route(
+                &format!("{p}/api/v1/status/walreplay"),
+                get(status::walreplay),
+            )
+            .route(&format!("{p}/api/v1/status/tsdb"), get(status::tsdb))
+            .route(&format!("{p}/api/v1/targets"), get(status::targets))
+            .route(
+                &format!("{p}/api/v1/targets/metadata"),
+                get(status::targets_metadata),
+            )
+            .route(&format!("{p}/api/v1/rules"), get(status::rules))
+            .route(&format!("{p}/api/v1/alerts"), get(status::alerts))
+            .route(
+                &format!("{p}/api/v1/alertmanagers"),
+                get(status::alertmanagers),
+            )
+            .route(
+                &format!("{p}/api/v1/admin/tsdb/delete_series"),
+                post(status::delete_series).put(status::delete_series),
+            )
+            .route(
+                &format!("{p}/api/v1/admin/tsdb/clean_tombstones"),
+                post(status::clean_tombstones).put(status::clean_tombstones),
+            )
+            .route(
+                &format!("{p}/api/v1/admin/tsdb/snapshot"),
+                post(status::snapshot).put(status::snapshot),
             );
     }
     let reads = reads.layer(DefaultBodyLimit::max(st.cfg.max_form_bytes));
@@ -485,6 +531,7 @@ pub async fn serve(
     if cfg.auth == AuthMode::Token {
         return TokenAuthNotImplementedSnafu.fail();
     }
+    crate::status::mark_started();
     let blocks = cfg.data_dir.join("blocks");
     let bucket = Bucket::local(&blocks).context(OpenBucketSnafu { path: &blocks })?;
     let db_cfg = DbConfig {

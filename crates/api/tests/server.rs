@@ -512,7 +512,9 @@ async fn bad_requests_are_refused_with_the_right_status() {
     assert_eq!(st, StatusCode::BAD_REQUEST);
 
     // Unknown paths are 404 (the PromQL endpoints are tested in query.rs).
-    let (st, _) = srv.get_json("/api/v1/format_query?query=up", None).await;
+    let (st, _) = srv
+        .get_json("/api/v1/no_such_endpoint?query=up", None)
+        .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     let (st, _) = srv.get_json("/api/v1/query?query=up", None).await;
     assert_eq!(st, StatusCode::OK);

@@ -119,6 +119,26 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "STRATUS_EVALUATION_INTERVAL", value_parser = duration)]
     pub(crate) evaluation_interval: Option<Duration>,
 
+    /// Serve the admin endpoints (`/api/v1/admin/tsdb/delete_series`,
+    /// `clean_tombstones`, `snapshot`), as Prometheus'
+    /// `--web.enable-admin-api` [default: off].
+    #[arg(long, alias = "web.enable-admin-api", env = "STRATUS_ENABLE_ADMIN_API", num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) enable_admin_api: Option<bool>,
+
+    /// Most samples a remote-read request may return [default: 50000000].
+    #[arg(long, env = "STRATUS_REMOTE_READ_SAMPLE_LIMIT")]
+    pub(crate) remote_read_sample_limit: Option<usize>,
+
+    /// Most series a remote-read request may return; 0 = no limit
+    /// [default: 0].
+    #[arg(long, env = "STRATUS_REMOTE_READ_SERIES_LIMIT")]
+    pub(crate) remote_read_series_limit: Option<usize>,
+
+    /// Largest frame of a streamed remote-read response, bytes
+    /// [default: 1 MiB].
+    #[arg(long, env = "STRATUS_REMOTE_READ_MAX_FRAME_BYTES")]
+    pub(crate) remote_read_max_frame_bytes: Option<usize>,
+
     /// Most PromQL queries evaluated at once [default: 20].
     #[arg(long, env = "STRATUS_MAX_CONCURRENT_QUERIES")]
     pub(crate) max_concurrent_queries: Option<usize>,
@@ -160,6 +180,19 @@ impl ServerArgs {
         set(&mut c.lookback_delta, &self.lookback_delta);
         set(&mut c.max_concurrent_queries, &self.max_concurrent_queries);
         set(&mut c.evaluation_interval, &self.evaluation_interval);
+        set(&mut c.enable_admin_api, &self.enable_admin_api);
+        set(
+            &mut c.remote_read_sample_limit,
+            &self.remote_read_sample_limit,
+        );
+        set(
+            &mut c.remote_read_series_limit,
+            &self.remote_read_series_limit,
+        );
+        set(
+            &mut c.remote_read_max_frame_bytes,
+            &self.remote_read_max_frame_bytes,
+        );
         if c.maintain_interval.is_zero() {
             anyhow::bail!("maintain_interval must be positive");
         }

@@ -362,6 +362,11 @@ impl Head {
         )
     }
 
+    /// The head's inverted index (read-only use: statistics).
+    pub(crate) fn postings(&self) -> &MemPostings {
+        &self.postings
+    }
+
     pub(crate) fn num_series(&self) -> u64 {
         self.num_series.load(Ordering::Relaxed)
     }

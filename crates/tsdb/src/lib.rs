@@ -18,6 +18,7 @@ pub mod failpoint;
 mod head;
 pub mod index;
 pub mod querier;
+mod stats;
 mod tenants;
 pub mod wal;
 
@@ -36,6 +37,7 @@ pub use error::{Error, RejectReason, Result};
 pub use head::HeadConfig;
 pub use index::{MemPostings, Postings, PostingsSource, select_postings};
 pub use querier::{Part, Queryable, SelectHints, Series, SeriesIter, merge_series};
+pub use stats::{HeadStats, StatEntry};
 pub use tenants::{TenantOverrides, Tenants};
 pub use wal::{
     CheckpointStats, FsyncPolicy, Record, RefSample, RefSeries, RefTombstone, ReplayOptions,
