@@ -640,7 +640,7 @@ impl<'a> Evaluator<'a> {
     ) -> Result<Vec<Labels>> {
         match arg {
             Expr::Paren(e) => self.windows(e, ctx, f),
-            Expr::MatrixSelector { vs, range } => self.selector_windows(vs, *range, ctx, f),
+            Expr::MatrixSelector { vs, range, .. } => self.selector_windows(vs, *range, ctx, f),
             Expr::Subquery(sq) => self.subquery_windows(sq, ctx, f),
             _ => Err(PromqlError::BadArgument {
                 msg: format!("expected range vector, got {}", arg.value_type()),

@@ -16,6 +16,23 @@ use crate::ast::{
 };
 use crate::error::PromqlError;
 
+mod lexer;
+mod parse;
+mod printer;
+
+/// Parses with Stratus' own PromQL parser (lexer + recursive descent).
+/// Errors carry Prometheus' texts and `line:col` positions.
+pub fn parse_native(input: &str) -> Result<Expr, PromqlError> {
+    parse::parse_expr(input).map_err(|e| PromqlError::Parse {
+        msg: e.render(input),
+    })
+}
+
+/// The return type of a known PromQL function.
+pub(crate) fn function_return_type(name: &str) -> Option<crate::ast::ValueType> {
+    parse::function_return_type(name)
+}
+
 /// Parses a PromQL expression into the engine's syntax tree.
 pub fn parse(input: &str) -> Result<Expr, PromqlError> {
     let e = pp::parse(input).map_err(|msg| PromqlError::Parse { msg })?;
@@ -76,6 +93,9 @@ fn selector(vs: &pp::VectorSelector) -> Result<VectorSelector, PromqlError> {
         matchers,
         offset: offset_ms(&vs.offset),
         at: at(&vs.at),
+        offset_expr: None,
+        anchored: false,
+        smoothed: false,
     })
 }
 
@@ -129,6 +149,7 @@ fn convert(e: &pp::Expr) -> Result<Expr, PromqlError> {
         pp::Expr::MatrixSelector(ms) => Expr::MatrixSelector {
             vs: selector(&ms.vs)?,
             range: dur_ms(&ms.range),
+            range_expr: None,
         },
         pp::Expr::Subquery(s) => Expr::Subquery(Subquery {
             expr: Box::new(convert(&s.expr)?),
@@ -136,6 +157,9 @@ fn convert(e: &pp::Expr) -> Result<Expr, PromqlError> {
             step: s.step.as_ref().map(dur_ms).filter(|&s| s > 0),
             offset: offset_ms(&s.offset),
             at: at(&s.at),
+            range_expr: None,
+            step_expr: None,
+            offset_expr: None,
         }),
         pp::Expr::Paren(p) => Expr::Paren(Box::new(convert(&p.expr)?)),
         pp::Expr::Unary(u) => Expr::Neg(Box::new(convert(&u.expr)?)),
@@ -213,13 +237,67 @@ mod tests {
         let e = parse(r#"rate(foo{a="b"}[5m] offset -1m @ 100)"#).unwrap();
         let Expr::Call(c) = e else { panic!() };
         assert_eq!(c.func, "rate");
-        let Expr::MatrixSelector { vs, range } = &c.args[0] else {
+        let Expr::MatrixSelector { vs, range, .. } = &c.args[0] else {
             panic!()
         };
         assert_eq!(*range, 300_000);
         assert_eq!(vs.offset, -60_000);
         assert_eq!(vs.at, Some(AtModifier::Timestamp(100_000)));
         assert_eq!(vs.matchers.len(), 2);
+    }
+
+    /// Every expression of the upstream scripts: the native parser agrees
+    /// with the old one wherever the old one parses.
+    #[test]
+    fn native_matches_old_on_upstream_scripts() {
+        let dir = std::env::var("PROMQL_TESTDATA").unwrap_or_else(|_| {
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/testdata/promqltest"
+            )
+            .into()
+        });
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let re = regex::Regex::new(
+            r"^eval(?:_fail|_ordered|_warn|_info)?\s+(?:instant\s+at\s+\S+|range\s+from\s+\S+\s+to\s+\S+\s+step\s+\S+)\s+(.*)$",
+        )
+        .unwrap();
+        let (mut same, mut differ, mut newly) = (0, 0, 0);
+        for e in rd {
+            let p = e.unwrap().path();
+            let text = std::fs::read_to_string(&p).unwrap();
+            for line in text.lines() {
+                let Some(c) = re.captures(line.trim()) else {
+                    continue;
+                };
+                let q = &c[1];
+                let old = parse(q);
+                let new = parse_native(q);
+                match (old, new) {
+                    (Ok(a), Ok(b)) => {
+                        let (a, b) = (format!("{a:?}"), format!("{b:?}"));
+                        if a == b {
+                            same += 1;
+                        } else {
+                            differ += 1;
+                            println!("DIFF {q}\n  old {a}\n  new {b}");
+                        }
+                    }
+                    (Err(a), Ok(_)) => {
+                        newly += 1;
+                        println!("NEW OK {q}: old error {a}");
+                    }
+                    (Ok(_), Err(b)) => {
+                        differ += 1;
+                        println!("NEW ERR {q}: {b}");
+                    }
+                    (Err(a), Err(b)) => println!("BOTH ERR {q}: {a} / {b}"),
+                }
+            }
+        }
+        println!("same {same} differ {differ} newly {newly}");
     }
 
     #[test]
