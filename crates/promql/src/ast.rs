@@ -180,6 +180,10 @@ pub enum BinOp {
     And,
     Or,
     Unless,
+    /// `</`: trims native histogram buckets above a value (experimental).
+    TrimUpper,
+    /// `>/`: trims native histogram buckets below a value (experimental).
+    TrimLower,
 }
 
 impl BinOp {
@@ -215,6 +219,8 @@ impl BinOp {
             BinOp::And => "and",
             BinOp::Or => "or",
             BinOp::Unless => "unless",
+            BinOp::TrimUpper => "</",
+            BinOp::TrimLower => ">/",
         }
     }
 }

@@ -101,6 +101,7 @@ impl Engine {
         e: &Expr,
         t_ms: i64,
     ) -> Result<QueryResult, PromqlError> {
+        let e = &*crate::prepare::prepare(e, 0, 0)?;
         let mut ev = Evaluator::new(q, &self.opts, t_ms, t_ms, 0);
         let ctx = Ctx {
             start: t_ms,
@@ -162,6 +163,7 @@ impl Engine {
                 msg: "end timestamp must not be before start time".into(),
             });
         }
+        let e = &*crate::prepare::prepare(e, step, end - start)?;
         match e.value_type() {
             ValueType::Scalar | ValueType::Vector => {}
             t => {

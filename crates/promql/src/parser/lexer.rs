@@ -54,6 +54,10 @@ pub(crate) enum Tok {
     Gtr,
     Gte,
     At,
+    /// `</`
+    TrimUpper,
+    /// `>/`
+    TrimLower,
 }
 
 /// A token with its byte range in the input.
@@ -148,6 +152,8 @@ impl Token {
             Tok::Gtr => "<op:>>".into(),
             Tok::Gte => "<op:>=>".into(),
             Tok::At => "<op:@>".into(),
+            Tok::TrimUpper => "<op:</>".into(),
+            Tok::TrimLower => "<op:>/>".into(),
         }
     }
 }
@@ -339,7 +345,10 @@ impl Lexer<'_> {
                     }
                 },
                 '<' => {
-                    if self.peek() == Some('=') {
+                    if self.peek() == Some('/') {
+                        self.bump();
+                        Tok::TrimUpper
+                    } else if self.peek() == Some('=') {
                         self.bump();
                         Tok::Lte
                     } else {
@@ -347,7 +356,10 @@ impl Lexer<'_> {
                     }
                 }
                 '>' => {
-                    if self.peek() == Some('=') {
+                    if self.peek() == Some('/') {
+                        self.bump();
+                        Tok::TrimLower
+                    } else if self.peek() == Some('=') {
                         self.bump();
                         Tok::Gte
                     } else {

@@ -213,7 +213,12 @@ fn precedence(op: BinOp) -> u8 {
         BinOp::And | BinOp::Unless => 2,
         BinOp::Eql | BinOp::Neq | BinOp::Gtr | BinOp::Lss | BinOp::Gte | BinOp::Lte => 3,
         BinOp::Add | BinOp::Sub => 4,
-        BinOp::Mul | BinOp::Div | BinOp::Mod | BinOp::Atan2 => 5,
+        BinOp::Mul
+        | BinOp::Div
+        | BinOp::Mod
+        | BinOp::Atan2
+        | BinOp::TrimUpper
+        | BinOp::TrimLower => 5,
         BinOp::Pow => 6,
     }
 }
@@ -361,6 +366,8 @@ impl Parser {
             Tok::Lss => BinOp::Lss,
             Tok::Gte => BinOp::Gte,
             Tok::Lte => BinOp::Lte,
+            Tok::TrimUpper => BinOp::TrimUpper,
+            Tok::TrimLower => BinOp::TrimLower,
             Tok::Ident(w) => match w.to_ascii_lowercase().as_str() {
                 "and" => BinOp::And,
                 "or" => BinOp::Or,
