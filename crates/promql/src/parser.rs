@@ -160,7 +160,7 @@ mod tests {
                 "foo{",
                 "1:5: parse error: unexpected end of input inside braces",
             ),
-            (")", "1:1: parse error: unexpected right parenthesis ')'"),
+            (")", "1:2: parse error: unexpected right parenthesis ')'"),
             ("*foo", "1:1: parse error: unexpected <op:*>"),
             (
                 "rate(foo)",
@@ -176,7 +176,7 @@ mod tests {
             ),
             (
                 "1 == 1",
-                "1:2: parse error: comparisons between scalars must use BOOL modifier",
+                "1:3: parse error: comparisons between scalars must use BOOL modifier",
             ),
             (
                 "1 and 1",
@@ -248,6 +248,44 @@ mod tests {
             ),
             ("\"abc", "1:1: parse error: unterminated quoted string"),
             ("a\n+ *", "2:3: parse error: unexpected <op:*>"),
+            // Texts and positions below checked against promtool.
+            (
+                "sum by (a) foo",
+                "1:12: parse error: unexpected identifier \"foo\" in aggregation",
+            ),
+            (
+                "foo{a=\"b\",,}",
+                "1:11: parse error: unexpected \",\" in label matching, expected identifier or \"}\"",
+            ),
+            ("foo bar", "1:5: parse error: unexpected identifier \"bar\""),
+            (
+                "sum without",
+                "1:12: parse error: unexpected end of input in grouping opts, expected \"(\"",
+            ),
+            (
+                "topk(foo)",
+                "1:1: parse error: wrong number of arguments for aggregate expression provided, expected 2, got 1",
+            ),
+            (
+                "a + on(b) group_left(b) c",
+                "1:3: parse error: label \"b\" must not occur in ON and GROUP clause at once",
+            ),
+            (
+                "foo and on(a) group_left b",
+                "1:1: parse error: no grouping allowed for \"and\" operation",
+            ),
+            (
+                "foo[5m] @ start() @ end()",
+                "1:1: parse error: @ <timestamp> may not be set multiple times",
+            ),
+            (
+                "count_values(1, foo)",
+                "1:14: parse error: expected type string in aggregation parameter, got scalar",
+            ),
+            (
+                "label_replace(foo, \"a\")",
+                "1:1: parse error: expected 5 argument(s) in call to \"label_replace\", got 2",
+            ),
         ] {
             assert_eq!(err(q), want, "{q}");
         }

@@ -372,9 +372,10 @@ impl Lexer<'_> {
                 }
                 ')' => {
                     if self.paren_depth == 0 {
+                        // Prometheus reports this after the parenthesis.
                         return self.error(
                             format!("unexpected right parenthesis {}", go_quote_rune(')')),
-                            start,
+                            self.pos,
                         );
                     }
                     self.paren_depth -= 1;

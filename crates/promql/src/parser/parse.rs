@@ -389,11 +389,11 @@ impl Parser {
             if prec < min_prec {
                 break;
             }
-            self.next();
+            let op_pos = self.next().start;
             let (return_bool, matching) = self.bin_modifiers()?;
             let next_min = if op == BinOp::Pow { prec } else { prec + 1 };
             let rhs = self.expr(next_min)?;
-            lhs = self.binary(lhs, op, return_bool, matching, rhs)?;
+            lhs = self.binary(lhs, op, op_pos, return_bool, matching, rhs)?;
         }
         self.nest -= 1;
         Ok(lhs)
@@ -486,6 +486,7 @@ impl Parser {
         &mut self,
         lhs: Node,
         op: BinOp,
+        op_pos: usize,
         return_bool: bool,
         mut matching: VectorMatching,
         rhs: Node,
@@ -497,13 +498,13 @@ impl Parser {
         let rt = rhs.e.value_type();
         if return_bool && !op.is_comparison() {
             self.type_error(
-                lhs.end,
+                op_pos,
                 "bool modifier can only be used on comparison operators",
             );
         }
         if op.is_comparison() && !return_bool && lt == S && rt == S {
             self.type_error(
-                lhs.end,
+                op_pos,
                 "comparisons between scalars must use BOOL modifier",
             );
         }
@@ -514,7 +515,7 @@ impl Parser {
             for l in &matching.labels {
                 if matching.include.contains(l) {
                     self.type_error(
-                        lhs.end,
+                        op_pos,
                         format!(
                             "label {} must not occur in ON and GROUP clause at once",
                             go_quote(l)
