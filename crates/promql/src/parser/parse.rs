@@ -503,10 +503,7 @@ impl Parser {
             );
         }
         if op.is_comparison() && !return_bool && lt == S && rt == S {
-            self.type_error(
-                op_pos,
-                "comparisons between scalars must use BOOL modifier",
-            );
+            self.type_error(op_pos, "comparisons between scalars must use BOOL modifier");
         }
         if op.is_set() && matching.card == Cardinality::OneToOne {
             matching.card = Cardinality::ManyToMany;
