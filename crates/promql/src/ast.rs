@@ -51,6 +51,99 @@ pub struct VectorSelector {
     /// Offset in ms (negative shifts forward).
     pub offset: i64,
     pub at: Option<AtModifier>,
+    /// An offset that depends on the query (`offset step()`), resolved
+    /// into `offset` by the engine before evaluation.
+    pub offset_expr: Option<DurationExpr>,
+    /// The experimental `anchored` range modifier.
+    pub anchored: bool,
+    /// The experimental `smoothed` modifier.
+    pub smoothed: bool,
+}
+
+/// A duration expression that depends on the query (`step()`, `range()`).
+///
+/// Constant duration expressions are folded by the parser; only these are
+/// kept, and the engine resolves them when a query starts. Values are in
+/// seconds, as in Prometheus.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DurationExpr {
+    /// A number literal (seconds).
+    Number(f64),
+    /// A duration literal in milliseconds.
+    Duration(i64),
+    /// `step()`: the query step.
+    Step,
+    /// `range()`: the query range (end - start).
+    Range,
+    Neg(Box<DurationExpr>),
+    Paren(Box<DurationExpr>),
+    /// `+ - * / % ^` of two durations.
+    Binary(BinOp, Box<DurationExpr>, Box<DurationExpr>),
+    MinOf(Box<DurationExpr>, Box<DurationExpr>),
+    MaxOf(Box<DurationExpr>, Box<DurationExpr>),
+}
+
+impl DurationExpr {
+    /// Whether the value depends on the query's step or range.
+    pub fn is_constant(&self) -> bool {
+        match self {
+            DurationExpr::Number(_) | DurationExpr::Duration(_) => true,
+            DurationExpr::Step | DurationExpr::Range => false,
+            DurationExpr::Neg(e) | DurationExpr::Paren(e) => e.is_constant(),
+            DurationExpr::Binary(_, a, b)
+            | DurationExpr::MinOf(a, b)
+            | DurationExpr::MaxOf(a, b) => a.is_constant() && b.is_constant(),
+        }
+    }
+
+    /// The value in seconds for a query with `step_ms` and `range_ms`.
+    pub fn eval_seconds(&self, step_ms: i64, range_ms: i64) -> Result<f64, String> {
+        Ok(match self {
+            DurationExpr::Number(v) => *v,
+            DurationExpr::Duration(ms) => *ms as f64 / 1000.0,
+            DurationExpr::Step => step_ms as f64 / 1000.0,
+            DurationExpr::Range => range_ms as f64 / 1000.0,
+            DurationExpr::Neg(e) => -e.eval_seconds(step_ms, range_ms)?,
+            DurationExpr::Paren(e) => e.eval_seconds(step_ms, range_ms)?,
+            DurationExpr::MinOf(a, b) => a
+                .eval_seconds(step_ms, range_ms)?
+                .min(b.eval_seconds(step_ms, range_ms)?),
+            DurationExpr::MaxOf(a, b) => a
+                .eval_seconds(step_ms, range_ms)?
+                .max(b.eval_seconds(step_ms, range_ms)?),
+            DurationExpr::Binary(op, a, b) => {
+                let x = a.eval_seconds(step_ms, range_ms)?;
+                let y = b.eval_seconds(step_ms, range_ms)?;
+                match op {
+                    BinOp::Add => x + y,
+                    BinOp::Sub => x - y,
+                    BinOp::Mul => x * y,
+                    BinOp::Div if y == 0.0 => return Err("division by zero".into()),
+                    BinOp::Div => x / y,
+                    BinOp::Mod if y == 0.0 => return Err("modulo by zero".into()),
+                    BinOp::Mod => x % y,
+                    BinOp::Pow => x.powf(y),
+                    o => {
+                        return Err(format!(
+                            "unexpected operator {} in duration expression",
+                            o.as_str()
+                        ));
+                    }
+                }
+            }
+        })
+    }
+
+    /// The value in whole milliseconds; an error when it is not finite or
+    /// out of range.
+    pub fn eval_ms(&self, step_ms: i64, range_ms: i64) -> Result<i64, String> {
+        let s = self.eval_seconds(step_ms, range_ms)?;
+        let ms = (s * 1000.0).round();
+        if !ms.is_finite() || ms.abs() >= 9.2e18 {
+            return Err(format!("duration out of range: {s}"));
+        }
+        Ok(ms as i64)
+    }
 }
 
 /// A subquery `expr[range:step]`.
@@ -62,6 +155,10 @@ pub struct Subquery {
     pub step: Option<i64>,
     pub offset: i64,
     pub at: Option<AtModifier>,
+    /// Query-dependent range, step and offset (see [`DurationExpr`]).
+    pub range_expr: Option<DurationExpr>,
+    pub step_expr: Option<DurationExpr>,
+    pub offset_expr: Option<DurationExpr>,
 }
 
 /// Binary operators.
@@ -83,6 +180,10 @@ pub enum BinOp {
     And,
     Or,
     Unless,
+    /// `</`: trims native histogram buckets above a value (experimental).
+    TrimUpper,
+    /// `>/`: trims native histogram buckets below a value (experimental).
+    TrimLower,
 }
 
 impl BinOp {
@@ -118,6 +219,8 @@ impl BinOp {
             BinOp::And => "and",
             BinOp::Or => "or",
             BinOp::Unless => "unless",
+            BinOp::TrimUpper => "</",
+            BinOp::TrimLower => ">/",
         }
     }
 }
@@ -240,6 +343,8 @@ pub enum Expr {
     MatrixSelector {
         vs: VectorSelector,
         range: i64,
+        /// A query-dependent range (see [`DurationExpr`]).
+        range_expr: Option<DurationExpr>,
     },
     Subquery(Subquery),
     Paren(Box<Expr>),

@@ -29,11 +29,19 @@ pub(crate) fn apply(op: BinOp, l: f64, r: f64) -> (f64, bool) {
         BinOp::Lss => (l, l < r),
         BinOp::Gte => (l, l >= r),
         BinOp::Lte => (l, l <= r),
-        BinOp::And | BinOp::Or | BinOp::Unless => (l, true),
+        BinOp::And | BinOp::Or | BinOp::Unless | BinOp::TrimUpper | BinOp::TrimLower => (l, true),
     }
 }
 
 pub(crate) fn eval_binary(ev: &mut Evaluator<'_>, b: &Binary, ctx: &Ctx) -> Result<Val> {
+    if matches!(b.op, BinOp::TrimUpper | BinOp::TrimLower) {
+        return Err(PromqlError::Unsupported {
+            what: format!(
+                "the histogram trim operator {} is not supported yet",
+                b.op.as_str()
+            ),
+        });
+    }
     let lhs = ev.eval(&b.lhs, ctx)?;
     let rhs = ev.eval(&b.rhs, ctx)?;
     match (lhs, rhs) {

@@ -101,6 +101,7 @@ impl Engine {
         e: &Expr,
         t_ms: i64,
     ) -> Result<QueryResult, PromqlError> {
+        let e = &*crate::prepare::prepare(e, 0, 0)?;
         let mut ev = Evaluator::new(q, &self.opts, t_ms, t_ms, 0);
         let ctx = Ctx {
             start: t_ms,
@@ -162,6 +163,7 @@ impl Engine {
                 msg: "end timestamp must not be before start time".into(),
             });
         }
+        let e = &*crate::prepare::prepare(e, step, end - start)?;
         match e.value_type() {
             ValueType::Scalar | ValueType::Vector => {}
             t => {
@@ -640,7 +642,7 @@ impl<'a> Evaluator<'a> {
     ) -> Result<Vec<Labels>> {
         match arg {
             Expr::Paren(e) => self.windows(e, ctx, f),
-            Expr::MatrixSelector { vs, range } => self.selector_windows(vs, *range, ctx, f),
+            Expr::MatrixSelector { vs, range, .. } => self.selector_windows(vs, *range, ctx, f),
             Expr::Subquery(sq) => self.subquery_windows(sq, ctx, f),
             _ => Err(PromqlError::BadArgument {
                 msg: format!("expected range vector, got {}", arg.value_type()),

@@ -19,6 +19,9 @@ use crate::error::PromqlError;
 
 /// The result type of a function (by name).
 pub(crate) fn return_type(name: &str) -> ValueType {
+    if let Some(t) = crate::parser::function_return_type(name) {
+        return t;
+    }
     match name {
         "time" | "scalar" | "pi" | "start" | "end" | "range" | "step" | "min_of" | "max_of" => {
             ValueType::Scalar

@@ -4,9 +4,9 @@
 //! left-open range windows, `@`/offset, subqueries at absolute step
 //! multiples, extrapolated rates, delayed `__name__` removal) over a
 //! [`stratus_tsdb::Queryable`], plus a runner for Prometheus' `promqltest`
-//! scripts ([`promqltest`]). Parsing is delegated to the `promql-parser`
-//! crate behind [`parser`], which converts into the engine's own [`ast`] so
-//! the parser can be replaced. This first slice handles float samples only.
+//! scripts ([`promqltest`]). [`parser`] is Stratus' own PromQL 3.x lexer and
+//! parser producing the engine's [`ast`] (and printing it back in canonical
+//! form). This first slice handles float samples only.
 
 mod aggregate;
 pub mod ast;
@@ -15,6 +15,7 @@ mod engine;
 mod error;
 mod functions;
 pub mod parser;
+mod prepare;
 pub mod promqltest;
 mod value;
 

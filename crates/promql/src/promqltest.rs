@@ -355,6 +355,8 @@ impl State {
             && spec.string.is_none()
             && !expr.calls_any(&["start", "end", "range", "step"])
             && !text.contains("start()")
+            && !text.to_ascii_lowercase().contains("step()")
+            && !text.to_ascii_lowercase().contains("range()")
             && !text.contains("end()")
             && matches!(expr.value_type(), ValueType::Scalar | ValueType::Vector);
         if spec.fail {
