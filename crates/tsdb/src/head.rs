@@ -632,6 +632,7 @@ impl Head {
         for s in self.all_series() {
             let mut d = s.data.lock();
             d.chunks.retain(|c| c.maxt >= cut_end);
+            d.chunks.shrink_to_fit();
             if let Some(ts) = taken.get(&s.id) {
                 d.ooo.retain(|x| ts.binary_search(&x.0).is_err());
             }
@@ -758,6 +759,7 @@ impl Head {
                         .all(|(a, b)| Arc::ptr_eq(&a.data, &b.data));
                 if still {
                     d.chunks.splice(pos..pos + group.len(), fresh);
+                    d.chunks.shrink_to_fit();
                     replaced += group.len();
                 }
             }
@@ -767,12 +769,74 @@ impl Head {
 
     /// Approximate bytes held by series data, index and symbols.
     pub(crate) fn approx_bytes(&self) -> usize {
-        let mut b = 0;
+        self.memory().total() as usize
+    }
+
+    /// Where the head's memory goes, estimated from capacities (see
+    /// [`HeadMemory`]).
+    pub(crate) fn memory(&self) -> HeadMemory {
+        let mut m = HeadMemory::default();
         for s in self.all_series() {
-            b += std::mem::size_of::<MemSeries>() + 16 + s.syms.len() * 4 + 48;
-            b += s.data.lock().approx_bytes();
+            m.series += 1;
+            // Arc header + struct.
+            m.series_structs += (std::mem::size_of::<MemSeries>() + 16) as u64;
+            m.labels += (s.syms.len() * 4) as u64;
+            let d = s.data.lock();
+            let (sealed, open, ooo) = d.heap_bytes();
+            m.sealed_chunks += sealed as u64;
+            m.open_chunks += open as u64;
+            m.ooo += ooo as u64;
         }
-        b + self.symbols.stats().1 + self.postings.approx_bytes()
+        let map = |cap: usize, entry: usize| (cap * 8 / 7 * (entry + 1)) as u64;
+        for st in self.by_hash.iter() {
+            let st = st.read();
+            m.series_maps += map(st.by_hash.capacity(), 16) + (st.collisions.capacity() * 8) as u64;
+        }
+        for st in self.by_id.iter() {
+            m.series_maps += map(st.read().capacity(), 16);
+        }
+        m.symbols = self.symbols.stats().1 as u64;
+        m.postings = self.postings.approx_bytes() as u64;
+        m
+    }
+}
+
+/// Estimated heap bytes of a head, by part (from capacities, not counting
+/// allocator rounding). Totals divided by [`HeadMemory::series`] give the
+/// per-series breakdown of the engine benchmark.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeadMemory {
+    /// Series in the head.
+    pub series: u64,
+    /// Fixed-size series records (ids, hash, locks, chunk list headers).
+    pub series_structs: u64,
+    /// Label sets as symbol ids.
+    pub labels: u64,
+    /// Sealed chunks: encoded bytes plus per-chunk headers.
+    pub sealed_chunks: u64,
+    /// Open (appendable) chunks: buffer capacity plus appender state.
+    pub open_chunks: u64,
+    /// Out-of-order sample buffers.
+    pub ooo: u64,
+    /// Hash maps finding series by label hash and by id.
+    pub series_maps: u64,
+    /// Distinct label strings.
+    pub symbols: u64,
+    /// The inverted index (postings lists and per-value entries).
+    pub postings: u64,
+}
+
+impl HeadMemory {
+    /// Sum of all parts.
+    pub fn total(&self) -> u64 {
+        self.series_structs
+            + self.labels
+            + self.sealed_chunks
+            + self.open_chunks
+            + self.ooo
+            + self.series_maps
+            + self.symbols
+            + self.postings
     }
 }
 

@@ -166,6 +166,8 @@ impl SeriesData {
     pub(crate) fn seal_open_chunk(&mut self) {
         if let Some(a) = self.app.take() {
             if let (Some(mint), Some(maxt)) = (a.first_t(), a.last_t()) {
+                // Exact capacity: a series holds a few chunks for hours.
+                self.chunks.reserve_exact(1);
                 self.chunks.push(HeadChunk {
                     mint,
                     maxt,
@@ -204,14 +206,13 @@ impl SeriesData {
         self.chunks.is_empty() && self.app.is_none() && self.ooo.is_empty()
     }
 
-    /// Approximate heap bytes held by the samples.
-    pub(crate) fn approx_bytes(&self) -> usize {
-        self.chunks
-            .iter()
-            .map(|c| c.data.len() + std::mem::size_of::<HeadChunk>() + 16)
-            .sum::<usize>()
-            + self.app.as_ref().map_or(0, |a| a.bytes().len() + 64)
-            + self.ooo.capacity() * 16
+    /// Approximate heap bytes held by the samples: (sealed chunks, open
+    /// chunk, out-of-order buffer).
+    pub(crate) fn heap_bytes(&self) -> (usize, usize, usize) {
+        let sealed = self.chunks.iter().map(|c| c.data.len() + 16).sum::<usize>()
+            + self.chunks.capacity() * std::mem::size_of::<HeadChunk>();
+        let open = self.app.as_ref().map_or(0, |a| a.capacity());
+        (sealed, open, self.ooo.capacity() * 16)
     }
 }
 
