@@ -199,11 +199,7 @@ impl Head {
                 return Some(s.clone());
             }
         }
-        stripe
-            .collisions
-            .iter()
-            .find(|s| s.hash == hash && same(s))
-            .cloned()
+        stripe.collisions.iter().find(|s| same(s)).cloned()
     }
 
     /// The series with `labels`, created if new. Labels must be valid
@@ -259,7 +255,7 @@ impl Head {
         labels: &Labels,
     ) -> Arc<MemSeries> {
         let syms = self.symbols.intern_labels(labels);
-        let s = Arc::new(MemSeries::new(id, hash, syms));
+        let s = Arc::new(MemSeries::new(id, syms));
         match stripe.by_hash.entry(hash) {
             std::collections::hash_map::Entry::Occupied(_) => stripe.collisions.push(s.clone()),
             std::collections::hash_map::Entry::Vacant(e) => {
@@ -636,9 +632,6 @@ impl Head {
             if let Some(ts) = taken.get(&s.id) {
                 d.ooo.retain(|x| ts.binary_search(&x.0).is_err());
             }
-            if d.ooo.capacity() > 2 * d.ooo.len() + 8 {
-                d.ooo.shrink_to_fit();
-            }
             match d.time_range() {
                 Some((lo, hi)) => {
                     min_t = min_t.min(lo);
@@ -652,12 +645,19 @@ impl Head {
             }
         }
         for s in &removed {
-            let mut hs = self.hash_stripe(s.hash).write();
-            if hs.by_hash.get(&s.hash).is_some_and(|x| x.id == s.id) {
-                hs.by_hash.remove(&s.hash);
-                if let Some(pos) = hs.collisions.iter().position(|x| x.hash == s.hash) {
+            // The label hash is not stored per series: recompute it.
+            let hash = series_hash(&self.symbols.labels(&s.syms));
+            let mut hs = self.hash_stripe(hash).write();
+            if hs.by_hash.get(&hash).is_some_and(|x| x.id == s.id) {
+                hs.by_hash.remove(&hash);
+                let symbols = &self.symbols;
+                if let Some(pos) = hs
+                    .collisions
+                    .iter()
+                    .position(|x| series_hash(&symbols.labels(&x.syms)) == hash)
+                {
                     let c = hs.collisions.swap_remove(pos);
-                    hs.by_hash.insert(c.hash, c);
+                    hs.by_hash.insert(hash, c);
                 }
             } else {
                 hs.collisions.retain(|x| x.id != s.id);
@@ -780,7 +780,7 @@ impl Head {
             m.series += 1;
             // Arc header + struct.
             m.series_structs += (std::mem::size_of::<MemSeries>() + 16) as u64;
-            m.labels += (s.syms.len() * 4) as u64;
+            m.labels += s.syms.len() as u64;
             let d = s.data.lock();
             let (sealed, open, ooo) = d.heap_bytes();
             m.sealed_chunks += sealed as u64;
@@ -964,7 +964,11 @@ mod tests {
             assert!(!head.symbols.matches(&syms, &other), "{other}");
         }
         // Unknown symbol ids never match.
-        assert!(!head.symbols.matches(&[9999, 9998], &fresh(&[("a", "b")])));
+        assert!(
+            !head
+                .symbols
+                .matches(&symbols::encode(&[9999, 9998]), &fresh(&[("a", "b")]))
+        );
     }
 
     #[test]
