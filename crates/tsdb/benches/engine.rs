@@ -777,20 +777,44 @@ async fn open(dir: &Path, bucket: Bucket, cfg: DbConfig) -> Arc<Db> {
 
 // ---------------------------------------------------------------------------
 
-/// Appends pre-generated requests per thread into one db; returns wall time.
-fn run_threads(db: &Arc<Db>, labels: &Arc<Vec<Labels>>, per_thread: Vec<Vec<Request>>) -> Duration {
+/// CPU time (user + system) of the calling thread, from
+/// `/proc/thread-self/stat` (10 ms resolution).
+fn thread_cpu() -> Duration {
+    let s = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let after = s.rsplit_once(')').map_or("", |x| x.1);
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// Appends pre-generated requests per thread into one db; returns wall
+/// time and the CPU time all threads spent.
+fn run_threads(
+    db: &Arc<Db>,
+    labels: &Arc<Vec<Labels>>,
+    per_thread: Vec<Vec<Request>>,
+) -> (Duration, Duration) {
     let start = Instant::now();
-    std::thread::scope(|s| {
-        for reqs in per_thread {
-            let db = db.clone();
-            s.spawn(move || {
-                for r in &reqs {
-                    send(&db, labels, r);
-                }
-            });
-        }
+    let cpu = std::thread::scope(|s| {
+        let hs: Vec<_> = per_thread
+            .into_iter()
+            .map(|reqs| {
+                let db = db.clone();
+                s.spawn(move || {
+                    let c0 = thread_cpu();
+                    for r in &reqs {
+                        send(&db, labels, r);
+                    }
+                    thread_cpu().saturating_sub(c0)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum::<Duration>()
     });
-    start.elapsed()
+    (start.elapsed(), cpu)
 }
 
 fn main() {
@@ -1066,16 +1090,16 @@ fn main() {
                     src.iter().map(cl).collect()
                 }
             };
-            let c = run_threads(&db, &labels, jobs(&creation));
-            let w = run_threads(&db, &labels, jobs(&per));
-            results.push((nthreads, c, w));
+            let (c, _) = run_threads(&db, &labels, jobs(&creation));
+            let (w, cpu) = run_threads(&db, &labels, jobs(&per));
+            results.push((nthreads, c, w, cpu));
             drop(db);
         }
         println!(
             "\n[1b] append, pre-generated requests, {} rounds after a creation round:",
             r2 - 1
         );
-        for (nt, c, w) in &results {
+        for (nt, c, w, cpu) in &results {
             let creat = n as u64;
             row(
                 &format!("append {nt} thread(s): series creation round"),
@@ -1084,9 +1108,10 @@ fn main() {
             row(
                 &format!("append {nt} thread(s): steady state (wall)"),
                 format!(
-                    "{:.2} M samples/s total, {:.2} M/s per thread",
+                    "{:.2} M samples/s total, {:.2} M/s per thread; {:.2} M samples per CPU-second",
                     mps(samples, *w),
-                    mps(samples, *w) / *nt as f64
+                    mps(samples, *w) / *nt as f64,
+                    mps(samples, *cpu)
                 ),
             );
         }

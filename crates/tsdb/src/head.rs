@@ -280,6 +280,10 @@ impl Head {
             }
         }
         self.unlogged_len.store(u.len(), Ordering::Release);
+        if u.is_empty() && u.capacity() > 1024 {
+            // A burst of new series (startup) left a large empty table.
+            u.shrink_to_fit();
+        }
     }
 
     /// Replay: (re)creates series `id` with `labels`. If the labels already
@@ -795,6 +799,7 @@ impl Head {
         for st in self.by_id.iter() {
             m.series_maps += map(st.read().capacity(), 16);
         }
+        m.series_maps += map(self.unlogged.read().capacity(), 16);
         m.symbols = self.symbols.stats().1 as u64;
         m.postings = self.postings.approx_bytes() as u64;
         m
