@@ -32,12 +32,14 @@
 //! 1. append 2 h (480 samples per series) of `N` series in one thread with
 //!    the default WAL (`FsyncPolicy::Interval(1s)`); throughput counts only
 //!    time inside `Db::append` (request generation excluded), split into
-//!    the first round (series creation) and the steady state. Then the
-//!    same pre-generated requests (30 min) on fresh databases with one and
-//!    with two threads appending disjoint hosts.
+//!    the first round (series creation) and the steady state. At the end
+//!    (after the other phases, so the memory it frees does not hide phase
+//!    2's RSS growth) the same pre-generated requests (30 min) run on
+//!    fresh databases with one and with two threads appending disjoint
+//!    hosts.
 //! 2. resident memory per series: (RSS after − RSS before) / N from
 //!    `/proc/self/statm` (pages × 4096) around phase 1, and the head's own
-//!    estimate `DbStats::head_bytes / N`.
+//!    estimate `DbStats::head_bytes / N`, split by part (`Db::head_memory`).
 //! 3. bytes per sample on disk: a second 2 h is appended, the head is cut
 //!    (`Db::flush_head`, two level-1 blocks of 2 h) and compacted
 //!    (`Db::maintain` with ranges [2h, 4h], one 4 h block). Counted: the
@@ -775,20 +777,44 @@ async fn open(dir: &Path, bucket: Bucket, cfg: DbConfig) -> Arc<Db> {
 
 // ---------------------------------------------------------------------------
 
-/// Appends pre-generated requests per thread into one db; returns wall time.
-fn run_threads(db: &Arc<Db>, labels: &Arc<Vec<Labels>>, per_thread: Vec<Vec<Request>>) -> Duration {
+/// CPU time (user + system) of the calling thread, from
+/// `/proc/thread-self/stat` (10 ms resolution).
+fn thread_cpu() -> Duration {
+    let s = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let after = s.rsplit_once(')').map_or("", |x| x.1);
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// Appends pre-generated requests per thread into one db; returns wall
+/// time and the CPU time all threads spent.
+fn run_threads(
+    db: &Arc<Db>,
+    labels: &Arc<Vec<Labels>>,
+    per_thread: Vec<Vec<Request>>,
+) -> (Duration, Duration) {
     let start = Instant::now();
-    std::thread::scope(|s| {
-        for reqs in per_thread {
-            let db = db.clone();
-            s.spawn(move || {
-                for r in &reqs {
-                    send(&db, labels, r);
-                }
-            });
-        }
+    let cpu = std::thread::scope(|s| {
+        let hs: Vec<_> = per_thread
+            .into_iter()
+            .map(|reqs| {
+                let db = db.clone();
+                s.spawn(move || {
+                    let c0 = thread_cpu();
+                    for r in &reqs {
+                        send(&db, labels, r);
+                    }
+                    thread_cpu().saturating_sub(c0)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum::<Duration>()
     });
-    start.elapsed()
+    (start.elapsed(), cpu)
 }
 
 fn main() {
@@ -817,84 +843,6 @@ fn main() {
          requests of {REQUEST_SAMPLES} series × 1 sample",
         n.div_ceil(SERIES_PER_HOST)
     );
-
-    // ---- 1b. one vs two threads on identical pre-generated requests ----
-    if threads {
-        let r2 = (6_000_000 / n.max(1)).clamp(10, 120) as i64;
-        let mut data = Data::new(n, t0);
-        let hosts = data.hosts;
-        let mut per: Vec<Vec<Request>> = vec![Vec::new(), Vec::new()];
-        let mut creation: Vec<Vec<Request>> = vec![Vec::new(), Vec::new()];
-        for round in 0..r2 {
-            for (k, p) in per.iter_mut().enumerate() {
-                let reqs = gen_round(&mut data, round, (k..hosts).step_by(2));
-                if round == 0 {
-                    creation[k].extend(reqs);
-                } else {
-                    p.extend(reqs);
-                }
-            }
-        }
-        let samples: u64 = per.iter().flatten().map(|r| r.samples.len() as u64).sum();
-        let labels = Arc::new(std::mem::take(&mut data.labels));
-        drop(data);
-        let mut results = Vec::new();
-        for nthreads in [1usize, 2] {
-            let dir = tempfile::tempdir().unwrap();
-            let db = rt.block_on(open(dir.path(), Bucket::memory(), DbConfig::default()));
-            let jobs = |src: &Vec<Vec<Request>>| -> Vec<Vec<Request>> {
-                // Clone requests so both runs see identical input.
-                let cl = |v: &Vec<Request>| -> Vec<Request> {
-                    v.iter()
-                        .map(|r| Request {
-                            series: r.series.clone(),
-                            samples: r.samples.clone(),
-                        })
-                        .collect()
-                };
-                if nthreads == 1 {
-                    // Interleave the two halves request by request.
-                    let mut out = Vec::new();
-                    let (a, b) = (cl(&src[0]), cl(&src[1]));
-                    let mut ia = a.into_iter();
-                    let mut ib = b.into_iter();
-                    loop {
-                        match (ia.next(), ib.next()) {
-                            (None, None) => break,
-                            (x, y) => out.extend(x.into_iter().chain(y)),
-                        }
-                    }
-                    vec![out]
-                } else {
-                    src.iter().map(cl).collect()
-                }
-            };
-            let c = run_threads(&db, &labels, jobs(&creation));
-            let w = run_threads(&db, &labels, jobs(&per));
-            results.push((nthreads, c, w));
-            drop(db);
-        }
-        println!(
-            "\n[1b] append, pre-generated requests, {} rounds after a creation round:",
-            r2 - 1
-        );
-        for (nt, c, w) in &results {
-            let creat = n as u64;
-            row(
-                &format!("append {nt} thread(s): series creation round"),
-                format!("{:.2} M samples/s ({:.0} ms)", mps(creat, *c), ms(*c)),
-            );
-            row(
-                &format!("append {nt} thread(s): steady state (wall)"),
-                format!(
-                    "{:.2} M samples/s total, {:.2} M/s per thread",
-                    mps(samples, *w),
-                    mps(samples, *w) / *nt as f64
-                ),
-            );
-        }
-        drop(labels);
-    }
 
     // ---- 1 + 2: append 2 h in one thread, memory per series ----
     let dir = tempfile::tempdir().unwrap();
@@ -962,6 +910,23 @@ fn main() {
     row(
         "head estimate (stats.head_bytes) / series",
         format!("{:.0} B", st.head_bytes as f64 / n as f64),
+    );
+    let hm = db.head_memory();
+    let per = |x: u64| x as f64 / hm.series.max(1) as f64;
+    row(
+        "head breakdown / series (estimate)",
+        format!(
+            "series {:.0} + labels {:.0} + sealed chunks {:.0} + open chunk {:.0} + ooo {:.0} \
+             + maps {:.0} + postings {:.0} + symbols {:.0} B",
+            per(hm.series_structs),
+            per(hm.labels),
+            per(hm.sealed_chunks),
+            per(hm.open_chunks),
+            per(hm.ooo),
+            per(hm.series_maps),
+            per(hm.postings),
+            per(hm.symbols)
+        ),
     );
     println!("\n[3] bytes on disk:");
     row(
@@ -1070,9 +1035,91 @@ fn main() {
     for (.., heavy_l2) in &disk_rows {
         heavy_row(&mut row, "compacted block", *heavy_l2);
     }
+    drop(db);
+
+    // ---- 1b. one vs two threads on identical pre-generated requests ----
+    // Runs last: memory it frees stays mapped by the allocator and would
+    // hide the RSS growth measured in phase 2.
+    if threads {
+        let r2 = (6_000_000 / n.max(1)).clamp(10, 120) as i64;
+        let mut data = Data::new(n, t0);
+        let hosts = data.hosts;
+        let mut per: Vec<Vec<Request>> = vec![Vec::new(), Vec::new()];
+        let mut creation: Vec<Vec<Request>> = vec![Vec::new(), Vec::new()];
+        for round in 0..r2 {
+            for (k, p) in per.iter_mut().enumerate() {
+                let reqs = gen_round(&mut data, round, (k..hosts).step_by(2));
+                if round == 0 {
+                    creation[k].extend(reqs);
+                } else {
+                    p.extend(reqs);
+                }
+            }
+        }
+        let samples: u64 = per.iter().flatten().map(|r| r.samples.len() as u64).sum();
+        let labels = Arc::new(std::mem::take(&mut data.labels));
+        drop(data);
+        let mut results = Vec::new();
+        for nthreads in [1usize, 2] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = rt.block_on(open(dir.path(), Bucket::memory(), DbConfig::default()));
+            let jobs = |src: &Vec<Vec<Request>>| -> Vec<Vec<Request>> {
+                // Clone requests so both runs see identical input.
+                let cl = |v: &Vec<Request>| -> Vec<Request> {
+                    v.iter()
+                        .map(|r| Request {
+                            series: r.series.clone(),
+                            samples: r.samples.clone(),
+                        })
+                        .collect()
+                };
+                if nthreads == 1 {
+                    // Interleave the two halves request by request.
+                    let mut out = Vec::new();
+                    let (a, b) = (cl(&src[0]), cl(&src[1]));
+                    let mut ia = a.into_iter();
+                    let mut ib = b.into_iter();
+                    loop {
+                        match (ia.next(), ib.next()) {
+                            (None, None) => break,
+                            (x, y) => out.extend(x.into_iter().chain(y)),
+                        }
+                    }
+                    vec![out]
+                } else {
+                    src.iter().map(cl).collect()
+                }
+            };
+            let (c, _) = run_threads(&db, &labels, jobs(&creation));
+            let (w, cpu) = run_threads(&db, &labels, jobs(&per));
+            results.push((nthreads, c, w, cpu));
+            drop(db);
+        }
+        println!(
+            "\n[1b] append, pre-generated requests, {} rounds after a creation round:",
+            r2 - 1
+        );
+        for (nt, c, w, cpu) in &results {
+            let creat = n as u64;
+            row(
+                &format!("append {nt} thread(s): series creation round"),
+                format!("{:.2} M samples/s ({:.0} ms)", mps(creat, *c), ms(*c)),
+            );
+            row(
+                &format!("append {nt} thread(s): steady state (wall)"),
+                format!(
+                    "{:.2} M samples/s total, {:.2} M/s per thread; {:.2} M samples per CPU-second",
+                    mps(samples, *w),
+                    mps(samples, *w) / *nt as f64,
+                    mps(samples, *cpu)
+                ),
+            );
+        }
+        drop(labels);
+    }
+
     println!("\nsummary (N = {n}):");
     for (k, v) in &report {
         println!("| {k} | {v} |");
     }
-    drop(db);
 }

@@ -31,7 +31,9 @@ use ulid::Ulid;
 use crate::block::{BlockCompaction, BlockMeta, BlockReader, BlockWriter, ChunkInput, Tombstones};
 use crate::chunks::{XorAppender, chunk_num_samples_any};
 use crate::error::{RejectReason, Result};
-use crate::head::{Appended, Extracted, Head, HeadConfig, Reject, is_deleted, window_start};
+use crate::head::{
+    Appended, Extracted, Head, HeadConfig, HeadMemory, Reject, is_deleted, window_start,
+};
 use crate::index::select_postings;
 use crate::querier::{Part, Queryable, SelectHints, Series, merge_series};
 use crate::wal::{RefSample, RefSeries, RefTombstone, ReplayOptions, Wal, WalConfig};
@@ -655,6 +657,11 @@ impl Db {
             blocks_cut: self.counters.blocks_cut.load(Ordering::Relaxed),
             compactions: self.counters.compactions.load(Ordering::Relaxed),
         }
+    }
+
+    /// Where the head's memory goes (estimated; see [`HeadMemory`]).
+    pub fn head_memory(&self) -> HeadMemory {
+        self.head.memory()
     }
 
     pub(crate) fn count_compaction(&self) {

@@ -199,11 +199,7 @@ impl Head {
                 return Some(s.clone());
             }
         }
-        stripe
-            .collisions
-            .iter()
-            .find(|s| s.hash == hash && same(s))
-            .cloned()
+        stripe.collisions.iter().find(|s| same(s)).cloned()
     }
 
     /// The series with `labels`, created if new. Labels must be valid
@@ -259,7 +255,7 @@ impl Head {
         labels: &Labels,
     ) -> Arc<MemSeries> {
         let syms = self.symbols.intern_labels(labels);
-        let s = Arc::new(MemSeries::new(id, hash, syms));
+        let s = Arc::new(MemSeries::new(id, syms));
         match stripe.by_hash.entry(hash) {
             std::collections::hash_map::Entry::Occupied(_) => stripe.collisions.push(s.clone()),
             std::collections::hash_map::Entry::Vacant(e) => {
@@ -284,6 +280,10 @@ impl Head {
             }
         }
         self.unlogged_len.store(u.len(), Ordering::Release);
+        if u.is_empty() && u.capacity() > 1024 {
+            // A burst of new series (startup) left a large empty table.
+            u.shrink_to_fit();
+        }
     }
 
     /// Replay: (re)creates series `id` with `labels`. If the labels already
@@ -637,11 +637,9 @@ impl Head {
         for s in self.all_series() {
             let mut d = s.data.lock();
             d.chunks.retain(|c| c.maxt >= cut_end);
+            d.chunks.shrink_to_fit();
             if let Some(ts) = taken.get(&s.id) {
                 d.ooo.retain(|x| ts.binary_search(&x.0).is_err());
-            }
-            if d.ooo.capacity() > 2 * d.ooo.len() + 8 {
-                d.ooo.shrink_to_fit();
             }
             match d.time_range() {
                 Some((lo, hi)) => {
@@ -656,12 +654,19 @@ impl Head {
             }
         }
         for s in &removed {
-            let mut hs = self.hash_stripe(s.hash).write();
-            if hs.by_hash.get(&s.hash).is_some_and(|x| x.id == s.id) {
-                hs.by_hash.remove(&s.hash);
-                if let Some(pos) = hs.collisions.iter().position(|x| x.hash == s.hash) {
+            // The label hash is not stored per series: recompute it.
+            let hash = series_hash(&self.symbols.labels(&s.syms));
+            let mut hs = self.hash_stripe(hash).write();
+            if hs.by_hash.get(&hash).is_some_and(|x| x.id == s.id) {
+                hs.by_hash.remove(&hash);
+                let symbols = &self.symbols;
+                if let Some(pos) = hs
+                    .collisions
+                    .iter()
+                    .position(|x| series_hash(&symbols.labels(&x.syms)) == hash)
+                {
                     let c = hs.collisions.swap_remove(pos);
-                    hs.by_hash.insert(c.hash, c);
+                    hs.by_hash.insert(hash, c);
                 }
             } else {
                 hs.collisions.retain(|x| x.id != s.id);
@@ -763,6 +768,7 @@ impl Head {
                         .all(|(a, b)| Arc::ptr_eq(&a.data, &b.data));
                 if still {
                     d.chunks.splice(pos..pos + group.len(), fresh);
+                    d.chunks.shrink_to_fit();
                     replaced += group.len();
                 }
             }
@@ -772,12 +778,75 @@ impl Head {
 
     /// Approximate bytes held by series data, index and symbols.
     pub(crate) fn approx_bytes(&self) -> usize {
-        let mut b = 0;
+        self.memory().total() as usize
+    }
+
+    /// Where the head's memory goes, estimated from capacities (see
+    /// [`HeadMemory`]).
+    pub(crate) fn memory(&self) -> HeadMemory {
+        let mut m = HeadMemory::default();
         for s in self.all_series() {
-            b += std::mem::size_of::<MemSeries>() + 16 + s.syms.len() * 4 + 48;
-            b += s.data.lock().approx_bytes();
+            m.series += 1;
+            // Arc header + struct.
+            m.series_structs += (std::mem::size_of::<MemSeries>() + 16) as u64;
+            m.labels += s.syms.len() as u64;
+            let d = s.data.lock();
+            let (sealed, open, ooo) = d.heap_bytes();
+            m.sealed_chunks += sealed as u64;
+            m.open_chunks += open as u64;
+            m.ooo += ooo as u64;
         }
-        b + self.symbols.stats().1 + self.postings.approx_bytes()
+        let map = |cap: usize, entry: usize| (cap * 8 / 7 * (entry + 1)) as u64;
+        for st in self.by_hash.iter() {
+            let st = st.read();
+            m.series_maps += map(st.by_hash.capacity(), 16) + (st.collisions.capacity() * 8) as u64;
+        }
+        for st in self.by_id.iter() {
+            m.series_maps += map(st.read().capacity(), 16);
+        }
+        m.series_maps += map(self.unlogged.read().capacity(), 16);
+        m.symbols = self.symbols.stats().1 as u64;
+        m.postings = self.postings.approx_bytes() as u64;
+        m
+    }
+}
+
+/// Estimated heap bytes of a head, by part (from capacities, not counting
+/// allocator rounding). Totals divided by [`HeadMemory::series`] give the
+/// per-series breakdown of the engine benchmark.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeadMemory {
+    /// Series in the head.
+    pub series: u64,
+    /// Fixed-size series records (ids, hash, locks, chunk list headers).
+    pub series_structs: u64,
+    /// Label sets as symbol ids.
+    pub labels: u64,
+    /// Sealed chunks: encoded bytes plus per-chunk headers.
+    pub sealed_chunks: u64,
+    /// Open (appendable) chunks: buffer capacity plus appender state.
+    pub open_chunks: u64,
+    /// Out-of-order sample buffers.
+    pub ooo: u64,
+    /// Hash maps finding series by label hash and by id.
+    pub series_maps: u64,
+    /// Distinct label strings.
+    pub symbols: u64,
+    /// The inverted index (postings lists and per-value entries).
+    pub postings: u64,
+}
+
+impl HeadMemory {
+    /// Sum of all parts.
+    pub fn total(&self) -> u64 {
+        self.series_structs
+            + self.labels
+            + self.sealed_chunks
+            + self.open_chunks
+            + self.ooo
+            + self.series_maps
+            + self.symbols
+            + self.postings
     }
 }
 
@@ -905,7 +974,11 @@ mod tests {
             assert!(!head.symbols.matches(&syms, &other), "{other}");
         }
         // Unknown symbol ids never match.
-        assert!(!head.symbols.matches(&[9999, 9998], &fresh(&[("a", "b")])));
+        assert!(
+            !head
+                .symbols
+                .matches(&symbols::encode(&[9999, 9998]), &fresh(&[("a", "b")]))
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@
 
 use crate::error::Result;
 
+mod delta;
 mod mem;
 mod ops;
 mod select;

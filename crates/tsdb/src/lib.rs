@@ -35,6 +35,7 @@ pub use chunks::{
 pub use db::{AppendReport, Db, DbConfig, DbStats, SampleError, SeriesSamples};
 pub use error::{Error, RejectReason, Result};
 pub use head::HeadConfig;
+pub use head::HeadMemory;
 pub use index::{MemPostings, Postings, PostingsSource, select_postings};
 pub use querier::{Part, Queryable, SelectHints, Series, SeriesIter, merge_series};
 pub use stats::{HeadStats, StatEntry};

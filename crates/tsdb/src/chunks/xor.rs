@@ -52,7 +52,7 @@ impl Default for XorAppender {
 impl XorAppender {
     /// An empty chunk (only the zero sample count is written).
     pub fn new() -> Self {
-        let mut buf = Vec::with_capacity(128);
+        let mut buf = Vec::with_capacity(64);
         buf.extend_from_slice(&[0, 0]);
         XorAppender {
             buf,
@@ -73,6 +73,15 @@ impl XorAppender {
         debug_assert!((self.num as usize) < MAX_SAMPLES_PER_CHUNK);
         debug_assert!(self.num == 0 || t > self.t);
         let vbits = v.to_bits();
+        // Grow by an eighth (at least 32 bytes) instead of doubling: the
+        // head keeps one open chunk per series, so doubling's slack (a
+        // quarter of the buffer on average) is paid a million times.
+        // One sample needs at most 20 bytes plus `write_bits`' 8-byte
+        // overshoot.
+        let spare = self.buf.capacity() - self.buf.len();
+        if spare < 32 {
+            self.buf.reserve_exact((self.buf.len() / 8).max(32));
+        }
         match self.num {
             0 => {
                 let mut tmp = [0u8; 10];
@@ -190,6 +199,11 @@ impl XorAppender {
     /// The chunk bytes; a complete, decodable chunk at any moment.
     pub fn bytes(&self) -> &[u8] {
         &self.buf
+    }
+
+    /// Bytes allocated for the chunk buffer (its capacity).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// The chunk bytes, with the buffer shrunk to fit.

@@ -41,6 +41,45 @@ pub(crate) enum Appended {
     Noop,
 }
 
+/// Sorted, unique out-of-order samples of a series. Most series never
+/// have any, so an empty buffer is one null pointer (8 bytes, not a
+/// 24-byte `Vec`).
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)] // the point: 8 bytes when empty
+pub(crate) struct Ooo(Option<Box<Vec<(i64, f64)>>>);
+
+impl std::ops::Deref for Ooo {
+    type Target = [(i64, f64)];
+
+    fn deref(&self) -> &[(i64, f64)] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+}
+
+impl Ooo {
+    fn insert(&mut self, i: usize, x: (i64, f64)) {
+        self.0.get_or_insert_with(Box::default).insert(i, x);
+    }
+
+    /// Keeps the samples `f` accepts; frees or shrinks the buffer when it
+    /// became empty or mostly unused.
+    pub(crate) fn retain(&mut self, f: impl FnMut(&(i64, f64)) -> bool) {
+        if let Some(v) = &mut self.0 {
+            v.retain(f);
+            if v.is_empty() {
+                self.0 = None;
+            } else if v.capacity() > 2 * v.len() + 8 {
+                v.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Heap bytes held.
+    fn heap_bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |v| 24 + v.capacity() * 16)
+    }
+}
+
 /// The mutable state of a series, behind its mutex.
 #[derive(Debug)]
 pub(crate) struct SeriesData {
@@ -49,7 +88,7 @@ pub(crate) struct SeriesData {
     /// Exclusive upper bound for timestamps in the open chunk.
     app_end: i64,
     /// Sorted, unique out-of-order samples.
-    pub(crate) ooo: Vec<(i64, f64)>,
+    pub(crate) ooo: Ooo,
     /// Newest in-order sample.
     pub(crate) last_t: i64,
     last_v: u64,
@@ -62,23 +101,22 @@ pub(crate) struct SeriesData {
 #[derive(Debug)]
 pub(crate) struct MemSeries {
     pub(crate) id: u64,
-    pub(crate) hash: u64,
-    /// Label set as symbol ids: name, value, name, value...
-    pub(crate) syms: Box<[u32]>,
+    /// Label set as varint symbol ids: name, value, name, value... (see
+    /// [`symbols::encode`](super::symbols::encode)).
+    pub(crate) syms: Box<[u8]>,
     pub(crate) data: Mutex<SeriesData>,
 }
 
 impl MemSeries {
-    pub(crate) fn new(id: u64, hash: u64, syms: Box<[u32]>) -> Self {
+    pub(crate) fn new(id: u64, syms: Box<[u8]>) -> Self {
         Self {
             id,
-            hash,
             syms,
             data: Mutex::new(SeriesData {
                 chunks: Vec::new(),
                 app: None,
                 app_end: i64::MIN,
-                ooo: Vec::new(),
+                ooo: Ooo::default(),
                 last_t: i64::MIN,
                 last_v: 0,
                 removed: false,
@@ -166,6 +204,8 @@ impl SeriesData {
     pub(crate) fn seal_open_chunk(&mut self) {
         if let Some(a) = self.app.take() {
             if let (Some(mint), Some(maxt)) = (a.first_t(), a.last_t()) {
+                // Exact capacity: a series holds a few chunks for hours.
+                self.chunks.reserve_exact(1);
                 self.chunks.push(HeadChunk {
                     mint,
                     maxt,
@@ -204,14 +244,13 @@ impl SeriesData {
         self.chunks.is_empty() && self.app.is_none() && self.ooo.is_empty()
     }
 
-    /// Approximate heap bytes held by the samples.
-    pub(crate) fn approx_bytes(&self) -> usize {
-        self.chunks
-            .iter()
-            .map(|c| c.data.len() + std::mem::size_of::<HeadChunk>() + 16)
-            .sum::<usize>()
-            + self.app.as_ref().map_or(0, |a| a.bytes().len() + 64)
-            + self.ooo.capacity() * 16
+    /// Approximate heap bytes held by the samples: (sealed chunks, open
+    /// chunk, out-of-order buffer).
+    pub(crate) fn heap_bytes(&self) -> (usize, usize, usize) {
+        let sealed = self.chunks.iter().map(|c| c.data.len() + 16).sum::<usize>()
+            + self.chunks.capacity() * std::mem::size_of::<HeadChunk>();
+        let open = self.app.as_ref().map_or(0, |a| a.capacity());
+        (sealed, open, self.ooo.heap_bytes())
     }
 }
 

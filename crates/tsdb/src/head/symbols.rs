@@ -1,104 +1,199 @@
 //! String interning for the head.
 //!
 //! Every label name and value in the head is stored once; a series keeps
-//! its label set as a slice of `u32` symbol ids (8 bytes per label instead
-//! of two fat pointers), which is most of what makes the head's memory per
-//! series small. Symbols are never removed while the head lives; a head
-//! with heavy churn accumulates dead strings until restart (noted in
+//! its label set as symbol ids, varint-encoded in one byte slice
+//! ([`encode`]: name, value, name, value...; one or two bytes per id for
+//! the first 16k strings instead of two fat pointers per label), which is
+//! a large part of what makes the head's memory per series small.
+//!
+//! Reading a symbol takes no lock: strings live in slots that are written
+//! once, in buckets of doubling size that are allocated once and never
+//! moved, so the append path (which compares a request's labels with a
+//! series' symbols for every sample) touches no shared cache line that
+//! another appending thread writes. Only interning a new string takes the
+//! table's write lock. Symbols are never removed while the head lives; a
+//! head with heavy churn accumulates dead strings until restart (noted in
 //! ARCHITECTURE.md).
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering as AtomicOrdering};
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
 use stratus_model::{Label, Labels};
 
-#[derive(Debug, Default)]
-struct Inner {
-    ids: HashMap<Arc<str>, u32>,
-    strs: Vec<Arc<str>>,
-}
+/// Slots in the first bucket (log2); bucket `k` holds `FIRST << k` slots.
+const FIRST_BITS: u32 = 10;
+/// Enough buckets for every `u32` id.
+const BUCKETS: usize = 33 - FIRST_BITS as usize;
+
+type Slot = OnceLock<Arc<str>>;
 
 /// The head's symbol table.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Symbols {
-    inner: RwLock<Inner>,
+    /// String → id, for interning. Writers hold the write lock while they
+    /// assign an id and fill its slot.
+    ids: RwLock<HashMap<Arc<str>, u32>>,
+    /// Id → string; see the module docs.
+    buckets: Box<[OnceLock<Box<[Slot]>>]>,
+    len: AtomicU32,
+}
+
+impl Default for Symbols {
+    fn default() -> Self {
+        Self {
+            ids: RwLock::default(),
+            buckets: (0..BUCKETS).map(|_| OnceLock::new()).collect(),
+            len: AtomicU32::new(0),
+        }
+    }
+}
+
+/// Bucket and offset of symbol `id`.
+fn locate(id: u32) -> (usize, usize) {
+    let i = u64::from(id) + (1 << FIRST_BITS);
+    let k = 63 - i.leading_zeros() - FIRST_BITS;
+    (k as usize, (i - ((1u64 << FIRST_BITS) << k)) as usize)
+}
+
+/// Appends `id` as a LEB128 varint.
+fn put_varint(out: &mut Vec<u8>, mut id: u32) {
+    while id >= 0x80 {
+        out.push((id as u8) | 0x80);
+        id >>= 7;
+    }
+    out.push(id as u8);
+}
+
+/// Encodes symbol ids (name, value, name, value...) as varints.
+pub(crate) fn encode(ids: &[u32]) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(ids.len() * 2);
+    for &id in ids {
+        put_varint(&mut out, id);
+    }
+    out.into_boxed_slice()
+}
+
+/// Decodes the ids written by [`encode`]; stops at a truncated varint.
+#[derive(Debug, Clone)]
+pub(crate) struct Ids<'a>(&'a [u8]);
+
+impl Iterator for Ids<'_> {
+    type Item = u32;
+
+    #[inline]
+    fn next(&mut self) -> Option<u32> {
+        let mut v = 0u32;
+        let mut shift = 0;
+        while let Some((&b, rest)) = self.0.split_first() {
+            self.0 = rest;
+            v |= u32::from(b & 0x7f).checked_shl(shift).unwrap_or(0);
+            if b < 0x80 {
+                return Some(v);
+            }
+            shift += 7;
+        }
+        None
+    }
+}
+
+/// The (name, value) id pairs of an encoded label set.
+pub(crate) fn pairs(syms: &[u8]) -> impl Iterator<Item = (u32, u32)> + '_ {
+    let mut it = Ids(syms);
+    std::iter::from_fn(move || Some((it.next()?, it.next()?)))
 }
 
 impl Symbols {
+    /// The string of symbol `id` (lock-free).
+    #[inline]
+    pub(crate) fn get(&self, id: u32) -> Option<&Arc<str>> {
+        let (k, off) = locate(id);
+        self.buckets.get(k)?.get()?.get(off)?.get()
+    }
+
+    fn str_of(&self, id: u32) -> &str {
+        self.get(id).map_or("", |s| &**s)
+    }
+
     /// The id of `s`, interning it if new.
     pub(crate) fn intern(&self, s: &Arc<str>) -> u32 {
-        if let Some(&id) = self.inner.read().ids.get(&**s) {
+        if let Some(&id) = self.ids.read().get(&**s) {
             return id;
         }
-        let mut w = self.inner.write();
-        if let Some(&id) = w.ids.get(&**s) {
+        let mut w = self.ids.write();
+        if let Some(&id) = w.get(&**s) {
             return id;
         }
-        let id = w.strs.len() as u32;
-        w.strs.push(s.clone());
-        w.ids.insert(s.clone(), id);
+        let id = self.len.load(AtomicOrdering::Relaxed);
+        let (k, off) = locate(id);
+        if let Some(bucket) = self.buckets.get(k) {
+            let slots = bucket.get_or_init(|| {
+                (0..(1usize << FIRST_BITS) << k)
+                    .map(|_| OnceLock::new())
+                    .collect()
+            });
+            if let Some(slot) = slots.get(off) {
+                let _ = slot.set(s.clone());
+            }
+        }
+        w.insert(s.clone(), id);
+        self.len
+            .store(id.saturating_add(1), AtomicOrdering::Release);
         id
     }
 
-    /// Interns every name and value of `labels`.
-    pub(crate) fn intern_labels(&self, labels: &Labels) -> Box<[u32]> {
-        labels
+    /// Interns every name and value of `labels`; returns them encoded.
+    pub(crate) fn intern_labels(&self, labels: &Labels) -> Box<[u8]> {
+        let ids: Vec<u32> = labels
             .iter()
             .flat_map(|l| [self.intern(&l.name), self.intern(&l.value)])
-            .collect()
+            .collect();
+        encode(&ids)
     }
 
-    /// Rebuilds a label set from symbol ids.
-    pub(crate) fn labels(&self, syms: &[u32]) -> Labels {
-        let r = self.inner.read();
-        let get = |id: u32| {
-            r.strs
-                .get(id as usize)
-                .cloned()
-                .unwrap_or_else(|| Arc::from(""))
-        };
+    /// Rebuilds a label set from encoded symbol ids.
+    pub(crate) fn labels(&self, syms: &[u8]) -> Labels {
+        let get = |id: u32| self.get(id).cloned().unwrap_or_else(|| Arc::from(""));
         Labels::from_sorted_unchecked(
-            syms.chunks_exact(2)
-                .map(|p| Label {
-                    name: get(p[0]),
-                    value: get(p[1]),
+            pairs(syms)
+                .map(|(n, v)| Label {
+                    name: get(n),
+                    value: get(v),
                 })
                 .collect(),
         )
     }
 
-    /// Whether a symbol-encoded label set equals `labels`, compared in
-    /// place (no allocation, one read lock).
-    pub(crate) fn matches(&self, syms: &[u32], labels: &Labels) -> bool {
-        if syms.len() != labels.len() * 2 {
-            return false;
-        }
-        let r = self.inner.read();
+    /// Whether an encoded label set equals `labels`, compared in place (no
+    /// allocation, no lock).
+    pub(crate) fn matches(&self, syms: &[u8], labels: &Labels) -> bool {
         let eq = |id: u32, s: &Arc<str>| {
-            r.strs
-                .get(id as usize)
+            self.get(id)
                 .is_some_and(|x| Arc::ptr_eq(x, s) || **x == **s)
         };
-        syms.chunks_exact(2)
-            .zip(labels.iter())
-            .all(|(p, l)| eq(p[0], &l.name) && eq(p[1], &l.value))
+        let mut ls = labels.iter();
+        for (n, v) in pairs(syms) {
+            match ls.next() {
+                Some(l) if eq(n, &l.name) && eq(v, &l.value) => {}
+                _ => return false,
+            }
+        }
+        ls.next().is_none()
     }
 
-    /// Looks up the value of label `name` in a symbol-encoded label set.
-    pub(crate) fn value_of(&self, syms: &[u32], name: &str) -> Option<Arc<str>> {
-        let r = self.inner.read();
-        syms.chunks_exact(2)
-            .find(|p| r.strs.get(p[0] as usize).is_some_and(|n| &**n == name))
-            .and_then(|p| r.strs.get(p[1] as usize).cloned())
+    /// Looks up the value of label `name` in an encoded label set.
+    pub(crate) fn value_of(&self, syms: &[u8], name: &str) -> Option<Arc<str>> {
+        pairs(syms)
+            .find(|&(n, _)| self.get(n).is_some_and(|x| &**x == name))
+            .and_then(|(_, v)| self.get(v).cloned())
     }
 
-    /// Collects the label names of a symbol-encoded label set.
-    pub(crate) fn names_into(&self, syms: &[u32], out: &mut std::collections::BTreeSet<String>) {
-        let r = self.inner.read();
-        for p in syms.chunks_exact(2) {
-            if let Some(n) = r.strs.get(p[0] as usize) {
+    /// Collects the label names of an encoded label set.
+    pub(crate) fn names_into(&self, syms: &[u8], out: &mut std::collections::BTreeSet<String>) {
+        for (n, _) in pairs(syms) {
+            if let Some(n) = self.get(n) {
                 if !out.contains(&**n) {
                     out.insert(n.to_string());
                 }
@@ -106,23 +201,81 @@ impl Symbols {
         }
     }
 
-    /// Compares two symbol-encoded label sets the way `Labels` orders them.
-    pub(crate) fn cmp_labels(&self, a: &[u32], b: &[u32]) -> Ordering {
-        let r = self.inner.read();
-        let s = |id: u32| r.strs.get(id as usize).map(|s| &**s).unwrap_or("");
-        for (x, y) in a.chunks_exact(2).zip(b.chunks_exact(2)) {
-            let o = s(x[0]).cmp(s(y[0])).then_with(|| s(x[1]).cmp(s(y[1])));
-            if o != Ordering::Equal {
-                return o;
+    /// Compares two encoded label sets the way `Labels` orders them.
+    pub(crate) fn cmp_labels(&self, a: &[u8], b: &[u8]) -> Ordering {
+        let (mut a, mut b) = (pairs(a), pairs(b));
+        loop {
+            match (a.next(), b.next()) {
+                (Some(x), Some(y)) => {
+                    let o = self
+                        .str_of(x.0)
+                        .cmp(self.str_of(y.0))
+                        .then_with(|| self.str_of(x.1).cmp(self.str_of(y.1)));
+                    if o != Ordering::Equal {
+                        return o;
+                    }
+                }
+                (None, None) => return Ordering::Equal,
+                (None, Some(_)) => return Ordering::Less,
+                (Some(_), None) => return Ordering::Greater,
             }
         }
-        a.len().cmp(&b.len())
     }
 
-    /// Number of distinct strings and their approximate heap bytes.
+    /// Number of distinct strings and their approximate heap bytes (string
+    /// allocations, lookup entries and slots).
     pub(crate) fn stats(&self) -> (usize, usize) {
-        let r = self.inner.read();
-        let bytes = r.strs.iter().map(|s| s.len() + 16 + 8 + 24).sum();
-        (r.strs.len(), bytes)
+        let r = self.ids.read();
+        let strings: usize = r.keys().map(|s| (s.len() + 16).next_multiple_of(8)).sum();
+        let table = r.capacity() * 8 / 7 * (16 + 4 + 1);
+        let slots: usize = self
+            .buckets
+            .iter()
+            .filter_map(OnceLock::get)
+            .map(|b| b.len() * std::mem::size_of::<Slot>())
+            .sum();
+        (r.len(), strings + table + slots)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locate_covers_ids_without_gaps() {
+        assert_eq!(locate(0), (0, 0));
+        assert_eq!(locate(1023), (0, 1023));
+        assert_eq!(locate(1024), (1, 0));
+        assert_eq!(locate(3071), (1, 2047));
+        assert_eq!(locate(3072), (2, 0));
+        let (k, _) = locate(u32::MAX);
+        assert!(k < BUCKETS);
+    }
+
+    #[test]
+    fn varints_round_trip() {
+        let ids = [0, 1, 127, 128, 16_383, 16_384, u32::MAX];
+        let enc = encode(&ids);
+        assert_eq!(Ids(&enc).collect::<Vec<_>>(), ids);
+        assert_eq!(enc.len(), 1 + 1 + 1 + 2 + 2 + 3 + 5);
+        // A truncated varint ends the sequence.
+        assert_eq!(Ids(&[0x80]).count(), 0);
+        assert_eq!(pairs(&encode(&[1, 2, 3])).count(), 1);
+    }
+
+    #[test]
+    fn interning_across_buckets() {
+        let s = Symbols::default();
+        let strs: Vec<Arc<str>> = (0..5000).map(|i| Arc::from(format!("s{i}"))).collect();
+        for (i, x) in strs.iter().enumerate() {
+            assert_eq!(s.intern(x), i as u32);
+        }
+        assert_eq!(s.intern(&Arc::from("s4321")), 4321);
+        for (i, x) in strs.iter().enumerate() {
+            assert_eq!(s.get(i as u32).map(|a| &**a), Some(&**x));
+        }
+        assert!(s.get(5000).is_none());
+        assert_eq!(s.stats().0, 5000);
     }
 }

@@ -14,16 +14,17 @@
 //!   sets (see [`MemPostings::intern_labels`]), so each distinct string is
 //!   stored once;
 //! - a pair carried by a single series (ids, pod names, ...) stores its id
-//!   inline instead of in a heap `Vec`; other pairs own a `Vec<u64>`, i.e.
-//!   8 bytes per label per series plus growth slack;
+//!   inline; other pairs own a delta-varint list ([`DeltaList`]), about one
+//!   or two bytes per label per series, as does the list of all series;
 //! - sorted value iteration (needed by regex matchers and `label_values`)
 //!   uses one `Vec<Arc<str>>` per label name, appended to as values appear
 //!   and re-sorted lazily only when a value arrived out of order. Sorting
 //!   is a stable sort, which merges the sorted prefix with the new tail in
 //!   about linear time.
 //!
-//! Ids are normally added in increasing order (a push); an out-of-order add
-//! (WAL replay) is an insertion into the sorted list, linear in its length.
+//! Ids are normally added in increasing order (an append); an out-of-order
+//! add (concurrent creation, WAL replay) decodes from the nearest restart
+//! point of the list.
 //!
 //! No lock is held while calling back into caller code: `for_each_value`
 //! copies values out in bounded batches and calls the callback between
@@ -37,7 +38,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use stratus_model::{Label, Labels};
 
-use super::ops::subtract;
+use super::delta::DeltaList;
 use super::{Postings, PostingsSource};
 use crate::error::Result;
 
@@ -48,8 +49,9 @@ const VALUE_BATCH: usize = 512;
 enum Ids {
     /// Exactly one series: no heap allocation.
     One(u64),
-    /// Two or more series, sorted and unique.
-    Many(Vec<u64>),
+    /// Two or more series, delta-compressed (boxed so that the common
+    /// single-series pairs keep the map entries small).
+    Many(Box<DeltaList>),
 }
 
 impl Ids {
@@ -58,10 +60,11 @@ impl Ids {
             Ids::One(x) => {
                 let x = *x;
                 if x != id {
-                    *self = Ids::Many(if x < id { vec![x, id] } else { vec![id, x] });
+                    let pair = if x < id { [x, id] } else { [id, x] };
+                    *self = Ids::Many(Box::new(DeltaList::from_sorted(&pair)));
                 }
             }
-            Ids::Many(v) => insert_sorted(v, id),
+            Ids::Many(v) => v.insert(id),
         }
     }
 
@@ -70,12 +73,14 @@ impl Ids {
         match self {
             Ids::One(x) => ids.binary_search(x).is_ok(),
             Ids::Many(v) => {
-                let rest = subtract(v, ids);
-                match rest.as_slice() {
-                    [] => return true,
-                    [one] => *self = Ids::One(*one),
-                    _ if rest.len() < v.len() => {
-                        *v = rest;
+                v.remove(ids);
+                match v.len() {
+                    0 => return true,
+                    1 => {
+                        let one = v.iter().next();
+                        if let Some(one) = one {
+                            *self = Ids::One(one);
+                        }
                     }
                     _ => {}
                 }
@@ -87,26 +92,15 @@ impl Ids {
     fn to_postings(&self) -> Postings {
         match self {
             Ids::One(x) => vec![*x],
-            Ids::Many(v) => v.clone(),
+            Ids::Many(v) => v.to_vec(),
         }
     }
 
     fn heap_bytes(&self) -> usize {
         match self {
             Ids::One(_) => 0,
-            Ids::Many(v) => v.capacity() * size_of::<u64>(),
+            Ids::Many(v) => size_of::<DeltaList>() + v.heap_bytes(),
         }
-    }
-}
-
-fn insert_sorted(v: &mut Vec<u64>, id: u64) {
-    match v.last() {
-        Some(&last) if last >= id => {
-            if let Err(i) = v.binary_search(&id) {
-                v.insert(i, id);
-            }
-        }
-        _ => v.push(id),
     }
 }
 
@@ -168,8 +162,8 @@ impl Values {
 
 #[derive(Default)]
 struct Inner {
-    /// Every series id, sorted.
-    all: Vec<u64>,
+    /// Every series id.
+    all: DeltaList,
     names: HashMap<Arc<str>, Values>,
 }
 
@@ -234,7 +228,7 @@ impl MemPostings {
     /// ([`intern_labels`](Self::intern_labels)) to share strings.
     pub fn add(&self, id: u64, labels: &Labels) {
         let mut g = self.inner.write();
-        insert_sorted(&mut g.all, id);
+        g.all.insert(id);
         for Label { name, value } in labels {
             match g.names.get_mut(&**name) {
                 Some(values) => values.add(value, id),
@@ -265,7 +259,7 @@ impl MemPostings {
             unknown.sort_unstable();
             unknown.dedup();
             let mut g = self.inner.write();
-            g.all = subtract(&g.all, &unknown);
+            g.all.remove(&unknown);
             let Inner { names, .. } = &mut *g;
             for values in names.values_mut() {
                 let before = values.ids.len();
@@ -298,7 +292,7 @@ impl MemPostings {
             list.dedup();
         }
         let mut g = self.inner.write();
-        g.all = subtract(&g.all, &ids);
+        g.all.remove(&ids);
         let mut touched: HashSet<&str> = HashSet::new();
         for (&(name, value), list) in &by_pair {
             if g.remove_pair(name, value, list) {
@@ -393,7 +387,7 @@ impl MemPostings {
             (2 * size_of::<usize>() + s.len()).next_multiple_of(8)
         }
         let g = self.inner.read();
-        let mut total = g.all.capacity() * size_of::<u64>();
+        let mut total = g.all.heap_bytes();
         total += table::<Arc<str>, Values>(g.names.capacity());
         for (name, values) in &g.names {
             total += string(name);
@@ -431,7 +425,7 @@ impl MemPostings {
 
 impl PostingsSource for MemPostings {
     fn all_postings(&self) -> Result<Postings> {
-        Ok(self.inner.read().all.clone())
+        Ok(self.inner.read().all.to_vec())
     }
 
     fn for_each_value(
