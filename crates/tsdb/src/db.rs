@@ -55,6 +55,11 @@ pub struct DbConfig {
     /// How often sealed head chunks are re-encoded in the compact encoding
     /// to save memory (default 2 minutes).
     pub head_chunk_compaction_interval: Duration,
+    /// Exemplars kept in memory (all series together; 0 disables
+    /// exemplar storage). Default 100k.
+    pub max_exemplars: usize,
+    /// Metric families whose metadata is kept in memory. Default 100k.
+    pub max_metadata: usize,
 }
 
 impl Default for DbConfig {
@@ -68,6 +73,8 @@ impl Default for DbConfig {
             retention: None,
             compaction_ranges: vec![2 * h, 12 * h, 24 * h, 7 * 24 * h],
             head_chunk_compaction_interval: Duration::from_secs(120),
+            max_exemplars: crate::exemplars::DEFAULT_MAX_EXEMPLARS,
+            max_metadata: crate::metadata::DEFAULT_MAX_METADATA,
         }
     }
 }
@@ -174,6 +181,10 @@ pub struct Db {
     ooo_window: AtomicI64,
     /// Retention in ms; negative = keep forever.
     retention_ms: AtomicI64,
+    /// Exemplars (memory only).
+    exemplars: crate::exemplars::ExemplarStore,
+    /// Metric family metadata (memory only).
+    metadata: crate::metadata::MetadataStore,
 }
 
 fn retention_to_ms(r: Option<Duration>) -> i64 {
@@ -230,6 +241,8 @@ impl Db {
         let ooo_window = AtomicI64::new(cfg.head.ooo_window);
         let retention_ms = AtomicI64::new(retention_to_ms(cfg.retention));
         Ok(Db {
+            exemplars: crate::exemplars::ExemplarStore::new(cfg.max_exemplars),
+            metadata: crate::metadata::MetadataStore::new(cfg.max_metadata),
             last_chunk_compaction: Mutex::new(std::time::Instant::now()),
             ooo_window,
             retention_ms,
@@ -264,6 +277,16 @@ impl Db {
     /// The configuration.
     pub fn config(&self) -> &DbConfig {
         &self.cfg
+    }
+
+    /// The tenant's exemplar store (in memory).
+    pub fn exemplars(&self) -> &crate::exemplars::ExemplarStore {
+        &self.exemplars
+    }
+
+    /// The tenant's metric metadata (in memory).
+    pub fn metadata(&self) -> &crate::metadata::MetadataStore {
+        &self.metadata
     }
 
     pub(crate) fn touch(&self) {

@@ -14,8 +14,10 @@ pub mod chunks;
 mod compact;
 mod db;
 mod error;
+pub mod exemplars;
 pub mod failpoint;
 mod head;
+pub mod metadata;
 pub mod index;
 pub mod querier;
 mod tenants;
@@ -33,8 +35,10 @@ pub use chunks::{
 };
 pub use db::{AppendReport, Db, DbConfig, DbStats, SampleError, SeriesSamples};
 pub use error::{Error, RejectReason, Result};
+pub use exemplars::{ExemplarOutcome, ExemplarReport, ExemplarStats, ExemplarStore};
 pub use head::HeadConfig;
 pub use index::{MemPostings, Postings, PostingsSource, select_postings};
+pub use metadata::{MetadataStore, MetricMetadata, MetricType};
 pub use querier::{Part, Queryable, SelectHints, Series, SeriesIter, merge_series};
 pub use tenants::{TenantOverrides, Tenants};
 pub use wal::{
