@@ -54,6 +54,13 @@ pub struct ServerConfig {
     /// Most PromQL queries evaluated at once; more wait for a slot (the
     /// wait counts against their timeout). Default 20, as Prometheus.
     pub max_concurrent_queries: usize,
+    /// Inject a zero sample at a series' created timestamp (remote write
+    /// 2.0 `start_timestamp`, OTLP `start_time_unix_nano`) when the series
+    /// has no sample at or after it yet, as Prometheus'
+    /// `created-timestamp-zero-ingestion` feature. Default off.
+    pub created_timestamp_zero_ingestion: bool,
+    /// Exemplars kept in memory per tenant (0 disables; default 100k).
+    pub max_exemplars: usize,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +79,8 @@ impl Default for ServerConfig {
             query_max_samples: 50_000_000,
             lookback_delta: Duration::from_secs(300),
             max_concurrent_queries: 20,
+            created_timestamp_zero_ingestion: false,
+            max_exemplars: stratus_tsdb::exemplars::DEFAULT_MAX_EXEMPLARS,
         }
     }
 }

@@ -21,6 +21,7 @@
 
 mod config;
 mod error;
+mod meta;
 mod metrics;
 mod query;
 mod read;

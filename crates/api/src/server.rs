@@ -28,9 +28,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use snafu::ResultExt;
-use stratus_model::TenantId;
+use stratus_model::{Labels, Matcher, Sample, TenantId};
 use stratus_objstore::Bucket;
-use stratus_tsdb::{AppendReport, Db, DbConfig, HeadConfig, SeriesSamples, Tenants};
+use stratus_tsdb::{
+    AppendReport, Db, DbConfig, HeadConfig, Queryable, SelectHints, SeriesSamples, Tenants,
+};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
@@ -38,7 +40,7 @@ use crate::config::{AuthMode, ServerConfig};
 use crate::error::{CloseSnafu, OpenBucketSnafu, Result, ServeSnafu, TokenAuthNotImplementedSnafu};
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
 use crate::remote_write::{self, DecodeError, RwVersion, WriteBatch};
-use crate::{query, read};
+use crate::{meta, query, read};
 
 /// The header carrying the tenant id (Cortex/Mimir convention).
 pub(crate) const ORG_ID_HEADER: &str = "x-scope-orgid";
@@ -172,13 +174,79 @@ fn check_encoding(headers: &HeaderMap) -> Result<(), String> {
 
 /// What a push did, for the response.
 #[derive(Debug)]
-struct PushOutcome {
-    received: u64,
-    refused_invalid: u64,
-    histograms_refused: u64,
-    messages: Vec<String>,
-    num_messages: u64,
+pub(crate) struct PushOutcome {
+    pub(crate) received: u64,
+    pub(crate) refused_invalid: u64,
+    pub(crate) histograms_refused: u64,
+    pub(crate) messages: Vec<String>,
+    pub(crate) num_messages: u64,
+    pub(crate) report: AppendReport,
+    /// Exemplars stored (duplicates of the newest one count as stored).
+    pub(crate) exemplars_written: u64,
+    /// Exemplars refused (invalid, out of order, storage disabled).
+    pub(crate) exemplars_refused: u64,
+}
+
+/// What [`apply_batch`] did.
+#[derive(Debug, Default)]
+struct Applied {
     report: AppendReport,
+    exemplars: stratus_tsdb::ExemplarReport,
+}
+
+/// Injects a zero sample at each created timestamp of the batch whose
+/// series has no sample at or after it yet (Prometheus' created-timestamp
+/// zero ingestion). Refusals of these samples are not reported: they are
+/// a hint, not data the sender wrote.
+fn inject_created_zeros(db: &Db, batch: &WriteBatch) -> stratus_tsdb::Result<u64> {
+    let mut zeros: Vec<(&Labels, [Sample; 1])> = Vec::new();
+    for c in &batch.created {
+        let matchers: Vec<Matcher> = c
+            .series
+            .iter()
+            .map(|l| Matcher::eq(l.name.clone(), l.value.clone()))
+            .collect();
+        let found = db.select(&matchers, &SelectHints::range(c.ct, i64::MAX))?;
+        let has_later = found
+            .iter()
+            .any(|s| s.labels == c.series && s.iter(c.ct, i64::MAX).next().is_some());
+        if !has_later {
+            zeros.push((&c.series, [Sample::new(c.ct, 0.0)]));
+        }
+    }
+    if zeros.is_empty() {
+        return Ok(0);
+    }
+    let refs: Vec<SeriesSamples<'_>> = zeros
+        .iter()
+        .map(|(l, s)| SeriesSamples {
+            labels: l,
+            samples: s,
+        })
+        .collect();
+    Ok(db.append(&refs)?.accepted)
+}
+
+/// Appends a decoded batch (blocking): created-timestamp zeros (if
+/// enabled), samples, then exemplars and metadata.
+fn apply_batch(db: &Db, batch: &WriteBatch, ct_zero: bool) -> stratus_tsdb::Result<Applied> {
+    if ct_zero && !batch.created.is_empty() {
+        inject_created_zeros(db, batch)?;
+    }
+    let report = if batch.series.is_empty() {
+        AppendReport::default()
+    } else {
+        append_batch(db, batch)?
+    };
+    let exemplars = db.exemplars().add_all(
+        batch
+            .exemplars
+            .iter()
+            .map(|e| (&e.series, e.exemplar.clone())),
+    );
+    db.metadata()
+        .set_all(batch.metadata.iter().map(|(n, m)| (n.as_str(), m)));
+    Ok(Applied { report, exemplars })
 }
 
 /// Appends a decoded batch (blocking).
@@ -226,34 +294,49 @@ async fn decode_and_append(
         Ok(Err(e)) => return Err(decode_error_response(&e)),
         Err(e) => return Err(internal_error(format!("decode task failed: {e}\n"))),
     };
-    let (batch, report) = if batch.series.is_empty() {
-        (batch, AppendReport::default())
-    } else {
-        let db = st.tenants.get(tenant).await.map_err(|e| {
-            error!(tenant = %tenant, error = %e, "opening tenant database");
-            internal_error(format!("opening the tenant database failed: {e}\n"))
-        })?;
-        let res = tokio::task::spawn_blocking(move || {
-            let r = append_batch(&db, &batch);
-            (batch, r)
-        })
-        .await;
-        match res {
-            Ok((batch, Ok(report))) => (batch, report),
-            Ok((_, Err(e))) => {
-                error!(tenant = %tenant, error = %e, "append failed");
-                return Err(internal_error(format!("storage error: {e}\n")));
+    append_decoded(st, tenant, batch).await
+}
+
+/// Appends a decoded batch to the tenant's database (opened only when
+/// there is something to write).
+pub(crate) async fn append_decoded(
+    st: &AppState,
+    tenant: &TenantId,
+    batch: WriteBatch,
+) -> Result<PushOutcome, Response> {
+    let ct_zero = st.cfg.created_timestamp_zero_ingestion;
+    let (batch, applied) =
+        if batch.series.is_empty() && batch.exemplars.is_empty() && batch.metadata.is_empty() {
+            (batch, Applied::default())
+        } else {
+            let db = st.tenants.get(tenant).await.map_err(|e| {
+                error!(tenant = %tenant, error = %e, "opening tenant database");
+                internal_error(format!("opening the tenant database failed: {e}\n"))
+            })?;
+            let res = tokio::task::spawn_blocking(move || {
+                let r = apply_batch(&db, &batch, ct_zero);
+                (batch, r)
+            })
+            .await;
+            match res {
+                Ok((batch, Ok(applied))) => (batch, applied),
+                Ok((_, Err(e))) => {
+                    error!(tenant = %tenant, error = %e, "append failed");
+                    return Err(internal_error(format!("storage error: {e}\n")));
+                }
+                Err(e) => return Err(internal_error(format!("append task failed: {e}\n"))),
             }
-            Err(e) => return Err(internal_error(format!("append task failed: {e}\n"))),
-        }
-    };
+        };
+    let ex = applied.exemplars;
     Ok(PushOutcome {
         received: batch.samples_received() + batch.histograms_refused,
         refused_invalid: batch.invalid_samples,
         histograms_refused: batch.histograms_refused,
         num_messages: batch.num_errors,
         messages: batch.errors,
-        report,
+        report: applied.report,
+        exemplars_written: ex.added + ex.duplicates,
+        exemplars_refused: batch.exemplars_refused + ex.out_of_order + ex.invalid,
     })
 }
 
@@ -277,6 +360,9 @@ async fn push(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) 
         Ok(out) => out,
         Err(resp) => return resp,
     };
+    if out.exemplars_refused > 0 {
+        tracing::debug!(tenant = %tenant, refused = out.exemplars_refused, "exemplars refused (invalid or out of order)");
+    }
     let tl = Metrics::tenant(tenant.as_str());
     let rejected = out.refused_invalid + out.histograms_refused + out.report.rejected;
     st.metrics
@@ -322,7 +408,7 @@ async fn push(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) 
         let h = resp.headers_mut();
         h.insert(SAMPLES_WRITTEN, HeaderValue::from(out.report.accepted));
         h.insert(HISTOGRAMS_WRITTEN, HeaderValue::from(0u64));
-        h.insert(EXEMPLARS_WRITTEN, HeaderValue::from(0u64));
+        h.insert(EXEMPLARS_WRITTEN, HeaderValue::from(out.exemplars_written));
     }
     resp
 }
@@ -416,6 +502,14 @@ fn router(st: Arc<AppState>) -> Router {
             .route(
                 &format!("{p}/api/v1/status/buildinfo"),
                 get(read::buildinfo),
+            )
+            .route(
+                &format!("{p}/api/v1/metadata"),
+                get(meta::metadata).post(meta::metadata),
+            )
+            .route(
+                &format!("{p}/api/v1/query_exemplars"),
+                get(meta::query_exemplars).post(meta::query_exemplars),
             );
     }
     let reads = reads.layer(DefaultBodyLimit::max(st.cfg.max_form_bytes));
@@ -455,6 +549,7 @@ pub async fn serve(
             ..HeadConfig::default()
         },
         retention: cfg.retention,
+        max_exemplars: cfg.max_exemplars,
         ..DbConfig::default()
     };
     let tenants = Arc::new(Tenants::new(&cfg.data_dir, bucket, db_cfg));

@@ -77,6 +77,20 @@ struct ServerArgs {
     /// forever.
     #[arg(long, env = "STRATUS_RETENTION", value_parser = parse_retention)]
     retention: Option<Duration>,
+
+    /// Inject a zero sample at a series' created timestamp (remote write
+    /// 2.0 start timestamps, OTLP start times) when the series has no
+    /// later sample yet, as Prometheus' created-timestamp-zero-ingestion.
+    #[arg(long, env = "STRATUS_CREATED_TIMESTAMP_ZERO_INGESTION")]
+    created_timestamp_zero_ingestion: bool,
+
+    /// Exemplars kept in memory per tenant (0 disables exemplar storage).
+    #[arg(
+        long = "max-exemplars",
+        env = "STRATUS_MAX_EXEMPLARS",
+        default_value_t = 100_000
+    )]
+    max_exemplars: usize,
 }
 
 fn parse_retention(s: &str) -> Result<Duration, String> {
@@ -126,6 +140,8 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         auth,
         out_of_order_window: args.out_of_order_window,
         retention: args.retention.filter(|d| !d.is_zero()),
+        created_timestamp_zero_ingestion: args.created_timestamp_zero_ingestion,
+        max_exemplars: args.max_exemplars,
         ..ServerConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen.as_str())
