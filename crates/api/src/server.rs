@@ -39,6 +39,7 @@ use tracing::{error, info, warn};
 use crate::config::{AuthMode, ServerConfig};
 use crate::error::{CloseSnafu, OpenBucketSnafu, Result, ServeSnafu, TokenAuthNotImplementedSnafu};
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::otlp::{self, OtlpEncoding};
 use crate::remote_write::{self, DecodeError, RwVersion, WriteBatch};
 use crate::{meta, query, read};
 
@@ -413,6 +414,111 @@ async fn push(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) 
     resp
 }
 
+/// Which OTLP encoding a Content-Type names; `Err` is the body of a 415.
+fn otlp_encoding(headers: &HeaderMap) -> Result<OtlpEncoding, String> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or(""))
+        .unwrap_or("");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("application/x-protobuf") {
+        Ok(OtlpEncoding::Protobuf)
+    } else if media.eq_ignore_ascii_case("application/json") {
+        Ok(OtlpEncoding::Json)
+    } else {
+        Err(format!(
+            "unsupported Content-Type {ct:?}: expected application/x-protobuf or application/json\n"
+        ))
+    }
+}
+
+/// `POST /otlp/v1/metrics` (and under `/prometheus`, `/api/prom`): OTLP/HTTP
+/// metrics, protobuf or JSON, plain or gzip. Answers an
+/// `ExportMetricsServiceResponse` in the request's encoding, with
+/// `partial_success` listing rejected data points.
+async fn otlp_metrics(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let tenant = match st.tenant(&headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let enc = match otlp_encoding(&headers) {
+        Ok(e) => e,
+        Err(msg) => return (StatusCode::UNSUPPORTED_MEDIA_TYPE, msg).into_response(),
+    };
+    let gzip = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str()) {
+        None => false,
+        Some(Ok(v)) if v.trim().is_empty() || v.trim().eq_ignore_ascii_case("identity") => false,
+        Some(Ok(v)) if v.trim().eq_ignore_ascii_case("gzip") => true,
+        Some(_) => {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported Content-Encoding: only gzip is supported\n",
+            )
+                .into_response();
+        }
+    };
+    let max = st.cfg.max_decompressed_bytes;
+    let decoded = tokio::task::spawn_blocking(move || {
+        let req = if gzip {
+            otlp::decode_otlp(enc, &otlp::decompress_gzip(&body, max)?)?
+        } else {
+            otlp::decode_otlp(enc, &body)?
+        };
+        Ok::<_, otlp::OtlpDecodeError>(otlp::translate(&req))
+    })
+    .await;
+    let ob = match decoded {
+        Ok(Ok(b)) => b,
+        Ok(Err(e @ otlp::OtlpDecodeError::TooLarge { .. })) => {
+            return (StatusCode::PAYLOAD_TOO_LARGE, format!("{e}\n")).into_response();
+        }
+        Ok(Err(e)) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        Err(e) => return internal_error(format!("decode task failed: {e}\n")),
+    };
+    let mut rejected = ob.rejected_points;
+    let mut messages = ob.messages;
+    let out = match append_decoded(&st, &tenant, ob.batch).await {
+        Ok(out) => out,
+        Err(resp) => return resp,
+    };
+    let tl = Metrics::tenant(tenant.as_str());
+    st.metrics
+        .samples_received
+        .get_or_create(&tl)
+        .inc_by(out.received);
+    st.metrics
+        .samples_written
+        .get_or_create(&tl)
+        .inc_by(out.report.accepted);
+    if out.report.rejected > 0 {
+        st.metrics
+            .samples_rejected
+            .get_or_create(&tl)
+            .inc_by(out.report.rejected);
+        rejected += out.report.rejected;
+        messages.extend(
+            out.report
+                .errors
+                .iter()
+                .take(MAX_LISTED)
+                .map(ToString::to_string),
+        );
+    }
+    if rejected > 0 {
+        warn!(tenant = %tenant, rejected, written = out.report.accepted, "OTLP write partly rejected");
+    }
+    let body = otlp::encode_response(enc, rejected, &messages.join("; "));
+    let ct = match enc {
+        OtlpEncoding::Protobuf => "application/x-protobuf",
+        OtlpEncoding::Json => "application/json",
+    };
+    (StatusCode::OK, [(header::CONTENT_TYPE, ct)], body).into_response()
+}
+
 /// `/ready` and `/health`: 200 while the server serves, 503 once it is
 /// shutting down.
 async fn ready(State(st): State<Arc<AppState>>) -> Response {
@@ -475,6 +581,10 @@ fn router(st: Arc<AppState>) -> Router {
         .route("/api/v1/push", post(push))
         .route("/api/prom/push", post(push))
         .route("/api/v1/write", post(push))
+        .route("/otlp/v1/metrics", post(otlp_metrics))
+        .route("/prometheus/otlp/v1/metrics", post(otlp_metrics))
+        .route("/api/prom/otlp/v1/metrics", post(otlp_metrics))
+        .route("/api/v1/otlp/v1/metrics", post(otlp_metrics))
         .layer(DefaultBodyLimit::max(st.cfg.max_compressed_bytes));
     let mut reads = Router::new();
     for p in READ_PREFIXES {
