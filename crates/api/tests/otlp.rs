@@ -457,3 +457,66 @@ async fn otlp_json_gzip_and_bad_bodies() {
     assert_eq!(st, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     srv.stop().await;
 }
+
+/// The Python interpreter with the OpenTelemetry SDK (`scripts/test`
+/// installs it into `target/otel-venv` and sets `STRATUS_OTEL_PYTHON`).
+fn otel_python() -> std::path::PathBuf {
+    std::env::var_os("STRATUS_OTEL_PYTHON")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/otel-venv/bin/python")
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_opentelemetry_sdk_sender() {
+    let python = otel_python();
+    assert!(
+        python.exists(),
+        "{} missing: run scripts/test (it installs the OpenTelemetry Python SDK) or set STRATUS_OTEL_PYTHON",
+        python.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path(), AuthMode::None).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/otel_sender.py");
+    let url = format!("{}/otlp/v1/metrics", srv.base);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("timeout")
+            .arg("60")
+            .arg(&python)
+            .arg(&script)
+            .arg(&url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "sender failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("flushed True"));
+    let t = now_ms();
+    let (labels, v) = one(&srv, "py_requests_total", t).await;
+    assert_eq!(v, "3");
+    assert_eq!(labels["job"], "pysvc");
+    assert_eq!(labels["instance"], "py1");
+    assert_eq!(labels["http_route"], "/a");
+    assert_eq!(labels["otel_scope_name"], "py.lib");
+    assert_eq!(
+        one(&srv, "py_latency_milliseconds_bucket{le=\"100\"}", t)
+            .await
+            .1,
+        "2"
+    );
+    assert_eq!(one(&srv, "py_latency_milliseconds_count", t).await.1, "3");
+    assert_eq!(one(&srv, "py_latency_milliseconds_sum", t).await.1, "333");
+    assert_eq!(one(&srv, "py_queue_bytes", t).await.1, "7");
+    let (labels, _) = one(&srv, "target_info", t).await;
+    assert_eq!(labels["deployment_environment"], "test");
+    assert_eq!(labels["telemetry_sdk_language"], "python");
+    srv.stop().await;
+}
