@@ -42,6 +42,8 @@ pub(crate) struct Metrics {
     pub(crate) requests: Family<RequestLabels, Counter>,
     pub(crate) request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub(crate) open_tenants: Gauge,
+    pub(crate) exemplars_written: Family<TenantLabels, Counter>,
+    pub(crate) exemplars_rejected: Family<TenantLabels, Counter>,
 }
 
 impl Metrics {
@@ -56,6 +58,18 @@ impl Metrics {
                 duration_histogram,
             );
         let open_tenants = Gauge::default();
+        let exemplars_written = Family::<TenantLabels, Counter>::default();
+        let exemplars_rejected = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "stratus_api_exemplars_written",
+            "Exemplars stored (duplicates of a series' newest included), per tenant.",
+            exemplars_written.clone(),
+        );
+        registry.register(
+            "stratus_api_exemplars_rejected",
+            "Exemplars dropped (invalid labels, out of order, storage disabled), per tenant.",
+            exemplars_rejected.clone(),
+        );
         registry.register(
             "stratus_api_samples_received",
             "Float samples received by remote write, per tenant (valid or not).",
@@ -94,6 +108,8 @@ impl Metrics {
             requests,
             request_duration,
             open_tenants,
+            exemplars_written,
+            exemplars_rejected,
         }
     }
 

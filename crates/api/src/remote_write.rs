@@ -264,12 +264,8 @@ pub fn decode_v2(buf: &[u8]) -> Result<WriteBatch, DecodeError> {
             if e.labels_refs.len() % 2 != 0
                 || e.labels_refs.iter().any(|&r| r as usize >= syms.len())
             {
+                // Counted only, as invalid exemplar labels below.
                 batch.exemplars_refused += 1;
-                batch.error(|| {
-                    format!(
-                        "series #{i}: exemplar label references invalid (odd count or out of range)"
-                    )
-                });
                 continue;
             }
             let pairs = e
@@ -332,10 +328,9 @@ fn add_exemplar<'a>(
     v.sort_unstable();
     let bad = v.iter().any(|(n, _)| n.is_empty()) || v.windows(2).any(|w| w[0].0 == w[1].0);
     if bad {
+        // Counted only: exemplar problems never fail the request (upstream
+        // only logs them).
         batch.exemplars_refused += 1;
-        batch.error(|| {
-            format!("invalid exemplar labels of series {series}: empty or duplicate label name")
-        });
         return;
     }
     let labels = Labels::from_sorted_unchecked(
@@ -631,6 +626,44 @@ mod tests {
             b.series[0].labels,
             Labels::from_pairs([("__name__", "up"), ("job", "a")])
         );
+    }
+
+    #[test]
+    fn exemplars_and_metadata_are_carried() {
+        let ex = |pairs: &[(&str, &str)], t: i64| prometheus::Exemplar {
+            labels: pairs
+                .iter()
+                .map(|(n, v)| prometheus::Label {
+                    name: n.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+            value: 1.0,
+            timestamp: t,
+        };
+        let mut ok = v1_series(&[("__name__", "up")], &[(1, 1.0)]);
+        ok.exemplars = vec![
+            ex(&[("trace_id", "a"), ("span_id", "b")], 1),
+            ex(&[("x", "1"), ("x", "2")], 2),
+        ];
+        let mut bad = v1_series(&[("job", "nameless")], &[(1, 1.0)]);
+        bad.exemplars = vec![ex(&[], 1)];
+        let body = prometheus::WriteRequest {
+            timeseries: vec![ok, bad],
+            metadata: vec![prometheus::MetricMetadata {
+                r#type: 2,
+                metric_family_name: "up".into(),
+                help: "h".into(),
+                unit: String::new(),
+            }],
+        }
+        .encode_to_vec();
+        let b = decode_v1(&body).unwrap();
+        assert_eq!(b.exemplars.len(), 1);
+        assert_eq!(b.exemplars[0].exemplar.labels.get("span_id"), Some("b"));
+        assert_eq!(b.exemplars_refused, 2);
+        assert_eq!(b.num_errors, 1, "only the nameless series: {:?}", b.errors);
+        assert_eq!(b.metadata[0].1.kind, MetricType::Gauge);
     }
 
     #[test]

@@ -298,6 +298,23 @@ async fn decode_and_append(
     append_decoded(st, tenant, batch).await
 }
 
+impl Metrics {
+    /// Counts a push's exemplars.
+    fn count_exemplars(&self, tl: &crate::metrics::TenantLabels, out: &PushOutcome) {
+        if out.exemplars_written > 0 {
+            self.exemplars_written
+                .get_or_create(tl)
+                .inc_by(out.exemplars_written);
+        }
+        if out.exemplars_refused > 0 {
+            tracing::debug!(tenant = %tl.tenant, refused = out.exemplars_refused, "exemplars refused (invalid or out of order)");
+            self.exemplars_rejected
+                .get_or_create(tl)
+                .inc_by(out.exemplars_refused);
+        }
+    }
+}
+
 /// Appends a decoded batch to the tenant's database (opened only when
 /// there is something to write).
 pub(crate) async fn append_decoded(
@@ -361,10 +378,8 @@ async fn push(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) 
         Ok(out) => out,
         Err(resp) => return resp,
     };
-    if out.exemplars_refused > 0 {
-        tracing::debug!(tenant = %tenant, refused = out.exemplars_refused, "exemplars refused (invalid or out of order)");
-    }
     let tl = Metrics::tenant(tenant.as_str());
+    st.metrics.count_exemplars(&tl, &out);
     let rejected = out.refused_invalid + out.histograms_refused + out.report.rejected;
     st.metrics
         .samples_received
@@ -486,6 +501,7 @@ async fn otlp_metrics(
         Err(resp) => return resp,
     };
     let tl = Metrics::tenant(tenant.as_str());
+    st.metrics.count_exemplars(&tl, &out);
     st.metrics
         .samples_received
         .get_or_create(&tl)
