@@ -245,8 +245,7 @@ fn apply_batch(db: &Db, batch: &WriteBatch, ct_zero: bool) -> stratus_tsdb::Resu
             .iter()
             .map(|e| (&e.series, e.exemplar.clone())),
     );
-    db.metadata()
-        .set_all(batch.metadata.iter().map(|(n, m)| (n.as_str(), m)));
+    db.set_metadata(&batch.metadata)?;
     Ok(Applied { report, exemplars })
 }
 

@@ -282,3 +282,34 @@ async fn created_timestamp_zero_injection() {
         srv.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_survives_restart_through_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let md = |help: &str| pb::MetricMetadata {
+        r#type: 3,
+        metric_family_name: "lat".into(),
+        help: help.into(),
+        unit: "seconds".into(),
+    };
+    let srv = start(dir.path(), AuthMode::None).await;
+    for help in ["old", "new", "new"] {
+        let body = pb::WriteRequest {
+            timeseries: Vec::new(),
+            metadata: vec![md(help)],
+        }
+        .encode_to_vec();
+        assert_eq!(
+            push(&srv, CT_V1, body).await.status(),
+            StatusCode::NO_CONTENT
+        );
+    }
+    srv.stop().await;
+    let srv = start(dir.path(), AuthMode::None).await;
+    let (_, body) = get(&srv, "/api/v1/metadata").await;
+    assert_eq!(
+        body,
+        r#"{"status":"success","data":{"lat":[{"type":"histogram","help":"new","unit":"seconds"}]}}"#
+    );
+    srv.stop().await;
+}

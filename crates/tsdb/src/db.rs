@@ -215,15 +215,21 @@ impl Db {
         }
         let wal_dir = dir.join("wal");
         let started = std::time::Instant::now();
+        let metadata = crate::metadata::MetadataStore::new(cfg.max_metadata);
         let stats = {
             let head = &head;
+            let metadata = &metadata;
             crate::wal::replay(
                 &wal_dir,
                 &ReplayOptions {
                     repair: cfg.wal_repair,
                 },
                 &mut |rec| {
-                    replay_record(head, rec);
+                    if let crate::wal::Record::Metadata(m) = &rec {
+                        metadata.set_all(m.iter().map(|(n, md)| (n.as_str(), md)));
+                    } else {
+                        replay_record(head, rec);
+                    }
                     Ok(())
                 },
             )?
@@ -242,7 +248,7 @@ impl Db {
         let retention_ms = AtomicI64::new(retention_to_ms(cfg.retention));
         Ok(Db {
             exemplars: crate::exemplars::ExemplarStore::new(cfg.max_exemplars),
-            metadata: crate::metadata::MetadataStore::new(cfg.max_metadata),
+            metadata,
             last_chunk_compaction: Mutex::new(std::time::Instant::now()),
             ooo_window,
             retention_ms,
@@ -287,6 +293,19 @@ impl Db {
     /// The tenant's metric metadata (in memory).
     pub fn metadata(&self) -> &crate::metadata::MetadataStore {
         &self.metadata
+    }
+
+    /// Records metric family metadata: entries that are new or changed
+    /// are logged to the WAL (so they survive a restart), then stored.
+    pub fn set_metadata(&self, items: &[(String, crate::metadata::MetricMetadata)]) -> Result<()> {
+        let changed = self.metadata.changed(items);
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.wal.log_metadata(&changed)?;
+        self.metadata
+            .set_all(changed.iter().map(|(n, md)| (n.as_str(), md)));
+        Ok(())
     }
 
     pub(crate) fn touch(&self) {
@@ -828,6 +847,8 @@ fn replay_record(head: &Head, rec: crate::wal::Record) {
                 head.add_tombstones(&[t.sref], t.mint, t.maxt);
             }
         }
+        // Handled by the caller (the metadata store).
+        crate::wal::Record::Metadata(_) => {}
     }
 }
 

@@ -3,8 +3,9 @@
 //!
 //! The map is bounded: once it holds its limit of families, metadata of
 //! new families is dropped (and counted) while known families keep being
-//! updated. Metadata lives in memory only and is lost when the database
-//! closes; senders resend it periodically (Prometheus every minute).
+//! updated. `Db::set_metadata` logs new or changed entries to the WAL
+//! (record type 7) before storing them here, and WAL replay refills the
+//! map, so metadata survives restarts.
 
 use std::collections::HashMap;
 
@@ -40,6 +41,25 @@ impl MetricType {
             Self::Info => "info",
             Self::StateSet => "stateset",
         }
+    }
+
+    /// The remote-write enum value of the type (also its WAL encoding).
+    pub fn to_proto(self) -> u8 {
+        match self {
+            Self::Unknown => 0,
+            Self::Counter => 1,
+            Self::Gauge => 2,
+            Self::Histogram => 3,
+            Self::GaugeHistogram => 4,
+            Self::Summary => 5,
+            Self::Info => 6,
+            Self::StateSet => 7,
+        }
+    }
+
+    /// The type of a WAL byte; `None` for numbers past the known types.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        (v <= 7).then(|| Self::from_proto(i32::from(v)))
     }
 
     /// The type of a remote-write enum value (1.0 and 2.0 number the types
@@ -110,6 +130,23 @@ impl MetadataStore {
             }
         }
         stored
+    }
+
+    /// The entries of `items` that are new or differ from what is stored
+    /// (what a write must log).
+    pub fn changed(&self, items: &[(String, MetricMetadata)]) -> Vec<(String, MetricMetadata)> {
+        let m = self.map.read();
+        let mut out: Vec<(String, MetricMetadata)> = Vec::new();
+        for (name, md) in items {
+            if name.is_empty() || m.get(name) == Some(md) {
+                continue;
+            }
+            match out.iter_mut().find(|(n, _)| n == name) {
+                Some(e) => e.1 = md.clone(),
+                None => out.push((name.clone(), md.clone())),
+            }
+        }
+        out
     }
 
     /// Metadata of `metric` only, or of every family; sorted by name.
