@@ -57,7 +57,8 @@ pub struct ServerConfig {
     /// Inject a zero sample at a series' created timestamp (remote write
     /// 2.0 `start_timestamp`, OTLP `start_time_unix_nano`) when the series
     /// has no sample at or after it yet, as Prometheus'
-    /// `created-timestamp-zero-ingestion` feature. Default off.
+    /// `created-timestamp-zero-ingestion` feature. Costs one index lookup
+    /// per series that carries a created timestamp. Default off.
     pub created_timestamp_zero_ingestion: bool,
     /// Exemplars kept in memory per tenant (0 disables; default 100k).
     pub max_exemplars: usize,

@@ -2,7 +2,9 @@
 //! health and metrics, start-up and graceful shutdown.
 //!
 //! Routing: remote write at `/api/v1/push`, `/api/prom/push` and
-//! `/api/v1/write`; the read endpoints at the root and under `/prometheus`
+//! `/api/v1/write`; OTLP/HTTP metrics at `/otlp/v1/metrics` (also
+//! `/api/v1/otlp/v1/metrics` and under `/prometheus`, `/api/prom`); the
+//! read endpoints (incl. `/api/v1/metadata`, `/api/v1/query_exemplars`) at the root and under `/prometheus`
 //! and `/api/prom`, PromQL (`/api/v1/query`, `/api/v1/query_range`) under
 //! the same prefixes; `/ready`, `/health`, `/metrics`. Everything else is
 //! 404.
@@ -718,6 +720,7 @@ pub async fn serve(
         "Stratus is serving"
     );
     info!("push (Prometheus remote_write url): {base}/api/v1/push");
+    info!("push (OTLP/HTTP metrics endpoint): {base}/otlp/v1/metrics");
     info!(
         "query (Prometheus API base URL, e.g. for Grafana): {base} or {base}/prometheus; this build serves /api/v1/query, /api/v1/query_range, /api/v1/series, /api/v1/labels and /api/v1/label/<name>/values"
     );
