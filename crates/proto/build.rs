@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/prometheus/types.proto",
         "proto/prometheus/remote.proto",
         "proto/io/prometheus/write/v2/types.proto",
+        "proto/opentelemetry/proto/metrics/v1/metrics.proto",
+        "proto/opentelemetry/proto/collector/metrics/v1/metrics_service.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

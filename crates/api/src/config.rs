@@ -92,6 +92,14 @@ pub struct ServerConfig {
     /// Serve the admin endpoints (`/api/v1/admin/tsdb/...`); off by
     /// default, as Prometheus' `--web.enable-admin-api`.
     pub enable_admin_api: bool,
+    /// Inject a zero sample at a series' created timestamp (remote write
+    /// 2.0 `start_timestamp`, OTLP `start_time_unix_nano`) when the series
+    /// has no sample at or after it yet, as Prometheus'
+    /// `created-timestamp-zero-ingestion` feature. Costs one index lookup
+    /// per series that carries a created timestamp. Default off.
+    pub created_timestamp_zero_ingestion: bool,
+    /// Exemplars kept in memory per tenant (0 disables; default 100k).
+    pub max_exemplars: usize,
 }
 
 impl Default for ServerConfig {
@@ -116,6 +124,8 @@ impl Default for ServerConfig {
             remote_read_series_limit: 0,
             remote_read_max_frame_bytes: 1 << 20,
             enable_admin_api: false,
+            created_timestamp_zero_ingestion: false,
+            max_exemplars: stratus_tsdb::exemplars::DEFAULT_MAX_EXEMPLARS,
         }
     }
 }

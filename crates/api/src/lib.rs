@@ -6,6 +6,11 @@
 //! - remote write 1.0 and 2.0 (`/api/v1/push` and aliases): decoding and
 //!   validation are pure functions ([`decode_v1`], [`decode_v2`],
 //!   [`decompress_snappy`]) that the fuzz targets call too;
+//! - OTLP/HTTP metrics (`/otlp/v1/metrics`, protobuf or JSON, gzip):
+//!   [`decode_otlp`] and [`translate_otlp`] (Prometheus' default
+//!   translation), fuzzed through [`fuzz_otlp`];
+//! - metric metadata and exemplars (`/api/v1/metadata`,
+//!   `/api/v1/query_exemplars`) from the tenant's in-memory stores;
 //! - the PromQL endpoints `/api/v1/query` and `/api/v1/query_range`
 //!   (evaluated by `stratus-promql` on the blocking pool, answered in
 //!   Prometheus' exact JSON encoding, see [`format_value`]);
@@ -26,7 +31,9 @@
 mod config;
 mod error;
 mod expr_api;
+mod meta;
 mod metrics;
+mod otlp;
 mod query;
 mod read;
 mod remote_read;
@@ -36,11 +43,15 @@ mod status;
 
 pub use config::{AuthMode, ServerConfig};
 pub use error::{Error, Result};
+pub use otlp::{
+    OtlpBatch, OtlpDecodeError, OtlpEncoding, decode_otlp, decompress_gzip, encode_response,
+    fuzz_otlp, translate as translate_otlp,
+};
 pub use query::{format_value, parse_duration};
 pub use read::{parse_selector, parse_time, unescape_label_name};
 pub use remote_write::{
-    BatchSeries, DEFAULT_MAX_COMPRESSED_BYTES, DEFAULT_MAX_DECOMPRESSED_BYTES, DecodeError,
-    RwVersion, WriteBatch, decode, decode_v1, decode_v2, decompress_snappy, fuzz_remote_write_v1,
-    fuzz_remote_write_v2,
+    BatchExemplar, BatchSeries, CreatedTimestamp, DEFAULT_MAX_COMPRESSED_BYTES,
+    DEFAULT_MAX_DECOMPRESSED_BYTES, DecodeError, RwVersion, WriteBatch, decode, decode_v1,
+    decode_v2, decompress_snappy, fuzz_remote_write_v1, fuzz_remote_write_v2,
 };
 pub use server::serve;

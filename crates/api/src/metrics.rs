@@ -48,6 +48,8 @@ pub(crate) struct Metrics {
     pub(crate) request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub(crate) open_tenants: Gauge,
     pub(crate) remote_reads: Family<ResponseTypeLabels, Counter>,
+    pub(crate) exemplars_written: Family<TenantLabels, Counter>,
+    pub(crate) exemplars_rejected: Family<TenantLabels, Counter>,
 }
 
 impl Metrics {
@@ -63,6 +65,18 @@ impl Metrics {
             );
         let open_tenants = Gauge::default();
         let remote_reads = Family::<ResponseTypeLabels, Counter>::default();
+        let exemplars_written = Family::<TenantLabels, Counter>::default();
+        let exemplars_rejected = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "stratus_api_exemplars_written",
+            "Exemplars stored (duplicates of a series' newest included), per tenant.",
+            exemplars_written.clone(),
+        );
+        registry.register(
+            "stratus_api_exemplars_rejected",
+            "Exemplars dropped (invalid labels, out of order, storage disabled), per tenant.",
+            exemplars_rejected.clone(),
+        );
         registry.register(
             "stratus_api_samples_received",
             "Float samples received by remote write, per tenant (valid or not).",
@@ -107,6 +121,8 @@ impl Metrics {
             request_duration,
             open_tenants,
             remote_reads,
+            exemplars_written,
+            exemplars_rejected,
         }
     }
 

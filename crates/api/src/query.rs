@@ -208,7 +208,7 @@ pub(crate) fn write_timestamp(out: &mut String, ms: i64) {
 
 /// Writes a JSON string with Go's `encoding/json` escaping (HTML-safe:
 /// `<`, `>`, `&`, U+2028 and U+2029 as `\u` escapes).
-fn write_str(out: &mut String, s: &str) {
+pub(crate) fn write_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -229,7 +229,7 @@ fn write_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-fn write_labels(out: &mut String, l: &Labels) {
+pub(crate) fn write_labels(out: &mut String, l: &Labels) {
     out.push('{');
     for (i, lb) in l.iter().enumerate() {
         if i > 0 {

@@ -108,7 +108,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
     match serde_json::to_vec(body) {
         Ok(v) => (status, [(header::CONTENT_TYPE, "application/json")], v).into_response(),
         Err(e) => (
@@ -324,6 +324,13 @@ pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, String> {
             "{s:?}: offset and @ modifiers are not allowed in a series selector"
         ));
     }
+    selector_matchers(vs)
+}
+
+/// The matcher sets of a vector selector, one per `or` alternative.
+pub(crate) fn selector_matchers(
+    vs: promql_parser::parser::VectorSelector,
+) -> Result<Vec<Vec<Matcher>>, String> {
     let alts = if vs.matchers.or_matchers.is_empty() {
         vec![vs.matchers.matchers]
     } else {
@@ -416,7 +423,10 @@ impl Serialize for LabelsJson<'_> {
 const TRUNCATED: &str = "results truncated due to limit";
 
 /// The tenant's database for reading, or `None` if the tenant has no data.
-async fn read_db(st: &AppState, headers: &HeaderMap) -> Result<Option<Arc<Db>>, Response> {
+pub(crate) async fn read_db(
+    st: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Arc<Db>>, Response> {
     let tenant = st.tenant(headers).map_err(IntoResponse::into_response)?;
     st.db_for_read(&tenant)
         .await

@@ -19,8 +19,12 @@
 //! Samples of all series go into one flat vector (no allocation per
 //! sample); float values are copied bit for bit, so stale markers and any
 //! other NaN payload survive. Native histograms are refused for now (the
-//! storage engine stores floats only) and exemplars and metadata are
-//! ignored.
+//! storage engine stores floats only). Exemplars of valid series (label
+//! sets sorted, names unique and non-empty) and metric metadata (1.0: the
+//! `metadata` list; 2.0: per series, keyed by the metric name) are carried
+//! in the batch for the tenant's in-memory stores. For 2.0, a sample's
+//! `start_timestamp` (created timestamp) older than the sample is kept per
+//! series so the server can inject a zero sample there.
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -28,8 +32,9 @@ use std::sync::Arc;
 
 use prost::Message;
 use snafu::{ResultExt, Snafu};
-use stratus_model::{Label, Labels, METRIC_NAME, Sample};
+use stratus_model::{Exemplar, Label, Labels, METRIC_NAME, Sample};
 use stratus_proto::{prometheus, write_v2};
+use stratus_tsdb::{MetricMetadata, MetricType};
 
 /// Default limit of a compressed request body (64 MiB).
 pub const DEFAULT_MAX_COMPRESSED_BYTES: usize = 64 << 20;
@@ -78,6 +83,24 @@ pub struct BatchSeries {
     pub samples: Range<usize>,
 }
 
+/// An exemplar of a valid series.
+#[derive(Debug, Clone)]
+pub struct BatchExemplar {
+    /// Labels of the series it belongs to.
+    pub series: Labels,
+    pub exemplar: Exemplar,
+}
+
+/// A created timestamp of a series (remote write 2.0 `start_timestamp`,
+/// OTLP `start_time_unix_nano`), older than the series' first sample in
+/// the request.
+#[derive(Debug, Clone)]
+pub struct CreatedTimestamp {
+    pub series: Labels,
+    /// The created timestamp (ms).
+    pub ct: i64,
+}
+
 /// A decoded and validated remote-write request.
 #[derive(Debug, Default)]
 pub struct WriteBatch {
@@ -94,8 +117,14 @@ pub struct WriteBatch {
     pub invalid_samples: u64,
     /// Native histogram samples refused (not supported yet).
     pub histograms_refused: u64,
-    /// Exemplars received and ignored.
-    pub exemplars_ignored: u64,
+    /// Exemplars of valid series.
+    pub exemplars: Vec<BatchExemplar>,
+    /// Exemplars refused (invalid series or invalid exemplar labels).
+    pub exemplars_refused: u64,
+    /// Metric family metadata, in request order.
+    pub metadata: Vec<(String, MetricMetadata)>,
+    /// Created timestamps of series, for zero-sample injection.
+    pub created: Vec<CreatedTimestamp>,
 }
 
 impl WriteBatch {
@@ -146,10 +175,33 @@ pub fn decode_v1(buf: &[u8]) -> Result<WriteBatch, DecodeError> {
         ..Default::default()
     };
     for ts in &req.timeseries {
-        batch.exemplars_ignored += ts.exemplars.len() as u64;
         let pairs = || ts.labels.iter().map(|l| (&*l.name, &*l.value));
         let samples = ts.samples.iter().map(|s| Sample::new(s.timestamp, s.value));
-        add_series(&mut batch, pairs, ts.histograms.len(), samples);
+        let labels = add_series(
+            &mut batch,
+            pairs,
+            ts.histograms.len(),
+            ts.exemplars.len(),
+            samples,
+        );
+        for e in &ts.exemplars {
+            let pairs = e.labels.iter().map(|l| (&*l.name, &*l.value));
+            add_exemplar(&mut batch, labels.as_ref(), pairs, e.value, e.timestamp);
+        }
+    }
+    for m in &req.metadata {
+        if m.metric_family_name.is_empty() {
+            batch.error(|| "metadata without a metric family name".to_string());
+            continue;
+        }
+        batch.metadata.push((
+            m.metric_family_name.clone(),
+            MetricMetadata {
+                kind: MetricType::from_proto(m.r#type),
+                help: m.help.clone(),
+                unit: m.unit.clone(),
+            },
+        ));
     }
     Ok(batch)
 }
@@ -173,11 +225,11 @@ pub fn decode_v2(buf: &[u8]) -> Result<WriteBatch, DecodeError> {
     };
     let syms = &req.symbols;
     for (i, ts) in req.timeseries.iter().enumerate() {
-        batch.exemplars_ignored += ts.exemplars.len() as u64;
         let refs = &ts.labels_refs;
         if refs.len() % 2 != 0 {
             batch.invalid_samples += ts.samples.len() as u64;
             batch.histograms_refused += ts.histograms.len() as u64;
+            batch.exemplars_refused += ts.exemplars.len() as u64;
             batch.error(|| {
                 format!(
                     "series #{i}: labels_refs has odd length {} (must be name/value pairs)",
@@ -189,6 +241,7 @@ pub fn decode_v2(buf: &[u8]) -> Result<WriteBatch, DecodeError> {
         if let Some(&bad) = refs.iter().find(|&&r| r as usize >= syms.len()) {
             batch.invalid_samples += ts.samples.len() as u64;
             batch.histograms_refused += ts.histograms.len() as u64;
+            batch.exemplars_refused += ts.exemplars.len() as u64;
             batch.error(|| {
                 format!(
                     "series #{i}: label symbol reference {bad} out of range (symbols table has {} entries)",
@@ -200,7 +253,52 @@ pub fn decode_v2(buf: &[u8]) -> Result<WriteBatch, DecodeError> {
         let sym = |r: u32| syms.get(r as usize).map_or("", String::as_str);
         let pairs = || refs.chunks_exact(2).map(|p| (sym(p[0]), sym(p[1])));
         let samples = ts.samples.iter().map(|s| Sample::new(s.timestamp, s.value));
-        add_series(&mut batch, pairs, ts.histograms.len(), samples);
+        let labels = add_series(
+            &mut batch,
+            pairs,
+            ts.histograms.len(),
+            ts.exemplars.len(),
+            samples,
+        );
+        for e in &ts.exemplars {
+            if e.labels_refs.len() % 2 != 0
+                || e.labels_refs.iter().any(|&r| r as usize >= syms.len())
+            {
+                // Counted only, as invalid exemplar labels below.
+                batch.exemplars_refused += 1;
+                continue;
+            }
+            let pairs = e
+                .labels_refs
+                .chunks_exact(2)
+                .map(|p| (sym(p[0]), sym(p[1])));
+            add_exemplar(&mut batch, labels.as_ref(), pairs, e.value, e.timestamp);
+        }
+        let Some(labels) = labels else { continue };
+        if let Some(first) = ts.samples.first()
+            && first.start_timestamp != 0
+            && first.start_timestamp < first.timestamp
+        {
+            batch.created.push(CreatedTimestamp {
+                series: labels.clone(),
+                ct: first.start_timestamp,
+            });
+        }
+        if let Some(md) = &ts.metadata {
+            if md.help_ref as usize >= syms.len() || md.unit_ref as usize >= syms.len() {
+                batch.error(|| format!("series #{i}: metadata symbol reference out of range"));
+            } else if md.r#type != 0 || md.help_ref != 0 || md.unit_ref != 0 {
+                let name = labels.metric_name().unwrap_or_default().to_string();
+                batch.metadata.push((
+                    name,
+                    MetricMetadata {
+                        kind: MetricType::from_proto(md.r#type),
+                        help: sym(md.help_ref).to_string(),
+                        unit: sym(md.unit_ref).to_string(),
+                    },
+                ));
+            }
+        }
     }
     Ok(batch)
 }
@@ -213,19 +311,55 @@ pub fn decode(version: RwVersion, buf: &[u8]) -> Result<WriteBatch, DecodeError>
     }
 }
 
-/// Validates one series and appends it to the batch. `pairs` is called
-/// again only to render an error message.
+/// Validates an exemplar of a series (`None`: the series was invalid)
+/// and appends it to the batch.
+fn add_exemplar<'a>(
+    batch: &mut WriteBatch,
+    series: Option<&Labels>,
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    value: f64,
+    t: i64,
+) {
+    let Some(series) = series else {
+        batch.exemplars_refused += 1;
+        return;
+    };
+    let mut v: Vec<(&str, &str)> = pairs.collect();
+    v.sort_unstable();
+    let bad = v.iter().any(|(n, _)| n.is_empty()) || v.windows(2).any(|w| w[0].0 == w[1].0);
+    if bad {
+        // Counted only: exemplar problems never fail the request (upstream
+        // only logs them).
+        batch.exemplars_refused += 1;
+        return;
+    }
+    let labels = Labels::from_sorted_unchecked(
+        v.into_iter()
+            .filter(|(_, val)| !val.is_empty())
+            .map(|(n, val)| Label::new(Arc::<str>::from(n), Arc::<str>::from(val)))
+            .collect(),
+    );
+    batch.exemplars.push(BatchExemplar {
+        series: series.clone(),
+        exemplar: Exemplar { labels, value, t },
+    });
+}
+
+/// Validates one series and appends it to the batch; returns its labels
+/// when valid. `pairs` is called again only to render an error message.
 fn add_series<'a, I>(
     batch: &mut WriteBatch,
     pairs: impl Fn() -> I,
     histograms: usize,
+    exemplars: usize,
     samples: impl ExactSizeIterator<Item = Sample>,
-) where
+) -> Option<Labels>
+where
     I: Iterator<Item = (&'a str, &'a str)>,
 {
     let n = samples.len();
-    if n == 0 && histograms == 0 {
-        return;
+    if n == 0 && histograms == 0 && exemplars == 0 {
+        return None;
     }
     let labels = match build_labels(pairs()) {
         Ok(l) => l,
@@ -233,7 +367,7 @@ fn add_series<'a, I>(
             batch.invalid_samples += n as u64;
             batch.histograms_refused += histograms as u64;
             batch.error(|| format!("invalid series {}: {why}", render_pairs(pairs())));
-            return;
+            return None;
         }
     };
     if histograms > 0 {
@@ -248,10 +382,11 @@ fn add_series<'a, I>(
         let start = batch.samples.len();
         batch.samples.extend(samples);
         batch.series.push(BatchSeries {
-            labels,
+            labels: labels.clone(),
             samples: start..batch.samples.len(),
         });
     }
+    Some(labels)
 }
 
 /// Renders raw label pairs for error messages: `{a="1", b="2"}`, cut at
@@ -339,6 +474,10 @@ fn check_batch(b: &WriteBatch) {
     }
     assert_eq!(end, b.samples.len());
     assert!(b.errors.len() as u64 <= b.num_errors);
+    for e in &b.exemplars {
+        assert!(e.series.metric_name().is_some());
+        assert!(Labels::is_sorted_unique(e.exemplar.labels.as_slice()));
+    }
 }
 
 #[cfg(test)]
@@ -487,6 +626,44 @@ mod tests {
             b.series[0].labels,
             Labels::from_pairs([("__name__", "up"), ("job", "a")])
         );
+    }
+
+    #[test]
+    fn exemplars_and_metadata_are_carried() {
+        let ex = |pairs: &[(&str, &str)], t: i64| prometheus::Exemplar {
+            labels: pairs
+                .iter()
+                .map(|(n, v)| prometheus::Label {
+                    name: n.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+            value: 1.0,
+            timestamp: t,
+        };
+        let mut ok = v1_series(&[("__name__", "up")], &[(1, 1.0)]);
+        ok.exemplars = vec![
+            ex(&[("trace_id", "a"), ("span_id", "b")], 1),
+            ex(&[("x", "1"), ("x", "2")], 2),
+        ];
+        let mut bad = v1_series(&[("job", "nameless")], &[(1, 1.0)]);
+        bad.exemplars = vec![ex(&[], 1)];
+        let body = prometheus::WriteRequest {
+            timeseries: vec![ok, bad],
+            metadata: vec![prometheus::MetricMetadata {
+                r#type: 2,
+                metric_family_name: "up".into(),
+                help: "h".into(),
+                unit: String::new(),
+            }],
+        }
+        .encode_to_vec();
+        let b = decode_v1(&body).unwrap();
+        assert_eq!(b.exemplars.len(), 1);
+        assert_eq!(b.exemplars[0].exemplar.labels.get("span_id"), Some("b"));
+        assert_eq!(b.exemplars_refused, 2);
+        assert_eq!(b.num_errors, 1, "only the nameless series: {:?}", b.errors);
+        assert_eq!(b.metadata[0].1.kind, MetricType::Gauge);
     }
 
     #[test]

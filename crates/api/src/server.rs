@@ -2,9 +2,13 @@
 //! health and metrics, start-up and graceful shutdown.
 //!
 //! Routing: remote write at `/api/v1/push`, `/api/prom/push` and
-//! `/api/v1/write`; the read endpoints (metadata, remote read, status,
-//! admin) at the root and under `/prometheus` and `/api/prom`, PromQL
-//! (`/api/v1/query`, `/api/v1/query_range`) under the same prefixes; `/ready`, `/health`, `/metrics`. Everything else is
+//! `/api/v1/write`; OTLP/HTTP metrics at `/otlp/v1/metrics` (also
+//! `/api/v1/otlp/v1/metrics` and under `/prometheus`, `/api/prom`); the
+//! read endpoints (series and label metadata, `/api/v1/metadata`,
+//! `/api/v1/query_exemplars`, remote read, status, admin) and PromQL
+//! (`/api/v1/query`, `/api/v1/query_range`) at the root and under
+//! `/prometheus` and `/api/prom`; `/ready`, `/health`, `/metrics`,
+//! `/config`, `/ingester/flush`. Everything else is
 //! 404.
 //!
 //! A write is answered only after [`stratus_tsdb::Db::append`] returned,
@@ -28,17 +32,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use snafu::ResultExt;
-use stratus_model::TenantId;
+use stratus_model::{Labels, Matcher, Sample, TenantId};
 use stratus_objstore::Bucket;
-use stratus_tsdb::{AppendReport, Db, DbConfig, HeadConfig, SeriesSamples, Tenants};
+use stratus_tsdb::{
+    AppendReport, Db, DbConfig, HeadConfig, Queryable, SelectHints, SeriesSamples, Tenants,
+};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
 use crate::config::{AuthMode, ServerConfig};
 use crate::error::{CloseSnafu, OpenBucketSnafu, Result, ServeSnafu, TokenAuthNotImplementedSnafu};
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::otlp::{self, OtlpEncoding};
 use crate::remote_write::{self, DecodeError, RwVersion, WriteBatch};
-use crate::{expr_api, query, read, remote_read, status};
+use crate::{expr_api, meta, query, read, remote_read, status};
 
 /// The header carrying the tenant id (Cortex/Mimir convention).
 pub(crate) const ORG_ID_HEADER: &str = "x-scope-orgid";
@@ -172,13 +179,78 @@ fn check_encoding(headers: &HeaderMap) -> Result<(), String> {
 
 /// What a push did, for the response.
 #[derive(Debug)]
-struct PushOutcome {
-    received: u64,
-    refused_invalid: u64,
-    histograms_refused: u64,
-    messages: Vec<String>,
-    num_messages: u64,
+pub(crate) struct PushOutcome {
+    pub(crate) received: u64,
+    pub(crate) refused_invalid: u64,
+    pub(crate) histograms_refused: u64,
+    pub(crate) messages: Vec<String>,
+    pub(crate) num_messages: u64,
+    pub(crate) report: AppendReport,
+    /// Exemplars stored (duplicates of the newest one count as stored).
+    pub(crate) exemplars_written: u64,
+    /// Exemplars refused (invalid, out of order, storage disabled).
+    pub(crate) exemplars_refused: u64,
+}
+
+/// What [`apply_batch`] did.
+#[derive(Debug, Default)]
+struct Applied {
     report: AppendReport,
+    exemplars: stratus_tsdb::ExemplarReport,
+}
+
+/// Injects a zero sample at each created timestamp of the batch whose
+/// series has no sample at or after it yet (Prometheus' created-timestamp
+/// zero ingestion). Refusals of these samples are not reported: they are
+/// a hint, not data the sender wrote.
+fn inject_created_zeros(db: &Db, batch: &WriteBatch) -> stratus_tsdb::Result<u64> {
+    let mut zeros: Vec<(&Labels, [Sample; 1])> = Vec::new();
+    for c in &batch.created {
+        let matchers: Vec<Matcher> = c
+            .series
+            .iter()
+            .map(|l| Matcher::eq(l.name.clone(), l.value.clone()))
+            .collect();
+        let found = db.select(&matchers, &SelectHints::range(c.ct, i64::MAX))?;
+        let has_later = found
+            .iter()
+            .any(|s| s.labels == c.series && s.iter(c.ct, i64::MAX).next().is_some());
+        if !has_later {
+            zeros.push((&c.series, [Sample::new(c.ct, 0.0)]));
+        }
+    }
+    if zeros.is_empty() {
+        return Ok(0);
+    }
+    let refs: Vec<SeriesSamples<'_>> = zeros
+        .iter()
+        .map(|(l, s)| SeriesSamples {
+            labels: l,
+            samples: s,
+        })
+        .collect();
+    Ok(db.append(&refs)?.accepted)
+}
+
+/// Appends a decoded batch (blocking): created-timestamp zeros (if
+/// enabled), samples, then exemplars and metadata.
+fn apply_batch(db: &Db, batch: &WriteBatch, ct_zero: bool) -> stratus_tsdb::Result<Applied> {
+    if ct_zero && !batch.created.is_empty() {
+        inject_created_zeros(db, batch)?;
+    }
+    let report = if batch.series.is_empty() {
+        AppendReport::default()
+    } else {
+        append_batch(db, batch)?
+    };
+    let exemplars = db.exemplars().add_all(
+        batch
+            .exemplars
+            .iter()
+            .map(|e| (&e.series, e.exemplar.clone())),
+    );
+    db.set_metadata(&batch.metadata)?;
+    Ok(Applied { report, exemplars })
 }
 
 /// Appends a decoded batch (blocking).
@@ -226,34 +298,66 @@ async fn decode_and_append(
         Ok(Err(e)) => return Err(decode_error_response(&e)),
         Err(e) => return Err(internal_error(format!("decode task failed: {e}\n"))),
     };
-    let (batch, report) = if batch.series.is_empty() {
-        (batch, AppendReport::default())
-    } else {
-        let db = st.tenants.get(tenant).await.map_err(|e| {
-            error!(tenant = %tenant, error = %e, "opening tenant database");
-            internal_error(format!("opening the tenant database failed: {e}\n"))
-        })?;
-        let res = tokio::task::spawn_blocking(move || {
-            let r = append_batch(&db, &batch);
-            (batch, r)
-        })
-        .await;
-        match res {
-            Ok((batch, Ok(report))) => (batch, report),
-            Ok((_, Err(e))) => {
-                error!(tenant = %tenant, error = %e, "append failed");
-                return Err(internal_error(format!("storage error: {e}\n")));
-            }
-            Err(e) => return Err(internal_error(format!("append task failed: {e}\n"))),
+    append_decoded(st, tenant, batch).await
+}
+
+impl Metrics {
+    /// Counts a push's exemplars.
+    fn count_exemplars(&self, tl: &crate::metrics::TenantLabels, out: &PushOutcome) {
+        if out.exemplars_written > 0 {
+            self.exemplars_written
+                .get_or_create(tl)
+                .inc_by(out.exemplars_written);
         }
-    };
+        if out.exemplars_refused > 0 {
+            tracing::debug!(tenant = %tl.tenant, refused = out.exemplars_refused, "exemplars refused (invalid or out of order)");
+            self.exemplars_rejected
+                .get_or_create(tl)
+                .inc_by(out.exemplars_refused);
+        }
+    }
+}
+
+/// Appends a decoded batch to the tenant's database (opened only when
+/// there is something to write).
+pub(crate) async fn append_decoded(
+    st: &AppState,
+    tenant: &TenantId,
+    batch: WriteBatch,
+) -> Result<PushOutcome, Response> {
+    let ct_zero = st.cfg.created_timestamp_zero_ingestion;
+    let (batch, applied) =
+        if batch.series.is_empty() && batch.exemplars.is_empty() && batch.metadata.is_empty() {
+            (batch, Applied::default())
+        } else {
+            let db = st.tenants.get(tenant).await.map_err(|e| {
+                error!(tenant = %tenant, error = %e, "opening tenant database");
+                internal_error(format!("opening the tenant database failed: {e}\n"))
+            })?;
+            let res = tokio::task::spawn_blocking(move || {
+                let r = apply_batch(&db, &batch, ct_zero);
+                (batch, r)
+            })
+            .await;
+            match res {
+                Ok((batch, Ok(applied))) => (batch, applied),
+                Ok((_, Err(e))) => {
+                    error!(tenant = %tenant, error = %e, "append failed");
+                    return Err(internal_error(format!("storage error: {e}\n")));
+                }
+                Err(e) => return Err(internal_error(format!("append task failed: {e}\n"))),
+            }
+        };
+    let ex = applied.exemplars;
     Ok(PushOutcome {
         received: batch.samples_received() + batch.histograms_refused,
         refused_invalid: batch.invalid_samples,
         histograms_refused: batch.histograms_refused,
         num_messages: batch.num_errors,
         messages: batch.errors,
-        report,
+        report: applied.report,
+        exemplars_written: ex.added + ex.duplicates,
+        exemplars_refused: batch.exemplars_refused + ex.out_of_order + ex.invalid,
     })
 }
 
@@ -278,6 +382,7 @@ async fn push(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) 
         Err(resp) => return resp,
     };
     let tl = Metrics::tenant(tenant.as_str());
+    st.metrics.count_exemplars(&tl, &out);
     let rejected = out.refused_invalid + out.histograms_refused + out.report.rejected;
     st.metrics
         .samples_received
@@ -322,9 +427,115 @@ async fn push(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) 
         let h = resp.headers_mut();
         h.insert(SAMPLES_WRITTEN, HeaderValue::from(out.report.accepted));
         h.insert(HISTOGRAMS_WRITTEN, HeaderValue::from(0u64));
-        h.insert(EXEMPLARS_WRITTEN, HeaderValue::from(0u64));
+        h.insert(EXEMPLARS_WRITTEN, HeaderValue::from(out.exemplars_written));
     }
     resp
+}
+
+/// Which OTLP encoding a Content-Type names; `Err` is the body of a 415.
+fn otlp_encoding(headers: &HeaderMap) -> Result<OtlpEncoding, String> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or(""))
+        .unwrap_or("");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("application/x-protobuf") {
+        Ok(OtlpEncoding::Protobuf)
+    } else if media.eq_ignore_ascii_case("application/json") {
+        Ok(OtlpEncoding::Json)
+    } else {
+        Err(format!(
+            "unsupported Content-Type {ct:?}: expected application/x-protobuf or application/json\n"
+        ))
+    }
+}
+
+/// `POST /otlp/v1/metrics` (and under `/prometheus`, `/api/prom`): OTLP/HTTP
+/// metrics, protobuf or JSON, plain or gzip. Answers an
+/// `ExportMetricsServiceResponse` in the request's encoding, with
+/// `partial_success` listing rejected data points.
+async fn otlp_metrics(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let tenant = match st.tenant(&headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let enc = match otlp_encoding(&headers) {
+        Ok(e) => e,
+        Err(msg) => return (StatusCode::UNSUPPORTED_MEDIA_TYPE, msg).into_response(),
+    };
+    let gzip = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str()) {
+        None => false,
+        Some(Ok(v)) if v.trim().is_empty() || v.trim().eq_ignore_ascii_case("identity") => false,
+        Some(Ok(v)) if v.trim().eq_ignore_ascii_case("gzip") => true,
+        Some(_) => {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported Content-Encoding: only gzip is supported\n",
+            )
+                .into_response();
+        }
+    };
+    let max = st.cfg.max_decompressed_bytes;
+    let decoded = tokio::task::spawn_blocking(move || {
+        let req = if gzip {
+            otlp::decode_otlp(enc, &otlp::decompress_gzip(&body, max)?)?
+        } else {
+            otlp::decode_otlp(enc, &body)?
+        };
+        Ok::<_, otlp::OtlpDecodeError>(otlp::translate(&req))
+    })
+    .await;
+    let ob = match decoded {
+        Ok(Ok(b)) => b,
+        Ok(Err(e @ otlp::OtlpDecodeError::TooLarge { .. })) => {
+            return (StatusCode::PAYLOAD_TOO_LARGE, format!("{e}\n")).into_response();
+        }
+        Ok(Err(e)) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        Err(e) => return internal_error(format!("decode task failed: {e}\n")),
+    };
+    let mut rejected = ob.rejected_points;
+    let mut messages = ob.messages;
+    let out = match append_decoded(&st, &tenant, ob.batch).await {
+        Ok(out) => out,
+        Err(resp) => return resp,
+    };
+    let tl = Metrics::tenant(tenant.as_str());
+    st.metrics.count_exemplars(&tl, &out);
+    st.metrics
+        .samples_received
+        .get_or_create(&tl)
+        .inc_by(out.received);
+    st.metrics
+        .samples_written
+        .get_or_create(&tl)
+        .inc_by(out.report.accepted);
+    if out.report.rejected > 0 {
+        st.metrics
+            .samples_rejected
+            .get_or_create(&tl)
+            .inc_by(out.report.rejected);
+        rejected += out.report.rejected;
+        messages.extend(
+            out.report
+                .errors
+                .iter()
+                .take(MAX_LISTED)
+                .map(ToString::to_string),
+        );
+    }
+    if rejected > 0 {
+        warn!(tenant = %tenant, rejected, written = out.report.accepted, "OTLP write partly rejected");
+    }
+    let body = otlp::encode_response(enc, rejected, &messages.join("; "));
+    let ct = match enc {
+        OtlpEncoding::Protobuf => "application/x-protobuf",
+        OtlpEncoding::Json => "application/json",
+    };
+    (StatusCode::OK, [(header::CONTENT_TYPE, ct)], body).into_response()
 }
 
 /// `/ready` and `/health`: 200 while the server serves, 503 once it is
@@ -425,6 +636,10 @@ fn router(st: Arc<AppState>) -> Router {
         .route("/api/v1/push", post(push))
         .route("/api/prom/push", post(push))
         .route("/api/v1/write", post(push))
+        .route("/otlp/v1/metrics", post(otlp_metrics))
+        .route("/prometheus/otlp/v1/metrics", post(otlp_metrics))
+        .route("/api/prom/otlp/v1/metrics", post(otlp_metrics))
+        .route("/api/v1/otlp/v1/metrics", post(otlp_metrics))
         .layer(DefaultBodyLimit::max(st.cfg.max_compressed_bytes));
     let mut reads = Router::new();
     for p in READ_PREFIXES {
@@ -498,6 +713,14 @@ fn router(st: Arc<AppState>) -> Router {
             .route(
                 &format!("{p}/api/v1/admin/tsdb/snapshot"),
                 post(status::snapshot).put(status::snapshot),
+            )
+            .route(
+                &format!("{p}/api/v1/metadata"),
+                get(meta::metadata).post(meta::metadata),
+            )
+            .route(
+                &format!("{p}/api/v1/query_exemplars"),
+                get(meta::query_exemplars).post(meta::query_exemplars),
             );
     }
     let reads = reads.layer(DefaultBodyLimit::max(st.cfg.max_form_bytes));
@@ -540,6 +763,7 @@ pub async fn serve(
             ..HeadConfig::default()
         },
         retention: cfg.retention,
+        max_exemplars: cfg.max_exemplars,
         ..DbConfig::default()
     };
     let tenants = Arc::new(Tenants::new(&cfg.data_dir, bucket, db_cfg));
@@ -583,6 +807,7 @@ pub async fn serve(
         "Stratus is serving"
     );
     info!("push (Prometheus remote_write url): {base}/api/v1/push");
+    info!("push (OTLP/HTTP metrics endpoint): {base}/otlp/v1/metrics");
     info!(
         "query (Prometheus API base URL, e.g. for Grafana): {base} or {base}/prometheus; this build serves /api/v1/query, /api/v1/query_range, /api/v1/series, /api/v1/labels and /api/v1/label/<name>/values"
     );

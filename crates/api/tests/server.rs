@@ -320,7 +320,7 @@ async fn rw2_push_reports_written_counts() {
     let h = r.headers();
     assert_eq!(h["x-prometheus-remote-write-samples-written"], "4");
     assert_eq!(h["x-prometheus-remote-write-histograms-written"], "0");
-    assert_eq!(h["x-prometheus-remote-write-exemplars-written"], "0");
+    assert_eq!(h["x-prometheus-remote-write-exemplars-written"], "1");
 
     let (_, v) = srv
         .get_json("/api/v1/label/mode/values?match[]=cpu_seconds_total", None)

@@ -139,6 +139,18 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "STRATUS_REMOTE_READ_MAX_FRAME_BYTES")]
     pub(crate) remote_read_max_frame_bytes: Option<usize>,
 
+    /// Inject a zero sample at a series' created timestamp (remote write
+    /// 2.0 start timestamp, OTLP start time) when the series has no sample
+    /// at or after it, as Prometheus' created-timestamp-zero-ingestion
+    /// [default: off].
+    #[arg(long, env = "STRATUS_CREATED_TIMESTAMP_ZERO_INGESTION", num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) created_timestamp_zero_ingestion: Option<bool>,
+
+    /// Exemplars kept in memory per tenant; 0 disables exemplar storage
+    /// [default: 100000].
+    #[arg(long, env = "STRATUS_MAX_EXEMPLARS")]
+    pub(crate) max_exemplars: Option<usize>,
+
     /// Most PromQL queries evaluated at once [default: 20].
     #[arg(long, env = "STRATUS_MAX_CONCURRENT_QUERIES")]
     pub(crate) max_concurrent_queries: Option<usize>,
@@ -181,6 +193,11 @@ impl ServerArgs {
         set(&mut c.max_concurrent_queries, &self.max_concurrent_queries);
         set(&mut c.evaluation_interval, &self.evaluation_interval);
         set(&mut c.enable_admin_api, &self.enable_admin_api);
+        set(
+            &mut c.created_timestamp_zero_ingestion,
+            &self.created_timestamp_zero_ingestion,
+        );
+        set(&mut c.max_exemplars, &self.max_exemplars);
         set(
             &mut c.remote_read_sample_limit,
             &self.remote_read_sample_limit,

@@ -5,7 +5,10 @@
 //!
 //! - [`prometheus`]: remote write 1.0 (`prometheus.WriteRequest`) and
 //!   remote read (`ReadRequest`, `ReadResponse`, `ChunkedReadResponse`);
-//! - [`write_v2`]: remote write 2.0 (`io.prometheus.write.v2.Request`).
+//! - [`write_v2`]: remote write 2.0 (`io.prometheus.write.v2.Request`);
+//! - [`otlp_metrics`] and [`otlp_collector`]: OTLP metrics
+//!   (`ExportMetricsServiceRequest`/`Response` and the metric data model;
+//!   the common and resource messages are folded into the metrics file).
 //!
 //! Decoding, validation and conversion to model types live in the API
 //! crate, not here.
@@ -21,5 +24,37 @@ pub mod prometheus {
 pub mod write_v2 {
     include!(concat!(env!("OUT_DIR"), "/io.prometheus.write.v2.rs"));
 }
+
+/// OTLP packages, nested as the generated code refers to each other.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod opentelemetry {
+    pub mod proto {
+        pub mod metrics {
+            pub mod v1 {
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/opentelemetry.proto.metrics.v1.rs"
+                ));
+            }
+        }
+        pub mod collector {
+            pub mod metrics {
+                pub mod v1 {
+                    include!(concat!(
+                        env!("OUT_DIR"),
+                        "/opentelemetry.proto.collector.metrics.v1.rs"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Package `opentelemetry.proto.metrics.v1`: the OTLP metric data model.
+pub use opentelemetry::proto::metrics::v1 as otlp_metrics;
+
+/// Package `opentelemetry.proto.collector.metrics.v1`: the OTLP metrics
+/// export request and response.
+pub use opentelemetry::proto::collector::metrics::v1 as otlp_collector;
 
 pub use prost::Message;

@@ -57,6 +57,11 @@ pub struct DbConfig {
     /// How often sealed head chunks are re-encoded in the compact encoding
     /// to save memory (default 2 minutes).
     pub head_chunk_compaction_interval: Duration,
+    /// Exemplars kept in memory (all series together; 0 disables
+    /// exemplar storage). Default 100k.
+    pub max_exemplars: usize,
+    /// Metric families whose metadata is kept in memory. Default 100k.
+    pub max_metadata: usize,
 }
 
 impl Default for DbConfig {
@@ -70,6 +75,8 @@ impl Default for DbConfig {
             retention: None,
             compaction_ranges: vec![2 * h, 12 * h, 24 * h, 7 * 24 * h],
             head_chunk_compaction_interval: Duration::from_secs(120),
+            max_exemplars: crate::exemplars::DEFAULT_MAX_EXEMPLARS,
+            max_metadata: crate::metadata::DEFAULT_MAX_METADATA,
         }
     }
 }
@@ -176,6 +183,10 @@ pub struct Db {
     ooo_window: AtomicI64,
     /// Retention in ms; negative = keep forever.
     retention_ms: AtomicI64,
+    /// Exemplars (memory only).
+    exemplars: crate::exemplars::ExemplarStore,
+    /// Metric family metadata (memory only).
+    metadata: crate::metadata::MetadataStore,
 }
 
 fn retention_to_ms(r: Option<Duration>) -> i64 {
@@ -206,15 +217,21 @@ impl Db {
         }
         let wal_dir = dir.join("wal");
         let started = std::time::Instant::now();
+        let metadata = crate::metadata::MetadataStore::new(cfg.max_metadata);
         let stats = {
             let head = &head;
+            let metadata = &metadata;
             crate::wal::replay(
                 &wal_dir,
                 &ReplayOptions {
                     repair: cfg.wal_repair,
                 },
                 &mut |rec| {
-                    replay_record(head, rec);
+                    if let crate::wal::Record::Metadata(m) = &rec {
+                        metadata.set_all(m.iter().map(|(n, md)| (n.as_str(), md)));
+                    } else {
+                        replay_record(head, rec);
+                    }
                     Ok(())
                 },
             )?
@@ -232,6 +249,8 @@ impl Db {
         let ooo_window = AtomicI64::new(cfg.head.ooo_window);
         let retention_ms = AtomicI64::new(retention_to_ms(cfg.retention));
         Ok(Db {
+            exemplars: crate::exemplars::ExemplarStore::new(cfg.max_exemplars),
+            metadata,
             last_chunk_compaction: Mutex::new(std::time::Instant::now()),
             ooo_window,
             retention_ms,
@@ -266,6 +285,29 @@ impl Db {
     /// The configuration.
     pub fn config(&self) -> &DbConfig {
         &self.cfg
+    }
+
+    /// The tenant's exemplar store (in memory).
+    pub fn exemplars(&self) -> &crate::exemplars::ExemplarStore {
+        &self.exemplars
+    }
+
+    /// The tenant's metric metadata (in memory).
+    pub fn metadata(&self) -> &crate::metadata::MetadataStore {
+        &self.metadata
+    }
+
+    /// Records metric family metadata: entries that are new or changed
+    /// are logged to the WAL (so they survive a restart), then stored.
+    pub fn set_metadata(&self, items: &[(String, crate::metadata::MetricMetadata)]) -> Result<()> {
+        let changed = self.metadata.changed(items);
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.wal.log_metadata(&changed)?;
+        self.metadata
+            .set_all(changed.iter().map(|(n, md)| (n.as_str(), md)));
+        Ok(())
     }
 
     pub(crate) fn touch(&self) {
@@ -812,6 +854,8 @@ fn replay_record(head: &Head, rec: crate::wal::Record) {
                 head.add_tombstones(&[t.sref], t.mint, t.maxt);
             }
         }
+        // Handled by the caller (the metadata store).
+        crate::wal::Record::Metadata(_) => {}
     }
 }
 

@@ -117,6 +117,9 @@ pub enum Record {
     Series(Vec<RefSeries>),
     Samples(Vec<RefSample>),
     Tombstones(Vec<RefTombstone>),
+    /// Metric family metadata (name, latest type/help/unit); format
+    /// version 2.
+    Metadata(Vec<(String, crate::metadata::MetricMetadata)>),
 }
 
 /// Options of [`replay`].
@@ -254,6 +257,17 @@ impl Wal {
             return Ok(());
         }
         self.append(|buf| record::encode_tombstones(buf, t))
+    }
+
+    /// Logs metric family metadata.
+    pub fn log_metadata(
+        &self,
+        m: &[(String, crate::metadata::MetricMetadata)],
+    ) -> Result<(), Error> {
+        if m.is_empty() {
+            return Ok(());
+        }
+        self.append(|buf| record::encode_metadata(buf, m))
     }
 
     fn append(&self, encode: impl FnOnce(&mut Vec<u8>) -> Result<(), Error>) -> Result<(), Error> {

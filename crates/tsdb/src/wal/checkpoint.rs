@@ -166,6 +166,8 @@ fn filter(rec: Record, keep: &dyn Fn(u64) -> bool, min_t: i64, st: &mut Checkpoi
             st.tombstones_dropped += before - v.len() as u64;
             Record::Tombstones(v)
         }
+        // Metadata is never re-sent when unchanged: always kept.
+        Record::Metadata(v) => Record::Metadata(v),
     }
 }
 
@@ -195,6 +197,7 @@ impl Writer<'_> {
             Record::Series(v) => v.is_empty(),
             Record::Samples(v) => v.is_empty(),
             Record::Tombstones(v) => v.is_empty(),
+            Record::Metadata(v) => v.is_empty(),
         };
         if empty {
             return Ok(());

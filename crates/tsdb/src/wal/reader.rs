@@ -80,12 +80,12 @@ pub(crate) fn read_segment<R: Read>(
     if h[..4] != MAGIC {
         return stop(0, false, format!("bad segment magic {:02x?}", &h[..4]));
     }
-    if h[4] != VERSION {
+    if h[4] != VERSION && h[4] != 1 {
         return stop(
             0,
             false,
             format!(
-                "unsupported segment format version {} (this build reads {VERSION})",
+                "unsupported segment format version {} (this build reads 1 to {VERSION})",
                 h[4]
             ),
         );
@@ -272,6 +272,7 @@ fn replay_segment(
             Record::Series(s) => stats.series += s.len() as u64,
             Record::Samples(s) => stats.samples += s.len() as u64,
             Record::Tombstones(t) => stats.tombstones += t.len() as u64,
+            Record::Metadata(_) => {}
         }
         f(rec).map_err(|e| Error::Callback {
             path: path.to_path_buf(),

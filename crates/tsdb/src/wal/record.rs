@@ -22,6 +22,8 @@ pub(crate) const TYPE_SERIES: u8 = 1;
 pub(crate) const TYPE_SAMPLES: u8 = 2;
 /// Record type: tombstones.
 pub(crate) const TYPE_TOMBSTONES: u8 = 3;
+/// Record type: metric family metadata (format version 2).
+pub(crate) const TYPE_METADATA: u8 = 7;
 
 /// Human name of a reserved or unknown record type, for error messages.
 pub(crate) fn type_name(t: u8) -> &'static str {
@@ -33,7 +35,7 @@ pub(crate) fn type_name(t: u8) -> &'static str {
         4 => "reserved record type 4 (histogram samples)",
         5 => "reserved record type 5 (float histogram samples)",
         6 => "reserved record type 6 (exemplars)",
-        7 => "reserved record type 7 (metadata)",
+        TYPE_METADATA => "metadata",
         _ => "unknown record type",
     }
 }
@@ -85,12 +87,29 @@ pub(crate) fn encode_tombstones(buf: &mut Vec<u8>, ts: &[RefTombstone]) -> Resul
     finish_frame(buf, start, TYPE_TOMBSTONES)
 }
 
+/// Appends a metadata record frame to `buf`.
+pub(crate) fn encode_metadata(
+    buf: &mut Vec<u8>,
+    m: &[(String, crate::metadata::MetricMetadata)],
+) -> Result<(), Error> {
+    let start = begin_frame(buf);
+    for (name, md) in m {
+        for s in [name.as_str(), md.help.as_str(), md.unit.as_str()] {
+            put_uvarint(buf, s.len() as u64);
+            buf.extend_from_slice(s.as_bytes());
+        }
+        put_uvarint(buf, u64::from(md.kind.to_proto()));
+    }
+    finish_frame(buf, start, TYPE_METADATA)
+}
+
 /// Appends the frame of any record.
 pub(crate) fn encode_record(buf: &mut Vec<u8>, rec: &Record) -> Result<(), Error> {
     match rec {
         Record::Series(s) => encode_series(buf, s),
         Record::Samples(s) => encode_samples(buf, s),
         Record::Tombstones(t) => encode_tombstones(buf, t),
+        Record::Metadata(m) => encode_metadata(buf, m),
     }
 }
 
@@ -176,6 +195,21 @@ pub(crate) fn decode(typ: u8, p: &[u8]) -> Result<Record, String> {
                 out.push(RefTombstone { sref, mint, maxt });
             }
             Ok(Record::Tombstones(out))
+        }
+        TYPE_METADATA => {
+            let mut out = Vec::new();
+            while !d.done() {
+                let name = d.str()?.to_string();
+                let help = d.str()?.to_string();
+                let unit = d.str()?.to_string();
+                let kind = d.uvarint()?;
+                let kind = u8::try_from(kind)
+                    .ok()
+                    .and_then(crate::metadata::MetricType::from_u8)
+                    .ok_or_else(|| format!("metadata of {name:?}: unknown metric type {kind}"))?;
+                out.push((name, crate::metadata::MetricMetadata { kind, help, unit }));
+            }
+            Ok(Record::Metadata(out))
         }
         t => Err(format!(
             "{} (type {t}) is not supported by WAL format version {}",

@@ -713,3 +713,31 @@ fn fuzz_reader_never_panics() {
         let _ = replay_all(dir.path(), true);
     }
 }
+
+#[test]
+fn metadata_records_round_trip() {
+    use crate::metadata::{MetricMetadata, MetricType};
+    let m = vec![
+        (
+            "a".to_string(),
+            MetricMetadata {
+                kind: MetricType::StateSet,
+                help: "h\u{e9}".into(),
+                unit: "s".into(),
+            },
+        ),
+        ("b".to_string(), MetricMetadata::default()),
+    ];
+    let mut buf = Vec::new();
+    super::record::encode_metadata(&mut buf, &m).unwrap();
+    let payload = &buf[super::record::FRAME_HEADER_LEN..];
+    match super::record::decode(super::record::TYPE_METADATA, payload).unwrap() {
+        Record::Metadata(got) => assert_eq!(got, m),
+        other => panic!("unexpected {other:?}"),
+    }
+    let mut bad = payload.to_vec();
+    if let Some(last) = bad.last_mut() {
+        *last = 99;
+    }
+    assert!(super::record::decode(super::record::TYPE_METADATA, &bad).is_err());
+}
