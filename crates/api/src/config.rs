@@ -9,12 +9,14 @@ use crate::remote_write::{DEFAULT_MAX_COMPRESSED_BYTES, DEFAULT_MAX_DECOMPRESSED
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AuthMode {
     /// No authentication: every request belongs to the tenant `default`.
-    #[default]
     None,
     /// The tenant id is taken from the `X-Scope-OrgID` header (behind a
     /// trusted gateway); a request without it gets 401.
     Header,
-    /// Tokens mapped to tenants (not implemented yet: refused at start).
+    /// Tokens mapped to tenants by the registry (`<data>/registry.json`);
+    /// the token is the basic-auth password or a bearer token. The
+    /// default.
+    #[default]
     Token,
 }
 
@@ -24,7 +26,7 @@ pub struct ServerConfig {
     /// Root of all data: tenant WALs under `tenants/`, blocks under
     /// `blocks/` (default `./data`).
     pub data_dir: PathBuf,
-    /// How tenants are identified (default none: tenant `default`).
+    /// How tenants are identified (default: tokens).
     pub auth: AuthMode,
     /// How far behind a series' newest sample an older one is still
     /// accepted (default 1h).
@@ -54,13 +56,18 @@ pub struct ServerConfig {
     /// Most PromQL queries evaluated at once; more wait for a slot (the
     /// wait counts against their timeout). Default 20, as Prometheus.
     pub max_concurrent_queries: usize,
+    /// Default per-tenant limits; a tenant's plan and own overrides in the
+    /// registry take precedence. Unset fields fall back to the settings
+    /// above (out-of-order window, retention, query timeout and samples)
+    /// or mean unlimited.
+    pub limits: stratus_tenancy::Limits,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./data"),
-            auth: AuthMode::None,
+            auth: AuthMode::Token,
             out_of_order_window: Duration::from_secs(3600),
             retention: None,
             maintain_interval: Duration::from_secs(5),
@@ -72,6 +79,7 @@ impl Default for ServerConfig {
             query_max_samples: 50_000_000,
             lookback_delta: Duration::from_secs(300),
             max_concurrent_queries: 20,
+            limits: stratus_tenancy::Limits::default(),
         }
     }
 }

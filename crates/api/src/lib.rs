@@ -19,8 +19,11 @@
 //! a given listener until a shutdown future resolves, so tests run the real
 //! server in-process on port 0.
 
+mod admin;
+mod auth;
 mod config;
 mod error;
+mod limits;
 mod metrics;
 mod query;
 mod read;

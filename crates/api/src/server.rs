@@ -25,20 +25,21 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use bytes::Bytes;
 use snafu::ResultExt;
 use stratus_model::TenantId;
 use stratus_objstore::Bucket;
+use stratus_tenancy::{FileRegistry, Registry};
 use stratus_tsdb::{AppendReport, Db, DbConfig, HeadConfig, SeriesSamples, Tenants};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
 use crate::config::{AuthMode, ServerConfig};
-use crate::error::{CloseSnafu, OpenBucketSnafu, Result, ServeSnafu, TokenAuthNotImplementedSnafu};
+use crate::error::{CloseSnafu, OpenBucketSnafu, RegistrySnafu, Result, ServeSnafu};
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
 use crate::remote_write::{self, DecodeError, RwVersion, WriteBatch};
-use crate::{query, read};
+use crate::{admin, auth, query, read};
 
 /// The header carrying the tenant id (Cortex/Mimir convention).
 pub(crate) const ORG_ID_HEADER: &str = "x-scope-orgid";
@@ -61,6 +62,10 @@ pub(crate) struct AppState {
     pub(crate) ready: AtomicBool,
     /// Slots for concurrently evaluated PromQL queries.
     pub(crate) query_slots: Arc<tokio::sync::Semaphore>,
+    /// Tenants, plans, limits and tokens.
+    pub(crate) registry: Arc<dyn Registry>,
+    /// Server-wide default limits (see `limits::server_defaults`).
+    pub(crate) defaults: stratus_tenancy::Limits,
     default_tenant: TenantId,
 }
 
@@ -94,7 +99,17 @@ impl AppState {
     /// The tenant of a request, per the auth mode.
     pub(crate) fn tenant(&self, headers: &HeaderMap) -> Result<TenantId, TenantError> {
         match self.cfg.auth {
-            AuthMode::None | AuthMode::Token => Ok(self.default_tenant.clone()),
+            AuthMode::None => Ok(self.default_tenant.clone()),
+            // Set by `auth::tenant_auth` from the token, never by the client.
+            AuthMode::Token => {
+                let v = headers
+                    .get(crate::auth::AUTH_TENANT_HEADER)
+                    .ok_or(TenantError::Missing)?;
+                let s = v
+                    .to_str()
+                    .map_err(|_| TenantError::Invalid("not ASCII".into()))?;
+                TenantId::new(s).map_err(|e| TenantError::Invalid(e.to_string()))
+            }
             AuthMode::Header => {
                 let v = headers.get(ORG_ID_HEADER).ok_or(TenantError::Missing)?;
                 let s = v
@@ -389,7 +404,11 @@ fn router(st: Arc<AppState>) -> Router {
         .route("/api/v1/push", post(push))
         .route("/api/prom/push", post(push))
         .route("/api/v1/write", post(push))
-        .layer(DefaultBodyLimit::max(st.cfg.max_compressed_bytes));
+        .layer(DefaultBodyLimit::max(st.cfg.max_compressed_bytes))
+        .layer(middleware::from_fn_with_state(
+            st.clone(),
+            auth::tenant_auth,
+        ));
     let mut reads = Router::new();
     for p in READ_PREFIXES {
         reads = reads
@@ -418,10 +437,44 @@ fn router(st: Arc<AppState>) -> Router {
                 get(read::buildinfo),
             );
     }
-    let reads = reads.layer(DefaultBodyLimit::max(st.cfg.max_form_bytes));
+    let reads = reads
+        .layer(DefaultBodyLimit::max(st.cfg.max_form_bytes))
+        .layer(middleware::from_fn_with_state(
+            st.clone(),
+            auth::tenant_auth,
+        ));
+    let admin_routes = Router::new()
+        .route(
+            "/api/v1/admin/tenants",
+            get(admin::list_tenants).post(admin::create_tenant),
+        )
+        .route(
+            "/api/v1/admin/tenants/{id}",
+            get(admin::show_tenant)
+                .patch(admin::patch_tenant)
+                .delete(admin::delete_tenant),
+        )
+        .route("/api/v1/admin/tenants/{id}/limits", put(admin::put_limits))
+        .route(
+            "/api/v1/admin/tenants/{id}/tokens",
+            get(admin::list_tenant_tokens).post(admin::create_tenant_token),
+        )
+        .route(
+            "/api/v1/admin/tokens",
+            get(admin::list_tokens).post(admin::create_admin_token),
+        )
+        .route("/api/v1/admin/tokens/{id}", delete(admin::revoke_token))
+        .route("/api/v1/admin/plans", get(admin::list_plans))
+        .route(
+            "/api/v1/admin/plans/{name}",
+            put(admin::put_plan).delete(admin::delete_plan),
+        )
+        .layer(DefaultBodyLimit::max(1 << 20))
+        .layer(middleware::from_fn_with_state(st.clone(), auth::admin_auth));
     Router::new()
         .merge(push_routes)
         .merge(reads)
+        .merge(admin_routes)
         .route("/ready", get(ready))
         .route("/health", get(ready))
         .route("/metrics", get(metrics))
@@ -444,9 +497,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    if cfg.auth == AuthMode::Token {
-        return TokenAuthNotImplementedSnafu.fail();
-    }
+    let reg_path = cfg.data_dir.join("registry.json");
+    let registry = Arc::new(FileRegistry::open(&reg_path).context(RegistrySnafu)?);
     let blocks = cfg.data_dir.join("blocks");
     let bucket = Bucket::local(&blocks).context(OpenBucketSnafu { path: &blocks })?;
     let db_cfg = DbConfig {
@@ -487,6 +539,8 @@ pub async fn serve(
         query_slots: Arc::new(tokio::sync::Semaphore::new(
             cfg.max_concurrent_queries.max(1),
         )),
+        registry: registry.clone(),
+        defaults: crate::limits::server_defaults(&cfg),
         default_tenant,
         cfg,
     });
@@ -504,6 +558,10 @@ pub async fn serve(
     if st.cfg.auth == AuthMode::Header {
         info!("tenants: send the X-Scope-OrgID header with every request");
     }
+    if st.cfg.auth == AuthMode::Token {
+        auth::bootstrap(&registry, &st.cfg.data_dir, &base).context(RegistrySnafu)?;
+    }
+    st.apply_all_limits().await;
     let app = router(st.clone());
     let st2 = st.clone();
     let served = axum::serve(listener, app)

@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use stratus_api::{AuthMode, ServerConfig};
 use tracing::info;
 
+mod admin;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -36,6 +38,16 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Manage tenants and their limits on a running server (admin token).
+    Tenant {
+        #[command(subcommand)]
+        cmd: admin::TenantCmd,
+    },
+    /// Create, list and revoke tokens on a running server (admin token).
+    Token {
+        #[command(subcommand)]
+        cmd: admin::TokenCmd,
+    },
 }
 
 /// How requests are assigned to tenants.
@@ -45,7 +57,8 @@ enum Auth {
     None,
     /// Tenant id from the `X-Scope-OrgID` header (behind a trusted gateway).
     Header,
-    /// Tokens mapped to tenants (not implemented yet).
+    /// Tokens mapped to tenants by the registry (the default): the token
+    /// is the basic-auth password or a bearer token.
     Token,
 }
 
@@ -60,7 +73,7 @@ struct ServerArgs {
     listen: String,
 
     /// How requests are assigned to tenants.
-    #[arg(long, env = "STRATUS_AUTH", value_enum, default_value_t = Auth::None)]
+    #[arg(long, env = "STRATUS_AUTH", value_enum, default_value_t = Auth::Token)]
     auth: Auth,
 
     /// Samples up to this far behind a series' newest sample are still
@@ -77,6 +90,18 @@ struct ServerArgs {
     /// forever.
     #[arg(long, env = "STRATUS_RETENTION", value_parser = parse_retention)]
     retention: Option<Duration>,
+
+    /// Default per-tenant limits as JSON, e.g.
+    /// '{"ingestion_rate": 10000, "ingestion_burst_size": 200000,
+    /// "max_series": 150000}' (a tenant's plan and overrides win).
+    #[arg(long, env = "STRATUS_DEFAULT_LIMITS", value_parser = parse_limits)]
+    default_limits: Option<stratus_tenancy::Limits>,
+}
+
+fn parse_limits(s: &str) -> Result<stratus_tenancy::Limits, String> {
+    let l: stratus_tenancy::Limits = serde_json::from_str(s).map_err(|e| e.to_string())?;
+    l.validate()?;
+    Ok(l)
 }
 
 fn parse_retention(s: &str) -> Result<Duration, String> {
@@ -117,15 +142,14 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let auth = match args.auth {
         Auth::None => AuthMode::None,
         Auth::Header => AuthMode::Header,
-        Auth::Token => anyhow::bail!(
-            "--auth=token is not implemented yet; use --auth=none (single tenant) or --auth=header (tenant from X-Scope-OrgID)"
-        ),
+        Auth::Token => AuthMode::Token,
     };
     let cfg = ServerConfig {
         data_dir: args.data_dir,
         auth,
         out_of_order_window: args.out_of_order_window,
         retention: args.retention.filter(|d| !d.is_zero()),
+        limits: args.default_limits.unwrap_or_default(),
         ..ServerConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen.as_str())
@@ -175,13 +199,18 @@ fn run() -> anyhow::Result<()> {
     let args = match cli.command {
         Some(Command::Server(a)) => a,
         Some(Command::Promqltest { files }) => return run_promqltest(&files),
+        Some(Command::Tenant { cmd }) => return runtime()?.block_on(admin::run_tenant(cmd)),
+        Some(Command::Token { cmd }) => return runtime()?.block_on(admin::run_token(cmd)),
         None => cli.server,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    runtime()?.block_on(run_server(args))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
-    rt.block_on(run_server(args))
+        .context("starting the async runtime")
 }
 
 #[cfg(test)]
@@ -192,7 +221,7 @@ mod tests {
         let cli = Cli::try_parse_from(args).unwrap();
         match cli.command {
             Some(Command::Server(a)) => a,
-            Some(Command::Promqltest { .. }) => panic!("not a server command"),
+            Some(_) => panic!("not a server command"),
             None => cli.server,
         }
     }
@@ -202,7 +231,7 @@ mod tests {
         let a = parse(&["stratus"]);
         assert_eq!(a.data_dir, PathBuf::from("./data"));
         assert_eq!(a.listen, "0.0.0.0:9009");
-        assert_eq!(a.auth, Auth::None);
+        assert_eq!(a.auth, Auth::Token);
         assert_eq!(a.out_of_order_window, Duration::from_secs(3600));
         assert_eq!(a.retention, None);
         let a = parse(&[
