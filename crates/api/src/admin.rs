@@ -268,6 +268,7 @@ pub(crate) async fn delete_tenant(
         let id2 = id.clone();
         let info = blocking(&st, move |r| r.delete_tenant(&id2)).await?;
         st.apply_tenant_limits(&id).await;
+        st.rate_limiters.forget(&id);
         let mut v = to_value(&info);
         if let Some(o) = v.as_object_mut() {
             o.insert(

@@ -66,6 +66,10 @@ pub(crate) struct AppState {
     pub(crate) registry: Arc<dyn Registry>,
     /// Server-wide default limits (see `limits::server_defaults`).
     pub(crate) defaults: stratus_tenancy::Limits,
+    /// Ingestion rate limit buckets, per tenant.
+    pub(crate) rate_limiters: crate::limits::RateLimiters,
+    /// `max_concurrent_queries` slots, per tenant.
+    pub(crate) tenant_query_slots: crate::limits::QuerySlots,
     default_tenant: TenantId,
 }
 
@@ -194,6 +198,10 @@ struct PushOutcome {
     messages: Vec<String>,
     num_messages: u64,
     report: AppendReport,
+    /// Samples of series dropped by label limits.
+    limit_refused: u64,
+    /// The tenant's limits in force (for messages).
+    limits: stratus_tenancy::Limits,
 }
 
 /// Appends a decoded batch (blocking).
@@ -236,11 +244,19 @@ async fn decode_and_append(
         remote_write::decode(version, &raw)
     })
     .await;
-    let batch = match decoded {
+    let mut batch = match decoded {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => return Err(decode_error_response(&e)),
         Err(e) => return Err(internal_error(format!("decode task failed: {e}\n"))),
     };
+    let limits = st.effective_limits(tenant);
+    st.metrics
+        .tenant_samples_received
+        .get_or_create(&Metrics::tenant(tenant.as_str()))
+        .inc_by(batch.samples_received() + batch.histograms_refused);
+    crate::limits::check_ingestion_rate(st, tenant, &limits, batch.samples.len() as u64)
+        .map_err(|r| *r)?;
+    let limit_refused = crate::limits::enforce_label_limits(st, tenant, &mut batch, &limits);
     let (batch, report) = if batch.series.is_empty() {
         (batch, AppendReport::default())
     } else {
@@ -269,6 +285,8 @@ async fn decode_and_append(
         num_messages: batch.num_errors,
         messages: batch.errors,
         report,
+        limit_refused,
+        limits,
     })
 }
 
@@ -293,7 +311,20 @@ async fn push(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) 
         Err(resp) => return resp,
     };
     let tl = Metrics::tenant(tenant.as_str());
-    let rejected = out.refused_invalid + out.histograms_refused + out.report.rejected;
+    let rejected =
+        out.refused_invalid + out.histograms_refused + out.report.rejected + out.limit_refused;
+    st.count_rejected(&tenant, "invalid", out.refused_invalid);
+    st.count_rejected(&tenant, "native_histogram", out.histograms_refused);
+    st.count_rejected(
+        &tenant,
+        "sample_time",
+        out.report
+            .rejected
+            .saturating_sub(out.report.series_limited),
+    );
+    if out.report.series_limited > 0 {
+        st.count_rejected(&tenant, "series_limit", out.report.series_limited);
+    }
     st.metrics
         .samples_received
         .get_or_create(&tl)
@@ -330,6 +361,22 @@ async fn push(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) 
         if total > listed {
             body.push_str(&format!("... and {} more\n", total - listed));
         }
+        // Mimir answers 400 to the per-tenant series limits too, although
+        // such a sample may be accepted later (when series go idle):
+        // retrying at once would not help, and a 5xx/429 would make the
+        // sender retry the whole batch forever. We follow Mimir.
+        if out.report.series_limited > 0 {
+            let lim = |v: Option<u64>| {
+                v.filter(|&n| n > 0)
+                    .map_or("unlimited".to_string(), |n| n.to_string())
+            };
+            body.push_str(&format!(
+                "{} sample(s) refused by series limits of tenant {tenant}: max_series={}, max_series_per_metric={}\n",
+                out.report.series_limited,
+                lim(out.limits.max_series),
+                lim(out.limits.max_series_per_metric),
+            ));
+        }
         warn!(tenant = %tenant, refused = rejected, written = out.report.accepted, "remote write partly refused");
         (StatusCode::BAD_REQUEST, body).into_response()
     };
@@ -354,9 +401,19 @@ async fn ready(State(st): State<Arc<AppState>>) -> Response {
 
 /// `/metrics`: the service's own metrics.
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    st.metrics
-        .open_tenants
-        .set(st.tenants.stats().await.len() as i64);
+    let stats = st.tenants.stats().await;
+    st.metrics.open_tenants.set(stats.len() as i64);
+    for (t, s) in &stats {
+        let tl = Metrics::tenant(t.as_str());
+        st.metrics
+            .tenant_active_series
+            .get_or_create(&tl)
+            .set(i64::try_from(s.head_series).unwrap_or(i64::MAX));
+        st.metrics
+            .tenant_bytes_stored
+            .get_or_create(&tl)
+            .set(i64::try_from(s.block_bytes.saturating_add(s.wal_bytes)).unwrap_or(i64::MAX));
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -405,7 +462,7 @@ fn router(st: Arc<AppState>) -> Router {
         .route("/api/prom/push", post(push))
         .route("/api/v1/write", post(push))
         .layer(DefaultBodyLimit::max(st.cfg.max_compressed_bytes))
-        .layer(middleware::from_fn_with_state(
+        .route_layer(middleware::from_fn_with_state(
             st.clone(),
             auth::tenant_auth,
         ));
@@ -439,7 +496,7 @@ fn router(st: Arc<AppState>) -> Router {
     }
     let reads = reads
         .layer(DefaultBodyLimit::max(st.cfg.max_form_bytes))
-        .layer(middleware::from_fn_with_state(
+        .route_layer(middleware::from_fn_with_state(
             st.clone(),
             auth::tenant_auth,
         ));
@@ -470,7 +527,7 @@ fn router(st: Arc<AppState>) -> Router {
             put(admin::put_plan).delete(admin::delete_plan),
         )
         .layer(DefaultBodyLimit::max(1 << 20))
-        .layer(middleware::from_fn_with_state(st.clone(), auth::admin_auth));
+        .route_layer(middleware::from_fn_with_state(st.clone(), auth::admin_auth));
     Router::new()
         .merge(push_routes)
         .merge(reads)
@@ -541,6 +598,8 @@ pub async fn serve(
         )),
         registry: registry.clone(),
         defaults: crate::limits::server_defaults(&cfg),
+        rate_limiters: crate::limits::RateLimiters::default(),
+        tenant_query_slots: crate::limits::QuerySlots::default(),
         default_tenant,
         cfg,
     });

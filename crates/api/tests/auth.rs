@@ -616,3 +616,194 @@ async fn promtool_with_token_in_url() {
     );
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_tenant_limits_are_enforced_and_changed_at_runtime() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start_token(dir.path()).await;
+    wait_ready(&srv).await;
+    let admin = token_file(dir.path(), "admin");
+    let tok = tenant_with_token(
+        &srv,
+        &admin,
+        "lim",
+        json!({"max_series": 2, "max_label_value_length": 10, "max_label_names_per_series": 3}),
+    )
+    .await;
+    let c = Cred::Bearer(&tok);
+    let now = now_ms();
+    let s = |name: &str, inst: &str| ts(&[("__name__", name), ("i", inst)], &[(now, 1.0)]);
+
+    // Label limits: the bad series is named with its limit, the good one stored.
+    let (st, body) = srv
+        .push_as(
+            c,
+            "/api/v1/push",
+            vec![
+                s("good", "1"),
+                ts(
+                    &[("__name__", "bad"), ("i", "a-very-long-value")],
+                    &[(now, 1.0)],
+                ),
+                ts(
+                    &[("__name__", "bad2"), ("a", "1"), ("b", "1"), ("c", "1")],
+                    &[(now, 1.0)],
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("max_label_value_length=10"), "{body}");
+    assert!(body.contains("max_label_names_per_series=3"), "{body}");
+    let (_, v) = srv.get_as(c, "/api/v1/label/__name__/values").await;
+    assert_eq!(v["data"], json!(["good"]));
+
+    // Series limit: the third series is refused naming max_series; the
+    // second stored; existing series keep accepting.
+    let (st, body) = srv
+        .push_as(c, "/api/v1/push", vec![s("m", "2"), s("m", "3")])
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("max_series"), "{body}");
+    assert!(body.contains("max_series=2"), "{body}");
+    let (st, body) = srv
+        .push_as(
+            c,
+            "/api/v1/push",
+            vec![ts(
+                &[("__name__", "good"), ("i", "1")],
+                &[(now + 1000, 2.0)],
+            )],
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
+
+    // Raised at runtime: accepted by the next request, no restart.
+    let (st, v) = srv
+        .admin(
+            &admin,
+            Method::PATCH,
+            "/api/v1/admin/tenants/lim",
+            Some(json!({"limits": {"max_series": 10}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, body) = srv.push_as(c, "/api/v1/push", vec![s("m", "3")]).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
+
+    // Out-of-order window through the open database, at runtime.
+    let (st, _) = srv
+        .admin(
+            &admin,
+            Method::PATCH,
+            "/api/v1/admin/tenants/lim",
+            Some(json!({"limits": {"out_of_order_window": "0s"}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let old = ts(&[("__name__", "good"), ("i", "1")], &[(now - 60_000, 0.5)]);
+    let (st, body) = srv.push_as(c, "/api/v1/push", vec![old.clone()]).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("out-of-order"), "{body}");
+    let (st, _) = srv
+        .admin(
+            &admin,
+            Method::PATCH,
+            "/api/v1/admin/tenants/lim",
+            Some(json!({"limits": {"out_of_order_window": "1h"}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, body) = srv.push_as(c, "/api/v1/push", vec![old]).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
+
+    // Query limits.
+    let (st, _) = srv
+        .admin(
+            &admin,
+            Method::PATCH,
+            "/api/v1/admin/tenants/lim",
+            Some(json!({"limits": {"max_series_per_query": 1}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let q = format!(
+        "/api/v1/query?query=%7B__name__%3D~%22.%2B%22%7D&time={}",
+        now as f64 / 1000.0
+    );
+    let (st, v) = srv.get_as(c, &q).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("maximum number of series (limit: 1)"),
+        "{v}"
+    );
+    let (st, _) = srv
+        .admin(
+            &admin,
+            Method::PATCH,
+            "/api/v1/admin/tenants/lim",
+            Some(json!({"limits": {"max_series_per_query": 0, "max_samples_per_query": 1}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, v) = srv.get_as(c, &q).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("too many samples"),
+        "{v}"
+    );
+    // The default tenant is untouched by lim's limits.
+    let dtok = token_file(dir.path(), "default");
+    let (st, _) = srv
+        .push_as(
+            Cred::Bearer(&dtok),
+            "/api/v1/push",
+            vec![s("x", "1"), s("x", "2"), s("x", "3")],
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+
+    // Ingestion rate: 429 naming the limit; nothing of that request stored.
+    let (st, _) = srv
+        .admin(
+            &admin,
+            Method::PATCH,
+            "/api/v1/admin/tenants/lim",
+            Some(json!({"limits": {"ingestion_rate": 1, "ingestion_burst_size": 3}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let batch = |n: i64| -> Vec<pb::TimeSeries> {
+        vec![ts(
+            &[("__name__", "good"), ("i", "1")],
+            &(0..n).map(|k| (now + 10_000 + k, 1.0)).collect::<Vec<_>>(),
+        )]
+    };
+    let (st, body) = srv.push_as(c, "/api/v1/push", batch(3)).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
+    let (st, body) = srv.push_as(c, "/api/v1/push", batch(3)).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(body.contains("ingestion_rate=1"), "{body}");
+    assert!(body.contains("ingestion_burst_size=3"), "{body}");
+
+    // Usage metrics per tenant.
+    let (_, m) = srv.get_as(Cred::None, "/metrics").await;
+    let m = m.as_str().unwrap().to_string();
+    for want in [
+        "stratus_tenant_samples_received_total{tenant=\"lim\"}",
+        "stratus_tenant_samples_rejected_total{tenant=\"lim\",reason=\"rate_limited\"} 3",
+        "stratus_tenant_samples_rejected_total{tenant=\"lim\",reason=\"series_limit\"} 1",
+        "stratus_tenant_samples_rejected_total{tenant=\"lim\",reason=\"max_label_value_length\"} 1",
+        "stratus_tenant_active_series{tenant=\"lim\"} 3",
+        "stratus_tenant_active_series{tenant=\"default\"} 3",
+        "stratus_tenant_bytes_stored{tenant=\"lim\"}",
+        "stratus_tenant_queries_total{tenant=\"lim\"} 2",
+    ] {
+        assert!(m.contains(want), "{want} missing:\n{m}");
+    }
+    srv.stop().await;
+}

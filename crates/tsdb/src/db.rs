@@ -112,6 +112,9 @@ pub struct AppendReport {
     pub rejected: u64,
     /// Series created by this append.
     pub new_series: u64,
+    /// Refused samples that would have created a series over a series
+    /// limit (included in `rejected`).
+    pub series_limited: u64,
 }
 
 impl AppendReport {
@@ -120,6 +123,12 @@ impl AppendReport {
 
     fn reject(&mut self, labels: &Labels, t: i64, reason: RejectReason) {
         self.rejected += 1;
+        if matches!(
+            reason,
+            RejectReason::MaxSeries | RejectReason::MaxSeriesPerMetric
+        ) {
+            self.series_limited += 1;
+        }
         if self.errors.len() < Self::MAX_ERRORS {
             self.errors.push(SampleError {
                 labels: labels.clone(),
