@@ -303,6 +303,24 @@ mod tests {
     }
 
     #[test]
+    fn query_slots_follow_the_limit() {
+        let q = QuerySlots::default();
+        let t = TenantId::new("t").unwrap();
+        assert!(q.get(&t, 0).is_none());
+        let a = q.get(&t, 2).unwrap();
+        assert_eq!(a.available_permits(), 2);
+        let held = a.clone().try_acquire_owned().unwrap();
+        assert_eq!(
+            q.get(&t, 2).unwrap().available_permits(),
+            1,
+            "same semaphore"
+        );
+        let b = q.get(&t, 3).unwrap();
+        assert_eq!(b.available_permits(), 3, "new limit, new semaphore");
+        drop(held);
+    }
+
+    #[test]
     fn label_limits_name_the_limit() {
         let l = Limits {
             max_label_names_per_series: Some(2),

@@ -996,6 +996,27 @@ mod tests {
     }
 
     #[test]
+    fn per_metric_series_counts_follow_creation_and_gc() {
+        let head = Head::new(HeadConfig::default());
+        head.set_series_limits(0, 2);
+        let a1 = fresh(&[("__name__", "a"), ("i", "1")]);
+        let a2 = fresh(&[("__name__", "a"), ("i", "2")]);
+        let a3 = fresh(&[("__name__", "a"), ("i", "3")]);
+        head.get_or_create(&a1);
+        head.get_or_create(&a2);
+        assert_eq!(
+            head.series_limit_hit(&a3),
+            Some(RejectReason::MaxSeriesPerMetric)
+        );
+        assert_eq!(head.series_limit_hit(&a1), None, "existing series");
+        // Empty series are dropped by a cut: the counts follow.
+        head.truncate(1000, &HashMap::new());
+        assert_eq!(head.num_series(), 0);
+        assert!(head.series_limits.per_metric.lock().is_empty());
+        assert_eq!(head.series_limit_hit(&a3), None);
+    }
+
+    #[test]
     fn needs_record_until_logged() {
         let head = Head::new(HeadConfig::default());
         let l = fresh(&[("__name__", "m")]);
