@@ -18,12 +18,14 @@ use crate::remote_write::{DEFAULT_MAX_COMPRESSED_BYTES, DEFAULT_MAX_DECOMPRESSED
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// No authentication: every request belongs to the tenant `default`.
-    #[default]
     None,
     /// The tenant id is taken from the `X-Scope-OrgID` header (behind a
     /// trusted gateway); a request without it gets 401.
     Header,
-    /// Tokens mapped to tenants (not implemented yet: refused at start).
+    /// Tokens mapped to tenants by the registry (`<data>/registry.json`);
+    /// the token is the basic-auth password or a bearer token. The
+    /// default.
+    #[default]
     Token,
 }
 
@@ -38,7 +40,7 @@ pub struct ServerConfig {
     /// Root of all data: tenant WALs under `tenants/`, blocks under
     /// `blocks/` (default `./data`).
     pub data_dir: PathBuf,
-    /// How tenants are identified (default none: tenant `default`).
+    /// How tenants are identified (default: tokens).
     pub auth: AuthMode,
     /// How far behind a series' newest sample an older one is still
     /// accepted (default 1h).
@@ -100,6 +102,11 @@ pub struct ServerConfig {
     pub created_timestamp_zero_ingestion: bool,
     /// Exemplars kept in memory per tenant (0 disables; default 100k).
     pub max_exemplars: usize,
+    /// Default per-tenant limits; a tenant's plan and own overrides in the
+    /// registry take precedence. Unset fields fall back to the settings
+    /// above (out-of-order window, retention, query timeout and samples)
+    /// or mean unlimited.
+    pub limits: stratus_tenancy::Limits,
 }
 
 impl Default for ServerConfig {
@@ -107,7 +114,7 @@ impl Default for ServerConfig {
         Self {
             listen: "0.0.0.0:9009".to_string(),
             data_dir: PathBuf::from("./data"),
-            auth: AuthMode::None,
+            auth: AuthMode::Token,
             out_of_order_window: Duration::from_secs(3600),
             retention: None,
             maintain_interval: Duration::from_secs(5),
@@ -126,6 +133,7 @@ impl Default for ServerConfig {
             enable_admin_api: false,
             created_timestamp_zero_ingestion: false,
             max_exemplars: stratus_tsdb::exemplars::DEFAULT_MAX_EXEMPLARS,
+            limits: stratus_tenancy::Limits::default(),
         }
     }
 }

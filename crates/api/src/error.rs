@@ -15,10 +15,8 @@ pub enum Error {
         source: stratus_objstore::Error,
     },
 
-    #[snafu(display(
-        "--auth=token is not implemented yet; use --auth=none (single tenant) or --auth=header (tenant from X-Scope-OrgID)"
-    ))]
-    TokenAuthNotImplemented,
+    #[snafu(display("tenant registry: {source}"))]
+    Registry { source: stratus_tenancy::Error },
 
     #[snafu(display("invalid configuration: {message}"))]
     Config { message: String },

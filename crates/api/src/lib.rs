@@ -28,9 +28,12 @@
 //! a given listener until a shutdown future resolves, so tests run the real
 //! server in-process on port 0.
 
+mod admin;
+mod auth;
 mod config;
 mod error;
 mod expr_api;
+mod limits;
 mod meta;
 mod metrics;
 mod otlp;

@@ -16,6 +16,12 @@ pub(crate) struct TenantLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabels {
+    pub(crate) tenant: String,
+    pub(crate) reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
     pub(crate) route: String,
     pub(crate) method: String,
@@ -50,6 +56,11 @@ pub(crate) struct Metrics {
     pub(crate) remote_reads: Family<ResponseTypeLabels, Counter>,
     pub(crate) exemplars_written: Family<TenantLabels, Counter>,
     pub(crate) exemplars_rejected: Family<TenantLabels, Counter>,
+    pub(crate) tenant_samples_received: Family<TenantLabels, Counter>,
+    pub(crate) tenant_samples_rejected: Family<ReasonLabels, Counter>,
+    pub(crate) tenant_active_series: Family<TenantLabels, Gauge>,
+    pub(crate) tenant_bytes_stored: Family<TenantLabels, Gauge>,
+    pub(crate) tenant_queries: Family<TenantLabels, Counter>,
 }
 
 impl Metrics {
@@ -112,7 +123,42 @@ impl Metrics {
             "Remote-read requests answered, by negotiated response type.",
             remote_reads.clone(),
         );
+        let tenant_samples_received = Family::<TenantLabels, Counter>::default();
+        let tenant_samples_rejected = Family::<ReasonLabels, Counter>::default();
+        let tenant_active_series = Family::<TenantLabels, Gauge>::default();
+        let tenant_bytes_stored = Family::<TenantLabels, Gauge>::default();
+        let tenant_queries = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "stratus_tenant_samples_received",
+            "Samples received by remote write, per tenant (accepted or not).",
+            tenant_samples_received.clone(),
+        );
+        registry.register(
+            "stratus_tenant_samples_rejected",
+            "Samples refused, per tenant and reason (rate_limited, series_limit, max_label_names_per_series, max_label_name_length, max_label_value_length, invalid, native_histogram, sample_time = out of window, out of order, duplicate or future timestamp).",
+            tenant_samples_rejected.clone(),
+        );
+        registry.register(
+            "stratus_tenant_active_series",
+            "Series in the in-memory head, per open tenant database.",
+            tenant_active_series.clone(),
+        );
+        registry.register(
+            "stratus_tenant_bytes_stored",
+            "Bytes on disk (blocks and WAL), per open tenant database.",
+            tenant_bytes_stored.clone(),
+        );
+        registry.register(
+            "stratus_tenant_queries",
+            "PromQL queries (instant and range) answered, per tenant.",
+            tenant_queries.clone(),
+        );
         Self {
+            tenant_samples_received,
+            tenant_samples_rejected,
+            tenant_active_series,
+            tenant_bytes_stored,
+            tenant_queries,
             registry,
             samples_received,
             samples_written,

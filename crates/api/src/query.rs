@@ -376,15 +376,17 @@ struct Common {
     limit: usize,
 }
 
-fn parse_common(p: &Params, st: &AppState) -> Result<Common, ApiError> {
+/// The `timeout` parameter is capped by the tenant's `query_timeout` in
+/// [`run`] (absent = that limit).
+fn parse_common(p: &Params) -> Result<Common, ApiError> {
     let timeout = match p.get("timeout") {
-        None => st.cfg.query_timeout,
+        None => Duration::MAX,
         Some(s) => {
             let ns = parse_duration(s).map_err(|e| invalid("timeout", e))?;
             if ns <= 0 {
                 return Err(invalid("timeout", "timeout must be positive"));
             }
-            ns_to_duration(ns).min(st.cfg.query_timeout)
+            ns_to_duration(ns)
         }
     };
     let lookback = match p.get("lookback_delta") {
@@ -490,15 +492,47 @@ async fn run(st: &AppState, headers: &HeaderMap, c: Common, what: Eval) -> Respo
             return ApiError::internal(format!("opening tenant database: {e}")).into_response();
         }
     };
+    let limits = st.effective_limits(&tenant);
+    st.metrics
+        .tenant_queries
+        .get_or_create(&crate::metrics::Metrics::tenant(tenant.as_str()))
+        .inc();
+    let tenant_timeout = limits
+        .query_timeout
+        .filter(|d| !d.is_zero())
+        .unwrap_or(st.cfg.query_timeout);
+    let timeout = c.timeout.min(tenant_timeout);
+    let as_usize = |v: Option<u64>| {
+        stratus_tenancy::limit_of(v)
+            .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
+    };
     let engine = Engine::new(EngineOptions {
         lookback_delta: c.lookback.unwrap_or(st.cfg.lookback_delta),
-        max_samples: st.cfg.query_max_samples,
-        timeout: c.timeout,
+        max_samples: as_usize(limits.max_samples_per_query),
+        max_series: stratus_tenancy::limit_of(limits.max_series_per_query)
+            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+        timeout,
         default_subquery_step: st.cfg.evaluation_interval,
     });
     let expr = c.expr;
     let slots = st.query_slots.clone();
+    // Per-tenant concurrency: a query over max_concurrent_queries waits
+    // for a slot (within its timeout, then 503) rather than failing at
+    // once with 429, because dashboards fire many queries together and
+    // Prometheus' own concurrency limit also queues.
+    let max_conc = stratus_tenancy::limit_of(limits.max_concurrent_queries);
+    let tenant_slots = max_conc.and_then(|n| st.tenant_query_slots.get(&tenant, n));
+    let got_tenant_slot = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let got = got_tenant_slot.clone();
     let task = async move {
+        let tenant_slot = match tenant_slots {
+            Some(sem) => match sem.acquire_owned().await {
+                Ok(p) => Some(p),
+                Err(_) => return Ok(Err(PromqlError::Timeout)),
+            },
+            None => None,
+        };
+        got.store(true, std::sync::atomic::Ordering::Relaxed);
         // The slot moves into the blocking task: a query abandoned at its
         // timeout keeps it until the engine's own deadline stops it.
         let Ok(slot) = slots.acquire_owned().await else {
@@ -506,6 +540,7 @@ async fn run(st: &AppState, headers: &HeaderMap, c: Common, what: Eval) -> Respo
         };
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
+            let _tenant_slot = tenant_slot;
             let q: &dyn Queryable = &*store;
             match what {
                 Eval::Instant(t) => engine.instant_expr(q, &expr, t),
@@ -517,8 +552,15 @@ async fn run(st: &AppState, headers: &HeaderMap, c: Common, what: Eval) -> Respo
     // A little slack so the engine's own deadline usually answers first;
     // this outer one covers waiting for a slot and a query stuck between
     // deadline checks.
-    let outer = c.timeout + Duration::from_millis(250);
+    let outer = timeout.saturating_add(Duration::from_millis(250));
     let res = match tokio::time::timeout(outer, task).await {
+        Err(_) if !got_tenant_slot.load(std::sync::atomic::Ordering::Relaxed) => {
+            return ApiError::timeout(format!(
+                "query timed out waiting for a slot: tenant {tenant} already runs max_concurrent_queries={} queries; raise the tenant's max_concurrent_queries limit",
+                max_conc.unwrap_or(0)
+            ))
+            .into_response();
+        }
         Err(_) => return ApiError::timeout("query timed out in query execution").into_response(),
         Ok(Err(e)) => {
             return ApiError::internal(format!("query evaluation failed: {e}")).into_response();
@@ -557,7 +599,7 @@ pub(crate) async fn instant(
             Err(e) => return invalid("time", e).into_response(),
         },
     };
-    let c = match parse_common(&p, &st) {
+    let c = match parse_common(&p) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
@@ -606,7 +648,7 @@ pub(crate) async fn range(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let c = match parse_common(&p, &st) {
+    let c = match parse_common(&p) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };

@@ -29,11 +29,12 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use bytes::Bytes;
 use snafu::ResultExt;
 use stratus_model::{Labels, Matcher, Sample, TenantId};
 use stratus_objstore::Bucket;
+use stratus_tenancy::{FileRegistry, Registry};
 use stratus_tsdb::{
     AppendReport, Db, DbConfig, HeadConfig, Queryable, SelectHints, SeriesSamples, Tenants,
 };
@@ -41,11 +42,11 @@ use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
 use crate::config::{AuthMode, ServerConfig};
-use crate::error::{CloseSnafu, OpenBucketSnafu, Result, ServeSnafu, TokenAuthNotImplementedSnafu};
+use crate::error::{CloseSnafu, OpenBucketSnafu, RegistrySnafu, Result, ServeSnafu};
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
 use crate::otlp::{self, OtlpEncoding};
 use crate::remote_write::{self, DecodeError, RwVersion, WriteBatch};
-use crate::{expr_api, meta, query, read, remote_read, status};
+use crate::{admin, auth, expr_api, meta, query, read, remote_read, status};
 
 /// The header carrying the tenant id (Cortex/Mimir convention).
 pub(crate) const ORG_ID_HEADER: &str = "x-scope-orgid";
@@ -68,6 +69,14 @@ pub(crate) struct AppState {
     pub(crate) ready: AtomicBool,
     /// Slots for concurrently evaluated PromQL queries.
     pub(crate) query_slots: Arc<tokio::sync::Semaphore>,
+    /// Tenants, plans, limits and tokens.
+    pub(crate) registry: Arc<dyn Registry>,
+    /// Server-wide default limits (see `limits::server_defaults`).
+    pub(crate) defaults: stratus_tenancy::Limits,
+    /// Ingestion rate limit buckets, per tenant.
+    pub(crate) rate_limiters: crate::limits::RateLimiters,
+    /// `max_concurrent_queries` slots, per tenant.
+    pub(crate) tenant_query_slots: crate::limits::QuerySlots,
     default_tenant: TenantId,
 }
 
@@ -101,7 +110,17 @@ impl AppState {
     /// The tenant of a request, per the auth mode.
     pub(crate) fn tenant(&self, headers: &HeaderMap) -> Result<TenantId, TenantError> {
         match self.cfg.auth {
-            AuthMode::None | AuthMode::Token => Ok(self.default_tenant.clone()),
+            AuthMode::None => Ok(self.default_tenant.clone()),
+            // Set by `auth::tenant_auth` from the token, never by the client.
+            AuthMode::Token => {
+                let v = headers
+                    .get(crate::auth::AUTH_TENANT_HEADER)
+                    .ok_or(TenantError::Missing)?;
+                let s = v
+                    .to_str()
+                    .map_err(|_| TenantError::Invalid("not ASCII".into()))?;
+                TenantId::new(s).map_err(|e| TenantError::Invalid(e.to_string()))
+            }
             AuthMode::Header => {
                 let v = headers.get(ORG_ID_HEADER).ok_or(TenantError::Missing)?;
                 let s = v
@@ -190,6 +209,10 @@ pub(crate) struct PushOutcome {
     pub(crate) exemplars_written: u64,
     /// Exemplars refused (invalid, out of order, storage disabled).
     pub(crate) exemplars_refused: u64,
+    /// Samples of series dropped by label limits.
+    pub(crate) limit_refused: u64,
+    /// The tenant's limits in force (for messages).
+    pub(crate) limits: stratus_tenancy::Limits,
 }
 
 /// What [`apply_batch`] did.
@@ -323,8 +346,16 @@ impl Metrics {
 pub(crate) async fn append_decoded(
     st: &AppState,
     tenant: &TenantId,
-    batch: WriteBatch,
+    mut batch: WriteBatch,
 ) -> Result<PushOutcome, Response> {
+    let limits = st.effective_limits(tenant);
+    st.metrics
+        .tenant_samples_received
+        .get_or_create(&Metrics::tenant(tenant.as_str()))
+        .inc_by(batch.samples_received() + batch.histograms_refused);
+    crate::limits::check_ingestion_rate(st, tenant, &limits, batch.samples.len() as u64)
+        .map_err(|r| *r)?;
+    let limit_refused = crate::limits::enforce_label_limits(st, tenant, &mut batch, &limits);
     let ct_zero = st.cfg.created_timestamp_zero_ingestion;
     let (batch, applied) =
         if batch.series.is_empty() && batch.exemplars.is_empty() && batch.metadata.is_empty() {
@@ -358,7 +389,42 @@ pub(crate) async fn append_decoded(
         report: applied.report,
         exemplars_written: ex.added + ex.duplicates,
         exemplars_refused: batch.exemplars_refused + ex.out_of_order + ex.invalid,
+        limit_refused,
+        limits,
     })
+}
+
+impl AppState {
+    /// Counts a write's refused samples per tenant and reason.
+    fn count_outcome(&self, tenant: &TenantId, out: &PushOutcome) {
+        self.count_rejected(tenant, "invalid", out.refused_invalid);
+        self.count_rejected(tenant, "native_histogram", out.histograms_refused);
+        self.count_rejected(
+            tenant,
+            "sample_time",
+            out.report
+                .rejected
+                .saturating_sub(out.report.series_limited),
+        );
+        self.count_rejected(tenant, "series_limit", out.report.series_limited);
+    }
+}
+
+/// The line naming the series limits that refused samples, if any did.
+fn series_limit_message(tenant: &TenantId, out: &PushOutcome) -> Option<String> {
+    if out.report.series_limited == 0 {
+        return None;
+    }
+    let lim = |v: Option<u64>| {
+        v.filter(|&n| n > 0)
+            .map_or("unlimited".to_string(), |n| n.to_string())
+    };
+    Some(format!(
+        "{} sample(s) refused by series limits of tenant {tenant}: max_series={}, max_series_per_metric={}",
+        out.report.series_limited,
+        lim(out.limits.max_series),
+        lim(out.limits.max_series_per_metric),
+    ))
 }
 
 /// Most messages listed in a 400 answer (senders log about 1 KiB).
@@ -383,7 +449,9 @@ async fn push(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) 
     };
     let tl = Metrics::tenant(tenant.as_str());
     st.metrics.count_exemplars(&tl, &out);
-    let rejected = out.refused_invalid + out.histograms_refused + out.report.rejected;
+    let rejected =
+        out.refused_invalid + out.histograms_refused + out.report.rejected + out.limit_refused;
+    st.count_outcome(&tenant, &out);
     st.metrics
         .samples_received
         .get_or_create(&tl)
@@ -419,6 +487,14 @@ async fn push(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) 
         }
         if total > listed {
             body.push_str(&format!("... and {} more\n", total - listed));
+        }
+        // Mimir answers 400 to the per-tenant series limits too, although
+        // such a sample may be accepted later (when series go idle):
+        // retrying at once would not help, and a 5xx/429 would make the
+        // sender retry the whole batch forever. We follow Mimir.
+        if let Some(msg) = series_limit_message(&tenant, &out) {
+            body.push_str(&msg);
+            body.push('\n');
         }
         warn!(tenant = %tenant, refused = rejected, written = out.report.accepted, "remote write partly refused");
         (StatusCode::BAD_REQUEST, body).into_response()
@@ -505,6 +581,11 @@ async fn otlp_metrics(
     };
     let tl = Metrics::tenant(tenant.as_str());
     st.metrics.count_exemplars(&tl, &out);
+    st.count_outcome(&tenant, &out);
+    rejected += out.limit_refused;
+    if let Some(msg) = series_limit_message(&tenant, &out) {
+        messages.push(msg);
+    }
     st.metrics
         .samples_received
         .get_or_create(&tl)
@@ -550,9 +631,19 @@ async fn ready(State(st): State<Arc<AppState>>) -> Response {
 
 /// `/metrics`: the service's own metrics.
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    st.metrics
-        .open_tenants
-        .set(st.tenants.stats().await.len() as i64);
+    let stats = st.tenants.stats().await;
+    st.metrics.open_tenants.set(stats.len() as i64);
+    for (t, s) in &stats {
+        let tl = Metrics::tenant(t.as_str());
+        st.metrics
+            .tenant_active_series
+            .get_or_create(&tl)
+            .set(i64::try_from(s.head_series).unwrap_or(i64::MAX));
+        st.metrics
+            .tenant_bytes_stored
+            .get_or_create(&tl)
+            .set(i64::try_from(s.block_bytes.saturating_add(s.wal_bytes)).unwrap_or(i64::MAX));
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -561,6 +652,15 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         st.metrics.encode(),
     )
         .into_response()
+}
+
+/// Admin token required in token mode; open in the other modes.
+async fn operator_auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if st.cfg.auth == AuthMode::Token {
+        auth::admin_auth(State(st), req, next).await
+    } else {
+        next.run(req).await
+    }
 }
 
 /// `/ingester/flush` (Mimir's name): cuts every tenant's head into blocks
@@ -640,7 +740,11 @@ fn router(st: Arc<AppState>) -> Router {
         .route("/prometheus/otlp/v1/metrics", post(otlp_metrics))
         .route("/api/prom/otlp/v1/metrics", post(otlp_metrics))
         .route("/api/v1/otlp/v1/metrics", post(otlp_metrics))
-        .layer(DefaultBodyLimit::max(st.cfg.max_compressed_bytes));
+        .layer(DefaultBodyLimit::max(st.cfg.max_compressed_bytes))
+        .route_layer(middleware::from_fn_with_state(
+            st.clone(),
+            auth::tenant_auth,
+        ));
     let mut reads = Router::new();
     for p in READ_PREFIXES {
         reads = reads
@@ -723,15 +827,54 @@ fn router(st: Arc<AppState>) -> Router {
                 get(meta::query_exemplars).post(meta::query_exemplars),
             );
     }
-    let reads = reads.layer(DefaultBodyLimit::max(st.cfg.max_form_bytes));
+    let reads = reads
+        .layer(DefaultBodyLimit::max(st.cfg.max_form_bytes))
+        .route_layer(middleware::from_fn_with_state(
+            st.clone(),
+            auth::tenant_auth,
+        ));
+    let admin_routes = Router::new()
+        .route(
+            "/api/v1/admin/tenants",
+            get(admin::list_tenants).post(admin::create_tenant),
+        )
+        .route(
+            "/api/v1/admin/tenants/{id}",
+            get(admin::show_tenant)
+                .patch(admin::patch_tenant)
+                .delete(admin::delete_tenant),
+        )
+        .route("/api/v1/admin/tenants/{id}/limits", put(admin::put_limits))
+        .route(
+            "/api/v1/admin/tenants/{id}/tokens",
+            get(admin::list_tenant_tokens).post(admin::create_tenant_token),
+        )
+        .route(
+            "/api/v1/admin/tokens",
+            get(admin::list_tokens).post(admin::create_admin_token),
+        )
+        .route("/api/v1/admin/tokens/{id}", delete(admin::revoke_token))
+        .route("/api/v1/admin/plans", get(admin::list_plans))
+        .route(
+            "/api/v1/admin/plans/{name}",
+            put(admin::put_plan).delete(admin::delete_plan),
+        )
+        .layer(DefaultBodyLimit::max(1 << 20))
+        .route_layer(middleware::from_fn_with_state(st.clone(), auth::admin_auth));
+    // Operator endpoints: the admin token in token mode, open otherwise
+    // (as Mimir's, which sit behind the operator's network).
+    let operator_routes = Router::new()
+        .route("/ingester/flush", post(flush).get(flush))
+        .route_layer(middleware::from_fn_with_state(st.clone(), operator_auth));
     Router::new()
         .merge(push_routes)
         .merge(reads)
+        .merge(admin_routes)
+        .merge(operator_routes)
         .route("/ready", get(ready))
         .route("/health", get(ready))
         .route("/metrics", get(metrics))
         .route("/config", get(config))
-        .route("/ingester/flush", post(flush).get(flush))
         .layer(middleware::from_fn_with_state(st.clone(), track))
         .with_state(st)
 }
@@ -751,9 +894,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    if cfg.auth == AuthMode::Token {
-        return TokenAuthNotImplementedSnafu.fail();
-    }
+    let reg_path = cfg.data_dir.join("registry.json");
+    let registry = Arc::new(FileRegistry::open(&reg_path).context(RegistrySnafu)?);
     crate::status::mark_started();
     let blocks = cfg.data_dir.join("blocks");
     let bucket = Bucket::local(&blocks).context(OpenBucketSnafu { path: &blocks })?;
@@ -796,6 +938,10 @@ pub async fn serve(
         query_slots: Arc::new(tokio::sync::Semaphore::new(
             cfg.max_concurrent_queries.max(1),
         )),
+        registry: registry.clone(),
+        defaults: crate::limits::server_defaults(&cfg),
+        rate_limiters: crate::limits::RateLimiters::default(),
+        tenant_query_slots: crate::limits::QuerySlots::default(),
         default_tenant,
         cfg,
     });
@@ -814,6 +960,10 @@ pub async fn serve(
     if st.cfg.auth == AuthMode::Header {
         info!("tenants: send the X-Scope-OrgID header with every request");
     }
+    if st.cfg.auth == AuthMode::Token {
+        auth::bootstrap(&registry, &st.cfg.data_dir, &base).context(RegistrySnafu)?;
+    }
+    st.apply_all_limits().await;
     let app = router(st.clone());
     let st2 = st.clone();
     let served = axum::serve(listener, app)

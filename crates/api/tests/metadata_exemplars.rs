@@ -187,6 +187,7 @@ async fn exemplar_storage_is_bounded() {
     let srv = start_with(ServerConfig {
         data_dir: dir.path().to_path_buf(),
         max_exemplars: 10,
+        auth: AuthMode::None,
         ..ServerConfig::default()
     })
     .await;
@@ -255,6 +256,7 @@ async fn created_timestamp_zero_injection() {
         let srv = start_with(ServerConfig {
             data_dir: sub,
             created_timestamp_zero_ingestion: enabled,
+            auth: AuthMode::None,
             ..ServerConfig::default()
         })
         .await;

@@ -301,6 +301,7 @@ async fn remote_read_samples_and_streamed() {
     let srv = start_with(ServerConfig {
         data_dir: dir.path().to_path_buf(),
         remote_read_max_frame_bytes: 2048,
+        auth: AuthMode::None,
         ..ServerConfig::default()
     })
     .await;
@@ -889,6 +890,7 @@ async fn admin_delete_series() {
     let srv = start_with(ServerConfig {
         data_dir: dir.path().to_path_buf(),
         enable_admin_api: true,
+        auth: AuthMode::None,
         ..ServerConfig::default()
     })
     .await;

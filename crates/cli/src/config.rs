@@ -39,6 +39,12 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
+fn parse_limits(s: &str) -> Result<stratus_tenancy::Limits, String> {
+    let l: stratus_tenancy::Limits = serde_json::from_str(s).map_err(|e| e.to_string())?;
+    l.validate()?;
+    Ok(l)
+}
+
 /// Like [`duration`], but `0` or `off` means "keep forever".
 fn retention(s: &str) -> Result<Duration, String> {
     if s == "0" || s.eq_ignore_ascii_case("off") {
@@ -151,6 +157,13 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "STRATUS_MAX_EXEMPLARS")]
     pub(crate) max_exemplars: Option<usize>,
 
+    /// Default per-tenant limits as JSON, e.g.
+    /// '{"ingestion_rate": 10000, "ingestion_burst_size": 200000,
+    /// "max_series": 150000}' (a tenant's plan and overrides win; in the
+    /// config file: the `limits` key).
+    #[arg(long, env = "STRATUS_DEFAULT_LIMITS", value_parser = parse_limits)]
+    pub(crate) default_limits: Option<stratus_tenancy::Limits>,
+
     /// Most PromQL queries evaluated at once [default: 20].
     #[arg(long, env = "STRATUS_MAX_CONCURRENT_QUERIES")]
     pub(crate) max_concurrent_queries: Option<usize>,
@@ -198,6 +211,10 @@ impl ServerArgs {
             &self.created_timestamp_zero_ingestion,
         );
         set(&mut c.max_exemplars, &self.max_exemplars);
+        set(&mut c.limits, &self.default_limits);
+        c.limits
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid limits: {e}"))?;
         set(
             &mut c.remote_read_sample_limit,
             &self.remote_read_sample_limit,

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use stratus_api::ServerConfig;
 use tracing::info;
 
+mod admin;
 mod bench;
 mod config;
 
@@ -44,6 +45,16 @@ enum Command {
     /// Prometheus-compatible service.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Manage tenants and their limits on a running server (admin token).
+    Tenant {
+        #[command(subcommand)]
+        cmd: admin::TenantCmd,
+    },
+    /// Create, list and revoke tokens on a running server (admin token).
+    Token {
+        #[command(subcommand)]
+        cmd: admin::TokenCmd,
+    },
 }
 
 async fn shutdown_signal() {
@@ -74,11 +85,6 @@ async fn shutdown_signal() {
 }
 
 async fn run_server(cfg: ServerConfig) -> anyhow::Result<()> {
-    if cfg.auth == stratus_api::AuthMode::Token {
-        anyhow::bail!(
-            "--auth=token is not implemented yet; use --auth=none (single tenant) or --auth=header (tenant from X-Scope-OrgID)"
-        );
-    }
     let listener = tokio::net::TcpListener::bind(cfg.listen.as_str())
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -127,6 +133,8 @@ fn run() -> anyhow::Result<()> {
         Some(Command::Server(a)) => *a,
         Some(Command::Promqltest { files }) => return run_promqltest(&files),
         Some(Command::Bench(cmd)) => return bench::run(cmd),
+        Some(Command::Tenant { cmd }) => return runtime()?.block_on(admin::run_tenant(cmd)),
+        Some(Command::Token { cmd }) => return runtime()?.block_on(admin::run_token(cmd)),
         None => cli.server,
     };
     let cfg = args.resolve()?;
@@ -134,11 +142,14 @@ fn run() -> anyhow::Result<()> {
         print!("{}", cfg.to_yaml());
         return Ok(());
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    runtime()?.block_on(run_server(cfg))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
-    rt.block_on(run_server(cfg))
+        .context("starting the async runtime")
 }
 
 #[cfg(test)]
@@ -151,7 +162,7 @@ mod tests {
         let cli = Cli::try_parse_from(args).unwrap();
         match cli.command {
             Some(Command::Server(a)) => *a,
-            Some(Command::Promqltest { .. } | Command::Bench(_)) => panic!("not a server command"),
+            Some(_) => panic!("not a server command"),
             None => cli.server,
         }
     }

@@ -40,6 +40,9 @@ pub struct EngineOptions {
     pub timeout: Duration,
     /// Step of subqueries written without one (default 1m).
     pub default_subquery_step: Duration,
+    /// Most series one query may select, summed over its selectors
+    /// (0 = unlimited, the default).
+    pub max_series: usize,
 }
 
 impl Default for EngineOptions {
@@ -49,6 +52,7 @@ impl Default for EngineOptions {
             max_samples: 50_000_000,
             timeout: Duration::from_secs(120),
             default_subquery_step: Duration::from_secs(60),
+            max_series: 0,
         }
     }
 }
@@ -391,6 +395,9 @@ pub(crate) struct Evaluator<'a> {
     q: &'a dyn Queryable,
     pub(crate) lookback: i64,
     max_samples: usize,
+    max_series: usize,
+    /// Series selected so far (for `max_series`).
+    series_selected: std::cell::Cell<usize>,
     deadline: Instant,
     subquery_step: i64,
     pub(crate) query_start: i64,
@@ -415,6 +422,8 @@ impl<'a> Evaluator<'a> {
             q,
             lookback: o.lookback_delta.as_millis() as i64,
             max_samples: o.max_samples,
+            max_series: o.max_series,
+            series_selected: std::cell::Cell::new(0),
             deadline: Instant::now() + o.timeout,
             subquery_step: (o.default_subquery_step.as_millis() as i64).max(1),
             query_start: start,
@@ -558,9 +567,20 @@ impl<'a> Evaluator<'a> {
             func: None,
             labels_only: false,
         };
-        self.q
+        let out = self
+            .q
             .select(&vs.matchers, &hints)
-            .map_err(|source| PromqlError::Storage { source })
+            .map_err(|source| PromqlError::Storage { source })?;
+        if self.max_series > 0 {
+            let n = self.series_selected.get().saturating_add(out.len());
+            self.series_selected.set(n);
+            if n > self.max_series {
+                return Err(PromqlError::TooManySeries {
+                    limit: self.max_series,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Reference times (evaluation time shifted by `@` and offset) per step.

@@ -23,6 +23,10 @@ pub enum PromqlError {
     ))]
     TooManySamples,
 
+    /// The query selected more series than `max_series` (Mimir's text).
+    #[snafu(display("the query exceeded the maximum number of series (limit: {limit})"))]
+    TooManySeries { limit: usize },
+
     /// The query ran past its timeout.
     #[snafu(display("query timed out in query execution"))]
     Timeout,

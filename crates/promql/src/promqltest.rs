@@ -80,6 +80,7 @@ pub fn run_script(text: &str, report: &mut FileReport) {
             max_samples: 50_000_000,
             timeout: Duration::from_secs(100),
             default_subquery_step: Duration::from_secs(60),
+            max_series: 0,
         }),
     };
     let mut i = 0;

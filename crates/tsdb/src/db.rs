@@ -121,6 +121,9 @@ pub struct AppendReport {
     pub rejected: u64,
     /// Series created by this append.
     pub new_series: u64,
+    /// Refused samples that would have created a series over a series
+    /// limit (included in `rejected`).
+    pub series_limited: u64,
 }
 
 impl AppendReport {
@@ -129,6 +132,12 @@ impl AppendReport {
 
     fn reject(&mut self, labels: &Labels, t: i64, reason: RejectReason) {
         self.rejected += 1;
+        if matches!(
+            reason,
+            RejectReason::MaxSeries | RejectReason::MaxSeriesPerMetric
+        ) {
+            self.series_limited += 1;
+        }
         if self.errors.len() < Self::MAX_ERRORS {
             self.errors.push(SampleError {
                 labels: labels.clone(),
@@ -271,6 +280,14 @@ impl Db {
         self.ooo_window.store(ms.max(0), Ordering::Relaxed);
     }
 
+    /// Sets the limits on new series (0 = unlimited): a sample that would
+    /// create a series beyond them is refused with
+    /// [`RejectReason::MaxSeries`] or [`RejectReason::MaxSeriesPerMetric`];
+    /// existing series keep accepting samples.
+    pub fn set_series_limits(&self, max_series: u64, max_per_metric: u64) {
+        self.head.set_series_limits(max_series, max_per_metric);
+    }
+
     /// Changes the retention at runtime (`None` keeps data forever).
     pub fn set_retention(&self, retention: Option<Duration>) {
         self.retention_ms
@@ -334,6 +351,12 @@ impl Db {
         let (mut bmin, mut bmax) = (i64::MAX, i64::MIN);
         for ss in batch {
             if ss.samples.is_empty() {
+                continue;
+            }
+            if let Some(reason) = self.head.series_limit_hit(ss.labels) {
+                for s in ss.samples {
+                    report.reject(ss.labels, s.t, reason);
+                }
                 continue;
             }
             loop {

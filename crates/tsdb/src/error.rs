@@ -61,6 +61,12 @@ pub enum RejectReason {
     Duplicate,
     /// Too far in the future.
     TooFarInFuture,
+    /// Would create a series beyond the tenant's active series limit.
+    /// (Answered 400 like Mimir's per-user series limit, although it can
+    /// succeed once series go idle; see the API's remote-write handler.)
+    MaxSeries,
+    /// Would create a series beyond the tenant's per-metric-name limit.
+    MaxSeriesPerMetric,
 }
 
 impl RejectReason {
@@ -75,6 +81,12 @@ impl RejectReason {
             }
             Self::Duplicate => "duplicate sample for timestamp with a different value",
             Self::TooFarInFuture => "sample timestamp is too far in the future",
+            Self::MaxSeries => {
+                "per-tenant series limit (max_series) exceeded: this series would be new; raise the tenant's max_series limit"
+            }
+            Self::MaxSeriesPerMetric => {
+                "per-metric series limit (max_series_per_metric) exceeded: this series would be new; raise the tenant's max_series_per_metric limit"
+            }
         }
     }
 }

@@ -19,7 +19,7 @@ use parking_lot::RwLock;
 use stratus_model::{Labels, Matcher};
 
 use crate::chunks::{COMPACT_CHUNK_SAMPLES, Encoding};
-use crate::error::Result;
+use crate::error::{RejectReason, Result};
 use crate::index::{MemPostings, select_postings};
 use crate::querier::Part;
 pub(crate) use series::{Appended, HeadChunk, MemSeries, Reject, window_start};
@@ -159,6 +159,36 @@ pub(crate) struct Head {
     min_valid: AtomicI64,
     tombstones: RwLock<HashMap<u64, Vec<(i64, i64)>>>,
     num_series: AtomicU64,
+    /// Series limits (0 = none) and live series per metric name, kept on
+    /// series creation and removal (see [`Head::series_limit_hit`]).
+    series_limits: SeriesLimits,
+}
+
+/// Per-tenant limits on new series, with the per-metric-name counts.
+#[derive(Debug, Default)]
+struct SeriesLimits {
+    max_series: AtomicU64,
+    max_per_metric: AtomicU64,
+    per_metric: parking_lot::Mutex<HashMap<Box<str>, u64>>,
+}
+
+impl SeriesLimits {
+    fn name_of(labels: &Labels) -> &str {
+        labels.metric_name().unwrap_or("")
+    }
+
+    fn count(&self, labels: &Labels, delta: i64) {
+        let name = Self::name_of(labels);
+        let mut m = self.per_metric.lock();
+        if let Some(n) = m.get_mut(name) {
+            *n = n.saturating_add_signed(delta);
+            if *n == 0 {
+                m.remove(name);
+            }
+        } else if delta > 0 {
+            m.insert(name.into(), delta.unsigned_abs());
+        }
+    }
 }
 
 impl Head {
@@ -178,7 +208,46 @@ impl Head {
             min_valid: AtomicI64::new(i64::MIN),
             tombstones: RwLock::default(),
             num_series: AtomicU64::new(0),
+            series_limits: SeriesLimits::default(),
         }
+    }
+
+    /// Sets the series limits (0 = unlimited).
+    pub(crate) fn set_series_limits(&self, max_series: u64, max_per_metric: u64) {
+        let l = &self.series_limits;
+        l.max_series.store(max_series, Ordering::Relaxed);
+        l.max_per_metric.store(max_per_metric, Ordering::Relaxed);
+    }
+
+    /// Whether appending to `labels` would create a series over a limit.
+    /// Existing series are never refused. Only looks the series up when a
+    /// count is at its limit, so the cost below the limits is two atomic
+    /// loads (and a map probe when a per-metric limit is set). Concurrent
+    /// creations may overshoot a limit by the number of racing appenders.
+    pub(crate) fn series_limit_hit(&self, labels: &Labels) -> Option<RejectReason> {
+        let l = &self.series_limits;
+        let max = l.max_series.load(Ordering::Relaxed);
+        let per = l.max_per_metric.load(Ordering::Relaxed);
+        if max == 0 && per == 0 {
+            return None;
+        }
+        let reason = if max > 0 && self.num_series() >= max {
+            RejectReason::MaxSeries
+        } else if per > 0
+            && l.per_metric
+                .lock()
+                .get(SeriesLimits::name_of(labels))
+                .is_some_and(|&n| n >= per)
+        {
+            RejectReason::MaxSeriesPerMetric
+        } else {
+            return None;
+        };
+        let hash = series_hash(labels);
+        let exists = self
+            .find_in(&self.hash_stripe(hash).read(), hash, labels)
+            .is_some();
+        (!exists).then_some(reason)
     }
 
     fn hash_stripe(&self, hash: u64) -> &RwLock<HashStripe> {
@@ -265,6 +334,7 @@ impl Head {
         self.id_stripe(id).write().insert(id, s.clone());
         self.postings.add(id, &self.symbols.labels(&s.syms));
         self.num_series.fetch_add(1, Ordering::Relaxed);
+        self.series_limits.count(labels, 1);
         s
     }
 
@@ -674,6 +744,7 @@ impl Head {
             drop(hs);
             self.id_stripe(s.id).write().remove(&s.id);
             self.num_series.fetch_sub(1, Ordering::Relaxed);
+            self.series_limits.count(&self.symbols.labels(&s.syms), -1);
         }
         if !removed.is_empty() {
             let gone: Vec<(u64, Labels)> = removed
@@ -1000,6 +1071,27 @@ mod tests {
         }
         let max = *stripes.iter().max().unwrap();
         assert!(max < 3 * 20_000 / STRIPES as u32, "max per stripe {max}");
+    }
+
+    #[test]
+    fn per_metric_series_counts_follow_creation_and_gc() {
+        let head = Head::new(HeadConfig::default());
+        head.set_series_limits(0, 2);
+        let a1 = fresh(&[("__name__", "a"), ("i", "1")]);
+        let a2 = fresh(&[("__name__", "a"), ("i", "2")]);
+        let a3 = fresh(&[("__name__", "a"), ("i", "3")]);
+        head.get_or_create(&a1);
+        head.get_or_create(&a2);
+        assert_eq!(
+            head.series_limit_hit(&a3),
+            Some(RejectReason::MaxSeriesPerMetric)
+        );
+        assert_eq!(head.series_limit_hit(&a1), None, "existing series");
+        // Empty series are dropped by a cut: the counts follow.
+        head.truncate(1000, &HashMap::new());
+        assert_eq!(head.num_series(), 0);
+        assert!(head.series_limits.per_metric.lock().is_empty());
+        assert_eq!(head.series_limit_hit(&a3), None);
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct TenantOverrides {
     pub retention: Option<Option<Duration>>,
     /// Out-of-order window in ms.
     pub ooo_window: Option<i64>,
+    /// Limits on new series: (max series, max series per metric name),
+    /// 0 = unlimited.
+    pub series_limits: Option<(u64, u64)>,
 }
 
 impl TenantOverrides {
@@ -46,6 +49,9 @@ impl TenantOverrides {
         }
         if let Some(w) = self.ooo_window {
             db.set_ooo_window(w);
+        }
+        if let Some((max, per_metric)) = self.series_limits {
+            db.set_series_limits(max, per_metric);
         }
     }
 }

@@ -139,6 +139,29 @@ async fn out_of_order_disabled() {
     assert_eq!(r.errors[0].reason, RejectReason::OutOfOrder);
 }
 
+#[tokio::test]
+async fn series_limits_refuse_only_new_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), Bucket::memory(), DbConfig::default()).await;
+    let t = now();
+    db.set_series_limits(3, 2);
+    assert_eq!(push(&db, &labels("a", "1"), &[(t, 1.0)]).rejected, 0);
+    assert_eq!(push(&db, &labels("a", "2"), &[(t, 1.0)]).rejected, 0);
+    let r = push(&db, &labels("a", "3"), &[(t, 1.0), (t + 1, 1.0)]);
+    assert_eq!(r.rejected, 2);
+    assert_eq!(r.errors[0].reason, RejectReason::MaxSeriesPerMetric);
+    assert!(r.errors[0].to_string().contains("max_series_per_metric"));
+    assert_eq!(push(&db, &labels("b", "1"), &[(t, 1.0)]).rejected, 0);
+    let r = push(&db, &labels("c", "1"), &[(t, 1.0)]);
+    assert_eq!(r.errors[0].reason, RejectReason::MaxSeries);
+    // Existing series keep accepting samples.
+    assert_eq!(push(&db, &labels("a", "1"), &[(t + 10, 2.0)]).rejected, 0);
+    // Raised at runtime: accepted at once.
+    db.set_series_limits(0, 0);
+    assert_eq!(push(&db, &labels("c", "1"), &[(t, 1.0)]).rejected, 0);
+    assert_eq!(db.stats().head_series, 4);
+}
+
 /// Pushes `hours` of 15s data for `n` series ending near now, oldest first.
 fn fill(db: &Db, n: usize, start: i64, end: i64) -> usize {
     let ls: Vec<Labels> = (0..n).map(|i| labels("m", &format!("i{i}"))).collect();

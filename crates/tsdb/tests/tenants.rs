@@ -90,6 +90,7 @@ async fn retention_and_ooo_window_per_tenant() {
             stratus_tsdb::TenantOverrides {
                 retention: Some(Some(Duration::from_secs(3 * 3600))),
                 ooo_window: Some(0),
+                ..Default::default()
             },
         )
         .await;
