@@ -946,6 +946,10 @@ pub async fn serve(
         cfg,
     });
     let base = base_url(addr);
+    // Tokens exist on disk before the first line announcing the server.
+    if st.cfg.auth == AuthMode::Token {
+        auth::bootstrap(&registry, &st.cfg.data_dir, &base).context(RegistrySnafu)?;
+    }
     info!(
         listen = %addr,
         data_dir = %st.cfg.data_dir.display(),
@@ -959,9 +963,6 @@ pub async fn serve(
     );
     if st.cfg.auth == AuthMode::Header {
         info!("tenants: send the X-Scope-OrgID header with every request");
-    }
-    if st.cfg.auth == AuthMode::Token {
-        auth::bootstrap(&registry, &st.cfg.data_dir, &base).context(RegistrySnafu)?;
     }
     st.apply_all_limits().await;
     let app = router(st.clone());

@@ -5,9 +5,6 @@
 //! Trials: 3 by default; `STRATUS_KILL9_TRIALS=N` for a longer run.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,51 +13,16 @@ use prost::Message;
 use rand::Rng;
 use stratus_proto::prometheus as pb;
 
+mod common;
+use common::spawn_stratus;
+
+fn spawn(dir: &std::path::Path) -> common::Proc {
+    spawn_stratus(dir, &["--auth=none"])
+}
+
 const WRITERS: usize = 2;
 const SERIES_PER_PUSH: usize = 20;
 const SAMPLES_PER_SERIES: i64 = 5;
-
-/// A running server process and its base URL.
-struct Proc {
-    child: Child,
-    base: String,
-}
-
-/// Starts `stratus` on a free loopback port and waits until it serves.
-fn spawn(dir: &Path) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stratus"))
-        .args(["--auth=none", "--listen=127.0.0.1:0"])
-        .arg(format!("--data-dir={}", dir.display()))
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start stratus");
-    let stdout = child.stdout.take().expect("stdout piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if !sent && let Some(i) = line.find("listen=") {
-                let addr: String = line[i + 7..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != '\u{1b}')
-                    .collect();
-                let _ = tx.send(addr);
-                sent = true;
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("stratus did not report its listen address");
-    Proc {
-        child,
-        base: format!("http://{addr}"),
-    }
-}
 
 fn now_ms() -> i64 {
     SystemTime::now()
