@@ -14,14 +14,28 @@ use stratus_proto::prometheus as pb;
 mod common;
 use common::{Server, now_ms, snappy, start_with, ts};
 
-/// Every read route, without its prefix.
-const READS: [&str; 6] = [
+/// Every GET read route, without its prefix.
+const READS: &[&str] = &[
     "/api/v1/query?query=up",
     "/api/v1/query_range?query=up&start=1&end=2&step=1",
     "/api/v1/series?match[]=up",
     "/api/v1/labels",
     "/api/v1/label/__name__/values",
     "/api/v1/status/buildinfo",
+    "/api/v1/metadata",
+    "/api/v1/query_exemplars?query=up&start=1&end=2",
+    "/api/v1/format_query?query=up",
+    "/api/v1/parse_query?query=up",
+    "/api/v1/status/config",
+    "/api/v1/status/flags",
+    "/api/v1/status/runtimeinfo",
+    "/api/v1/status/walreplay",
+    "/api/v1/status/tsdb",
+    "/api/v1/targets",
+    "/api/v1/targets/metadata",
+    "/api/v1/rules",
+    "/api/v1/alerts",
+    "/api/v1/alertmanagers",
 ];
 const PREFIXES: [&str; 3] = ["", "/prometheus", "/api/prom"];
 const PUSHES: [&str; 3] = ["/api/v1/push", "/api/prom/push", "/api/v1/write"];
@@ -206,6 +220,30 @@ async fn every_endpoint_needs_a_valid_token() {
         }
     }
     let now = now_ms();
+    // POST-only routes: remote read, OTLP, admin tsdb (data of a tenant).
+    for path in [
+        "/api/v1/read",
+        "/prometheus/api/v1/read",
+        "/api/prom/api/v1/read",
+        "/otlp/v1/metrics",
+        "/api/v1/otlp/v1/metrics",
+        "/prometheus/otlp/v1/metrics",
+        "/api/v1/admin/tsdb/delete_series?match[]=up",
+        "/ingester/flush",
+    ] {
+        for c in [Cred::None, Cred::Bearer(bad), Cred::Basic(bad)] {
+            let r = with_cred(
+                srv.client
+                    .post(format!("{}{path}", srv.base))
+                    .body(Vec::<u8>::new()),
+                c,
+            )
+            .send()
+            .await
+            .unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+        }
+    }
     for p in PUSHES {
         for c in [Cred::None, Cred::Bearer(bad), Cred::Basic(bad)] {
             let r = with_cred(
@@ -275,6 +313,39 @@ async fn two_tenants_never_see_each_other() {
         )
         .await;
     assert_eq!(st, StatusCode::NO_CONTENT);
+    // Metadata and an exemplar for each tenant.
+    for (tok, name) in [(&ta, "a_metric"), (&tb, "b_metric")] {
+        let mut series = ts(&[("__name__", name)], &[(now - 500, 1.0)]);
+        series.exemplars.push(pb::Exemplar {
+            labels: vec![pb::Label {
+                name: "trace_id".into(),
+                value: format!("trace-of-{name}"),
+            }],
+            value: 1.0,
+            timestamp: now - 500,
+        });
+        let body = snappy(
+            &pb::WriteRequest {
+                timeseries: vec![series],
+                metadata: vec![pb::MetricMetadata {
+                    r#type: pb::metric_metadata::MetricType::Gauge as i32,
+                    metric_family_name: name.into(),
+                    help: format!("help of {name}"),
+                    unit: String::new(),
+                }],
+            }
+            .encode_to_vec(),
+        );
+        let r = srv
+            .client
+            .post(format!("{}/api/v1/push", srv.base))
+            .bearer_auth(tok)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    }
     // B tries to write into A through the header: ignored in token mode.
     let r = srv
         .client
@@ -351,6 +422,68 @@ async fn two_tenants_never_see_each_other() {
                     .unwrap();
                 let v: Value = r.json_or_text().await;
                 assert_eq!(v["data"], json!([mine]), "{v}");
+
+                // Cardinality, metadata, exemplars and remote read are
+                // tenant data too.
+                let (st, v) = srv.get_as(c, &q("/api/v1/status/tsdb")).await;
+                assert_eq!(st, StatusCode::OK, "{v}");
+                let text = v.to_string();
+                assert!(text.contains(mine) && !text.contains(theirs), "{text}");
+                let (st, v) = srv.get_as(c, &q("/api/v1/metadata")).await;
+                assert_eq!(st, StatusCode::OK, "{v}");
+                let text = v.to_string();
+                assert!(text.contains(mine) && !text.contains(theirs), "{text}");
+                let (st, v) = srv
+                    .get_as(
+                        c,
+                        &q(&format!(
+                            "/api/v1/query_exemplars?query=%7B__name__%3D~%22.%2B%22%7D&start={}&end={}",
+                            secs - 5.0,
+                            secs + 1.0
+                        )),
+                    )
+                    .await;
+                assert_eq!(st, StatusCode::OK, "{v}");
+                let text = v.to_string();
+                assert!(text.contains(mine) && !text.contains(theirs), "{text}");
+                let read = pb::ReadRequest {
+                    queries: vec![pb::Query {
+                        start_timestamp_ms: now - 60_000,
+                        end_timestamp_ms: now + 1000,
+                        matchers: vec![pb::LabelMatcher {
+                            r#type: pb::label_matcher::Type::Re as i32,
+                            name: "__name__".into(),
+                            value: ".+".into(),
+                        }],
+                        hints: None,
+                    }],
+                    accepted_response_types: vec![],
+                };
+                let r = with_cred(
+                    srv.client
+                        .post(format!("{}{p}/api/v1/read", srv.base))
+                        .body(snappy(&read.encode_to_vec())),
+                    c,
+                )
+                .send()
+                .await
+                .unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                let body = r.bytes().await.unwrap();
+                let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
+                let resp = pb::ReadResponse::decode(raw.as_slice()).unwrap();
+                let got: std::collections::BTreeSet<String> = resp.results[0]
+                    .timeseries
+                    .iter()
+                    .flat_map(|t| t.labels.iter())
+                    .filter(|l| l.name == "__name__")
+                    .map(|l| l.value.clone())
+                    .collect();
+                assert_eq!(
+                    got.into_iter().collect::<Vec<_>>(),
+                    vec![mine.to_string()],
+                    "remote read of {who}"
+                );
             }
         }
     }
