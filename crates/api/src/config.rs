@@ -80,6 +80,9 @@ pub struct ServerConfig {
     /// Most PromQL queries evaluated at once; more wait for a slot (the
     /// wait counts against their timeout). Default 20, as Prometheus.
     pub max_concurrent_queries: usize,
+    /// Most writes (remote write, OTLP) handled at once; more are answered
+    /// 503 with `Retry-After` (overload; senders retry). Default 512.
+    pub max_inflight_writes: usize,
     /// Most samples one remote-read request may return in a SAMPLES
     /// response (0 = no limit; default 50M, as Prometheus'
     /// `--storage.remote.read-sample-limit`).
@@ -127,6 +130,7 @@ impl Default for ServerConfig {
             lookback_delta: Duration::from_secs(300),
             evaluation_interval: Duration::from_secs(60),
             max_concurrent_queries: 20,
+            max_inflight_writes: 512,
             remote_read_sample_limit: 50_000_000,
             remote_read_series_limit: 0,
             remote_read_max_frame_bytes: 1 << 20,

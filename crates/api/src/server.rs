@@ -69,6 +69,9 @@ pub(crate) struct AppState {
     pub(crate) ready: AtomicBool,
     /// Slots for concurrently evaluated PromQL queries.
     pub(crate) query_slots: Arc<tokio::sync::Semaphore>,
+    /// Slots for writes in flight (remote write and OTLP); none free
+    /// means overload: 503.
+    pub(crate) write_slots: Arc<tokio::sync::Semaphore>,
     /// Tenants, plans, limits and tokens.
     pub(crate) registry: Arc<dyn Registry>,
     /// Server-wide default limits (see `limits::server_defaults`).
@@ -654,6 +657,29 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+/// Overload protection for writes: at most `max_inflight_writes` are
+/// read, decoded and appended at once; past that the server answers 503
+/// with `Retry-After` before reading the body (senders retry 5xx, so
+/// nothing is lost).
+async fn write_admission(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = st.write_slots.clone().try_acquire_owned() else {
+        warn!(
+            max_inflight_writes = st.cfg.max_inflight_writes,
+            "write refused: server overloaded"
+        );
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            format!(
+                "server overloaded: {} writes in flight (max_inflight_writes); retry later\n",
+                st.cfg.max_inflight_writes
+            ),
+        )
+            .into_response();
+    };
+    next.run(req).await
+}
+
 /// Admin token required in token mode; open in the other modes.
 async fn operator_auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if st.cfg.auth == AuthMode::Token {
@@ -744,7 +770,8 @@ fn router(st: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(
             st.clone(),
             auth::tenant_auth,
-        ));
+        ))
+        .route_layer(middleware::from_fn_with_state(st.clone(), write_admission));
     let mut reads = Router::new();
     for p in READ_PREFIXES {
         reads = reads
@@ -938,6 +965,7 @@ pub async fn serve(
         query_slots: Arc::new(tokio::sync::Semaphore::new(
             cfg.max_concurrent_queries.max(1),
         )),
+        write_slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_inflight_writes.max(1))),
         registry: registry.clone(),
         defaults: crate::limits::server_defaults(&cfg),
         rate_limiters: crate::limits::RateLimiters::default(),

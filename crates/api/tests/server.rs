@@ -707,3 +707,54 @@ async fn health_buildinfo_and_escaped_label_names() {
     assert_eq!(v["data"][0]["host.name"], "h1", "{v}");
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_answers_503_with_retry_after() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start_with(ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        auth: AuthMode::None,
+        max_inflight_writes: 1,
+        ..ServerConfig::default()
+    })
+    .await;
+    // A write whose body never finishes holds the only slot.
+    let addr = srv.base.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(
+        b"POST /api/v1/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\nContent-Length: 1000\r\n\r\nabc",
+    )
+    .await
+    .unwrap();
+    let mut status = None;
+    for _ in 0..100 {
+        let r = srv
+            .push_v1(None, vec![ts(&[("__name__", "m")], &[(now_ms(), 1.0)])])
+            .await;
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(r.headers()["retry-after"], "1");
+            let body = r.text().await.unwrap();
+            assert!(body.contains("max_inflight_writes"), "{body}");
+            status = Some(503);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, Some(503), "a second write was not refused");
+    // Once the slow writer goes away, writes succeed again.
+    drop(slow);
+    let mut ok = false;
+    for _ in 0..100 {
+        let r = srv
+            .push_v1(None, vec![ts(&[("__name__", "m")], &[(now_ms(), 1.0)])])
+            .await;
+        if r.status() == StatusCode::NO_CONTENT {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(ok, "writes did not recover after the overload");
+    srv.stop().await;
+}

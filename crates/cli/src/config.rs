@@ -164,6 +164,11 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "STRATUS_DEFAULT_LIMITS", value_parser = parse_limits)]
     pub(crate) default_limits: Option<stratus_tenancy::Limits>,
 
+    /// Most writes handled at once; more get 503 + Retry-After
+    /// [default: 512].
+    #[arg(long, env = "STRATUS_MAX_INFLIGHT_WRITES")]
+    pub(crate) max_inflight_writes: Option<usize>,
+
     /// Most PromQL queries evaluated at once [default: 20].
     #[arg(long, env = "STRATUS_MAX_CONCURRENT_QUERIES")]
     pub(crate) max_concurrent_queries: Option<usize>,
@@ -211,6 +216,7 @@ impl ServerArgs {
             &self.created_timestamp_zero_ingestion,
         );
         set(&mut c.max_exemplars, &self.max_exemplars);
+        set(&mut c.max_inflight_writes, &self.max_inflight_writes);
         set(&mut c.limits, &self.default_limits);
         c.limits
             .validate()
@@ -232,6 +238,9 @@ impl ServerArgs {
         }
         if c.evaluation_interval.is_zero() {
             anyhow::bail!("evaluation_interval must be positive");
+        }
+        if c.max_inflight_writes == 0 {
+            anyhow::bail!("max_inflight_writes must be at least 1");
         }
         if c.max_concurrent_queries == 0 {
             anyhow::bail!("max_concurrent_queries must be at least 1");
