@@ -14,7 +14,7 @@
 #   ingest    accepted samples/s of the backfill (wall time of the push)
 #   cpu/Msmp  server CPU seconds (utime+stime from /proc) per million accepted samples
 #   peak RSS  VmHWM after the push; steady RSS: VmRSS 10 s after the push; B/series = steady/series
-#   disk      bytes per sample once persisted: Stratus blocks after POST /ingester/flush
+#   disk      bytes per sample once persisted: Stratus blocks after POST /ingester/flush?compact=true
 #             (index + chunks + meta; WAL excluded and shown apart), Prometheus a
 #             snapshot with head (POST /api/v1/admin/tsdb/snapshot: index + chunks + meta;
 #             WAL shown apart), VictoriaMetrics data/ + indexdb/ after force_flush and
@@ -85,7 +85,7 @@ for sys in $SYSTEMS; do
   qerr=$(json '["errors"]' < "$d/query.json")
   case "$sys" in
     stratus)
-      curl -fsS -X POST "$base/ingester/flush" >/dev/null
+      curl -fsS -X POST "$base/ingester/flush?compact=true" >/dev/null
       disk=$(du_b "$d/data/blocks"); wal=$(du_b "$d/data/tenants") ;;
     prometheus)
       snap=$(curl -fsS -X POST "$base/api/v1/admin/tsdb/snapshot" | json '["data"]["name"]')

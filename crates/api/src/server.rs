@@ -690,9 +690,17 @@ async fn operator_auth(State(st): State<Arc<AppState>>, req: Request, next: Next
 }
 
 /// `/ingester/flush` (Mimir's name): cuts every tenant's head into blocks
-/// now, so the data is persisted in its compacted form (for operators
-/// before maintenance, and for benchmarks measuring bytes on disk).
-async fn flush(State(st): State<Arc<AppState>>) -> Response {
+/// now (for operators before maintenance). With `?compact=true` it also
+/// rewrites the new blocks into the compact encoding at once (as a
+/// "force merge"; benchmarks measure bytes on disk this way).
+async fn flush(
+    State(st): State<Arc<AppState>>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Response {
+    let compact = q.is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv == "compact=true" || kv == "compact=1")
+    });
     let tenants = match st.tenants.list().await {
         Ok(t) => t,
         Err(e) => return internal_error(format!("listing tenants: {e}")),
@@ -706,6 +714,11 @@ async fn flush(State(st): State<Arc<AppState>>) -> Response {
         match db.flush_head().await {
             Ok(metas) => blocks += metas.len(),
             Err(e) => return internal_error(format!("flushing tenant {t}: {e}")),
+        }
+        if compact {
+            if let Err(e) = db.force_compact().await {
+                return internal_error(format!("compacting tenant {t}: {e}"));
+            }
         }
     }
     info!(tenants = tenants.len(), blocks, "head flushed on request");

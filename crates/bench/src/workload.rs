@@ -5,9 +5,10 @@
 //! series id). Metric 0 is a classic histogram family
 //! (`bench_request_duration_seconds_bucket`, 12 `le` buckets per group,
 //! cumulative and monotonic); odd metrics are counters
-//! (`bench_counter_<m>_total`, integer or hundredths increments), even
-//! metrics gauges (`bench_gauge_<m>`, 1–4 significant digits) — the shape
-//! of node_exporter data. Values are a pure function of (seed, series,
+//! (`bench_counter_<m>_total`: a steady per-series rate with ±10 % noise,
+//! integers or hundredths), even metrics gauges (`bench_gauge_<m>`: a
+//! random walk in the last of 1–4 significant digits, unchanged on most
+//! ticks) — the shape of node_exporter data. Values are a pure function of (seed, series,
 //! tick), so two runs push identical data to two systems.
 //!
 //! Churn replaces series (their `pod` label gets a new generation) at a
@@ -357,15 +358,32 @@ impl Workload {
         let s = &mut self.series[i];
         let r = rand3(seed, s.id ^ ((s.generation as u64) << 40), tick as u64);
         s.value = match s.kind {
-            Kind::CounterInt { max } => s.value + (r % (max + 1)) as f64,
+            Kind::CounterInt { max } => {
+                // A steady per-series rate with ±10 % noise, as real
+                // counters (requests, bytes) grow.
+                let rate = (rand3(seed, s.id, u64::MAX - 1) % (max + 1)) as f64;
+                let noise = (r % 21) as f64 - 10.0;
+                s.value + (rate * (1.0 + noise / 100.0)).round().max(0.0)
+            }
             Kind::CounterFrac => {
-                // Hundredths, kept exact in decimal.
-                ((s.value * 100.0).round() + (r % 200) as f64) / 100.0
+                // CPU seconds: about 15 s per 15 s tick, in hundredths.
+                ((s.value * 100.0).round() + 1400.0 + (r % 200) as f64) / 100.0
             }
             Kind::Gauge { base, digits } => {
-                let x = base * (0.5 + (r % 1000) as f64 / 1000.0);
-                let mag = 10f64.powi(x.abs().log10().floor() as i32 + 1 - digits);
-                (x / mag).round() * mag
+                // A random walk in the last significant digit; most ticks
+                // leave the value as it was.
+                let mag = 10f64.powi(base.abs().log10().floor() as i32 + 1 - digits);
+                let v = if s.value == 0.0 {
+                    (base / mag).round() * mag
+                } else {
+                    s.value
+                };
+                let step = match r % 10 {
+                    0 => -mag,
+                    1 => mag,
+                    _ => 0.0,
+                };
+                ((v + step) / mag).round() * mag
             }
             Kind::Bucket { le, group } => {
                 // Every bucket of a group sees the same observations.

@@ -88,36 +88,61 @@ pub(crate) async fn compact(db: &Arc<Db>) -> Result<()> {
         let Some(group) = plan(&metas, &db.config().compaction_ranges, settled) else {
             return Ok(());
         };
-        let inputs: Vec<Arc<BlockReader>> = readers
-            .into_iter()
-            .filter(|b| group.contains(&b.meta().ulid))
-            .collect();
-        let id = Ulid::new();
-        let dir = db.dir().join("wip").join(id.to_string());
-        let chunk_samples = COMPACT_CHUNK_SAMPLES;
-        let ins = inputs.clone();
-        let d2 = dir.clone();
-        let meta = tokio::task::spawn_blocking(move || merge_blocks(&ins, &d2, id, chunk_samples))
-            .await
-            .map_err(|e| crate::Error::Task {
-                message: e.to_string(),
-            })??;
-        crate::failpoint::hit("compact.written")?;
-        if meta.stats.num_series > 0 {
-            let reader = db.publish_block(&meta, &dir).await?;
-            db.blocks.write().push(reader);
-        } else {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        crate::failpoint::hit("compact.published")?;
-        for b in &inputs {
-            db.drop_block(b.meta().ulid).await?;
-        }
-        db.sort_blocks();
-        db.count_compaction();
-        tracing::info!(block = %meta.ulid, inputs = inputs.len(), min_time = meta.min_time,
-            max_time = meta.max_time, samples = meta.stats.num_samples, "compacted blocks");
+        merge_group(db, readers, &group).await?;
     }
+}
+
+/// Rewrites every level-1 block (XOR chunks cut from the head) on its own
+/// into the compact encoding now, without waiting for the level windows
+/// to settle (an operator's "force merge"). Returns how many blocks were
+/// rewritten.
+pub(crate) async fn force_compact(db: &Arc<Db>) -> Result<usize> {
+    let mut n = 0;
+    loop {
+        let _g = db.maint.lock().await;
+        let readers: Vec<Arc<BlockReader>> = db.blocks.read().clone();
+        let Some(b) = readers.iter().find(|b| b.meta().compaction.level <= 1) else {
+            return Ok(n);
+        };
+        let group = vec![b.meta().ulid];
+        merge_group(db, readers, &group).await?;
+        n += 1;
+    }
+}
+
+/// Merges the blocks of `group` into one compact-encoded block, publishes
+/// it and drops the inputs. The caller holds the maintenance lock.
+async fn merge_group(db: &Arc<Db>, readers: Vec<Arc<BlockReader>>, group: &[Ulid]) -> Result<()> {
+    let inputs: Vec<Arc<BlockReader>> = readers
+        .into_iter()
+        .filter(|b| group.contains(&b.meta().ulid))
+        .collect();
+    let id = Ulid::new();
+    let dir = db.dir().join("wip").join(id.to_string());
+    let chunk_samples = COMPACT_CHUNK_SAMPLES;
+    let ins = inputs.clone();
+    let d2 = dir.clone();
+    let meta = tokio::task::spawn_blocking(move || merge_blocks(&ins, &d2, id, chunk_samples))
+        .await
+        .map_err(|e| crate::Error::Task {
+            message: e.to_string(),
+        })??;
+    crate::failpoint::hit("compact.written")?;
+    if meta.stats.num_series > 0 {
+        let reader = db.publish_block(&meta, &dir).await?;
+        db.blocks.write().push(reader);
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    crate::failpoint::hit("compact.published")?;
+    for b in &inputs {
+        db.drop_block(b.meta().ulid).await?;
+    }
+    db.sort_blocks();
+    db.count_compaction();
+    tracing::info!(block = %meta.ulid, inputs = inputs.len(), min_time = meta.min_time,
+        max_time = meta.max_time, samples = meta.stats.num_samples, "compacted blocks");
+    Ok(())
 }
 
 /// The block's meta with the live tombstone count.

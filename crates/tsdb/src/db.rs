@@ -742,6 +742,12 @@ impl Db {
             .collect()
     }
 
+    /// Rewrites every level-1 block into the compact encoding now (see
+    /// `compact::force_compact`); returns how many blocks were rewritten.
+    pub async fn force_compact(self: &Arc<Self>) -> Result<usize> {
+        crate::compact::force_compact(self).await
+    }
+
     /// Cuts the whole head into blocks now, regardless of time (for tests
     /// and tools; normal operation cuts on schedule).
     pub async fn flush_head(self: &Arc<Self>) -> Result<Vec<BlockMeta>> {

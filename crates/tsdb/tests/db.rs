@@ -233,6 +233,18 @@ async fn cut_compact_and_restart_keep_every_sample() {
         .filter(|(l, _)| l.get("instance") != Some("late"))
         .collect();
     assert_eq!(without_late, before);
+    // Force compaction rewrites what is left at level 1, same answers.
+    push(&db, &labels("m", "fresh"), &[(end - 1000, 3.0)]);
+    let expect = all(&db, start, end);
+    db.flush_head().await.unwrap();
+    assert!(db.block_metas().iter().any(|m| m.compaction.level == 1));
+    assert!(db.force_compact().await.unwrap() > 0);
+    assert!(
+        db.block_metas().iter().all(|m| m.compaction.level >= 2),
+        "{:?}",
+        db.block_metas()
+    );
+    assert_eq!(all(&db, start, end), expect);
 }
 
 #[tokio::test]
