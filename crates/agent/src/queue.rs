@@ -230,6 +230,11 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:010}.seg"))
 }
 
+/// The file of segment `id` in queue directory `dir` (tools, tests).
+pub fn segment_file(dir: &Path, id: u64) -> PathBuf {
+    segment_path(dir, id)
+}
+
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
