@@ -27,7 +27,8 @@
 //!   warning on open; a corrupt record elsewhere makes the reader skip the
 //!   rest of its segment with an error log. Nothing on disk can panic.
 //!
-//! One process must own a queue directory at a time.
+//! One queue owns its directory at a time (an exclusive `flock` on
+//! `<dir>/lock`; a second open fails with [`QueueError::Locked`]).
 
 mod codec;
 
@@ -83,6 +84,12 @@ pub enum QueueError {
     RecordTooLarge {
         /// Encoded size.
         bytes: usize,
+    },
+    /// Another process (or queue in this process) has the directory open.
+    #[snafu(display("queue directory {} is in use by another agent", path.display()))]
+    Locked {
+        /// The directory.
+        path: PathBuf,
     },
     /// A second reader was requested.
     #[snafu(display("queue {name} already has a reader"))]
@@ -196,6 +203,8 @@ struct Shared {
     state: Mutex<State>,
     notify: tokio::sync::Notify,
     metrics: QueueHandles,
+    /// Holds the directory's `flock` for the queue's lifetime.
+    _lock: File,
 }
 
 struct Handle {
@@ -461,6 +470,29 @@ fn create_segment(dir: &Path, id: u64) -> Result<File> {
     Ok(file)
 }
 
+/// Takes an exclusive `flock` on `<dir>/lock` (released when the file
+/// closes, also when the process dies).
+fn lock_dir(dir: &Path) -> Result<File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .context(DirSnafu { path: dir })?;
+    // SAFETY: flock on a file descriptor we own; no memory is shared.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            return LockedSnafu { path: dir }.fail();
+        }
+        return Err(e).context(DirSnafu { path: dir });
+    }
+    Ok(f)
+}
+
 fn encode_cursor(pos: Position) -> [u8; CURSOR_LEN] {
     let mut b = [0u8; CURSOR_LEN];
     b[..4].copy_from_slice(CURSOR_MAGIC);
@@ -588,6 +620,7 @@ impl Queue {
     pub fn open(cfg: QueueConfig, name: &str, metrics: &Arc<PushMetrics>) -> Result<Queue> {
         let dir = cfg.dir.clone();
         fs::create_dir_all(&dir).context(DirSnafu { path: &dir })?;
+        let lock = lock_dir(&dir)?;
         let _ = fs::remove_file(dir.join(CURSOR_TMP));
         let mut ids: Vec<u64> = Vec::new();
         for entry in fs::read_dir(&dir).context(DirSnafu { path: &dir })? {
@@ -706,6 +739,7 @@ impl Queue {
             }),
             notify: tokio::sync::Notify::new(),
             metrics: QueueHandles::new(metrics, name),
+            _lock: lock,
         });
         shared.update_gauges(&shared.lock());
         let (tx, rx) = mpsc::channel::<()>();

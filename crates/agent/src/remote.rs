@@ -507,14 +507,19 @@ impl Dispatcher {
             let Some((tx, _)) = self.shards.get(k) else {
                 continue;
             };
-            tokio::select! {
-                r = tx.send(items) => {
-                    if r.is_err() {
-                        return false;
-                    }
+            // Wait for room (the shard is busy or retrying), keeping the
+            // lag gauge current meanwhile.
+            let permit = loop {
+                tokio::select! {
+                    r = tx.reserve() => match r {
+                        Ok(p) => break p,
+                        Err(_) => return false,
+                    },
+                    _ = shard::stopped(&mut stop) => return false,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => self.update_lag(),
                 }
-                _ = shard::stopped(&mut stop) => return false,
-            }
+            };
+            permit.send(items);
         }
         true
     }

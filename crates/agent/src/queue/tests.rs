@@ -275,3 +275,17 @@ fn cursor_round_trip_and_corruption() {
         assert_eq!(decode_cursor(&c), None);
     }
 }
+
+#[test]
+fn a_directory_is_opened_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = metrics();
+    let q = open(dir.path(), &m);
+    let second = Queue::open(QueueConfig::new(dir.path()), "t", &m);
+    assert!(
+        matches!(second, Err(QueueError::Locked { .. })),
+        "{second:?}"
+    );
+    drop(q);
+    let _again = open(dir.path(), &m);
+}

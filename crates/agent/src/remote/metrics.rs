@@ -201,6 +201,11 @@ impl PushMetrics {
             .get()
     }
 
+    /// Age of `remote`'s oldest unacknowledged queued sample, seconds.
+    pub fn queue_lag_seconds(&self, remote: &str) -> f64 {
+        self.queue_lag.get_or_create(&Self::label(remote)).get()
+    }
+
     /// Shards currently running for `remote`.
     pub fn shards(&self, remote: &str) -> i64 {
         self.shards.get_or_create(&Self::label(remote)).get()
