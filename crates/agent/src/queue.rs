@@ -858,12 +858,14 @@ impl Queue {
         }
     }
 
-    /// Samples appended since the queue was opened.
+    /// Samples appended (the `stratus_agent_queue_appended_samples_total`
+    /// counter of this queue's name).
     pub fn appended_samples(&self) -> u64 {
         self.shared().metrics.appended_samples.get()
     }
 
-    /// Bytes appended since the queue was opened.
+    /// Bytes appended (the `stratus_agent_queue_appended_bytes_total`
+    /// counter of this queue's name).
     pub fn appended_bytes(&self) -> u64 {
         self.shared().metrics.appended_bytes.get()
     }

@@ -191,8 +191,10 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Starts sending `queue` to the endpoint on the current tokio
-    /// runtime. `relabel` is the endpoint's write_relabel_configs.
+    /// Starts sending `queue` to the endpoint; must be called inside a
+    /// tokio runtime (its tasks run there). `relabel` is the endpoint's
+    /// write_relabel_configs. Takes the queue's reader: one sender per
+    /// queue.
     pub fn start(
         settings: RemoteSettings,
         queue: Queue,

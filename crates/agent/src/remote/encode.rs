@@ -38,9 +38,9 @@ fn type_number(k: MetricType) -> i32 {
 }
 
 fn snappy(b: &[u8]) -> Vec<u8> {
-    // Compressing an in-memory buffer cannot fail except for inputs over
-    // 4 GiB, which a bounded request never reaches; send it uncompressed-
-    // framed nothing then (an empty body the receiver rejects with 400).
+    // Snappy fails only on inputs over ~4 GiB, which a request bounded by
+    // max_samples_per_send never reaches; an empty body (rejected by the
+    // receiver with 400, so dropped and counted) is the fallback.
     snap::raw::Encoder::new()
         .compress_vec(b)
         .unwrap_or_default()
