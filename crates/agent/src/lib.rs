@@ -10,4 +10,6 @@
 //! - push side: a durable on-disk queue behind the sink, and sharded
 //!   remote-write senders with retries that drain it.
 
+pub mod queue;
+pub mod remote;
 pub mod sink;

@@ -1,0 +1,643 @@
+//! Remote-write senders: drain an endpoint's [`Queue`] into a
+//! Prometheus remote-write endpoint (1.0 or 2.0).
+//!
+//! One [`Sender`] per endpoint runs on the caller's tokio runtime:
+//!
+//! - a dispatcher reads queued batches in order, adds the external labels,
+//!   applies the write-relabel hook, and hands each series to a shard
+//!   chosen by the hash of its final labels (so a series is always sent
+//!   by one shard, in order);
+//! - `min_shards..=max_shards` shards send concurrently; every
+//!   `shard_update_interval` the number is recomputed from the send time
+//!   per sample, the append rate and the backlog (Prometheus' queue
+//!   manager, simplified) and the shards are restarted when it changes by
+//!   more than 30 %;
+//! - retries: 5xx, 429 and network errors with exponential backoff and
+//!   jitter (`Retry-After` honoured); other 4xx are dropped and counted in
+//!   `stratus_agent_samples_failed_total{reason="http_<code>"}`;
+//! - a record's queue position is committed once all its series are
+//!   acknowledged (at-least-once delivery);
+//! - metadata: 1.0 sends the families seen in separate requests (at once
+//!   for new families, all of them every `metadata_send_interval`); 2.0
+//!   sends it inline with each series.
+
+mod client;
+mod encode;
+pub(crate) mod metrics;
+mod shard;
+mod tracker;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use snafu::Snafu;
+use stratus_model::{Labels, LabelsBuilder};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info};
+
+pub use metrics::PushMetrics;
+
+use self::encode::Item;
+use self::shard::{Ctx, Sent};
+use crate::queue::{Position, Queue, QueueReader, QueuedBatch};
+use crate::sink::Metadata;
+
+/// The write-relabel hook: returns the labels to send, or `None` to drop
+/// the series. Called with the external labels already added.
+pub type WriteRelabel = Box<dyn Fn(&Labels) -> Option<Labels> + Send + Sync>;
+
+/// Remote-write protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProtocolVersion {
+    /// `prometheus.WriteRequest` (1.0), the default.
+    #[default]
+    V1,
+    /// `io.prometheus.write.v2.Request` (2.0).
+    V2,
+}
+
+/// Request authentication.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// HTTP basic auth.
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: String,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Basic { username, .. } => write!(f, "Basic({username}, <secret>)"),
+            Self::Bearer(_) => f.write_str("Bearer(<secret>)"),
+        }
+    }
+}
+
+/// Settings of one remote-write endpoint (defaults as Prometheus').
+#[derive(Debug, Clone)]
+pub struct RemoteSettings {
+    /// Name in metrics (`remote_name`) and logs; unique per endpoint.
+    pub name: String,
+    /// Endpoint URL (`http://host:port/api/v1/write`).
+    pub url: String,
+    /// Protocol version (default 1.0).
+    pub protocol: ProtocolVersion,
+    /// Timeout of one request (default 30 s).
+    pub timeout: Duration,
+    /// Extra request headers (e.g. `X-Scope-OrgID`).
+    pub headers: Vec<(String, String)>,
+    /// Authentication.
+    pub auth: Option<Auth>,
+    /// Labels added to every series that lacks them.
+    pub external_labels: Vec<(String, String)>,
+    /// Fewest shards (default 1).
+    pub min_shards: usize,
+    /// Most shards (default 50).
+    pub max_shards: usize,
+    /// Samples per request at most (default 2000).
+    pub max_samples_per_send: usize,
+    /// A shard sends what it has after this long (default 5 s).
+    pub batch_send_deadline: Duration,
+    /// First retry delay (default 30 ms); doubled per retry.
+    pub min_backoff: Duration,
+    /// Longest retry delay (default 5 s).
+    pub max_backoff: Duration,
+    /// Retry on 429 (default true); when false a 429 drops the data.
+    pub retry_on_http_429: bool,
+    /// Send metric metadata (default true).
+    pub send_metadata: bool,
+    /// 1.0: how often all metadata is resent (default 1 min).
+    pub metadata_send_interval: Duration,
+    /// How often the shard count is recomputed (default 10 s).
+    pub shard_update_interval: Duration,
+}
+
+impl RemoteSettings {
+    /// Defaults for an endpoint.
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            url: url.into(),
+            protocol: ProtocolVersion::V1,
+            timeout: Duration::from_secs(30),
+            headers: Vec::new(),
+            auth: None,
+            external_labels: Vec::new(),
+            min_shards: 1,
+            max_shards: 50,
+            max_samples_per_send: 2000,
+            batch_send_deadline: Duration::from_secs(5),
+            min_backoff: Duration::from_millis(30),
+            max_backoff: Duration::from_secs(5),
+            retry_on_http_429: true,
+            send_metadata: true,
+            metadata_send_interval: Duration::from_secs(60),
+            shard_update_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Errors starting a sender.
+#[derive(Debug, Snafu)]
+pub enum RemoteError {
+    /// A setting is unusable.
+    #[snafu(display("remote write {name}: {reason}"))]
+    Settings {
+        /// Endpoint name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The queue refused a reader (another sender is running on it).
+    #[snafu(display("remote write {name}: {source}"))]
+    Reader {
+        /// Endpoint name.
+        name: String,
+        /// The queue error.
+        source: crate::queue::QueueError,
+    },
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Where the dispatcher is, for [`Sender::drain`].
+#[derive(Debug, Default)]
+struct Progress {
+    read: Position,
+}
+
+/// A running remote-write sender for one endpoint.
+#[derive(Debug)]
+pub struct Sender {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    ctx: Arc<Ctx>,
+    progress: Arc<Mutex<Progress>>,
+}
+
+impl Sender {
+    /// Starts sending `queue` to the endpoint; must be called inside a
+    /// tokio runtime (its tasks run there). `relabel` is the endpoint's
+    /// write_relabel_configs. Takes the queue's reader: one sender per
+    /// queue.
+    pub fn start(
+        settings: RemoteSettings,
+        queue: Queue,
+        relabel: Option<WriteRelabel>,
+        metrics: &Arc<PushMetrics>,
+    ) -> Result<Sender, RemoteError> {
+        let bad = |reason: String| RemoteError::Settings {
+            name: settings.name.clone(),
+            reason,
+        };
+        if settings.min_shards == 0 || settings.max_shards < settings.min_shards {
+            return Err(bad(format!(
+                "need 1 <= min_shards ({}) <= max_shards ({})",
+                settings.min_shards, settings.max_shards
+            )));
+        }
+        let ext = Labels::try_from_pairs(settings.external_labels.iter().cloned())
+            .map_err(|e| bad(format!("external labels: {e}")))?;
+        let client = client::Client::new(&settings).map_err(|e| bad(e.0))?;
+        let reader = queue.reader().map_err(|source| RemoteError::Reader {
+            name: settings.name.clone(),
+            source,
+        })?;
+        let handles = metrics::SendHandles::new(metrics, &settings.name);
+        let ctx = Arc::new(Ctx {
+            settings,
+            client,
+            metrics: handles,
+            tracker: Mutex::new(tracker::Tracker::default()),
+            queue,
+            last_failure_ms: AtomicI64::new(0),
+            send_nanos: AtomicU64::new(0),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let progress = Arc::new(Mutex::new(Progress {
+            read: reader.position(),
+        }));
+        let d = Dispatcher {
+            ctx: ctx.clone(),
+            reader,
+            relabel,
+            external: ext,
+            stop: stop_rx,
+            shards: Vec::new(),
+            meta: Arc::new(Mutex::new(MetaState::default())),
+            progress: progress.clone(),
+        };
+        let task = tokio::spawn(d.run());
+        Ok(Sender {
+            stop,
+            task,
+            ctx,
+            progress,
+        })
+    }
+
+    /// The queue sent from.
+    pub fn queue(&self) -> &Queue {
+        &self.ctx.queue
+    }
+
+    /// Stops now: requests in flight are abandoned (their data stays in
+    /// the queue and is sent again by the next sender), the cursor is
+    /// persisted.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.task.await {
+            error!(remote = %self.ctx.settings.name, error = %e, "remote-write sender task failed");
+        }
+        self.ctx.queue.sync();
+    }
+
+    /// Waits until everything appended before the call is acknowledged
+    /// (or `timeout`), then stops. True when all of it was.
+    pub async fn drain(self, timeout: Duration) -> bool {
+        let target = self.ctx.queue.stats().write;
+        let until = Instant::now() + timeout;
+        let mut done = false;
+        while Instant::now() < until {
+            let read = self.progress.lock().map(|p| p.read).unwrap_or_default();
+            if read >= target && self.ctx.tracker().len() == 0 {
+                done = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.stop().await;
+        done
+    }
+}
+
+/// Metadata seen, by family name.
+#[derive(Debug, Default)]
+struct MetaState {
+    map: HashMap<String, Arc<Metadata>>,
+    changed: bool,
+}
+
+struct Dispatcher {
+    ctx: Arc<Ctx>,
+    reader: QueueReader,
+    relabel: Option<WriteRelabel>,
+    external: Labels,
+    stop: watch::Receiver<bool>,
+    shards: Vec<(mpsc::Sender<Vec<Item>>, JoinHandle<()>)>,
+    meta: Arc<Mutex<MetaState>>,
+    progress: Arc<Mutex<Progress>>,
+}
+
+/// Inputs of the shard computation, sampled each interval.
+struct Rates {
+    at: Instant,
+    appended: u64,
+    sent: u64,
+    send_nanos: u64,
+    in_rate: f64,
+    out_time_per_sample: f64,
+}
+
+/// Chunks a shard channel holds before the dispatcher waits.
+const SHARD_CHANNEL: usize = 16;
+
+impl Dispatcher {
+    async fn run(mut self) {
+        let mut stop = self.stop.clone();
+        let n = self.ctx.settings.min_shards;
+        self.start_shards(n);
+        let meta_task = (self.ctx.settings.send_metadata
+            && self.ctx.settings.protocol == ProtocolVersion::V1)
+            .then(|| {
+                tokio::spawn(run_metadata(
+                    self.ctx.clone(),
+                    self.meta.clone(),
+                    self.stop.clone(),
+                ))
+            });
+        let mut rates = Rates {
+            at: Instant::now(),
+            appended: self.appended(),
+            sent: self.ctx.metrics.sent.get(),
+            send_nanos: self.ctx.send_nanos.load(Ordering::Relaxed),
+            in_rate: 0.0,
+            out_time_per_sample: 0.0,
+        };
+        let mut next_reshard = Instant::now() + self.ctx.settings.shard_update_interval;
+        let mut next_lag = Instant::now();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= next_lag {
+                self.update_lag();
+                next_lag = now + Duration::from_millis(500);
+            }
+            if now >= next_reshard {
+                next_reshard = now + self.ctx.settings.shard_update_interval;
+                if let Some(n) = self.desired_shards(&mut rates) {
+                    if !self.reshard(n).await {
+                        break;
+                    }
+                }
+            }
+            match self.reader.next_batch() {
+                Ok(Some(rec)) => {
+                    if !self.dispatch(rec).await {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    self.set_progress();
+                    let q = self.ctx.queue.clone();
+                    tokio::select! {
+                        _ = q.appended() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = shard::stopped(&mut stop) => break,
+                    }
+                }
+                Err(e) => {
+                    error!(remote = %self.ctx.settings.name, error = %e, "reading the queue failed; retrying in 1 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shard::stopped(&mut stop) => break,
+                    }
+                }
+            }
+        }
+        // Stopping: shards see the stop signal and return at once.
+        for (tx, h) in self.shards.drain(..) {
+            drop(tx);
+            let _ = h.await;
+        }
+        if let Some(t) = meta_task {
+            let _ = t.await;
+        }
+        self.update_lag();
+        self.ctx.metrics.shards.set(0);
+    }
+
+    fn appended(&self) -> u64 {
+        self.ctx.queue.appended_samples()
+    }
+
+    fn set_progress(&self) {
+        if let Ok(mut p) = self.progress.lock() {
+            p.read = self.reader.position();
+        }
+    }
+
+    fn update_lag(&self) {
+        let lag = self
+            .ctx
+            .tracker()
+            .oldest_ms()
+            .map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0);
+        self.ctx.metrics.lag.set(lag);
+    }
+
+    fn start_shards(&mut self, n: usize) {
+        for _ in 0..n {
+            let (tx, rx) = mpsc::channel(SHARD_CHANNEL);
+            let h = tokio::spawn(shard::run_shard(self.ctx.clone(), rx, self.stop.clone()));
+            self.shards.push((tx, h));
+        }
+        self.ctx.metrics.shards.set(n as i64);
+    }
+
+    /// Flushes and ends the current shards, then starts `n`. False when
+    /// stopped meanwhile.
+    async fn reshard(&mut self, n: usize) -> bool {
+        info!(remote = %self.ctx.settings.name, from = self.shards.len(), to = n, "resharding remote write");
+        for (tx, h) in self.shards.drain(..) {
+            drop(tx);
+            let _ = h.await;
+        }
+        if *self.stop.borrow() {
+            return false;
+        }
+        self.start_shards(n);
+        true
+    }
+
+    /// The shard count the rates call for, when it should change.
+    fn desired_shards(&self, r: &mut Rates) -> Option<usize> {
+        let s = &self.ctx.settings;
+        let now = Instant::now();
+        let dt = now.duration_since(r.at).as_secs_f64().max(1e-3);
+        let appended = self.appended();
+        let sent = self.ctx.metrics.sent.get();
+        let nanos = self.ctx.send_nanos.load(Ordering::Relaxed);
+        let d_in = appended.saturating_sub(r.appended) as f64;
+        let d_sent = sent.saturating_sub(r.sent) as f64;
+        let d_nanos = nanos.saturating_sub(r.send_nanos) as f64;
+        r.at = now;
+        r.appended = appended;
+        r.sent = sent;
+        r.send_nanos = nanos;
+        // Exponentially weighted, as Prometheus' ewmaRate (weight 0.2).
+        let ew = |old: f64, new: f64| {
+            if old == 0.0 {
+                new
+            } else {
+                old + 0.2 * (new - old)
+            }
+        };
+        r.in_rate = ew(r.in_rate, d_in / dt);
+        if d_sent > 0.0 {
+            r.out_time_per_sample = ew(r.out_time_per_sample, d_nanos / 1e9 / d_sent);
+        }
+        let cur = self.shards.len();
+        // Scaling up cannot help while the endpoint fails.
+        let last_fail = self.ctx.last_failure_ms.load(Ordering::Relaxed);
+        let window = 2 * s.shard_update_interval.as_millis() as i64;
+        if last_fail > 0 && now_ms() - last_fail < window {
+            return None;
+        }
+        if r.out_time_per_sample == 0.0 {
+            return None;
+        }
+        let st = self.ctx.queue.stats();
+        let samples_per_byte = {
+            let b = self.ctx.queue.appended_bytes();
+            if b == 0 {
+                1.0 / 16.0
+            } else {
+                appended as f64 / b as f64
+            }
+        };
+        let backlog =
+            st.unread_bytes as f64 * samples_per_byte + self.ctx.tracker().samples() as f64;
+        let gain = 0.1 / s.shard_update_interval.as_secs_f64().max(1e-3);
+        let desired = r.out_time_per_sample * (r.in_rate + gain * backlog);
+        self.ctx.metrics.shards_desired.set(desired);
+        let lo = cur as f64 * 0.7;
+        let hi = cur as f64 * 1.3;
+        if desired > lo && desired < hi {
+            return None;
+        }
+        let n = (desired.ceil() as usize).clamp(s.min_shards, s.max_shards);
+        (n != cur).then_some(n)
+    }
+
+    /// Spreads one record's series over the shards. False when stopped.
+    async fn dispatch(&mut self, rec: QueuedBatch) -> bool {
+        let per_shard = self.stage(rec);
+        self.set_progress();
+        let mut stop = self.stop.clone();
+        for (k, items) in per_shard.into_iter().enumerate() {
+            if items.is_empty() {
+                continue;
+            }
+            let Some((tx, _)) = self.shards.get(k) else {
+                continue;
+            };
+            // Wait for room (the shard is busy or retrying), keeping the
+            // lag gauge current meanwhile.
+            let permit = loop {
+                tokio::select! {
+                    r = tx.reserve() => match r {
+                        Ok(p) => break p,
+                        Err(_) => return false,
+                    },
+                    _ = shard::stopped(&mut stop) => return false,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => self.update_lag(),
+                }
+            };
+            permit.send(items);
+        }
+        true
+    }
+
+    /// Labels, metadata and shard of each series of a record, registered
+    /// with the tracker.
+    fn stage(&mut self, rec: QueuedBatch) -> Vec<Vec<Item>> {
+        let v2 = self.ctx.settings.protocol == ProtocolVersion::V2;
+        if !rec.batch.metadata.is_empty() && self.ctx.settings.send_metadata {
+            if let Ok(mut m) = self.meta.lock() {
+                for md in rec.batch.metadata {
+                    let new = m.map.get(&md.family).is_none_or(|old| **old != md);
+                    if new {
+                        m.map.insert(md.family.clone(), Arc::new(md));
+                        m.changed = true;
+                    }
+                }
+            }
+        }
+        let n = self.shards.len().max(1);
+        let mut per_shard: Vec<Vec<Item>> = vec![Vec::new(); n];
+        let mut dropped = 0u64;
+        let meta = if v2 && self.ctx.settings.send_metadata {
+            self.meta.lock().ok()
+        } else {
+            None
+        };
+        let mut staged = Vec::with_capacity(rec.batch.series.len());
+        for s in rec.batch.series {
+            if s.samples.is_empty() {
+                continue;
+            }
+            let labels = self.final_labels(&s.labels);
+            let Some(labels) = labels else {
+                dropped += s.samples.len() as u64;
+                continue;
+            };
+            let md = meta.as_ref().and_then(|m| {
+                let name = labels.metric_name()?;
+                encode::family_candidates(name).find_map(|f| m.map.get(f).cloned())
+            });
+            staged.push((labels, s.samples, md));
+        }
+        drop(meta);
+        self.ctx.metrics.relabel_dropped.inc_by(dropped);
+        let (id, done) =
+            self.ctx
+                .tracker()
+                .register(staged.len(), rec.end, rec.append_ms, rec.samples);
+        if let Some(p) = done {
+            self.ctx.queue.commit(p);
+        }
+        for (labels, samples, meta) in staged {
+            let k = (labels.stable_hash() % n as u64) as usize;
+            per_shard[k].push(Item {
+                labels,
+                samples,
+                meta,
+                record: id,
+            });
+        }
+        per_shard
+    }
+
+    /// External labels (series labels win), then the relabel hook.
+    fn final_labels(&self, l: &Labels) -> Option<Labels> {
+        let with_ext = if self.external.is_empty() {
+            l.clone()
+        } else {
+            let mut b: LabelsBuilder = l.builder();
+            let mut added = false;
+            for e in self.external.iter() {
+                if l.get(&e.name).is_none() {
+                    b.set(e.name.clone(), e.value.clone());
+                    added = true;
+                }
+            }
+            if added { b.build() } else { l.clone() }
+        };
+        match &self.relabel {
+            Some(f) => f(&with_ext).filter(|x| !x.is_empty()),
+            None => Some(with_ext),
+        }
+    }
+}
+
+/// 1.0 metadata: sends new families within a second, everything every
+/// `metadata_send_interval`.
+async fn run_metadata(ctx: Arc<Ctx>, meta: Arc<Mutex<MetaState>>, mut stop: watch::Receiver<bool>) {
+    let mut last_full: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shard::stopped(&mut stop) => return,
+        }
+        let due = last_full.is_none_or(|t| t.elapsed() >= ctx.settings.metadata_send_interval);
+        let all: Vec<Arc<Metadata>> = {
+            let Ok(mut m) = meta.lock() else {
+                return;
+            };
+            if m.map.is_empty() || !(m.changed || due) {
+                continue;
+            }
+            m.changed = false;
+            m.map.values().cloned().collect()
+        };
+        for chunk in all.chunks(ctx.settings.max_samples_per_send.max(1)) {
+            let body = Bytes::from(encode::encode_v1_metadata(chunk));
+            match shard::send_with_retry(&ctx, &mut stop, body, 0, "metadata").await {
+                Sent::Done => {
+                    ctx.metrics.metadata_sent.inc_by(chunk.len() as u64);
+                }
+                Sent::Failed => {}
+                Sent::Stopped => return,
+            }
+        }
+        last_full = Some(Instant::now());
+    }
+}
