@@ -10,4 +10,6 @@
 //! - push side: a durable on-disk queue behind the sink, and sharded
 //!   remote-write senders with retries that drain it.
 
+pub mod config;
+pub mod relabel;
 pub mod sink;
