@@ -13,3 +13,4 @@
 pub mod config;
 pub mod relabel;
 pub mod sink;
+pub mod textparse;
