@@ -11,6 +11,10 @@
 //!   remote-write senders with retries that drain it.
 
 pub mod config;
+pub mod discovery;
+pub mod httpclient;
 pub mod relabel;
+pub mod scrape;
 pub mod sink;
+pub mod targets_api;
 pub mod textparse;
