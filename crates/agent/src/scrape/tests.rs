@@ -442,3 +442,37 @@ fn m_err(b: &Batch) -> Vec<String> {
         .map(|s| s.labels.to_string())
         .collect()
 }
+
+#[tokio::test]
+async fn http_sd_targets_are_scraped() {
+    let (metrics, _fx) = serve("m 1\n").await;
+    let sd_body = format!(r#"[{{"targets": ["{metrics}"], "labels": {{"team": "sd"}}}}]"#);
+    let app = axum::Router::new().route(
+        "/sd",
+        axum::routing::get(move || {
+            let b = sd_body.clone();
+            async move { ([("content-type", "application/json")], b) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sd_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let cfg = load_str(&format!(
+        "scrape_configs:\n  - job_name: sd\n    scrape_interval: 100ms\n    scrape_timeout: 90ms\n    http_sd_configs: [{{url: 'http://{sd_addr}/sd'}}]\n    relabel_configs:\n      - source_labels: [__meta_url]\n        target_label: sd_url\n"
+    ))
+    .unwrap();
+    let sink = Arc::new(MemSink::default());
+    let m = ScrapeManager::new(sink.clone());
+    m.apply(&cfg).await;
+    sink.wait("m from an HTTP-discovered target", |bs| {
+        bs.iter().flat_map(|b| find(b, "m")).any(|s| {
+            s.labels.get("team") == Some("sd")
+                && s.labels.get("sd_url") == Some(format!("http://{sd_addr}/sd").as_str())
+                && s.labels.get("__meta_url").is_none()
+        })
+    })
+    .await;
+    m.shutdown().await;
+}
