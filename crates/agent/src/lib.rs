@@ -10,6 +10,13 @@
 //! - push side: a durable on-disk queue behind the sink, and sharded
 //!   remote-write senders with retries that drain it.
 
+pub mod config;
+pub mod discovery;
+pub mod httpclient;
 pub mod queue;
+pub mod relabel;
 pub mod remote;
+pub mod scrape;
 pub mod sink;
+pub mod targets_api;
+pub mod textparse;
