@@ -516,7 +516,10 @@ mod stratus_server {
             assert!(sender.drain(Duration::from_secs(10)).await);
             assert_eq!(m.samples_sent(&format!("ep{i}")), 30);
         }
-        let client = reqwest::Client::new();
+        let client = {
+            stratus_agent::httpclient::install_crypto_provider();
+            reqwest::Client::new()
+        };
         for name in ["agent_v1", "agent_v2"] {
             let q = format!("count_over_time({name}[1m])");
             let text = client

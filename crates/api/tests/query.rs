@@ -760,7 +760,7 @@ async fn start_prometheus(dir: &Path) -> Option<Prometheus> {
         child,
         base: format!("http://127.0.0.1:{port}"),
     };
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     for _ in 0..200 {
         if let Ok(r) = client.get(format!("{}/-/ready", p.base)).send().await
             && r.status() == StatusCode::OK
@@ -784,7 +784,7 @@ async fn encoding_matches_real_prometheus() {
     };
     let dir = tempfile::tempdir().unwrap();
     let srv = start(dir.path(), AuthMode::None).await;
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     let values = [
         "0",
         "-0",

@@ -464,7 +464,7 @@ async fn start_prometheus(dir: &Path, config: &str) -> Prometheus {
         child,
         base: format!("http://127.0.0.1:{port}"),
     };
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     for _ in 0..200 {
         if let Ok(r) = client.get(format!("{}/-/ready", p.base)).send().await
             && r.status() == StatusCode::OK
@@ -500,7 +500,7 @@ async fn real_prometheus_remote_read() {
         ),
     )
     .await;
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     let secs = |ms: i64| format!("{}", ms as f64 / 1000.0);
 
     // An instant query over remote data.
@@ -601,7 +601,7 @@ async fn format_query_matches_real_prometheus() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let srv = start(dir.path(), AuthMode::None).await;
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     let queries = [
         "up",
         r#"sum by(job)(rate(http_requests_total{job="a",code=~"5.."}[5m])) / on(job) group_left(x) sum by(job)(rate(http_requests_total[5m]))"#,

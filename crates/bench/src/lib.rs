@@ -173,6 +173,13 @@ impl Report {
     }
 }
 
+/// A reqwest client; installs rustls' `ring` provider as the process
+/// default first (reqwest is built without a built-in provider).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// Short name of a request failure, for the error table.
 pub(crate) fn failure_cause(e: &reqwest::Error) -> String {
     if e.is_timeout() {

@@ -45,7 +45,7 @@ pub struct QueryConfig {
 
 /// Runs the query load; returns the overall report and per-query ones.
 pub async fn run(cfg: QueryConfig) -> (Report, Vec<(String, Report)>) {
-    let client = reqwest::Client::new();
+    let client = crate::http_client();
     let start = Instant::now();
     let deadline = start + cfg.duration;
     let nq = cfg.queries.len().max(1);

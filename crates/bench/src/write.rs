@@ -169,7 +169,7 @@ async fn sender(
 /// Runs the push and reports accepted samples/s and latencies.
 pub async fn run(w: Workload, cfg: WriteConfig) -> Report {
     let protocol = w.config().protocol;
-    let client = reqwest::Client::new();
+    let client = crate::http_client();
     let mut queues = Vec::new();
     let mut tasks = Vec::new();
     for _ in 0..cfg.concurrency.max(1) {

@@ -198,6 +198,7 @@ impl Conn {
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<serde_json::Value> {
         let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

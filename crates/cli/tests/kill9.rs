@@ -84,7 +84,7 @@ async fn pusher(
     t_start: i64,
     acks: Arc<AtomicUsize>,
 ) -> Vec<(String, i64, f64)> {
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     let mut acked = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut seq = 0u64;
@@ -116,7 +116,7 @@ async fn pusher(
 
 /// All stored `kill9` samples: key "writer/s" → (t → v).
 async fn stored(base: &str) -> HashMap<String, HashMap<i64, f64>> {
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     let body = client
         .get(format!("{base}/api/v1/query"))
         .query(&[

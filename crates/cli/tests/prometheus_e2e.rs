@@ -105,10 +105,10 @@ fn prometheus_writes_with_token_promtool_and_remote_read_read_back() {
         "--step",
         "1s",
         &with_token,
-        "stratus_api_requests_total",
+        "up{job=\"stratus\"}",
     ]);
     assert!(
-        ok && out.contains("stratus_api_requests_total"),
+        ok && out.contains("job=\"stratus\"") && out.contains("1 @["),
         "{out}{err}"
     );
     let (ok, out, err) = promtool(&["query", "series", "--match", "up", &with_token]);

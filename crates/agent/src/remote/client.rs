@@ -66,6 +66,7 @@ impl Client {
                 .map_err(|e| BadHeader(format!("value of header {k:?}: {e}")))?;
             headers.insert(name, value);
         }
+        crate::httpclient::install_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(concat!("stratus-agent/", env!("CARGO_PKG_VERSION")))
             .default_headers(headers)

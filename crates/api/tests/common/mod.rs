@@ -30,7 +30,7 @@ pub(crate) async fn start_with(cfg: ServerConfig) -> Server {
         base: format!("http://{addr}"),
         stop: Some(tx),
         handle,
-        client: reqwest::Client::new(),
+        client: http_client(),
     }
 }
 
@@ -52,6 +52,14 @@ impl Server {
         }
         self.handle.await.unwrap().unwrap();
     }
+}
+
+/// A reqwest client. In a workspace build reqwest carries the agent's
+/// `rustls-no-provider` feature, so rustls' `ring` provider must be the
+/// process default before any client is built.
+pub(crate) fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }
 
 /// Snappy block compression, as remote write uses.

@@ -61,6 +61,13 @@ pub(crate) fn spawn_stratus(dir: &Path, args: &[&str]) -> Proc {
     }
 }
 
+/// A reqwest client (installs rustls' `ring` provider first: reqwest is
+/// built with the agent's `rustls-no-provider` feature).
+pub(crate) fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released).
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
