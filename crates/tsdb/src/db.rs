@@ -879,6 +879,7 @@ fn replay_record(head: &Head, rec: crate::wal::Record) {
         }
         // Handled by the caller (the metadata store).
         crate::wal::Record::Metadata(_) => {}
+        crate::wal::Record::Histograms(_) | crate::wal::Record::FloatHistograms(_) => {}
     }
 }
 

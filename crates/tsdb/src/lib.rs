@@ -47,6 +47,6 @@ pub use querier::{Part, Queryable, SelectHints, Series, SeriesIter, merge_series
 pub use stats::{HeadStats, StatEntry};
 pub use tenants::{TenantOverrides, Tenants};
 pub use wal::{
-    CheckpointStats, FsyncPolicy, Record, RefSample, RefSeries, RefTombstone, ReplayOptions,
-    ReplayStats, Wal, WalConfig, fuzz_wal_read,
+    CheckpointStats, FsyncPolicy, Record, RefFloatHistogram, RefHistogram, RefSample, RefSeries,
+    RefTombstone, ReplayOptions, ReplayStats, Wal, WalConfig, fuzz_wal_read,
 };
