@@ -494,6 +494,15 @@ fn check_trailing(rd: &Rd<'_>, total: u16) -> Result<(), Error> {
     Ok(())
 }
 
+/// Exactly `n` values: `v` cut or padded with zeros.
+fn fit<T: Copy + Default>(v: &[T], n: u64) -> impl Iterator<Item = T> + '_ {
+    let n = usize::try_from(n).unwrap_or(usize::MAX);
+    v.iter()
+        .copied()
+        .chain(std::iter::repeat(T::default()))
+        .take(n)
+}
+
 /// Bucket indexes of a span list, in order.
 fn bucket_indexes(spans: &[BucketSpan]) -> Vec<i64> {
     let mut out = Vec::new();
@@ -688,9 +697,13 @@ impl HistogramAppender {
             put_varbit_uint(buf, free, h.zero_count);
             write_bits(buf, free, h.sum.to_bits(), 64);
             self.sum.bits = h.sum.to_bits();
+            // Exactly as many buckets as the layout announces (a histogram
+            // that does not match its spans is refused before this; pad or
+            // cut anyway so the chunk always stays decodable).
+            let (np, nn) = self.layout.bucket_counts();
             self.buckets.clear();
-            self.buckets.extend(&h.positive_deltas);
-            self.buckets.extend(&h.negative_deltas);
+            self.buckets.extend(fit(&h.positive_deltas, np));
+            self.buckets.extend(fit(&h.negative_deltas, nn));
             for &b in &self.buckets {
                 put_varbit_int(buf, free, b);
             }
@@ -716,13 +729,14 @@ impl HistogramAppender {
             put_varbit_int(buf, free, zcnt_dod);
             xor_write(buf, free, &mut self.sum, h.sum.to_bits());
             if !h.is_stale() {
-                let vals = h.positive_deltas.iter().chain(&h.negative_deltas);
-                for (i, &b) in vals.enumerate() {
-                    let (Some(old), Some(od)) =
-                        (self.buckets.get_mut(i), self.bucket_deltas.get_mut(i))
-                    else {
-                        break;
-                    };
+                let (np, nn) = self.layout.bucket_counts();
+                let vals = fit(&h.positive_deltas, np).chain(fit(&h.negative_deltas, nn));
+                for ((old, od), b) in self
+                    .buckets
+                    .iter_mut()
+                    .zip(&mut self.bucket_deltas)
+                    .zip(vals)
+                {
                     let delta = b.wrapping_sub(*old);
                     put_varbit_int(buf, free, delta.wrapping_sub(*od));
                     *od = delta;
@@ -996,7 +1010,8 @@ impl FloatHistogramAppender {
                 f.bits = v.to_bits();
             }
             self.buckets.clear();
-            for &b in h.positive_buckets.iter().chain(&h.negative_buckets) {
+            let (np, nn) = self.layout.bucket_counts();
+            for b in fit(&h.positive_buckets, np).chain(fit(&h.negative_buckets, nn)) {
                 write_bits(buf, free, b.to_bits(), 64);
                 self.buckets.push(XorField {
                     bits: b.to_bits(),
@@ -1011,8 +1026,14 @@ impl FloatHistogramAppender {
             xor_write(buf, free, &mut self.cnt, h.count.to_bits());
             xor_write(buf, free, &mut self.zcnt, h.zero_count.to_bits());
             xor_write(buf, free, &mut self.sum, h.sum.to_bits());
-            let vals = h.positive_buckets.iter().chain(&h.negative_buckets);
-            for (f, &b) in self.buckets.iter_mut().zip(vals) {
+            let (np, nn) = self.layout.bucket_counts();
+            let vals = fit(&h.positive_buckets, np).chain(fit(&h.negative_buckets, nn));
+            let vals: Vec<f64> = if h.is_stale() {
+                Vec::new()
+            } else {
+                vals.collect()
+            };
+            for (f, &b) in self.buckets.iter_mut().zip(&vals) {
                 xor_write(buf, free, f, b.to_bits());
             }
             self.t_delta = t_delta;
