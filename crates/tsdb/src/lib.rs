@@ -36,14 +36,16 @@ pub use chunks::{
     encode_compact_with_level, fuzz_compact_decode, fuzz_histogram_decode, fuzz_xor_decode,
     to_xor_chunks,
 };
-pub use db::{AppendReport, Db, DbConfig, DbStats, SampleError, SeriesSamples};
+pub use db::{AppendReport, Db, DbConfig, DbStats, SampleError, SeriesHistograms, SeriesSamples};
 pub use error::{Error, RejectReason, Result};
 pub use exemplars::{ExemplarOutcome, ExemplarReport, ExemplarStats, ExemplarStore};
 pub use head::HeadConfig;
 pub use head::HeadMemory;
 pub use index::{MemPostings, Postings, PostingsSource, select_postings};
 pub use metadata::{MetadataStore, MetricMetadata, MetricType};
-pub use querier::{Part, Queryable, SelectHints, Series, SeriesIter, merge_series};
+pub use querier::{
+    Part, Queryable, SelectHints, Series, SeriesIter, Value, merge_series, merge_typed,
+};
 pub use stats::{HeadStats, StatEntry};
 pub use tenants::{TenantOverrides, Tenants};
 pub use wal::{
