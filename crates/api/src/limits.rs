@@ -263,6 +263,18 @@ pub(crate) fn enforce_label_limits(
                 false
             }
         });
+    batch
+        .hist_series
+        .retain(|s| match label_violation(&s.labels, l) {
+            None => true,
+            Some((reason, msg)) => {
+                let n = (s.histograms.len() + s.float_histograms.len()) as u64;
+                dropped += n;
+                st.count_rejected(t, reason, n);
+                msgs.push(msg);
+                false
+            }
+        });
     for m in msgs {
         batch.num_errors += 1;
         if batch.errors.len() < 32 {

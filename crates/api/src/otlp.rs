@@ -18,8 +18,9 @@
 //!   histograms → cumulative `_bucket{le}`, `_sum`, `_count`; summaries →
 //!   `{quantile}`, `_sum`, `_count`; the no-recorded-value flag → stale
 //!   marker; timestamps ns → ms;
-//! - delta (or unspecified) temporality and exponential histograms (no
-//!   native histogram storage yet) are rejected point by point and reported
+//! - exponential histograms become native histograms (scale → schema,
+//!   scales above 8 downscaled to 8, below -4 refused);
+//! - delta (or unspecified) temporality is rejected point by point and reported
 //!   in the response's `partial_success`.
 //!
 //! Exemplars (trace/span ids as hex labels) and metadata (type, help from
@@ -32,7 +33,9 @@ use std::io::Read;
 use std::sync::Arc;
 
 use prost::Message;
-use stratus_model::{Exemplar, Label, Labels, METRIC_NAME, Sample, stale_nan};
+use stratus_model::{
+    BucketSpan, Exemplar, Histogram, Label, Labels, METRIC_NAME, Sample, stale_nan,
+};
 use stratus_proto::otlp_collector::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
@@ -40,7 +43,9 @@ use stratus_proto::otlp_metrics as pb;
 use stratus_tsdb::{MetricMetadata, MetricType};
 
 use crate::query::format_value;
-use crate::remote_write::{BatchExemplar, BatchSeries, CreatedTimestamp, WriteBatch};
+use crate::remote_write::{
+    BatchExemplar, BatchHistSeries, BatchSeries, CreatedTimestamp, WriteBatch,
+};
 
 /// Error messages kept for `partial_success.error_message`.
 const MAX_MESSAGES: usize = 8;
@@ -162,6 +167,8 @@ impl OtlpBatch {
 #[derive(Debug, Default)]
 struct Collector {
     points: Vec<(Labels, Sample)>,
+    /// Native histograms (from exponential histograms).
+    hists: Vec<(Labels, i64, Histogram)>,
     exemplars: Vec<BatchExemplar>,
     created: Vec<CreatedTimestamp>,
 }
@@ -580,9 +587,118 @@ fn finish(out: &mut OtlpBatch, col: Collector, meta: BTreeMap<String, MetricMeta
             }
         }
     }
+    let mut hists = col.hists;
+    hists.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    for (labels, t, h) in hists {
+        match b.hist_series.last_mut() {
+            Some(last) if last.labels == labels => last.histograms.push((t, h)),
+            _ => b.hist_series.push(BatchHistSeries {
+                labels,
+                histograms: vec![(t, h)],
+                float_histograms: Vec::new(),
+            }),
+        }
+    }
     b.exemplars = col.exemplars;
     b.created = col.created;
     b.metadata = meta.into_iter().collect();
+}
+
+/// Largest schema of a native histogram; finer OTLP scales are
+/// downscaled to it.
+const MAX_SCHEMA: i32 = 8;
+
+/// Converts one OTLP bucket range into native histogram spans and bucket
+/// deltas, merging `2^scale_down` adjacent buckets. OTLP bucket `i`
+/// covers `(base^i, base^(i+1)]`, a native bucket `j` covers
+/// `(base^(j-1), base^j]`, so indexes shift by one. Gaps of up to two
+/// empty buckets are filled with zeros inside one span (as Prometheus'
+/// receiver does); larger gaps start a new span.
+fn otlp_buckets(offset: i32, counts: &[u64], scale_down: u32) -> (Vec<BucketSpan>, Vec<i64>) {
+    let mut merged: Vec<(i64, u64)> = Vec::new();
+    for (i, &c) in counts.iter().enumerate() {
+        let idx = ((i64::from(offset) + i as i64) >> scale_down) + 1;
+        match merged.last_mut() {
+            Some(last) if last.0 == idx => last.1 = last.1.saturating_add(c),
+            _ => merged.push((idx, c)),
+        }
+    }
+    let mut spans: Vec<BucketSpan> = Vec::new();
+    let mut abs: Vec<u64> = Vec::new();
+    let mut prev: Option<i64> = None;
+    for (idx, c) in merged {
+        match prev {
+            None => {
+                spans.push(BucketSpan {
+                    offset: idx.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+                    length: 1,
+                });
+            }
+            Some(p) => {
+                let gap = idx - p - 1;
+                if gap <= 2 {
+                    if let Some(sp) = spans.last_mut() {
+                        sp.length += gap as u32 + 1;
+                    }
+                    abs.extend(std::iter::repeat_n(0, gap as usize));
+                } else {
+                    spans.push(BucketSpan {
+                        offset: gap.min(i64::from(i32::MAX)) as i32,
+                        length: 1,
+                    });
+                }
+            }
+        }
+        abs.push(c);
+        prev = Some(idx);
+    }
+    let mut deltas = Vec::with_capacity(abs.len());
+    let mut last = 0i64;
+    for c in abs {
+        let c = c as i64;
+        deltas.push(c.wrapping_sub(last));
+        last = c;
+    }
+    (spans, deltas)
+}
+
+/// Converts an OTLP exponential histogram point into a native histogram
+/// (Prometheus' receiver: scale → schema, scales above 8 downscaled to 8,
+/// below -4 refused; zero bucket; positive/negative offset + counts →
+/// spans and deltas).
+fn exponential_to_native(p: &pb::ExponentialHistogramDataPoint) -> Result<Histogram, String> {
+    if p.scale < stratus_model::EXPONENTIAL_SCHEMA_MIN {
+        return Err(format!(
+            "scale {} is below the smallest native histogram schema -4",
+            p.scale
+        ));
+    }
+    let scale_down = (p.scale - MAX_SCHEMA).clamp(0, 63) as u32;
+    let side = |b: &Option<pb::exponential_histogram_data_point::Buckets>| match b {
+        Some(b) => otlp_buckets(b.offset, &b.bucket_counts, scale_down),
+        None => (Vec::new(), Vec::new()),
+    };
+    let (positive_spans, positive_deltas) = side(&p.positive);
+    let (negative_spans, negative_deltas) = side(&p.negative);
+    let h = Histogram {
+        reset_hint: 0,
+        schema: p.scale.min(MAX_SCHEMA),
+        zero_threshold: p.zero_threshold,
+        zero_count: p.zero_count,
+        count: p.count,
+        sum: if p.flags & NO_RECORDED_VALUE != 0 {
+            stale_nan()
+        } else {
+            p.sum.unwrap_or(0.0)
+        },
+        positive_spans,
+        positive_deltas,
+        negative_spans,
+        negative_deltas,
+        custom_values: Vec::new(),
+    };
+    h.validate()?;
+    Ok(h)
 }
 
 /// Translates one metric; returns its newest point's timestamp.
@@ -628,15 +744,16 @@ fn translate_metric(
             return None;
         }
         Data::Histogram(_) => (NameKind::Other, MetricType::Histogram),
-        Data::ExponentialHistogram(_) => {
+        Data::ExponentialHistogram(h) if !cumulative(h.aggregation_temporality) => {
             out.reject(points, || {
                 format!(
-                    "exponential histogram {:?} rejected: native histograms are not supported yet, {points} point(s) rejected",
+                    "invalid temporality and type combination for metric {:?}: only cumulative exponential histograms are supported, {points} point(s) rejected",
                     m.name
                 )
             });
             return None;
         }
+        Data::ExponentialHistogram(_) => (NameKind::Other, MetricType::Histogram),
         Data::Summary(_) => (NameKind::Other, MetricType::Summary),
     };
     let name = build_name(&m.name, &m.unit, kind);
@@ -748,7 +865,24 @@ fn translate_metric(
                 col.push(l, t, val(p.count as f64), ct);
             }
         }
-        Data::ExponentialHistogram(_) => {}
+        Data::ExponentialHistogram(eh) => {
+            for p in &eh.data_points {
+                let t = ns_to_ms(p.time_unix_nano);
+                match exponential_to_native(p) {
+                    Ok(h) => {
+                        see(t);
+                        let l = point_labels(base, &p.attributes, &name, None);
+                        col.hists.push((l, t, h));
+                    }
+                    Err(why) => out.reject(1, || {
+                        format!(
+                            "exponential histogram point of {:?} at {t} rejected: {why}",
+                            m.name
+                        )
+                    }),
+                }
+            }
+        }
     }
     newest
 }
@@ -1343,6 +1477,47 @@ mod json {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn otlp_buckets_to_spans() {
+        let sp = |o: i32, l: u32| BucketSpan {
+            offset: o,
+            length: l,
+        };
+        // Shift by one; a gap of two filled with zeros; a gap of three
+        // starts a new span.
+        let (s, d) = otlp_buckets(-2, &[1, 0, 0, 2, 0, 0, 0, 0, 5], 0);
+        assert_eq!(s, vec![sp(-1, 9)]);
+        assert_eq!(d, vec![1, -1, 0, 2, -2, 0, 0, 0, 5]);
+        let (s, d) = otlp_buckets(0, &[4], 0);
+        assert_eq!((s, d), (vec![sp(1, 1)], vec![4]));
+        let (s, _) = otlp_buckets(0, &[1, 0, 0, 0, 0, 0, 0], 0);
+        assert_eq!(s, vec![sp(1, 7)]);
+        // Downscale by 1: pairs merge ((i >> 1) + 1).
+        let (s, d) = otlp_buckets(-1, &[1, 2, 3, 4], 1);
+        assert_eq!(s, vec![sp(0, 3)]);
+        assert_eq!(d, vec![1, 4, -1]);
+        let (s, d) = otlp_buckets(0, &[], 0);
+        assert!(s.is_empty() && d.is_empty());
+        let p = pb::ExponentialHistogramDataPoint {
+            scale: i32::MAX,
+            count: 3,
+            positive: Some(pb::exponential_histogram_data_point::Buckets {
+                offset: i32::MIN,
+                bucket_counts: vec![1, 2],
+            }),
+            ..Default::default()
+        };
+        let h = exponential_to_native(&p).unwrap();
+        assert_eq!(h.schema, 8);
+        assert_eq!(h.positive_deltas.iter().sum::<i64>(), 3);
+        let bad = pb::ExponentialHistogramDataPoint {
+            count: 0,
+            zero_count: 5,
+            ..Default::default()
+        };
+        assert!(exponential_to_native(&bad).is_err());
+    }
     use super::*;
 
     #[test]

@@ -18,8 +18,10 @@
 //!
 //! Samples of all series go into one flat vector (no allocation per
 //! sample); float values are copied bit for bit, so stale markers and any
-//! other NaN payload survive. Native histograms are refused for now (the
-//! storage engine stores floats only). Exemplars of valid series (label
+//! other NaN payload survive. Native histograms (integer and float counts,
+//! exponential and custom-bucket schemas) are converted to the model types
+//! and validated (spans, bucket counts, negative counts, schema); an
+//! invalid one is reported naming its series and refused. Exemplars of valid series (label
 //! sets sorted, names unique and non-empty) and metric metadata (1.0: the
 //! `metadata` list; 2.0: per series, keyed by the metric name) are carried
 //! in the batch for the tenant's in-memory stores. For 2.0, a sample's
@@ -32,7 +34,9 @@ use std::sync::Arc;
 
 use prost::Message;
 use snafu::{ResultExt, Snafu};
-use stratus_model::{Exemplar, Label, Labels, METRIC_NAME, Sample};
+use stratus_model::{
+    BucketSpan, Exemplar, FloatHistogram, Histogram, Label, Labels, METRIC_NAME, Sample,
+};
 use stratus_proto::{prometheus, write_v2};
 use stratus_tsdb::{MetricMetadata, MetricType};
 
@@ -101,6 +105,101 @@ pub struct CreatedTimestamp {
     pub ct: i64,
 }
 
+/// Native histogram samples of one valid series.
+#[derive(Debug, Clone)]
+pub struct BatchHistSeries {
+    pub labels: Labels,
+    /// Integer-count histograms, in request order.
+    pub histograms: Vec<(i64, Histogram)>,
+    /// Float-count histograms, in request order.
+    pub float_histograms: Vec<(i64, FloatHistogram)>,
+}
+
+/// A converted native histogram sample.
+#[derive(Debug, Clone)]
+pub(crate) enum HistIn {
+    Int(Histogram),
+    Float(FloatHistogram),
+}
+
+/// Converts a remote-write histogram message (1.0 and 2.0 have the same
+/// fields) into `(timestamp, histogram)`, or the reason it is invalid.
+macro_rules! convert_histogram {
+    ($h:expr, $m:ident) => {{
+        let h = $h;
+        let spans = |v: &[$m::BucketSpan]| -> Vec<BucketSpan> {
+            v.iter()
+                .map(|s| BucketSpan {
+                    offset: s.offset,
+                    length: s.length,
+                })
+                .collect()
+        };
+        let hint = u8::try_from(h.reset_hint)
+            .ok()
+            .filter(|x| *x <= 3)
+            .unwrap_or(0);
+        let out = match (&h.count, &h.zero_count) {
+            (
+                Some($m::histogram::Count::CountFloat(c)),
+                Some($m::histogram::ZeroCount::ZeroCountFloat(z)),
+            ) => {
+                if !h.positive_deltas.is_empty() || !h.negative_deltas.is_empty() {
+                    Err("float histogram with integer bucket deltas".to_string())
+                } else {
+                    let fh = FloatHistogram {
+                        reset_hint: hint,
+                        schema: h.schema,
+                        zero_threshold: h.zero_threshold,
+                        zero_count: *z,
+                        count: *c,
+                        sum: h.sum,
+                        positive_spans: spans(&h.positive_spans),
+                        positive_buckets: h.positive_counts.clone(),
+                        negative_spans: spans(&h.negative_spans),
+                        negative_buckets: h.negative_counts.clone(),
+                        custom_values: h.custom_values.clone(),
+                    };
+                    fh.validate().map(|()| HistIn::Float(fh))
+                }
+            }
+            (
+                None | Some($m::histogram::Count::CountInt(_)),
+                None | Some($m::histogram::ZeroCount::ZeroCountInt(_)),
+            ) => {
+                if !h.positive_counts.is_empty() || !h.negative_counts.is_empty() {
+                    Err("integer histogram with float bucket counts".to_string())
+                } else {
+                    let c = match h.count {
+                        Some($m::histogram::Count::CountInt(c)) => c,
+                        _ => 0,
+                    };
+                    let z = match h.zero_count {
+                        Some($m::histogram::ZeroCount::ZeroCountInt(z)) => z,
+                        _ => 0,
+                    };
+                    let ih = Histogram {
+                        reset_hint: hint,
+                        schema: h.schema,
+                        zero_threshold: h.zero_threshold,
+                        zero_count: z,
+                        count: c,
+                        sum: h.sum,
+                        positive_spans: spans(&h.positive_spans),
+                        positive_deltas: h.positive_deltas.clone(),
+                        negative_spans: spans(&h.negative_spans),
+                        negative_deltas: h.negative_deltas.clone(),
+                        custom_values: h.custom_values.clone(),
+                    };
+                    ih.validate().map(|()| HistIn::Int(ih))
+                }
+            }
+            _ => Err("histogram mixes integer and float counts".to_string()),
+        };
+        (h.timestamp, out)
+    }};
+}
+
 /// A decoded and validated remote-write request.
 #[derive(Debug, Default)]
 pub struct WriteBatch {
@@ -115,8 +214,10 @@ pub struct WriteBatch {
     pub num_errors: u64,
     /// Float samples refused because their series was invalid.
     pub invalid_samples: u64,
-    /// Native histogram samples refused (not supported yet).
+    /// Native histogram samples refused (invalid histogram or series).
     pub histograms_refused: u64,
+    /// Valid series with native histogram samples, in request order.
+    pub hist_series: Vec<BatchHistSeries>,
     /// Exemplars of valid series.
     pub exemplars: Vec<BatchExemplar>,
     /// Exemplars refused (invalid series or invalid exemplar labels).
@@ -136,6 +237,14 @@ impl WriteBatch {
     /// Float samples received (valid or not).
     pub fn samples_received(&self) -> u64 {
         self.samples.len() as u64 + self.invalid_samples
+    }
+
+    /// Valid native histogram samples.
+    pub fn histograms_valid(&self) -> u64 {
+        self.hist_series
+            .iter()
+            .map(|s| (s.histograms.len() + s.float_histograms.len()) as u64)
+            .sum()
     }
 
     fn error(&mut self, msg: impl FnOnce() -> String) {
@@ -177,13 +286,12 @@ pub fn decode_v1(buf: &[u8]) -> Result<WriteBatch, DecodeError> {
     for ts in &req.timeseries {
         let pairs = || ts.labels.iter().map(|l| (&*l.name, &*l.value));
         let samples = ts.samples.iter().map(|s| Sample::new(s.timestamp, s.value));
-        let labels = add_series(
-            &mut batch,
-            pairs,
-            ts.histograms.len(),
-            ts.exemplars.len(),
-            samples,
-        );
+        let hists: Vec<_> = ts
+            .histograms
+            .iter()
+            .map(|h| convert_histogram!(h, prometheus))
+            .collect();
+        let labels = add_series(&mut batch, pairs, hists, ts.exemplars.len(), samples);
         for e in &ts.exemplars {
             let pairs = e.labels.iter().map(|l| (&*l.name, &*l.value));
             add_exemplar(&mut batch, labels.as_ref(), pairs, e.value, e.timestamp);
@@ -253,13 +361,12 @@ pub fn decode_v2(buf: &[u8]) -> Result<WriteBatch, DecodeError> {
         let sym = |r: u32| syms.get(r as usize).map_or("", String::as_str);
         let pairs = || refs.chunks_exact(2).map(|p| (sym(p[0]), sym(p[1])));
         let samples = ts.samples.iter().map(|s| Sample::new(s.timestamp, s.value));
-        let labels = add_series(
-            &mut batch,
-            pairs,
-            ts.histograms.len(),
-            ts.exemplars.len(),
-            samples,
-        );
+        let hists: Vec<_> = ts
+            .histograms
+            .iter()
+            .map(|h| convert_histogram!(h, write_v2))
+            .collect();
+        let labels = add_series(&mut batch, pairs, hists, ts.exemplars.len(), samples);
         for e in &ts.exemplars {
             if e.labels_refs.len() % 2 != 0
                 || e.labels_refs.iter().any(|&r| r as usize >= syms.len())
@@ -350,7 +457,7 @@ fn add_exemplar<'a>(
 fn add_series<'a, I>(
     batch: &mut WriteBatch,
     pairs: impl Fn() -> I,
-    histograms: usize,
+    histograms: Vec<(i64, Result<HistIn, String>)>,
     exemplars: usize,
     samples: impl ExactSizeIterator<Item = Sample>,
 ) -> Option<Labels>
@@ -358,25 +465,41 @@ where
     I: Iterator<Item = (&'a str, &'a str)>,
 {
     let n = samples.len();
-    if n == 0 && histograms == 0 && exemplars == 0 {
+    if n == 0 && histograms.is_empty() && exemplars == 0 {
         return None;
     }
     let labels = match build_labels(pairs()) {
         Ok(l) => l,
         Err(why) => {
             batch.invalid_samples += n as u64;
-            batch.histograms_refused += histograms as u64;
+            batch.histograms_refused += histograms.len() as u64;
             batch.error(|| format!("invalid series {}: {why}", render_pairs(pairs())));
             return None;
         }
     };
-    if histograms > 0 {
-        batch.histograms_refused += histograms as u64;
-        batch.error(|| {
-            format!(
-                "native histograms are not supported yet: {histograms} histogram sample(s) of series {labels} refused"
-            )
-        });
+    if !histograms.is_empty() {
+        let mut hs = BatchHistSeries {
+            labels: labels.clone(),
+            histograms: Vec::new(),
+            float_histograms: Vec::new(),
+        };
+        for (t, h) in histograms {
+            match h {
+                Ok(HistIn::Int(h)) => hs.histograms.push((t, h)),
+                Ok(HistIn::Float(h)) => hs.float_histograms.push((t, h)),
+                Err(why) => {
+                    batch.histograms_refused += 1;
+                    batch.error(|| {
+                        format!(
+                            "invalid native histogram at timestamp {t} of series {labels}: {why}"
+                        )
+                    });
+                }
+            }
+        }
+        if !hs.histograms.is_empty() || !hs.float_histograms.is_empty() {
+            batch.hist_series.push(hs);
+        }
     }
     if n > 0 {
         let start = batch.samples.len();
@@ -569,13 +692,46 @@ mod tests {
     }
 
     #[test]
-    fn v1_histograms_are_refused_and_samples_kept() {
+    fn v1_histograms_are_converted_and_validated() {
         let mut ts = v1_series(&[("__name__", "h")], &[(1, 1.0)]);
-        ts.histograms.push(prometheus::Histogram::default());
+        ts.histograms.push(prometheus::Histogram {
+            timestamp: 5,
+            count: Some(prometheus::histogram::Count::CountFloat(3.0)),
+            zero_count: Some(prometheus::histogram::ZeroCount::ZeroCountFloat(1.0)),
+            schema: -53,
+            positive_spans: vec![prometheus::BucketSpan {
+                offset: 0,
+                length: 2,
+            }],
+            positive_counts: vec![1.0, 1.0],
+            custom_values: vec![0.5, 1.0],
+            reset_hint: 3,
+            ..Default::default()
+        });
+        // Invalid: a negative bucket count.
+        ts.histograms.push(prometheus::Histogram {
+            timestamp: 6,
+            positive_spans: vec![prometheus::BucketSpan {
+                offset: 0,
+                length: 1,
+            }],
+            positive_deltas: vec![-1],
+            ..Default::default()
+        });
         let b = decode_v1(&v1_body(vec![ts])).unwrap();
         assert_eq!(b.histograms_refused, 1);
         assert_eq!(b.series.len(), 1);
-        assert!(b.errors[0].contains("native histograms are not supported"));
+        assert_eq!(b.hist_series.len(), 1);
+        let fh = &b.hist_series[0].float_histograms[0];
+        assert_eq!(fh.0, 5);
+        assert_eq!(fh.1.custom_values, vec![0.5, 1.0]);
+        assert_eq!(fh.1.reset_hint, 3);
+        assert!(
+            b.errors[0].contains("invalid native histogram at timestamp 6")
+                && b.errors[0].contains("negative count"),
+            "{}",
+            b.errors[0]
+        );
     }
 
     #[test]

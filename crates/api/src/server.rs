@@ -36,7 +36,8 @@ use stratus_model::{Labels, Matcher, Sample, TenantId};
 use stratus_objstore::Bucket;
 use stratus_tenancy::{FileRegistry, Registry};
 use stratus_tsdb::{
-    AppendReport, Db, DbConfig, HeadConfig, Queryable, SelectHints, SeriesSamples, Tenants,
+    AppendReport, Db, DbConfig, HeadConfig, Queryable, SelectHints, SeriesHistograms,
+    SeriesSamples, Tenants,
 };
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
@@ -264,7 +265,7 @@ fn apply_batch(db: &Db, batch: &WriteBatch, ct_zero: bool) -> stratus_tsdb::Resu
     if ct_zero && !batch.created.is_empty() {
         inject_created_zeros(db, batch)?;
     }
-    let report = if batch.series.is_empty() {
+    let report = if batch.series.is_empty() && batch.hist_series.is_empty() {
         AppendReport::default()
     } else {
         append_batch(db, batch)?
@@ -289,7 +290,19 @@ fn append_batch(db: &Db, batch: &WriteBatch) -> stratus_tsdb::Result<AppendRepor
             samples: batch.samples_of(s),
         })
         .collect();
-    db.append(&refs)
+    if batch.hist_series.is_empty() {
+        return db.append(&refs);
+    }
+    let hists: Vec<SeriesHistograms<'_>> = batch
+        .hist_series
+        .iter()
+        .map(|s| SeriesHistograms {
+            labels: &s.labels,
+            histograms: &s.histograms,
+            float_histograms: &s.float_histograms,
+        })
+        .collect();
+    db.append_with_histograms(&refs, &hists)
 }
 
 /// The answer to a body that could not be decoded.
@@ -355,36 +368,39 @@ pub(crate) async fn append_decoded(
     st.metrics
         .tenant_samples_received
         .get_or_create(&Metrics::tenant(tenant.as_str()))
-        .inc_by(batch.samples_received() + batch.histograms_refused);
-    crate::limits::check_ingestion_rate(st, tenant, &limits, batch.samples.len() as u64)
-        .map_err(|r| *r)?;
+        .inc_by(batch.samples_received() + batch.histograms_refused + batch.histograms_valid());
+    let n = batch.samples.len() as u64 + batch.histograms_valid();
+    crate::limits::check_ingestion_rate(st, tenant, &limits, n).map_err(|r| *r)?;
     let limit_refused = crate::limits::enforce_label_limits(st, tenant, &mut batch, &limits);
     let ct_zero = st.cfg.created_timestamp_zero_ingestion;
-    let (batch, applied) =
-        if batch.series.is_empty() && batch.exemplars.is_empty() && batch.metadata.is_empty() {
-            (batch, Applied::default())
-        } else {
-            let db = st.tenants.get(tenant).await.map_err(|e| {
-                error!(tenant = %tenant, error = %e, "opening tenant database");
-                internal_error(format!("opening the tenant database failed: {e}\n"))
-            })?;
-            let res = tokio::task::spawn_blocking(move || {
-                let r = apply_batch(&db, &batch, ct_zero);
-                (batch, r)
-            })
-            .await;
-            match res {
-                Ok((batch, Ok(applied))) => (batch, applied),
-                Ok((_, Err(e))) => {
-                    error!(tenant = %tenant, error = %e, "append failed");
-                    return Err(internal_error(format!("storage error: {e}\n")));
-                }
-                Err(e) => return Err(internal_error(format!("append task failed: {e}\n"))),
+    let (batch, applied) = if batch.series.is_empty()
+        && batch.hist_series.is_empty()
+        && batch.exemplars.is_empty()
+        && batch.metadata.is_empty()
+    {
+        (batch, Applied::default())
+    } else {
+        let db = st.tenants.get(tenant).await.map_err(|e| {
+            error!(tenant = %tenant, error = %e, "opening tenant database");
+            internal_error(format!("opening the tenant database failed: {e}\n"))
+        })?;
+        let res = tokio::task::spawn_blocking(move || {
+            let r = apply_batch(&db, &batch, ct_zero);
+            (batch, r)
+        })
+        .await;
+        match res {
+            Ok((batch, Ok(applied))) => (batch, applied),
+            Ok((_, Err(e))) => {
+                error!(tenant = %tenant, error = %e, "append failed");
+                return Err(internal_error(format!("storage error: {e}\n")));
             }
-        };
+            Err(e) => return Err(internal_error(format!("append task failed: {e}\n"))),
+        }
+    };
     let ex = applied.exemplars;
     Ok(PushOutcome {
-        received: batch.samples_received() + batch.histograms_refused,
+        received: batch.samples_received() + batch.histograms_refused + batch.histograms_valid(),
         refused_invalid: batch.invalid_samples,
         histograms_refused: batch.histograms_refused,
         num_messages: batch.num_errors,
@@ -462,7 +478,7 @@ async fn push(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) 
     st.metrics
         .samples_written
         .get_or_create(&tl)
-        .inc_by(out.report.accepted);
+        .inc_by(out.report.accepted + out.report.histograms_accepted);
     if rejected > 0 {
         st.metrics
             .samples_rejected
@@ -475,7 +491,7 @@ async fn push(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) 
         let total = out.num_messages + out.report.rejected;
         let mut body = format!(
             "{rejected} sample(s) refused, {} written; {total} problem(s):\n",
-            out.report.accepted
+            out.report.accepted + out.report.histograms_accepted
         );
         let lines = out
             .messages
@@ -505,7 +521,10 @@ async fn push(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) 
     if version == RwVersion::V2 {
         let h = resp.headers_mut();
         h.insert(SAMPLES_WRITTEN, HeaderValue::from(out.report.accepted));
-        h.insert(HISTOGRAMS_WRITTEN, HeaderValue::from(0u64));
+        h.insert(
+            HISTOGRAMS_WRITTEN,
+            HeaderValue::from(out.report.histograms_accepted),
+        );
         h.insert(EXEMPLARS_WRITTEN, HeaderValue::from(out.exemplars_written));
     }
     resp

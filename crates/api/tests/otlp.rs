@@ -204,11 +204,30 @@ fn request(t_ns: u64) -> ExportMetricsServiceRequest {
             "exp.hist",
             "",
             Data::ExponentialHistogram(pb::ExponentialHistogram {
-                data_points: vec![pb::ExponentialHistogramDataPoint {
-                    time_unix_nano: t_ns,
-                    count: 1,
-                    ..Default::default()
-                }],
+                data_points: vec![
+                    pb::ExponentialHistogramDataPoint {
+                        time_unix_nano: t_ns,
+                        count: 7,
+                        sum: Some(12.5),
+                        scale: 10,
+                        zero_count: 1,
+                        zero_threshold: 1e-9,
+                        positive: Some(pb::exponential_histogram_data_point::Buckets {
+                            offset: -3,
+                            bucket_counts: vec![1, 2, 0, 0, 0, 3],
+                        }),
+                        attributes: vec![kv("k", "v")],
+                        ..Default::default()
+                    },
+                    // Refused: scale below the coarsest schema.
+                    pb::ExponentialHistogramDataPoint {
+                        time_unix_nano: t_ns,
+                        count: 1,
+                        scale: -5,
+                        zero_count: 1,
+                        ..Default::default()
+                    },
+                ],
                 aggregation_temporality: pb::AggregationTemporality::Cumulative as i32,
             }),
         ),
@@ -264,7 +283,7 @@ async fn otlp_protobuf_round_trip() {
     );
     assert!(
         ps.error_message
-            .contains("native histograms are not supported"),
+            .contains("scale -5 is below the smallest native histogram schema"),
         "{}",
         ps.error_message
     );
@@ -360,6 +379,46 @@ async fn otlp_protobuf_round_trip() {
         assert_eq!(st, StatusCode::OK);
     }
     srv.stop().await;
+
+    // The exponential histogram is stored as a native histogram: scale 10
+    // downscaled to schema 8, buckets merged four to one.
+    let tenant = stratus_model::TenantId::new("default").unwrap();
+    let bucket = stratus_objstore::Bucket::local(&dir.path().join("blocks"))
+        .unwrap()
+        .with_prefix(tenant.as_str());
+    let db = stratus_tsdb::Db::open(
+        &dir.path().join("tenants").join(tenant.as_str()),
+        bucket,
+        stratus_tsdb::DbConfig::default(),
+    )
+    .await
+    .unwrap();
+    let m = stratus_model::Matcher::eq("__name__", "exp_hist");
+    let series = stratus_tsdb::Queryable::select(
+        &db,
+        &[m],
+        &stratus_tsdb::SelectHints::range(i64::MIN, i64::MAX),
+    )
+    .unwrap();
+    assert_eq!(series.len(), 1);
+    assert_eq!(series[0].labels.get("k"), Some("v"));
+    let got = series[0].typed_samples(i64::MIN, i64::MAX).unwrap();
+    assert_eq!(got.len(), 2, "the two later pushes are at the same time");
+    let stratus_tsdb::Value::Histogram(h) = &got[0].1 else {
+        panic!("{:?}", got[0]);
+    };
+    assert_eq!(got[0].0, t);
+    assert_eq!(h.schema, 8);
+    assert_eq!((h.count, h.zero_count, h.sum), (7, 1, 12.5));
+    assert_eq!(h.zero_threshold, 1e-9);
+    assert_eq!(
+        h.positive_spans,
+        vec![stratus_model::BucketSpan {
+            offset: 0,
+            length: 2
+        }]
+    );
+    assert_eq!(h.positive_deltas, vec![3, 0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

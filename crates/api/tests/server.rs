@@ -131,6 +131,40 @@ async fn samples_on_disk(dir: &Path, tenant: &str) -> Vec<(Labels, Vec<(i64, u64
         .collect()
 }
 
+/// Every native histogram sample stored for a tenant (a test-only select
+/// through `Queryable`: PromQL does not evaluate histograms yet).
+async fn histograms_on_disk(
+    dir: &Path,
+    tenant: &str,
+) -> Vec<(Labels, Vec<(i64, stratus_tsdb::Value)>)> {
+    let t = TenantId::new(tenant).unwrap();
+    let bucket = Bucket::local(&dir.join("blocks"))
+        .unwrap()
+        .with_prefix(t.as_str());
+    let db = Db::open(
+        &dir.join("tenants").join(t.as_str()),
+        bucket,
+        DbConfig::default(),
+    )
+    .await
+    .unwrap();
+    let m = Matcher::new(MatchType::RegexMatch, "__name__", ".+").unwrap();
+    db.select(&[m], &SelectHints::range(i64::MIN, i64::MAX))
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.has_histograms())
+        .map(|s| {
+            let v: Vec<_> = s
+                .typed_samples(i64::MIN, i64::MAX)
+                .unwrap()
+                .into_iter()
+                .filter(|x| x.1.is_histogram())
+                .collect();
+            (s.labels, v)
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rw1_push_then_read_series_and_labels() {
     let dir = tempfile::tempdir().unwrap();
@@ -325,20 +359,31 @@ async fn rw2_push_reports_written_counts() {
         .await;
     assert_eq!(strings(&v), ["idle", "user"]);
 
-    // A native histogram is refused with a clear message; its partner
-    // float series in the same request is still written.
+    // A native histogram is stored (with its partner float series); an
+    // invalid one is refused naming its series, the rest still written.
+    let hist = |t: i64, c: u64| write_v2::Histogram {
+        timestamp: t,
+        count: Some(write_v2::histogram::Count::CountInt(c)),
+        zero_count: Some(write_v2::histogram::ZeroCount::ZeroCountInt(1)),
+        sum: 2.5,
+        schema: 3,
+        zero_threshold: 1e-128,
+        positive_spans: vec![write_v2::BucketSpan {
+            offset: -2,
+            length: 2,
+        }],
+        positive_deltas: vec![1, (c as i64) - 3],
+        ..Default::default()
+    };
     let req = write_v2::Request {
-        symbols: ["", "__name__", "h", "f"]
+        symbols: ["", "__name__", "h", "f", "bad"]
             .iter()
             .map(|s| s.to_string())
             .collect(),
         timeseries: vec![
             write_v2::TimeSeries {
                 labels_refs: vec![1, 2],
-                histograms: vec![write_v2::Histogram {
-                    timestamp: t0,
-                    ..Default::default()
-                }],
+                histograms: vec![hist(t0, 4), hist(t0 + 15_000, 6)],
                 ..Default::default()
             },
             write_v2::TimeSeries {
@@ -351,19 +396,67 @@ async fn rw2_push_reports_written_counts() {
     let r = srv
         .push_raw("/api/prom/push", CT_V2, None, snappy(&req.encode_to_vec()))
         .await;
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(
         r.headers()["x-prometheus-remote-write-samples-written"],
         "1"
     );
+    assert_eq!(
+        r.headers()["x-prometheus-remote-write-histograms-written"],
+        "2"
+    );
+    let mut bad = hist(t0, 4);
+    bad.positive_deltas.pop();
+    let req = write_v2::Request {
+        symbols: ["", "__name__", "bad", "f"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        timeseries: vec![
+            write_v2::TimeSeries {
+                labels_refs: vec![1, 2],
+                histograms: vec![bad],
+                ..Default::default()
+            },
+            write_v2::TimeSeries {
+                labels_refs: vec![1, 3],
+                samples: vec![sample(t0 + 1000, 1.0)],
+                ..Default::default()
+            },
+        ],
+    };
+    let r = srv
+        .push_raw("/api/prom/push", CT_V2, None, snappy(&req.encode_to_vec()))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.headers()["x-prometheus-remote-write-histograms-written"],
+        "0"
+    );
     let body = r.text().await.unwrap();
     assert!(
-        body.contains("native histograms are not supported yet"),
+        body.contains("invalid native histogram")
+            && body.contains("bad")
+            && body.contains("spans announce 2 buckets"),
         "{body}"
     );
     let (_, v) = srv.get_json("/api/v1/series?match[]=f", None).await;
     assert_eq!(v["data"].as_array().unwrap().len(), 1);
     srv.stop().await;
+
+    // The histograms read back from storage, bit for bit.
+    let hs = histograms_on_disk(dir.path(), "default").await;
+    assert_eq!(hs.len(), 1);
+    assert_eq!(hs[0].0.get("__name__"), Some("h"));
+    let got = &hs[0].1;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0, t0);
+    let stratus_tsdb::Value::Histogram(h1) = &got[1].1 else {
+        panic!("{:?}", got[1]);
+    };
+    assert_eq!(h1.count, 6);
+    assert_eq!(h1.positive_deltas, vec![1, 3]);
+    assert_eq!(h1.zero_threshold, 1e-128);
 
     let got = samples_on_disk(dir.path(), "default").await;
     let user = got

@@ -30,6 +30,7 @@
 mod any;
 mod bstream;
 mod compact;
+mod histogram;
 mod xor;
 
 use snafu::Snafu;
@@ -38,6 +39,10 @@ pub use any::{ChunkIter, chunk_num_samples_any, decode_any, to_xor_chunks};
 pub use compact::{
     COMPACT_CHUNK_SAMPLES, COMPACT_VERSION, COMPACT_ZSTD_LEVEL, MAX_COMPACT_SAMPLES,
     decode_compact, encode_compact, encode_compact_with_level, fuzz_compact_decode,
+};
+pub use histogram::{
+    Appendable, CounterResetHeader, FloatHistogramAppender, HISTOGRAM_HEADER_LEN,
+    HistogramAppender, decode_float_histogram, decode_histogram, fuzz_histogram_decode,
 };
 pub use xor::{XorAppender, XorIterator, chunk_num_samples, decode_xor, fuzz_xor_decode};
 
@@ -49,10 +54,12 @@ pub const MAX_SAMPLES_PER_CHUNK: usize = u16::MAX as usize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Encoding {
-    /// Float samples, XOR encoded. Later: `Histogram = 2`,
-    /// `FloatHistogram = 3` (2, 3, 4... are reserved for Prometheus'
-    /// encodings).
+    /// Float samples, XOR encoded.
     Xor = 1,
+    /// Integer native histograms (Prometheus' `EncHistogram`).
+    Histogram = 2,
+    /// Float native histograms (Prometheus' `EncFloatHistogram`).
+    FloatHistogram = 3,
     /// Float samples, Stratus' compact encoding (decimal columns + zstd),
     /// written by compaction. Not a Prometheus encoding: remote read
     /// converts it with [`to_xor_chunks`].
@@ -64,6 +71,8 @@ impl Encoding {
     pub fn from_u8(b: u8) -> Option<Encoding> {
         match b {
             1 => Some(Encoding::Xor),
+            2 => Some(Encoding::Histogram),
+            3 => Some(Encoding::FloatHistogram),
             0x81 => Some(Encoding::Compact),
             _ => None,
         }
@@ -72,6 +81,11 @@ impl Encoding {
     /// The encoding byte.
     pub fn as_u8(self) -> u8 {
         self as u8
+    }
+
+    /// Whether chunks of this encoding hold native histograms.
+    pub fn is_histogram(self) -> bool {
+        matches!(self, Encoding::Histogram | Encoding::FloatHistogram)
     }
 }
 
@@ -117,6 +131,18 @@ pub enum Error {
         "{bits} trailing bits after the last of {total} samples are not zero padding"
     ))]
     TrailingData { bits: u64, total: u16 },
+
+    /// A corrupt native histogram chunk.
+    #[snafu(display("corrupt histogram chunk at sample {sample}, bit {bit_offset}: {reason}"))]
+    Histogram {
+        sample: u16,
+        reason: &'static str,
+        bit_offset: u64,
+    },
+
+    /// A float decoder was given a histogram chunk.
+    #[snafu(display("chunk encoding {encoding} holds histograms, not float samples"))]
+    NotFloat { encoding: u8 },
 
     /// The chunk's encoding byte is not one this crate decodes.
     #[snafu(display("unknown chunk encoding {encoding:#04x}"))]

@@ -30,7 +30,7 @@ use crate::chunks::{
 };
 use crate::db::Db;
 use crate::error::Result;
-use crate::head::{is_deleted, window_start};
+use crate::head::window_start;
 use crate::index::PostingsSource;
 use crate::querier::{Part, Series};
 
@@ -258,8 +258,9 @@ pub(crate) fn merge_blocks(
                 let (enc, data) = b.chunk(m.chunk_ref)?;
                 owned.push((m.mint, m.maxt, enc, data));
             }
-            if owned.iter().all(|c| c.2 == compact) {
-                // Already compact: copy the chunks untouched.
+            if owned.iter().all(|c| c.2 == compact || is_hist(c.2)) {
+                // Already compact (histogram chunks are never re-encoded
+                // to 0x81): copy the chunks untouched.
                 let inputs: Vec<ChunkInput<'_>> = owned
                     .iter()
                     .map(|(mint, maxt, enc, data)| ChunkInput {
@@ -291,32 +292,42 @@ pub(crate) fn merge_blocks(
             }
             let ts = b.tombstones().get(*sid);
             if !ts.is_empty() {
-                let s = Series {
-                    labels: Labels::empty(),
-                    parts: p,
-                };
-                let kept: Vec<(i64, f64)> = s
-                    .iter(i64::MIN, i64::MAX)
-                    .filter(|x| !is_deleted(x.0, ts))
-                    .collect();
-                p = vec![Part::Floats(kept.into())];
+                p = crate::head::apply_tombstones(p, ts, i64::MIN, i64::MAX);
             }
             parts.extend(p);
         }
+        let has_hist = parts.iter().any(Part::is_histogram);
         let s = Series {
             labels: Labels::empty(),
             parts,
         };
         let samples: Vec<(i64, f64)> = s.iter(i64::MIN, i64::MAX).collect();
-        let encoded = encode_compact_chunks(&samples, chunk_samples);
+        // Floats go to compact chunks, histograms to histogram chunks of
+        // at most HISTOGRAM_CHUNK_SAMPLES (never 0x81).
+        let mut encoded: Vec<(i64, i64, u8, u32, Vec<u8>)> =
+            encode_compact_chunks(&samples, chunk_samples)
+                .into_iter()
+                .map(|(a, b, n, d)| (a, b, compact, n as u32, d))
+                .collect();
+        if has_hist {
+            let typed = crate::querier::merge_typed(&s.parts, i64::MIN, i64::MAX)?;
+            let hs: Vec<_> = typed.into_iter().filter(|x| x.1.is_histogram()).collect();
+            for (a, b, enc, d) in
+                crate::querier::encode_histogram_chunks(&hs, HISTOGRAM_CHUNK_SAMPLES)
+            {
+                let n = chunk_num_samples_any(enc, &d).unwrap_or(0) as u32;
+                encoded.push((a, b, enc, n, d));
+            }
+            encoded.sort_by_key(|c| (c.0, c.1));
+        }
         let inputs: Vec<ChunkInput<'_>> = encoded
             .iter()
-            .map(|(mint, maxt, n, data)| ChunkInput {
+            .map(|(mint, maxt, enc, n, data)| ChunkInput {
                 mint: *mint,
                 maxt: *maxt,
-                encoding: compact,
+                encoding: *enc,
                 data,
-                num_samples: *n as u32,
+                num_samples: *n,
             })
             .collect();
         w.add_series(&labels, &inputs)?;
@@ -339,6 +350,14 @@ pub(crate) fn merge_blocks(
         parents: inputs.iter().map(|b| b.meta().ulid).collect(),
         deletable: false,
     })?)
+}
+
+/// Histogram chunks written by compaction hold at most this many samples
+/// (Prometheus' head cuts at about 120).
+const HISTOGRAM_CHUNK_SAMPLES: usize = 120;
+
+fn is_hist(enc: u8) -> bool {
+    Encoding::from_u8(enc).is_some_and(Encoding::is_histogram)
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 use snafu::ResultExt;
-use stratus_model::{Labels, Matcher, Sample};
+use stratus_model::{FloatHistogram, Histogram, Labels, Matcher, Sample};
 use stratus_objstore::Bucket;
 use tracing::{info, warn};
 use ulid::Ulid;
@@ -32,11 +32,14 @@ use crate::block::{BlockCompaction, BlockMeta, BlockReader, BlockWriter, ChunkIn
 use crate::chunks::{XorAppender, chunk_num_samples_any};
 use crate::error::{RejectReason, Result};
 use crate::head::{
-    Appended, Extracted, Head, HeadConfig, HeadMemory, Reject, is_deleted, window_start,
+    Appended, Extracted, Head, HeadConfig, HeadMemory, HistRef, Reject, is_deleted, window_start,
 };
 use crate::index::select_postings;
 use crate::querier::{Part, Queryable, SelectHints, Series, merge_series};
-use crate::wal::{RefSample, RefSeries, RefTombstone, ReplayOptions, Wal, WalConfig};
+use crate::wal::{
+    RefFloatHistogram, RefHistogram, RefSample, RefSeries, RefTombstone, ReplayOptions, Wal,
+    WalConfig,
+};
 
 /// Settings of one tenant database.
 #[derive(Debug, Clone)]
@@ -90,6 +93,18 @@ pub struct SeriesSamples<'a> {
     pub samples: &'a [Sample],
 }
 
+/// Native histogram samples of one series to append (integer and float
+/// histograms may both be given; each list in time order).
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesHistograms<'a> {
+    /// Valid label set (as for [`SeriesSamples`]).
+    pub labels: &'a Labels,
+    /// Integer-count histograms.
+    pub histograms: &'a [(i64, Histogram)],
+    /// Float-count histograms.
+    pub float_histograms: &'a [(i64, FloatHistogram)],
+}
+
 /// A sample that was refused.
 #[derive(Debug, Clone)]
 pub struct SampleError {
@@ -113,8 +128,10 @@ impl std::fmt::Display for SampleError {
 /// Outcome of [`Db::append`]: what was stored and what was refused.
 #[derive(Debug, Default)]
 pub struct AppendReport {
-    /// Samples stored (exact duplicates count as stored).
+    /// Float samples stored (exact duplicates count as stored).
     pub accepted: u64,
+    /// Native histogram samples stored (exact duplicates count as stored).
+    pub histograms_accepted: u64,
     /// Refused samples (capped at [`AppendReport::MAX_ERRORS`] entries).
     pub errors: Vec<SampleError>,
     /// Number of refused samples (all of them).
@@ -340,6 +357,20 @@ impl Db {
     /// Refused samples are reported, not fatal: the rest is stored. An
     /// `Err` means a storage fault; nothing is acknowledged then.
     pub fn append(&self, batch: &[SeriesSamples<'_>]) -> Result<AppendReport> {
+        self.append_with_histograms(batch, &[])
+    }
+
+    /// [`Db::append`] with native histograms too: floats and histograms
+    /// of the request reach the WAL in one write. Histograms are accepted
+    /// in time order only ([`RejectReason::OutOfOrderHistogram`]); an
+    /// identical histogram at a stored timestamp is a no-op, a different
+    /// one a [`RejectReason::Duplicate`]; a malformed one is
+    /// [`RejectReason::InvalidHistogram`].
+    pub fn append_with_histograms(
+        &self,
+        batch: &[SeriesSamples<'_>],
+        hists: &[SeriesHistograms<'_>],
+    ) -> Result<AppendReport> {
         self.touch();
         let max_future = now_ms().saturating_add(self.cfg.max_future.as_millis() as i64);
         let window = self.ooo_window.load(Ordering::Relaxed);
@@ -404,22 +435,122 @@ impl Db {
                                 v: s.v,
                             });
                         }
-                        Err(Reject::Duplicate) => {
-                            report.reject(ss.labels, s.t, RejectReason::Duplicate)
-                        }
+                        Err(r) => report.reject(ss.labels, s.t, reject_reason(r)),
                     }
                 }
                 break;
             }
         }
-        if !rec_series.is_empty() || !rec_samples.is_empty() {
-            self.wal.log(&rec_series, &rec_samples)?;
+        let mut rec_hists = Vec::new();
+        let mut rec_fhists = Vec::new();
+        for sh in hists {
+            let n = sh.histograms.len() + sh.float_histograms.len();
+            if n == 0 {
+                continue;
+            }
+            let times = sh
+                .histograms
+                .iter()
+                .map(|x| x.0)
+                .chain(sh.float_histograms.iter().map(|x| x.0));
+            if let Some(reason) = self.head.series_limit_hit(sh.labels) {
+                for t in times {
+                    report.reject(sh.labels, t, reason);
+                }
+                continue;
+            }
+            loop {
+                let h = self.head.get_or_create(sh.labels);
+                let mut d = h.series.data.lock();
+                if d.removed {
+                    continue;
+                }
+                if h.needs_record {
+                    rec_series.push(RefSeries {
+                        sref: h.series.id,
+                        labels: sh.labels.clone(),
+                    });
+                    new_ids.push(h.series.id);
+                    if d.is_empty() && d.last_t == i64::MIN {
+                        report.new_series += 1;
+                    }
+                }
+                // Both lists merged by time, integer first on a tie.
+                let (mut i, mut j) = (0, 0);
+                loop {
+                    let next = match (sh.histograms.get(i), sh.float_histograms.get(j)) {
+                        (Some(a), Some(b)) if a.0 <= b.0 => HistRef::Int(&a.1),
+                        (Some(_), Some(b)) => HistRef::Float(&b.1),
+                        (Some(a), None) => HistRef::Int(&a.1),
+                        (None, Some(b)) => HistRef::Float(&b.1),
+                        (None, None) => break,
+                    };
+                    let t = match next {
+                        HistRef::Int(_) => {
+                            i += 1;
+                            sh.histograms[i - 1].0
+                        }
+                        HistRef::Float(_) => {
+                            j += 1;
+                            sh.float_histograms[j - 1].0
+                        }
+                    };
+                    if t > max_future {
+                        report.reject(sh.labels, t, RejectReason::TooFarInFuture);
+                        continue;
+                    }
+                    let valid = match next {
+                        HistRef::Int(x) => x.validate(),
+                        HistRef::Float(x) => x.validate(),
+                    };
+                    if valid.is_err() {
+                        report.reject(sh.labels, t, RejectReason::InvalidHistogram);
+                        continue;
+                    }
+                    let head_max = self.head.max_t().max(bmax);
+                    if head_max != i64::MIN && t < head_max.saturating_sub(inorder_window) {
+                        report.reject(sh.labels, t, RejectReason::TooOld);
+                        continue;
+                    }
+                    match self.head.append_histogram_locked(&mut d, t, next) {
+                        Ok(Appended::Noop) => report.histograms_accepted += 1,
+                        Ok(Appended::InOrder | Appended::OutOfOrder) => {
+                            report.histograms_accepted += 1;
+                            bmin = bmin.min(t);
+                            bmax = bmax.max(t);
+                            match next {
+                                HistRef::Int(x) => rec_hists.push(RefHistogram {
+                                    sref: h.series.id,
+                                    t,
+                                    h: x.clone(),
+                                }),
+                                HistRef::Float(x) => rec_fhists.push(RefFloatHistogram {
+                                    sref: h.series.id,
+                                    t,
+                                    h: x.clone(),
+                                }),
+                            }
+                        }
+                        Err(r) => report.reject(sh.labels, t, reject_reason(r)),
+                    }
+                }
+                break;
+            }
+        }
+        if !rec_series.is_empty()
+            || !rec_samples.is_empty()
+            || !rec_hists.is_empty()
+            || !rec_fhists.is_empty()
+        {
+            self.wal
+                .log_with_histograms(&rec_series, &rec_samples, &rec_hists, &rec_fhists)?;
         }
         self.head.mark_logged(&new_ids);
         self.head.observe_times(bmin, bmax);
-        self.counters
-            .samples_appended
-            .fetch_add(rec_samples.len() as u64, Ordering::Relaxed);
+        self.counters.samples_appended.fetch_add(
+            (rec_samples.len() + rec_hists.len() + rec_fhists.len()) as u64,
+            Ordering::Relaxed,
+        );
         self.counters
             .samples_rejected
             .fetch_add(report.rejected, Ordering::Relaxed);
@@ -797,6 +928,30 @@ fn split_by_window(
             );
             continue;
         }
+        // Histogram chunks are kept as they are (filtered when deleted
+        // data overlaps them); float chunks and out-of-order floats are
+        // merged and re-encoded.
+        let is_hist = |c: &crate::head::HeadChunk| {
+            crate::chunks::Encoding::from_u8(c.encoding).is_some_and(|e| e.is_histogram())
+        };
+        let mut kept: Vec<EncodedChunk> = Vec::new();
+        for c in chunks.iter().copied().filter(|c| is_hist(c)) {
+            let hit = x
+                .tombstones
+                .iter()
+                .any(|&(lo, hi)| hi >= c.mint && lo <= c.maxt);
+            if !hit {
+                kept.push((c.mint, c.maxt, c.encoding, c.data.to_vec()));
+            } else {
+                kept.extend(crate::querier::filter_histogram_chunk(
+                    c.encoding,
+                    &c.data,
+                    &x.tombstones,
+                ));
+            }
+        }
+        let chunks: Vec<&crate::head::HeadChunk> =
+            chunks.into_iter().filter(|c| !is_hist(c)).collect();
         let mut parts: Vec<Part> = chunks
             .iter()
             .map(|c| Part::Chunk {
@@ -815,13 +970,13 @@ fn split_by_window(
             .iter(w, end - 1)
             .filter(|s| !is_deleted(s.0, &x.tombstones));
         let xor = crate::chunks::Encoding::Xor as u8;
-        out.insert(
-            w,
-            encode_chunks(samples, chunk_samples)
-                .into_iter()
-                .map(|(a, b, d)| (a, b, xor, d))
-                .collect(),
-        );
+        let mut all: Vec<EncodedChunk> = encode_chunks(samples, chunk_samples)
+            .into_iter()
+            .map(|(a, b, d)| (a, b, xor, d))
+            .collect();
+        all.extend(kept);
+        all.sort_by_key(|c| (c.0, c.1));
+        out.insert(w, all);
     }
     out
 }
@@ -846,6 +1001,13 @@ pub(crate) fn encode_chunks(
         out.push((a, b, app.into_bytes()));
     }
     out
+}
+
+fn reject_reason(r: Reject) -> RejectReason {
+    match r {
+        Reject::Duplicate => RejectReason::Duplicate,
+        Reject::OutOfOrderHistogram => RejectReason::OutOfOrderHistogram,
+    }
 }
 
 /// Applies one WAL record to the head during replay.
@@ -885,7 +1047,38 @@ fn replay_record(head: &Head, rec: crate::wal::Record) {
         }
         // Handled by the caller (the metadata store).
         crate::wal::Record::Metadata(_) => {}
+        crate::wal::Record::Histograms(v) => {
+            let it = v.iter().map(|x| (x.sref, x.t, HistRef::Int(&x.h)));
+            replay_histograms(head, it);
+        }
+        crate::wal::Record::FloatHistograms(v) => {
+            let it = v.iter().map(|x| (x.sref, x.t, HistRef::Float(&x.h)));
+            replay_histograms(head, it);
+        }
     }
+}
+
+fn replay_histograms<'a>(head: &Head, it: impl Iterator<Item = (u64, i64, HistRef<'a>)>) {
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+    let mut unknown = 0u64;
+    for (sref, t, h) in it {
+        let Some(series) = head.series_by_ref(sref) else {
+            unknown += 1;
+            continue;
+        };
+        let mut d = series.data.lock();
+        if head.append_histogram_locked(&mut d, t, h).is_ok() {
+            lo = lo.min(t);
+            hi = hi.max(t);
+        }
+    }
+    if unknown > 0 {
+        warn!(
+            samples = unknown,
+            "WAL replay: histogram samples for unknown series skipped"
+        );
+    }
+    head.observe_times(lo, hi);
 }
 
 /// Lists complete blocks in the bucket, fetching remote ones into the

@@ -67,6 +67,12 @@ pub enum RejectReason {
     MaxSeries,
     /// Would create a series beyond the tenant's per-metric-name limit.
     MaxSeriesPerMetric,
+    /// A native histogram older than its series' newest sample: native
+    /// histograms are accepted in time order only.
+    OutOfOrderHistogram,
+    /// A malformed native histogram (bad spans, negative counts, bucket
+    /// count not matching the spans, unknown schema).
+    InvalidHistogram,
 }
 
 impl RejectReason {
@@ -84,6 +90,10 @@ impl RejectReason {
             Self::MaxSeries => {
                 "per-tenant series limit (max_series) exceeded: this series would be new; raise the tenant's max_series limit"
             }
+            Self::OutOfOrderHistogram => {
+                "out-of-order native histogram sample (native histograms are accepted in time order only)"
+            }
+            Self::InvalidHistogram => "invalid native histogram",
             Self::MaxSeriesPerMetric => {
                 "per-metric series limit (max_series_per_metric) exceeded: this series would be new; raise the tenant's max_series_per_metric limit"
             }

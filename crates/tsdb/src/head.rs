@@ -22,7 +22,7 @@ use crate::chunks::{COMPACT_CHUNK_SAMPLES, Encoding};
 use crate::error::{RejectReason, Result};
 use crate::index::{MemPostings, select_postings};
 use crate::querier::Part;
-pub(crate) use series::{Appended, HeadChunk, MemSeries, Reject, window_start};
+pub(crate) use series::{Appended, HeadChunk, HistRef, MemSeries, Reject, window_start};
 use symbols::Symbols;
 
 const STRIPES: usize = 512;
@@ -432,6 +432,22 @@ impl Head {
         )
     }
 
+    /// Appends one native histogram to a locked series.
+    pub(crate) fn append_histogram_locked(
+        &self,
+        data: &mut series::SeriesData,
+        t: i64,
+        h: HistRef<'_>,
+    ) -> Result<Appended, Reject> {
+        data.append_histogram(
+            t,
+            h,
+            self.min_valid(),
+            self.cfg.chunk_samples,
+            self.cfg.block_range,
+        )
+    }
+
     /// The head's inverted index (read-only use: statistics).
     pub(crate) fn postings(&self) -> &MemPostings {
         &self.postings
@@ -537,6 +553,18 @@ impl Head {
                                     mint: f,
                                     maxt: l,
                                     encoding: Encoding::Xor as u8,
+                                    data: Arc::from(a.bytes()),
+                                });
+                            }
+                        }
+                    }
+                    if let Some(a) = &d.happ {
+                        if let (Some(f), Some(l)) = (a.first_t(), a.last_t()) {
+                            if l >= mint && f <= maxt {
+                                parts.push(Part::Chunk {
+                                    mint: f,
+                                    maxt: l,
+                                    encoding: a.encoding() as u8,
                                     data: Arc::from(a.bytes()),
                                 });
                             }
@@ -669,11 +697,12 @@ impl Head {
         if d.removed {
             return None;
         }
-        if d.app
+        let open_last = d
+            .app
             .as_ref()
             .and_then(|a| a.last_t())
-            .is_some_and(|l| l < cut_end)
-        {
+            .or_else(|| d.happ.as_ref().and_then(|a| a.last_t()));
+        if open_last.is_some_and(|l| l < cut_end) {
             d.seal_open_chunk();
         }
         let chunks: Vec<HeadChunk> = d
@@ -948,6 +977,7 @@ pub(crate) fn apply_tombstones(
     mint: i64,
     maxt: i64,
 ) -> Vec<Part> {
+    let has_hist = parts.iter().any(Part::is_histogram);
     let s = crate::querier::Series {
         labels: Labels::empty(),
         parts,
@@ -956,11 +986,23 @@ pub(crate) fn apply_tombstones(
         .iter(mint, maxt)
         .filter(|x| !is_deleted(x.0, iv))
         .collect();
-    if kept.is_empty() {
-        Vec::new()
-    } else {
-        vec![Part::Floats(kept.into())]
+    let mut out = Vec::new();
+    if !kept.is_empty() {
+        out.push(Part::Floats(kept.into()));
     }
+    if has_hist {
+        // Histograms survive as decoded samples (an undecodable chunk
+        // reads as empty here, as it would fail to read anyway).
+        let hs: Vec<_> = crate::querier::merge_typed(&s.parts, mint, maxt)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|x| x.1.is_histogram() && !is_deleted(x.0, iv))
+            .collect();
+        if !hs.is_empty() {
+            out.push(Part::Histograms(hs.into()));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -29,22 +29,26 @@ pub use block::{
     Tombstones, fuzz_block_index, write_tombstones,
 };
 pub use chunks::{
-    COMPACT_CHUNK_SAMPLES, COMPACT_ZSTD_LEVEL, ChunkIter, Encoding, MAX_COMPACT_SAMPLES,
-    MAX_SAMPLES_PER_CHUNK, XorAppender, XorIterator, chunk_num_samples, chunk_num_samples_any,
-    decode_any, decode_compact, decode_xor, encode_compact, encode_compact_with_level,
-    fuzz_compact_decode, fuzz_xor_decode, to_xor_chunks,
+    Appendable, COMPACT_CHUNK_SAMPLES, COMPACT_ZSTD_LEVEL, ChunkIter, CounterResetHeader, Encoding,
+    FloatHistogramAppender, HistogramAppender, MAX_COMPACT_SAMPLES, MAX_SAMPLES_PER_CHUNK,
+    XorAppender, XorIterator, chunk_num_samples, chunk_num_samples_any, decode_any, decode_compact,
+    decode_float_histogram, decode_histogram, decode_xor, encode_compact,
+    encode_compact_with_level, fuzz_compact_decode, fuzz_histogram_decode, fuzz_xor_decode,
+    to_xor_chunks,
 };
-pub use db::{AppendReport, Db, DbConfig, DbStats, SampleError, SeriesSamples};
+pub use db::{AppendReport, Db, DbConfig, DbStats, SampleError, SeriesHistograms, SeriesSamples};
 pub use error::{Error, RejectReason, Result};
 pub use exemplars::{ExemplarOutcome, ExemplarReport, ExemplarStats, ExemplarStore};
 pub use head::HeadConfig;
 pub use head::HeadMemory;
 pub use index::{MemPostings, Postings, PostingsSource, select_postings};
 pub use metadata::{MetadataStore, MetricMetadata, MetricType};
-pub use querier::{Part, Queryable, SelectHints, Series, SeriesIter, merge_series};
+pub use querier::{
+    Part, Queryable, SelectHints, Series, SeriesIter, Value, merge_series, merge_typed,
+};
 pub use stats::{HeadStats, StatEntry};
 pub use tenants::{TenantOverrides, Tenants};
 pub use wal::{
-    CheckpointStats, FsyncPolicy, Record, RefSample, RefSeries, RefTombstone, ReplayOptions,
-    ReplayStats, Wal, WalConfig, fuzz_wal_read,
+    CheckpointStats, FsyncPolicy, Record, RefFloatHistogram, RefHistogram, RefSample, RefSeries,
+    RefTombstone, ReplayOptions, ReplayStats, Wal, WalConfig, fuzz_wal_read,
 };

@@ -12,9 +12,11 @@
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use stratus_model::{Labels, Matcher};
+use stratus_model::{FloatHistogram, Histogram, Labels, Matcher};
 
-use crate::chunks::ChunkIter;
+use crate::chunks::{
+    Appendable, ChunkIter, CounterResetHeader, Encoding, FloatHistogramAppender, HistogramAppender,
+};
 use crate::error::Result;
 
 /// What the caller will do with the data, so sources can skip work.
@@ -58,6 +60,33 @@ pub enum Part {
     },
     /// Decoded samples, sorted by time (out-of-order buffers, filtered data).
     Floats(Arc<[(i64, f64)]>),
+    /// Decoded native histogram samples, sorted by time (histogram chunks
+    /// filtered by deletions). Float iteration skips them.
+    Histograms(Arc<[(i64, Value)]>),
+}
+
+/// A typed sample value: a float or a native histogram.
+#[derive(Debug, Clone)]
+pub enum Value {
+    Float(f64),
+    Histogram(Arc<Histogram>),
+    FloatHistogram(Arc<FloatHistogram>),
+}
+
+impl Value {
+    /// The value as a float histogram (`None` for a float).
+    pub fn to_float_histogram(&self) -> Option<FloatHistogram> {
+        match self {
+            Value::Float(_) => None,
+            Value::Histogram(h) => Some(h.to_float()),
+            Value::FloatHistogram(h) => Some((**h).clone()),
+        }
+    }
+
+    /// Whether this is a native histogram.
+    pub fn is_histogram(&self) -> bool {
+        !matches!(self, Value::Float(_))
+    }
 }
 
 impl Part {
@@ -66,8 +95,163 @@ impl Part {
         match self {
             Part::Chunk { mint, maxt, .. } => Some((*mint, *maxt)),
             Part::Floats(s) => Some((s.first()?.0, s.last()?.0)),
+            Part::Histograms(s) => Some((s.first()?.0, s.last()?.0)),
         }
     }
+
+    /// Decodes every sample of the part, typed. Corrupt chunks give an
+    /// error.
+    pub fn typed_samples(&self) -> Result<Vec<(i64, Value)>, crate::chunks::Error> {
+        Ok(match self {
+            Part::Chunk { encoding, data, .. } => match Encoding::from_u8(*encoding) {
+                Some(Encoding::Histogram) => crate::chunks::decode_histogram(data)?
+                    .into_iter()
+                    .map(|(t, h)| (t, Value::Histogram(Arc::new(h))))
+                    .collect(),
+                Some(Encoding::FloatHistogram) => crate::chunks::decode_float_histogram(data)?
+                    .into_iter()
+                    .map(|(t, h)| (t, Value::FloatHistogram(Arc::new(h))))
+                    .collect(),
+                _ => crate::chunks::decode_any(*encoding, data)?
+                    .into_iter()
+                    .map(|(t, v)| (t, Value::Float(v)))
+                    .collect(),
+            },
+            Part::Floats(f) => f.iter().map(|&(t, v)| (t, Value::Float(v))).collect(),
+            Part::Histograms(h) => h.to_vec(),
+        })
+    }
+
+    /// Whether the part holds native histograms.
+    pub fn is_histogram(&self) -> bool {
+        match self {
+            Part::Chunk { encoding, .. } => {
+                Encoding::from_u8(*encoding).is_some_and(Encoding::is_histogram)
+            }
+            Part::Floats(_) => false,
+            Part::Histograms(_) => true,
+        }
+    }
+}
+
+/// Merges parts (earlier parts win on equal timestamps) into typed
+/// samples in `[mint, maxt]`, sorted by time.
+pub fn merge_typed(
+    parts: &[Part],
+    mint: i64,
+    maxt: i64,
+) -> Result<Vec<(i64, Value)>, crate::chunks::Error> {
+    let mut all: Vec<(i64, usize, Value)> = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        if !p.bounds().is_some_and(|(lo, hi)| hi >= mint && lo <= maxt) {
+            continue;
+        }
+        all.extend(
+            p.typed_samples()?
+                .into_iter()
+                .filter(|(t, _)| (mint..=maxt).contains(t))
+                .map(|(t, v)| (t, i, v)),
+        );
+    }
+    all.sort_by_key(|x| (x.0, x.1));
+    all.dedup_by_key(|x| x.0);
+    Ok(all.into_iter().map(|(t, _, v)| (t, v)).collect())
+}
+
+/// Encodes histogram samples (sorted, unique timestamps; floats are
+/// ignored) into histogram chunks of at most `max_samples` samples:
+/// `(mint, maxt, encoding, data)`. A chunk is cut where the sample type,
+/// the layout or a counter reset requires it.
+pub(crate) fn encode_histogram_chunks(
+    samples: &[(i64, Value)],
+    max_samples: usize,
+) -> Vec<(i64, i64, u8, Vec<u8>)> {
+    enum App {
+        Int(HistogramAppender),
+        Float(FloatHistogramAppender),
+    }
+    fn finish(out: &mut Vec<(i64, i64, u8, Vec<u8>)>, app: Option<App>) {
+        match app {
+            Some(App::Int(a)) => {
+                if let (Some(f), Some(l)) = (a.first_t(), a.last_t()) {
+                    out.push((f, l, Encoding::Histogram as u8, a.into_bytes()));
+                }
+            }
+            Some(App::Float(a)) => {
+                if let (Some(f), Some(l)) = (a.first_t(), a.last_t()) {
+                    out.push((f, l, Encoding::FloatHistogram as u8, a.into_bytes()));
+                }
+            }
+            None => {}
+        }
+    }
+    let max = max_samples.clamp(1, crate::chunks::MAX_SAMPLES_PER_CHUNK);
+    let mut out = Vec::new();
+    let mut app: Option<App> = None;
+    for (t, v) in samples {
+        match v {
+            Value::Float(_) => {}
+            Value::Histogram(h) => {
+                let cut = match &app {
+                    Some(App::Int(a)) if a.num_samples() < max => match a.appendable(h) {
+                        Appendable::Yes => None,
+                        Appendable::Cut(hdr) => Some(hdr),
+                    },
+                    Some(App::Int(_)) => Some(CounterResetHeader::NotReset),
+                    _ => Some(CounterResetHeader::for_hint(h.reset_hint)),
+                };
+                if let Some(hdr) = cut {
+                    finish(&mut out, app.take());
+                    app = Some(App::Int(HistogramAppender::new(hdr)));
+                }
+                if let Some(App::Int(a)) = &mut app {
+                    a.append(*t, h);
+                }
+            }
+            Value::FloatHistogram(h) => {
+                let cut = match &app {
+                    Some(App::Float(a)) if a.num_samples() < max => match a.appendable(h) {
+                        Appendable::Yes => None,
+                        Appendable::Cut(hdr) => Some(hdr),
+                    },
+                    Some(App::Float(_)) => Some(CounterResetHeader::NotReset),
+                    _ => Some(CounterResetHeader::for_hint(h.reset_hint)),
+                };
+                if let Some(hdr) = cut {
+                    finish(&mut out, app.take());
+                    app = Some(App::Float(FloatHistogramAppender::new(hdr)));
+                }
+                if let Some(App::Float(a)) = &mut app {
+                    a.append(*t, h);
+                }
+            }
+        }
+    }
+    finish(&mut out, app);
+    out
+}
+
+/// Drops the samples of a histogram chunk inside the deleted intervals
+/// `iv` and re-encodes the rest (an undecodable chunk is kept as is).
+pub(crate) fn filter_histogram_chunk(
+    encoding: u8,
+    data: &Arc<[u8]>,
+    iv: &[(i64, i64)],
+) -> Vec<(i64, i64, u8, Vec<u8>)> {
+    let part = Part::Chunk {
+        mint: i64::MIN,
+        maxt: i64::MAX,
+        encoding,
+        data: data.clone(),
+    };
+    let Ok(samples) = part.typed_samples() else {
+        return Vec::new();
+    };
+    let kept: Vec<(i64, Value)> = samples
+        .into_iter()
+        .filter(|x| !crate::head::is_deleted(x.0, iv))
+        .collect();
+    encode_histogram_chunks(&kept, crate::chunks::MAX_SAMPLES_PER_CHUNK)
 }
 
 /// One series as returned by a select: its labels and compressed data from
@@ -88,6 +272,22 @@ impl Series {
     /// Decodes every sample in `[mint, maxt]`.
     pub fn samples(&self, mint: i64, maxt: i64) -> Vec<(i64, f64)> {
         self.iter(mint, maxt).collect()
+    }
+
+    /// Whether any part holds native histograms (cheap: no decoding).
+    pub fn has_histograms(&self) -> bool {
+        self.parts.iter().any(Part::is_histogram)
+    }
+
+    /// Every sample in `[mint, maxt]`, floats and native histograms,
+    /// merged and deduplicated like [`Series::iter`] (which yields floats
+    /// only and stays the fast path). Decodes the overlapping parts whole.
+    pub fn typed_samples(
+        &self,
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<(i64, Value)>, crate::chunks::Error> {
+        merge_typed(&self.parts, mint, maxt)
     }
 }
 
@@ -173,6 +373,11 @@ impl PartIter {
             }
             Part::Floats(d) => PartIter::Floats {
                 data: d.clone(),
+                pos: 0,
+            },
+            // Float iteration skips histograms.
+            Part::Histograms(_) => PartIter::Floats {
+                data: Arc::from(&[][..]),
                 pos: 0,
             },
         }

@@ -103,6 +103,22 @@ pub struct RefSample {
     pub v: f64,
 }
 
+/// An integer native histogram sample of a series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefHistogram {
+    pub sref: u64,
+    pub t: i64,
+    pub h: stratus_model::Histogram,
+}
+
+/// A float native histogram sample of a series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefFloatHistogram {
+    pub sref: u64,
+    pub t: i64,
+    pub h: stratus_model::FloatHistogram,
+}
+
 /// A deletion of a series' samples in `[mint, maxt]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RefTombstone {
@@ -120,6 +136,10 @@ pub enum Record {
     /// Metric family metadata (name, latest type/help/unit); format
     /// version 2.
     Metadata(Vec<(String, crate::metadata::MetricMetadata)>),
+    /// Integer native histogram samples; format version 3.
+    Histograms(Vec<RefHistogram>),
+    /// Float native histogram samples; format version 3.
+    FloatHistograms(Vec<RefFloatHistogram>),
 }
 
 /// Options of [`replay`].
@@ -237,7 +257,23 @@ impl Wal {
     /// process kill (and, with [`FsyncPolicy::Always`], power loss).
     /// Thread-safe.
     pub fn log(&self, series: &[RefSeries], samples: &[RefSample]) -> Result<(), Error> {
-        if series.is_empty() && samples.is_empty() {
+        self.log_with_histograms(series, samples, &[], &[])
+    }
+
+    /// [`Wal::log`] with native histogram samples too (records: series,
+    /// float samples, histograms, float histograms), still one write.
+    pub fn log_with_histograms(
+        &self,
+        series: &[RefSeries],
+        samples: &[RefSample],
+        histograms: &[RefHistogram],
+        float_histograms: &[RefFloatHistogram],
+    ) -> Result<(), Error> {
+        if series.is_empty()
+            && samples.is_empty()
+            && histograms.is_empty()
+            && float_histograms.is_empty()
+        {
             return Ok(());
         }
         self.append(|buf| {
@@ -246,6 +282,12 @@ impl Wal {
             }
             if !samples.is_empty() {
                 record::encode_samples(buf, samples)?;
+            }
+            if !histograms.is_empty() {
+                record::encode_histograms(buf, histograms)?;
+            }
+            if !float_histograms.is_empty() {
+                record::encode_float_histograms(buf, float_histograms)?;
             }
             Ok(())
         })

@@ -7,9 +7,10 @@
 //! from a vector.
 
 use super::compact::{compact_num_samples, decode_compact};
+use super::histogram::histogram_num_samples;
 use super::{
-    Encoding, Error, MAX_SAMPLES_PER_CHUNK, UnknownEncodingSnafu, UnorderedSnafu, XorAppender,
-    XorIterator, chunk_num_samples, decode_xor,
+    Encoding, Error, MAX_SAMPLES_PER_CHUNK, NotFloatSnafu, UnknownEncodingSnafu, UnorderedSnafu,
+    XorAppender, XorIterator, chunk_num_samples, decode_xor,
 };
 
 /// Iterates the samples of a chunk of any known encoding. Corrupt data or
@@ -36,6 +37,12 @@ impl<B: AsRef<[u8]>> ChunkIter<B> {
             Some(Encoding::Compact) => match decode_compact(data.as_ref()) {
                 Ok(samples) => ChunkIter::Decoded { samples, pos: 0 },
                 Err(e) => ChunkIter::Failed(e),
+            },
+            // Float iteration skips histogram chunks: they hold no float
+            // samples (see `querier::TypedIter` for typed samples).
+            Some(Encoding::Histogram | Encoding::FloatHistogram) => ChunkIter::Decoded {
+                samples: Vec::new(),
+                pos: 0,
             },
             None => ChunkIter::Failed(UnknownEncodingSnafu { encoding }.build()),
         }
@@ -108,15 +115,18 @@ pub fn chunk_num_samples_any(encoding: u8, data: &[u8]) -> Result<usize, Error> 
     match Encoding::from_u8(encoding) {
         Some(Encoding::Xor) => chunk_num_samples(data).map(usize::from),
         Some(Encoding::Compact) => compact_num_samples(data),
+        Some(Encoding::Histogram | Encoding::FloatHistogram) => histogram_num_samples(data),
         None => UnknownEncodingSnafu { encoding }.fail(),
     }
 }
 
-/// Decodes a whole chunk of any known encoding strictly.
+/// Decodes a whole float chunk of any known encoding strictly. Histogram
+/// chunks are an error ([`Error::NotFloat`]).
 pub fn decode_any(encoding: u8, data: &[u8]) -> Result<Vec<(i64, f64)>, Error> {
     match Encoding::from_u8(encoding) {
         Some(Encoding::Xor) => decode_xor(data),
         Some(Encoding::Compact) => decode_compact(data),
+        Some(Encoding::Histogram | Encoding::FloatHistogram) => NotFloatSnafu { encoding }.fail(),
         None => UnknownEncodingSnafu { encoding }.fail(),
     }
 }

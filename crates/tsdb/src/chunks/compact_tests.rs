@@ -314,7 +314,7 @@ fn corrupt_headers_are_errors() {
         ChunkIter::new(0x42, &good[..]).error(),
         Some(Error::UnknownEncoding { encoding: 0x42 })
     ));
-    assert!(chunk_num_samples_any(2, &good).is_err());
+    assert!(chunk_num_samples_any(4, &good).is_err());
 }
 
 #[test]

@@ -189,7 +189,7 @@ fn accessors_and_encoding() {
     assert_eq!(owned, app.bytes());
     assert_eq!(Encoding::from_u8(1), Some(Encoding::Xor));
     assert_eq!(Encoding::from_u8(0), None);
-    assert_eq!(Encoding::from_u8(2), None);
+    assert_eq!(Encoding::from_u8(4), None);
     assert_eq!(Encoding::Xor.as_u8(), 1);
     assert!(std::mem::size_of::<XorAppender>() <= 56);
 }

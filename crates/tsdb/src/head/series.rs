@@ -12,7 +12,102 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::chunks::{ChunkIter, Encoding, XorAppender};
+use stratus_model::{FloatHistogram, Histogram};
+
+use crate::chunks::{
+    Appendable, ChunkIter, CounterResetHeader, Encoding, FloatHistogramAppender, HistogramAppender,
+    XorAppender,
+};
+
+/// A native histogram sample to append.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum HistRef<'a> {
+    Int(&'a Histogram),
+    Float(&'a FloatHistogram),
+}
+
+/// The open histogram chunk of a series.
+#[derive(Debug)]
+pub(crate) enum HistApp {
+    Int(HistogramAppender),
+    Float(FloatHistogramAppender),
+}
+
+/// A histogram chunk is cut at this many data bytes (Prometheus aims at
+/// about 1 KiB per histogram chunk) or at `chunk_samples` samples.
+const HIST_CHUNK_BYTES: usize = 1024;
+
+impl HistApp {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            HistApp::Int(a) => a.bytes(),
+            HistApp::Float(a) => a.bytes(),
+        }
+    }
+
+    fn num_samples(&self) -> usize {
+        match self {
+            HistApp::Int(a) => a.num_samples(),
+            HistApp::Float(a) => a.num_samples(),
+        }
+    }
+
+    pub(crate) fn first_t(&self) -> Option<i64> {
+        match self {
+            HistApp::Int(a) => a.first_t(),
+            HistApp::Float(a) => a.first_t(),
+        }
+    }
+
+    pub(crate) fn last_t(&self) -> Option<i64> {
+        match self {
+            HistApp::Int(a) => a.last_t(),
+            HistApp::Float(a) => a.last_t(),
+        }
+    }
+
+    pub(crate) fn encoding(&self) -> Encoding {
+        match self {
+            HistApp::Int(_) => Encoding::Histogram,
+            HistApp::Float(_) => Encoding::FloatHistogram,
+        }
+    }
+
+    /// Whether `h` fits this chunk (same type, layout, no reset).
+    fn appendable(&self, h: HistRef<'_>) -> Option<Appendable> {
+        match (self, h) {
+            (HistApp::Int(a), HistRef::Int(h)) => Some(a.appendable(h)),
+            (HistApp::Float(a), HistRef::Float(h)) => Some(a.appendable(h)),
+            _ => None,
+        }
+    }
+
+    /// Whether the last histogram equals `h` (bit for bit, the
+    /// counter-reset hint aside).
+    fn last_equals(&self, h: HistRef<'_>) -> bool {
+        match (self, h) {
+            (HistApp::Int(a), HistRef::Int(h)) => a.last().is_some_and(|l| {
+                let mut h = if h.is_stale() {
+                    Histogram::stale()
+                } else {
+                    h.clone()
+                };
+                h.reset_hint = l.reset_hint;
+                l.bit_eq(&h)
+            }),
+            (HistApp::Float(a), HistRef::Float(h)) => a.last().is_some_and(|l| {
+                let mut h = if h.is_stale() {
+                    FloatHistogram::stale()
+                } else {
+                    h.clone()
+                };
+                h.reset_hint = l.reset_hint;
+                l.bit_eq(&h)
+            }),
+            _ => false,
+        }
+    }
+}
 
 /// A sealed head chunk.
 #[derive(Debug, Clone)]
@@ -30,6 +125,8 @@ pub(crate) struct HeadChunk {
 pub(crate) enum Reject {
     /// Same timestamp as a stored sample, different value.
     Duplicate,
+    /// A native histogram older than the series' newest sample.
+    OutOfOrderHistogram,
 }
 
 /// What happened to an accepted sample.
@@ -85,6 +182,9 @@ impl Ooo {
 pub(crate) struct SeriesData {
     pub(crate) chunks: Vec<HeadChunk>,
     pub(crate) app: Option<XorAppender>,
+    /// The open histogram chunk (boxed: most series never have one). At
+    /// most one of `app` and `happ` is open.
+    pub(crate) happ: Option<Box<HistApp>>,
     /// Exclusive upper bound for timestamps in the open chunk.
     app_end: i64,
     /// Sorted, unique out-of-order samples.
@@ -92,6 +192,8 @@ pub(crate) struct SeriesData {
     /// Newest in-order sample.
     pub(crate) last_t: i64,
     last_v: u64,
+    /// Whether the newest in-order sample is a histogram.
+    last_is_hist: bool,
     /// Set when the series was garbage-collected from the head; an
     /// appender holding a stale handle must look the series up again.
     pub(crate) removed: bool,
@@ -115,10 +217,12 @@ impl MemSeries {
             data: Mutex::new(SeriesData {
                 chunks: Vec::new(),
                 app: None,
+                happ: None,
                 app_end: i64::MIN,
                 ooo: Ooo::default(),
                 last_t: i64::MIN,
                 last_v: 0,
+                last_is_hist: false,
                 removed: false,
             }),
         }
@@ -158,16 +262,20 @@ impl SeriesData {
             }
             self.last_t = t;
             self.last_v = bits;
+            self.last_is_hist = false;
             return Ok(Appended::InOrder);
         }
         if t == self.last_t {
-            return if bits == self.last_v {
+            return if bits == self.last_v && !self.last_is_hist {
                 Ok(Appended::Noop)
             } else {
                 Err(Reject::Duplicate)
             };
         }
         // Out of order: refuse to overwrite a stored sample.
+        if self.histogram_at(t).is_some() {
+            return Err(Reject::Duplicate);
+        }
         if let Some(existing) = self.find(t) {
             return if existing.to_bits() == bits {
                 Ok(Appended::Noop)
@@ -180,6 +288,110 @@ impl SeriesData {
             Err(i) => self.ooo.insert(i, (t, v)),
         }
         Ok(Appended::OutOfOrder)
+    }
+
+    /// Appends a native histogram. Histograms are accepted in time order
+    /// only (an older one is refused unless it equals the stored one).
+    /// A series may switch between floats and histograms: the open chunk
+    /// of the other kind is sealed first.
+    pub(crate) fn append_histogram(
+        &mut self,
+        t: i64,
+        h: HistRef<'_>,
+        min_valid: i64,
+        chunk_samples: usize,
+        range: i64,
+    ) -> Result<Appended, Reject> {
+        if t > self.last_t && t >= min_valid {
+            let verdict = self.happ.as_ref().and_then(|a| a.appendable(h));
+            let header = match (&self.happ, verdict) {
+                (Some(a), Some(Appendable::Yes))
+                    if a.num_samples() < chunk_samples
+                        && a.bytes().len() < HIST_CHUNK_BYTES
+                        && t < self.app_end =>
+                {
+                    None
+                }
+                // Full chunk or window end: continue, no reset.
+                (Some(_), Some(Appendable::Yes)) => Some(match h {
+                    HistRef::Int(x) if x.reset_hint == stratus_model::reset_hint::GAUGE => {
+                        CounterResetHeader::Gauge
+                    }
+                    HistRef::Float(x) if x.reset_hint == stratus_model::reset_hint::GAUGE => {
+                        CounterResetHeader::Gauge
+                    }
+                    _ => CounterResetHeader::NotReset,
+                }),
+                (Some(_), Some(Appendable::Cut(hdr))) => Some(hdr),
+                _ => Some(CounterResetHeader::for_hint(match h {
+                    HistRef::Int(x) => x.reset_hint,
+                    HistRef::Float(x) => x.reset_hint,
+                })),
+            };
+            if let Some(hdr) = header {
+                self.seal_open_chunk();
+                self.happ = Some(Box::new(match h {
+                    HistRef::Int(_) => HistApp::Int(HistogramAppender::new(hdr)),
+                    HistRef::Float(_) => HistApp::Float(FloatHistogramAppender::new(hdr)),
+                }));
+                self.app_end = window_start(t, range).saturating_add(range);
+            }
+            match (self.happ.as_deref_mut(), h) {
+                (Some(HistApp::Int(a)), HistRef::Int(h)) => a.append(t, h),
+                (Some(HistApp::Float(a)), HistRef::Float(h)) => a.append(t, h),
+                _ => {}
+            }
+            self.last_t = t;
+            self.last_is_hist = true;
+            return Ok(Appended::InOrder);
+        }
+        if t == self.last_t {
+            let same = self.last_is_hist && self.happ.as_ref().is_some_and(|a| a.last_equals(h));
+            return if same {
+                Ok(Appended::Noop)
+            } else {
+                Err(Reject::Duplicate)
+            };
+        }
+        // Older than the newest sample: a no-op if the same histogram is
+        // stored at `t`, else refused.
+        match self.histogram_at(t) {
+            Some(stored) if stored.equals(h) => Ok(Appended::Noop),
+            Some(_) => Err(Reject::Duplicate),
+            None if self.find(t).is_some() => Err(Reject::Duplicate),
+            None => Err(Reject::OutOfOrderHistogram),
+        }
+    }
+
+    /// The histogram stored at exactly `t`, if any (slow path: decodes).
+    fn histogram_at(&self, t: i64) -> Option<StoredHist> {
+        let open = self.happ.as_ref().and_then(|a| {
+            let (f, l) = (a.first_t()?, a.last_t()?);
+            (f <= t && t <= l).then(|| (a.encoding() as u8, a.bytes()))
+        });
+        // In-order histogram chunks never overlap: at most one covers t.
+        let (enc, data) = self
+            .chunks
+            .iter()
+            .filter(|c| {
+                c.mint <= t
+                    && t <= c.maxt
+                    && Encoding::from_u8(c.encoding).is_some_and(Encoding::is_histogram)
+            })
+            .map(|c| (c.encoding, &c.data[..]))
+            .chain(open)
+            .next()?;
+        if enc == Encoding::Histogram as u8 {
+            let v = crate::chunks::decode_histogram(data).ok()?;
+            return v
+                .into_iter()
+                .find(|x| x.0 == t)
+                .map(|x| StoredHist::Int(x.1));
+        }
+        let v = crate::chunks::decode_float_histogram(data).ok()?;
+        v.into_iter()
+            .find(|x| x.0 == t)
+            .map(|x| StoredHist::Float(x.1))
     }
 
     /// The stored value at exactly `t`, if any (slow path: decodes).
@@ -200,8 +412,24 @@ impl SeriesData {
         None
     }
 
-    /// Moves the open chunk (if any) to the sealed list.
+    /// Moves the open chunks (if any) to the sealed list.
     pub(crate) fn seal_open_chunk(&mut self) {
+        if let Some(a) = self.happ.take() {
+            if let (Some(mint), Some(maxt)) = (a.first_t(), a.last_t()) {
+                let encoding = a.encoding() as u8;
+                let data = match *a {
+                    HistApp::Int(a) => a.into_bytes(),
+                    HistApp::Float(a) => a.into_bytes(),
+                };
+                self.chunks.reserve_exact(1);
+                self.chunks.push(HeadChunk {
+                    mint,
+                    maxt,
+                    encoding,
+                    data: data.into(),
+                });
+            }
+        }
         if let Some(a) = self.app.take() {
             if let (Some(mint), Some(maxt)) = (a.first_t(), a.last_t()) {
                 // Exact capacity: a series holds a few chunks for hours.
@@ -232,6 +460,12 @@ impl SeriesData {
                 max = max.max(l);
             }
         }
+        if let Some(a) = &self.happ {
+            if let (Some(f), Some(l)) = (a.first_t(), a.last_t()) {
+                min = min.min(f);
+                max = max.max(l);
+            }
+        }
         if let (Some(f), Some(l)) = (self.ooo.first(), self.ooo.last()) {
             min = min.min(f.0);
             max = max.max(l.0);
@@ -241,7 +475,7 @@ impl SeriesData {
 
     /// Whether the series holds no samples at all.
     pub(crate) fn is_empty(&self) -> bool {
-        self.chunks.is_empty() && self.app.is_none() && self.ooo.is_empty()
+        self.chunks.is_empty() && self.app.is_none() && self.happ.is_none() && self.ooo.is_empty()
     }
 
     /// Approximate heap bytes held by the samples: (sealed chunks, open
@@ -249,8 +483,43 @@ impl SeriesData {
     pub(crate) fn heap_bytes(&self) -> (usize, usize, usize) {
         let sealed = self.chunks.iter().map(|c| c.data.len() + 16).sum::<usize>()
             + self.chunks.capacity() * std::mem::size_of::<HeadChunk>();
-        let open = self.app.as_ref().map_or(0, |a| a.capacity());
+        let open = self.app.as_ref().map_or(0, |a| a.capacity())
+            + self.happ.as_ref().map_or(0, |a| a.bytes().len() + 256);
         (sealed, open, self.ooo.heap_bytes())
+    }
+}
+
+/// A decoded stored histogram.
+#[derive(Debug)]
+pub(crate) enum StoredHist {
+    Int(Histogram),
+    Float(FloatHistogram),
+}
+
+impl StoredHist {
+    /// Bit-exact equality with `h`, the counter-reset hint aside.
+    fn equals(&self, h: HistRef<'_>) -> bool {
+        match (self, h) {
+            (StoredHist::Int(s), HistRef::Int(h)) => {
+                let mut h = if h.is_stale() {
+                    Histogram::stale()
+                } else {
+                    h.clone()
+                };
+                h.reset_hint = s.reset_hint;
+                s.bit_eq(&h)
+            }
+            (StoredHist::Float(s), HistRef::Float(h)) => {
+                let mut h = if h.is_stale() {
+                    FloatHistogram::stale()
+                } else {
+                    h.clone()
+                };
+                h.reset_hint = s.reset_hint;
+                s.bit_eq(&h)
+            }
+            _ => false,
+        }
     }
 }
 

@@ -168,6 +168,20 @@ fn filter(rec: Record, keep: &dyn Fn(u64) -> bool, min_t: i64, st: &mut Checkpoi
         }
         // Metadata is never re-sent when unchanged: always kept.
         Record::Metadata(v) => Record::Metadata(v),
+        Record::Histograms(mut v) => {
+            let before = v.len() as u64;
+            v.retain(|s| s.t >= min_t && keep(s.sref));
+            st.samples_kept += v.len() as u64;
+            st.samples_dropped += before - v.len() as u64;
+            Record::Histograms(v)
+        }
+        Record::FloatHistograms(mut v) => {
+            let before = v.len() as u64;
+            v.retain(|s| s.t >= min_t && keep(s.sref));
+            st.samples_kept += v.len() as u64;
+            st.samples_dropped += before - v.len() as u64;
+            Record::FloatHistograms(v)
+        }
     }
 }
 
@@ -198,6 +212,8 @@ impl Writer<'_> {
             Record::Samples(v) => v.is_empty(),
             Record::Tombstones(v) => v.is_empty(),
             Record::Metadata(v) => v.is_empty(),
+            Record::Histograms(v) => v.is_empty(),
+            Record::FloatHistograms(v) => v.is_empty(),
         };
         if empty {
             return Ok(());

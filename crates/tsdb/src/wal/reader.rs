@@ -80,7 +80,7 @@ pub(crate) fn read_segment<R: Read>(
     if h[..4] != MAGIC {
         return stop(0, false, format!("bad segment magic {:02x?}", &h[..4]));
     }
-    if h[4] != VERSION && h[4] != 1 {
+    if !(1..=VERSION).contains(&h[4]) {
         return stop(
             0,
             false,
@@ -273,6 +273,8 @@ fn replay_segment(
             Record::Samples(s) => stats.samples += s.len() as u64,
             Record::Tombstones(t) => stats.tombstones += t.len() as u64,
             Record::Metadata(_) => {}
+            Record::Histograms(h) => stats.samples += h.len() as u64,
+            Record::FloatHistograms(h) => stats.samples += h.len() as u64,
         }
         f(rec).map_err(|e| Error::Callback {
             path: path.to_path_buf(),

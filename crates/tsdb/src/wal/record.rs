@@ -11,7 +11,9 @@ use std::sync::Arc;
 use stratus_model::{Label, Labels};
 
 use super::error::{Error, RecordTooLargeSnafu};
-use super::{Record, RefSample, RefSeries, RefTombstone};
+use stratus_model::{BucketSpan, FloatHistogram, Histogram};
+
+use super::{Record, RefFloatHistogram, RefHistogram, RefSample, RefSeries, RefTombstone};
 
 /// Size of a frame header: length (4), type (1), CRC-32C (4).
 pub(crate) const FRAME_HEADER_LEN: usize = 9;
@@ -22,6 +24,10 @@ pub(crate) const TYPE_SERIES: u8 = 1;
 pub(crate) const TYPE_SAMPLES: u8 = 2;
 /// Record type: tombstones.
 pub(crate) const TYPE_TOMBSTONES: u8 = 3;
+/// Record type: integer native histogram samples (format version 3).
+pub(crate) const TYPE_HISTOGRAMS: u8 = 4;
+/// Record type: float native histogram samples (format version 3).
+pub(crate) const TYPE_FLOAT_HISTOGRAMS: u8 = 5;
 /// Record type: metric family metadata (format version 2).
 pub(crate) const TYPE_METADATA: u8 = 7;
 
@@ -32,8 +38,8 @@ pub(crate) fn type_name(t: u8) -> &'static str {
         TYPE_SERIES => "series",
         TYPE_SAMPLES => "samples",
         TYPE_TOMBSTONES => "tombstones",
-        4 => "reserved record type 4 (histogram samples)",
-        5 => "reserved record type 5 (float histogram samples)",
+        TYPE_HISTOGRAMS => "histogram samples",
+        TYPE_FLOAT_HISTOGRAMS => "float histogram samples",
         6 => "reserved record type 6 (exemplars)",
         TYPE_METADATA => "metadata",
         _ => "unknown record type",
@@ -76,6 +82,98 @@ pub(crate) fn encode_samples(buf: &mut Vec<u8>, samples: &[RefSample]) -> Result
     finish_frame(buf, start, TYPE_SAMPLES)
 }
 
+fn put_varint(buf: &mut Vec<u8>, v: i64) {
+    put_uvarint(buf, zigzag(v));
+}
+
+fn put_f64(buf: &mut Vec<u8>, v: f64) {
+    buf.extend_from_slice(&v.to_bits().to_le_bytes());
+}
+
+fn put_spans(buf: &mut Vec<u8>, spans: &[BucketSpan]) {
+    put_uvarint(buf, spans.len() as u64);
+    for s in spans {
+        put_varint(buf, i64::from(s.offset));
+        put_uvarint(buf, u64::from(s.length));
+    }
+}
+
+/// The fields every histogram record entry starts with.
+fn put_hist_head(buf: &mut Vec<u8>, hint: u8, schema: i32, zt: f64) {
+    buf.push(hint);
+    put_varint(buf, i64::from(schema));
+    put_f64(buf, zt);
+}
+
+/// Appends an integer histogram samples record frame to `buf`.
+pub(crate) fn encode_histograms(buf: &mut Vec<u8>, hs: &[RefHistogram]) -> Result<(), Error> {
+    let start = begin_frame(buf);
+    if let Some(first) = hs.first() {
+        put_uvarint(buf, first.sref);
+        put_varint(buf, first.t);
+        for s in hs {
+            put_varint(buf, s.sref.wrapping_sub(first.sref) as i64);
+            put_varint(buf, s.t.wrapping_sub(first.t));
+            let h = &s.h;
+            put_hist_head(buf, h.reset_hint, h.schema, h.zero_threshold);
+            put_uvarint(buf, h.zero_count);
+            put_uvarint(buf, h.count);
+            put_f64(buf, h.sum);
+            for (spans, deltas) in [
+                (&h.positive_spans, &h.positive_deltas),
+                (&h.negative_spans, &h.negative_deltas),
+            ] {
+                put_spans(buf, spans);
+                put_uvarint(buf, deltas.len() as u64);
+                for &d in deltas.iter() {
+                    put_varint(buf, d);
+                }
+            }
+            put_uvarint(buf, h.custom_values.len() as u64);
+            for &c in &h.custom_values {
+                put_f64(buf, c);
+            }
+        }
+    }
+    finish_frame(buf, start, TYPE_HISTOGRAMS)
+}
+
+/// Appends a float histogram samples record frame to `buf`.
+pub(crate) fn encode_float_histograms(
+    buf: &mut Vec<u8>,
+    hs: &[RefFloatHistogram],
+) -> Result<(), Error> {
+    let start = begin_frame(buf);
+    if let Some(first) = hs.first() {
+        put_uvarint(buf, first.sref);
+        put_varint(buf, first.t);
+        for s in hs {
+            put_varint(buf, s.sref.wrapping_sub(first.sref) as i64);
+            put_varint(buf, s.t.wrapping_sub(first.t));
+            let h = &s.h;
+            put_hist_head(buf, h.reset_hint, h.schema, h.zero_threshold);
+            put_f64(buf, h.zero_count);
+            put_f64(buf, h.count);
+            put_f64(buf, h.sum);
+            for (spans, counts) in [
+                (&h.positive_spans, &h.positive_buckets),
+                (&h.negative_spans, &h.negative_buckets),
+            ] {
+                put_spans(buf, spans);
+                put_uvarint(buf, counts.len() as u64);
+                for &c in counts.iter() {
+                    put_f64(buf, c);
+                }
+            }
+            put_uvarint(buf, h.custom_values.len() as u64);
+            for &c in &h.custom_values {
+                put_f64(buf, c);
+            }
+        }
+    }
+    finish_frame(buf, start, TYPE_FLOAT_HISTOGRAMS)
+}
+
 /// Appends a tombstones record frame to `buf`.
 pub(crate) fn encode_tombstones(buf: &mut Vec<u8>, ts: &[RefTombstone]) -> Result<(), Error> {
     let start = begin_frame(buf);
@@ -110,6 +208,8 @@ pub(crate) fn encode_record(buf: &mut Vec<u8>, rec: &Record) -> Result<(), Error
         Record::Samples(s) => encode_samples(buf, s),
         Record::Tombstones(t) => encode_tombstones(buf, t),
         Record::Metadata(m) => encode_metadata(buf, m),
+        Record::Histograms(h) => encode_histograms(buf, h),
+        Record::FloatHistograms(h) => encode_float_histograms(buf, h),
     }
 }
 
@@ -211,6 +311,82 @@ pub(crate) fn decode(typ: u8, p: &[u8]) -> Result<Record, String> {
             }
             Ok(Record::Metadata(out))
         }
+        TYPE_HISTOGRAMS => {
+            let mut out = Vec::new();
+            if !d.done() {
+                let base_ref = d.uvarint()?;
+                let base_t = d.varint()?;
+                while !d.done() {
+                    let sref = base_ref.wrapping_add(d.varint()? as u64);
+                    let t = base_t.wrapping_add(d.varint()?);
+                    let (reset_hint, schema, zero_threshold) = d.hist_head()?;
+                    let zero_count = d.uvarint()?;
+                    let count = d.uvarint()?;
+                    let sum = d.f64()?;
+                    let positive_spans = d.spans()?;
+                    let positive_deltas = d.varints()?;
+                    let negative_spans = d.spans()?;
+                    let negative_deltas = d.varints()?;
+                    let custom_values = d.f64s()?;
+                    out.push(RefHistogram {
+                        sref,
+                        t,
+                        h: Histogram {
+                            reset_hint,
+                            schema,
+                            zero_threshold,
+                            zero_count,
+                            count,
+                            sum,
+                            positive_spans,
+                            positive_deltas,
+                            negative_spans,
+                            negative_deltas,
+                            custom_values,
+                        },
+                    });
+                }
+            }
+            Ok(Record::Histograms(out))
+        }
+        TYPE_FLOAT_HISTOGRAMS => {
+            let mut out = Vec::new();
+            if !d.done() {
+                let base_ref = d.uvarint()?;
+                let base_t = d.varint()?;
+                while !d.done() {
+                    let sref = base_ref.wrapping_add(d.varint()? as u64);
+                    let t = base_t.wrapping_add(d.varint()?);
+                    let (reset_hint, schema, zero_threshold) = d.hist_head()?;
+                    let zero_count = d.f64()?;
+                    let count = d.f64()?;
+                    let sum = d.f64()?;
+                    let positive_spans = d.spans()?;
+                    let positive_buckets = d.f64s()?;
+                    let negative_spans = d.spans()?;
+                    let negative_buckets = d.f64s()?;
+                    let custom_values = d.f64s()?;
+                    out.push(RefFloatHistogram {
+                        sref,
+                        t,
+                        h: FloatHistogram {
+                            reset_hint,
+                            schema,
+                            zero_threshold,
+                            zero_count,
+                            count,
+                            sum,
+                            positive_spans,
+                            positive_buckets,
+                            negative_spans,
+                            negative_buckets,
+                            custom_values,
+                        },
+                    });
+                }
+            }
+            Ok(Record::FloatHistograms(out))
+        }
         t => Err(format!(
             "{} (type {t}) is not supported by WAL format version {}",
             type_name(t),
@@ -291,6 +467,66 @@ impl<'a> Dec<'a> {
                 self.pos
             )),
         }
+    }
+
+    fn varint(&mut self) -> Result<i64, String> {
+        Ok(unzigzag(self.uvarint()?))
+    }
+
+    fn f64(&mut self) -> Result<f64, String> {
+        Ok(f64::from_bits(self.u64_le()?))
+    }
+
+    /// A count of items each taking at least `min_bytes`, bounded by the
+    /// bytes left (so a corrupt count cannot allocate much).
+    fn count(&mut self, min_bytes: usize) -> Result<usize, String> {
+        let at = self.pos;
+        let n = self.uvarint()?;
+        match usize::try_from(n) {
+            Ok(n) if n <= self.left() / min_bytes => Ok(n),
+            _ => Err(format!(
+                "count {n} at payload byte {at} overruns the record"
+            )),
+        }
+    }
+
+    fn hist_head(&mut self) -> Result<(u8, i32, f64), String> {
+        let Some(&hint) = self.b.get(self.pos) else {
+            return Err(format!("truncated histogram at payload byte {}", self.pos));
+        };
+        self.pos += 1;
+        if hint > 3 {
+            return Err(format!("invalid counter reset hint {hint}"));
+        }
+        let schema = self.varint()?;
+        let schema = i32::try_from(schema).map_err(|_| format!("schema {schema} out of range"))?;
+        Ok((hint, schema, self.f64()?))
+    }
+
+    fn spans(&mut self) -> Result<Vec<BucketSpan>, String> {
+        let n = self.count(2)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let offset = self.varint()?;
+            let length = self.uvarint()?;
+            out.push(BucketSpan {
+                offset: i32::try_from(offset)
+                    .map_err(|_| format!("span offset {offset} out of range"))?,
+                length: u32::try_from(length)
+                    .map_err(|_| format!("span length {length} out of range"))?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn varints(&mut self) -> Result<Vec<i64>, String> {
+        let n = self.count(1)?;
+        (0..n).map(|_| self.varint()).collect()
+    }
+
+    fn f64s(&mut self) -> Result<Vec<f64>, String> {
+        let n = self.count(8)?;
+        (0..n).map(|_| self.f64()).collect()
     }
 
     fn str(&mut self) -> Result<Arc<str>, String> {

@@ -378,13 +378,13 @@ fn unknown_record_type_is_corruption_even_at_the_tail() {
     let tmp = tempfile::tempdir().unwrap();
     two_segment_wal(tmp.path());
     let p = seg_path(tmp.path(), 2);
-    // Append a checksum-valid frame of reserved type 4 (histograms).
+    // Append a checksum-valid frame of unassigned type 6 (exemplars).
     let mut data = std::fs::read(&p).unwrap();
     let at = data.len() as u64;
     let payload = [1u8, 2, 3];
     let mut frame = Vec::new();
     frame.extend_from_slice(&3u32.to_le_bytes());
-    frame.push(4);
+    frame.push(6);
     let crc = record::frame_crc(&frame[..5], &payload);
     frame.extend_from_slice(&crc.to_le_bytes());
     frame.extend_from_slice(&payload);
@@ -392,7 +392,7 @@ fn unknown_record_type_is_corruption_even_at_the_tail() {
     std::fs::write(&p, &data).unwrap();
     let err = replay_all(tmp.path(), false).unwrap_err();
     assert!(
-        matches!(&err, Error::Corruption { offset, reason, .. } if *offset == at && reason.contains("histogram")),
+        matches!(&err, Error::Corruption { offset, reason, .. } if *offset == at && reason.contains("exemplars")),
         "{err}"
     );
     let (recs, _) = replay_all(tmp.path(), true).unwrap();
@@ -740,4 +740,132 @@ fn metadata_records_round_trip() {
         *last = 99;
     }
     assert!(super::record::decode(super::record::TYPE_METADATA, &bad).is_err());
+}
+
+fn hist(i: u64) -> stratus_model::Histogram {
+    stratus_model::Histogram {
+        reset_hint: (i % 4) as u8,
+        schema: if i % 5 == 0 { -53 } else { (i % 9) as i32 - 4 },
+        zero_threshold: if i % 2 == 0 { 0.0 } else { 1e-128 },
+        zero_count: i,
+        count: u64::MAX - i,
+        sum: f64::from_bits(0x7ff8_0000_0000_0000 | i),
+        positive_spans: vec![stratus_model::BucketSpan {
+            offset: -(i as i32),
+            length: 2,
+        }],
+        positive_deltas: vec![i as i64, i64::MIN],
+        negative_spans: Vec::new(),
+        negative_deltas: Vec::new(),
+        custom_values: if i % 5 == 0 {
+            vec![0.5, -0.0]
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+#[test]
+fn histogram_records_round_trip_and_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hs: Vec<RefHistogram> = (0..10)
+        .map(|i| RefHistogram {
+            sref: 1 + i % 2,
+            t: i as i64 * 1000 - 3000,
+            h: hist(i),
+        })
+        .collect();
+    let fhs: Vec<RefFloatHistogram> = (0..10)
+        .map(|i| {
+            let mut h = hist(i).to_float();
+            h.zero_count = f64::from_bits(STALE_NAN_BITS);
+            RefFloatHistogram {
+                sref: 2,
+                t: i64::MAX - i as i64,
+                h,
+            }
+        })
+        .collect();
+    {
+        let wal = Wal::open(tmp.path(), cfg(1 << 20)).unwrap();
+        wal.log_with_histograms(&[ser(1), ser(2)], &[smp(1, 5, 1.0)], &hs, &fhs)
+            .unwrap();
+        wal.log_with_histograms(&[], &[], &hs[..1], &[]).unwrap();
+        wal.rotate().unwrap();
+    }
+    let (recs, stats) = replay_all(tmp.path(), false).unwrap();
+    assert_eq!(stats.samples, 1 + 10 + 10 + 1);
+    let got_h: Vec<&RefHistogram> = recs
+        .iter()
+        .flat_map(|r| match r {
+            Record::Histograms(v) => v.iter().collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(got_h.len(), 11);
+    for (a, b) in got_h.iter().zip(hs.iter().chain(&hs[..1])) {
+        assert_eq!((a.sref, a.t), (b.sref, b.t));
+        assert!(a.h.bit_eq(&b.h));
+    }
+    let got_f: Vec<&RefFloatHistogram> = recs
+        .iter()
+        .flat_map(|r| match r {
+            Record::FloatHistograms(v) => v.iter().collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(got_f.len(), 10);
+    for (a, b) in got_f.iter().zip(&fhs) {
+        assert_eq!((a.sref, a.t), (b.sref, b.t));
+        assert!(a.h.bit_eq(&b.h));
+    }
+    // Checkpoint: series 1 dropped, samples before t = 0 dropped.
+    let wal = Wal::open(tmp.path(), cfg(1 << 20)).unwrap();
+    let st = wal
+        .checkpoint(wal.current_segment() - 1, &|r| r == 2, 0)
+        .unwrap();
+    assert!(st.samples_dropped > 0);
+    drop(wal);
+    let (recs, _) = replay_all(tmp.path(), false).unwrap();
+    for r in &recs {
+        match r {
+            Record::Histograms(v) => assert!(v.iter().all(|h| h.sref == 2 && h.t >= 0)),
+            Record::FloatHistograms(v) => assert_eq!(v.len(), 10),
+            _ => {}
+        }
+    }
+    assert!(
+        recs.iter()
+            .any(|r| matches!(r, Record::Histograms(v) if !v.is_empty()))
+    );
+    // Corrupt payloads are errors, never panics.
+    let mut buf = Vec::new();
+    super::record::encode_histograms(&mut buf, &hs).unwrap();
+    let payload = buf[super::record::FRAME_HEADER_LEN..].to_vec();
+    for cut in 0..payload.len() {
+        let _ = super::record::decode(super::record::TYPE_HISTOGRAMS, &payload[..cut]);
+        let _ = super::record::decode(super::record::TYPE_FLOAT_HISTOGRAMS, &payload[..cut]);
+        let mut m = payload.clone();
+        m[cut] ^= 0xff;
+        let _ = super::record::decode(super::record::TYPE_HISTOGRAMS, &m);
+    }
+}
+
+#[test]
+fn version_2_segments_are_still_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let wal = Wal::open(tmp.path(), cfg(1 << 20)).unwrap();
+        wal.log(&[ser(1)], &[smp(1, 5, 1.0)]).unwrap();
+    }
+    let p = seg_path(tmp.path(), 1);
+    let mut data = std::fs::read(&p).unwrap();
+    assert_eq!(data[4], 3);
+    data[4] = 2;
+    std::fs::write(&p, &data).unwrap();
+    let (recs, _) = replay_all(tmp.path(), false).unwrap();
+    assert_eq!(all_samples(&recs), vec![(1, 5, 1.0f64.to_bits())]);
+    data[4] = 4;
+    std::fs::write(&p, &data).unwrap();
+    assert!(replay_all(tmp.path(), false).is_err());
 }
