@@ -16,6 +16,7 @@ pub mod httpclient;
 pub mod queue;
 pub mod relabel;
 pub mod remote;
+pub mod run;
 pub mod scrape;
 pub mod sink;
 pub mod targets_api;

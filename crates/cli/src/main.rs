@@ -12,6 +12,7 @@ use stratus_api::ServerConfig;
 use tracing::info;
 
 mod admin;
+mod agent;
 mod bench;
 mod config;
 
@@ -55,6 +56,9 @@ enum Command {
         #[command(subcommand)]
         cmd: admin::TokenCmd,
     },
+    /// Scrape Prometheus targets and push them by remote write through a
+    /// durable on-disk queue (`stratus agent --config.file agent.yml`).
+    Agent(agent::AgentArgs),
 }
 
 async fn shutdown_signal() {
@@ -135,6 +139,7 @@ fn run() -> anyhow::Result<()> {
         Some(Command::Bench(cmd)) => return bench::run(cmd),
         Some(Command::Tenant { cmd }) => return runtime()?.block_on(admin::run_tenant(cmd)),
         Some(Command::Token { cmd }) => return runtime()?.block_on(admin::run_token(cmd)),
+        Some(Command::Agent(a)) => return agent::run(a),
         None => cli.server,
     };
     let cfg = args.resolve()?;
