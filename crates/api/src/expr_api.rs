@@ -52,7 +52,7 @@ pub(crate) fn format_expr(e: &Expr) -> String {
 /// printer): shortest digits, exponent form below 1e-4 and from 1e21 on.
 fn go_v(v: f64) -> String {
     if !v.is_finite() || v == 0.0 {
-        return go_plain(v);
+        return stratus_model::format_float(v);
     }
     let exp = v.abs().log10().floor() as i32;
     if (-4..21).contains(&exp) {
@@ -129,19 +129,6 @@ fn go_numbers(s: &str) -> String {
         i += ch_len;
     }
     out
-}
-
-/// A number as Go's `strconv.FormatFloat(v, 'f', -1, 64)`.
-fn go_plain(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
 }
 
 fn ms(d: &Duration) -> i64 {
@@ -290,7 +277,9 @@ pub(crate) fn translate(e: &Expr) -> Result<Value, ApiError> {
                 "alignEvalTime": false,
             })
         }
-        Expr::NumberLiteral(n) => json!({"type": "numberLiteral", "val": go_plain(n.val)}),
+        Expr::NumberLiteral(n) => {
+            json!({"type": "numberLiteral", "val": stratus_model::format_float(n.val)})
+        }
         Expr::StringLiteral(s) => json!({"type": "stringLiteral", "val": s.val}),
         Expr::VectorSelector(vs) => Value::Object(selector_fields(vs, "vectorSelector")?),
         Expr::MatrixSelector(ms_) => {

@@ -178,20 +178,6 @@ fn ns_to_ms(ns: u64) -> i64 {
     i64::try_from(ns / 1_000_000).unwrap_or(i64::MAX)
 }
 
-/// Go's `strconv.FormatFloat(v, 'f', -1, 64)` with Prometheus' spelling
-/// of infinities (`le` and `quantile` label values).
-fn format_bound(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
-}
-
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Standard base64 with padding (bytes attribute values).
@@ -816,7 +802,7 @@ fn translate_metric(
                         base,
                         &p.attributes,
                         &bucket,
-                        Some(("le", &format_bound(*b))),
+                        Some(("le", &stratus_model::format_float(*b))),
                     );
                     col.push(l.clone(), t, val(cum as f64), ct);
                     bounds.push((*b, l));
@@ -855,7 +841,7 @@ fn translate_metric(
                         base,
                         &p.attributes,
                         &name,
-                        Some(("quantile", &format_bound(q.quantile))),
+                        Some(("quantile", &stratus_model::format_float(q.quantile))),
                     );
                     col.push(l, t, val(q.value), None);
                 }
@@ -1565,10 +1551,10 @@ mod tests {
 
     #[test]
     fn formats() {
-        assert_eq!(format_bound(0.1), "0.1");
-        assert_eq!(format_bound(1e21), "1000000000000000000000");
-        assert_eq!(format_bound(f64::INFINITY), "+Inf");
-        assert_eq!(format_bound(5.0), "5");
+        assert_eq!(stratus_model::format_float(0.1), "0.1");
+        assert_eq!(stratus_model::format_float(1e21), "1000000000000000000000");
+        assert_eq!(stratus_model::format_float(f64::INFINITY), "+Inf");
+        assert_eq!(stratus_model::format_float(5.0), "5");
         assert_eq!(base64(b"hello"), "aGVsbG8=");
         assert_eq!(base64(b"hi!"), "aGkh");
         assert_eq!(hex(&[0, 0xab]), "00ab");

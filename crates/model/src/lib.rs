@@ -18,7 +18,7 @@ pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME, hash_pairs};
 pub use matcher::{MatchType, Matcher};
 pub use sample::{
     BucketSpan, CUSTOM_BUCKETS_SCHEMA, EXPONENTIAL_SCHEMA_MAX, EXPONENTIAL_SCHEMA_MIN, Exemplar,
-    FloatHistogram, Histogram, STALE_NAN_BITS, Sample, SeriesRef, Timestamp, is_known_schema,
-    is_stale_nan, reset_hint, stale_nan,
+    FloatHistogram, Histogram, STALE_NAN_BITS, Sample, SeriesRef, Timestamp, format_float,
+    is_known_schema, is_stale_nan, reset_hint, stale_nan,
 };
 pub use tenant::{MAX_TENANT_ID_LEN, TenantId};

@@ -359,6 +359,23 @@ pub struct Exemplar {
     pub t: Timestamp,
 }
 
+/// A float as Go's `strconv.FormatFloat(v, 'f', -1, 64)` with Prometheus'
+/// spelling of the specials (`NaN`, `+Inf`, `-Inf`): the shortest text
+/// that reads back to the same value. Used wherever Prometheus prints a
+/// number as text (label values such as `le`, `count_values`, PromQL
+/// printing).
+pub fn format_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use crate::ast::{AggOp, Aggregate};
 use crate::engine::{Ctx, Evaluator, OutBuilder, Result, Series, StepCursor, Val};
 use crate::error::PromqlError;
 use crate::functions::{kahan_inc, quantile};
-use crate::value::format_float;
+use stratus_model::format_float;
 
 /// Group labels of one series.
 fn group_labels(l: &Labels, drop_name: bool, a: &Aggregate) -> Labels {

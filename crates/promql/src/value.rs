@@ -74,16 +74,3 @@ pub(crate) fn go_quote(v: &str) -> String {
     s.push('"');
     s
 }
-
-/// Go's `strconv.FormatFloat(f, 'f', -1, 64)` (used by `count_values`).
-pub(crate) fn format_float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
-}

@@ -49,19 +49,6 @@ pub(crate) fn fmt_duration(ms: i64) -> String {
     out
 }
 
-/// Go's `strconv.FormatFloat(v, 'f', -1, 64)`.
-pub(crate) fn fmt_number(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
-}
-
 fn is_legacy_label(s: &str) -> bool {
     let mut it = s.chars();
     match it.next() {
@@ -161,7 +148,7 @@ fn is_reserved_metric(n: &str) -> bool {
 
 fn write_dur_expr(f: &mut fmt::Formatter<'_>, d: &DurationExpr) -> fmt::Result {
     match d {
-        DurationExpr::Number(v) => f.write_str(&fmt_number(*v)),
+        DurationExpr::Number(v) => f.write_str(&stratus_model::format_float(*v)),
         DurationExpr::Duration(ms) => f.write_str(&fmt_duration(*ms)),
         DurationExpr::Step => f.write_str("step()"),
         DurationExpr::Range => f.write_str("range()"),
@@ -271,13 +258,15 @@ fn write_matching(f: &mut fmt::Formatter<'_>, op: BinOp, m: &VectorMatching) -> 
     }
     let _ = op;
     match (m.fill_lhs, m.fill_rhs) {
-        (Some(l), Some(r)) if l.to_bits() == r.to_bits() => write!(f, " fill ({})", fmt_number(l))?,
+        (Some(l), Some(r)) if l.to_bits() == r.to_bits() => {
+            write!(f, " fill ({})", stratus_model::format_float(l))?
+        }
         (l, r) => {
             if let Some(l) = l {
-                write!(f, " fill_left ({})", fmt_number(l))?;
+                write!(f, " fill_left ({})", stratus_model::format_float(l))?;
             }
             if let Some(r) = r {
-                write!(f, " fill_right ({})", fmt_number(r))?;
+                write!(f, " fill_right ({})", stratus_model::format_float(r))?;
             }
         }
     }
@@ -287,7 +276,7 @@ fn write_matching(f: &mut fmt::Formatter<'_>, op: BinOp, m: &VectorMatching) -> 
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Expr::Number(v) => f.write_str(&fmt_number(*v)),
+            Expr::Number(v) => f.write_str(&stratus_model::format_float(*v)),
             Expr::String(s) => f.write_str(&go_quote(s)),
             Expr::VectorSelector(vs) => {
                 write_selector(f, vs)?;
@@ -365,9 +354,9 @@ mod tests {
         assert_eq!(fmt_duration(14 * 24 * 3_600_000), "2w");
         assert_eq!(fmt_duration(90 * 24 * 3_600_000), "90d");
         assert_eq!(fmt_duration(1_500), "1s500ms");
-        assert_eq!(fmt_number(1e100).len(), 101);
-        assert_eq!(fmt_number(0.0000001), "0.0000001");
-        assert_eq!(fmt_number(-0.0), "-0");
-        assert_eq!(fmt_number(f64::INFINITY), "+Inf");
+        assert_eq!(stratus_model::format_float(1e100).len(), 101);
+        assert_eq!(stratus_model::format_float(0.0000001), "0.0000001");
+        assert_eq!(stratus_model::format_float(-0.0), "-0");
+        assert_eq!(stratus_model::format_float(f64::INFINITY), "+Inf");
     }
 }
