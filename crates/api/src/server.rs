@@ -415,7 +415,27 @@ pub(crate) async fn append_decoded(
 
 impl AppState {
     /// Counts a write's refused samples per tenant and reason.
-    fn count_outcome(&self, tenant: &TenantId, out: &PushOutcome) {
+    /// Counts a write's samples (received, written, refused — in total
+    /// and per reason) and exemplars; returns the refused sample count.
+    fn count_outcome(&self, tenant: &TenantId, out: &PushOutcome) -> u64 {
+        let tl = Metrics::tenant(tenant.as_str());
+        self.metrics.count_exemplars(&tl, out);
+        self.metrics
+            .samples_received
+            .get_or_create(&tl)
+            .inc_by(out.received);
+        self.metrics
+            .samples_written
+            .get_or_create(&tl)
+            .inc_by(out.report.accepted + out.report.histograms_accepted);
+        let rejected =
+            out.refused_invalid + out.histograms_refused + out.report.rejected + out.limit_refused;
+        if rejected > 0 {
+            self.metrics
+                .samples_rejected
+                .get_or_create(&tl)
+                .inc_by(rejected);
+        }
         self.count_rejected(tenant, "invalid", out.refused_invalid);
         self.count_rejected(tenant, "native_histogram", out.histograms_refused);
         self.count_rejected(
@@ -426,6 +446,7 @@ impl AppState {
                 .saturating_sub(out.report.series_limited),
         );
         self.count_rejected(tenant, "series_limit", out.report.series_limited);
+        rejected
     }
 }
 
@@ -466,25 +487,7 @@ async fn push(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) 
         Ok(out) => out,
         Err(resp) => return resp,
     };
-    let tl = Metrics::tenant(tenant.as_str());
-    st.metrics.count_exemplars(&tl, &out);
-    let rejected =
-        out.refused_invalid + out.histograms_refused + out.report.rejected + out.limit_refused;
-    st.count_outcome(&tenant, &out);
-    st.metrics
-        .samples_received
-        .get_or_create(&tl)
-        .inc_by(out.received);
-    st.metrics
-        .samples_written
-        .get_or_create(&tl)
-        .inc_by(out.report.accepted + out.report.histograms_accepted);
-    if rejected > 0 {
-        st.metrics
-            .samples_rejected
-            .get_or_create(&tl)
-            .inc_by(rejected);
-    }
+    let rejected = st.count_outcome(&tenant, &out);
     let mut resp = if out.num_messages == 0 && out.report.rejected == 0 {
         StatusCode::NO_CONTENT.into_response()
     } else {
@@ -601,26 +604,12 @@ async fn otlp_metrics(
         Ok(out) => out,
         Err(resp) => return resp,
     };
-    let tl = Metrics::tenant(tenant.as_str());
-    st.metrics.count_exemplars(&tl, &out);
     st.count_outcome(&tenant, &out);
     rejected += out.limit_refused;
     if let Some(msg) = series_limit_message(&tenant, &out) {
         messages.push(msg);
     }
-    st.metrics
-        .samples_received
-        .get_or_create(&tl)
-        .inc_by(out.received);
-    st.metrics
-        .samples_written
-        .get_or_create(&tl)
-        .inc_by(out.report.accepted);
     if out.report.rejected > 0 {
-        st.metrics
-            .samples_rejected
-            .get_or_create(&tl)
-            .inc_by(out.report.rejected);
         rejected += out.report.rejected;
         messages.extend(
             out.report

@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Proc, http_client, spawn_stratus};
@@ -41,42 +40,12 @@ async fn fixture() -> String {
 
 /// Starts `stratus agent` and waits for its `listen=` log line.
 fn spawn_agent(config: &std::path::Path, data: &std::path::Path) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stratus"))
-        .arg("agent")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--data-dir={}", data.display()))
-        .arg("--listen=127.0.0.1:0")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start stratus agent");
-    let stdout = child.stdout.take().expect("stdout piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            eprintln!("agent: {line}");
-            if !sent && let Some(i) = line.find("listen=") {
-                let addr: String = line[i + 7..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace())
-                    .collect();
-                let _ = tx.send(addr);
-                sent = true;
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("agent did not report its listen address");
-    Proc {
-        child,
-        base: format!("http://{addr}"),
-        addr,
-    }
+    common::spawn_listening(&[
+        "agent".into(),
+        format!("--config.file={}", config.display()),
+        format!("--data-dir={}", data.display()),
+        "--listen=127.0.0.1:0".into(),
+    ])
 }
 
 async fn query(c: &reqwest::Client, base: &str, q: &str) -> serde_json::Value {

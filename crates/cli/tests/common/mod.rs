@@ -25,10 +25,17 @@ impl Drop for Proc {
 /// Starts `stratus` with `args` on 127.0.0.1 and a free port, data in
 /// `dir`, and waits until it reports its listen address.
 pub(crate) fn spawn_stratus(dir: &Path, args: &[&str]) -> Proc {
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    all.push("--listen=127.0.0.1:0".into());
+    all.push(format!("--data-dir={}", dir.display()));
+    spawn_listening(&all)
+}
+
+/// Runs the `stratus` binary with `args` (which must make it listen on a
+/// port it chooses) and waits for the `listen=` field of its log.
+pub(crate) fn spawn_listening(args: &[String]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stratus"))
         .args(args)
-        .arg("--listen=127.0.0.1:0")
-        .arg(format!("--data-dir={}", dir.display()))
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
