@@ -2,34 +2,35 @@
 //! for UIs.
 //!
 //! - `format_query` answers the expression pretty-printed the way
-//!   Prometheus' `Pretty` does it (the `promql-parser` printer: one line
-//!   when it fits in 100 columns, otherwise operands and arguments
-//!   indented by two spaces per level; label matchers sorted).
+//!   Prometheus' `Pretty` does it: one line when it fits in 100 columns,
+//!   otherwise operands and arguments indented by two spaces per level;
+//!   label matchers sorted, numbers as Go's `%v`.
 //! - `parse_query` answers the syntax tree as JSON in the shape of
 //!   Prometheus' `translateAST` (`{"type":"vectorSelector","name":…,
 //!   "matchers":[…],"offset":…,"timestamp":…,"startOrEnd":…}` and so on;
 //!   durations and offsets in ms, the metric name also as the last
 //!   `__name__` matcher, numbers formatted as Go's `'f', -1`).
 //!
-//! The expression is first checked by the engine's parser
-//! (`stratus_promql::parse`), so a query these endpoints accept is one the
-//! query endpoints accept; a parse error is `400 bad_data`.
+//! Both work on the engine's own syntax tree (`stratus_promql::parse`), so
+//! a query these endpoints accept is one the query endpoints accept; a
+//! parse error is `400 bad_data`.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use promql_parser::label::{MatchOp, Matchers};
-use promql_parser::parser::{
-    self as pp, AtModifier, Expr, LabelModifier, Offset, VectorMatchCardinality, VectorSelector,
-};
 use serde_json::{Value, json};
+use stratus_promql::ast::{AtModifier, Cardinality, Expr, ValueType, VectorSelector};
+use stratus_promql::parser::{PrintStyle, function_signature};
 
 use crate::read::{ApiError, Params, success};
 use crate::server::AppState;
+
+/// Most characters a node may take on one line before its children are
+/// split onto lines of their own (Prometheus' `maxCharactersPerLine`).
+const MAX_LINE: usize = 100;
 
 /// Parses the `query` parameter (400 `bad_data` when missing or invalid).
 fn parse_param(p: &Params) -> Result<Expr, ApiError> {
@@ -39,13 +40,101 @@ fn parse_param(p: &Params) -> Result<Expr, ApiError> {
         ));
     };
     stratus_promql::parse(q)
-        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
-    pp::parse(q).map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))
+        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))
+}
+
+/// One node on one line as Prometheus 2.x's `String()` prints it.
+fn one_line(e: &Expr) -> String {
+    let style = PrintStyle {
+        compact_matchers: true,
+    };
+    go_numbers(&e.printed(style).to_string())
+}
+
+fn indent(level: usize) -> String {
+    "  ".repeat(level)
 }
 
 /// The expression pretty-printed as Prometheus' `format_query` does.
 pub(crate) fn format_expr(e: &Expr) -> String {
-    go_numbers(&e.prettify())
+    pretty(e, 0)
+}
+
+/// Prometheus' `Pretty(level)`: a node that fits in [`MAX_LINE`]
+/// characters stays on one line (indented by two spaces per level);
+/// otherwise its operands or arguments go on lines of their own one level
+/// deeper.
+fn pretty(e: &Expr, level: usize) -> String {
+    let line = one_line(e);
+    let fits = line.len() <= MAX_LINE;
+    let ind = indent(level);
+    match e {
+        Expr::Aggregate(a) if !fits => {
+            let mut s = format!("{ind}{}", a.op.as_str());
+            if a.without {
+                s.push_str(&format!(" without ({}) ", a.grouping.join(", ")));
+            } else if !a.grouping.is_empty() {
+                s.push_str(&format!(" by ({}) ", a.grouping.join(", ")));
+            }
+            s.push_str("(\n");
+            if let Some(p) = &a.param {
+                s.push_str(&pretty(p, level + 1));
+                s.push_str(",\n");
+            }
+            s.push_str(&pretty(&a.expr, level + 1));
+            s.push('\n');
+            s.push_str(&ind);
+            s.push(')');
+            s
+        }
+        Expr::Binary(b) if !fits => {
+            let bool_ = if b.return_bool { " bool" } else { "" };
+            format!(
+                "{}\n{ind}{}{bool_}{}\n{}",
+                pretty(&b.lhs, level + 1),
+                b.op.as_str(),
+                matching_suffix(b),
+                pretty(&b.rhs, level + 1)
+            )
+        }
+        Expr::Call(c) if !fits => {
+            let args: Vec<String> = c.args.iter().map(|a| pretty(a, level + 1)).collect();
+            format!("{ind}{}(\n{}\n{ind})", c.func, args.join(",\n"))
+        }
+        Expr::Paren(inner) if !fits => {
+            format!("{ind}(\n{}\n{ind})", pretty(inner, level + 1))
+        }
+        // Prometheus prints an unsplit subquery without indentation and a
+        // split one as its inner expression followed by the range suffix.
+        Expr::Subquery(_) if fits => line,
+        Expr::Subquery(s) => {
+            let inner = one_line(&s.expr);
+            let suffix = line.get(inner.len()..).unwrap_or_default();
+            format!("{}{suffix}", pretty(&s.expr, level))
+        }
+        Expr::Neg(inner) => format!("{ind}-{}", pretty(inner, level).trim()),
+        _ => format!("{ind}{line}"),
+    }
+}
+
+/// ` on (a) group_left (b)` of a binary expression, as Prometheus'
+/// `getMatchingStr` (empty without `on`/`ignoring` labels).
+fn matching_suffix(b: &stratus_promql::ast::Binary) -> String {
+    let m = &b.matching;
+    if m.labels.is_empty() && !m.on {
+        return String::new();
+    }
+    let mut s = format!(
+        " {} ({})",
+        if m.on { "on" } else { "ignoring" },
+        m.labels.join(", ")
+    );
+    match m.card {
+        Cardinality::ManyToOne => s.push_str(&format!(" group_left ({})", m.include.join(", "))),
+        Cardinality::OneToMany => s.push_str(&format!(" group_right ({})", m.include.join(", "))),
+        _ => {}
+    }
+    s
 }
 
 /// A number as Go's `%v` prints a float64 (Prometheus' number literal
@@ -131,186 +220,153 @@ fn go_numbers(s: &str) -> String {
     out
 }
 
-fn ms(d: &Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn offset_ms(o: Option<&Offset>) -> i64 {
-    match o {
-        None => 0,
-        Some(Offset::Pos(d)) => ms(d),
-        Some(Offset::Neg(d)) => -ms(d),
-    }
-}
-
 /// `(timestamp, startOrEnd)` of an `@` modifier.
 fn at_json(at: Option<&AtModifier>) -> (Value, Value) {
     match at {
         None => (Value::Null, Value::Null),
         Some(AtModifier::Start) => (Value::Null, json!("start")),
         Some(AtModifier::End) => (Value::Null, json!("end")),
-        Some(AtModifier::At(t)) => {
-            let ms = match t.duration_since(SystemTime::UNIX_EPOCH) {
-                Ok(d) => ms(&d),
-                Err(e) => -ms(&e.duration()),
-            };
-            (json!(ms), Value::Null)
-        }
+        Some(AtModifier::Timestamp(t)) => (json!(t), Value::Null),
     }
 }
 
-fn matchers_json(name: Option<&str>, m: &Matchers) -> Result<Value, ApiError> {
-    if !m.or_matchers.is_empty() {
-        return Err(ApiError::bad_data(
-            "invalid parameter \"query\": \"or\" inside label matchers has no Prometheus syntax tree",
-        ));
-    }
-    let mut out: Vec<Value> = m
+/// The matchers in source order, the metric name's matcher last (as
+/// Prometheus' parser appends it).
+fn matchers_json(vs: &VectorSelector) -> Value {
+    let name_at = vs.name.as_deref().and_then(|n| {
+        vs.matchers.iter().position(|m| {
+            &*m.name == stratus_model::METRIC_NAME
+                && m.kind == stratus_model::MatchType::Equal
+                && &*m.value == n
+        })
+    });
+    let one = |m: &stratus_model::Matcher| json!({"name": &*m.name, "value": &*m.value, "type": m.kind.as_str()});
+    let mut out: Vec<Value> = vs
         .matchers
         .iter()
-        .map(|m| {
-            let op = match m.op {
-                MatchOp::Equal => "=",
-                MatchOp::NotEqual => "!=",
-                MatchOp::Re(_) => "=~",
-                MatchOp::NotRe(_) => "!~",
-            };
-            json!({"name": m.name, "value": m.value, "type": op})
-        })
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != name_at)
+        .map(|(_, m)| one(m))
         .collect();
-    if let Some(n) = name {
-        out.push(json!({"name": "__name__", "value": n, "type": "="}));
+    if let Some(m) = name_at.and_then(|i| vs.matchers.get(i)) {
+        out.push(one(m));
     }
-    Ok(Value::Array(out))
+    Value::Array(out)
 }
 
-fn selector_fields(
-    vs: &VectorSelector,
-    kind: &str,
-) -> Result<serde_json::Map<String, Value>, ApiError> {
+fn selector_fields(vs: &VectorSelector, kind: &str) -> serde_json::Map<String, Value> {
     let (timestamp, start_or_end) = at_json(vs.at.as_ref());
     let mut m = serde_json::Map::new();
     m.insert("type".into(), json!(kind));
     m.insert("name".into(), json!(vs.name.as_deref().unwrap_or("")));
-    m.insert("offset".into(), json!(offset_ms(vs.offset.as_ref())));
-    m.insert(
-        "matchers".into(),
-        matchers_json(vs.name.as_deref(), &vs.matchers)?,
-    );
+    m.insert("offset".into(), json!(vs.offset));
+    m.insert("matchers".into(), matchers_json(vs));
     m.insert("timestamp".into(), timestamp);
     m.insert("startOrEnd".into(), start_or_end);
-    m.insert("anchored".into(), json!(false));
-    m.insert("smoothed".into(), json!(false));
-    Ok(m)
+    m.insert("anchored".into(), json!(vs.anchored));
+    m.insert("smoothed".into(), json!(vs.smoothed));
+    m
 }
 
-fn label_list(l: Option<&promql_parser::label::Labels>) -> Value {
-    json!(l.map(|l| l.labels.clone()).unwrap_or_default())
+/// A value type as Prometheus' `parser.ValueType` names it.
+fn type_name(t: ValueType) -> &'static str {
+    match t {
+        ValueType::Scalar => "scalar",
+        ValueType::String => "string",
+        ValueType::Vector => "vector",
+        ValueType::Matrix => "matrix",
+    }
 }
 
 /// The syntax tree as Prometheus' `parse_query` answers it.
-pub(crate) fn translate(e: &Expr) -> Result<Value, ApiError> {
-    Ok(match e {
+pub(crate) fn translate(e: &Expr) -> Value {
+    match e {
         Expr::Aggregate(a) => json!({
             "type": "aggregation",
-            "op": a.op.to_string(),
-            "expr": translate(&a.expr)?,
-            "param": match &a.param { Some(p) => translate(p)?, None => Value::Null },
-            "grouping": label_list(a.modifier.as_ref().map(LabelModifier::labels)),
-            "without": matches!(a.modifier, Some(LabelModifier::Exclude(_))),
+            "op": a.op.as_str(),
+            "expr": translate(&a.expr),
+            "param": a.param.as_deref().map_or(Value::Null, translate),
+            "grouping": a.grouping,
+            "without": a.without,
         }),
-        Expr::Unary(u) => json!({
+        Expr::Neg(inner) => json!({
             "type": "unaryExpr",
             "op": "-",
-            "expr": translate(&u.expr)?,
+            "expr": translate(inner),
         }),
         Expr::Binary(b) => {
-            use pp::value::ValueType;
             let vectors =
                 b.lhs.value_type() == ValueType::Vector && b.rhs.value_type() == ValueType::Vector;
             let matching = if vectors {
-                let m = b.modifier.as_ref();
-                let card = if b.op.is_set_operator() {
+                let m = &b.matching;
+                let card = if b.op.is_set() {
                     "many-to-many"
                 } else {
-                    match m.map(|m| &m.card) {
-                        None | Some(VectorMatchCardinality::OneToOne) => "one-to-one",
-                        Some(VectorMatchCardinality::ManyToOne(_)) => "many-to-one",
-                        Some(VectorMatchCardinality::OneToMany(_)) => "one-to-many",
-                        Some(VectorMatchCardinality::ManyToMany) => "many-to-many",
+                    match m.card {
+                        Cardinality::OneToOne => "one-to-one",
+                        Cardinality::ManyToOne => "many-to-one",
+                        Cardinality::OneToMany => "one-to-many",
+                        Cardinality::ManyToMany => "many-to-many",
                     }
                 };
-                let fill = m.map(|m| &m.fill_values);
                 json!({
                     "card": card,
-                    "labels": label_list(m.and_then(|m| m.matching.as_ref()).map(LabelModifier::labels)),
-                    "on": matches!(m.and_then(|m| m.matching.as_ref()), Some(LabelModifier::Include(_))),
-                    "include": label_list(m.and_then(|m| m.card.labels())),
-                    "fillValues": {
-                        "lhs": fill.and_then(|f| f.lhs),
-                        "rhs": fill.and_then(|f| f.rhs),
-                    },
+                    "labels": m.labels,
+                    "on": m.on,
+                    "include": m.include,
+                    "fillValues": {"lhs": m.fill_lhs, "rhs": m.fill_rhs},
                 })
             } else {
                 Value::Null
             };
             json!({
                 "type": "binaryExpr",
-                "op": b.op.to_string(),
-                "lhs": translate(&b.lhs)?,
-                "rhs": translate(&b.rhs)?,
+                "op": b.op.as_str(),
+                "lhs": translate(&b.lhs),
+                "rhs": translate(&b.rhs),
                 "matching": matching,
-                "bool": b.return_bool(),
+                "bool": b.return_bool,
             })
         }
-        Expr::Paren(p) => json!({"type": "parenExpr", "expr": translate(&p.expr)?}),
+        Expr::Paren(inner) => json!({"type": "parenExpr", "expr": translate(inner)}),
         Expr::Subquery(s) => {
             let (timestamp, start_or_end) = at_json(s.at.as_ref());
             json!({
                 "type": "subquery",
-                "expr": translate(&s.expr)?,
-                "range": ms(&s.range),
-                "offset": offset_ms(s.offset.as_ref()),
-                "step": s.step.as_ref().map_or(0, ms),
+                "expr": translate(&s.expr),
+                "range": s.range,
+                "offset": s.offset,
+                "step": s.step.unwrap_or(0),
                 "timestamp": timestamp,
                 "startOrEnd": start_or_end,
                 "alignEvalTime": false,
             })
         }
-        Expr::NumberLiteral(n) => {
-            json!({"type": "numberLiteral", "val": stratus_model::format_float(n.val)})
+        Expr::Number(v) => {
+            json!({"type": "numberLiteral", "val": stratus_model::format_float(*v)})
         }
-        Expr::StringLiteral(s) => json!({"type": "stringLiteral", "val": s.val}),
-        Expr::VectorSelector(vs) => Value::Object(selector_fields(vs, "vectorSelector")?),
-        Expr::MatrixSelector(ms_) => {
-            let mut m = selector_fields(&ms_.vs, "matrixSelector")?;
-            m.insert("range".into(), json!(ms(&ms_.range)));
+        Expr::String(s) => json!({"type": "stringLiteral", "val": s}),
+        Expr::VectorSelector(vs) => Value::Object(selector_fields(vs, "vectorSelector")),
+        Expr::MatrixSelector { vs, range, .. } => {
+            let mut m = selector_fields(vs, "matrixSelector");
+            m.insert("range".into(), json!(range));
             Value::Object(m)
         }
         Expr::Call(c) => {
-            let args = c
-                .args
-                .args
-                .iter()
-                .map(|a| translate(a))
-                .collect::<Result<Vec<_>, _>>()?;
+            let (args, variadic, ret) =
+                function_signature(&c.func).unwrap_or((&[], 0, ValueType::Vector));
             json!({
                 "type": "call",
                 "func": {
-                    "name": c.func.name,
-                    "argTypes": c.func.arg_types.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    "variadic": c.func.variadic,
-                    "returnType": c.func.return_type.to_string(),
+                    "name": c.func,
+                    "argTypes": args.iter().map(|t| type_name(*t)).collect::<Vec<_>>(),
+                    "variadic": variadic,
+                    "returnType": type_name(ret),
                 },
-                "args": args,
+                "args": c.args.iter().map(translate).collect::<Vec<_>>(),
             })
         }
-        Expr::Extension(_) => {
-            return Err(ApiError::bad_data(
-                "invalid parameter \"query\": unsupported expression",
-            ));
-        }
-    })
+    }
 }
 
 /// `GET|POST /api/v1/format_query`.
@@ -335,7 +391,7 @@ pub(crate) async fn parse_query(
     body: Bytes,
 ) -> Response {
     let p = Params::parse(q.as_deref(), &headers, &body);
-    match parse_param(&p).and_then(|e| translate(&e)) {
+    match parse_param(&p).map(|e| translate(&e)) {
         Ok(v) => success(v, &[]),
         Err(e) => e.into_response(),
     }
@@ -346,7 +402,7 @@ mod tests {
     use super::*;
 
     fn tr(q: &str) -> Value {
-        translate(&pp::parse(q).unwrap()).unwrap()
+        translate(&stratus_promql::parse(q).unwrap())
     }
 
     #[test]
@@ -410,7 +466,7 @@ mod tests {
         assert_eq!(go_v(0.0001), "0.0001");
         assert_eq!(go_v(0.00001), "1e-05");
         assert_eq!(go_v(1.2345e300), "1.2345e+300");
-        let f = |q: &str| format_expr(&pp::parse(q).unwrap());
+        let f = |q: &str| format_expr(&stratus_promql::parse(q).unwrap());
         assert_eq!(f("x * 1e21 + 0.00001"), "x * 1e+21 + 1e-05");
         assert_eq!(
             f(r#"x{a="1e21", b="0.00001"} offset 5m"#),

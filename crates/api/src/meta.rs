@@ -9,11 +9,11 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use promql_parser::parser::Expr;
 use stratus_model::Matcher;
+use stratus_promql::ast::Expr;
 
 use crate::query::{format_value, write_labels, write_str, write_timestamp};
-use crate::read::{ApiError, Params, parse_range, read_db, selector_matchers};
+use crate::read::{ApiError, Params, parse_range, read_db};
 use crate::server::AppState;
 
 fn raw_json(body: String) -> Response {
@@ -86,37 +86,13 @@ pub(crate) async fn metadata(
 
 /// Collects the matcher sets of every vector selector in `e`, as
 /// Prometheus' `parser.ExtractSelectors`.
-fn collect_selectors(e: Expr, out: &mut Vec<Vec<Matcher>>) -> Result<(), String> {
-    match e {
-        Expr::Aggregate(a) => {
-            if let Some(p) = a.param {
-                collect_selectors(*p, out)?;
-            }
-            collect_selectors(*a.expr, out)
+fn collect_selectors(e: &Expr, out: &mut Vec<Vec<Matcher>>) {
+    e.walk(&mut |n| match n {
+        Expr::VectorSelector(vs) | Expr::MatrixSelector { vs, .. } => {
+            out.push(vs.matchers.clone());
         }
-        Expr::Unary(u) => collect_selectors(*u.expr, out),
-        Expr::Binary(b) => {
-            collect_selectors(*b.lhs, out)?;
-            collect_selectors(*b.rhs, out)
-        }
-        Expr::Paren(p) => collect_selectors(*p.expr, out),
-        Expr::Subquery(s) => collect_selectors(*s.expr, out),
-        Expr::VectorSelector(vs) => {
-            out.extend(selector_matchers(vs)?);
-            Ok(())
-        }
-        Expr::MatrixSelector(ms) => {
-            out.extend(selector_matchers(ms.vs)?);
-            Ok(())
-        }
-        Expr::Call(c) => {
-            for a in c.args.args {
-                collect_selectors(*a, out)?;
-            }
-            Ok(())
-        }
-        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => Ok(()),
-    }
+        _ => {}
+    });
 }
 
 /// `GET|POST /api/v1/query_exemplars?query=&start=&end=`: the exemplars
@@ -130,10 +106,10 @@ pub(crate) async fn query_exemplars(
     let p = Params::parse(q.as_deref(), &headers, &body);
     let run = async {
         let (start, end) = parse_range(&p)?;
-        let expr = promql_parser::parser::parse(p.get("query").unwrap_or(""))
-            .map_err(ApiError::bad_data)?;
+        let expr = stratus_promql::parse(p.get("query").unwrap_or(""))
+            .map_err(|e| ApiError::bad_data(e.to_string()))?;
         let mut sets = Vec::new();
-        collect_selectors(expr, &mut sets).map_err(ApiError::bad_data)?;
+        collect_selectors(&expr, &mut sets);
         if sets.is_empty() {
             return Ok(raw_json(r#"{"status":"success","data":null}"#.to_string()));
         }

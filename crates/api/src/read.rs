@@ -5,9 +5,9 @@
 //! Parameters come from the URL query and, for POST, from an
 //! `application/x-www-form-urlencoded` body (body values first, as Go's
 //! `Request.FormValue` sees them). Answers use Prometheus' JSON envelope
-//! and error types. `match[]` selectors are parsed by the `promql-parser`
-//! crate and converted to [`stratus_model::Matcher`]s; `{a="1" or b="2"}`
-//! selectors become several matcher sets whose results are united.
+//! and error types. `match[]` selectors are parsed by the engine's PromQL
+//! parser into [`stratus_model::Matcher`] sets; several `match[]`
+//! parameters select the union of their series.
 //! Storage reads are synchronous and run on the blocking thread pool.
 
 use std::collections::BTreeSet;
@@ -17,11 +17,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use promql_parser::label::MatchOp;
-use promql_parser::parser::Expr;
 use serde::Serialize;
 use serde::ser::SerializeMap;
-use stratus_model::{Labels, METRIC_NAME, MatchType, Matcher};
+use stratus_model::{Labels, Matcher};
 use stratus_tsdb::{Db, Queryable, SelectHints};
 
 use crate::server::AppState;
@@ -313,47 +311,19 @@ pub(crate) fn parse_limit(p: &Params) -> Result<usize, ApiError> {
 }
 
 /// Parses a series selector (`up{job="x"}`, `{__name__=~"a.+"}`) into
-/// one matcher set per `or` alternative.
+/// its matcher set (one set per selector; kept as a list of sets so
+/// callers can union several `match[]` parameters).
 pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, String> {
-    let expr = promql_parser::parser::parse(s)?;
-    let Expr::VectorSelector(vs) = expr else {
+    let expr = stratus_promql::parse(s).map_err(|e| e.to_string())?;
+    let stratus_promql::ast::Expr::VectorSelector(vs) = expr else {
         return Err(format!("{s:?} is not a series selector"));
     };
-    if vs.offset.is_some() || vs.at.is_some() {
+    if vs.offset != 0 || vs.offset_expr.is_some() || vs.at.is_some() {
         return Err(format!(
             "{s:?}: offset and @ modifiers are not allowed in a series selector"
         ));
     }
-    selector_matchers(vs)
-}
-
-/// The matcher sets of a vector selector, one per `or` alternative.
-pub(crate) fn selector_matchers(
-    vs: promql_parser::parser::VectorSelector,
-) -> Result<Vec<Vec<Matcher>>, String> {
-    let alts = if vs.matchers.or_matchers.is_empty() {
-        vec![vs.matchers.matchers]
-    } else {
-        vs.matchers.or_matchers
-    };
-    let mut out = Vec::with_capacity(alts.len());
-    for alt in alts {
-        let mut set = Vec::with_capacity(alt.len() + 1);
-        if let Some(n) = &vs.name {
-            set.push(Matcher::eq(METRIC_NAME, n.as_str()));
-        }
-        for m in alt {
-            let kind = match m.op {
-                MatchOp::Equal => MatchType::Equal,
-                MatchOp::NotEqual => MatchType::NotEqual,
-                MatchOp::Re(_) => MatchType::RegexMatch,
-                MatchOp::NotRe(_) => MatchType::RegexNoMatch,
-            };
-            set.push(Matcher::new(kind, m.name, m.value).map_err(|e| e.to_string())?);
-        }
-        out.push(set);
-    }
-    Ok(out)
+    Ok(vec![vs.matchers])
 }
 
 /// Every `match[]` parameter, each alternative as its own matcher set.
@@ -630,7 +600,7 @@ mod tests {
         assert_eq!(s[0].len(), 2);
         assert_eq!(&*s[0][0].name, "__name__");
         assert_eq!(&*s[0][0].value, "up");
-        assert_eq!(s[0][1].kind, MatchType::Equal);
+        assert_eq!(s[0][1].kind, stratus_model::MatchType::Equal);
         let s = parse_selector(r#"{__name__=~"a.+", b!~"c|d", e!="f"}"#).unwrap();
         assert_eq!(s[0].len(), 3);
         assert!(s[0][0].matches("abc") && !s[0][0].matches("a"));
@@ -642,9 +612,8 @@ mod tests {
     }
 
     #[test]
-    fn or_selector() {
-        let s = parse_selector(r#"{a="1" or b="2"}"#).unwrap();
-        assert_eq!(s.len(), 2);
+    fn or_inside_braces_is_not_promql() {
+        assert!(parse_selector(r#"{a="1" or b="2"}"#).is_err());
     }
 
     #[test]

@@ -623,6 +623,15 @@ async fn format_query_matches_real_prometheus() {
         r#"count_values("v", x)"#,
         r#"label_replace(up, "a", "$1", "b", "(.*)")"#,
         "max_over_time(deriv(rate(x[5m])[10m:1m])[1h:])",
+        // Long enough to be split over lines.
+        r#"sum by (job) (rate(http_requests_total{job="aaaaaaaaaaaaaaaaaaaa",code=~"5.."}[5m])) / on (job) group_left (x) sum by (job) (rate(http_requests_total[5m]))"#,
+        r#"max_over_time(deriv(rate(some_really_long_metric_name_here_for_testing_total{job="aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}[5m])[10m:1m])[1h:])"#,
+        r#"-(sum(rate(some_really_long_metric_name_here_for_testing_total{job="aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}[5m])) + 1e21)"#,
+        r#"topk(5, sum without (instance) (rate(some_really_long_metric_name_here_for_testing_total{job="aaaaaaaaaaaaaaaaaaaa"}[5m]))) > bool 3"#,
+        r#"(some_really_long_metric_name_here_for_testing_total{job="aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"} offset 5m + other_long_metric_name)"#,
+        r#"label_replace(some_really_long_metric_name_here_for_testing_total{job="aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}, "a", "$1", "b", "(.*)")"#,
+        r#"sum(avg_over_time((some_really_long_metric_name_here_for_testing_total{job="aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"} * 2)[5m:]))"#,
+        r#"count_values("value", some_really_long_metric_name_here_for_testing_total{job="aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"})"#,
     ];
     let mut compared = 0;
     for q in queries {

@@ -16,6 +16,8 @@ mod lexer;
 mod parse;
 mod printer;
 
+pub use printer::{PrintStyle, Printed};
+
 /// Parses a PromQL expression into the engine's syntax tree. Errors carry
 /// Prometheus' texts, e.g. `1:7: parse error: unexpected <op:+>`.
 pub fn parse(input: &str) -> Result<Expr, PromqlError> {
@@ -27,6 +29,13 @@ pub fn parse(input: &str) -> Result<Expr, PromqlError> {
 /// The return type of a known PromQL function.
 pub(crate) fn function_return_type(name: &str) -> Option<ValueType> {
     parse::function_return_type(name)
+}
+
+/// Argument types, variadic count (0: exact; n > 0: up to n optional
+/// trailing arguments of the last type; -1: any number) and return type of
+/// a known PromQL function, as Prometheus' function table lists them.
+pub fn function_signature(name: &str) -> Option<(&'static [ValueType], i32, ValueType)> {
+    parse::function_signature(name)
 }
 
 /// A duration in Prometheus' `model.Duration` form (`1h30m`), with a `-`

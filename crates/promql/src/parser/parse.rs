@@ -173,6 +173,11 @@ fn function(name: &str) -> Option<&'static FuncSig> {
     FUNCTIONS.iter().find(|s| s.name == name)
 }
 
+/// Argument types, variadic count and return type of a known function.
+pub(crate) fn function_signature(name: &str) -> Option<(&'static [ValueType], i32, ValueType)> {
+    function(name).map(|s| (s.args, s.variadic, s.ret))
+}
+
 /// The return type of a known PromQL function.
 pub(crate) fn function_return_type(name: &str) -> Option<ValueType> {
     function(name).map(|s| s.ret)

@@ -89,7 +89,11 @@ fn join_labels(ls: &[String]) -> String {
         .join(", ")
 }
 
-fn write_selector(f: &mut fmt::Formatter<'_>, vs: &VectorSelector) -> fmt::Result {
+fn write_selector(
+    f: &mut fmt::Formatter<'_>,
+    vs: &VectorSelector,
+    style: PrintStyle,
+) -> fmt::Result {
     let mut parts: Vec<String> = Vec::new();
     let mut skipped = false;
     for m in &vs.matchers {
@@ -109,18 +113,24 @@ fn write_selector(f: &mut fmt::Formatter<'_>, vs: &VectorSelector) -> fmt::Resul
             go_quote(&m.value)
         ));
     }
+    let sep = if style.compact_matchers {
+        parts.sort();
+        ","
+    } else {
+        ", "
+    };
     match &vs.name {
         Some(n) if is_legacy_metric(n) && !is_reserved_metric(n) => {
             f.write_str(n)?;
             if !parts.is_empty() {
-                write!(f, "{{{}}}", parts.join(", "))?;
+                write!(f, "{{{}}}", parts.join(sep))?;
             }
         }
         Some(n) => {
             parts.insert(0, go_quote(n));
-            write!(f, "{{{}}}", parts.join(", "))?;
+            write!(f, "{{{}}}", parts.join(sep))?;
         }
-        None => write!(f, "{{{}}}", parts.join(", "))?,
+        None => write!(f, "{{{}}}", parts.join(sep))?,
     }
     Ok(())
 }
@@ -275,69 +285,105 @@ fn write_matching(f: &mut fmt::Formatter<'_>, op: BinOp, m: &VectorMatching) -> 
 
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Expr::Number(v) => f.write_str(&stratus_model::format_float(*v)),
-            Expr::String(s) => f.write_str(&go_quote(s)),
-            Expr::VectorSelector(vs) => {
-                write_selector(f, vs)?;
-                write_modifiers(f, vs)?;
-                write_at_offset(f, &vs.at, vs.offset, &vs.offset_expr)
+        write_expr(f, self, PrintStyle::default())
+    }
+}
+
+/// Printing options beyond the canonical form.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrintStyle {
+    /// Label matchers sorted and joined by `,` without a space, as
+    /// Prometheus 2.x prints selectors (3.x keeps their order and
+    /// separates them by `, `).
+    pub compact_matchers: bool,
+}
+
+/// An expression printed with a [`PrintStyle`] (see [`Expr::printed`]).
+#[derive(Debug)]
+pub struct Printed<'a> {
+    expr: &'a Expr,
+    style: PrintStyle,
+}
+
+impl fmt::Display for Printed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_expr(f, self.expr, self.style)
+    }
+}
+
+impl Expr {
+    /// The expression's text in `style`; `Display` is the default style.
+    pub fn printed(&self, style: PrintStyle) -> Printed<'_> {
+        Printed { expr: self, style }
+    }
+}
+
+fn write_expr(f: &mut fmt::Formatter<'_>, e: &Expr, style: PrintStyle) -> fmt::Result {
+    fn p(expr: &Expr, style: PrintStyle) -> Printed<'_> {
+        Printed { expr, style }
+    }
+    match e {
+        Expr::Number(v) => f.write_str(&stratus_model::format_float(*v)),
+        Expr::String(s) => f.write_str(&go_quote(s)),
+        Expr::VectorSelector(vs) => {
+            write_selector(f, vs, style)?;
+            write_modifiers(f, vs)?;
+            write_at_offset(f, &vs.at, vs.offset, &vs.offset_expr)
+        }
+        Expr::MatrixSelector {
+            vs,
+            range,
+            range_expr,
+        } => {
+            write_selector(f, vs, style)?;
+            f.write_str("[")?;
+            write_range(f, *range, range_expr)?;
+            f.write_str("]")?;
+            write_modifiers(f, vs)?;
+            write_at_offset(f, &vs.at, vs.offset, &vs.offset_expr)
+        }
+        Expr::Subquery(s) => {
+            write!(f, "{}[", p(&s.expr, style))?;
+            write_range(f, s.range, &s.range_expr)?;
+            f.write_str(":")?;
+            if s.step_expr.is_some() || s.step.is_some() {
+                write_range(f, s.step.unwrap_or(0), &s.step_expr)?;
             }
-            Expr::MatrixSelector {
-                vs,
-                range,
-                range_expr,
-            } => {
-                write_selector(f, vs)?;
-                f.write_str("[")?;
-                write_range(f, *range, range_expr)?;
-                f.write_str("]")?;
-                write_modifiers(f, vs)?;
-                write_at_offset(f, &vs.at, vs.offset, &vs.offset_expr)
+            f.write_str("]")?;
+            write_at_offset(f, &s.at, s.offset, &s.offset_expr)
+        }
+        Expr::Paren(e) => write!(f, "({})", p(e, style)),
+        Expr::Neg(e) => write!(f, "-{}", p(e, style)),
+        Expr::Binary(b) => {
+            write!(f, "{} {}", p(&b.lhs, style), b.op.as_str())?;
+            if b.return_bool {
+                f.write_str(" bool")?;
             }
-            Expr::Subquery(s) => {
-                write!(f, "{}[", s.expr)?;
-                write_range(f, s.range, &s.range_expr)?;
-                f.write_str(":")?;
-                if s.step_expr.is_some() || s.step.is_some() {
-                    write_range(f, s.step.unwrap_or(0), &s.step_expr)?;
+            write_matching(f, b.op, &b.matching)?;
+            write!(f, " {}", p(&b.rhs, style))
+        }
+        Expr::Aggregate(a) => {
+            f.write_str(a.op.as_str())?;
+            if a.without {
+                write!(f, " without ({}) ", join_labels(&a.grouping))?;
+            } else if !a.grouping.is_empty() {
+                write!(f, " by ({}) ", join_labels(&a.grouping))?;
+            }
+            f.write_str("(")?;
+            if let Some(param) = &a.param {
+                write!(f, "{}, ", p(param, style))?;
+            }
+            write!(f, "{})", p(&a.expr, style))
+        }
+        Expr::Call(c) => {
+            write!(f, "{}(", c.func)?;
+            for (i, a) in c.args.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
                 }
-                f.write_str("]")?;
-                write_at_offset(f, &s.at, s.offset, &s.offset_expr)
+                write!(f, "{}", p(a, style))?;
             }
-            Expr::Paren(e) => write!(f, "({e})"),
-            Expr::Neg(e) => write!(f, "-{e}"),
-            Expr::Binary(b) => {
-                write!(f, "{} {}", b.lhs, b.op.as_str())?;
-                if b.return_bool {
-                    f.write_str(" bool")?;
-                }
-                write_matching(f, b.op, &b.matching)?;
-                write!(f, " {}", b.rhs)
-            }
-            Expr::Aggregate(a) => {
-                f.write_str(a.op.as_str())?;
-                if a.without {
-                    write!(f, " without ({}) ", join_labels(&a.grouping))?;
-                } else if !a.grouping.is_empty() {
-                    write!(f, " by ({}) ", join_labels(&a.grouping))?;
-                }
-                f.write_str("(")?;
-                if let Some(p) = &a.param {
-                    write!(f, "{p}, ")?;
-                }
-                write!(f, "{})", a.expr)
-            }
-            Expr::Call(c) => {
-                write!(f, "{}(", c.func)?;
-                for (i, a) in c.args.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(", ")?;
-                    }
-                    write!(f, "{a}")?;
-                }
-                f.write_str(")")
-            }
+            f.write_str(")")
         }
     }
 }
