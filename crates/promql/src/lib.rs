@@ -14,6 +14,7 @@ mod binop;
 mod engine;
 mod error;
 mod functions;
+mod histogram;
 pub mod parser;
 mod prepare;
 pub mod promqltest;

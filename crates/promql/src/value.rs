@@ -2,7 +2,9 @@
 
 use std::fmt::Write as _;
 
-use stratus_model::Labels;
+use std::sync::Arc;
+
+use stratus_model::{FloatHistogram, Labels};
 
 /// One sample of an instant vector.
 #[derive(Debug, Clone, PartialEq)]
@@ -10,7 +12,10 @@ pub struct Sample {
     pub labels: Labels,
     /// Evaluation time (ms).
     pub t: i64,
+    /// The float value (0 for a histogram sample).
     pub v: f64,
+    /// The native histogram value, if this is a histogram sample.
+    pub h: Option<Arc<FloatHistogram>>,
 }
 
 /// One series of a range vector (matrix).
@@ -19,6 +24,8 @@ pub struct RangeSeries {
     pub labels: Labels,
     /// `(timestamp ms, value)`, sorted by time.
     pub points: Vec<(i64, f64)>,
+    /// `(timestamp ms, native histogram)`, sorted by time.
+    pub histograms: Vec<(i64, Arc<FloatHistogram>)>,
 }
 
 /// The value of a query.
