@@ -1560,7 +1560,7 @@ fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val
     let mut keys: Vec<Labels> = Vec::with_capacity(v.len());
     for s in &v {
         let le = s.labels.get("le").and_then(parse_go_float);
-        if le.is_none() {
+        if le.is_none() && !s.points.is_empty() {
             ev.warn(format!(
                 "bucket label \"le\" is missing or has a malformed value of {} for metric name {}",
                 crate::value::go_quote(s.labels.get("le").unwrap_or("")),
@@ -1573,12 +1573,17 @@ fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val
     let mut out = OutBuilder::default();
     let mut cur = StepCursor::new(&v);
     let mut vals = Vec::new();
+    let mut hvals = Vec::new();
+    let has_hist = v.iter().any(|s| !s.hist.is_empty());
     let mut warned_q = false;
     for (i, &qv) in q.iter().enumerate().take(ctx.n()) {
         ev.check_deadline()?;
         let ts = ctx.ts(i);
         cur.at(ts, &mut vals);
-        if vals.is_empty() {
+        if has_hist {
+            cur.at_hist(ts, &mut hvals);
+        }
+        if vals.is_empty() && hvals.is_empty() {
             continue;
         }
         if (qv.is_nan() || !(0.0..=1.0).contains(&qv)) && !warned_q {
@@ -1600,6 +1605,19 @@ fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val
                     Vec::new()
                 })
                 .push((le, x));
+        }
+        for (si, h) in &hvals {
+            let k = &keys[*si];
+            let key = crate::engine::drop_name(k);
+            if groups.keys().any(|g| crate::engine::drop_name(g) == key) {
+                ev.warn(format!(
+                    "vector contains a mix of classic and native histograms for metric name {}",
+                    crate::value::go_quote(metric_name(k))
+                ));
+                groups.retain(|g, _| crate::engine::drop_name(g) != key);
+                continue;
+            }
+            out.push(v[*si].labels.clone(), true, ts, hg::quantile(qv, h))?;
         }
         for k in order {
             let Some(mut b) = groups.remove(k) else {
