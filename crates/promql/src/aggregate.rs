@@ -15,9 +15,9 @@ use std::sync::Arc;
 use stratus_model::FloatHistogram;
 
 use crate::engine::{Ctx, Evaluator, OutBuilder, Result, Series, StepCursor, Val};
-use crate::histogram::Hist;
 use crate::error::PromqlError;
 use crate::functions::{kahan_inc, quantile};
+use crate::histogram::Hist;
 use stratus_model::format_float;
 
 /// Group labels of one series.
@@ -67,7 +67,12 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &Aggregate, ctx: &Ctx) -
     }
     let mut input = ev.eval_vector(&a.expr, ctx)?;
     let has_hist = input.iter().any(|s| !s.hist.is_empty());
-    if has_hist && matches!(a.op, AggOp::Count | AggOp::Group | AggOp::LimitK | AggOp::LimitRatio) {
+    if has_hist
+        && matches!(
+            a.op,
+            AggOp::Count | AggOp::Group | AggOp::LimitK | AggOp::LimitRatio
+        )
+    {
         // These only look at presence (or keep samples as they are).
         if matches!(a.op, AggOp::Count | AggOp::Group) {
             for s in &mut input {
@@ -150,7 +155,10 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &Aggregate, ctx: &Ctx) -
             if !hvals.is_empty() {
                 if hist_agg {
                     skip = hist_groups(ev, a.op, &keys, &vals, &hvals, ts, &mut out)?;
-                } else if !matches!(a.op, AggOp::Count | AggOp::Group | AggOp::LimitK | AggOp::LimitRatio) {
+                } else if !matches!(
+                    a.op,
+                    AggOp::Count | AggOp::Group | AggOp::LimitK | AggOp::LimitRatio
+                ) {
                     ev.info(format!(
                         "ignored histogram in {} aggregation",
                         agg_name(a.op)

@@ -289,8 +289,7 @@ pub(crate) fn merge_same_labels(series: Vec<Series>) -> Result<Vec<Series>> {
                     o.hist.sort_by_key(|x| x.0);
                 }
                 if !o.hist.is_empty()
-                    && o
-                        .hist
+                    && o.hist
                         .iter()
                         .any(|(t, _)| o.points.binary_search_by_key(t, |p| p.0).is_ok())
                 {
@@ -451,7 +450,8 @@ impl OutBuilder {
             }
             None => {
                 self.index.insert(labels.clone(), self.series.len());
-                self.series.push(Series::floats(labels, drop_name, vec![(t, v)]));
+                self.series
+                    .push(Series::floats(labels, drop_name, vec![(t, v)]));
             }
         }
         Ok(())
@@ -589,7 +589,7 @@ impl<'a> Evaluator<'a> {
             Expr::Paren(e) => self.eval(e, ctx),
             Expr::VectorSelector(vs) => Ok(Val::Vector(self.eval_selector(vs, ctx, false)?)),
             Expr::MatrixSelector { .. } | Expr::Subquery(_) => {
-                let mut pts: Vec<(Vec<(i64, f64)>, Vec<(i64, Hist)>)> = Vec::new();
+                let mut pts: Vec<WindowCopy> = Vec::new();
                 let labels = self.windows(e, ctx, &mut |w| {
                     if w.series >= pts.len() {
                         pts.resize_with(w.series + 1, Default::default);
@@ -1001,6 +1001,9 @@ pub(crate) fn keeps_name(op: BinOp) -> bool {
 pub(crate) fn metric_name(l: &Labels) -> &str {
     l.get(METRIC_NAME).unwrap_or("")
 }
+
+/// The float and histogram points of one window, copied.
+type WindowCopy = (Vec<(i64, f64)>, Vec<(i64, Hist)>);
 
 /// A decoded sample of a series holding native histograms.
 enum TypedV {

@@ -256,7 +256,12 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<V
             let v = ev.eval_vector(a, ctx)?;
             let mut present = vec![false; n];
             for s in &v {
-                for p in s.points.iter().map(|p| p.0).chain(s.hist.iter().map(|p| p.0)) {
+                for p in s
+                    .points
+                    .iter()
+                    .map(|p| p.0)
+                    .chain(s.hist.iter().map(|p| p.0))
+                {
                     let p = (p, ());
                     let i = ((p.0 - ctx.start) / ctx.step) as usize;
                     if let Some(x) = present.get_mut(i) {
@@ -935,8 +940,7 @@ enum HOut {
 }
 
 const MIX_FH: &str = "encountered a mix of histograms and floats for metric name {NAME}";
-const MIX_SCHEMA: &str =
-    "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {NAME}";
+const MIX_SCHEMA: &str = "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {NAME}";
 
 /// A range function over a window that holds native histograms (and
 /// maybe floats). Warnings use `{NAME}` for the quoted metric name.
@@ -983,10 +987,16 @@ fn hist_range(
                 return None;
             };
             let is_irate = name == "irate";
-            if is_irate && (ha.reset_hint == stratus_model::reset_hint::GAUGE || hb.reset_hint == stratus_model::reset_hint::GAUGE) {
+            if is_irate
+                && (ha.reset_hint == stratus_model::reset_hint::GAUGE
+                    || hb.reset_hint == stratus_model::reset_hint::GAUGE)
+            {
                 warn("this native histogram metric is not a counter: {NAME}".into());
             }
-            if !is_irate && (ha.reset_hint != stratus_model::reset_hint::GAUGE || hb.reset_hint != stratus_model::reset_hint::GAUGE) {
+            if !is_irate
+                && (ha.reset_hint != stratus_model::reset_hint::GAUGE
+                    || hb.reset_hint != stratus_model::reset_hint::GAUGE)
+            {
                 warn("this native histogram metric is not a gauge: {NAME}".into());
             }
             let mut r = if is_irate && hg::detect_reset(hb, ha) {

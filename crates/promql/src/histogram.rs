@@ -236,8 +236,7 @@ fn check(a: &FloatHistogram, b: &FloatHistogram) -> Result<(), HistError> {
     match (is_custom(a), is_custom(b)) {
         (true, true) => {
             if a.custom_values.len() != b.custom_values.len()
-                || a
-                    .custom_values
+                || a.custom_values
                     .iter()
                     .zip(&b.custom_values)
                     .any(|(x, y)| x != y)
@@ -398,7 +397,10 @@ pub(crate) fn buckets(h: &FloatHistogram) -> Vec<Bucket> {
             let lower = if iu == 0 {
                 f64::NEG_INFINITY
             } else {
-                h.custom_values.get(iu - 1).copied().unwrap_or(f64::INFINITY)
+                h.custom_values
+                    .get(iu - 1)
+                    .copied()
+                    .unwrap_or(f64::INFINITY)
             };
             out.push(Bucket {
                 lower,
@@ -639,27 +641,15 @@ pub(crate) fn approx_eq(
         && a.negative_spans == b.negative_spans
         && a.positive_buckets.len() == b.positive_buckets.len()
         && a.negative_buckets.len() == b.negative_buckets.len()
-        && a
-            .positive_buckets
+        && a.positive_buckets
             .iter()
             .zip(&b.positive_buckets)
             .all(|(x, y)| eq(*x, *y))
-        && a
-            .negative_buckets
+        && a.negative_buckets
             .iter()
             .zip(&b.negative_buckets)
             .all(|(x, y)| eq(*x, *y))
         && a.custom_values == b.custom_values
-}
-
-/// Prometheus' `FloatHistogram.String()`-like rendering for messages.
-pub(crate) fn render(h: &FloatHistogram) -> String {
-    let mut s = format!("{{count:{}, sum:{}", h.count, h.sum);
-    for b in buckets(h) {
-        s.push_str(&format!(", ({},{}]:{}", b.lower, b.upper, b.count));
-    }
-    s.push('}');
-    s
 }
 
 #[cfg(test)]
@@ -684,7 +674,10 @@ mod tests {
         let b = h(0, &[(1, 4.0)]);
         let r = add(&a, &b).unwrap();
         assert_eq!(r.schema, 0);
-        assert_eq!(sparse(&r.positive_spans, &r.positive_buckets), vec![(1, 7.0)]);
+        assert_eq!(
+            sparse(&r.positive_spans, &r.positive_buckets),
+            vec![(1, 7.0)]
+        );
         assert_eq!(r.count, 7.0);
     }
 

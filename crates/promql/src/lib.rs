@@ -23,4 +23,4 @@ mod value;
 pub use engine::{Engine, EngineOptions};
 pub use error::PromqlError;
 pub use parser::parse;
-pub use value::{QueryResult, RangeSeries, Sample, Value, labels_string};
+pub use value::{QueryResult, RangeSeries, Sample, Value, histogram_buckets, labels_string};

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use regex::Regex;
 use stratus_model::{
-    BucketSpan, CUSTOM_BUCKETS_SCHEMA, FloatHistogram, Labels, Sample as ModelSample,
-    is_stale_nan, reset_hint, stale_nan,
+    BucketSpan, CUSTOM_BUCKETS_SCHEMA, FloatHistogram, Labels, Sample as ModelSample, is_stale_nan,
+    reset_hint, stale_nan,
 };
 use stratus_objstore::Bucket;
 use stratus_tsdb::{Db, DbConfig, SeriesHistograms, SeriesSamples};
@@ -1020,12 +1020,16 @@ fn parse_hist(body: &str) -> Result<(FloatHistogram, bool), String> {
     let mut rest = body.trim();
     let num = |v: &str| parse_number(v).ok_or_else(|| format!("invalid number {v:?} in histogram"));
     while !rest.is_empty() {
-        let colon = rest.find(':').ok_or_else(|| format!("invalid histogram {body:?}"))?;
+        let colon = rest
+            .find(':')
+            .ok_or_else(|| format!("invalid histogram {body:?}"))?;
         let key = rest[..colon].trim();
         rest = rest[colon + 1..].trim_start();
         let val;
         if rest.starts_with('[') {
-            let e = rest.find(']').ok_or_else(|| format!("invalid histogram {body:?}"))?;
+            let e = rest
+                .find(']')
+                .ok_or_else(|| format!("invalid histogram {body:?}"))?;
             val = &rest[1..e];
             rest = rest[e + 1..].trim_start();
         } else {
@@ -1033,7 +1037,8 @@ fn parse_hist(body: &str) -> Result<(FloatHistogram, bool), String> {
             val = &rest[..e];
             rest = rest[e..].trim_start();
         }
-        let list = |v: &str| -> Result<Vec<f64>, String> { v.split_whitespace().map(num).collect() };
+        let list =
+            |v: &str| -> Result<Vec<f64>, String> { v.split_whitespace().map(num).collect() };
         match key {
             "schema" => h.schema = val.parse().map_err(|_| format!("invalid schema {val:?}"))?,
             "count" => h.count = num(val)?,
@@ -1080,7 +1085,11 @@ fn parse_hist(body: &str) -> Result<(FloatHistogram, bool), String> {
 fn nhcb_series(series: &[(Labels, Vec<(i64, f64)>)]) -> Vec<(Labels, Vec<(i64, FloatHistogram)>)> {
     use std::collections::BTreeMap;
     // base labels -> (le -> samples, count samples, sum samples)
-    type Parts<'a> = (Vec<(f64, &'a [(i64, f64)])>, Option<&'a [(i64, f64)]>, Option<&'a [(i64, f64)]>);
+    type Parts<'a> = (
+        Vec<(f64, &'a [(i64, f64)])>,
+        Option<&'a [(i64, f64)]>,
+        Option<&'a [(i64, f64)]>,
+    );
     let mut groups: BTreeMap<Labels, Parts<'_>> = BTreeMap::new();
     for (l, samples) in series {
         let name = l.get("__name__").unwrap_or("");

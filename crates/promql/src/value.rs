@@ -81,3 +81,25 @@ pub(crate) fn go_quote(v: &str) -> String {
     s.push('"');
     s
 }
+
+/// The populated buckets of a native histogram, lowest first, as the
+/// Prometheus HTTP API lists them: `(boundary rule, lower, upper, count)`
+/// where the rule is 0 for `(lower, upper]`, 1 for `[lower, upper)` and 3
+/// for the closed zero bucket.
+pub fn histogram_buckets(h: &FloatHistogram) -> Vec<(u8, f64, f64, f64)> {
+    let custom = crate::histogram::is_custom(h);
+    crate::histogram::buckets(h)
+        .into_iter()
+        .filter(|b| b.count != 0.0)
+        .map(|b| {
+            let rule = if custom || b.lower >= 0.0 && b.upper > 0.0 {
+                0
+            } else if b.upper <= 0.0 && b.lower < 0.0 {
+                1
+            } else {
+                3
+            };
+            (rule, b.lower, b.upper, b.count)
+        })
+        .collect()
+}
