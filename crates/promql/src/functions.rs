@@ -1,4 +1,4 @@
-//! PromQL functions (float samples).
+//! PromQL functions (float samples and native histograms).
 //!
 //! Range-vector functions get one window per series and step from
 //! [`Evaluator::windows`] and compute one value from it; instant-vector

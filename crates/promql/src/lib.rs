@@ -6,7 +6,7 @@
 //! [`stratus_tsdb::Queryable`], plus a runner for Prometheus' `promqltest`
 //! scripts ([`promqltest`]). [`parser`] is Stratus' own PromQL 3.x lexer and
 //! parser producing the engine's [`ast`] (and printing it back in canonical
-//! form). This first slice handles float samples only.
+//! form). Native histograms are evaluated as float histograms ([`histogram`]).
 
 mod aggregate;
 pub mod ast;
