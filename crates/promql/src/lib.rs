@@ -6,7 +6,8 @@
 //! [`stratus_tsdb::Queryable`], plus a runner for Prometheus' `promqltest`
 //! scripts ([`promqltest`]). [`parser`] is Stratus' own PromQL 3.x lexer and
 //! parser producing the engine's [`ast`] (and printing it back in canonical
-//! form). Native histograms are evaluated as float histograms ([`histogram`]).
+//! form). Native histograms are evaluated as float histograms (module
+//! `histogram`); the trim operators `</` and `>/` are not supported yet.
 
 mod aggregate;
 pub mod ast;
