@@ -251,6 +251,35 @@ fn write_point(out: &mut String, t: i64, v: f64) {
     out.push_str("\"]");
 }
 
+/// `[<ts>,{"count":"..","sum":"..","buckets":[[rule,"lo","hi","n"],..]}]`
+fn write_hist_point(out: &mut String, t: i64, h: &stratus_model::FloatHistogram) {
+    out.push('[');
+    write_timestamp(out, t);
+    out.push_str(",{\"count\":\"");
+    out.push_str(&format_value(h.count));
+    out.push_str("\",\"sum\":\"");
+    out.push_str(&format_value(h.sum));
+    out.push('"');
+    let buckets = stratus_promql::histogram_buckets(h);
+    if !buckets.is_empty() {
+        out.push_str(",\"buckets\":[");
+        for (i, (rule, lo, hi, n)) in buckets.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(
+                out,
+                "[{rule},\"{}\",\"{}\",\"{}\"]",
+                format_value(lo),
+                format_value(hi),
+                format_value(n)
+            );
+        }
+        out.push(']');
+    }
+    out.push_str("}]");
+}
+
 fn write_matrix(out: &mut String, m: &[RangeSeries]) {
     out.push('[');
     for (i, s) in m.iter().enumerate() {
@@ -266,6 +295,16 @@ fn write_matrix(out: &mut String, m: &[RangeSeries]) {
                     out.push(',');
                 }
                 write_point(out, t, v);
+            }
+            out.push(']');
+        }
+        if !s.histograms.is_empty() {
+            out.push_str(",\"histograms\":[");
+            for (j, (t, h)) in s.histograms.iter().enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                write_hist_point(out, *t, h);
             }
             out.push(']');
         }
@@ -315,8 +354,16 @@ pub(crate) fn encode_result(r: &QueryResult) -> String {
                 }
                 out.push_str("{\"metric\":");
                 write_labels(&mut out, &s.labels);
-                out.push_str(",\"value\":");
-                write_point(&mut out, s.t, s.v);
+                match &s.h {
+                    Some(h) => {
+                        out.push_str(",\"histogram\":");
+                        write_hist_point(&mut out, s.t, h);
+                    }
+                    None => {
+                        out.push_str(",\"value\":");
+                        write_point(&mut out, s.t, s.v);
+                    }
+                }
                 out.push('}');
             }
             out.push(']');
@@ -817,17 +864,42 @@ mod tests {
                 labels: l.clone(),
                 t: 1_435_781_451_781,
                 v: 1.0,
+                h: None,
             }]))),
             r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"__name__":"up","job":"a"},"value":[1435781451.781,"1"]}]}}"#
+        );
+        let h = stratus_model::FloatHistogram {
+            schema: 0,
+            count: 3.0,
+            sum: 4.5,
+            zero_threshold: 0.001,
+            zero_count: 1.0,
+            positive_spans: vec![stratus_model::BucketSpan {
+                offset: 1,
+                length: 1,
+            }],
+            positive_buckets: vec![2.0],
+            ..Default::default()
+        };
+        assert_eq!(
+            encode_result(&r(Value::Vector(vec![Sample {
+                labels: Labels::empty(),
+                t: 1000,
+                v: 0.0,
+                h: Some(std::sync::Arc::new(h)),
+            }]))),
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"histogram":[1,{"count":"3","sum":"4.5","buckets":[[3,"-0.001","0.001","1"],[0,"1","2","2"]]}]}]}}"#
         );
         let mut res = r(Value::Matrix(vec![
             RangeSeries {
                 labels: Labels::empty(),
                 points: vec![(0, f64::NAN), (15_000, f64::INFINITY)],
+                histograms: vec![],
             },
             RangeSeries {
                 labels: l,
                 points: vec![],
+                histograms: vec![],
             },
         ]));
         res.warnings.push("PromQL warning: w".into());

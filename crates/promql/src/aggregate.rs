@@ -10,9 +10,14 @@ use std::collections::HashMap;
 use stratus_model::{Labels, METRIC_NAME};
 
 use crate::ast::{AggOp, Aggregate};
+use std::sync::Arc;
+
+use stratus_model::FloatHistogram;
+
 use crate::engine::{Ctx, Evaluator, OutBuilder, Result, Series, StepCursor, Val};
 use crate::error::PromqlError;
 use crate::functions::{kahan_inc, quantile};
+use crate::histogram::Hist;
 use stratus_model::format_float;
 
 /// Group labels of one series.
@@ -60,7 +65,25 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &Aggregate, ctx: &Ctx) -
             _ => fparam = Some(ev.eval_scalar(p, ctx)?),
         }
     }
-    let input = ev.eval_vector(&a.expr, ctx)?;
+    let mut input = ev.eval_vector(&a.expr, ctx)?;
+    let has_hist = input.iter().any(|s| !s.hist.is_empty());
+    if has_hist
+        && matches!(
+            a.op,
+            AggOp::Count | AggOp::Group | AggOp::LimitK | AggOp::LimitRatio
+        )
+    {
+        // These only look at presence (or keep samples as they are).
+        if matches!(a.op, AggOp::Count | AggOp::Group) {
+            for s in &mut input {
+                if !s.hist.is_empty() {
+                    s.points.extend(s.hist.iter().map(|p| (p.0, 1.0)));
+                    s.points.sort_by_key(|p| p.0);
+                    s.hist.clear();
+                }
+            }
+        }
+    }
     if matches!(a.op, AggOp::CountValues) {
         let label = sparam.unwrap_or_default();
         if label.is_empty() || !is_valid_label_name(&label) {
@@ -119,10 +142,30 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &Aggregate, ctx: &Ctx) -
     let mut vals = Vec::new();
     let mut groups: Vec<Group> = Vec::new();
     let mut gidx: HashMap<&Labels, usize> = HashMap::new();
+    let mut hvals = Vec::new();
+    let hist_agg = has_hist && matches!(a.op, AggOp::Sum | AggOp::Avg);
+    let mut hcur = StepCursor::new(&input);
     for i in 0..n {
         ev.check_deadline()?;
         let ts = ctx.ts(i);
         cur.at(ts, &mut vals);
+        let mut skip: Vec<&Labels> = Vec::new();
+        if has_hist {
+            hcur.at_hist(ts, &mut hvals);
+            if !hvals.is_empty() {
+                if hist_agg {
+                    skip = hist_groups(ev, a.op, &keys, &vals, &hvals, ts, &mut out)?;
+                } else if !matches!(
+                    a.op,
+                    AggOp::Count | AggOp::Group | AggOp::LimitK | AggOp::LimitRatio
+                ) {
+                    ev.info(format!(
+                        "ignored histogram in {} aggregation",
+                        agg_name(a.op)
+                    ));
+                }
+            }
+        }
         if vals.is_empty() {
             continue;
         }
@@ -154,6 +197,9 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &Aggregate, ctx: &Ctx) -
             }
             _ => {
                 for g in &mut groups {
+                    if skip.contains(&&g.labels) {
+                        continue;
+                    }
                     let v = finish(a.op, g, param);
                     out.push(g.labels.clone(), false, ts, v)?;
                 }
@@ -161,6 +207,99 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &Aggregate, ctx: &Ctx) -
         }
     }
     Ok(Val::Vector(out.series))
+}
+
+fn agg_name(op: AggOp) -> &'static str {
+    match op {
+        AggOp::Sum => "sum",
+        AggOp::Avg => "avg",
+        AggOp::Count => "count",
+        AggOp::Min => "min",
+        AggOp::Max => "max",
+        AggOp::Group => "group",
+        AggOp::Stddev => "stddev",
+        AggOp::Stdvar => "stdvar",
+        AggOp::TopK => "topk",
+        AggOp::BottomK => "bottomk",
+        AggOp::CountValues => "count_values",
+        AggOp::Quantile => "quantile",
+        AggOp::LimitK => "limitk",
+        AggOp::LimitRatio => "limit_ratio",
+    }
+}
+
+/// `sum`/`avg` over the histogram samples of one step: outputs the
+/// histogram groups and returns the group keys that also hold floats
+/// (those produce nothing, with a warning).
+fn hist_groups<'k>(
+    ev: &mut Evaluator<'_>,
+    op: AggOp,
+    keys: &'k [Labels],
+    vals: &[(usize, f64)],
+    hvals: &[(usize, Hist)],
+    ts: i64,
+    out: &mut OutBuilder,
+) -> Result<Vec<&'k Labels>> {
+    let mut order: Vec<&Labels> = Vec::new();
+    let mut acc: HashMap<&Labels, (Option<FloatHistogram>, f64)> = HashMap::new();
+    let mut collision = false;
+    for (si, h) in hvals {
+        let k = &keys[*si];
+        let e = acc.entry(k).or_insert_with(|| {
+            order.push(k);
+            (None, 0.0)
+        });
+        e.1 += 1.0;
+        e.0 = match e.0.take() {
+            None => Some(crate::histogram::compact(h)),
+            Some(cur) => {
+                if cur.count.is_nan() && cur.schema == i32::MIN {
+                    Some(cur)
+                } else {
+                    if crate::histogram::reset_collision(&cur, h) {
+                        collision = true;
+                    }
+                    match crate::histogram::add(&cur, h) {
+                        Ok(r) => Some(r),
+                        Err(_) => {
+                            ev.warn(
+                                "vector contains a mix of histograms with exponential and custom buckets schemas for metric name \"\"".into(),
+                            );
+                            Some(FloatHistogram {
+                                schema: i32::MIN,
+                                count: f64::NAN,
+                                ..Default::default()
+                            })
+                        }
+                    }
+                }
+            }
+        };
+    }
+    if collision {
+        ev.warn("conflicting counter resets during histogram aggregation".into());
+    }
+    let mut skip = Vec::new();
+    for k in order {
+        if vals.iter().any(|(si, _)| &keys[*si] == k) {
+            ev.warn("encountered a mix of histograms and floats for aggregation".into());
+            skip.push(k);
+            continue;
+        }
+        let Some((Some(h), n)) = acc.remove(k) else {
+            continue;
+        };
+        if h.schema == i32::MIN {
+            continue;
+        }
+        let h = if op == AggOp::Avg {
+            crate::histogram::scale(&h, 1.0 / n)
+        } else {
+            h
+        };
+        out.push_hist(k.clone(), false, ts, Arc::new(h))?;
+    }
+    Ok(skip)
 }
 
 fn new_group(op: AggOp, labels: Labels, v: f64) -> Group {

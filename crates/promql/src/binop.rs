@@ -10,6 +10,7 @@ use stratus_model::{Labels, METRIC_NAME};
 use crate::ast::{BinOp, Binary, Cardinality, VectorMatching};
 use crate::engine::{Ctx, Evaluator, OutBuilder, Result, Series, StepCursor, Val, keeps_name};
 use crate::error::PromqlError;
+use crate::histogram::Hist;
 use crate::value::labels_string;
 
 /// Applies `op` to two floats: `(value, keep)`; `keep` is the comparison
@@ -103,8 +104,20 @@ fn vector_scalar(
                 pts.push((t, val));
             }
         }
-        if !pts.is_empty() {
+        let mut hpts = Vec::new();
+        for (t, h) in &s.hist {
+            let idx = ((t - ctx.start) / ctx.step) as usize;
+            let x = sc.get(idx).copied().unwrap_or(f64::NAN);
+            let f = match b.op {
+                BinOp::Mul => x,
+                BinOp::Div if !swap => 1.0 / x,
+                _ => continue,
+            };
+            hpts.push((*t, std::sync::Arc::new(crate::histogram::scale(h, f))));
+        }
+        if !pts.is_empty() || !hpts.is_empty() {
             s.points = pts;
+            s.hist = hpts;
             if !keeps_name(b.op) || b.return_bool {
                 s.drop_name = true;
             }
@@ -308,11 +321,60 @@ fn set_op(
     let mut keep_l: Vec<Vec<(i64, f64)>> = vec![Vec::new(); lhs.len()];
     let mut keep_r: Vec<Vec<(i64, f64)>> = vec![Vec::new(); rhs.len()];
     let mut sigs: HashSet<&[u8]> = HashSet::new();
+    let has_hist = lhs.iter().chain(&rhs).any(|s| !s.hist.is_empty());
+    let (mut hl, mut hr) = (Vec::new(), Vec::new());
+    let mut hkeep_l: Vec<Vec<(i64, Hist)>> = vec![Vec::new(); lhs.len()];
+    let mut hkeep_r: Vec<Vec<(i64, Hist)>> = vec![Vec::new(); rhs.len()];
     for i in 0..ctx.n() {
         ev.check_deadline()?;
         let ts = ctx.ts(i);
         cur_l.at(ts, &mut vl);
         cur_r.at(ts, &mut vr);
+        if has_hist {
+            cur_l.at_hist(ts, &mut hl);
+            cur_r.at_hist(ts, &mut hr);
+            let lsig: HashSet<&[u8]> = vl
+                .iter()
+                .map(|x| ls[x.0].as_slice())
+                .chain(hl.iter().map(|x| ls[x.0].as_slice()))
+                .collect();
+            let rsig: HashSet<&[u8]> = vr
+                .iter()
+                .map(|x| rs[x.0].as_slice())
+                .chain(hr.iter().map(|x| rs[x.0].as_slice()))
+                .collect();
+            match b.op {
+                BinOp::And => {
+                    vl.retain(|x| rsig.contains(ls[x.0].as_slice()));
+                    hl.retain(|x| rsig.contains(ls[x.0].as_slice()));
+                    vr.clear();
+                    hr.clear();
+                }
+                BinOp::Unless => {
+                    vl.retain(|x| !rsig.contains(ls[x.0].as_slice()));
+                    hl.retain(|x| !rsig.contains(ls[x.0].as_slice()));
+                    vr.clear();
+                    hr.clear();
+                }
+                _ => {
+                    vr.retain(|x| !lsig.contains(rs[x.0].as_slice()));
+                    hr.retain(|x| !lsig.contains(rs[x.0].as_slice()));
+                }
+            }
+            for (li, v) in vl.drain(..) {
+                keep_l[li].push((ts, v));
+            }
+            for (ri, v) in vr.drain(..) {
+                keep_r[ri].push((ts, v));
+            }
+            for (li, h) in hl.drain(..) {
+                hkeep_l[li].push((ts, h));
+            }
+            for (ri, h) in hr.drain(..) {
+                hkeep_r[ri].push((ts, h));
+            }
+            continue;
+        }
         sigs.clear();
         match b.op {
             BinOp::And => {
@@ -345,19 +407,26 @@ fn set_op(
         }
     }
     let mut out = OutBuilder::default();
-    let mut push_all = |src: Vec<Series>, keep: Vec<Vec<(i64, f64)>>| -> Result<()> {
-        for (s, pts) in src.into_iter().zip(keep) {
+    let mut push_all = |src: Vec<Series>,
+                        keep: Vec<Vec<(i64, f64)>>,
+                        hkeep: Vec<Vec<(i64, Hist)>>|
+     -> Result<()> {
+        for ((s, pts), hpts) in src.into_iter().zip(keep).zip(hkeep) {
             for (t, v) in pts {
                 out.push(s.labels.clone(), s.drop_name, t, v)?;
+            }
+            for (t, h) in hpts {
+                out.push_hist(s.labels.clone(), s.drop_name, t, h)?;
             }
         }
         Ok(())
     };
-    push_all(lhs, keep_l)?;
-    push_all(rhs, keep_r)?;
+    push_all(lhs, keep_l, hkeep_l)?;
+    push_all(rhs, keep_r, hkeep_r)?;
     // Points of one series may now be out of order (lhs and rhs parts).
     for s in &mut out.series {
         s.points.sort_by_key(|p| p.0);
+        s.hist.sort_by_key(|p| p.0);
     }
     Ok(Val::Vector(out.series))
 }

@@ -25,6 +25,7 @@ use stratus_tsdb::{Queryable, SelectHints};
 
 use crate::ast::{AtModifier, BinOp, Expr, Subquery, ValueType, VectorSelector};
 use crate::error::PromqlError;
+use crate::histogram::Hist;
 use crate::value::{QueryResult, RangeSeries, Sample, Value};
 
 pub(crate) type Result<T, E = PromqlError> = std::result::Result<T, E>;
@@ -125,11 +126,20 @@ impl Engine {
                     series
                         .into_iter()
                         .filter_map(|s| {
+                            if let Some((t, h)) = s.hist.first() {
+                                return Some(Sample {
+                                    labels: s.labels,
+                                    t: *t,
+                                    v: 0.0,
+                                    h: Some(h.clone()),
+                                });
+                            }
                             let (t, v) = *s.points.first()?;
                             Some(Sample {
                                 labels: s.labels,
                                 t,
                                 v,
+                                h: None,
                             })
                         })
                         .collect(),
@@ -141,6 +151,7 @@ impl Engine {
                     .map(|s| RangeSeries {
                         labels: s.labels,
                         points: s.points,
+                        histograms: s.hist,
                     })
                     .collect(),
             ),
@@ -182,13 +193,15 @@ impl Engine {
             Val::Scalar(v) => vec![RangeSeries {
                 labels: Labels::empty(),
                 points: (0..ctx.n()).map(|i| (ctx.ts(i), v[i])).collect(),
+                histograms: Vec::new(),
             }],
             Val::Vector(series) => finish_names(series)?
                 .into_iter()
-                .filter(|s| !s.points.is_empty())
+                .filter(|s| !s.points.is_empty() || !s.hist.is_empty())
                 .map(|s| RangeSeries {
                     labels: s.labels,
                     points: s.points,
+                    histograms: s.hist,
                 })
                 .collect(),
             Val::String(_) | Val::Matrix(_) => {
@@ -264,6 +277,24 @@ pub(crate) fn merge_same_labels(series: Vec<Series>) -> Result<Vec<Series>> {
                     }
                 }
                 o.points = pts;
+                if !s.hist.is_empty() {
+                    for (t, _) in &s.hist {
+                        if o.hist.iter().any(|x| x.0 == *t)
+                            || o.points.binary_search_by_key(t, |p| p.0).is_ok()
+                        {
+                            return Err(PromqlError::DuplicateLabelset);
+                        }
+                    }
+                    o.hist.extend(s.hist);
+                    o.hist.sort_by_key(|x| x.0);
+                }
+                if !o.hist.is_empty()
+                    && o.hist
+                        .iter()
+                        .any(|(t, _)| o.points.binary_search_by_key(t, |p| p.0).is_ok())
+                {
+                    return Err(PromqlError::DuplicateLabelset);
+                }
                 merged = true;
             }
         }
@@ -301,6 +332,20 @@ pub(crate) struct Series {
     /// Remove `__name__` when the result is finished.
     pub(crate) drop_name: bool,
     pub(crate) points: Vec<(i64, f64)>,
+    /// Native histogram points on step timestamps (no step has both).
+    pub(crate) hist: Vec<(i64, Hist)>,
+}
+
+impl Series {
+    /// A float-only series.
+    pub(crate) fn floats(labels: Labels, drop_name: bool, points: Vec<(i64, f64)>) -> Self {
+        Series {
+            labels,
+            drop_name,
+            points,
+            hist: Vec::new(),
+        }
+    }
 }
 
 /// An intermediate value.
@@ -320,6 +365,8 @@ pub(crate) struct Window<'w> {
     pub(crate) series: usize,
     pub(crate) step: usize,
     pub(crate) points: &'w [(i64, f64)],
+    /// Native histogram samples of the window.
+    pub(crate) hpoints: &'w [(i64, Hist)],
     /// Exclusive start of the window (ms).
     pub(crate) range_start: i64,
     /// Inclusive end of the window (ms).
@@ -331,6 +378,7 @@ pub(crate) struct Window<'w> {
 pub(crate) struct StepCursor<'a> {
     series: &'a [Series],
     pos: Vec<usize>,
+    hpos: Vec<usize>,
 }
 
 impl<'a> StepCursor<'a> {
@@ -338,6 +386,29 @@ impl<'a> StepCursor<'a> {
         Self {
             series,
             pos: vec![0; series.len()],
+            hpos: vec![0; series.len()],
+        }
+    }
+
+    /// Fills `out` with `(series index, histogram)` for step time `ts`;
+    /// steps must be visited in increasing order (independently of
+    /// [`StepCursor::at`]).
+    pub(crate) fn at_hist(&mut self, ts: i64, out: &mut Vec<(usize, Hist)>) {
+        out.clear();
+        for (i, s) in self.series.iter().enumerate() {
+            if s.hist.is_empty() {
+                continue;
+            }
+            let p = &mut self.hpos[i];
+            while *p < s.hist.len() && s.hist[*p].0 < ts {
+                *p += 1;
+            }
+            if let Some((t, h)) = s.hist.get(*p) {
+                if *t == ts {
+                    out.push((i, h.clone()));
+                    *p += 1;
+                }
+            }
         }
     }
 
@@ -379,10 +450,38 @@ impl OutBuilder {
             }
             None => {
                 self.index.insert(labels.clone(), self.series.len());
+                self.series
+                    .push(Series::floats(labels, drop_name, vec![(t, v)]));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a histogram point (steps in increasing order).
+    pub(crate) fn push_hist(
+        &mut self,
+        labels: Labels,
+        drop_name: bool,
+        t: i64,
+        h: Hist,
+    ) -> Result<()> {
+        match self.index.get(&labels) {
+            Some(&i) => {
+                let s = &mut self.series[i];
+                if s.hist.last().is_some_and(|p| p.0 == t)
+                    || s.points.last().is_some_and(|p| p.0 == t)
+                {
+                    return Err(PromqlError::DuplicateLabelset);
+                }
+                s.hist.push((t, h));
+            }
+            None => {
+                self.index.insert(labels.clone(), self.series.len());
                 self.series.push(Series {
                     labels,
                     drop_name,
-                    points: vec![(t, v)],
+                    points: Vec::new(),
+                    hist: vec![(t, h)],
                 });
             }
         }
@@ -490,23 +589,24 @@ impl<'a> Evaluator<'a> {
             Expr::Paren(e) => self.eval(e, ctx),
             Expr::VectorSelector(vs) => Ok(Val::Vector(self.eval_selector(vs, ctx, false)?)),
             Expr::MatrixSelector { .. } | Expr::Subquery(_) => {
-                let mut pts: Vec<Vec<(i64, f64)>> = Vec::new();
+                let mut pts: Vec<WindowCopy> = Vec::new();
                 let labels = self.windows(e, ctx, &mut |w| {
                     if w.series >= pts.len() {
-                        pts.resize_with(w.series + 1, Vec::new);
+                        pts.resize_with(w.series + 1, Default::default);
                     }
-                    pts[w.series] = w.points.to_vec();
+                    pts[w.series] = (w.points.to_vec(), w.hpoints.to_vec());
                     Ok(())
                 })?;
-                pts.resize_with(labels.len(), Vec::new);
+                pts.resize_with(labels.len(), Default::default);
                 let series = labels
                     .into_iter()
                     .zip(pts)
-                    .filter(|(_, p)| !p.is_empty())
-                    .map(|(labels, points)| Series {
+                    .filter(|(_, p)| !p.0.is_empty() || !p.1.is_empty())
+                    .map(|(labels, (points, hist))| Series {
                         labels,
                         drop_name: false,
                         points,
+                        hist,
                     })
                     .collect();
                 Ok(Val::Matrix(series))
@@ -518,6 +618,9 @@ impl<'a> Evaluator<'a> {
                         s.drop_name = true;
                         for p in &mut s.points {
                             p.1 = -p.1;
+                        }
+                        for p in &mut s.hist {
+                            p.1 = std::sync::Arc::new(crate::histogram::scale(&p.1, -1.0));
                         }
                     }
                     Ok(Val::Vector(series))
@@ -612,6 +715,15 @@ impl<'a> Evaluator<'a> {
         let mut total = 0usize;
         for s in selected {
             self.check_deadline()?;
+            if s.has_histograms() {
+                let series = self.typed_instant(&s, lo, hi, &refs, ctx, ts_mode)?;
+                total += series.points.len() + series.hist.len();
+                self.check_samples(total)?;
+                if !series.points.is_empty() || !series.hist.is_empty() {
+                    out.push(series);
+                }
+                continue;
+            }
             let mut it = s.iter(lo, hi);
             let mut peek = it.next();
             let mut last: Option<(i64, f64)> = None;
@@ -641,11 +753,54 @@ impl<'a> Evaluator<'a> {
             total += pts.len();
             self.check_samples(total)?;
             if !pts.is_empty() {
-                out.push(Series {
-                    labels: s.labels,
-                    drop_name: false,
-                    points: pts,
-                });
+                out.push(Series::floats(s.labels, false, pts));
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Evaluator::eval_selector`] for one series holding native
+    /// histograms (decoded whole, typed).
+    fn typed_instant(
+        &mut self,
+        s: &stratus_tsdb::Series,
+        lo: i64,
+        hi: i64,
+        refs: &[i64],
+        ctx: &Ctx,
+        ts_mode: bool,
+    ) -> Result<Series> {
+        let samples = typed(s, lo, hi)?;
+        let mut out = Series::floats(s.labels.clone(), false, Vec::new());
+        let mut k = 0usize;
+        for (i, &r) in refs.iter().enumerate() {
+            // Newest sample at or before r.
+            let lo_i = r.saturating_sub(self.lookback);
+            let idx = samples.partition_point(|x| x.0 <= r);
+            let _ = &mut k;
+            if idx == 0 {
+                continue;
+            }
+            let (t, v) = &samples[idx - 1];
+            if *t <= lo_i {
+                continue;
+            }
+            match v {
+                TypedV::F(f) => {
+                    if !is_stale_nan(*f) {
+                        let f = if ts_mode { *t as f64 / 1000.0 } else { *f };
+                        out.points.push((ctx.ts(i), f));
+                    }
+                }
+                TypedV::H(h) => {
+                    if !h.is_stale() {
+                        if ts_mode {
+                            out.points.push((ctx.ts(i), *t as f64 / 1000.0));
+                        } else {
+                            out.hist.push((ctx.ts(i), h.clone()));
+                        }
+                    }
+                }
             }
         }
         Ok(out)
@@ -689,6 +844,36 @@ impl<'a> Evaluator<'a> {
         let mut buf: VecDeque<(i64, f64)> = VecDeque::new();
         for (si, s) in selected.into_iter().enumerate() {
             self.check_deadline()?;
+            if s.has_histograms() {
+                let samples = typed(&s, lo, hi)?;
+                let mut fl: Vec<(i64, f64)> = Vec::new();
+                let mut hs: Vec<(i64, Hist)> = Vec::new();
+                for (i, &r) in refs.iter().enumerate() {
+                    let start = r.saturating_sub(range);
+                    let a = samples.partition_point(|x| x.0 <= start);
+                    let b = samples.partition_point(|x| x.0 <= r);
+                    fl.clear();
+                    hs.clear();
+                    for (t, v) in samples.get(a..b).unwrap_or(&[]) {
+                        match v {
+                            TypedV::F(f) if !is_stale_nan(*f) => fl.push((*t, *f)),
+                            TypedV::H(h) if !h.is_stale() => hs.push((*t, h.clone())),
+                            _ => {}
+                        }
+                    }
+                    self.check_samples(fl.len() + hs.len())?;
+                    f(Window {
+                        series: si,
+                        step: i,
+                        points: &fl,
+                        hpoints: &hs,
+                        range_start: start,
+                        range_end: r,
+                    })?;
+                }
+                labels.push(s.labels);
+                continue;
+            }
             buf.clear();
             let mut it = s.iter(lo, hi);
             let mut peek = it.next();
@@ -715,6 +900,7 @@ impl<'a> Evaluator<'a> {
                     series: si,
                     step: i,
                     points,
+                    hpoints: &[],
                     range_start: start,
                     range_end: r,
                 })?;
@@ -753,11 +939,11 @@ impl<'a> Evaluator<'a> {
         } else {
             match self.eval(&sq.expr, &inner)? {
                 Val::Vector(v) => v,
-                Val::Scalar(v) => vec![Series {
-                    labels: Labels::empty(),
-                    drop_name: false,
-                    points: (0..inner.n()).map(|i| (inner.ts(i), v[i])).collect(),
-                }],
+                Val::Scalar(v) => vec![Series::floats(
+                    Labels::empty(),
+                    false,
+                    (0..inner.n()).map(|i| (inner.ts(i), v[i])).collect(),
+                )],
                 _ => {
                     return Err(PromqlError::BadArgument {
                         msg: "subquery is only allowed on instant vector".into(),
@@ -769,6 +955,7 @@ impl<'a> Evaluator<'a> {
         for (si, s) in series.into_iter().enumerate() {
             self.check_deadline()?;
             let (mut a, mut b) = (0usize, 0usize);
+            let (mut ha, mut hb) = (0usize, 0usize);
             for (i, &r) in refs.iter().enumerate() {
                 let start = r.saturating_sub(sq.range);
                 while a < s.points.len() && s.points[a].0 <= start {
@@ -778,11 +965,19 @@ impl<'a> Evaluator<'a> {
                 while b < s.points.len() && s.points[b].0 <= r {
                     b += 1;
                 }
-                self.check_samples(b - a)?;
+                while ha < s.hist.len() && s.hist[ha].0 <= start {
+                    ha += 1;
+                }
+                hb = hb.max(ha);
+                while hb < s.hist.len() && s.hist[hb].0 <= r {
+                    hb += 1;
+                }
+                self.check_samples(b - a + hb - ha)?;
                 f(Window {
                     series: si,
                     step: i,
                     points: &s.points[a..b],
+                    hpoints: &s.hist[ha..hb],
                     range_start: start,
                     range_end: r,
                 })?;
@@ -805,4 +1000,34 @@ pub(crate) fn keeps_name(op: BinOp) -> bool {
 /// The name label, if any.
 pub(crate) fn metric_name(l: &Labels) -> &str {
     l.get(METRIC_NAME).unwrap_or("")
+}
+
+/// The float and histogram points of one window, copied.
+type WindowCopy = (Vec<(i64, f64)>, Vec<(i64, Hist)>);
+
+/// A decoded sample of a series holding native histograms.
+enum TypedV {
+    F(f64),
+    H(Hist),
+}
+
+/// Decodes every sample of `s` in `[lo, hi]`, histograms as float
+/// histograms.
+fn typed(s: &stratus_tsdb::Series, lo: i64, hi: i64) -> Result<Vec<(i64, TypedV)>> {
+    let raw = s
+        .typed_samples(lo, hi)
+        .map_err(|e| PromqlError::BadArgument {
+            msg: format!("decoding histogram chunk: {e}"),
+        })?;
+    Ok(raw
+        .into_iter()
+        .map(|(t, v)| {
+            let v = match v {
+                stratus_tsdb::Value::Float(f) => TypedV::F(f),
+                stratus_tsdb::Value::Histogram(h) => TypedV::H(std::sync::Arc::new(h.to_float())),
+                stratus_tsdb::Value::FloatHistogram(h) => TypedV::H(h),
+            };
+            (t, v)
+        })
+        .collect())
 }

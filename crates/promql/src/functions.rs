@@ -1,4 +1,4 @@
-//! PromQL functions (float samples).
+//! PromQL functions (float samples and native histograms).
 //!
 //! Range-vector functions get one window per series and step from
 //! [`Evaluator::windows`] and compute one value from it; instant-vector
@@ -16,6 +16,7 @@ use crate::engine::{
     Ctx, Evaluator, OutBuilder, Result, Series, StepCursor, Val, Window, metric_name,
 };
 use crate::error::PromqlError;
+use crate::histogram::{self as hg, Hist};
 
 /// The result type of a function (by name).
 pub(crate) fn return_type(name: &str) -> ValueType {
@@ -169,6 +170,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<V
                 labels: Labels::empty(),
                 drop_name: false,
                 points: (0..n).map(|i| (ctx.ts(i), v[i])).collect(),
+                hist: Vec::new(),
             }]))
         }
         // ---- range-vector functions ----
@@ -241,7 +243,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<V
             let a = arg(0)?;
             let mut present = vec![false; n];
             ev.windows(a, ctx, &mut |w| {
-                if !w.points.is_empty() {
+                if !w.points.is_empty() || !w.hpoints.is_empty() {
                     present[w.step] = true;
                 }
                 Ok(())
@@ -254,7 +256,13 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<V
             let v = ev.eval_vector(a, ctx)?;
             let mut present = vec![false; n];
             for s in &v {
-                for p in &s.points {
+                for p in s
+                    .points
+                    .iter()
+                    .map(|p| p.0)
+                    .chain(s.hist.iter().map(|p| p.0))
+                {
+                    let p = (p, ());
                     let i = ((p.0 - ctx.start) / ctx.step) as usize;
                     if let Some(x) = present.get_mut(i) {
                         *x = true;
@@ -273,6 +281,12 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<V
                         for p in &mut s.points {
                             p.1 = p.0 as f64 / 1000.0;
                         }
+                        if !s.hist.is_empty() {
+                            s.points
+                                .extend(s.hist.iter().map(|p| (p.0, p.0 as f64 / 1000.0)));
+                            s.points.sort_by_key(|p| p.0);
+                            s.hist.clear();
+                        }
                     }
                     v
                 }
@@ -290,10 +304,12 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<V
             let mut v = ev.eval_vector(arg(0)?, ctx)?;
             for s in &mut v {
                 s.drop_name = true;
+                s.hist.clear();
                 for p in &mut s.points {
                     p.1 = f(p.1);
                 }
             }
+            v.retain(|s| !s.points.is_empty());
             Ok(Val::Vector(v))
         }
         "round" => {
@@ -335,11 +351,14 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<V
                     points: (0..n)
                         .map(|i| (ctx.ts(i), f(ctx.ts(i).div_euclid(1000))))
                         .collect(),
+                    hist: Vec::new(),
                 }])),
                 Some(a) => {
                     let mut v = ev.eval_vector(a, ctx)?;
+                    v.retain(|s| !s.points.is_empty());
                     for s in &mut v {
                         s.drop_name = true;
+                        s.hist.clear();
                         for p in &mut s.points {
                             p.1 = if p.1.is_finite() {
                                 f(p.1 as i64)
@@ -354,6 +373,10 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<V
         }
         "sort" | "sort_desc" => {
             let mut v = ev.eval_vector(arg(0)?, ctx)?;
+            for s in &mut v {
+                s.hist.clear();
+            }
+            v.retain(|s| !s.points.is_empty());
             if n == 1 {
                 let val = |s: &Series| s.points.first().map_or(f64::NAN, |p| p.1);
                 if name == "sort" {
@@ -392,10 +415,65 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<V
         "label_replace" => label_replace(ev, c, ctx),
         "label_join" => label_join(ev, c, ctx),
         "histogram_quantile" => histogram_quantile(ev, c, ctx),
+        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+        | "histogram_stdvar" => {
+            let v = ev.eval_vector(arg(0)?, ctx)?;
+            Ok(Val::Vector(hist_map(v, |h| {
+                Some(match name {
+                    "histogram_count" => h.count,
+                    "histogram_sum" => h.sum,
+                    "histogram_avg" => h.sum / h.count,
+                    "histogram_stddev" => crate::histogram::variance(h).sqrt(),
+                    _ => crate::histogram::variance(h),
+                })
+            })))
+        }
+        "histogram_fraction" => {
+            let lo = ev.eval_scalar(arg(0)?, ctx)?;
+            let hi = ev.eval_scalar(arg(1)?, ctx)?;
+            let v = ev.eval_vector(arg(2)?, ctx)?;
+            let mut out = Vec::new();
+            for s in v {
+                let pts: Vec<(i64, f64)> = s
+                    .hist
+                    .iter()
+                    .map(|(t, h)| {
+                        let i = ((t - ctx.start) / ctx.step) as usize;
+                        let l = lo.get(i).copied().unwrap_or(f64::NAN);
+                        let u = hi.get(i).copied().unwrap_or(f64::NAN);
+                        (*t, crate::histogram::fraction(l, u, h))
+                    })
+                    .collect();
+                if !pts.is_empty() {
+                    out.push(Series::floats(s.labels, true, pts));
+                }
+            }
+            Ok(Val::Vector(out))
+        }
         _ => Err(PromqlError::Unsupported {
             what: format!("function {name}()"),
         }),
     }
+}
+
+/// Maps the histogram points of every series to floats (float points are
+/// dropped); the name is dropped.
+fn hist_map(
+    v: Vec<Series>,
+    f: impl Fn(&stratus_model::FloatHistogram) -> Option<f64>,
+) -> Vec<Series> {
+    let mut out = Vec::new();
+    for s in v {
+        let pts: Vec<(i64, f64)> = s
+            .hist
+            .iter()
+            .filter_map(|(t, h)| Some((*t, f(h)?)))
+            .collect();
+        if !pts.is_empty() {
+            out.push(Series::floats(s.labels, true, pts));
+        }
+    }
+    out
 }
 
 fn absent_labels(e: &Expr) -> Labels {
@@ -429,11 +507,7 @@ fn absent_series(labels: Labels, present: &[bool], ctx: &Ctx) -> Vec<Series> {
     if points.is_empty() {
         return Vec::new();
     }
-    vec![Series {
-        labels,
-        drop_name: false,
-        points,
-    }]
+    vec![Series::floats(labels, false, points)]
 }
 
 fn map_with_scalars(
@@ -459,6 +533,7 @@ fn map_with_scalars(
         }
         if !pts.is_empty() {
             s.points = pts;
+            s.hist.clear();
             s.drop_name = true;
             out.push(s);
         }
@@ -616,9 +691,30 @@ fn range_function(
         _ => 0.0,
     };
     let mut pts: Vec<Vec<(i64, f64)>> = Vec::new();
+    let mut hpts: Vec<Vec<(i64, Hist)>> = Vec::new();
+    let mut annos: Vec<(bool, String, usize)> = Vec::new();
     let mut non_counter = false;
     let labels = ev.windows(marg, ctx, &mut |w: Window<'_>| {
         let i = w.step;
+        if !w.hpoints.is_empty() {
+            let mut warn = |m: String| annos.push((true, m, w.series));
+            match hist_range(name, &w, range_secs, is_counter, is_rate, &mut warn) {
+                Some(HOut::F(v)) => {
+                    if w.series >= pts.len() {
+                        pts.resize_with(w.series + 1, Vec::new);
+                    }
+                    pts[w.series].push((ctx.ts(i), v));
+                }
+                Some(HOut::H(h)) => {
+                    if w.series >= hpts.len() {
+                        hpts.resize_with(w.series + 1, Vec::new);
+                    }
+                    hpts[w.series].push((ctx.ts(i), h));
+                }
+                None => {}
+            }
+            return Ok(());
+        }
         let sv = |k: usize| {
             scalars
                 .get(k)
@@ -691,9 +787,23 @@ fn range_function(
     let _ = non_counter;
     let keep_name = matches!(name, "last_over_time" | "first_over_time");
     pts.resize_with(labels.len(), Vec::new);
+    hpts.resize_with(labels.len(), Vec::new);
+    for (_, m, si) in annos {
+        let mn = labels.get(si).map_or("", |l| metric_name(l));
+        ev.warn(m.replace("{NAME}", &crate::value::go_quote(mn)));
+    }
     let mut out = Vec::new();
-    for (l, p) in labels.into_iter().zip(pts) {
+    for ((l, p), hp) in labels.into_iter().zip(pts).zip(hpts) {
+        if p.is_empty() && hp.is_empty() {
+            continue;
+        }
         if p.is_empty() {
+            out.push(Series {
+                labels: l,
+                drop_name: !keep_name,
+                points: p,
+                hist: hp,
+            });
             continue;
         }
         if is_counter {
@@ -714,6 +824,7 @@ fn range_function(
             labels: l,
             drop_name: !keep_name,
             points: p,
+            hist: hp,
         });
     }
     Ok(Val::Vector(out))
@@ -820,6 +931,258 @@ fn over_time(name: &str, s: &[(i64, f64)]) -> Option<f64> {
         }
         _ => return None,
     })
+}
+
+/// Output of a range function over a window holding histograms.
+enum HOut {
+    F(f64),
+    H(Hist),
+}
+
+const MIX_FH: &str = "encountered a mix of histograms and floats for metric name {NAME}";
+const MIX_SCHEMA: &str = "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {NAME}";
+
+/// A range function over a window that holds native histograms (and
+/// maybe floats). Warnings use `{NAME}` for the quoted metric name.
+fn hist_range(
+    name: &str,
+    w: &Window<'_>,
+    range_secs: f64,
+    is_counter: bool,
+    is_rate: bool,
+    warn: &mut dyn FnMut(String),
+) -> Option<HOut> {
+    let hs = w.hpoints;
+    let fs = w.points;
+    let mixed = !fs.is_empty();
+    let arc = |h: stratus_model::FloatHistogram| Some(HOut::H(std::sync::Arc::new(h)));
+    match name {
+        "rate" | "increase" | "delta" => {
+            if mixed {
+                warn(MIX_FH.into());
+                return None;
+            }
+            if hs.len() < 2 {
+                return None;
+            }
+            let h = hist_rate(w, range_secs, is_counter, is_rate, warn)?;
+            arc(h)
+        }
+        "irate" | "idelta" => {
+            // The last two samples of either type.
+            let mut all: Vec<(i64, Option<&Hist>)> = fs
+                .iter()
+                .rev()
+                .take(2)
+                .map(|p| (p.0, None))
+                .chain(hs.iter().rev().take(2).map(|p| (p.0, Some(&p.1))))
+                .collect();
+            all.sort_by_key(|p| p.0);
+            if all.len() < 2 {
+                return None;
+            }
+            let (a, b) = (all[all.len() - 2], all[all.len() - 1]);
+            let (Some(ha), Some(hb)) = (a.1, b.1) else {
+                warn(MIX_FH.into());
+                return None;
+            };
+            let is_irate = name == "irate";
+            if is_irate
+                && (ha.reset_hint == stratus_model::reset_hint::GAUGE
+                    || hb.reset_hint == stratus_model::reset_hint::GAUGE)
+            {
+                warn("this native histogram metric is not a counter: {NAME}".into());
+            }
+            if !is_irate
+                && (ha.reset_hint != stratus_model::reset_hint::GAUGE
+                    || hb.reset_hint != stratus_model::reset_hint::GAUGE)
+            {
+                warn("this native histogram metric is not a gauge: {NAME}".into());
+            }
+            let mut r = if is_irate && hg::detect_reset(hb, ha) {
+                hg::compact(hb)
+            } else {
+                match hg::sub(hb, ha) {
+                    Ok(r) => r,
+                    Err(_) => {
+                        warn(MIX_SCHEMA.into());
+                        return None;
+                    }
+                }
+            };
+            let dt = b.0 - a.0;
+            if dt == 0 {
+                return None;
+            }
+            if is_irate {
+                r = hg::scale(&r, 1000.0 / dt as f64);
+            }
+            r.reset_hint = stratus_model::reset_hint::GAUGE;
+            arc(r)
+        }
+        "changes" | "resets" => {
+            let mut all: Vec<(i64, Result<f64, &Hist>)> = fs
+                .iter()
+                .map(|p| (p.0, Ok(p.1)))
+                .chain(hs.iter().map(|p| (p.0, Err(&p.1))))
+                .collect();
+            all.sort_by_key(|p| p.0);
+            let mut cnt = 0.0;
+            for p in all.windows(2) {
+                let hit = match (&p[0].1, &p[1].1) {
+                    (Ok(a), Ok(b)) => {
+                        if name == "changes" {
+                            a != b && !(a.is_nan() && b.is_nan())
+                        } else {
+                            b < a
+                        }
+                    }
+                    (Err(a), Err(b)) => {
+                        if name == "changes" {
+                            !hg::approx_eq(a, b, |x, y| x == y || (x.is_nan() && y.is_nan()))
+                        } else {
+                            hg::detect_reset(b, a)
+                        }
+                    }
+                    _ => true,
+                };
+                if hit {
+                    cnt += 1.0;
+                }
+            }
+            Some(HOut::F(cnt))
+        }
+        "count_over_time" => Some(HOut::F((fs.len() + hs.len()) as f64)),
+        "present_over_time" => Some(HOut::F(1.0)),
+        "last_over_time" | "ts_of_last_over_time" => {
+            let lh = hs.last()?;
+            match fs.last() {
+                Some(lf) if lf.0 > lh.0 => Some(HOut::F(if name == "last_over_time" {
+                    lf.1
+                } else {
+                    lf.0 as f64 / 1000.0
+                })),
+                _ if name == "last_over_time" => Some(HOut::H(lh.1.clone())),
+                _ => Some(HOut::F(lh.0 as f64 / 1000.0)),
+            }
+        }
+        "first_over_time" | "ts_of_first_over_time" => {
+            let fh = hs.first()?;
+            match fs.first() {
+                Some(ff) if ff.0 < fh.0 => Some(HOut::F(if name == "first_over_time" {
+                    ff.1
+                } else {
+                    ff.0 as f64 / 1000.0
+                })),
+                _ if name == "first_over_time" => Some(HOut::H(fh.1.clone())),
+                _ => Some(HOut::F(fh.0 as f64 / 1000.0)),
+            }
+        }
+        "sum_over_time" | "avg_over_time" => {
+            if mixed {
+                warn(MIX_FH.into());
+                return None;
+            }
+            let mut acc = hg::compact(&hs[0].1);
+            for (_, h) in &hs[1..] {
+                match hg::add(&acc, h) {
+                    Ok(r) => acc = r,
+                    Err(_) => {
+                        warn(MIX_SCHEMA.into());
+                        return None;
+                    }
+                }
+            }
+            if name == "avg_over_time" {
+                acc = hg::scale(&acc, 1.0 / hs.len() as f64);
+            }
+            arc(acc)
+        }
+        _ => {
+            // Float-only functions ignore histograms.
+            if fs.is_empty() {
+                return None;
+            }
+            let _ = w.range_start;
+            None.or_else(|| over_time(name, fs).map(HOut::F))
+        }
+    }
+}
+
+/// Prometheus' `histogramRate` plus the extrapolation of
+/// `extrapolatedRate`.
+fn hist_rate(
+    w: &Window<'_>,
+    range_secs: f64,
+    is_counter: bool,
+    is_rate: bool,
+    warn: &mut dyn FnMut(String),
+) -> Option<stratus_model::FloatHistogram> {
+    use stratus_model::reset_hint::GAUGE;
+    let s = w.hpoints;
+    let (first, last) = (&s[0], &s[s.len() - 1]);
+    let custom = hg::is_custom(&first.1);
+    let mut min_schema = first.1.schema;
+    for (_, h) in s {
+        if hg::is_custom(h) != custom {
+            warn(MIX_SCHEMA.into());
+            return None;
+        }
+        min_schema = min_schema.min(h.schema);
+    }
+    if is_counter {
+        if s.iter().any(|(_, h)| h.reset_hint == GAUGE) {
+            warn("this native histogram metric is not a counter: {NAME}".into());
+        }
+    } else if first.1.reset_hint != GAUGE || last.1.reset_hint != GAUGE {
+        warn("this native histogram metric is not a gauge: {NAME}".into());
+    }
+    let mut h = match hg::sub(&hg::to_schema(&last.1, min_schema), &first.1) {
+        Ok(h) => h,
+        Err(_) => {
+            warn(MIX_SCHEMA.into());
+            return None;
+        }
+    };
+    if is_counter {
+        for p in s.windows(2) {
+            if hg::detect_reset(&p[1].1, &p[0].1) {
+                match hg::add(&h, &p[0].1) {
+                    Ok(r) => h = r,
+                    Err(_) => {
+                        warn(MIX_SCHEMA.into());
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+    h.reset_hint = GAUGE;
+    let mut to_start = (first.0 - w.range_start) as f64 / 1000.0;
+    let mut to_end = (w.range_end - last.0) as f64 / 1000.0;
+    let sampled = (last.0 - first.0) as f64 / 1000.0;
+    let avg = sampled / (s.len() - 1) as f64;
+    let threshold = avg * 1.1;
+    if to_start >= threshold {
+        to_start = avg / 2.0;
+    }
+    if is_counter && h.count > 0.0 && first.1.count >= 0.0 {
+        let to_zero = sampled * (first.1.count / h.count);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg / 2.0;
+    }
+    let interval = sampled + to_start + to_end;
+    let mut factor = interval / sampled;
+    if is_rate {
+        factor /= range_secs;
+    }
+    let mut r = hg::scale(&h, factor);
+    r.reset_hint = GAUGE;
+    Some(r)
 }
 
 /// `rate`, `increase` and `delta` with Prometheus' extrapolation.
@@ -1207,7 +1570,7 @@ fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val
     let mut keys: Vec<Labels> = Vec::with_capacity(v.len());
     for s in &v {
         let le = s.labels.get("le").and_then(parse_go_float);
-        if le.is_none() {
+        if le.is_none() && !s.points.is_empty() {
             ev.warn(format!(
                 "bucket label \"le\" is missing or has a malformed value of {} for metric name {}",
                 crate::value::go_quote(s.labels.get("le").unwrap_or("")),
@@ -1220,12 +1583,17 @@ fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val
     let mut out = OutBuilder::default();
     let mut cur = StepCursor::new(&v);
     let mut vals = Vec::new();
+    let mut hvals = Vec::new();
+    let has_hist = v.iter().any(|s| !s.hist.is_empty());
     let mut warned_q = false;
     for (i, &qv) in q.iter().enumerate().take(ctx.n()) {
         ev.check_deadline()?;
         let ts = ctx.ts(i);
         cur.at(ts, &mut vals);
-        if vals.is_empty() {
+        if has_hist {
+            cur.at_hist(ts, &mut hvals);
+        }
+        if vals.is_empty() && hvals.is_empty() {
             continue;
         }
         if (qv.is_nan() || !(0.0..=1.0).contains(&qv)) && !warned_q {
@@ -1247,6 +1615,19 @@ fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val
                     Vec::new()
                 })
                 .push((le, x));
+        }
+        for (si, h) in &hvals {
+            let k = &keys[*si];
+            let key = crate::engine::drop_name(k);
+            if groups.keys().any(|g| crate::engine::drop_name(g) == key) {
+                ev.warn(format!(
+                    "vector contains a mix of classic and native histograms for metric name {}",
+                    crate::value::go_quote(metric_name(k))
+                ));
+                groups.retain(|g, _| crate::engine::drop_name(g) != key);
+                continue;
+            }
+            out.push(v[*si].labels.clone(), true, ts, hg::quantile(qv, h))?;
         }
         for k in order {
             let Some(mut b) = groups.remove(k) else {

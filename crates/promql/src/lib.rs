@@ -6,7 +6,8 @@
 //! [`stratus_tsdb::Queryable`], plus a runner for Prometheus' `promqltest`
 //! scripts ([`promqltest`]). [`parser`] is Stratus' own PromQL 3.x lexer and
 //! parser producing the engine's [`ast`] (and printing it back in canonical
-//! form). This first slice handles float samples only.
+//! form). Native histograms are evaluated as float histograms (module
+//! `histogram`); the trim operators `</` and `>/` are not supported yet.
 
 mod aggregate;
 pub mod ast;
@@ -14,6 +15,7 @@ mod binop;
 mod engine;
 mod error;
 mod functions;
+mod histogram;
 pub mod parser;
 mod prepare;
 pub mod promqltest;
@@ -22,4 +24,4 @@ mod value;
 pub use engine::{Engine, EngineOptions};
 pub use error::PromqlError;
 pub use parser::parse;
-pub use value::{QueryResult, RangeSeries, Sample, Value, labels_string};
+pub use value::{QueryResult, RangeSeries, Sample, Value, histogram_buckets, labels_string};

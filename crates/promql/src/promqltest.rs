@@ -8,19 +8,23 @@
 //! a temporary directory over an in-memory bucket, configured to accept
 //! 1970 timestamps in any order.
 //!
-//! Native histograms are out of scope for now: histogram sample lines are
-//! skipped when loading, evals expecting histograms fail with
-//! "unsupported: native histograms", and any other failure in a segment
-//! that loaded histograms is reported with that prefix.
+//! Native histogram literals (`{{schema:0 sum:5 buckets:[1 2]}}`, with
+//! `xN` and `+{{...}}xN` expansions) are loaded as float histograms and
+//! compared in compact form; `load_with_nhcb` also stores custom-bucket
+//! histograms built from classic ones. Failures in a segment that loaded
+//! histograms carry the prefix "native histograms: " in reports.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use regex::Regex;
-use stratus_model::{Labels, Sample as ModelSample, is_stale_nan, stale_nan};
+use stratus_model::{
+    BucketSpan, CUSTOM_BUCKETS_SCHEMA, FloatHistogram, Labels, Sample as ModelSample, is_stale_nan,
+    reset_hint, stale_nan,
+};
 use stratus_objstore::Bucket;
-use stratus_tsdb::{Db, DbConfig, SeriesSamples};
+use stratus_tsdb::{Db, DbConfig, SeriesHistograms, SeriesSamples};
 
 use crate::ast::{Expr, ValueType};
 use crate::engine::{Engine, EngineOptions};
@@ -114,8 +118,8 @@ pub fn run_script(text: &str, report: &mut FileReport) {
                     if let Some(le) = &st.load_error {
                         reason = format!("{reason} (load error: {le})");
                     }
-                    if st.has_hist && !reason.starts_with("unsupported: native histograms") {
-                        reason = format!("unsupported: native histograms: {reason}");
+                    if st.has_hist && !reason.starts_with("native histograms") {
+                        reason = format!("native histograms: {reason}");
                     }
                     report.failed.push((i + 1, expr_text, reason));
                 }
@@ -205,6 +209,7 @@ impl State {
             self.has_hist = true;
         }
         let mut series: Vec<(Labels, Vec<(i64, f64)>)> = Vec::new();
+        let mut hseries: Vec<(Labels, Vec<(i64, FloatHistogram)>)> = Vec::new();
         let mut k = 0;
         while k < block.len() {
             let (ln, line) = block[k];
@@ -217,21 +222,30 @@ impl State {
                 self.has_hist = true;
                 continue;
             }
-            let (floats, hist) = strip_histograms(rest);
-            if hist {
-                self.has_hist = true;
-            }
-            let vals = parse_values(&floats).map_err(|e| format!("line {ln}: {e}"))?;
+            let vals = parse_typed_values(rest).map_err(|e| format!("line {ln}: {e}"))?;
             let mut samples = Vec::new();
-            for (i, v) in vals.iter().enumerate() {
-                if let Some(v) = v {
-                    samples.push((i as i64 * step, *v));
+            let mut hists = Vec::new();
+            for (i, v) in vals.into_iter().enumerate() {
+                match v {
+                    Some(Tv::F(v)) => samples.push((i as i64 * step, v)),
+                    Some(Tv::H(h, _)) => hists.push((i as i64 * step, h)),
+                    None => {}
                 }
+            }
+            if !hists.is_empty() {
+                self.has_hist = true;
             }
             match series.iter_mut().find(|s| s.0 == labels) {
                 Some(s) => s.1 = samples,
-                None => series.push((labels, samples)),
+                None => series.push((labels.clone(), samples)),
             }
+            match hseries.iter_mut().find(|s| s.0 == labels) {
+                Some(s) => s.1 = hists,
+                None => hseries.push((labels, hists)),
+            }
+        }
+        if nhcb {
+            hseries.extend(nhcb_series(&series));
         }
         let db = self.db()?;
         let owned: Vec<(Labels, Vec<ModelSample>)> = series
@@ -250,7 +264,18 @@ impl State {
                 samples: s,
             })
             .collect();
-        let r = db.append(&batch).map_err(|e| format!("append: {e}"))?;
+        let hbatch: Vec<SeriesHistograms<'_>> = hseries
+            .iter()
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(l, h)| SeriesHistograms {
+                labels: l,
+                histograms: &[],
+                float_histograms: h,
+            })
+            .collect();
+        let r = db
+            .append_with_histograms(&batch, &hbatch)
+            .map_err(|e| format!("append: {e}"))?;
         if r.rejected > 0 {
             let first = r.errors.first().map(|e| e.to_string()).unwrap_or_default();
             return Err(format!("{} samples rejected: {first}", r.rejected));
@@ -270,9 +295,6 @@ impl State {
         }
         for &(_, line) in block {
             parse_block_line(line, &mut spec, h.range.is_some())?;
-        }
-        if spec.hist_expected {
-            return Err("unsupported: native histograms".into());
         }
         if spec.warn && spec.no_warn || spec.info && spec.no_info {
             return Err("script error: both warn and no_warn (or info and no_info)".into());
@@ -418,11 +440,20 @@ fn point_at(v: &Value, t: i64, spec: &EvalSpec) -> Value {
     Value::Vector(
         m.iter()
             .filter_map(|s| {
+                if let Some(h) = s.histograms.iter().find(|p| p.0 == t) {
+                    return Some(crate::value::Sample {
+                        labels: s.labels.clone(),
+                        t,
+                        v: 0.0,
+                        h: Some(h.1.clone()),
+                    });
+                }
                 let p = s.points.iter().find(|p| p.0 == t)?;
                 Some(crate::value::Sample {
                     labels: s.labels.clone(),
                     t,
                     v: p.1,
+                    h: None,
                 })
             })
             .collect(),
@@ -444,8 +475,7 @@ struct EvalSpec {
     range_vector: Option<(i64, i64, i64)>,
     string: Option<String>,
     scalar: Option<f64>,
-    series: Vec<(Labels, Vec<Option<f64>>)>,
-    hist_expected: bool,
+    series: Vec<(Labels, Vec<Option<Tv>>)>,
 }
 
 #[derive(Debug)]
@@ -586,16 +616,12 @@ fn parse_block_line(line: &str, spec: &mut EvalSpec, is_range: bool) -> Result<(
         spec.fail_regex = Some(r.trim().to_string());
         return Ok(());
     }
-    if line.contains("{{") {
-        spec.hist_expected = true;
-        return Ok(());
-    }
     if let Some(v) = parse_number(line) {
         spec.scalar = Some(v);
         return Ok(());
     }
     let (labels, rest, _) = parse_series_desc(line)?;
-    let vals = parse_values(rest)?;
+    let vals = parse_typed_values(rest)?;
     let _ = is_range;
     spec.series.push((labels, vals));
     Ok(())
@@ -628,7 +654,7 @@ fn compare_instant(spec: &EvalSpec, v: &Value) -> Result<(), String> {
                 ));
             }
             for (i, (l, vals)) in spec.series.iter().enumerate() {
-                let want = vals.first().copied().flatten();
+                let want = vals.first().cloned().flatten();
                 let pos = got.iter().position(|s| &s.labels == l);
                 let Some(pos) = pos else {
                     return Err(format!("expected series {l} not found in {}", short(v)));
@@ -636,11 +662,12 @@ fn compare_instant(spec: &EvalSpec, v: &Value) -> Result<(), String> {
                 if spec.ordered && pos != i {
                     return Err(format!("series {l} at position {pos}, expected {i}"));
                 }
-                match want {
-                    Some(w) if almost_equal(w, got[pos].v) => {}
-                    _ => {
-                        return Err(format!("series {l}: expected {want:?}, got {}", got[pos].v));
-                    }
+                let g = match &got[pos].h {
+                    Some(h) => Tv::H((**h).clone(), true),
+                    None => Tv::F(got[pos].v),
+                };
+                if !want.as_ref().is_some_and(|w| tv_eq(w, &g)) {
+                    return Err(format!("series {l}: expected {want:?}, got {g:?}"));
                 }
             }
             Ok(())
@@ -693,18 +720,29 @@ fn compare_matrix(
         let Some(s) = m.iter().find(|s| &s.labels == l) else {
             return Err(format!("expected series {l} not found"));
         };
-        let want: Vec<(i64, f64)> = vals
+        let want: Vec<(i64, Tv)> = vals
             .iter()
             .enumerate()
-            .filter_map(|(i, v)| v.map(|v| (start + i as i64 * step, v)))
+            .filter_map(|(i, v)| v.clone().map(|v| (start + i as i64 * step, v)))
             .collect();
-        let ok = want.len() == s.points.len()
+        let mut got: Vec<(i64, Tv)> = s
+            .points
+            .iter()
+            .map(|p| (p.0, Tv::F(p.1)))
+            .chain(
+                s.histograms
+                    .iter()
+                    .map(|p| (p.0, Tv::H((*p.1).clone(), true))),
+            )
+            .collect();
+        got.sort_by_key(|p| p.0);
+        let ok = want.len() == got.len()
             && want
                 .iter()
-                .zip(&s.points)
-                .all(|(a, b)| a.0 == b.0 && almost_equal(a.1, b.1));
+                .zip(&got)
+                .all(|(a, b)| a.0 == b.0 && tv_eq(&a.1, &b.1));
         if !ok {
-            return Err(format!("series {l}: expected {want:?}, got {:?}", s.points));
+            return Err(format!("series {l}: expected {want:?}, got {got:?}"));
         }
     }
     Ok(())
@@ -899,42 +937,247 @@ fn parse_number(s: &str) -> Option<f64> {
     Some(if neg { -v } else { v })
 }
 
-/// Replaces native histogram tokens (`{{...}}`, `{{...}}xN`,
-/// `{{A}}+{{B}}xN`) by the same number of gaps; reports whether any were
-/// found.
-fn strip_histograms(s: &str) -> (String, bool) {
-    if !s.contains("{{") {
-        return (s.to_string(), false);
+/// A typed expected or loaded value: a float, or a histogram plus
+/// whether its counter-reset hint was written explicitly.
+#[derive(Debug, Clone)]
+enum Tv {
+    F(f64),
+    H(FloatHistogram, bool),
+}
+
+fn tv_eq(want: &Tv, got: &Tv) -> bool {
+    match (want, got) {
+        (Tv::F(a), Tv::F(b)) => almost_equal(*a, *b),
+        (Tv::H(a, explicit), Tv::H(b, _)) => {
+            (!explicit || a.reset_hint == b.reset_hint)
+                && crate::histogram::approx_eq(a, b, almost_equal)
+        }
+        _ => false,
     }
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start..];
-        // Skip one or two `{{...}}` groups joined by `+`/`-`.
-        let mut pos = match after.find("}}") {
-            Some(e) => e + 2,
-            None => after.len(),
+}
+
+/// Expands value tokens including native histogram literals.
+fn parse_typed_values(s: &str) -> Result<Vec<Option<Tv>>, String> {
+    let mut out = Vec::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        if rest.starts_with("{{") {
+            let end = rest.find("}}").ok_or("unterminated histogram")?;
+            let (a, explicit) = parse_hist(&rest[2..end])?;
+            rest = &rest[end + 2..];
+            let mut inc: Option<(FloatHistogram, bool)> = None;
+            for (sign, neg) in [("+{{", false), ("-{{", true)] {
+                if let Some(r) = rest.strip_prefix(sign) {
+                    let e = r.find("}}").ok_or("unterminated histogram")?;
+                    inc = Some((parse_hist(&r[..e])?.0, neg));
+                    rest = &r[e + 2..];
+                    break;
+                }
+            }
+            let mut n = 0usize;
+            if let Some(r) = rest.strip_prefix('x') {
+                let digits: String = r.chars().take_while(char::is_ascii_digit).collect();
+                n = digits
+                    .parse()
+                    .map_err(|_| format!("invalid histogram repetition in {s:?}"))?;
+                rest = &r[digits.len()..];
+            } else if inc.is_some() {
+                return Err(format!("histogram expansion without count in {s:?}"));
+            }
+            let mut cur = a;
+            out.push(Some(Tv::H(cur.clone(), explicit)));
+            for _ in 0..n {
+                if let Some((b, neg)) = &inc {
+                    let r = if *neg {
+                        crate::histogram::sub(&cur, b)
+                    } else {
+                        crate::histogram::add(&cur, b)
+                    };
+                    let hint = cur.reset_hint;
+                    cur = r.map_err(|e| format!("histogram expansion: {e:?}"))?;
+                    cur.reset_hint = hint;
+                }
+                out.push(Some(Tv::H(cur.clone(), explicit)));
+            }
+            rest = rest.trim_start();
+            continue;
+        }
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        for v in parse_values(&rest[..end])? {
+            out.push(v.map(Tv::F));
+        }
+        rest = rest[end..].trim_start();
+    }
+    Ok(out)
+}
+
+/// Parses the inside of a `{{...}}` histogram literal.
+fn parse_hist(body: &str) -> Result<(FloatHistogram, bool), String> {
+    let mut h = FloatHistogram::default();
+    let mut explicit = false;
+    let (mut pos, mut neg) = (Vec::new(), Vec::new());
+    let (mut off, mut noff) = (0i32, 0i32);
+    let mut rest = body.trim();
+    let num = |v: &str| parse_number(v).ok_or_else(|| format!("invalid number {v:?} in histogram"));
+    while !rest.is_empty() {
+        let colon = rest
+            .find(':')
+            .ok_or_else(|| format!("invalid histogram {body:?}"))?;
+        let key = rest[..colon].trim();
+        rest = rest[colon + 1..].trim_start();
+        let val;
+        if rest.starts_with('[') {
+            let e = rest
+                .find(']')
+                .ok_or_else(|| format!("invalid histogram {body:?}"))?;
+            val = &rest[1..e];
+            rest = rest[e + 1..].trim_start();
+        } else {
+            let e = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            val = &rest[..e];
+            rest = rest[e..].trim_start();
+        }
+        let list =
+            |v: &str| -> Result<Vec<f64>, String> { v.split_whitespace().map(num).collect() };
+        match key {
+            "schema" => h.schema = val.parse().map_err(|_| format!("invalid schema {val:?}"))?,
+            "count" => h.count = num(val)?,
+            "sum" => h.sum = num(val)?,
+            "z_bucket" => h.zero_count = num(val)?,
+            "z_bucket_w" => h.zero_threshold = num(val)?,
+            "buckets" => pos = list(val)?,
+            "n_buckets" => neg = list(val)?,
+            "offset" => off = val.parse().map_err(|_| format!("invalid offset {val:?}"))?,
+            "n_offset" => noff = val.parse().map_err(|_| format!("invalid offset {val:?}"))?,
+            "custom_values" => h.custom_values = list(val)?,
+            "counter_reset_hint" => {
+                explicit = true;
+                h.reset_hint = match val {
+                    "unknown" => reset_hint::UNKNOWN,
+                    "reset" => reset_hint::RESET,
+                    "not_reset" => reset_hint::NOT_RESET,
+                    "gauge" => reset_hint::GAUGE,
+                    _ => return Err(format!("invalid counter_reset_hint {val:?}")),
+                };
+            }
+            _ => return Err(format!("unknown histogram field {key:?}")),
+        }
+    }
+    if !pos.is_empty() {
+        h.positive_spans = vec![BucketSpan {
+            offset: off,
+            length: pos.len() as u32,
+        }];
+        h.positive_buckets = pos;
+    }
+    if !neg.is_empty() {
+        h.negative_spans = vec![BucketSpan {
+            offset: noff,
+            length: neg.len() as u32,
+        }];
+        h.negative_buckets = neg;
+    }
+    Ok((h, explicit))
+}
+
+/// Builds custom-bucket histograms (NHCB) from classic histogram series
+/// (`X_bucket{le}`, `X_count`, `X_sum`), one per timestamp.
+fn nhcb_series(series: &[(Labels, Vec<(i64, f64)>)]) -> Vec<(Labels, Vec<(i64, FloatHistogram)>)> {
+    use std::collections::BTreeMap;
+    // base labels -> (le -> samples, count samples, sum samples)
+    type Parts<'a> = (
+        Vec<(f64, &'a [(i64, f64)])>,
+        Option<&'a [(i64, f64)]>,
+        Option<&'a [(i64, f64)]>,
+    );
+    let mut groups: BTreeMap<Labels, Parts<'_>> = BTreeMap::new();
+    for (l, samples) in series {
+        let name = l.get("__name__").unwrap_or("");
+        let (base, kind) = if let Some(b) = name.strip_suffix("_bucket") {
+            (b, 0)
+        } else if let Some(b) = name.strip_suffix("_count") {
+            (b, 1)
+        } else if let Some(b) = name.strip_suffix("_sum") {
+            (b, 2)
+        } else {
+            continue;
         };
-        if after[pos..].starts_with("+{{") || after[pos..].starts_with("-{{") {
-            pos += match after[pos..].find("}}") {
-                Some(e) => e + 2,
-                None => after.len() - pos,
-            };
+        let mut b = l.filter_names(&["le"], false).builder();
+        b.set("__name__", base.to_string());
+        let key = b.build();
+        let e = groups.entry(key).or_insert((Vec::new(), None, None));
+        match kind {
+            0 => {
+                let Some(le) = l.get("le").and_then(crate::functions::parse_go_float) else {
+                    continue;
+                };
+                if le.is_nan() {
+                    continue;
+                }
+                e.0.push((le, samples));
+            }
+            1 => e.1 = Some(samples),
+            _ => e.2 = Some(samples),
         }
-        let mut count = 1usize;
-        if let Some(x) = after[pos..].strip_prefix('x') {
-            let digits: String = x.chars().take_while(char::is_ascii_digit).collect();
-            count = digits.parse::<usize>().map_or(1, |n| n + 1);
-            pos += 1 + digits.len();
-        }
-        for _ in 0..count {
-            out.push_str(" _ ");
-        }
-        rest = &after[pos..];
     }
-    out.push_str(rest);
-    (out, true)
+    let mut out = Vec::new();
+    for (labels, (mut buckets, count, sum)) in groups {
+        if buckets.is_empty() {
+            continue;
+        }
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut ts: Vec<i64> = buckets
+            .iter()
+            .flat_map(|b| b.1.iter().map(|p| p.0))
+            .collect();
+        ts.sort_unstable();
+        ts.dedup();
+        let at = |s: &[(i64, f64)], t: i64| s.iter().find(|p| p.0 == t).map(|p| p.1);
+        let bounds: Vec<f64> = buckets
+            .iter()
+            .map(|b| b.0)
+            .filter(|b| b.is_finite())
+            .collect();
+        let mut hs = Vec::new();
+        for t in ts {
+            let mut prev = 0.0;
+            let mut counts = Vec::with_capacity(buckets.len());
+            let mut ok = true;
+            for b in &buckets {
+                let Some(c) = at(b.1, t) else {
+                    ok = false;
+                    break;
+                };
+                if is_stale_nan(c) {
+                    ok = false;
+                    break;
+                }
+                counts.push(c - prev);
+                prev = c;
+            }
+            if !ok {
+                continue;
+            }
+            if buckets.last().is_some_and(|b| b.0.is_finite()) {
+                counts.push(0.0);
+            }
+            let mut h = FloatHistogram {
+                schema: CUSTOM_BUCKETS_SCHEMA,
+                count: count.and_then(|c| at(c, t)).unwrap_or(prev),
+                sum: sum.and_then(|s| at(s, t)).unwrap_or(0.0),
+                custom_values: bounds.clone(),
+                ..Default::default()
+            };
+            h.positive_spans = vec![BucketSpan {
+                offset: 0,
+                length: counts.len() as u32,
+            }];
+            h.positive_buckets = counts;
+            hs.push((t, crate::histogram::compact(&h)));
+        }
+        out.push((labels, hs));
+    }
+    out
 }
 
 /// Expands value tokens: `None` is a gap.

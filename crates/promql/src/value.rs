@@ -2,7 +2,9 @@
 
 use std::fmt::Write as _;
 
-use stratus_model::Labels;
+use std::sync::Arc;
+
+use stratus_model::{FloatHistogram, Labels};
 
 /// One sample of an instant vector.
 #[derive(Debug, Clone, PartialEq)]
@@ -10,7 +12,10 @@ pub struct Sample {
     pub labels: Labels,
     /// Evaluation time (ms).
     pub t: i64,
+    /// The float value (0 for a histogram sample).
     pub v: f64,
+    /// The native histogram value, if this is a histogram sample.
+    pub h: Option<Arc<FloatHistogram>>,
 }
 
 /// One series of a range vector (matrix).
@@ -19,6 +24,8 @@ pub struct RangeSeries {
     pub labels: Labels,
     /// `(timestamp ms, value)`, sorted by time.
     pub points: Vec<(i64, f64)>,
+    /// `(timestamp ms, native histogram)`, sorted by time.
+    pub histograms: Vec<(i64, Arc<FloatHistogram>)>,
 }
 
 /// The value of a query.
@@ -73,4 +80,26 @@ pub(crate) fn go_quote(v: &str) -> String {
     }
     s.push('"');
     s
+}
+
+/// The populated buckets of a native histogram, lowest first, as the
+/// Prometheus HTTP API lists them: `(boundary rule, lower, upper, count)`
+/// where the rule is 0 for `(lower, upper]`, 1 for `[lower, upper)` and 3
+/// for the closed zero bucket.
+pub fn histogram_buckets(h: &FloatHistogram) -> Vec<(u8, f64, f64, f64)> {
+    let custom = crate::histogram::is_custom(h);
+    crate::histogram::buckets(h)
+        .into_iter()
+        .filter(|b| b.count != 0.0)
+        .map(|b| {
+            let rule = if custom || b.lower >= 0.0 && b.upper > 0.0 {
+                0
+            } else if b.upper <= 0.0 && b.lower < 0.0 {
+                1
+            } else {
+                3
+            };
+            (rule, b.lower, b.upper, b.count)
+        })
+        .collect()
 }

@@ -1,0 +1,694 @@
+//! Native histogram arithmetic for the evaluator: addition and
+//! subtraction with schema reduction and zero-bucket widening, scaling,
+//! counter-reset detection, bucket iteration with boundaries, and the
+//! quantile / fraction / variance estimations of Prometheus 3.
+//!
+//! Histograms are handled as [`FloatHistogram`]s; results are always
+//! compact (no empty buckets, adjacent buckets joined into one span).
+
+use std::sync::Arc;
+
+use stratus_model::{BucketSpan, CUSTOM_BUCKETS_SCHEMA, FloatHistogram, reset_hint};
+
+/// A shared float histogram, as carried by intermediate values.
+pub(crate) type Hist = Arc<FloatHistogram>;
+
+/// Why two histograms cannot be combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HistError {
+    /// One uses exponential buckets, the other custom buckets.
+    MixedSchemas,
+    /// Both use custom buckets with different boundaries.
+    CustomMismatch,
+}
+
+/// Whether `h` uses custom bucket boundaries.
+pub(crate) fn is_custom(h: &FloatHistogram) -> bool {
+    h.schema == CUSTOM_BUCKETS_SCHEMA
+}
+
+/// `(bucket index, count)` pairs of a span list, in index order.
+fn sparse(spans: &[BucketSpan], buckets: &[f64]) -> Vec<(i32, f64)> {
+    let mut out = Vec::with_capacity(buckets.len());
+    let mut idx: i32 = 0;
+    let mut k = 0usize;
+    for (i, s) in spans.iter().enumerate() {
+        idx = if i == 0 {
+            s.offset
+        } else {
+            idx.saturating_add(s.offset)
+        };
+        for _ in 0..s.length {
+            if let Some(&c) = buckets.get(k) {
+                out.push((idx, c));
+            }
+            k += 1;
+            idx = idx.saturating_add(1);
+        }
+    }
+    out
+}
+
+/// Span list and counts of `(index, count)` pairs (sorted); zero counts
+/// are dropped.
+fn dense(pairs: &[(i32, f64)]) -> (Vec<BucketSpan>, Vec<f64>) {
+    let mut spans: Vec<BucketSpan> = Vec::new();
+    let mut buckets = Vec::with_capacity(pairs.len());
+    let mut next: Option<i32> = None;
+    for &(idx, c) in pairs {
+        if c == 0.0 {
+            continue;
+        }
+        match (next, spans.last_mut()) {
+            (Some(n), Some(last)) if n == idx => last.length += 1,
+            (Some(n), _) => spans.push(BucketSpan {
+                offset: idx - n,
+                length: 1,
+            }),
+            (None, _) => spans.push(BucketSpan {
+                offset: idx,
+                length: 1,
+            }),
+        }
+        buckets.push(c);
+        next = Some(idx + 1);
+    }
+    (spans, buckets)
+}
+
+/// Index of `idx` (at `from` schema) in the coarser `to` schema.
+fn reduce_index(idx: i32, from: i32, to: i32) -> i32 {
+    if from <= to {
+        return idx;
+    }
+    ((idx - 1) >> (from - to)) + 1
+}
+
+/// Merges sorted pairs with the same index, summing their counts.
+fn merge_pairs(mut v: Vec<(i32, f64)>) -> Vec<(i32, f64)> {
+    v.sort_by_key(|p| p.0);
+    let mut out: Vec<(i32, f64)> = Vec::with_capacity(v.len());
+    for (i, c) in v {
+        match out.last_mut() {
+            Some(l) if l.0 == i => l.1 += c,
+            _ => out.push((i, c)),
+        }
+    }
+    out
+}
+
+/// An unpacked histogram used while computing.
+#[derive(Debug, Clone)]
+struct Work {
+    schema: i32,
+    zt: f64,
+    zc: f64,
+    count: f64,
+    sum: f64,
+    pos: Vec<(i32, f64)>,
+    neg: Vec<(i32, f64)>,
+    custom: Vec<f64>,
+    hint: u8,
+}
+
+impl Work {
+    fn of(h: &FloatHistogram) -> Self {
+        Work {
+            schema: h.schema,
+            zt: h.zero_threshold,
+            zc: h.zero_count,
+            count: h.count,
+            sum: h.sum,
+            pos: sparse(&h.positive_spans, &h.positive_buckets),
+            neg: sparse(&h.negative_spans, &h.negative_buckets),
+            custom: h.custom_values.clone(),
+            hint: h.reset_hint,
+        }
+    }
+
+    fn build(self) -> FloatHistogram {
+        let (ps, pb) = dense(&self.pos);
+        let (ns, nb) = dense(&self.neg);
+        FloatHistogram {
+            reset_hint: self.hint,
+            schema: self.schema,
+            zero_threshold: self.zt,
+            zero_count: self.zc,
+            count: self.count,
+            sum: self.sum,
+            positive_spans: ps,
+            positive_buckets: pb,
+            negative_spans: ns,
+            negative_buckets: nb,
+            custom_values: self.custom,
+        }
+    }
+
+    fn reduce(&mut self, to: i32) {
+        if self.schema == CUSTOM_BUCKETS_SCHEMA || to >= self.schema {
+            return;
+        }
+        let from = self.schema;
+        for side in [&mut self.pos, &mut self.neg] {
+            let v: Vec<(i32, f64)> = side
+                .iter()
+                .map(|&(i, c)| (reduce_index(i, from, to), c))
+                .collect();
+            *side = merge_pairs(v);
+        }
+        self.schema = to;
+    }
+
+    /// Raises the zero threshold to at least `zt`, moving buckets that
+    /// fall inside it into the zero bucket.
+    fn widen_zero(&mut self, zt: f64) {
+        if self.schema == CUSTOM_BUCKETS_SCHEMA || zt <= self.zt {
+            return;
+        }
+        let mut zt = zt;
+        loop {
+            let mut moved = false;
+            for side in [&mut self.pos, &mut self.neg] {
+                let schema = self.schema;
+                side.retain(|&(i, c)| {
+                    let upper = exp_bound(i, schema);
+                    if upper <= zt {
+                        self.zc += c;
+                        false
+                    } else {
+                        let lower = exp_bound(i - 1, schema);
+                        if lower < zt {
+                            // The threshold cuts this bucket: take it whole.
+                            zt = upper;
+                            self.zc += c;
+                            moved = true;
+                            false
+                        } else {
+                            true
+                        }
+                    }
+                });
+            }
+            if !moved {
+                break;
+            }
+        }
+        self.zt = zt;
+    }
+
+    fn scale(&mut self, f: f64) {
+        self.zc *= f;
+        self.count *= f;
+        self.sum *= f;
+        for (_, c) in self.pos.iter_mut().chain(self.neg.iter_mut()) {
+            *c *= f;
+        }
+    }
+}
+
+/// Upper boundary of exponential bucket `idx` at `schema`.
+pub(crate) fn exp_bound(idx: i32, schema: i32) -> f64 {
+    if schema <= 0 {
+        let e = i64::from(idx) << (-schema).clamp(0, 30);
+        if e > 1100 {
+            return f64::INFINITY;
+        }
+        if e < -1100 {
+            return 0.0;
+        }
+        return 2f64.powi(e as i32);
+    }
+    let per = 1i64 << schema.clamp(0, 30);
+    let idx = i64::from(idx);
+    let whole = idx.div_euclid(per);
+    let frac = idx.rem_euclid(per);
+    if whole > 1100 {
+        return f64::INFINITY;
+    }
+    if whole < -1100 {
+        return 0.0;
+    }
+    let m = 2f64.powf(frac as f64 / per as f64);
+    m * 2f64.powi(whole as i32)
+}
+
+fn check(a: &FloatHistogram, b: &FloatHistogram) -> Result<(), HistError> {
+    match (is_custom(a), is_custom(b)) {
+        (true, true) => {
+            if a.custom_values.len() != b.custom_values.len()
+                || a.custom_values
+                    .iter()
+                    .zip(&b.custom_values)
+                    .any(|(x, y)| x != y)
+            {
+                return Err(HistError::CustomMismatch);
+            }
+            Ok(())
+        }
+        (false, false) => Ok(()),
+        _ => Err(HistError::MixedSchemas),
+    }
+}
+
+/// `a + b * sign`, reducing to the smaller schema and the larger zero
+/// threshold. Counter-reset hints combine as Prometheus does.
+fn combine(a: &FloatHistogram, b: &FloatHistogram, sign: f64) -> Result<FloatHistogram, HistError> {
+    check(a, b)?;
+    let mut x = Work::of(a);
+    let mut y = Work::of(b);
+    let schema = x.schema.min(y.schema);
+    x.reduce(schema);
+    y.reduce(schema);
+    let zt = x.zt.max(y.zt);
+    x.widen_zero(zt);
+    y.widen_zero(x.zt);
+    x.widen_zero(y.zt);
+    x.zc += sign * y.zc;
+    x.count += sign * y.count;
+    x.sum += sign * y.sum;
+    for (mine, theirs) in [(&mut x.pos, &y.pos), (&mut x.neg, &y.neg)] {
+        let mut v = std::mem::take(mine);
+        v.extend(theirs.iter().map(|&(i, c)| (i, sign * c)));
+        *mine = merge_pairs(v);
+    }
+    x.hint = combine_hint(a.reset_hint, b.reset_hint);
+    Ok(x.build())
+}
+
+fn combine_hint(a: u8, b: u8) -> u8 {
+    if a == b {
+        return a;
+    }
+    if a == reset_hint::GAUGE || b == reset_hint::GAUGE {
+        return reset_hint::GAUGE;
+    }
+    reset_hint::UNKNOWN
+}
+
+/// `a + b`.
+pub(crate) fn add(a: &FloatHistogram, b: &FloatHistogram) -> Result<FloatHistogram, HistError> {
+    combine(a, b, 1.0)
+}
+
+/// `a - b`.
+pub(crate) fn sub(a: &FloatHistogram, b: &FloatHistogram) -> Result<FloatHistogram, HistError> {
+    combine(a, b, -1.0)
+}
+
+/// Whether adding `a` and `b` mixes a counter reset with a "not reset".
+pub(crate) fn reset_collision(a: &FloatHistogram, b: &FloatHistogram) -> bool {
+    matches!(
+        (a.reset_hint, b.reset_hint),
+        (reset_hint::RESET, reset_hint::NOT_RESET) | (reset_hint::NOT_RESET, reset_hint::RESET)
+    )
+}
+
+/// `h * f` (all counts and the sum).
+pub(crate) fn scale(h: &FloatHistogram, f: f64) -> FloatHistogram {
+    let mut w = Work::of(h);
+    w.scale(f);
+    w.build()
+}
+
+/// `h` in compact form (no empty buckets).
+pub(crate) fn compact(h: &FloatHistogram) -> FloatHistogram {
+    Work::of(h).build()
+}
+
+/// `h` reduced to `schema` (no-op if already as coarse).
+pub(crate) fn to_schema(h: &FloatHistogram, schema: i32) -> FloatHistogram {
+    let mut w = Work::of(h);
+    w.reduce(schema);
+    w.build()
+}
+
+/// Whether `cur` follows a counter reset relative to `prev` (Prometheus'
+/// `DetectReset`, honouring the hint of `cur`).
+pub(crate) fn detect_reset(cur: &FloatHistogram, prev: &FloatHistogram) -> bool {
+    match cur.reset_hint {
+        reset_hint::RESET => return true,
+        reset_hint::NOT_RESET => return false,
+        _ => {}
+    }
+    if cur.count < prev.count {
+        return true;
+    }
+    if is_custom(cur) != is_custom(prev) {
+        return true;
+    }
+    if is_custom(cur) {
+        if cur.custom_values != prev.custom_values {
+            return true;
+        }
+    } else {
+        if cur.schema > prev.schema {
+            return true;
+        }
+        if cur.zero_threshold < prev.zero_threshold {
+            return true;
+        }
+    }
+    let mut p = Work::of(prev);
+    let mut c = Work::of(cur);
+    p.reduce(c.schema);
+    if c.zt > p.zt {
+        p.widen_zero(c.zt);
+    }
+    if p.zt > c.zt {
+        c.widen_zero(p.zt);
+    }
+    if c.zc < p.zc {
+        return true;
+    }
+    for (ps, cs) in [(&p.pos, &c.pos), (&p.neg, &c.neg)] {
+        for &(i, pc) in ps.iter() {
+            if pc == 0.0 {
+                continue;
+            }
+            let cc = cs
+                .binary_search_by_key(&i, |x| x.0)
+                .ok()
+                .and_then(|k| cs.get(k))
+                .map_or(0.0, |x| x.1);
+            if cc < pc {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// One bucket with its boundaries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bucket {
+    pub(crate) lower: f64,
+    pub(crate) upper: f64,
+    pub(crate) count: f64,
+}
+
+/// All buckets from the lowest to the highest: negative buckets, the zero
+/// bucket (if it has observations), positive buckets.
+pub(crate) fn buckets(h: &FloatHistogram) -> Vec<Bucket> {
+    let mut out = Vec::new();
+    if is_custom(h) {
+        for (i, c) in sparse(&h.positive_spans, &h.positive_buckets) {
+            let Ok(iu) = usize::try_from(i) else { continue };
+            let upper = h.custom_values.get(iu).copied().unwrap_or(f64::INFINITY);
+            let lower = if iu == 0 {
+                f64::NEG_INFINITY
+            } else {
+                h.custom_values
+                    .get(iu - 1)
+                    .copied()
+                    .unwrap_or(f64::INFINITY)
+            };
+            out.push(Bucket {
+                lower,
+                upper,
+                count: c,
+            });
+        }
+        return out;
+    }
+    for (i, c) in sparse(&h.negative_spans, &h.negative_buckets)
+        .into_iter()
+        .rev()
+    {
+        out.push(Bucket {
+            lower: -exp_bound(i, h.schema),
+            upper: -exp_bound(i - 1, h.schema),
+            count: c,
+        });
+    }
+    if h.zero_count != 0.0 {
+        out.push(Bucket {
+            lower: -h.zero_threshold,
+            upper: h.zero_threshold,
+            count: h.zero_count,
+        });
+    }
+    for (i, c) in sparse(&h.positive_spans, &h.positive_buckets) {
+        out.push(Bucket {
+            lower: exp_bound(i - 1, h.schema),
+            upper: exp_bound(i, h.schema),
+            count: c,
+        });
+    }
+    out
+}
+
+fn has_pos(h: &FloatHistogram) -> bool {
+    h.positive_buckets.iter().any(|c| *c != 0.0)
+}
+
+fn has_neg(h: &FloatHistogram) -> bool {
+    h.negative_buckets.iter().any(|c| *c != 0.0)
+}
+
+/// `histogram_quantile` on a native histogram.
+pub(crate) fn quantile(q: f64, h: &FloatHistogram) -> f64 {
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    if h.count == 0.0 || q.is_nan() {
+        return f64::NAN;
+    }
+    let forward = h.sum.is_nan() || q < 0.5;
+    let mut all = buckets(h);
+    if !forward {
+        all.reverse();
+    }
+    let mut rank = if forward {
+        q * h.count
+    } else {
+        (1.0 - q) * h.count
+    };
+    let mut count = 0.0;
+    let mut bucket = Bucket {
+        lower: 0.0,
+        upper: 0.0,
+        count: 0.0,
+    };
+    for b in all {
+        if b.count == 0.0 {
+            continue;
+        }
+        bucket = b;
+        count += b.count;
+        if count >= rank {
+            break;
+        }
+    }
+    let custom = is_custom(h);
+    if !custom && bucket.lower < 0.0 && bucket.upper > 0.0 {
+        if !has_neg(h) && has_pos(h) {
+            bucket.lower = 0.0;
+        } else if !has_pos(h) && has_neg(h) {
+            bucket.upper = 0.0;
+        }
+    } else if custom {
+        if bucket.lower == f64::NEG_INFINITY {
+            if bucket.upper <= 0.0 {
+                return bucket.upper;
+            }
+            bucket.lower = 0.0;
+        } else if bucket.upper == f64::INFINITY {
+            return bucket.lower;
+        }
+    }
+    if count > h.count {
+        count = h.count;
+    }
+    if count < rank {
+        return bucket.upper;
+    }
+    if forward {
+        rank -= count - bucket.count;
+    } else {
+        rank = count - rank;
+    }
+    let fraction = rank / bucket.count;
+    if custom || (bucket.lower <= 0.0 && bucket.upper >= 0.0) {
+        return bucket.lower + (bucket.upper - bucket.lower) * fraction;
+    }
+    let ll = bucket.lower.abs().log2();
+    let lu = bucket.upper.abs().log2();
+    if bucket.lower > 0.0 {
+        return (ll + (lu - ll) * fraction).exp2();
+    }
+    -(lu + (ll - lu) * (1.0 - fraction)).exp2()
+}
+
+/// `histogram_fraction` on a native histogram.
+pub(crate) fn fraction(lower: f64, upper: f64, h: &FloatHistogram) -> f64 {
+    if h.count == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    let custom = is_custom(h);
+    let (pos, neg) = (has_pos(h), has_neg(h));
+    let (mut rank, mut lo_rank, mut up_rank) = (0.0, 0.0, 0.0);
+    let (mut lo_set, mut up_set) = (false, false);
+    for mut b in buckets(h) {
+        let mut zero_bucket = false;
+        if custom {
+            if b.lower == f64::NEG_INFINITY && b.upper > 0.0 {
+                b.lower = 0.0;
+            }
+        } else if b.lower <= 0.0 && b.upper >= 0.0 {
+            zero_bucket = true;
+            if !neg && pos {
+                b.lower = 0.0;
+            } else if !pos && neg {
+                b.upper = 0.0;
+            }
+        }
+        let linear = |v: f64, rank: f64| rank + b.count * (v - b.lower) / (b.upper - b.lower);
+        let expo = |v: f64, rank: f64| {
+            let ll = b.lower.abs().log2();
+            let lu = b.upper.abs().log2();
+            let lv = v.abs().log2();
+            let f = if v > 0.0 {
+                (lv - ll) / (lu - ll)
+            } else {
+                1.0 - ((lv - lu) / (ll - lu))
+            };
+            rank + b.count * f
+        };
+        if !lo_set && b.lower >= lower {
+            lo_rank = rank;
+            lo_set = true;
+        }
+        if !up_set && b.lower >= upper {
+            up_rank = rank;
+            up_set = true;
+        }
+        if lo_set && up_set {
+            break;
+        }
+        if !lo_set && b.lower < lower && b.upper > lower {
+            lo_rank = if custom || zero_bucket {
+                linear(lower, rank)
+            } else {
+                expo(lower, rank)
+            };
+            lo_set = true;
+        }
+        if !up_set && b.lower < upper && b.upper > upper {
+            up_rank = if custom || zero_bucket {
+                linear(upper, rank)
+            } else {
+                expo(upper, rank)
+            };
+            up_set = true;
+        }
+        if lo_set && up_set {
+            break;
+        }
+        rank += b.count;
+    }
+    if !lo_set || lo_rank > h.count {
+        lo_rank = h.count;
+    }
+    if !up_set || up_rank > h.count {
+        up_rank = h.count;
+    }
+    (up_rank - lo_rank) / h.count
+}
+
+/// Estimated variance of the observations (`histogram_stdvar`).
+pub(crate) fn variance(h: &FloatHistogram) -> f64 {
+    let mean = h.sum / h.count;
+    let (mut var, mut c) = (0.0, 0.0);
+    let custom = is_custom(h);
+    for b in buckets(h) {
+        if b.count == 0.0 {
+            continue;
+        }
+        let val = if custom {
+            (b.upper + b.lower) / 2.0
+        } else if b.lower <= 0.0 && b.upper >= 0.0 {
+            0.0
+        } else {
+            let v = (b.upper * b.lower).sqrt();
+            if b.upper < 0.0 { -v } else { v }
+        };
+        let d = val - mean;
+        (var, c) = crate::functions::kahan_inc(b.count * d * d, var, c);
+    }
+    (var + c) / h.count
+}
+
+/// Compares two histograms the way the test runner does: compact forms,
+/// floats within `eq`.
+pub(crate) fn approx_eq(
+    a: &FloatHistogram,
+    b: &FloatHistogram,
+    eq: impl Fn(f64, f64) -> bool,
+) -> bool {
+    let (a, b) = (compact(a), compact(b));
+    a.schema == b.schema
+        && eq(a.zero_threshold, b.zero_threshold)
+        && eq(a.zero_count, b.zero_count)
+        && eq(a.count, b.count)
+        && eq(a.sum, b.sum)
+        && a.positive_spans == b.positive_spans
+        && a.negative_spans == b.negative_spans
+        && a.positive_buckets.len() == b.positive_buckets.len()
+        && a.negative_buckets.len() == b.negative_buckets.len()
+        && a.positive_buckets
+            .iter()
+            .zip(&b.positive_buckets)
+            .all(|(x, y)| eq(*x, *y))
+        && a.negative_buckets
+            .iter()
+            .zip(&b.negative_buckets)
+            .all(|(x, y)| eq(*x, *y))
+        && a.custom_values == b.custom_values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(schema: i32, pos: &[(i32, f64)]) -> FloatHistogram {
+        let (ps, pb) = dense(pos);
+        FloatHistogram {
+            schema,
+            count: pb.iter().sum(),
+            sum: 1.0,
+            positive_spans: ps,
+            positive_buckets: pb,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn add_reduces_schema() {
+        let a = h(1, &[(1, 1.0), (2, 2.0)]);
+        let b = h(0, &[(1, 4.0)]);
+        let r = add(&a, &b).unwrap();
+        assert_eq!(r.schema, 0);
+        assert_eq!(
+            sparse(&r.positive_spans, &r.positive_buckets),
+            vec![(1, 7.0)]
+        );
+        assert_eq!(r.count, 7.0);
+    }
+
+    #[test]
+    fn bounds_and_quantile() {
+        assert_eq!(exp_bound(1, 0), 2.0);
+        assert_eq!(exp_bound(0, 0), 1.0);
+        assert!((exp_bound(1, 1) - 2f64.sqrt()).abs() < 1e-12);
+        let a = h(0, &[(1, 2.0)]);
+        assert!((quantile(0.5, &a) - 2f64.sqrt()).abs() < 1e-9);
+        assert!(!detect_reset(&a, &a));
+        assert!(detect_reset(&h(0, &[(1, 1.0)]), &a));
+    }
+}
