@@ -236,8 +236,14 @@ impl Sender {
         let l = metrics::RemoteLabel {
             remote_name: settings.name.clone(),
         };
-        metrics.shards_min.get_or_create(&l).set(settings.min_shards as i64);
-        metrics.shards_max.get_or_create(&l).set(settings.max_shards as i64);
+        metrics
+            .shards_min
+            .get_or_create(&l)
+            .set(settings.min_shards as i64);
+        metrics
+            .shards_max
+            .get_or_create(&l)
+            .set(settings.max_shards as i64);
         let ctx = Arc::new(Ctx {
             settings,
             client,

@@ -50,7 +50,14 @@ impl Certs {
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
         let mut a = vec!["req", "-x509", "-nodes", "-days", "2"];
         a.extend(ec);
-        a.extend(["-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=stratus test CA"]);
+        a.extend([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-subj",
+            "/CN=stratus test CA",
+        ]);
         a.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
         a.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
         run(&a);
@@ -75,8 +82,21 @@ impl Certs {
             a.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=stratus test"]);
             run(&a);
             run(&[
-                "x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-days", "2", "-out", &crt, "-extfile", &ext,
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &crt,
+                "-extfile",
+                &ext,
             ]);
         }
         Certs { dir }
@@ -205,7 +225,9 @@ async fn proxy() -> (String, Arc<Mutex<Vec<String>>>) {
     let l2 = lines.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut c, _)) = l.accept().await else { return };
+            let Ok((mut c, _)) = l.accept().await else {
+                return;
+            };
             let lines = l2.clone();
             tokio::spawn(async move {
                 let mut head = Vec::new();
@@ -431,7 +453,9 @@ async fn remote_write_over_tls_with_client_cert_and_through_a_connect_proxy() {
     assert!(push_with(s, &seen).await, "samples did not arrive over TLS");
     let lines = lines.lock().unwrap().clone();
     assert!(
-        lines.iter().any(|l| l == &format!("CONNECT {addr} HTTP/1.1")),
+        lines
+            .iter()
+            .any(|l| l == &format!("CONNECT {addr} HTTP/1.1")),
         "{lines:?}"
     );
 

@@ -341,7 +341,10 @@ async fn counting_fixture(page: &'static str) -> (String, Arc<AtomicUsize>) {
             async move {
                 h.fetch_add(1, Ordering::SeqCst);
                 (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
                     page,
                 )
             }
@@ -362,7 +365,10 @@ async fn get_text(c: &reqwest::Client, url: &str) -> String {
 async fn active_targets(c: &reqwest::Client, agent: &Proc) -> Vec<serde_json::Value> {
     let t = get_text(c, &format!("{}/api/v1/targets?state=active", agent.base)).await;
     let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-    v["data"]["activeTargets"].as_array().cloned().unwrap_or_default()
+    v["data"]["activeTargets"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Polls `f` every 100 ms until it is true or `secs` pass.
@@ -476,7 +482,10 @@ async fn reload_while_the_receiver_is_down_loses_nothing_and_bad_configs_are_ref
         .unwrap();
     assert_eq!(r.status(), 500);
     let m = get_text(&c, &format!("{}/metrics", agent.base)).await;
-    assert!(m.contains("prometheus_config_last_reload_successful 0"), "{m}");
+    assert!(
+        m.contains("prometheus_config_last_reload_successful 0"),
+        "{m}"
+    );
     wait_for(5, "the reload error in the log", || async {
         agent
             .log
@@ -488,7 +497,10 @@ async fn reload_while_the_receiver_is_down_loses_nothing_and_bad_configs_are_ref
     .await;
     let before = hits_b.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert!(hits_b.load(Ordering::SeqCst) > before, "old config stopped scraping");
+    assert!(
+        hits_b.load(Ordering::SeqCst) > before,
+        "old config stopped scraping"
+    );
     let t = active_targets(&c, &agent).await;
     assert_eq!(t.len(), 1);
     assert_eq!(t[0]["health"], "up", "{t:?}");
@@ -501,8 +513,16 @@ async fn reload_while_the_receiver_is_down_loses_nothing_and_bad_configs_are_ref
 
     let ups_a = recv.matching(&[("__name__", "up"), ("instance", &a)]);
     let ups_b = recv.matching(&[("__name__", "up"), ("instance", &b)]);
-    assert_eq!(real_samples(&ups_a), hits_a.load(Ordering::SeqCst), "{ups_a:?}");
-    assert_eq!(real_samples(&ups_b), hits_b.load(Ordering::SeqCst), "{ups_b:?}");
+    assert_eq!(
+        real_samples(&ups_a),
+        hits_a.load(Ordering::SeqCst),
+        "{ups_a:?}"
+    );
+    assert_eq!(
+        real_samples(&ups_b),
+        hits_b.load(Ordering::SeqCst),
+        "{ups_b:?}"
+    );
     assert_eq!(
         real_samples(&recv.matching(&[("__name__", "reload_fixture"), ("instance", &b)])),
         hits_b.load(Ordering::SeqCst)
@@ -511,7 +531,11 @@ async fn reload_while_the_receiver_is_down_loses_nothing_and_bad_configs_are_ref
     let stages_a: BTreeSet<Option<String>> =
         ups_a.iter().map(|(l, _)| l.get("stage").cloned()).collect();
     assert_eq!(stages_a, BTreeSet::from([None, Some("two".to_string())]));
-    assert!(ups_b.iter().all(|(l, _)| l.get("stage").map(String::as_str) == Some("two")));
+    assert!(
+        ups_b
+            .iter()
+            .all(|(l, _)| l.get("stage").map(String::as_str) == Some("two"))
+    );
     // a was removed: its series end with a staleness marker.
     for (l, s) in &ups_a {
         let last = s.last().unwrap().1;
@@ -700,9 +724,9 @@ async fn agent_pushes_the_series_prometheus_scrapes() {
     // Both have scraped both targets at least three times.
     let prom = format!("http://{prom_addr}");
     wait_for(30, "three scrapes by both", || async {
-        let agent_ok = ["fixture", "node"].iter().all(|j| {
-            real_samples(&recv.matching(&[("__name__", "up"), ("job", j)])) >= 3
-        });
+        let agent_ok = ["fixture", "node"]
+            .iter()
+            .all(|j| real_samples(&recv.matching(&[("__name__", "up"), ("job", j)])) >= 3);
         let v = prom_json(
             &c,
             &format!("{prom}/api/v1/query"),
@@ -734,7 +758,10 @@ async fn agent_pushes_the_series_prometheus_scrapes() {
     let agent_sets = recv.label_sets();
 
     // The fixture: exactly the same label sets after relabeling.
-    let (pf, af) = (by_job(&prom_sets, "fixture"), by_job(&agent_sets, "fixture"));
+    let (pf, af) = (
+        by_job(&prom_sets, "fixture"),
+        by_job(&agent_sets, "fixture"),
+    );
     assert_eq!(
         af,
         pf,
@@ -743,7 +770,10 @@ async fn agent_pushes_the_series_prometheus_scrapes() {
         pf.difference(&af).collect::<Vec<_>>()
     );
     assert!(af.iter().any(|l| l.get("exported_job").is_some()));
-    assert!(af.iter().any(|l| l.get("room").map(String::as_str) == Some("KITCHEN")));
+    assert!(
+        af.iter()
+            .any(|l| l.get("room").map(String::as_str) == Some("KITCHEN"))
+    );
 
     // node_exporter: the same label sets, except the documented varying
     // families (compared by name).
@@ -773,7 +803,11 @@ async fn agent_pushes_the_series_prometheus_scrapes() {
             names(&by_job(&prom_sets, job), "scrape_")
         );
         let ups = recv.matching(&[("__name__", "up"), ("job", job)]);
-        let last = ups[0].1.iter().rev().find(|s| s.1.to_bits() != STALE_NAN_BITS);
+        let last = ups[0]
+            .1
+            .iter()
+            .rev()
+            .find(|s| s.1.to_bits() != STALE_NAN_BITS);
         assert_eq!(last.map(|s| s.1), Some(1.0), "{job}");
     }
     let v = prom_json(&c, &format!("{prom}/api/v1/query"), &[("query", "up")]).await;
@@ -806,11 +840,15 @@ async fn agent_metrics_use_prometheus_names() {
     let agent = spawn_agent(&config, &dir.path().join("agent-data"));
     let c = http_client();
     let metrics_url = format!("{}/metrics", agent.base);
-    wait_for(10, "sent samples", || async {
-        get_text(&c, &metrics_url)
-            .await
-            .lines()
-            .any(|l| l.starts_with("prometheus_remote_storage_samples_total{remote_name=\"main\"} ") && !l.ends_with(" 0"))
+    wait_for(10, "sent samples and a scrape of each job", || async {
+        let t = get_text(&c, &metrics_url).await;
+        [
+            "prometheus_remote_storage_samples_total{remote_name=\"main\"} ",
+            "stratus_agent_scrapes_total{scrape_job=\"ok\",result=\"success\"} ",
+            "stratus_agent_scrapes_total{scrape_job=\"fx\",result=\"failure\"} ",
+        ]
+        .iter()
+        .all(|p| t.lines().any(|l| l.starts_with(p) && !l.ends_with(" 0")))
     })
     .await;
     let m = get_text(&c, &metrics_url).await;
@@ -824,7 +862,6 @@ async fn agent_metrics_use_prometheus_names() {
         "stratus_agent_scrapes_total{scrape_job=\"fx\",result=\"failure\"} ",
         "stratus_agent_scrapes_total{scrape_job=\"ok\",result=\"success\"} ",
         "stratus_agent_scrape_duration_seconds_bucket{",
-        "# TYPE prometheus_remote_storage_samples_failed counter",
         "prometheus_remote_storage_samples_retried_total{remote_name=\"main\"} 0",
         "prometheus_remote_storage_samples_dropped_total{remote_name=\"main\"} 0",
         "prometheus_remote_storage_samples_pending{remote_name=\"main\"} ",
@@ -844,13 +881,18 @@ async fn agent_metrics_use_prometheus_names() {
             .unwrap_or(-1.0)
     };
     assert!(value("prometheus_target_scrapes_exceeded_sample_limit_total ") >= 1.0);
-    assert!(value("prometheus_target_scrapes_sample_duplicate_timestamp_total ") >= 1.0);
+    assert!(
+        value("prometheus_target_scrapes_sample_duplicate_timestamp_total ") >= 1.0,
+        "{m}"
+    );
     let highest = value("prometheus_remote_storage_highest_timestamp_in_seconds ");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
     assert!((now - highest).abs() < 30.0, "{highest} vs {now}");
-    let sent = value("prometheus_remote_storage_queue_highest_sent_timestamp_seconds{remote_name=\"main\"} ");
+    let sent = value(
+        "prometheus_remote_storage_queue_highest_sent_timestamp_seconds{remote_name=\"main\"} ",
+    );
     assert!(sent > 0.0 && sent <= highest, "{sent} {highest}");
 }
