@@ -120,6 +120,10 @@ pub struct RemoteSettings {
     pub metadata_send_interval: Duration,
     /// How often the shard count is recomputed (default 10 s).
     pub shard_update_interval: Duration,
+    /// TLS settings (CA, client certificate, server name...).
+    pub tls_config: crate::config::TlsConfig,
+    /// HTTP proxy the requests go through.
+    pub proxy_url: Option<String>,
 }
 
 impl RemoteSettings {
@@ -143,7 +147,17 @@ impl RemoteSettings {
             send_metadata: true,
             metadata_send_interval: Duration::from_secs(60),
             shard_update_interval: Duration::from_secs(10),
+            tls_config: crate::config::TlsConfig::default(),
+            proxy_url: None,
         }
+    }
+}
+
+impl RemoteSettings {
+    /// Checks that a client can be built from these settings (headers,
+    /// TLS files, proxy URL), without starting anything.
+    pub fn check(&self) -> Result<(), String> {
+        client::Client::new(self).map(|_| ()).map_err(|e| e.0)
     }
 }
 
@@ -219,6 +233,17 @@ impl Sender {
             source,
         })?;
         let handles = metrics::SendHandles::new(metrics, &settings.name);
+        let l = metrics::RemoteLabel {
+            remote_name: settings.name.clone(),
+        };
+        metrics
+            .shards_min
+            .get_or_create(&l)
+            .set(settings.min_shards as i64);
+        metrics
+            .shards_max
+            .get_or_create(&l)
+            .set(settings.max_shards as i64);
         let ctx = Arc::new(Ctx {
             settings,
             client,
@@ -405,12 +430,23 @@ impl Dispatcher {
     }
 
     fn update_lag(&self) {
-        let lag = self
-            .ctx
-            .tracker()
-            .oldest_ms()
-            .map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0);
+        let (oldest, in_flight) = {
+            let t = self.ctx.tracker();
+            (t.oldest_ms(), t.samples())
+        };
+        let lag = oldest.map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0);
         self.ctx.metrics.lag.set(lag);
+        let unread = self.ctx.queue.stats().unread_bytes;
+        let (samples, bytes) = (self.appended(), self.ctx.queue.appended_bytes());
+        let est = if bytes == 0 {
+            0
+        } else {
+            (unread as f64 * samples as f64 / bytes as f64) as u64
+        };
+        self.ctx
+            .metrics
+            .pending
+            .set(i64::try_from(in_flight.saturating_add(est)).unwrap_or(i64::MAX));
     }
 
     fn start_shards(&mut self, n: usize) {

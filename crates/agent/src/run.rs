@@ -5,13 +5,19 @@
 //! `/api/v1/targets`, `/targets`, `/-/healthy`, `/-/ready`,
 //! `POST /-/reload`), reloads on SIGHUP, and shuts down gracefully
 //! (staleness markers, then a bounded drain of every sender).
+//!
+//! `/metrics` holds the push side's [`PushMetrics`], the scrape side's
+//! [`ScrapeMetrics`], `prometheus_remote_storage_highest_timestamp_in_seconds`
+//! and the reload outcome (`prometheus_config_last_reload_successful`,
+//! `prometheus_config_last_reload_success_timestamp_seconds`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::State;
@@ -19,6 +25,7 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use parking_lot::RwLock;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use snafu::{ResultExt, Snafu};
 use tracing::{error, info, warn};
@@ -26,7 +33,7 @@ use tracing::{error, info, warn};
 use crate::config::{self, AgentConfig, LabelSet, ProtobufMessage, RemoteWriteConfig};
 use crate::queue::{FanOut, Queue, QueueConfig};
 use crate::remote::{Auth, ProtocolVersion, PushMetrics, RemoteSettings, Sender, WriteRelabel};
-use crate::scrape::ScrapeManager;
+use crate::scrape::{ScrapeManager, ScrapeMetrics};
 use crate::sink::{Batch, Sink, SinkError};
 
 /// Options of `stratus agent`.
@@ -91,13 +98,60 @@ pub enum RunError {
     },
 }
 
-/// A sink appending to the current set of queues (replaced on reload).
+/// A sink appending to the current set of queues (replaced on reload),
+/// keeping the newest timestamp appended.
 #[derive(Debug)]
-struct SwitchSink(RwLock<FanOut>);
+struct SwitchSink(RwLock<FanOut>, Gauge<f64, AtomicU64>);
 
 impl Sink for SwitchSink {
     fn append(&self, batch: Batch) -> Result<(), SinkError> {
-        self.0.read().append(batch)
+        let newest = batch
+            .series
+            .iter()
+            .flat_map(|s| s.samples.iter().map(|x| x.t))
+            .max();
+        self.0.read().append(batch)?;
+        if let Some(t) = newest {
+            let secs = t as f64 / 1000.0;
+            if secs > self.1.get() {
+                self.1.set(secs);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Outcome of the last configuration (re)load.
+#[derive(Debug, Default)]
+struct ReloadMetrics {
+    successful: Gauge,
+    success_time: Gauge<f64, AtomicU64>,
+}
+
+impl ReloadMetrics {
+    fn new(r: &mut Registry) -> Self {
+        let m = Self::default();
+        r.register(
+            "prometheus_config_last_reload_successful",
+            "Whether the last configuration reload attempt was successful.",
+            m.successful.clone(),
+        );
+        r.register(
+            "prometheus_config_last_reload_success_timestamp_seconds",
+            "Timestamp of the last successful configuration reload.",
+            m.success_time.clone(),
+        );
+        m
+    }
+
+    fn record(&self, ok: bool) {
+        self.successful.set(i64::from(ok));
+        if ok {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.success_time.set(now);
+        }
     }
 }
 
@@ -117,6 +171,7 @@ struct Agent {
     opts: AgentOptions,
     registry: Registry,
     metrics: Arc<PushMetrics>,
+    reloads: ReloadMetrics,
     sink: Arc<SwitchSink>,
     scrape: ScrapeManager,
     endpoints: tokio::sync::Mutex<BTreeMap<String, Endpoint>>,
@@ -173,12 +228,8 @@ pub fn remote_settings(
     } else if let Some(t) = &rw.bearer_token {
         s.auth = Some(Auth::Bearer(t.0.clone()));
     }
-    if rw.tls_config != config::TlsConfig::default() {
-        return Err("tls_config is not supported for remote_write by stratus agent yet".into());
-    }
-    if rw.proxy_url.is_some() {
-        return Err("proxy_url is not supported for remote_write by stratus agent yet".into());
-    }
+    s.tls_config = rw.tls_config.clone();
+    s.proxy_url = rw.proxy_url.clone();
     s.external_labels = external
         .iter()
         .map(|(k, v)| (k.0.clone(), v.clone()))
@@ -199,6 +250,7 @@ pub fn remote_settings(
     if !rw.metadata_config.send_interval.get().is_zero() {
         s.metadata_send_interval = rw.metadata_config.send_interval.get();
     }
+    s.check()?;
     Ok(s)
 }
 
@@ -304,6 +356,12 @@ impl Agent {
     /// Re-reads the configuration file and applies it; on error the
     /// running configuration is kept.
     async fn reload(&self) -> Result<(), String> {
+        let res = self.try_reload().await;
+        self.reloads.record(res.is_ok());
+        res
+    }
+
+    async fn try_reload(&self) -> Result<(), String> {
         let cfg = config::load(&self.opts.config_file).map_err(|e| e.to_string())?;
         log_ignored(&cfg);
         self.apply_remotes(&cfg).await.map_err(|e| e.to_string())?;
@@ -362,13 +420,23 @@ pub async fn run(
     }
     let mut registry = Registry::default();
     let metrics = PushMetrics::new(&mut registry);
-    let sink = Arc::new(SwitchSink(RwLock::new(FanOut::new(Vec::new()))));
+    let scrape_metrics = ScrapeMetrics::new(&mut registry);
+    let reloads = ReloadMetrics::new(&mut registry);
+    reloads.record(true);
+    let highest = Gauge::<f64, AtomicU64>::default();
+    registry.register(
+        "prometheus_remote_storage_highest_timestamp_in_seconds",
+        "Newest timestamp appended to the queues, seconds since the epoch.",
+        highest.clone(),
+    );
+    let sink = Arc::new(SwitchSink(RwLock::new(FanOut::new(Vec::new())), highest));
     let agent = Arc::new(Agent {
         opts: opts.clone(),
         registry,
         metrics,
+        reloads,
         sink: sink.clone(),
-        scrape: ScrapeManager::new(sink),
+        scrape: ScrapeManager::with_metrics(sink, scrape_metrics),
         endpoints: tokio::sync::Mutex::new(BTreeMap::new()),
     });
     agent.apply_remotes(&cfg).await?;

@@ -28,6 +28,11 @@ use crate::relabel;
 use crate::sink::{Batch, Metadata, SeriesSamples, Sink};
 use crate::textparse::{ACCEPT_HEADER, Entry, Format, Parser};
 
+mod metrics;
+
+use self::metrics::JobHandles;
+pub use self::metrics::ScrapeMetrics;
+
 /// Health of a target, as `/api/v1/targets` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Health {
@@ -396,6 +401,7 @@ struct Scraper {
     client: Result<reqwest::Client, String>,
     sink: Arc<dyn Sink>,
     status: Arc<Mutex<TargetStatus>>,
+    metrics: JobHandles,
 }
 
 fn now_ms() -> i64 {
@@ -458,6 +464,7 @@ impl Scraper {
         {
             body.extend_from_slice(&chunk);
             if limit > 0 && !gz && body.len() > limit {
+                self.metrics.all.exceeded_body_size_limit.inc();
                 return Err(body_limit_err(limit));
             }
         }
@@ -473,6 +480,7 @@ impl Scraper {
                 .read_to_end(&mut out)
                 .map_err(|e| ScrapeFailure(format!("decompressing gzip body: {e}")))?;
             if limit > 0 && out.len() > limit {
+                self.metrics.all.exceeded_body_size_limit.inc();
                 return Err(body_limit_err(limit));
             }
             body = out;
@@ -552,6 +560,7 @@ impl Scraper {
                             break;
                         }
                         if let Err(e) = check_label_limits(l, cfg) {
+                            self.metrics.all.exceeded_label_limits.inc();
                             err = Some(e);
                             break;
                         }
@@ -582,6 +591,7 @@ impl Scraper {
                 cur.insert(labels.clone())
             };
             if !fresh {
+                self.metrics.all.duplicate_samples.inc();
                 continue; // duplicate series within the scrape: keep the first
             }
             if !st.prev.contains(&labels) && !explicit {
@@ -593,6 +603,7 @@ impl Scraper {
             });
         }
         if err.is_none() && sample_limit > 0 && added > sample_limit {
+            self.metrics.all.exceeded_sample_limit.inc();
             err = Some(format!(
                 "sample limit exceeded: {added} samples > sample_limit {sample_limit}"
             ));
@@ -680,10 +691,13 @@ impl Scraper {
         }
         if let Some(e) = &err {
             tracing::debug!(job = %self.job, url = %self.target.url, error = %e, "scrape failed");
+            self.metrics.failure.inc();
+        } else {
+            self.metrics.success.inc();
+            self.metrics.samples.inc_by(added);
         }
-        if let Err(e) = self.sink.append(batch) {
-            tracing::warn!(job = %self.job, url = %self.target.url, error = %e, "sink refused scrape");
-        }
+        self.metrics.duration.observe(duration.as_secs_f64());
+        self.append(batch, "sink refused scrape");
         let mut s = self.status.lock();
         s.health = if err.is_none() {
             Health::Up
@@ -709,8 +723,19 @@ impl Scraper {
                 samples: vec![Sample::new(ts, stale_nan())],
             });
         }
-        if let Err(e) = self.sink.append(batch) {
-            tracing::warn!(job = %self.job, error = %e, "sink refused end-of-run staleness markers");
+        self.append(batch, "sink refused end-of-run staleness markers");
+    }
+
+    /// Appends `batch` to the sink, counting its samples.
+    fn append(&self, batch: Batch, what: &str) {
+        let n: u64 = batch.series.iter().map(|s| s.samples.len() as u64).sum();
+        match self.sink.append(batch) {
+            Ok(()) => {
+                self.metrics.all.samples_appended.inc_by(n);
+            }
+            Err(e) => {
+                tracing::warn!(job = %self.job, url = %self.target.url, error = %e, "{what}");
+            }
         }
     }
 }
@@ -828,6 +853,7 @@ fn spawn_loop(
     client: Result<reqwest::Client, String>,
     sink: Arc<dyn Sink>,
     mut state: LoopState,
+    metrics: JobHandles,
 ) -> LoopHandle {
     let status = Arc::new(Mutex::new(TargetStatus::default()));
     let (stop_tx, mut stop_rx) = oneshot::channel();
@@ -842,6 +868,7 @@ fn spawn_loop(
         client,
         sink,
         status: status.clone(),
+        metrics,
     };
     let join = tokio::spawn(async move {
         let delay = first_delay(scraper.target.key(), scraper.target.interval);
@@ -891,7 +918,11 @@ fn start_pool(
     cfg: Arc<ScrapeConfig>,
     sink: Arc<dyn Sink>,
     mut inherited: HashMap<u64, LoopState>,
+    metrics: Arc<ScrapeMetrics>,
 ) -> Pool {
+    metrics.pools_created.inc();
+    let job_metrics = JobHandles::new(&metrics, &cfg.job_name);
+    let job_label = ScrapeMetrics::job(&cfg.job_name);
     let view = Arc::new(Mutex::new(PoolView::default()));
     let (stop_tx, mut stop_rx) = watch::channel(None::<StopMode>);
     let (groups_tx, mut groups_rx) = watch::channel(Vec::<TargetGroup>::new());
@@ -918,11 +949,20 @@ fn start_pool(
             }
             let groups = groups_rx.borrow_and_update().clone();
             let (targets, dropped) = targets_from_groups(&groups, &cfg);
+            metrics.pool_syncs.get_or_create(&job_label).inc();
+            metrics
+                .discovered
+                .get_or_create(&self::metrics::SdLabels {
+                    config: cfg.job_name.clone(),
+                    name: "scrape".into(),
+                })
+                .set(groups.iter().map(|g| g.targets.len() as i64).sum());
             let limit = cfg.target_limit.unwrap_or(0) as usize;
             let mut want: HashMap<u64, Target> =
                 targets.into_iter().map(|t| (t.key(), t)).collect();
             if limit > 0 && want.len() > limit {
                 tracing::warn!(job = %cfg.job_name, targets = want.len(), limit, "target_limit exceeded: no targets scraped");
+                metrics.exceeded_target_limit.inc();
                 want.clear();
             }
             // Stop loops whose target went away.
@@ -949,6 +989,7 @@ fn start_pool(
                     client.clone(),
                     sink.clone(),
                     state,
+                    job_metrics.clone(),
                 );
                 loops.insert(k, h);
             }
@@ -957,6 +998,10 @@ fn start_pool(
             for (_, mut st) in inherited.drain() {
                 stale_all(&sink, &mut st);
             }
+            metrics
+                .pool_targets
+                .get_or_create(&job_label)
+                .set(loops.len() as i64);
             let mut pv = v.lock();
             pv.loops = loops
                 .values()
@@ -1022,6 +1067,7 @@ fn stale_all(sink: &Arc<dyn Sink>, st: &mut LoopState) {
 pub struct ScrapeManager {
     sink: Arc<dyn Sink>,
     pools: tokio::sync::Mutex<BTreeMap<String, PoolEntry>>,
+    metrics: Arc<ScrapeMetrics>,
 }
 
 struct PoolEntry(Pool);
@@ -1035,9 +1081,16 @@ impl std::fmt::Debug for PoolEntry {
 impl ScrapeManager {
     /// A manager that sends every scrape to `sink`.
     pub fn new(sink: Arc<dyn Sink>) -> Self {
+        Self::with_metrics(sink, Arc::new(ScrapeMetrics::unregistered()))
+    }
+
+    /// A manager that sends every scrape to `sink` and counts in
+    /// `metrics`.
+    pub fn with_metrics(sink: Arc<dyn Sink>, metrics: Arc<ScrapeMetrics>) -> Self {
         Self {
             sink,
             pools: tokio::sync::Mutex::new(BTreeMap::new()),
+            metrics,
         }
     }
 
@@ -1062,12 +1115,14 @@ impl ScrapeManager {
                 let _ = p.stop.send(Some(StopMode::Stale));
                 let _ = p.join.await;
             }
+            self.metrics.remove_job(&k);
         }
         for (name, sc) in wanted {
             let inherited = match pools.get(name) {
                 Some(PoolEntry(p)) if *p.cfg == *sc => continue,
                 Some(_) => match pools.remove(name) {
                     Some(PoolEntry(p)) => {
+                        self.metrics.pool_reloads.inc();
                         let _ = p.stop.send(Some(StopMode::Handoff));
                         p.join.await.unwrap_or_default()
                     }
@@ -1075,7 +1130,12 @@ impl ScrapeManager {
                 },
                 None => HashMap::new(),
             };
-            let pool = start_pool(Arc::new(sc.clone()), self.sink.clone(), inherited);
+            let pool = start_pool(
+                Arc::new(sc.clone()),
+                self.sink.clone(),
+                inherited,
+                self.metrics.clone(),
+            );
             pools.insert(name.to_string(), PoolEntry(pool));
         }
     }

@@ -66,9 +66,14 @@ impl Client {
                 .map_err(|e| BadHeader(format!("value of header {k:?}: {e}")))?;
             headers.insert(name, value);
         }
-        crate::httpclient::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("stratus-agent/", env!("CARGO_PKG_VERSION")))
+        let http_cfg = crate::config::HttpClientConfig {
+            tls_config: s.tls_config.clone(),
+            proxy_url: s.proxy_url.clone(),
+            follow_redirects: true,
+            ..Default::default()
+        };
+        let http = crate::httpclient::client_builder(&http_cfg)
+            .map_err(BadHeader)?
             .default_headers(headers)
             .timeout(s.timeout)
             .build()

@@ -1,5 +1,8 @@
 //! The push side's own metrics (queue and senders), registered on a
-//! registry the caller owns so that it can serve them on `/metrics`.
+//! registry the caller owns so that it can serve them on `/metrics`:
+//! `stratus_agent_*` names, and the same counters again under the names
+//! Prometheus 2.42 uses (`prometheus_remote_storage_*`, labelled by
+//! `remote_name`) so that its usual alerts work unchanged.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -48,6 +51,10 @@ pub struct PushMetrics {
     pub(crate) shards: Family<RemoteLabel, Gauge>,
     pub(crate) shards_desired: Family<RemoteLabel, Gauge<f64, AtomicU64>>,
     pub(crate) send_duration: Family<RemoteLabel, Histogram, fn() -> Histogram>,
+    pub(crate) samples_pending: Family<RemoteLabel, Gauge>,
+    pub(crate) highest_sent: Family<RemoteLabel, Gauge<f64, AtomicU64>>,
+    pub(crate) shards_min: Family<RemoteLabel, Gauge>,
+    pub(crate) shards_max: Family<RemoteLabel, Gauge>,
 }
 
 impl PushMetrics {
@@ -134,7 +141,83 @@ impl PushMetrics {
             "Duration of one remote-write request (each attempt).",
             m.send_duration.clone(),
         );
+        registry.register(
+            "stratus_agent_samples_pending",
+            "Samples waiting to be sent: in flight plus an estimate of the unread queue.",
+            m.samples_pending.clone(),
+        );
+        m.register_prometheus_names(registry);
         Arc::new(m)
+    }
+
+    /// The Prometheus 2.42 names of the same families.
+    fn register_prometheus_names(&self, r: &mut Registry) {
+        let p = "prometheus_remote_storage_";
+        r.register(
+            format!("{p}samples"),
+            "Samples sent to remote storage (acknowledged).",
+            self.samples_sent.clone(),
+        );
+        r.register(
+            format!("{p}samples_failed"),
+            "Samples that failed on send to remote storage (non-recoverable errors).",
+            self.samples_failed.clone(),
+        );
+        r.register(
+            format!("{p}samples_retried"),
+            "Samples that failed on send to remote storage but were retried.",
+            self.samples_retried.clone(),
+        );
+        r.register(
+            format!("{p}samples_dropped"),
+            "Samples dropped by write_relabel_configs.",
+            self.samples_relabel_dropped.clone(),
+        );
+        r.register(
+            format!("{p}samples_pending"),
+            "Samples waiting to be sent: in flight plus an estimate of the unread queue.",
+            self.samples_pending.clone(),
+        );
+        r.register(
+            format!("{p}bytes"),
+            "Compressed bytes of samples sent to remote storage.",
+            self.bytes_sent.clone(),
+        );
+        r.register(
+            format!("{p}metadata"),
+            "Metadata entries sent to remote storage.",
+            self.metadata_sent.clone(),
+        );
+        r.register(
+            format!("{p}shards"),
+            "Shards used for parallel sending.",
+            self.shards.clone(),
+        );
+        r.register(
+            format!("{p}shards_desired"),
+            "Shards the backlog calls for.",
+            self.shards_desired.clone(),
+        );
+        r.register(
+            format!("{p}shards_min"),
+            "Configured min_shards.",
+            self.shards_min.clone(),
+        );
+        r.register(
+            format!("{p}shards_max"),
+            "Configured max_shards.",
+            self.shards_max.clone(),
+        );
+        r.register(
+            format!("{p}queue_highest_sent_timestamp_seconds"),
+            "Newest sample timestamp acknowledged by the endpoint, seconds since the epoch.",
+            self.highest_sent.clone(),
+        );
+        r.register(
+            format!("{p}sent_batch_duration_seconds"),
+            "Duration of one remote-write request (each attempt).",
+            self.send_duration.clone(),
+        );
     }
 
     /// The families without a registry (tests, tools).
@@ -156,6 +239,10 @@ impl PushMetrics {
             shards: Family::default(),
             shards_desired: Family::default(),
             send_duration: Family::new_with_constructor(send_histogram),
+            samples_pending: Family::default(),
+            highest_sent: Family::default(),
+            shards_min: Family::default(),
+            shards_max: Family::default(),
         }
     }
 
@@ -206,6 +293,11 @@ impl PushMetrics {
         self.queue_lag.get_or_create(&Self::label(remote)).get()
     }
 
+    /// Newest sample timestamp `remote` acknowledged, seconds.
+    pub fn highest_sent_seconds(&self, remote: &str) -> f64 {
+        self.highest_sent.get_or_create(&Self::label(remote)).get()
+    }
+
     /// Shards currently running for `remote`.
     pub fn shards(&self, remote: &str) -> i64 {
         self.shards.get_or_create(&Self::label(remote)).get()
@@ -251,6 +343,8 @@ pub(crate) struct SendHandles {
     pub(crate) shards: Gauge,
     pub(crate) shards_desired: Gauge<f64, AtomicU64>,
     pub(crate) send_duration: Histogram,
+    pub(crate) pending: Gauge,
+    pub(crate) highest_sent: Gauge<f64, AtomicU64>,
 }
 
 impl SendHandles {
@@ -268,6 +362,8 @@ impl SendHandles {
             shards: m.shards.get_or_create(&l).clone(),
             shards_desired: m.shards_desired.get_or_create(&l).clone(),
             send_duration: m.send_duration.get_or_create(&l).clone(),
+            pending: m.samples_pending.get_or_create(&l).clone(),
+            highest_sent: m.highest_sent.get_or_create(&l).clone(),
         }
     }
 

@@ -159,6 +159,16 @@ async fn send_items(ctx: &Ctx, stop: &mut watch::Receiver<bool>, items: Vec<Item
     match send_with_retry(ctx, stop, Bytes::from(body), samples, "samples").await {
         Sent::Done => {
             ctx.metrics.sent.inc_by(samples);
+            let newest = items
+                .iter()
+                .flat_map(|i| i.samples.iter().map(|s| s.t))
+                .max();
+            if let Some(t) = newest {
+                let secs = t as f64 / 1000.0;
+                if secs > ctx.metrics.highest_sent.get() {
+                    ctx.metrics.highest_sent.set(secs);
+                }
+            }
             ack(ctx, &items);
             true
         }

@@ -13,6 +13,8 @@ pub(crate) struct Proc {
     pub(crate) base: String,
     /// host:port it listens on.
     pub(crate) addr: String,
+    /// Its log lines (stdout) so far.
+    pub(crate) log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Proc {
@@ -44,10 +46,15 @@ pub(crate) fn spawn_listening(args: &[String]) -> Proc {
         .expect("start stratus");
     let stdout = child.stdout.take().expect("stdout piped");
     let (tx, rx) = std::sync::mpsc::channel();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log2 = log.clone();
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
+            if let Ok(mut l) = log2.lock() {
+                l.push(line.clone());
+            }
             if !sent && let Some(i) = line.find("listen=") {
                 let addr: String = line[i + 7..]
                     .chars()
@@ -65,6 +72,7 @@ pub(crate) fn spawn_listening(args: &[String]) -> Proc {
         child,
         base: format!("http://{addr}"),
         addr,
+        log,
     }
 }
 
