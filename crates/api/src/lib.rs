@@ -58,7 +58,7 @@ pub use query::{format_value, parse_duration};
 pub use read::{parse_selector, parse_time, unescape_label_name};
 pub use remote_write::{
     BatchExemplar, BatchSeries, CreatedTimestamp, DEFAULT_MAX_COMPRESSED_BYTES,
-    DEFAULT_MAX_DECOMPRESSED_BYTES, DecodeError, RwVersion, WriteBatch, batch_from_v1, decode, decode_v1,
-    decode_v2, decompress_snappy, fuzz_remote_write_v1, fuzz_remote_write_v2,
+    DEFAULT_MAX_DECOMPRESSED_BYTES, DecodeError, RwVersion, WriteBatch, batch_from_v1, decode,
+    decode_v1, decode_v2, decompress_snappy, fuzz_remote_write_v1, fuzz_remote_write_v2,
 };
 pub use server::{open_tenants, serve, serve_with};

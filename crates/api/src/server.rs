@@ -161,7 +161,10 @@ impl AppState {
         if let Some(r) = &self.backends.read {
             return Ok(Some(r.queryable(t)));
         }
-        Ok(self.db_for_read(t).await?.map(|db| db as Arc<dyn Queryable>))
+        Ok(self
+            .db_for_read(t)
+            .await?
+            .map(|db| db as Arc<dyn Queryable>))
     }
 }
 
@@ -275,7 +278,11 @@ fn inject_created_zeros(db: &Db, batch: &WriteBatch) -> stratus_tsdb::Result<u64
 
 /// Appends a decoded batch (blocking): created-timestamp zeros (if
 /// enabled), samples, then exemplars and metadata.
-pub(crate) fn apply_batch(db: &Db, batch: &WriteBatch, ct_zero: bool) -> stratus_tsdb::Result<Applied> {
+pub(crate) fn apply_batch(
+    db: &Db,
+    batch: &WriteBatch,
+    ct_zero: bool,
+) -> stratus_tsdb::Result<Applied> {
     if ct_zero && !batch.created.is_empty() {
         inject_created_zeros(db, batch)?;
     }
@@ -403,8 +410,8 @@ pub(crate) async fn append_decoded(
                 },
             ),
             Err(f) => {
-                let status = StatusCode::from_u16(f.status)
-                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let status =
+                    StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 return Err((status, f.message).into_response());
             }
         }
@@ -976,6 +983,7 @@ pub async fn serve(
 
 /// Opens the local tenant databases as [`serve`] does (for an ingester
 /// that shares them between its gRPC server and [`serve_with`]).
+#[allow(clippy::result_large_err)] // the crate error type, as `serve` returns
 pub fn open_tenants(cfg: &ServerConfig) -> Result<Arc<Tenants>> {
     let blocks = cfg.data_dir.join("blocks");
     let bucket = Bucket::local(&blocks).context(OpenBucketSnafu { path: &blocks })?;

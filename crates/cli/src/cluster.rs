@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use stratus_api::{Backends, ServerConfig};
-use stratus_cluster::{ClientConfig, Distributor, IngesterService, Placement, Querier, StaticPlacement};
+use stratus_cluster::{
+    ClientConfig, Distributor, IngesterService, Placement, Querier, StaticPlacement,
+};
 use tracing::info;
 
 /// The targets `--target` accepts.
@@ -93,7 +95,10 @@ pub(crate) async fn run(
         grpc = Some(tokio::spawn(svc.serve(gl, max, stopped(stop_rx.clone()))));
     }
     if dist {
-        backends.write = Some(Arc::new(Distributor::new(placement.clone(), client.clone())));
+        backends.write = Some(Arc::new(Distributor::new(
+            placement.clone(),
+            client.clone(),
+        )));
     }
     if quer {
         backends.read = Some(Arc::new(Querier::new(placement.clone(), client.clone())));

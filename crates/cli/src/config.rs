@@ -186,7 +186,12 @@ pub(crate) struct ServerArgs {
 
     /// gRPC addresses of all ingesters, comma-separated (static cluster
     /// membership of distributors and queriers).
-    #[arg(long = "ingester.addrs", alias = "ingester-addrs", env = "STRATUS_INGESTER_ADDRS", value_delimiter = ',')]
+    #[arg(
+        long = "ingester.addrs",
+        alias = "ingester-addrs",
+        env = "STRATUS_INGESTER_ADDRS",
+        value_delimiter = ','
+    )]
     pub(crate) ingester_addrs: Option<Vec<String>>,
 
     /// Longest one gRPC call to an ingester may take [default: 5s].
@@ -256,7 +261,10 @@ impl ServerArgs {
         set(&mut c.target, &self.target);
         set(&mut c.grpc_listen, &self.grpc_listen);
         set(&mut c.ingester_addrs, &self.ingester_addrs);
-        set(&mut c.ingester_client_timeout, &self.ingester_client_timeout);
+        set(
+            &mut c.ingester_client_timeout,
+            &self.ingester_client_timeout,
+        );
         crate::cluster::validate(&c)?;
         if c.maintain_interval.is_zero() {
             anyhow::bail!("maintain_interval must be positive");

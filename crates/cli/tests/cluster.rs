@@ -3,7 +3,8 @@
 //! Under bounded remote-write load, one ingester is killed with SIGKILL:
 //! writes keep succeeding and queries keep answering; it is restarted on
 //! its data dir (WAL replay); afterwards every acknowledged sample is
-//! queryable exactly once through the querier.
+//! queryable exactly once through the querier. A SIGSTOPped ingester
+//! slows neither writes nor queries once a quorum answered.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -71,7 +72,10 @@ fn payload(seq: i64, t0: i64) -> (Vec<u8>, Vec<(usize, i64, f64)>) {
         ..Default::default()
     }
     .encode_to_vec();
-    (snap::raw::Encoder::new().compress_vec(&body).unwrap(), expect)
+    (
+        snap::raw::Encoder::new().compress_vec(&body).unwrap(),
+        expect,
+    )
 }
 
 struct Load {
@@ -124,7 +128,10 @@ impl Load {
 async fn query(c: &reqwest::Client, base: &str, q: &str) -> serde_json::Value {
     let r = c
         .get(format!("{base}/api/v1/query"))
-        .query(&[("query", q), ("time", &(now_ms() as f64 / 1000.0).to_string())])
+        .query(&[
+            ("query", q),
+            ("time", &(now_ms() as f64 / 1000.0).to_string()),
+        ])
         .timeout(Duration::from_secs(10))
         .send()
         .await
@@ -186,6 +193,29 @@ async fn kill9_one_of_three_ingesters_loses_nothing() {
     let (ok, bad) = load.run(Duration::from_secs(1)).await;
     assert!(ok > 0 && bad == 0, "after restart: {:?}", load.failed);
 
+    // A hung (SIGSTOP) ingester: writes and queries answer without
+    // waiting for it, well within the 2s client timeout.
+    let pid = ings[1].as_ref().unwrap().child.id().to_string();
+    let sig = |s: &str| {
+        let st = std::process::Command::new("kill")
+            .args([s, &pid])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    sig("-STOP");
+    let started = Instant::now();
+    let (ok, bad) = load.run(Duration::from_millis(500)).await;
+    assert!(ok > 0 && bad == 0, "one ingester hung: {:?}", load.failed);
+    let b = query(&client, &querier.base, "count(last_over_time(cl[1h]))").await;
+    assert_eq!(b["data"]["result"][0]["value"][1], "20", "{b}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1800),
+        "hung ingester slowed the cluster: {:?}",
+        started.elapsed()
+    );
+    sig("-CONT");
+
     // Every acknowledged sample exactly once.
     let mut want: HashMap<usize, BTreeMap<i64, f64>> = HashMap::new();
     for (s, t, v) in &load.acked {
@@ -211,9 +241,17 @@ async fn kill9_one_of_three_ingesters_loses_nothing() {
         let w = &want[&s];
         let got: BTreeMap<i64, f64> = got.into_iter().collect();
         for (t, v) in w {
-            assert_eq!(got.get(t), Some(v), "series {s}: acknowledged sample at {t} missing");
+            assert_eq!(
+                got.get(t),
+                Some(v),
+                "series {s}: acknowledged sample at {t} missing"
+            );
         }
-        assert_eq!(got.len(), w.len(), "series {s}: unacknowledged extra samples");
+        assert_eq!(
+            got.len(),
+            w.len(),
+            "series {s}: unacknowledged extra samples"
+        );
     }
     // Each sample is on three replicas (RF 3) but counted once.
     let b = query(&client, &querier.base, "sum(count_over_time(cl[1h]))").await;

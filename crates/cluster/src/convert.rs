@@ -99,10 +99,11 @@ pub(crate) fn batch_series(batch: &WriteBatch) -> Vec<(Labels, prom::TimeSeries)
     for s in &batch.series {
         let i = slot(&mut out, &s.labels);
         if let Some((_, ts)) = out.get_mut(i) {
-            ts.samples.extend(batch.samples_of(s).iter().map(|x| prom::Sample {
-                value: x.v,
-                timestamp: x.t,
-            }));
+            ts.samples
+                .extend(batch.samples_of(s).iter().map(|x| prom::Sample {
+                    value: x.v,
+                    timestamp: x.t,
+                }));
         }
     }
     for s in &batch.hist_series {
@@ -294,4 +295,3 @@ pub(crate) fn reason_from_proto(v: i32) -> Option<RejectReason> {
         pb::RejectReason::Invalid | pb::RejectReason::Unspecified => return None,
     })
 }
-

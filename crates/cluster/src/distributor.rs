@@ -187,7 +187,8 @@ impl Distributor {
             .iter()
             .filter(|(idxs, min)| idxs.iter().filter(|k| ok(k)).count() < *min)
             .count();
-        let meta_only_failed = series.is_empty() && answers.iter().all(|a| !matches!(a, Some(Ok(_))));
+        let meta_only_failed =
+            series.is_empty() && answers.iter().all(|a| !matches!(a, Some(Ok(_))));
         if short > 0 || meta_only_failed {
             let mut msg = format!(
                 "{short} of {} series could not be written to a quorum of their ingesters; retry\n",
@@ -196,9 +197,11 @@ impl Distributor {
             for (k, a) in answers.iter().enumerate() {
                 let addr = instances.get(k).map_or("?", |i| i.addr.as_str());
                 match a {
-                    Some(Err(s)) => {
-                        msg.push_str(&format!("ingester {addr}: {:?}: {}\n", s.code(), s.message()))
-                    }
+                    Some(Err(s)) => msg.push_str(&format!(
+                        "ingester {addr}: {:?}: {}\n",
+                        s.code(),
+                        s.message()
+                    )),
                     None => msg.push_str(&format!("ingester {addr}: no answer yet\n")),
                     Some(Ok(_)) => {}
                 }
@@ -234,7 +237,11 @@ impl Distributor {
                     messages.insert(x.message.clone());
                     continue;
                 }
-                let key = (convert::labels_from_proto(&x.labels), x.timestamp_ms, x.reason);
+                let key = (
+                    convert::labels_from_proto(&x.labels),
+                    x.timestamp_ms,
+                    x.reason,
+                );
                 *here.entry(key).or_default() += 1;
             }
             let n_listed: u64 = here.values().sum();

@@ -109,7 +109,10 @@ impl Querier {
                     failed.push(format!("ingester {addr}: {:?}: {}", s.code(), s.message()))
                 }
                 Err(_) => {
-                    failed.push(format!("{} ingester(s) did not answer in time", n - ok.len()));
+                    failed.push(format!(
+                        "{} ingester(s) did not answer in time",
+                        n - ok.len()
+                    ));
                     break;
                 }
             }
