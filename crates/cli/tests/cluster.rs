@@ -253,6 +253,26 @@ async fn kill9_one_of_three_ingesters_loses_nothing() {
             "series {s}: unacknowledged extra samples"
         );
     }
+    // Metadata endpoints through the querier, replicas deduplicated.
+    let start = ((load.t0 / 1000) - 60).to_string();
+    for (path, want) in [
+        ("/api/v1/series?match[]=cl", SERIES),
+        ("/api/v1/label/s/values", SERIES),
+        ("/api/v1/labels", 2),
+    ] {
+        let r = client
+            .get(format!("{}{path}", querier.base))
+            .query(&[("start", start.as_str())])
+            .send()
+            .await
+            .unwrap();
+        let b: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(
+            b["data"].as_array().map(Vec::len),
+            Some(want),
+            "{path}: {b}"
+        );
+    }
     // Each sample is on three replicas (RF 3) but counted once.
     let b = query(&client, &querier.base, "sum(count_over_time(cl[1h]))").await;
     assert_eq!(
