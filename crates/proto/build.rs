@@ -1,6 +1,7 @@
 //! Compiles the .proto files under `proto/` with protox (a pure-Rust
 //! protobuf compiler, so no `protoc` is needed) and generates Rust types
-//! with prost-build.
+//! with prost-build; with the `grpc` feature, tonic-prost-build also
+//! generates the client and server of the internal gRPC services.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
@@ -9,11 +10,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/io/prometheus/write/v2/types.proto",
         "proto/opentelemetry/proto/metrics/v1/metrics.proto",
         "proto/opentelemetry/proto/collector/metrics/v1/metrics_service.proto",
+        "proto/stratus/ingester.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["proto"])?;
+    #[cfg(feature = "grpc")]
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .build_transport(false)
+        .compile_fds(fds)?;
+    #[cfg(not(feature = "grpc"))]
     prost_build::Config::new().compile_fds(fds)?;
     Ok(())
 }

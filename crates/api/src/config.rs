@@ -110,6 +110,20 @@ pub struct ServerConfig {
     /// above (out-of-order window, retention, query timeout and samples)
     /// or mean unlimited.
     pub limits: stratus_tenancy::Limits,
+    /// Which components this process runs: `all` (the default: one
+    /// process, local storage, no gRPC), `distributor`, `ingester`,
+    /// `querier`, or the groups `write` (distributor + ingester) and `read`
+    /// (querier).
+    pub target: String,
+    /// Address (host:port) of the ingester's gRPC server (targets
+    /// `ingester` and `write`; default `0.0.0.0:9095`).
+    pub grpc_listen: String,
+    /// gRPC addresses (host:port) of every ingester, the static cluster
+    /// membership of distributors and queriers (empty by default).
+    pub ingester_addrs: Vec<String>,
+    /// Longest one gRPC call to an ingester may take (default 5s).
+    #[serde(with = "humantime_serde")]
+    pub ingester_client_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -138,6 +152,10 @@ impl Default for ServerConfig {
             created_timestamp_zero_ingestion: false,
             max_exemplars: stratus_tsdb::exemplars::DEFAULT_MAX_EXEMPLARS,
             limits: stratus_tenancy::Limits::default(),
+            target: "all".to_string(),
+            grpc_listen: "0.0.0.0:9095".to_string(),
+            ingester_addrs: Vec::new(),
+            ingester_client_timeout: Duration::from_secs(5),
         }
     }
 }

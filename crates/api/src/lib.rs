@@ -26,10 +26,13 @@
 //! The tenant of a request comes from the auth mode ([`AuthMode`]): one
 //! `default` tenant, or the `X-Scope-OrgID` header. [`serve`] runs it all on
 //! a given listener until a shutdown future resolves, so tests run the real
-//! server in-process on port 0.
+//! server in-process on port 0. [`serve_with`] takes [`Backends`]: in
+//! cluster mode a distributor ([`WriteBackend`]) and a querier
+//! ([`ReadBackend`]) stand in for the local storage engine.
 
 mod admin;
 mod auth;
+mod backend;
 mod config;
 mod error;
 mod expr_api;
@@ -44,6 +47,7 @@ mod remote_write;
 mod server;
 mod status;
 
+pub use backend::{Backends, ReadBackend, WriteBackend, WriteFailure, WriteOutcome, apply_batch};
 pub use config::{AuthMode, ServerConfig};
 pub use error::{Error, Result};
 pub use otlp::{
@@ -54,7 +58,7 @@ pub use query::{format_value, parse_duration};
 pub use read::{parse_selector, parse_time, unescape_label_name};
 pub use remote_write::{
     BatchExemplar, BatchSeries, CreatedTimestamp, DEFAULT_MAX_COMPRESSED_BYTES,
-    DEFAULT_MAX_DECOMPRESSED_BYTES, DecodeError, RwVersion, WriteBatch, decode, decode_v1,
-    decode_v2, decompress_snappy, fuzz_remote_write_v1, fuzz_remote_write_v2,
+    DEFAULT_MAX_DECOMPRESSED_BYTES, DecodeError, RwVersion, WriteBatch, batch_from_v1, decode,
+    decode_v1, decode_v2, decompress_snappy, fuzz_remote_write_v1, fuzz_remote_write_v2,
 };
-pub use server::serve;
+pub use server::{open_tenants, serve, serve_with};

@@ -532,8 +532,8 @@ async fn run(st: &AppState, headers: &HeaderMap, c: Common, what: Eval) -> Respo
         Ok(t) => t,
         Err(e) => return e.into_response(),
     };
-    let store: Arc<dyn Queryable> = match st.db_for_read(&tenant).await {
-        Ok(Some(db)) => db,
+    let store: Arc<dyn Queryable> = match st.queryable_for_read(&tenant).await {
+        Ok(Some(q)) => q,
         Ok(None) => Arc::new(EmptyStore),
         Err(e) => {
             return ApiError::internal(format!("opening tenant database: {e}")).into_response();

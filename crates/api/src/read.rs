@@ -403,6 +403,18 @@ pub(crate) async fn read_db(
         .map_err(|e| ApiError::internal(format!("opening tenant database: {e}")).into_response())
 }
 
+/// What the tenant's reads go through (the read backend in cluster mode),
+/// or `None` if the tenant has no data.
+pub(crate) async fn read_queryable(
+    st: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Arc<dyn Queryable>>, Response> {
+    let tenant = st.tenant(headers).map_err(IntoResponse::into_response)?;
+    st.queryable_for_read(&tenant)
+        .await
+        .map_err(|e| ApiError::internal(format!("opening tenant database: {e}")).into_response())
+}
+
 /// Runs a storage read on the blocking pool.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> stratus_tsdb::Result<T> + Send + 'static,
@@ -436,7 +448,7 @@ pub(crate) async fn series(
         }
         let (start, end) = parse_range(&p)?;
         let limit = parse_limit(&p)?;
-        let db = match read_db(&st, &headers).await {
+        let db = match read_queryable(&st, &headers).await {
             Ok(Some(db)) => db,
             Ok(None) => return Ok(success(Vec::<()>::new(), &[])),
             Err(r) => return Ok(r),
@@ -475,7 +487,7 @@ pub(crate) async fn label_names(
         let sets = parse_matches(&p)?;
         let (start, end) = parse_range(&p)?;
         let limit = parse_limit(&p)?;
-        let db = match read_db(&st, &headers).await {
+        let db = match read_queryable(&st, &headers).await {
             Ok(Some(db)) => db,
             Ok(None) => return Ok(success(Vec::<String>::new(), &[])),
             Err(r) => return Ok(r),
@@ -515,7 +527,7 @@ pub(crate) async fn label_values(
         let sets = parse_matches(&p)?;
         let (start, end) = parse_range(&p)?;
         let limit = parse_limit(&p)?;
-        let db = match read_db(&st, &headers).await {
+        let db = match read_queryable(&st, &headers).await {
             Ok(Some(db)) => db,
             Ok(None) => return Ok(success(Vec::<String>::new(), &[])),
             Err(r) => return Ok(r),

@@ -279,11 +279,20 @@ pub fn decode_v1(buf: &[u8]) -> Result<WriteBatch, DecodeError> {
     let req = prometheus::WriteRequest::decode(buf).context(ProtobufSnafu {
         message: "prometheus.WriteRequest",
     })?;
+    Ok(batch_from_v1(&req.timeseries, &req.metadata))
+}
+
+/// Validates remote write 1.0 series and metadata (already decoded, e.g.
+/// from an ingester's gRPC push) into a [`WriteBatch`], as [`decode_v1`].
+pub fn batch_from_v1(
+    timeseries: &[prometheus::TimeSeries],
+    metadata: &[prometheus::MetricMetadata],
+) -> WriteBatch {
     let mut batch = WriteBatch {
-        samples: Vec::with_capacity(req.timeseries.iter().map(|t| t.samples.len()).sum()),
+        samples: Vec::with_capacity(timeseries.iter().map(|t| t.samples.len()).sum()),
         ..Default::default()
     };
-    for ts in &req.timeseries {
+    for ts in timeseries {
         let pairs = || ts.labels.iter().map(|l| (&*l.name, &*l.value));
         let samples = ts.samples.iter().map(|s| Sample::new(s.timestamp, s.value));
         let hists: Vec<_> = ts
@@ -297,7 +306,7 @@ pub fn decode_v1(buf: &[u8]) -> Result<WriteBatch, DecodeError> {
             add_exemplar(&mut batch, labels.as_ref(), pairs, e.value, e.timestamp);
         }
     }
-    for m in &req.metadata {
+    for m in metadata {
         if m.metric_family_name.is_empty() {
             batch.error(|| "metadata without a metric family name".to_string());
             continue;
@@ -311,7 +320,7 @@ pub fn decode_v1(buf: &[u8]) -> Result<WriteBatch, DecodeError> {
             },
         ));
     }
-    Ok(batch)
+    batch
 }
 
 /// Decodes and validates an uncompressed remote write 2.0 body.

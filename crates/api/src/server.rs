@@ -82,6 +82,8 @@ pub(crate) struct AppState {
     /// `max_concurrent_queries` slots, per tenant.
     pub(crate) tenant_query_slots: crate::limits::QuerySlots,
     default_tenant: TenantId,
+    /// Cluster-mode write and read paths (none: local storage).
+    pub(crate) backends: crate::backend::Backends,
 }
 
 /// Why a request has no usable tenant.
@@ -148,6 +150,21 @@ impl AppState {
             return Ok(None);
         }
         self.tenants.get(t).await.map(Some)
+    }
+
+    /// What reads of tenant `t` go through: the read backend when one is
+    /// set, else the local database (`None` when the tenant has no data).
+    pub(crate) async fn queryable_for_read(
+        &self,
+        t: &TenantId,
+    ) -> stratus_tsdb::Result<Option<Arc<dyn Queryable>>> {
+        if let Some(r) = &self.backends.read {
+            return Ok(Some(r.queryable(t)));
+        }
+        Ok(self
+            .db_for_read(t)
+            .await?
+            .map(|db| db as Arc<dyn Queryable>))
     }
 }
 
@@ -221,9 +238,9 @@ pub(crate) struct PushOutcome {
 
 /// What [`apply_batch`] did.
 #[derive(Debug, Default)]
-struct Applied {
-    report: AppendReport,
-    exemplars: stratus_tsdb::ExemplarReport,
+pub(crate) struct Applied {
+    pub(crate) report: AppendReport,
+    pub(crate) exemplars: stratus_tsdb::ExemplarReport,
 }
 
 /// Injects a zero sample at each created timestamp of the batch whose
@@ -261,7 +278,11 @@ fn inject_created_zeros(db: &Db, batch: &WriteBatch) -> stratus_tsdb::Result<u64
 
 /// Appends a decoded batch (blocking): created-timestamp zeros (if
 /// enabled), samples, then exemplars and metadata.
-fn apply_batch(db: &Db, batch: &WriteBatch, ct_zero: bool) -> stratus_tsdb::Result<Applied> {
+pub(crate) fn apply_batch(
+    db: &Db,
+    batch: &WriteBatch,
+    ct_zero: bool,
+) -> stratus_tsdb::Result<Applied> {
     if ct_zero && !batch.created.is_empty() {
         inject_created_zeros(db, batch)?;
     }
@@ -379,6 +400,21 @@ pub(crate) async fn append_decoded(
         && batch.metadata.is_empty()
     {
         (batch, Applied::default())
+    } else if let Some(w) = &st.backends.write {
+        match w.write(tenant, &batch).await {
+            Ok(o) => (
+                batch,
+                Applied {
+                    report: o.report,
+                    exemplars: o.exemplars,
+                },
+            ),
+            Err(f) => {
+                let status =
+                    StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                return Err((status, f.message).into_response());
+            }
+        }
     } else {
         let db = st.tenants.get(tenant).await.map_err(|e| {
             error!(tenant = %tenant, error = %e, "opening tenant database");
@@ -942,9 +978,13 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let reg_path = cfg.data_dir.join("registry.json");
-    let registry = Arc::new(FileRegistry::open(&reg_path).context(RegistrySnafu)?);
-    crate::status::mark_started();
+    serve_with(cfg, listener, crate::backend::Backends::default(), shutdown).await
+}
+
+/// Opens the local tenant databases as [`serve`] does (for an ingester
+/// that shares them between its gRPC server and [`serve_with`]).
+#[allow(clippy::result_large_err)] // the crate error type, as `serve` returns
+pub fn open_tenants(cfg: &ServerConfig) -> Result<Arc<Tenants>> {
     let blocks = cfg.data_dir.join("blocks");
     let bucket = Bucket::local(&blocks).context(OpenBucketSnafu { path: &blocks })?;
     let db_cfg = DbConfig {
@@ -956,7 +996,24 @@ pub async fn serve(
         max_exemplars: cfg.max_exemplars,
         ..DbConfig::default()
     };
-    let tenants = Arc::new(Tenants::new(&cfg.data_dir, bucket, db_cfg));
+    Ok(Arc::new(Tenants::new(&cfg.data_dir, bucket, db_cfg)))
+}
+
+/// [`serve`] with cluster-mode backends: writes and reads go where
+/// `backends` says, the local engine serves the rest.
+pub async fn serve_with(
+    cfg: ServerConfig,
+    listener: TcpListener,
+    backends: crate::backend::Backends,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let reg_path = cfg.data_dir.join("registry.json");
+    let registry = Arc::new(FileRegistry::open(&reg_path).context(RegistrySnafu)?);
+    crate::status::mark_started();
+    let tenants = match &backends.tenants {
+        Some(t) => t.clone(),
+        None => open_tenants(&cfg)?,
+    };
     let default_tenant =
         TenantId::new(DEFAULT_TENANT).map_err(|e| crate::error::Error::Config {
             message: e.to_string(),
@@ -992,6 +1049,7 @@ pub async fn serve(
         rate_limiters: crate::limits::RateLimiters::default(),
         tenant_query_slots: crate::limits::QuerySlots::default(),
         default_tenant,
+        backends,
         cfg,
     });
     let base = base_url(addr);

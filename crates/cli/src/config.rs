@@ -172,6 +172,31 @@ pub(crate) struct ServerArgs {
     /// Most PromQL queries evaluated at once [default: 20].
     #[arg(long, env = "STRATUS_MAX_CONCURRENT_QUERIES")]
     pub(crate) max_concurrent_queries: Option<usize>,
+
+    /// Components to run: all (one process), distributor, ingester,
+    /// querier, write (distributor + ingester), read (querier)
+    /// [default: all].
+    #[arg(long, env = "STRATUS_TARGET")]
+    pub(crate) target: Option<String>,
+
+    /// Address (host:port) of the ingester's gRPC server
+    /// [default: 0.0.0.0:9095].
+    #[arg(long, env = "STRATUS_GRPC_LISTEN")]
+    pub(crate) grpc_listen: Option<String>,
+
+    /// gRPC addresses of all ingesters, comma-separated (static cluster
+    /// membership of distributors and queriers).
+    #[arg(
+        long = "ingester.addrs",
+        alias = "ingester-addrs",
+        env = "STRATUS_INGESTER_ADDRS",
+        value_delimiter = ','
+    )]
+    pub(crate) ingester_addrs: Option<Vec<String>>,
+
+    /// Longest one gRPC call to an ingester may take [default: 5s].
+    #[arg(long = "ingester.client-timeout", alias = "ingester-client-timeout", env = "STRATUS_INGESTER_CLIENT_TIMEOUT", value_parser = duration)]
+    pub(crate) ingester_client_timeout: Option<Duration>,
 }
 
 impl ServerArgs {
@@ -233,6 +258,14 @@ impl ServerArgs {
             &mut c.remote_read_max_frame_bytes,
             &self.remote_read_max_frame_bytes,
         );
+        set(&mut c.target, &self.target);
+        set(&mut c.grpc_listen, &self.grpc_listen);
+        set(&mut c.ingester_addrs, &self.ingester_addrs);
+        set(
+            &mut c.ingester_client_timeout,
+            &self.ingester_client_timeout,
+        );
+        crate::cluster::validate(&c)?;
         if c.maintain_interval.is_zero() {
             anyhow::bail!("maintain_interval must be positive");
         }

@@ -14,6 +14,7 @@ use tracing::info;
 mod admin;
 mod agent;
 mod bench;
+mod cluster;
 mod config;
 
 use config::ServerArgs;
@@ -89,6 +90,9 @@ async fn shutdown_signal() {
 }
 
 async fn run_server(cfg: ServerConfig) -> anyhow::Result<()> {
+    if cfg.target != "all" {
+        return cluster::run(cfg, shutdown_signal()).await;
+    }
     let listener = tokio::net::TcpListener::bind(cfg.listen.as_str())
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;

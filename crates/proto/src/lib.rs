@@ -6,6 +6,8 @@
 //! - [`prometheus`]: remote write 1.0 (`prometheus.WriteRequest`) and
 //!   remote read (`ReadRequest`, `ReadResponse`, `ChunkedReadResponse`);
 //! - [`write_v2`]: remote write 2.0 (`io.prometheus.write.v2.Request`);
+//! - [`ingester`]: the internal gRPC protocol of cluster mode
+//!   (`stratus.ingester.v1`; services with the `grpc` feature);
 //! - [`otlp_metrics`] and [`otlp_collector`]: OTLP metrics
 //!   (`ExportMetricsServiceRequest`/`Response` and the metric data model;
 //!   the common and resource messages are folded into the metrics file).
@@ -58,3 +60,19 @@ pub use opentelemetry::proto::metrics::v1 as otlp_metrics;
 pub use opentelemetry::proto::collector::metrics::v1 as otlp_collector;
 
 pub use prost::Message;
+
+/// Stratus' own packages, nested as the generated code refers to others.
+#[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+pub mod stratus {
+    pub mod ingester {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/stratus.ingester.v1.rs"));
+        }
+    }
+}
+
+/// Package `stratus.ingester.v1`: the internal protocol between
+/// distributors, queriers and ingesters (`proto/stratus/ingester.proto`).
+/// With the `grpc` feature it also holds the tonic client
+/// (`ingester_client`) and server (`ingester_server`).
+pub use stratus::ingester::v1 as ingester;

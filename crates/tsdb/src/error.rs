@@ -34,6 +34,10 @@ pub enum Error {
     #[snafu(display("invalid configuration: {message}"))]
     Config { message: String },
 
+    /// A remote source (ingesters, in cluster mode) could not answer.
+    #[snafu(display("remote read: {message}"))]
+    Remote { message: String },
+
     /// The write-ahead log failed.
     #[snafu(display("WAL: {source}"), context(false))]
     Wal { source: crate::wal::Error },

@@ -1,0 +1,126 @@
+//! `--target`: running one process as cluster components.
+//!
+//! `all` (the default) is the single process and does not come here. The
+//! other targets run the same HTTP API (`stratus_api::serve_with`) with
+//! cluster backends: `distributor` writes through a
+//! `stratus_cluster::Distributor`, `querier` reads through a
+//! `stratus_cluster::Querier`, `ingester` serves its local databases over
+//! gRPC (`--grpc-listen`) besides HTTP; `write` = distributor + ingester,
+//! `read` = querier. Membership is the static `--ingester.addrs` list
+//! (`StaticPlacement`, replication factor min(3, n)).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use stratus_api::{Backends, ServerConfig};
+use stratus_cluster::{
+    ClientConfig, Distributor, IngesterService, Placement, Querier, StaticPlacement,
+};
+use tracing::info;
+
+/// The targets `--target` accepts.
+pub(crate) const TARGETS: &[&str] = &["all", "distributor", "ingester", "querier", "write", "read"];
+
+/// Which components a target runs: (distributor, ingester, querier).
+fn components(target: &str) -> (bool, bool, bool) {
+    match target {
+        "distributor" => (true, false, false),
+        "ingester" => (false, true, false),
+        "querier" | "read" => (false, false, true),
+        "write" => (true, true, false),
+        _ => (true, true, true),
+    }
+}
+
+/// Checks the cluster settings of a resolved config.
+pub(crate) fn validate(c: &ServerConfig) -> anyhow::Result<()> {
+    if !TARGETS.contains(&c.target.as_str()) {
+        anyhow::bail!(
+            "unknown target {:?}: expected one of {}",
+            c.target,
+            TARGETS.join(", ")
+        );
+    }
+    let (dist, _, quer) = components(&c.target);
+    if c.target != "all" && (dist || quer) && c.ingester_addrs.is_empty() {
+        anyhow::bail!(
+            "target {} needs the ingesters' gRPC addresses: set --ingester.addrs",
+            c.target
+        );
+    }
+    if c.ingester_client_timeout.is_zero() {
+        anyhow::bail!("ingester_client_timeout must be positive");
+    }
+    Ok(())
+}
+
+/// Runs the components of `cfg.target` until `shutdown` resolves. The
+/// ingester's gRPC server stops first, then the HTTP server, which syncs
+/// the tenant databases.
+pub(crate) async fn run(
+    cfg: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (dist, ing, quer) = components(&cfg.target);
+    let listener = tokio::net::TcpListener::bind(cfg.listen.as_str())
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let client = ClientConfig {
+        timeout: cfg.ingester_client_timeout,
+        ..ClientConfig::default()
+    };
+    let placement: Arc<dyn Placement> = Arc::new(StaticPlacement::new(
+        &cfg.ingester_addrs,
+        stratus_cluster::placement::DEFAULT_REPLICATION_FACTOR,
+    ));
+    let mut backends = Backends::default();
+    let mut grpc = None;
+    if ing {
+        let tenants = stratus_api::open_tenants(&cfg)?;
+        backends.tenants = Some(tenants.clone());
+        let gl = tokio::net::TcpListener::bind(cfg.grpc_listen.as_str())
+            .await
+            .with_context(|| format!("cannot listen for gRPC on {}", cfg.grpc_listen))?;
+        let svc = IngesterService::new(tenants);
+        let max = client.max_message_bytes;
+        grpc = Some(tokio::spawn(svc.serve(gl, max, stopped(stop_rx.clone()))));
+    }
+    if dist {
+        backends.write = Some(Arc::new(Distributor::new(
+            placement.clone(),
+            client.clone(),
+        )));
+    }
+    if quer {
+        backends.read = Some(Arc::new(Querier::new(placement.clone(), client.clone())));
+    }
+    info!(
+        target = %cfg.target,
+        ingesters = cfg.ingester_addrs.len(),
+        "running cluster components"
+    );
+    let http_stop = {
+        let rx = stop_rx.clone();
+        async move {
+            stopped(rx).await;
+            if let Some(g) = grpc {
+                match g.await {
+                    Ok(Err(e)) => tracing::error!(error = %e, "gRPC server failed"),
+                    Err(e) => tracing::error!(error = %e, "gRPC server task failed"),
+                    Ok(Ok(())) => {}
+                }
+            }
+        }
+    };
+    stratus_api::serve_with(cfg, listener, backends, http_stop).await?;
+    Ok(())
+}

@@ -1,0 +1,297 @@
+//! Conversions between model types and the wire messages of
+//! `stratus.ingester.v1`: validated series of a [`WriteBatch`] into
+//! remote write 1.0 shapes (histograms keep their integer or float kind
+//! bit for bit), matchers, label sets, chunks and refusal reasons.
+
+use std::sync::Arc;
+
+use stratus_api::WriteBatch;
+use stratus_model::{BucketSpan, FloatHistogram, Histogram, Labels, MatchType, Matcher};
+use stratus_proto::ingester as pb;
+use stratus_proto::prometheus as prom;
+use stratus_tsdb::{Part, RejectReason, Series};
+
+use crate::error::{BadMatcherSnafu, Result};
+
+/// Label pairs for the wire.
+pub(crate) fn labels_to_proto(l: &Labels) -> Vec<prom::Label> {
+    l.iter()
+        .map(|l| prom::Label {
+            name: l.name.to_string(),
+            value: l.value.to_string(),
+        })
+        .collect()
+}
+
+/// A label set from the wire (sorted; malformed sets are the sender's
+/// problem and are kept as they come, only sorted).
+pub(crate) fn labels_from_proto(v: &[prom::Label]) -> Labels {
+    Labels::from_pairs(v.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+}
+
+fn spans(v: &[BucketSpan]) -> Vec<prom::BucketSpan> {
+    v.iter()
+        .map(|s| prom::BucketSpan {
+            offset: s.offset,
+            length: s.length,
+        })
+        .collect()
+}
+
+/// An integer-count histogram in remote write shape.
+pub(crate) fn histogram_to_proto(t: i64, h: &Histogram) -> prom::Histogram {
+    prom::Histogram {
+        count: Some(prom::histogram::Count::CountInt(h.count)),
+        sum: h.sum,
+        schema: h.schema,
+        zero_threshold: h.zero_threshold,
+        zero_count: Some(prom::histogram::ZeroCount::ZeroCountInt(h.zero_count)),
+        negative_spans: spans(&h.negative_spans),
+        negative_deltas: h.negative_deltas.clone(),
+        negative_counts: Vec::new(),
+        positive_spans: spans(&h.positive_spans),
+        positive_deltas: h.positive_deltas.clone(),
+        positive_counts: Vec::new(),
+        reset_hint: i32::from(h.reset_hint),
+        timestamp: t,
+        custom_values: h.custom_values.clone(),
+    }
+}
+
+/// A float-count histogram in remote write shape.
+pub(crate) fn float_histogram_to_proto(t: i64, h: &FloatHistogram) -> prom::Histogram {
+    prom::Histogram {
+        count: Some(prom::histogram::Count::CountFloat(h.count)),
+        sum: h.sum,
+        schema: h.schema,
+        zero_threshold: h.zero_threshold,
+        zero_count: Some(prom::histogram::ZeroCount::ZeroCountFloat(h.zero_count)),
+        negative_spans: spans(&h.negative_spans),
+        negative_deltas: Vec::new(),
+        negative_counts: h.negative_buckets.clone(),
+        positive_spans: spans(&h.positive_spans),
+        positive_deltas: Vec::new(),
+        positive_counts: h.positive_buckets.clone(),
+        reset_hint: i32::from(h.reset_hint),
+        timestamp: t,
+        custom_values: h.custom_values.clone(),
+    }
+}
+
+/// Every series of a batch (floats, histograms and exemplars joined per
+/// label set) in remote write shape, with its labels; series appear in
+/// the batch's order, float series first.
+pub(crate) fn batch_series(batch: &WriteBatch) -> Vec<(Labels, prom::TimeSeries)> {
+    let mut out: Vec<(Labels, prom::TimeSeries)> = Vec::new();
+    let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
+    let mut slot = |out: &mut Vec<(Labels, prom::TimeSeries)>, l: &Labels| -> usize {
+        *index.entry(l.clone()).or_insert_with(|| {
+            out.push((
+                l.clone(),
+                prom::TimeSeries {
+                    labels: labels_to_proto(l),
+                    ..Default::default()
+                },
+            ));
+            out.len() - 1
+        })
+    };
+    for s in &batch.series {
+        let i = slot(&mut out, &s.labels);
+        if let Some((_, ts)) = out.get_mut(i) {
+            ts.samples
+                .extend(batch.samples_of(s).iter().map(|x| prom::Sample {
+                    value: x.v,
+                    timestamp: x.t,
+                }));
+        }
+    }
+    for s in &batch.hist_series {
+        let i = slot(&mut out, &s.labels);
+        if let Some((_, ts)) = out.get_mut(i) {
+            ts.histograms
+                .extend(s.histograms.iter().map(|(t, h)| histogram_to_proto(*t, h)));
+            ts.histograms.extend(
+                s.float_histograms
+                    .iter()
+                    .map(|(t, h)| float_histogram_to_proto(*t, h)),
+            );
+        }
+    }
+    for e in &batch.exemplars {
+        let i = slot(&mut out, &e.series);
+        if let Some((_, ts)) = out.get_mut(i) {
+            ts.exemplars.push(prom::Exemplar {
+                labels: labels_to_proto(&e.exemplar.labels),
+                value: e.exemplar.value,
+                timestamp: e.exemplar.t,
+            });
+        }
+    }
+    out
+}
+
+/// Metadata of a batch in remote write shape.
+pub(crate) fn batch_metadata(batch: &WriteBatch) -> Vec<prom::MetricMetadata> {
+    batch
+        .metadata
+        .iter()
+        .map(|(name, m)| prom::MetricMetadata {
+            r#type: i32::from(m.kind.to_proto()),
+            metric_family_name: name.clone(),
+            help: m.help.clone(),
+            unit: m.unit.clone(),
+        })
+        .collect()
+}
+
+/// Matchers for the wire.
+pub(crate) fn matchers_to_proto(ms: &[Matcher]) -> Vec<prom::LabelMatcher> {
+    ms.iter()
+        .map(|m| prom::LabelMatcher {
+            r#type: match m.kind {
+                MatchType::Equal => prom::label_matcher::Type::Eq,
+                MatchType::NotEqual => prom::label_matcher::Type::Neq,
+                MatchType::RegexMatch => prom::label_matcher::Type::Re,
+                MatchType::RegexNoMatch => prom::label_matcher::Type::Nre,
+            } as i32,
+            name: m.name.to_string(),
+            value: m.value.to_string(),
+        })
+        .collect()
+}
+
+/// Matchers from the wire; an unknown type or a bad regex is an error.
+pub(crate) fn matchers_from_proto(v: &[prom::LabelMatcher]) -> Result<Vec<Matcher>> {
+    v.iter()
+        .map(|m| {
+            let kind = match prom::label_matcher::Type::try_from(m.r#type) {
+                Ok(prom::label_matcher::Type::Eq) => MatchType::Equal,
+                Ok(prom::label_matcher::Type::Neq) => MatchType::NotEqual,
+                Ok(prom::label_matcher::Type::Re) => MatchType::RegexMatch,
+                Ok(prom::label_matcher::Type::Nre) => MatchType::RegexNoMatch,
+                Err(_) => {
+                    return BadMatcherSnafu {
+                        message: format!("unknown matcher type {}", m.r#type),
+                    }
+                    .fail();
+                }
+            };
+            Matcher::new(kind, m.name.as_str(), m.value.as_str()).map_err(|e| {
+                BadMatcherSnafu {
+                    message: e.to_string(),
+                }
+                .build()
+            })
+        })
+        .collect()
+}
+
+/// Most samples in a chunk encoded for the wire.
+const WIRE_CHUNK_SAMPLES: usize = 120;
+
+/// A series' parts as wire chunks: stored chunks pass through byte for
+/// byte, decoded floats become XOR chunks and decoded histograms
+/// histogram chunks. Undecodable data is an error.
+pub(crate) fn series_to_proto(s: &Series) -> Result<pb::StreamSeries, stratus_tsdb::chunks::Error> {
+    let mut chunks = Vec::with_capacity(s.parts.len());
+    for p in &s.parts {
+        match p {
+            Part::Chunk {
+                mint,
+                maxt,
+                encoding,
+                data,
+            } => chunks.push(pb::Chunk {
+                min_time_ms: *mint,
+                max_time_ms: *maxt,
+                encoding: u32::from(*encoding),
+                data: data.to_vec(),
+            }),
+            Part::Floats(f) => {
+                for run in f.chunks(WIRE_CHUNK_SAMPLES) {
+                    let (Some(first), Some(last)) = (run.first(), run.last()) else {
+                        continue;
+                    };
+                    let mut app = stratus_tsdb::XorAppender::new();
+                    for &(t, v) in run {
+                        app.append(t, v);
+                    }
+                    chunks.push(pb::Chunk {
+                        min_time_ms: first.0,
+                        max_time_ms: last.0,
+                        encoding: u32::from(stratus_tsdb::Encoding::Xor as u8),
+                        data: app.into_bytes(),
+                    });
+                }
+            }
+            Part::Histograms(h) => {
+                for (mint, maxt, encoding, data) in
+                    stratus_tsdb::encode_histogram_chunks(h, WIRE_CHUNK_SAMPLES)
+                {
+                    chunks.push(pb::Chunk {
+                        min_time_ms: mint,
+                        max_time_ms: maxt,
+                        encoding: u32::from(encoding),
+                        data,
+                    });
+                }
+            }
+        }
+    }
+    Ok(pb::StreamSeries {
+        labels: labels_to_proto(&s.labels),
+        chunks,
+    })
+}
+
+/// A wire series as a [`Series`] of chunk parts (chunks with an encoding
+/// that does not fit a byte are dropped; their decoding fails later
+/// anyway).
+pub(crate) fn series_from_proto(s: pb::StreamSeries) -> Series {
+    Series {
+        labels: labels_from_proto(&s.labels),
+        parts: s
+            .chunks
+            .into_iter()
+            .filter_map(|c| {
+                Some(Part::Chunk {
+                    mint: c.min_time_ms,
+                    maxt: c.max_time_ms,
+                    encoding: u8::try_from(c.encoding).ok()?,
+                    data: Arc::from(c.data),
+                })
+            })
+            .collect(),
+    }
+}
+
+/// A refusal reason for the wire.
+pub(crate) fn reason_to_proto(r: RejectReason) -> pb::RejectReason {
+    match r {
+        RejectReason::TooOld => pb::RejectReason::TooOld,
+        RejectReason::OutOfOrder => pb::RejectReason::OutOfOrder,
+        RejectReason::Duplicate => pb::RejectReason::Duplicate,
+        RejectReason::TooFarInFuture => pb::RejectReason::TooFarInFuture,
+        RejectReason::MaxSeries => pb::RejectReason::MaxSeries,
+        RejectReason::MaxSeriesPerMetric => pb::RejectReason::MaxSeriesPerMetric,
+        RejectReason::OutOfOrderHistogram => pb::RejectReason::OutOfOrderHistogram,
+        RejectReason::InvalidHistogram => pb::RejectReason::InvalidHistogram,
+    }
+}
+
+/// A refusal reason from the wire (`None` for `INVALID` and unknown
+/// values, which travel as messages).
+pub(crate) fn reason_from_proto(v: i32) -> Option<RejectReason> {
+    Some(match pb::RejectReason::try_from(v).ok()? {
+        pb::RejectReason::TooOld => RejectReason::TooOld,
+        pb::RejectReason::OutOfOrder => RejectReason::OutOfOrder,
+        pb::RejectReason::Duplicate => RejectReason::Duplicate,
+        pb::RejectReason::TooFarInFuture => RejectReason::TooFarInFuture,
+        pb::RejectReason::MaxSeries => RejectReason::MaxSeries,
+        pb::RejectReason::MaxSeriesPerMetric => RejectReason::MaxSeriesPerMetric,
+        pb::RejectReason::OutOfOrderHistogram => RejectReason::OutOfOrderHistogram,
+        pb::RejectReason::InvalidHistogram => RejectReason::InvalidHistogram,
+        pb::RejectReason::Invalid | pb::RejectReason::Unspecified => return None,
+    })
+}

@@ -1,0 +1,313 @@
+//! The distributor: the HTTP API's [`WriteBackend`] in cluster mode.
+//!
+//! A decoded, validated and limited write is split by series: each series
+//! is hashed ([`series_hash`] of tenant and sorted labels) and placed on
+//! its replicas by the [`Placement`]; every ingester receives one push
+//! with its subset, all pushes concurrently, each bounded by the client
+//! timeout. The write succeeds when every series was acknowledged (in the
+//! ingester's WAL) by a quorum of its replicas; pushes still running then
+//! finish in the background, so slow replicas catch up. Outcomes:
+//!
+//! - quorum everywhere: the samples the ingesters refused (out of order,
+//!   too old, series limits — the client's fault) come back as the HTTP
+//!   API's 400 naming each series, deduplicated across replicas;
+//! - an ingester answering INVALID_ARGUMENT / RESOURCE_EXHAUSTED: 400 /
+//!   429 with its message;
+//! - some series without a quorum (ingesters down, hung past the timeout,
+//!   failing): 503 listing the ingesters and errors, so senders retry.
+//!
+//! Counts of refused samples are exact while each ingester lists all its
+//! refusals (up to 32 per push); beyond that the unlisted ones are
+//! divided by the replication factor.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use stratus_api::{WriteBackend, WriteBatch, WriteFailure, WriteOutcome};
+use stratus_model::{Labels, TenantId};
+use stratus_proto::ingester as pb;
+use stratus_proto::prometheus as prom;
+use stratus_tsdb::{ExemplarReport, RejectReason, SampleError};
+use tonic::Code;
+use tracing::warn;
+
+use crate::client::{ClientConfig, Clients};
+use crate::convert;
+use crate::placement::{Instance, Placement, series_hash};
+
+/// Shards, replicates and waits for quorums.
+#[derive(Debug, Clone)]
+pub struct Distributor {
+    placement: Arc<dyn Placement>,
+    clients: Arc<Clients>,
+}
+
+/// What one ingester answered.
+type Answer = Result<pb::PushResponse, tonic::Status>;
+
+impl Distributor {
+    /// A distributor over `placement` with clients configured by `cfg`.
+    pub fn new(placement: Arc<dyn Placement>, cfg: ClientConfig) -> Self {
+        Self {
+            placement,
+            clients: Arc::new(Clients::new(cfg)),
+        }
+    }
+
+    /// Pushes `batch` for `tenant` to the ingesters (see the module docs).
+    pub async fn push(
+        &self,
+        tenant: &TenantId,
+        batch: &WriteBatch,
+    ) -> Result<WriteOutcome, WriteFailure> {
+        let series = convert::batch_series(batch);
+        let metadata = convert::batch_metadata(batch);
+        if series.is_empty() && metadata.is_empty() {
+            return Ok(WriteOutcome::default());
+        }
+        // Replica sets per series, series per instance.
+        let mut instances: Vec<Instance> = Vec::new();
+        let mut inst_index: HashMap<String, usize> = HashMap::new();
+        let mut per_inst: Vec<Vec<usize>> = Vec::new();
+        let mut sets: Vec<(Vec<usize>, usize)> = Vec::with_capacity(series.len());
+        let mut rf = 1usize;
+        for (i, (labels, _)) in series.iter().enumerate() {
+            let rs = self.placement.replicas(tenant, series_hash(tenant, labels));
+            if rs.instances.is_empty() {
+                return Err(WriteFailure {
+                    status: 503,
+                    message: "no ingesters are configured or healthy\n".to_string(),
+                });
+            }
+            rf = rf.max(rs.instances.len());
+            let mut idxs = Vec::with_capacity(rs.instances.len());
+            for inst in rs.instances {
+                let k = *inst_index.entry(inst.id.clone()).or_insert_with(|| {
+                    instances.push(inst.clone());
+                    per_inst.push(Vec::new());
+                    instances.len() - 1
+                });
+                if let Some(v) = per_inst.get_mut(k) {
+                    v.push(i);
+                }
+                idxs.push(k);
+            }
+            sets.push((idxs, rs.min_success));
+        }
+        if series.is_empty() {
+            // Metadata only: every ingester keeps it.
+            for inst in self.placement.all() {
+                instances.push(inst);
+                per_inst.push(Vec::new());
+            }
+        }
+        // One push per instance, each in its own task so it completes
+        // even when the quorum answered first.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Answer)>(instances.len().max(1));
+        for (k, inst) in instances.iter().enumerate() {
+            let timeseries: Vec<prom::TimeSeries> = per_inst
+                .get(k)
+                .map(|v| {
+                    v.iter()
+                        .filter_map(|&i| series.get(i).map(|s| s.1.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let req = pb::PushRequest {
+                tenant: tenant.as_str().to_string(),
+                timeseries,
+                metadata: metadata.clone(),
+            };
+            let client = self.clients.get(&inst.addr);
+            let timeout = self.clients.timeout();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let ans = match client {
+                    Ok(mut c) => match tokio::time::timeout(timeout, c.push(req)).await {
+                        Ok(r) => r.map(tonic::Response::into_inner),
+                        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                            "no answer within {timeout:?}"
+                        ))),
+                    },
+                    Err(e) => Err(e),
+                };
+                let _ = tx.send((k, ans)).await;
+            });
+        }
+        drop(tx);
+        let mut answers: Vec<Option<Answer>> = vec![None; instances.len()];
+        let mut received = 0usize;
+        while received < instances.len() {
+            let Some((k, ans)) = rx.recv().await else {
+                break;
+            };
+            if let Some(slot) = answers.get_mut(k) {
+                *slot = Some(ans);
+                received += 1;
+            }
+            if series.is_empty() {
+                continue;
+            }
+            // Done when every series has a quorum or one cannot get it.
+            let ok = |k: &usize| matches!(answers.get(*k), Some(Some(Ok(_))));
+            let failed = |k: &usize| matches!(answers.get(*k), Some(Some(Err(_))));
+            let all_quorum = sets
+                .iter()
+                .all(|(idxs, min)| idxs.iter().filter(|k| ok(k)).count() >= *min);
+            let hopeless = sets
+                .iter()
+                .any(|(idxs, min)| idxs.len() - idxs.iter().filter(|k| failed(k)).count() < *min);
+            if all_quorum || hopeless {
+                break;
+            }
+        }
+        // Client faults first: they would fail on every retry.
+        for a in answers.iter().flatten() {
+            if let Err(s) = a {
+                match s.code() {
+                    Code::InvalidArgument => {
+                        return Err(WriteFailure {
+                            status: 400,
+                            message: format!("{}\n", s.message()),
+                        });
+                    }
+                    Code::ResourceExhausted => {
+                        return Err(WriteFailure {
+                            status: 429,
+                            message: format!("{}\n", s.message()),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let ok = |k: &usize| matches!(answers.get(*k), Some(Some(Ok(_))));
+        let short = sets
+            .iter()
+            .filter(|(idxs, min)| idxs.iter().filter(|k| ok(k)).count() < *min)
+            .count();
+        let meta_only_failed =
+            series.is_empty() && answers.iter().all(|a| !matches!(a, Some(Ok(_))));
+        if short > 0 || meta_only_failed {
+            let mut msg = format!(
+                "{short} of {} series could not be written to a quorum of their ingesters; retry\n",
+                series.len()
+            );
+            for (k, a) in answers.iter().enumerate() {
+                let addr = instances.get(k).map_or("?", |i| i.addr.as_str());
+                match a {
+                    Some(Err(s)) => msg.push_str(&format!(
+                        "ingester {addr}: {:?}: {}\n",
+                        s.code(),
+                        s.message()
+                    )),
+                    None => msg.push_str(&format!("ingester {addr}: no answer yet\n")),
+                    Some(Ok(_)) => {}
+                }
+            }
+            warn!(tenant = %tenant, short, "write without quorum");
+            return Err(WriteFailure {
+                status: 503,
+                message: msg,
+            });
+        }
+        Ok(Self::outcome(&series, &answers, rf))
+    }
+
+    /// Merges the replicas' answers into one report (see the module docs
+    /// for the precision of the counts).
+    fn outcome(
+        series: &[(Labels, prom::TimeSeries)],
+        answers: &[Option<Answer>],
+        rf: usize,
+    ) -> WriteOutcome {
+        let rf = rf.max(1) as u64;
+        // Listed refusals, deduplicated across replicas by (labels, t,
+        // reason); per replica counted separately so the max wins.
+        let mut listed: HashMap<(Labels, i64, i32), u64> = HashMap::new();
+        let mut messages: HashSet<String> = HashSet::new();
+        let mut unlisted = 0u64;
+        let mut series_limited = 0u64;
+        let mut ex_refused = 0u64;
+        for r in answers.iter().flatten().filter_map(|a| a.as_ref().ok()) {
+            let mut here: HashMap<(Labels, i64, i32), u64> = HashMap::new();
+            for x in &r.rejections {
+                if x.reason == pb::RejectReason::Invalid as i32 {
+                    messages.insert(x.message.clone());
+                    continue;
+                }
+                let key = (
+                    convert::labels_from_proto(&x.labels),
+                    x.timestamp_ms,
+                    x.reason,
+                );
+                *here.entry(key).or_default() += 1;
+            }
+            let n_listed: u64 = here.values().sum();
+            for (k, n) in here {
+                let e = listed.entry(k).or_default();
+                *e = (*e).max(n);
+            }
+            unlisted += r.rejected.saturating_sub(n_listed);
+            series_limited = series_limited.max(r.series_limited);
+            ex_refused += r.exemplars_refused;
+        }
+        let unlisted = unlisted.div_ceil(rf);
+        let mut errors: Vec<SampleError> = Vec::new();
+        let (mut float_rej, mut hist_rej) = (0u64, 0u64);
+        let mut keys: Vec<_> = listed.into_iter().collect();
+        keys.sort_by(|a, b| (&a.0.0, a.0.1).cmp(&(&b.0.0, b.0.1)));
+        for ((labels, t, reason), n) in keys {
+            let Some(reason) = convert::reason_from_proto(reason) else {
+                continue;
+            };
+            if matches!(
+                reason,
+                RejectReason::OutOfOrderHistogram | RejectReason::InvalidHistogram
+            ) {
+                hist_rej += n;
+            } else {
+                float_rej += n;
+            }
+            if errors.len() < stratus_tsdb::AppendReport::MAX_ERRORS {
+                errors.push(SampleError { labels, t, reason });
+            }
+        }
+        let floats: u64 = series.iter().map(|s| s.1.samples.len() as u64).sum();
+        let hists: u64 = series.iter().map(|s| s.1.histograms.len() as u64).sum();
+        let exemplars: u64 = series.iter().map(|s| s.1.exemplars.len() as u64).sum();
+        let rejected = float_rej + hist_rej + unlisted;
+        let ex_refused = ex_refused.div_ceil(rf).min(exemplars);
+        let report = stratus_tsdb::AppendReport {
+            accepted: floats.saturating_sub(float_rej + unlisted),
+            histograms_accepted: hists.saturating_sub(hist_rej),
+            errors,
+            rejected,
+            new_series: 0,
+            series_limited: series_limited.min(rejected),
+        };
+        if !messages.is_empty() {
+            warn!(problems = ?messages, "ingesters refused series the distributor accepted");
+        }
+        WriteOutcome {
+            report,
+            exemplars: ExemplarReport {
+                added: exemplars - ex_refused,
+                duplicates: 0,
+                out_of_order: ex_refused,
+                invalid: 0,
+            },
+        }
+    }
+}
+
+impl WriteBackend for Distributor {
+    fn write<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        batch: &'a WriteBatch,
+    ) -> BoxFuture<'a, Result<WriteOutcome, WriteFailure>> {
+        Box::pin(self.push(tenant, batch))
+    }
+}

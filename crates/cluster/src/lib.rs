@@ -1,0 +1,35 @@
+//! Stratus cluster mode: the components of the write and read paths as
+//! separate processes talking gRPC (`stratus.ingester.v1`, see
+//! `crates/proto/proto/stratus/ingester.proto`).
+//!
+//! - [`placement`]: which ingesters hold a series — the [`Placement`]
+//!   trait (the etcd ring implements it later) and [`StaticPlacement`], a
+//!   consistent-hash ring over a fixed address list (RF = min(3, n),
+//!   quorum `rf / 2 + 1`);
+//! - [`IngesterService`]: the ingester's gRPC server over the local
+//!   [`stratus_tsdb::Tenants`], acknowledging a push only once its WAL
+//!   holds it (the HTTP write path's own validation and append code);
+//! - [`Distributor`]: shards each series by a stable hash of tenant and
+//!   labels, pushes every ingester its subset concurrently and succeeds on
+//!   a quorum per series (the HTTP API's [`stratus_api::WriteBackend`]);
+//! - [`Querier`]: a [`stratus_tsdb::Queryable`] over all ingesters with
+//!   per-call timeouts, replicas merged and deduplicated (the HTTP API's
+//!   [`stratus_api::ReadBackend`]).
+//!
+//! The single-process mode does not use this crate: it keeps the direct
+//! path from the HTTP API to the local engine.
+
+mod client;
+mod convert;
+mod distributor;
+mod error;
+mod ingester;
+pub mod placement;
+mod querier;
+
+pub use client::ClientConfig;
+pub use distributor::Distributor;
+pub use error::{Error, Result};
+pub use ingester::IngesterService;
+pub use placement::{Instance, Placement, ReplicaSet, StaticPlacement, series_hash};
+pub use querier::{Querier, TenantQuerier};

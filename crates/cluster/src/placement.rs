@@ -1,0 +1,216 @@
+//! Which ingesters hold a series: the [`Placement`] trait and a static
+//! consistent-hash implementation over a fixed address list.
+//!
+//! The distributor asks [`Placement::replicas`] for each series (by a
+//! stable hash of tenant and labels, [`series_hash`]) and the querier asks
+//! [`Placement::all`] whom to read from. A ring backed by etcd (tokens,
+//! heartbeats, states, zones) implements the same trait later;
+//! [`StaticPlacement`] is the fixed-list stand-in: every instance owns
+//! [`TOKENS_PER_INSTANCE`] pseudo-random tokens on a 32-bit ring and a
+//! series goes to the owners of the first tokens at or after its hash,
+//! skipping instances already chosen, until it has the replication factor.
+
+use stratus_model::{Labels, TenantId};
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+
+/// One ingester.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Instance {
+    /// Stable identity (the ring's instance id; the address for static
+    /// lists).
+    pub id: String,
+    /// gRPC address, `host:port`.
+    pub addr: String,
+}
+
+/// The replicas of one series and how many must acknowledge a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaSet {
+    /// Distinct instances, in ring order.
+    pub instances: Vec<Instance>,
+    /// Acknowledgements needed (a quorum: `rf / 2 + 1`).
+    pub min_success: usize,
+}
+
+impl ReplicaSet {
+    /// Failures tolerated before the write (or read) cannot succeed.
+    pub fn max_failures(&self) -> usize {
+        self.instances.len().saturating_sub(self.min_success)
+    }
+}
+
+/// Where series live. Implementations must be cheap to call per series.
+pub trait Placement: Send + Sync + std::fmt::Debug {
+    /// The replicas of a series of `tenant` whose hash is `series_hash`
+    /// ([`series_hash`]).
+    fn replicas(&self, tenant: &TenantId, series_hash: u32) -> ReplicaSet;
+
+    /// Every instance that may hold data (the querier reads from all).
+    fn all(&self) -> Vec<Instance>;
+
+    /// How many of [`Placement::all`] may fail while a read still sees
+    /// every acknowledged sample (replication factor minus quorum).
+    fn read_max_failures(&self) -> usize;
+}
+
+/// The stable hash of a series: xxh3 over the tenant id and the sorted
+/// label pairs, with separators that cannot occur in the (valid UTF-8)
+/// strings, folded to 32 bits.
+pub fn series_hash(tenant: &TenantId, labels: &Labels) -> u32 {
+    let mut h = Xxh3::new();
+    h.update(tenant.as_str().as_bytes());
+    h.update(&[0xff]);
+    for l in labels.iter() {
+        h.update(l.name.as_bytes());
+        h.update(&[0xfe]);
+        h.update(l.value.as_bytes());
+        h.update(&[0xff]);
+    }
+    let v = h.digest();
+    (v ^ (v >> 32)) as u32
+}
+
+/// Tokens each instance owns on the static ring.
+pub const TOKENS_PER_INSTANCE: usize = 128;
+
+/// The default replication factor (capped by the number of instances).
+pub const DEFAULT_REPLICATION_FACTOR: usize = 3;
+
+/// A fixed list of ingesters on a consistent-hash ring.
+#[derive(Debug, Clone)]
+pub struct StaticPlacement {
+    instances: Vec<Instance>,
+    /// (token, index into `instances`), sorted by token.
+    ring: Vec<(u32, usize)>,
+    rf: usize,
+}
+
+impl StaticPlacement {
+    /// A ring over `addrs` (duplicates removed; each address is also its
+    /// id) with replication factor `min(rf, n)`.
+    pub fn new(addrs: &[String], rf: usize) -> Self {
+        let mut instances: Vec<Instance> = addrs
+            .iter()
+            .map(|a| Instance {
+                id: a.clone(),
+                addr: a.clone(),
+            })
+            .collect();
+        instances.sort();
+        instances.dedup();
+        let mut ring = Vec::with_capacity(instances.len() * TOKENS_PER_INSTANCE);
+        for (i, inst) in instances.iter().enumerate() {
+            for t in 0..TOKENS_PER_INSTANCE {
+                let key = format!("{}/{t}", inst.id);
+                ring.push(((xxh3_64(key.as_bytes()) >> 32) as u32, i));
+            }
+        }
+        ring.sort_unstable();
+        let rf = rf.clamp(1, instances.len().max(1));
+        Self {
+            instances,
+            ring,
+            rf,
+        }
+    }
+
+    /// The replication factor in force.
+    pub fn replication_factor(&self) -> usize {
+        self.rf
+    }
+
+    fn quorum(&self) -> usize {
+        self.rf / 2 + 1
+    }
+}
+
+impl Placement for StaticPlacement {
+    fn replicas(&self, _tenant: &TenantId, series_hash: u32) -> ReplicaSet {
+        let mut chosen: Vec<usize> = Vec::with_capacity(self.rf);
+        let start = self.ring.partition_point(|(t, _)| *t < series_hash);
+        let n = self.ring.len();
+        for k in 0..n {
+            if chosen.len() >= self.rf {
+                break;
+            }
+            let Some(&(_, idx)) = self.ring.get((start + k) % n) else {
+                break;
+            };
+            if !chosen.contains(&idx) {
+                chosen.push(idx);
+            }
+        }
+        ReplicaSet {
+            instances: chosen
+                .into_iter()
+                .filter_map(|i| self.instances.get(i).cloned())
+                .collect(),
+            min_success: self.quorum(),
+        }
+    }
+
+    fn all(&self) -> Vec<Instance> {
+        self.instances.clone()
+    }
+
+    fn read_max_failures(&self) -> usize {
+        self.rf - self.quorum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("127.0.0.1:{}", 9100 + i)).collect()
+    }
+
+    #[test]
+    fn replicas_are_distinct_and_stable() {
+        let p = StaticPlacement::new(&addrs(5), 3);
+        let t = TenantId::new("t").unwrap();
+        for i in 0..1000u32 {
+            let l = Labels::from_pairs([("__name__", "m"), ("i", &i.to_string())]);
+            let h = series_hash(&t, &l);
+            let r = p.replicas(&t, h);
+            assert_eq!(r.instances.len(), 3);
+            assert_eq!(r.min_success, 2);
+            let mut ids: Vec<_> = r.instances.iter().map(|x| &x.id).collect();
+            ids.sort();
+            ids.dedup();
+            assert_eq!(ids.len(), 3);
+            assert_eq!(p.replicas(&t, h), r);
+        }
+        assert_eq!(p.read_max_failures(), 1);
+    }
+
+    #[test]
+    fn small_lists_cap_the_factor() {
+        let t = TenantId::new("t").unwrap();
+        let p = StaticPlacement::new(&addrs(1), 3);
+        let r = p.replicas(&t, 42);
+        assert_eq!((r.instances.len(), r.min_success), (1, 1));
+        assert_eq!(p.read_max_failures(), 0);
+        let p = StaticPlacement::new(&addrs(2), 3);
+        let r = p.replicas(&t, 42);
+        assert_eq!((r.instances.len(), r.min_success), (2, 2));
+        let p = StaticPlacement::new(&[], 3);
+        assert!(p.replicas(&t, 42).instances.is_empty());
+    }
+
+    #[test]
+    fn balance_over_three() {
+        let p = StaticPlacement::new(&addrs(3), 1);
+        let t = TenantId::new("t").unwrap();
+        let mut count = std::collections::HashMap::new();
+        for i in 0..30_000u32 {
+            let l = Labels::from_pairs([("__name__", "m"), ("i", &i.to_string())]);
+            let r = p.replicas(&t, series_hash(&t, &l));
+            *count.entry(r.instances[0].id.clone()).or_insert(0u32) += 1;
+        }
+        let max = *count.values().max().unwrap() as f64;
+        let min = *count.values().min().unwrap() as f64;
+        assert!(max / min < 1.3, "{count:?}");
+    }
+}
