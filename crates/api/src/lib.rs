@@ -44,7 +44,7 @@ mod remote_write;
 mod server;
 mod status;
 
-pub use config::{AuthMode, ServerConfig};
+pub use config::{AuthMode, ServerConfig, StorageConfig};
 pub use error::{Error, Result};
 pub use otlp::{
     OtlpBatch, OtlpDecodeError, OtlpEncoding, decode_otlp, decompress_gzip, encode_response,
