@@ -784,6 +784,7 @@ impl Db {
             .upload_dir_except(&name, wip_dir, &["meta.json"])
             .await?;
         self.update_index(|ix| ix.add(meta)).await?;
+        crate::failpoint::hit("block.upload.indexed")?;
         self.bucket
             .upload_file(&format!("{name}/meta.json"), &wip_dir.join("meta.json"))
             .await?;
@@ -828,6 +829,7 @@ impl Db {
         let name = ulid.to_string();
         let now = now_ms();
         self.update_index(|ix| ix.mark_deleted(&name, now)).await?;
+        crate::failpoint::hit("block.delete.marked")?;
         self.bucket.delete_prefix(&name).await?;
         self.update_index(|ix| ix.remove(&name)).await?;
         let cache = self.dir.join("blocks").join(&name);
