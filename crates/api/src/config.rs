@@ -29,6 +29,16 @@ pub enum AuthMode {
     Token,
 }
 
+/// Where blocks are kept (the `storage` section).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `filesystem` (blocks under `<data_dir>/blocks`, the default) or
+    /// `s3` (blocks in the bucket of the `s3` section; the head, WAL and
+    /// a block cache stay under `data_dir`).
+    pub backend: stratus_objstore::StorageBackend,
+}
+
 /// Settings of [`crate::serve`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -124,6 +134,11 @@ pub struct ServerConfig {
     /// Longest one gRPC call to an ingester may take (default 5s).
     #[serde(with = "humantime_serde")]
     pub ingester_client_timeout: Duration,
+    /// Where blocks are kept.
+    pub storage: StorageConfig,
+    /// The S3-compatible bucket used when `storage.backend` is `s3`
+    /// (its secret is shown as `<secret>`).
+    pub s3: stratus_objstore::S3Config,
 }
 
 impl Default for ServerConfig {
@@ -156,6 +171,8 @@ impl Default for ServerConfig {
             grpc_listen: "0.0.0.0:9095".to_string(),
             ingester_addrs: Vec::new(),
             ingester_client_timeout: Duration::from_secs(5),
+            storage: StorageConfig::default(),
+            s3: stratus_objstore::S3Config::default(),
         }
     }
 }
@@ -196,5 +213,26 @@ mod tests {
         let e = ServerConfig::from_yaml("query_timeout: soon\n").unwrap_err();
         assert!(e.contains("line 1"), "{e}");
         assert!(ServerConfig::from_yaml("").is_ok());
+    }
+
+    #[test]
+    fn s3_section_and_redacted_secret() {
+        let c = ServerConfig::from_yaml(
+            "storage:\n  backend: s3\ns3:\n  bucket: blocks\n  endpoint: http://127.0.0.1:9000\n  allow_http: true\n  bucket_lookup: virtual-hosted\n  secret_access_key: hunter2\n",
+        )
+        .unwrap();
+        assert_eq!(c.storage.backend, stratus_objstore::StorageBackend::S3);
+        assert_eq!(c.s3.bucket, "blocks");
+        assert_eq!(c.s3.secret_access_key.expose(), "hunter2");
+        assert_eq!(
+            c.s3.bucket_lookup,
+            stratus_objstore::BucketLookup::VirtualHosted
+        );
+        let y = c.to_yaml();
+        assert!(!y.contains("hunter2"), "{y}");
+        assert!(y.contains("secret_access_key: <secret>"), "{y}");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let e = ServerConfig::from_yaml("s3:\n  bukket: x\n").unwrap_err();
+        assert!(e.contains("bukket"), "{e}");
     }
 }

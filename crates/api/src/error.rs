@@ -15,6 +15,9 @@ pub enum Error {
         source: stratus_objstore::Error,
     },
 
+    #[snafu(display("block storage: {source}"))]
+    ObjectStore { source: stratus_objstore::Error },
+
     #[snafu(display("tenant registry: {source}"))]
     Registry { source: stratus_tenancy::Error },
 

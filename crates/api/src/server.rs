@@ -33,7 +33,7 @@ use axum::routing::{delete, get, post, put};
 use bytes::Bytes;
 use snafu::ResultExt;
 use stratus_model::{Labels, Matcher, Sample, TenantId};
-use stratus_objstore::Bucket;
+use stratus_objstore::{Bucket, StorageBackend};
 use stratus_tenancy::{FileRegistry, Registry};
 use stratus_tsdb::{
     AppendReport, Db, DbConfig, HeadConfig, Queryable, SelectHints, SeriesHistograms,
@@ -43,7 +43,9 @@ use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
 use crate::config::{AuthMode, ServerConfig};
-use crate::error::{CloseSnafu, OpenBucketSnafu, RegistrySnafu, Result, ServeSnafu};
+use crate::error::{
+    CloseSnafu, ObjectStoreSnafu, OpenBucketSnafu, RegistrySnafu, Result, ServeSnafu,
+};
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
 use crate::otlp::{self, OtlpEncoding};
 use crate::remote_write::{self, DecodeError, RwVersion, WriteBatch};
@@ -146,7 +148,7 @@ impl AppState {
         if let Some(db) = self.tenants.get_open(t).await {
             return Ok(Some(db));
         }
-        if !self.tenants.list().await?.contains(t) {
+        if !self.tenants.exists(t).await? {
             return Ok(None);
         }
         self.tenants.get(t).await.map(Some)
@@ -971,6 +973,24 @@ fn base_url(addr: SocketAddr) -> String {
     }
 }
 
+/// Opens the block bucket the config names: `<data_dir>/blocks` or S3
+/// (checked with one listing request, so a wrong endpoint, bucket or
+/// credential stops the start with a clear error).
+async fn open_bucket(cfg: &ServerConfig) -> Result<Bucket> {
+    match cfg.storage.backend {
+        StorageBackend::Filesystem => {
+            let blocks = cfg.data_dir.join("blocks");
+            Bucket::local(&blocks).context(OpenBucketSnafu { path: &blocks })
+        }
+        StorageBackend::S3 => {
+            let b = Bucket::s3(&cfg.s3).context(ObjectStoreSnafu)?;
+            b.check().await.context(ObjectStoreSnafu)?;
+            tracing::info!(location = %b.location(), "blocks in S3");
+            Ok(b)
+        }
+    }
+}
+
 /// Runs the service on `listener` until `shutdown` resolves, then stops
 /// accepting, finishes in-flight requests and syncs every tenant WAL.
 pub async fn serve(
@@ -981,12 +1001,10 @@ pub async fn serve(
     serve_with(cfg, listener, crate::backend::Backends::default(), shutdown).await
 }
 
-/// Opens the local tenant databases as [`serve`] does (for an ingester
-/// that shares them between its gRPC server and [`serve_with`]).
-#[allow(clippy::result_large_err)] // the crate error type, as `serve` returns
-pub fn open_tenants(cfg: &ServerConfig) -> Result<Arc<Tenants>> {
-    let blocks = cfg.data_dir.join("blocks");
-    let bucket = Bucket::local(&blocks).context(OpenBucketSnafu { path: &blocks })?;
+/// Opens the tenant databases as [`serve`] does (for an ingester that
+/// shares them between its gRPC server and [`serve_with`]).
+pub async fn open_tenants(cfg: &ServerConfig) -> Result<Arc<Tenants>> {
+    let bucket = open_bucket(cfg).await?;
     let db_cfg = DbConfig {
         head: HeadConfig {
             ooo_window: i64::try_from(cfg.out_of_order_window.as_millis()).unwrap_or(i64::MAX),
@@ -1012,7 +1030,7 @@ pub async fn serve_with(
     crate::status::mark_started();
     let tenants = match &backends.tenants {
         Some(t) => t.clone(),
-        None => open_tenants(&cfg)?,
+        None => open_tenants(&cfg).await?,
     };
     let default_tenant =
         TenantId::new(DEFAULT_TENANT).map_err(|e| crate::error::Error::Config {

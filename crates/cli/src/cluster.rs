@@ -85,7 +85,7 @@ pub(crate) async fn run(
     let mut backends = Backends::default();
     let mut grpc = None;
     if ing {
-        let tenants = stratus_api::open_tenants(&cfg)?;
+        let tenants = stratus_api::open_tenants(&cfg).await?;
         backends.tenants = Some(tenants.clone());
         let gl = tokio::net::TcpListener::bind(cfg.grpc_listen.as_str())
             .await

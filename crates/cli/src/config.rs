@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::ValueEnum;
 use stratus_api::{AuthMode, ServerConfig};
+use stratus_objstore::{BucketLookup, Secret, StorageBackend};
 
 /// How requests are assigned to tenants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -31,6 +32,42 @@ impl From<Auth> for AuthMode {
             Auth::None => AuthMode::None,
             Auth::Header => AuthMode::Header,
             Auth::Token => AuthMode::Token,
+        }
+    }
+}
+
+/// Where blocks are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Backend {
+    /// `<data-dir>/blocks` on local disk.
+    Filesystem,
+    /// An S3-compatible bucket (the `--s3.*` settings).
+    S3,
+}
+
+impl From<Backend> for StorageBackend {
+    fn from(b: Backend) -> Self {
+        match b {
+            Backend::Filesystem => StorageBackend::Filesystem,
+            Backend::S3 => StorageBackend::S3,
+        }
+    }
+}
+
+/// How the S3 bucket is addressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Lookup {
+    /// `endpoint/bucket/key`.
+    Path,
+    /// `bucket.endpoint/key`.
+    VirtualHosted,
+}
+
+impl From<Lookup> for BucketLookup {
+    fn from(l: Lookup) -> Self {
+        match l {
+            Lookup::Path => BucketLookup::Path,
+            Lookup::VirtualHosted => BucketLookup::VirtualHosted,
         }
     }
 }
@@ -197,6 +234,54 @@ pub(crate) struct ServerArgs {
     /// Longest one gRPC call to an ingester may take [default: 5s].
     #[arg(long = "ingester.client-timeout", alias = "ingester-client-timeout", env = "STRATUS_INGESTER_CLIENT_TIMEOUT", value_parser = duration)]
     pub(crate) ingester_client_timeout: Option<Duration>,
+    /// Where blocks are kept: filesystem (<data-dir>/blocks) or s3 (the
+    /// --s3.* bucket; head and WAL stay in --data-dir)
+    /// [default: filesystem].
+    #[arg(long = "storage.backend", env = "STRATUS_STORAGE_BACKEND", value_enum)]
+    pub(crate) storage_backend: Option<Backend>,
+
+    /// S3 bucket name (required with --storage.backend=s3).
+    #[arg(long = "s3.bucket", env = "STRATUS_S3_BUCKET")]
+    pub(crate) s3_bucket: Option<String>,
+
+    /// S3 endpoint URL, e.g. http://127.0.0.1:9000 [default: AWS].
+    #[arg(long = "s3.endpoint", env = "STRATUS_S3_ENDPOINT")]
+    pub(crate) s3_endpoint: Option<String>,
+
+    /// S3 region used for signing [default: us-east-1].
+    #[arg(long = "s3.region", env = "STRATUS_S3_REGION")]
+    pub(crate) s3_region: Option<String>,
+
+    /// S3 access key id [default: $AWS_ACCESS_KEY_ID].
+    #[arg(long = "s3.access-key-id", env = "STRATUS_S3_ACCESS_KEY_ID")]
+    pub(crate) s3_access_key_id: Option<String>,
+
+    /// S3 secret access key (prefer the variable or the config file; never
+    /// printed) [default: $AWS_SECRET_ACCESS_KEY].
+    #[arg(
+        long = "s3.secret-access-key",
+        env = "STRATUS_S3_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    pub(crate) s3_secret_access_key: Option<String>,
+
+    /// Path-style (endpoint/bucket) or virtual-hosted-style
+    /// (bucket.endpoint) requests [default: path].
+    #[arg(
+        long = "s3.bucket-lookup",
+        env = "STRATUS_S3_BUCKET_LOOKUP",
+        value_enum
+    )]
+    pub(crate) s3_bucket_lookup: Option<Lookup>,
+
+    /// Allow a plain http:// S3 endpoint [default: off].
+    #[arg(long = "s3.allow-http", env = "STRATUS_S3_ALLOW_HTTP", num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) s3_allow_http: Option<bool>,
+
+    /// Key prefix inside the bucket for everything Stratus stores
+    /// [default: none].
+    #[arg(long = "s3.prefix", env = "STRATUS_S3_PREFIX")]
+    pub(crate) s3_prefix: Option<String>,
 }
 
 impl ServerArgs {
@@ -266,6 +351,25 @@ impl ServerArgs {
             &self.ingester_client_timeout,
         );
         crate::cluster::validate(&c)?;
+        if let Some(b) = self.storage_backend {
+            c.storage.backend = b.into();
+        }
+        set(&mut c.s3.bucket, &self.s3_bucket);
+        set(&mut c.s3.endpoint, &self.s3_endpoint);
+        set(&mut c.s3.region, &self.s3_region);
+        set(&mut c.s3.access_key_id, &self.s3_access_key_id);
+        if let Some(k) = &self.s3_secret_access_key {
+            c.s3.secret_access_key = Secret::new(k.clone());
+        }
+        if let Some(l) = self.s3_bucket_lookup {
+            c.s3.bucket_lookup = l.into();
+        }
+        set(&mut c.s3.allow_http, &self.s3_allow_http);
+        set(&mut c.s3.prefix, &self.s3_prefix);
+        if c.storage.backend == StorageBackend::S3 {
+            c.s3.validate()
+                .map_err(|e| anyhow::anyhow!("invalid S3 settings: {e}"))?;
+        }
         if c.maintain_interval.is_zero() {
             anyhow::bail!("maintain_interval must be positive");
         }

@@ -237,4 +237,64 @@ mod tests {
         let missing = format!("--config.file={}", dir.path().join("nope.yaml").display());
         assert!(parse(&["stratus", &missing]).resolve().is_err());
     }
+
+    #[test]
+    fn storage_backend_and_s3_flags() {
+        let c = parse(&["stratus"]).resolve().unwrap();
+        assert_eq!(
+            c.storage.backend,
+            stratus_objstore::StorageBackend::Filesystem
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stratus.yaml");
+        std::fs::write(
+            &path,
+            "storage:\n  backend: s3\ns3:\n  bucket: from-file\n  region: eu-west-1\n  secret_access_key: file-secret\n",
+        )
+        .unwrap();
+        let file = format!("--config.file={}", path.display());
+        let c = parse(&[
+            "stratus",
+            &file,
+            "--s3.bucket=blocks",
+            "--s3.endpoint=http://127.0.0.1:9000",
+            "--s3.allow-http",
+            "--s3.bucket-lookup=virtual-hosted",
+            "--s3.access-key-id=AK",
+            "--s3.prefix=cluster-a",
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(c.storage.backend, stratus_objstore::StorageBackend::S3);
+        assert_eq!(c.s3.bucket, "blocks");
+        assert_eq!(c.s3.region, "eu-west-1");
+        assert_eq!(c.s3.endpoint, "http://127.0.0.1:9000");
+        assert!(c.s3.allow_http);
+        assert_eq!(
+            c.s3.bucket_lookup,
+            stratus_objstore::BucketLookup::VirtualHosted
+        );
+        assert_eq!(c.s3.access_key_id, "AK");
+        assert_eq!(c.s3.secret_access_key.expose(), "file-secret");
+        assert_eq!(c.s3.prefix, "cluster-a");
+        let y = c.to_yaml();
+        assert!(!y.contains("file-secret") && y.contains("<secret>"), "{y}");
+        // http endpoint without allow_http, s3 without bucket: refused.
+        let e = parse(&[
+            "stratus",
+            "--storage.backend=s3",
+            "--s3.bucket=b",
+            "--s3.endpoint=http://127.0.0.1:9000",
+        ])
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("allow_http"), "{e}");
+        assert!(
+            parse(&["stratus", "--storage.backend=s3"])
+                .resolve()
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["stratus", "--storage.backend=gcs"]).is_err());
+    }
 }

@@ -10,6 +10,13 @@
 //! When the backend is the local filesystem, [`Bucket::local_path`] tells
 //! where an object lives on disk so that readers can memory-map it in place
 //! instead of keeping a second, cached copy.
+//!
+//! [`Bucket::s3`] opens an S3-compatible bucket from an [`S3Config`]
+//! (module `s3`).
+
+mod s3;
+
+pub use s3::{BucketLookup, REDACTED, S3Config, Secret, StorageBackend};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +44,13 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[snafu(display("invalid S3 settings: {message}"))]
+    S3Config { message: String },
+    #[snafu(display("object store {location} is not usable: {source}"))]
+    Unusable {
+        location: String,
+        source: object_store::Error,
+    },
     #[snafu(display("invalid object key {key:?}: {source}"))]
     Key {
         key: String,
@@ -58,6 +72,9 @@ pub struct Bucket {
     local_root: Option<PathBuf>,
     /// Key prefix without trailing slash ("" for the root).
     prefix: String,
+    /// What the store is, for messages (`s3://bucket at endpoint`, a
+    /// directory, `memory`); never holds a credential.
+    location: String,
 }
 
 impl Bucket {
@@ -73,6 +90,7 @@ impl Bucket {
             .with_automatic_cleanup(true);
         Ok(Self {
             store: Arc::new(fs),
+            location: root.display().to_string(),
             local_root: Some(root),
             prefix: String::new(),
         })
@@ -80,7 +98,9 @@ impl Bucket {
 
     /// An in-memory bucket (tests).
     pub fn memory() -> Self {
-        Self::from_store(Arc::new(InMemory::new()))
+        let mut b = Self::from_store(Arc::new(InMemory::new()));
+        b.location = "memory".to_string();
+        b
     }
 
     /// Wraps any object store (S3, GCS, Azure...).
@@ -89,6 +109,7 @@ impl Bucket {
             store,
             local_root: None,
             prefix: String::new(),
+            location: "object store".to_string(),
         }
     }
 
@@ -104,7 +125,29 @@ impl Bucket {
             store: self.store.clone(),
             local_root: self.local_root.clone(),
             prefix,
+            location: self.location.clone(),
         }
+    }
+
+    /// What the store is (`s3://bucket/prefix at endpoint`, a local
+    /// directory, `memory`), for messages; holds no credential.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Makes one listing request under this bucket's prefix, so a wrong
+    /// endpoint, bucket or credential is reported at startup with
+    /// context instead of at the first block upload.
+    pub async fn check(&self) -> Result<()> {
+        let base = self.full("")?;
+        let base = (!base.as_ref().is_empty()).then_some(base);
+        self.store
+            .list_with_delimiter(base.as_ref())
+            .await
+            .context(UnusableSnafu {
+                location: self.location.clone(),
+            })?;
+        Ok(())
     }
 
     /// The full key of `key` under this bucket's prefix.
@@ -205,6 +248,20 @@ impl Bucket {
             last.iter()
                 .filter_map(|l| late.iter().find(|r| r.as_str() == *l)),
         ) {
+            self.upload_file(&format!("{prefix}/{rel}"), &dir.join(rel))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Uploads every file under local `dir` to `prefix/<relative path>`
+    /// except those whose relative path is in `except` (the caller
+    /// uploads them itself, later).
+    pub async fn upload_dir_except(&self, prefix: &str, dir: &Path, except: &[&str]) -> Result<()> {
+        let mut files = Vec::new();
+        collect_files(dir, dir, &mut files)?;
+        files.sort();
+        for rel in files.iter().filter(|r| !except.contains(&r.as_str())) {
             self.upload_file(&format!("{prefix}/{rel}"), &dir.join(rel))
                 .await?;
         }

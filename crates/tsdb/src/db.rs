@@ -29,6 +29,7 @@ use tracing::{info, warn};
 use ulid::Ulid;
 
 use crate::block::{BlockCompaction, BlockMeta, BlockReader, BlockWriter, ChunkInput, Tombstones};
+use crate::bucket_index::BucketIndex;
 use crate::chunks::{XorAppender, chunk_num_samples_any};
 use crate::error::{RejectReason, Result};
 use crate::head::{
@@ -200,6 +201,8 @@ pub struct Db {
     wal: Wal,
     pub(crate) bucket: Bucket,
     pub(crate) blocks: RwLock<Vec<Arc<BlockReader>>>,
+    /// The bucket index as last written (changed under `maint`).
+    bucket_index: Mutex<BucketIndex>,
     /// Serialises block cuts, compactions, retention and deletions.
     pub(crate) maint: tokio::sync::Mutex<()>,
     counters: Counters,
@@ -236,7 +239,7 @@ impl Db {
         if wip.exists() {
             std::fs::remove_dir_all(&wip).context(crate::error::IoSnafu { path: &wip })?;
         }
-        let blocks = load_blocks(&bucket, &cache).await?;
+        let (blocks, bucket_index) = load_blocks(&bucket, &cache).await?;
         let head = Head::new(cfg.head.clone());
         if let Some(maxt) = blocks.iter().map(|b| b.meta().max_time).max() {
             head.set_min_valid(maxt);
@@ -286,6 +289,7 @@ impl Db {
             wal,
             bucket,
             blocks: RwLock::new(blocks),
+            bucket_index: Mutex::new(bucket_index),
             maint: tokio::sync::Mutex::new(()),
             counters: Counters::default(),
             last_used: Mutex::new(std::time::Instant::now()),
@@ -773,8 +777,16 @@ impl Db {
     ) -> Result<Arc<BlockReader>> {
         let name = meta.ulid.to_string();
         crate::failpoint::hit("block.upload.before")?;
+        // Data files, then the index entry, then meta.json: every block
+        // with a meta.json is in the index; an entry whose meta.json is
+        // missing is an unfinished upload that readers skip.
         self.bucket
-            .upload_dir(&name, wip_dir, &["meta.json"])
+            .upload_dir_except(&name, wip_dir, &["meta.json"])
+            .await?;
+        self.update_index(|ix| ix.add(meta)).await?;
+        crate::failpoint::hit("block.upload.indexed")?;
+        self.bucket
+            .upload_file(&format!("{name}/meta.json"), &wip_dir.join("meta.json"))
             .await?;
         crate::failpoint::hit("block.upload.after")?;
         let final_dir = match self.bucket.local_path(&name) {
@@ -796,11 +808,30 @@ impl Db {
         Ok(Arc::new(BlockReader::open(&final_dir)?))
     }
 
+    /// Changes the bucket index and writes it. Callers hold `maint`.
+    async fn update_index(&self, f: impl FnOnce(&mut BucketIndex)) -> Result<()> {
+        let ix = {
+            let mut ix = self.bucket_index.lock();
+            f(&mut ix);
+            ix.clone()
+        };
+        crate::bucket_index::write(&self.bucket, &ix, now_ms()).await
+    }
+
+    /// The bucket index as this database last wrote it.
+    pub fn bucket_index(&self) -> BucketIndex {
+        self.bucket_index.lock().clone()
+    }
+
     /// Removes a block from the query set, the bucket and the local cache.
     pub(crate) async fn drop_block(&self, ulid: Ulid) -> Result<()> {
         self.blocks.write().retain(|b| b.meta().ulid != ulid);
         let name = ulid.to_string();
+        let now = now_ms();
+        self.update_index(|ix| ix.mark_deleted(&name, now)).await?;
+        crate::failpoint::hit("block.delete.marked")?;
         self.bucket.delete_prefix(&name).await?;
+        self.update_index(|ix| ix.remove(&name)).await?;
         let cache = self.dir.join("blocks").join(&name);
         if cache.exists() {
             let _ = std::fs::remove_dir_all(&cache);
@@ -1081,20 +1112,34 @@ fn replay_histograms<'a>(head: &Head, it: impl Iterator<Item = (u64, i64, HistRe
     head.observe_times(lo, hi);
 }
 
-/// Lists complete blocks in the bucket, fetching remote ones into the
-/// local cache, and opens them. Incomplete uploads (no `meta.json`) and
-/// blocks replaced by a compaction that finished are deleted.
-async fn load_blocks(bucket: &Bucket, cache: &Path) -> Result<Vec<Arc<BlockReader>>> {
+/// Finds the tenant's complete blocks (from the bucket index when there
+/// is a valid one, else by listing the bucket), fetches remote ones into
+/// the local cache and opens them. Unfinished uploads (no `meta.json`),
+/// blocks whose deletion had started and blocks replaced by a compaction
+/// that finished are deleted. Returns the blocks and the index, rewritten
+/// when it was missing or differs from what was found.
+async fn load_blocks(
+    bucket: &Bucket,
+    cache: &Path,
+) -> Result<(Vec<Arc<BlockReader>>, BucketIndex)> {
+    let stored = crate::bucket_index::read(bucket).await?;
+    let (names, marked): (Vec<String>, Vec<String>) = match &stored {
+        Some(ix) => (
+            ix.live_blocks().map(|b| b.ulid.clone()).collect(),
+            ix.deletion_marks.iter().map(|d| d.ulid.clone()).collect(),
+        ),
+        None => (bucket.list_dirs("").await?, Vec::new()),
+    };
+    for name in &marked {
+        info!(block = %name, "finishing a block deletion marked in the bucket index");
+        bucket.delete_prefix(name).await?;
+        let _ = std::fs::remove_dir_all(cache.join(name));
+    }
     let mut out = Vec::new();
-    for name in bucket.list_dirs("").await? {
+    for name in names {
         let Ok(_) = name.parse::<Ulid>() else {
             continue;
         };
-        if bucket.get(&format!("{name}/meta.json")).await?.is_none() {
-            warn!(block = %name, "deleting incomplete block upload (no meta.json)");
-            bucket.delete_prefix(&name).await?;
-            continue;
-        }
         let dir = match bucket.local_path(&name) {
             Some(p) => p,
             None => {
@@ -1102,12 +1147,26 @@ async fn load_blocks(bucket: &Bucket, cache: &Path) -> Result<Vec<Arc<BlockReade
                 if !d.join("meta.json").exists() {
                     let tmp = cache.join(format!("{name}.download"));
                     let _ = std::fs::remove_dir_all(&tmp);
-                    bucket.download_dir(&name, &tmp).await?;
+                    if bucket.get(&format!("{name}/meta.json")).await?.is_some() {
+                        bucket.download_dir(&name, &tmp).await?;
+                    }
+                    if !tmp.join("meta.json").exists() {
+                        let _ = std::fs::remove_dir_all(&tmp);
+                        warn!(block = %name, "deleting incomplete block upload (no meta.json)");
+                        bucket.delete_prefix(&name).await?;
+                        continue;
+                    }
+                    let _ = std::fs::remove_dir_all(&d);
                     std::fs::rename(&tmp, &d).context(crate::error::IoSnafu { path: &d })?;
                 }
                 d
             }
         };
+        if !dir.join("meta.json").exists() {
+            warn!(block = %name, "deleting incomplete block upload (no meta.json)");
+            bucket.delete_prefix(&name).await?;
+            continue;
+        }
         out.push(Arc::new(BlockReader::open(&dir)?));
     }
     // A compaction that crashed after uploading its output but before
@@ -1137,7 +1196,11 @@ async fn load_blocks(bucket: &Bucket, cache: &Path) -> Result<Vec<Arc<BlockReade
     }
     out.retain(|b| !covered.contains(&b.meta().ulid));
     out.sort_by_key(|b| (b.meta().min_time, b.meta().max_time, b.meta().ulid));
-    Ok(out)
+    let index = BucketIndex::from_metas(out.iter().map(|b| b.meta()));
+    if !stored.as_ref().is_some_and(|s| s.same_content(&index)) {
+        crate::bucket_index::write(bucket, &index, now_ms()).await?;
+    }
+    Ok((out, index))
 }
 
 /// Reads the series of one block for a select.

@@ -10,6 +10,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod block;
+pub mod bucket_index;
 pub mod chunks;
 mod compact;
 mod db;
@@ -28,6 +29,7 @@ pub use block::{
     BlockCompaction, BlockMeta, BlockReader, BlockStats, BlockWriter, ChunkInput, ChunkMeta,
     Tombstones, fuzz_block_index, write_tombstones,
 };
+pub use bucket_index::BucketIndex;
 pub use chunks::{
     Appendable, COMPACT_CHUNK_SAMPLES, COMPACT_ZSTD_LEVEL, ChunkIter, CounterResetHeader, Encoding,
     FloatHistogramAppender, HistogramAppender, MAX_COMPACT_SAMPLES, MAX_SAMPLES_PER_CHUNK,

@@ -108,6 +108,23 @@ impl Tenants {
         self.dbs.lock().await.get(tenant).cloned()
     }
 
+    /// Whether `tenant` has data: its database is open, it has a local
+    /// directory, or (remote bucket) blocks or a bucket index under its
+    /// prefix, so a fresh node on a shared bucket serves its history.
+    pub async fn exists(&self, tenant: &TenantId) -> Result<bool> {
+        if self.dbs.lock().await.contains_key(tenant) || self.tenant_dir(tenant).exists() {
+            return Ok(true);
+        }
+        if self.bucket.is_local() {
+            return Ok(false);
+        }
+        let b = self.bucket.with_prefix(tenant.as_str());
+        if b.get(crate::bucket_index::INDEX_KEY).await?.is_some() {
+            return Ok(true);
+        }
+        Ok(!b.list_dirs("").await?.is_empty())
+    }
+
     /// Tenants with data on disk or open.
     pub async fn list(&self) -> Result<Vec<TenantId>> {
         let mut out: Vec<TenantId> = self.dbs.lock().await.keys().cloned().collect();

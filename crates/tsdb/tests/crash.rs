@@ -156,7 +156,9 @@ fn kill9_during_appends_cuts_and_compactions_loses_nothing() {
         .unwrap();
     let failpoints = [
         "block.upload.before=abort",
+        "block.upload.indexed=abort",
         "block.upload.after=abort",
+        "block.delete.marked=abort",
         "compact.written=abort",
         "compact.published=abort",
     ];
