@@ -192,7 +192,10 @@ mod tests {
         };
         let bytes = d.encode();
         let s = String::from_utf8(bytes.clone()).unwrap();
-        assert!(s.contains("\"format\":1") && s.contains("\"ACTIVE\""), "{s}");
+        assert!(
+            s.contains("\"format\":1") && s.contains("\"ACTIVE\""),
+            "{s}"
+        );
         let back = InstanceDesc::decode("k", &bytes).unwrap();
         assert_eq!(back.tokens, vec![1, 3, 5]);
         let bad = s.replace("\"format\":1", "\"format\":9");

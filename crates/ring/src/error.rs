@@ -104,7 +104,9 @@ pub enum Error {
         id: String,
     },
     /// The instance is healthy, so it cannot be forgotten.
-    #[snafu(display("ring {ring}: instance {id} is healthy; only unhealthy instances can be forgotten"))]
+    #[snafu(display(
+        "ring {ring}: instance {id} is healthy; only unhealthy instances can be forgotten"
+    ))]
     ForgetHealthy {
         /// The ring name.
         ring: String,

@@ -112,12 +112,7 @@ fn page(ring: &Ring) -> Page {
 
 fn json(status: StatusCode, body: &impl Serialize) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        bytes,
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
 
 fn escape(s: &str) -> String {
@@ -212,11 +207,16 @@ async fn forget(
 ) -> Response {
     let as_json = wants_json(&headers, q.as_deref());
     let id = form_urlencoded::parse(&body)
-        .chain(form_urlencoded::parse(q.as_deref().unwrap_or("").as_bytes()))
+        .chain(form_urlencoded::parse(
+            q.as_deref().unwrap_or("").as_bytes(),
+        ))
         .find(|(k, _)| k == "forget")
         .map(|(_, v)| v.into_owned());
     let result = match id {
-        None => Err((StatusCode::BAD_REQUEST, "missing form field \"forget\"".to_string())),
+        None => Err((
+            StatusCode::BAD_REQUEST,
+            "missing form field \"forget\"".to_string(),
+        )),
         Some(id) => st.ring.forget(&id).await.map_err(|e| {
             let code = match e {
                 Error::InstanceNotFound { .. } => StatusCode::NOT_FOUND,

@@ -129,8 +129,7 @@ pub trait Kv: Send + Sync + Debug + 'static {
 
     /// Deletes `key` if `cond` holds. Deleting an absent key with
     /// [`Precondition::Any`] is `Done` (idempotent).
-    fn delete<'a>(&'a self, key: &'a str, cond: Precondition)
-    -> BoxFuture<'a, Result<CasOutcome>>;
+    fn delete<'a>(&'a self, key: &'a str, cond: Precondition) -> BoxFuture<'a, Result<CasOutcome>>;
 
     /// Every key starting with `prefix`, at one revision.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Listing>>;

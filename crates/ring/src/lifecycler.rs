@@ -341,18 +341,24 @@ mod tests {
     async fn tokens_survive_restart_and_crash() {
         let dir = tempfile::tempdir().unwrap();
         let kv: Arc<dyn Kv> = Arc::new(MemKv::new());
-        let a = Lifecycler::start(Arc::clone(&kv), cfg("a", dir.path())).await.unwrap();
+        let a = Lifecycler::start(Arc::clone(&kv), cfg("a", dir.path()))
+            .await
+            .unwrap();
         assert_eq!(a.state(), InstanceState::Active);
         let toks = a.tokens().to_vec();
         assert_eq!(toks.len(), 32);
         // Crash: the entry stays; restart with the token file.
         drop(a);
-        let a2 = Lifecycler::start(Arc::clone(&kv), cfg("a", dir.path())).await.unwrap();
+        let a2 = Lifecycler::start(Arc::clone(&kv), cfg("a", dir.path()))
+            .await
+            .unwrap();
         assert_eq!(a2.tokens(), toks.as_slice());
         a2.shutdown().await.unwrap();
         assert!(kv.get("/stratus/rings/ingester/a").await.unwrap().is_none());
         // Token file lost, but the entry is still in the store after a crash.
-        let a3 = Lifecycler::start(Arc::clone(&kv), cfg("a", dir.path())).await.unwrap();
+        let a3 = Lifecycler::start(Arc::clone(&kv), cfg("a", dir.path()))
+            .await
+            .unwrap();
         drop(a3);
         std::fs::remove_file(dir.path().join("a.tokens")).unwrap();
         let mut c = cfg("a", dir.path());
@@ -365,7 +371,9 @@ mod tests {
     async fn heartbeat_overwrites_foreign_change_and_recreates() {
         let dir = tempfile::tempdir().unwrap();
         let kv: Arc<dyn Kv> = Arc::new(MemKv::new());
-        let a = Lifecycler::start(Arc::clone(&kv), cfg("a", dir.path())).await.unwrap();
+        let a = Lifecycler::start(Arc::clone(&kv), cfg("a", dir.path()))
+            .await
+            .unwrap();
         let key = "/stratus/rings/ingester/a";
         // A foreign writer changes the entry: the next heartbeat wins it back.
         let mut d = InstanceDesc::decode(key, &kv.get(key).await.unwrap().unwrap().value).unwrap();

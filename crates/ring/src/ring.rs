@@ -239,7 +239,10 @@ impl RingSnapshot {
         let distinct = if zone_aware {
             self.zones
         } else {
-            self.instances.iter().filter(|i| !i.tokens.is_empty()).count()
+            self.instances
+                .iter()
+                .filter(|i| !i.tokens.is_empty())
+                .count()
         };
         let rf = self.cfg.replication_factor.min(distinct).max(1);
         let mut want = rf;
@@ -482,7 +485,11 @@ impl Ring {
                 id: id.to_string(),
             });
         }
-        match self.kv.delete(&key, Precondition::Version(v.version)).await? {
+        match self
+            .kv
+            .delete(&key, Precondition::Version(v.version))
+            .await?
+        {
             CasOutcome::Done { .. } => Ok(()),
             // It heartbeated (or changed) meanwhile: it is alive.
             CasOutcome::Conflict { current: Some(_) } => Err(Error::ForgetHealthy {
@@ -643,5 +650,243 @@ async fn follow(
             }
             Err(e) => tracing::warn!(ring = %cfg.name, error = %e, "ring list failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::mem::MemKv;
+    use crate::lifecycler::{Lifecycler, LifecyclerConfig};
+    use crate::shard::shard_key;
+    use crate::tokens::generate_tokens_seeded;
+    use stratus_model::Labels;
+
+    const NOW: u64 = 1_000_000_000;
+
+    fn inst(id: &str, zone: &str, state: InstanceState, tokens: Vec<u32>) -> Arc<InstanceDesc> {
+        Arc::new(InstanceDesc {
+            id: id.into(),
+            addr: format!("{id}:9095"),
+            http_addr: String::new(),
+            zone: zone.into(),
+            state,
+            tokens,
+            registered_at_ms: NOW,
+            heartbeat_ms: NOW,
+        })
+    }
+
+    /// `k` instances with balanced tokens, zones `zones[i % len]`.
+    fn ring(k: usize, zones: &[&str], rf: usize) -> RingSnapshot {
+        let mut toks: Vec<(String, Vec<u32>)> = Vec::new();
+        for i in 0..k {
+            let zone = zones.get(i % zones.len().max(1)).copied().unwrap_or("");
+            let peers: Vec<&[u32]> = toks
+                .iter()
+                .filter(|(z, _)| z == zone)
+                .map(|(_, t)| t.as_slice())
+                .collect();
+            let t = generate_tokens_seeded(128, &peers, i as u64).unwrap();
+            toks.push((zone.to_string(), t));
+        }
+        let mut cfg = RingConfig::new("ingester");
+        cfg.replication_factor = rf;
+        let instances = toks
+            .into_iter()
+            .enumerate()
+            .map(|(i, (z, t))| inst(&format!("i{i}"), &z, InstanceState::Active, t))
+            .collect();
+        RingSnapshot::new(Arc::new(cfg), instances)
+    }
+
+    fn series_spread(snap: &RingSnapshot, n: usize) -> Vec<usize> {
+        let mut counts = vec![0usize; snap.instances().len()];
+        for s in 0..n {
+            let l = Labels::from_pairs([
+                ("__name__", "node_cpu_seconds_total".to_string()),
+                ("instance", format!("host-{}", s / 100)),
+                ("cpu", format!("{}", s % 100)),
+            ]);
+            let set = snap
+                .get_at(shard_key("tenant-1", &l), Operation::Write, NOW)
+                .unwrap();
+            for id in set.ids() {
+                let i = snap.instances().iter().position(|x| x.id == id).unwrap();
+                counts[i] += 1;
+            }
+        }
+        counts
+    }
+
+    #[test]
+    fn spread_3_ingesters_100k_series() {
+        // RF 1: primary ownership alone must be balanced.
+        let snap = ring(3, &[""], 1);
+        let c = series_spread(&snap, 100_000);
+        let (max, min) = (*c.iter().max().unwrap(), *c.iter().min().unwrap());
+        assert!(max as f64 / min as f64 <= 1.1, "{c:?}");
+        // RF 3 on 6 ingesters: each series on 3, spread still even.
+        let snap = ring(6, &[""], 3);
+        let c = series_spread(&snap, 100_000);
+        assert_eq!(c.iter().sum::<usize>(), 300_000);
+        let (max, min) = (*c.iter().max().unwrap(), *c.iter().min().unwrap());
+        assert!(max as f64 / min as f64 <= 1.1, "{c:?}");
+        let own = snap.ownership();
+        assert!((own.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn replicas_in_distinct_zones() {
+        let snap = ring(6, &["a", "b", "c"], 3);
+        for key in (0..1000u32).map(|i| i.wrapping_mul(4_294_967)) {
+            let set = snap.get_at(key, Operation::Write, NOW).unwrap();
+            assert_eq!(set.instances.len(), 3);
+            assert_eq!(set.max_errors, 1);
+            assert_eq!(set.min_success(), 2);
+            let mut zones: Vec<&str> = set.instances.iter().map(|i| i.zone.as_str()).collect();
+            zones.sort_unstable();
+            assert_eq!(zones, ["a", "b", "c"]);
+        }
+        // Explicit layout: zone awareness skips a second instance of zone a.
+        let insts = vec![
+            inst("a1", "a", InstanceState::Active, vec![10]),
+            inst("a2", "a", InstanceState::Active, vec![20]),
+            inst("b1", "b", InstanceState::Active, vec![30]),
+            inst("c1", "c", InstanceState::Active, vec![40]),
+        ];
+        let aware = RingSnapshot::new(Arc::new(RingConfig::new("x")), insts.clone());
+        let set = aware.get_at(5, Operation::Write, NOW).unwrap();
+        assert_eq!(set.ids().collect::<Vec<_>>(), ["a1", "b1", "c1"]);
+        let mut cfg = RingConfig::new("x");
+        cfg.zone_awareness = false;
+        let plain = RingSnapshot::new(Arc::new(cfg), insts);
+        let set = plain.get_at(5, Operation::Write, NOW).unwrap();
+        assert_eq!(set.ids().collect::<Vec<_>>(), ["a1", "a2", "b1"]);
+    }
+
+    #[test]
+    fn unhealthy_counts_as_error_and_leaving_extends() {
+        let snap = ring(4, &[""], 3);
+        let key = 12345u32;
+        let set = snap.get_at(key, Operation::Write, NOW).unwrap();
+        let ids: Vec<String> = set.ids().map(String::from).collect();
+        assert_eq!(ids.len(), 3);
+
+        // Heartbeat timeout on the first replica: left out, not replaced.
+        let stale = {
+            let mut d = (*snap.instance(&ids[0]).unwrap().as_ref()).clone();
+            d.heartbeat_ms = NOW - 120_000;
+            Arc::new(d)
+        };
+        let s2 = snap.with_heartbeat(&stale).unwrap();
+        let set2 = s2.get_at(key, Operation::Write, NOW).unwrap();
+        assert_eq!(set2.ids().collect::<Vec<_>>(), ids[1..].to_vec());
+        assert_eq!(set2.max_errors, 0);
+        assert_eq!(set2.min_success(), 2);
+        // all_healthy for queriers: 3 of 4 healthy, RF 3 tolerates 1 missing.
+        let all = s2.all_healthy_at(Operation::Read, NOW).unwrap();
+        assert_eq!((all.instances.len(), all.max_errors), (3, 0));
+        assert_eq!(
+            snap.all_healthy_at(Operation::Read, NOW)
+                .unwrap()
+                .max_errors,
+            1
+        );
+
+        // Two stale replicas: no quorum.
+        let stale2 = {
+            let mut d = (*snap.instance(&ids[1]).unwrap().as_ref()).clone();
+            d.heartbeat_ms = 0;
+            Arc::new(d)
+        };
+        let s3 = s2.with_heartbeat(&stale2).unwrap();
+        assert!(matches!(
+            s3.get_at(key, Operation::Write, NOW),
+            Err(Error::TooFewReplicas {
+                needed: 2,
+                found: 1,
+                ..
+            })
+        ));
+
+        // LEAVING first replica: writes extend to the 4th instance; reads keep it.
+        let leaving = {
+            let mut d = (*snap.instance(&ids[0]).unwrap().as_ref()).clone();
+            d.state = InstanceState::Leaving;
+            Arc::new(d)
+        };
+        let s4 = snap.with_heartbeat(&leaving).unwrap();
+        let w = s4.get_at(key, Operation::Write, NOW).unwrap();
+        assert_eq!(w.instances.len(), 3);
+        assert!(!w.ids().any(|i| i == ids[0]));
+        assert_eq!(w.min_success(), 3); // quorum of 4 walked
+        let r = s4.get_at(key, Operation::Read, NOW).unwrap();
+        assert!(r.ids().any(|i| i == ids[0]));
+    }
+
+    #[test]
+    fn small_ring_and_empty_ring() {
+        let snap = ring(1, &[""], 3);
+        let set = snap.get_at(7, Operation::Write, NOW).unwrap();
+        assert_eq!((set.instances.len(), set.max_errors), (1, 0));
+        let empty = RingSnapshot::new(Arc::new(RingConfig::new("x")), vec![]);
+        assert!(matches!(
+            empty.get_at(1, Operation::Write, NOW),
+            Err(Error::EmptyRing { .. })
+        ));
+        // Conflicting token: smaller id wins.
+        let a = inst("a", "", InstanceState::Active, vec![10]);
+        let b = inst("b", "", InstanceState::Active, vec![10, 20]);
+        let s = RingSnapshot::new(Arc::new(RingConfig::new("x")), vec![b, a]);
+        assert_eq!(s.token_count(), 2);
+        let set = s.get_at(5, Operation::Write, NOW).unwrap();
+        assert_eq!(set.ids().next(), Some("a"));
+    }
+
+    #[tokio::test]
+    async fn ring_follows_lifecyclers_and_forget() {
+        let kv: Arc<dyn Kv> = Arc::new(MemKv::new());
+        let mut rc = RingConfig::new("ingester");
+        rc.heartbeat_timeout = Duration::from_millis(300);
+        let ring = Ring::start(Arc::clone(&kv), rc).await.unwrap();
+        let mut lcs = Vec::new();
+        for id in ["a", "b", "c"] {
+            let mut c = LifecyclerConfig::new("ingester", id, format!("{id}:1"));
+            c.heartbeat_period = Duration::from_millis(50);
+            lcs.push(Lifecycler::start(Arc::clone(&kv), c).await.unwrap());
+        }
+        let wait = Duration::from_secs(5);
+        assert!(
+            ring.wait_for(wait, |s| s.instances().len() == 3
+                && s.instances()
+                    .iter()
+                    .all(|i| i.state == InstanceState::Active))
+                .await
+        );
+        let own = ring.snapshot().ownership();
+        assert!(own.iter().all(|o| (o - 1.0 / 3.0).abs() < 0.02), "{own:?}");
+        // Healthy instances cannot be forgotten.
+        assert!(matches!(
+            ring.forget("a").await,
+            Err(Error::ForgetHealthy { .. })
+        ));
+        assert!(matches!(
+            ring.forget("zz").await,
+            Err(Error::InstanceNotFound { .. })
+        ));
+        // Crash c: unhealthy after the timeout, then forgettable.
+        let c = lcs.pop().unwrap();
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let snap = ring.snapshot();
+        let ci = snap.instance("c").unwrap();
+        assert!(!snap.is_healthy(ci, Operation::Write, now_ms()));
+        ring.forget("c").await.unwrap();
+        assert!(ring.wait_for(wait, |s| s.instance("c").is_none()).await);
+        // Graceful leave of b removes it.
+        let b = lcs.pop().unwrap();
+        b.shutdown().await.unwrap();
+        assert!(ring.wait_for(wait, |s| s.instances().len() == 1).await);
     }
 }

@@ -37,7 +37,10 @@ pub fn shard_key_from_hash(tenant: &str, labels_hash: u64) -> u32 {
 /// The ring key for labels held as unsorted `(name, value)` pairs (e.g. a
 /// decoded remote-write series). Sorts a copy of the references by name;
 /// for duplicate names the order given is kept.
-pub fn shard_key_pairs<'a>(tenant: &str, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> u32 {
+pub fn shard_key_pairs<'a>(
+    tenant: &str,
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> u32 {
     let mut v: Vec<(&str, &str)> = pairs.into_iter().collect();
     v.sort_by(|a, b| a.0.cmp(b.0));
     let h = hash_pairs(v.iter().map(|(n, val)| (n.as_bytes(), val.as_bytes())));
@@ -55,7 +58,7 @@ mod tests {
         assert_eq!(k, shard_key_pairs("t1", [("job", "a"), ("__name__", "up")]));
         assert_ne!(k, shard_key("t2", &l));
         // Pinned value: a change here moves every series in a cluster.
-        assert_eq!(k, shard_key("t1", &Labels::from_pairs([("job", "a"), ("__name__", "up")])));
+        assert_eq!(k, 1_352_646_397);
         let long = "x".repeat(300);
         let _ = shard_key(&long, &l);
     }

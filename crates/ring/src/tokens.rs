@@ -98,7 +98,11 @@ pub fn generate_tokens_seeded(n: usize, peers: &[&[u32]], seed: u64) -> Result<V
         if ring.len() == 1 {
             return RING_SIZE;
         }
-        let prev = if i == 0 { ring[ring.len() - 1].0 } else { ring[i - 1].0 };
+        let prev = if i == 0 {
+            ring[ring.len() - 1].0
+        } else {
+            ring[i - 1].0
+        };
         u64::from(ring[i].0.wrapping_sub(prev))
     };
     let mut owned = vec![0u64; peers.len()];
@@ -136,9 +140,17 @@ pub fn generate_tokens_seeded(n: usize, peers: &[&[u32]], seed: u64) -> Result<V
         let remaining = target_total.saturating_sub(taken);
         let per = remaining / (n - placed) as u64;
         // Shave up to 1% at random so simultaneous joins differ.
-        let shave = if per >= 100 { rng.next() % (per / 100) } else { 0 };
+        let shave = if per >= 100 {
+            rng.next() % (per / 100)
+        } else {
+            0
+        };
         let take = (per - shave).clamp(1, len - 1);
-        let prev = if idx == 0 { ring[ring.len() - 1].0 } else { ring[idx - 1].0 };
+        let prev = if idx == 0 {
+            ring[ring.len() - 1].0
+        } else {
+            ring[idx - 1].0
+        };
         let tok = prev.wrapping_add(take as u32);
         owned[victim] -= take;
         taken += take;
@@ -246,7 +258,11 @@ pub fn ownership(instances: &[&[u32]]) -> Vec<f64> {
         let len = if ring.len() == 1 {
             RING_SIZE
         } else {
-            let prev = if i == 0 { ring[ring.len() - 1].0 } else { ring[i - 1].0 };
+            let prev = if i == 0 {
+                ring[ring.len() - 1].0
+            } else {
+                ring[i - 1].0
+            };
             u64::from(ring[i].0.wrapping_sub(prev))
         };
         owned[ring[i].1] += len;

@@ -22,7 +22,7 @@ use futures::future::BoxFuture;
 use snafu::ResultExt;
 
 use super::{CasOutcome, Kv, Listing, Precondition, Versioned, WatchEvent, WatchStream};
-use crate::error::{EtcdSnafu, Error, Result};
+use crate::error::{Error, EtcdSnafu, Result};
 
 /// Connection settings for [`EtcdKv`].
 #[derive(Debug, Clone)]
@@ -219,7 +219,12 @@ impl EtcdKv {
                     reason: "watch stream ended before it was created".into(),
                 });
             }
-            Ok(Some(Err(source))) => return Err(Error::Etcd { op: "watch", source }),
+            Ok(Some(Err(source))) => {
+                return Err(Error::Etcd {
+                    op: "watch",
+                    source,
+                });
+            }
             Ok(Some(Ok(resp))) if resp.canceled() || !resp.created() => {
                 return Err(Error::WatchCancelled {
                     reason: format!("watch not created: {}", resp.cancel_reason()),
@@ -257,7 +262,13 @@ impl EtcdKv {
                     }
                     Some(Err(source)) => {
                         st.done = true;
-                        return Some((Err(Error::Etcd { op: "watch", source }), st));
+                        return Some((
+                            Err(Error::Etcd {
+                                op: "watch",
+                                source,
+                            }),
+                            st,
+                        ));
                     }
                     Some(Ok(resp)) => {
                         if resp.canceled() {
@@ -309,11 +320,7 @@ impl Kv for EtcdKv {
         self.put_impl(key, value, cond).boxed()
     }
 
-    fn delete<'a>(
-        &'a self,
-        key: &'a str,
-        cond: Precondition,
-    ) -> BoxFuture<'a, Result<CasOutcome>> {
+    fn delete<'a>(&'a self, key: &'a str, cond: Precondition) -> BoxFuture<'a, Result<CasOutcome>> {
         self.delete_impl(key, cond).boxed()
     }
 

@@ -135,11 +135,7 @@ impl Kv for MemKv {
         futures::future::ready(Ok(self.put_sync(key, value, cond))).boxed()
     }
 
-    fn delete<'a>(
-        &'a self,
-        key: &'a str,
-        cond: Precondition,
-    ) -> BoxFuture<'a, Result<CasOutcome>> {
+    fn delete<'a>(&'a self, key: &'a str, cond: Precondition) -> BoxFuture<'a, Result<CasOutcome>> {
         futures::future::ready(Ok(self.delete_sync(key, cond))).boxed()
     }
 
@@ -180,13 +176,19 @@ mod tests {
     #[tokio::test]
     async fn cas_semantics() {
         let kv = MemKv::new();
-        let CasOutcome::Done { version: v1 } =
-            kv.put("a/x", b"1".to_vec(), Precondition::Absent).await.unwrap()
+        let CasOutcome::Done { version: v1 } = kv
+            .put("a/x", b"1".to_vec(), Precondition::Absent)
+            .await
+            .unwrap()
         else {
             panic!("first create must succeed");
         };
         // Second create conflicts and reports the current value.
-        match kv.put("a/x", b"2".to_vec(), Precondition::Absent).await.unwrap() {
+        match kv
+            .put("a/x", b"2".to_vec(), Precondition::Absent)
+            .await
+            .unwrap()
+        {
             CasOutcome::Conflict { current: Some(c) } => assert_eq!(c.version, v1),
             o => panic!("unexpected {o:?}"),
         }
@@ -200,14 +202,18 @@ mod tests {
         assert!(v2 > v1);
         // A stale version loses.
         assert!(matches!(
-            kv.put("a/x", b"3".to_vec(), Precondition::Version(v1)).await.unwrap(),
+            kv.put("a/x", b"3".to_vec(), Precondition::Version(v1))
+                .await
+                .unwrap(),
             CasOutcome::Conflict { .. }
         ));
         assert!(matches!(
             kv.delete("a/x", Precondition::Version(v1)).await.unwrap(),
             CasOutcome::Conflict { .. }
         ));
-        kv.put("b/y", b"o".to_vec(), Precondition::Any).await.unwrap();
+        kv.put("b/y", b"o".to_vec(), Precondition::Any)
+            .await
+            .unwrap();
         let l = kv.list("a/").await.unwrap();
         assert_eq!(l.entries.len(), 1);
         assert_eq!(l.entries[0].1.value, b"2");
