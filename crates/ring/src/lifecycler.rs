@@ -3,7 +3,7 @@
 //! [`Lifecycler::join`] registers the instance as JOINING with its tokens,
 //! taken in this order: the token file (a restart, also after `kill -9`),
 //! the tokens of an entry with the same id still in the store, or freshly
-//! generated ones ([`generate_tokens`](crate::tokens::generate_tokens),
+//! generated ones ([`generate_tokens`],
 //! balanced within the instance's zone). Tokens are written to the token
 //! file before the store, so they never change once others could see them.
 //! A background task then heartbeats every `heartbeat_period`.
