@@ -51,8 +51,10 @@ pub(crate) fn eval_binary(ev: &mut Evaluator<'_>, b: &Binary, ctx: &Ctx) -> Resu
                 })
                 .collect(),
         )),
-        (Val::Vector(l), Val::Scalar(r)) => Ok(Val::Vector(vector_scalar(b, l, &r, false, ctx))),
-        (Val::Scalar(l), Val::Vector(r)) => Ok(Val::Vector(vector_scalar(b, r, &l, true, ctx))),
+        (Val::Vector(l), Val::Scalar(r)) => {
+            Ok(Val::Vector(vector_scalar(ev, b, l, &r, false, ctx)))
+        }
+        (Val::Scalar(l), Val::Vector(r)) => Ok(Val::Vector(vector_scalar(ev, b, r, &l, true, ctx))),
         (Val::Vector(l), Val::Vector(r)) => {
             if b.op.is_set() {
                 set_op(ev, b, l, r, ctx)
@@ -71,6 +73,7 @@ pub(crate) fn eval_binary(ev: &mut Evaluator<'_>, b: &Binary, ctx: &Ctx) -> Resu
 }
 
 fn vector_scalar(
+    ev: &mut Evaluator<'_>,
     b: &Binary,
     series: Vec<Series>,
     sc: &[f64],
@@ -106,7 +109,18 @@ fn vector_scalar(
                 BinOp::TrimUpper | BinOp::TrimLower if !swap => {
                     crate::histogram::trim(h, x, b.op == BinOp::TrimUpper)
                 }
-                _ => continue,
+                _ => {
+                    let (lk, rk) = if swap {
+                        ("float", "histogram")
+                    } else {
+                        ("histogram", "float")
+                    };
+                    let op = b.op.as_str();
+                    ev.info(format!(
+                        "incompatible sample types encountered for binary operator \"{op}\": {lk} {op} {rk}"
+                    ));
+                    continue;
+                }
             };
             hpts.push((*t, std::sync::Arc::new(out)));
         }
