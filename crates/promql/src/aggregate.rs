@@ -259,6 +259,11 @@ fn hist_groups<'k>(
                     if crate::histogram::reset_collision(&cur, h) {
                         collision = true;
                     }
+                    if crate::histogram::custom_mismatch(&cur, h) {
+                        ev.info(
+                            "mismatched custom buckets were reconciled during aggregation".into(),
+                        );
+                    }
                     match crate::histogram::add(&cur, h) {
                         Ok(r) => Some(r),
                         Err(_) => {

@@ -35,14 +35,6 @@ pub(crate) fn apply(op: BinOp, l: f64, r: f64) -> (f64, bool) {
 }
 
 pub(crate) fn eval_binary(ev: &mut Evaluator<'_>, b: &Binary, ctx: &Ctx) -> Result<Val> {
-    if matches!(b.op, BinOp::TrimUpper | BinOp::TrimLower) {
-        return Err(PromqlError::Unsupported {
-            what: format!(
-                "the histogram trim operator {} is not supported yet",
-                b.op.as_str()
-            ),
-        });
-    }
     let lhs = ev.eval(&b.lhs, ctx)?;
     let rhs = ev.eval(&b.rhs, ctx)?;
     match (lhs, rhs) {
@@ -59,8 +51,10 @@ pub(crate) fn eval_binary(ev: &mut Evaluator<'_>, b: &Binary, ctx: &Ctx) -> Resu
                 })
                 .collect(),
         )),
-        (Val::Vector(l), Val::Scalar(r)) => Ok(Val::Vector(vector_scalar(b, l, &r, false, ctx))),
-        (Val::Scalar(l), Val::Vector(r)) => Ok(Val::Vector(vector_scalar(b, r, &l, true, ctx))),
+        (Val::Vector(l), Val::Scalar(r)) => {
+            Ok(Val::Vector(vector_scalar(ev, b, l, &r, false, ctx)))
+        }
+        (Val::Scalar(l), Val::Vector(r)) => Ok(Val::Vector(vector_scalar(ev, b, r, &l, true, ctx))),
         (Val::Vector(l), Val::Vector(r)) => {
             if b.op.is_set() {
                 set_op(ev, b, l, r, ctx)
@@ -79,6 +73,7 @@ pub(crate) fn eval_binary(ev: &mut Evaluator<'_>, b: &Binary, ctx: &Ctx) -> Resu
 }
 
 fn vector_scalar(
+    ev: &mut Evaluator<'_>,
     b: &Binary,
     series: Vec<Series>,
     sc: &[f64],
@@ -108,12 +103,26 @@ fn vector_scalar(
         for (t, h) in &s.hist {
             let idx = ((t - ctx.start) / ctx.step) as usize;
             let x = sc.get(idx).copied().unwrap_or(f64::NAN);
-            let f = match b.op {
-                BinOp::Mul => x,
-                BinOp::Div if !swap => 1.0 / x,
-                _ => continue,
+            let out = match b.op {
+                BinOp::Mul => crate::histogram::scale(h, x),
+                BinOp::Div if !swap => crate::histogram::div(h, x),
+                BinOp::TrimUpper | BinOp::TrimLower if !swap => {
+                    crate::histogram::trim(h, x, b.op == BinOp::TrimUpper)
+                }
+                _ => {
+                    let (lk, rk) = if swap {
+                        ("float", "histogram")
+                    } else {
+                        ("histogram", "float")
+                    };
+                    let op = b.op.as_str();
+                    ev.info(format!(
+                        "incompatible sample types encountered for binary operator \"{op}\": {lk} {op} {rk}"
+                    ));
+                    continue;
+                }
             };
-            hpts.push((*t, std::sync::Arc::new(crate::histogram::scale(h, f))));
+            hpts.push((*t, std::sync::Arc::new(out)));
         }
         if !pts.is_empty() || !hpts.is_empty() {
             s.points = pts;
@@ -200,6 +209,9 @@ fn vector_vector(
     rhs: Vec<Series>,
     ctx: &Ctx,
 ) -> Result<Val> {
+    if lhs.iter().chain(&rhs).any(|s| !s.hist.is_empty()) {
+        return vector_vector_mixed(ev, b, lhs, rhs, ctx);
+    }
     let m = &b.matching;
     let swap = m.card == Cardinality::OneToMany;
     // `one` is the side looked up by signature, `many` the side iterated.
@@ -288,6 +300,225 @@ fn vector_vector(
                 // A missing many side yields the match group's labels.
                 let labels = match_labels(&one[oi].labels, m);
                 out.push(labels, false, ts, val)?;
+            }
+        }
+    }
+    Ok(Val::Vector(out.series))
+}
+
+/// One sample of either type.
+#[derive(Clone)]
+enum Samp {
+    F(f64),
+    H(Hist),
+}
+
+impl Samp {
+    fn kind(&self) -> &'static str {
+        match self {
+            Samp::F(_) => "float",
+            Samp::H(_) => "histogram",
+        }
+    }
+}
+
+/// Applies `op` to two samples of any type: `None` drops the result.
+fn apply_samples(ev: &mut Evaluator<'_>, b: &Binary, l: &Samp, r: &Samp) -> Option<Samp> {
+    use crate::histogram as hg;
+    let op = b.op;
+    let out = match (l, r) {
+        (Samp::F(l), Samp::F(r)) => {
+            let (val, keep) = apply(op, *l, *r);
+            return if b.return_bool {
+                Some(Samp::F(if keep { 1.0 } else { 0.0 }))
+            } else if keep {
+                Some(Samp::F(val))
+            } else {
+                None
+            };
+        }
+        (Samp::H(x), Samp::H(y)) => match op {
+            BinOp::Add | BinOp::Sub => {
+                if hg::custom_mismatch(x, y) {
+                    let what = if op == BinOp::Add {
+                        "addition"
+                    } else {
+                        "subtraction"
+                    };
+                    ev.info(format!(
+                        "mismatched custom buckets were reconciled during {what}"
+                    ));
+                }
+                let r = if op == BinOp::Add {
+                    hg::add(x, y)
+                } else {
+                    hg::sub(x, y)
+                };
+                match r {
+                    Ok(mut h) => {
+                        if op == BinOp::Sub {
+                            h.reset_hint = stratus_model::reset_hint::GAUGE;
+                        }
+                        Some(Samp::H(std::sync::Arc::new(h)))
+                    }
+                    Err(_) => {
+                        ev.warn("vector contains a mix of histograms with exponential and custom buckets schemas for metric name \"\"".into());
+                        return None;
+                    }
+                }
+            }
+            BinOp::Eql | BinOp::Neq => {
+                let (mut cx, mut cy) = (hg::compact(x), hg::compact(y));
+                cx.reset_hint = 0;
+                cy.reset_hint = 0;
+                let eq = cx == cy;
+                let keep = eq == (op == BinOp::Eql);
+                if b.return_bool {
+                    Some(Samp::F(if keep { 1.0 } else { 0.0 }))
+                } else if keep {
+                    Some(l.clone())
+                } else {
+                    return None;
+                }
+            }
+            _ => None,
+        },
+        (Samp::H(h), Samp::F(f)) => {
+            match op {
+                BinOp::Mul => Some(Samp::H(std::sync::Arc::new(hg::scale(h, *f)))),
+                BinOp::Div => Some(Samp::H(std::sync::Arc::new(hg::div(h, *f)))),
+                BinOp::TrimUpper | BinOp::TrimLower => Some(Samp::H(std::sync::Arc::new(
+                    hg::trim(h, *f, op == BinOp::TrimUpper),
+                ))),
+                _ => None,
+            }
+        }
+        (Samp::F(f), Samp::H(h)) => match op {
+            BinOp::Mul => Some(Samp::H(std::sync::Arc::new(hg::scale(h, *f)))),
+            _ => None,
+        },
+    };
+    if out.is_none() {
+        ev.info(format!(
+            "incompatible sample types encountered for binary operator \"{}\": {} {} {}",
+            op.as_str(),
+            l.kind(),
+            op.as_str(),
+            r.kind()
+        ));
+    }
+    out
+}
+
+/// The samples of `series` at `ts`, floats then histograms.
+fn samples_at(
+    cur: &mut StepCursor<'_>,
+    ts: i64,
+    fbuf: &mut Vec<(usize, f64)>,
+    hbuf: &mut Vec<(usize, Hist)>,
+) -> Vec<(usize, Samp)> {
+    cur.at(ts, fbuf);
+    cur.at_hist(ts, hbuf);
+    fbuf.iter()
+        .map(|&(i, v)| (i, Samp::F(v)))
+        .chain(hbuf.drain(..).map(|(i, h)| (i, Samp::H(h))))
+        .collect()
+}
+
+/// [`vector_vector`] when any input holds native histograms.
+fn vector_vector_mixed(
+    ev: &mut Evaluator<'_>,
+    b: &Binary,
+    lhs: Vec<Series>,
+    rhs: Vec<Series>,
+    ctx: &Ctx,
+) -> Result<Val> {
+    let m = &b.matching;
+    let swap = m.card == Cardinality::OneToMany;
+    let (many, one) = if swap { (&rhs, &lhs) } else { (&lhs, &rhs) };
+    let (fill_many, fill_one) = (m.fill_lhs, m.fill_rhs);
+    let many_sigs = signatures(many, m);
+    let one_sigs = signatures(one, m);
+    let mut out = OutBuilder::default();
+    let mut cur_many = StepCursor::new(many);
+    let mut cur_one = StepCursor::new(one);
+    let (mut fb, mut hb) = (Vec::new(), Vec::new());
+    let mut one_by_sig: HashMap<&[u8], usize> = HashMap::new();
+    let mut matched: HashMap<&[u8], HashSet<Labels>> = HashMap::new();
+    for i in 0..ctx.n() {
+        ev.check_deadline()?;
+        let ts = ctx.ts(i);
+        let vm = samples_at(&mut cur_many, ts, &mut fb, &mut hb);
+        let vo = samples_at(&mut cur_one, ts, &mut fb, &mut hb);
+        if (vm.is_empty() && fill_many.is_none()) || (vo.is_empty() && fill_one.is_none()) {
+            continue;
+        }
+        one_by_sig.clear();
+        for (k, (oi, _)) in vo.iter().enumerate() {
+            let sig = one_sigs[*oi].as_slice();
+            if let Some(&prev) = one_by_sig.get(sig) {
+                let side = if swap { "left" } else { "right" };
+                let prev_i = vo.get(prev).map_or(*oi, |p| p.0);
+                return Err(PromqlError::ManyToMany {
+                    group: labels_string(&match_labels(&one[*oi].labels, m)),
+                    side,
+                    a: labels_string(&one[*oi].labels),
+                    b: labels_string(&one[prev_i].labels),
+                });
+            }
+            one_by_sig.insert(sig, k);
+        }
+        matched.clear();
+        let mut used_one: HashSet<usize> = HashSet::new();
+        for (mi, mv) in &vm {
+            let sig = many_sigs[*mi].as_slice();
+            let (ov, olabels) = match one_by_sig.get(sig) {
+                Some(&k) => {
+                    used_one.insert(k);
+                    let Some((oi, ov)) = vo.get(k) else { continue };
+                    (ov.clone(), Some(&one[*oi].labels))
+                }
+                None => match fill_one {
+                    Some(f) => (Samp::F(f), None),
+                    None => continue,
+                },
+            };
+            let (l, r) = if swap { (&ov, mv) } else { (mv, &ov) };
+            let Some(val) = apply_samples(ev, b, l, r) else {
+                continue;
+            };
+            let empty = Labels::empty();
+            let labels = result_labels(&many[*mi].labels, olabels.unwrap_or(&empty), b.op, m);
+            let set = matched.entry(sig).or_default();
+            if m.card == Cardinality::OneToOne {
+                if !set.is_empty() {
+                    return Err(PromqlError::MultipleMatches);
+                }
+                set.insert(Labels::empty());
+            } else if !set.insert(labels.clone()) {
+                return Err(PromqlError::GroupingNotUnique);
+            }
+            let drop = b.return_bool || many[*mi].drop_name && keeps_name(b.op);
+            match val {
+                Samp::F(v) => out.push(labels, drop, ts, v)?,
+                Samp::H(h) => out.push_hist(labels, drop, ts, h)?,
+            }
+        }
+        if let Some(f) = fill_many {
+            for (k, (oi, ov)) in vo.iter().enumerate() {
+                if used_one.contains(&k) {
+                    continue;
+                }
+                let fv = Samp::F(f);
+                let (l, r) = if swap { (ov, &fv) } else { (&fv, ov) };
+                let Some(val) = apply_samples(ev, b, l, r) else {
+                    continue;
+                };
+                let labels = match_labels(&one[*oi].labels, m);
+                match val {
+                    Samp::F(v) => out.push(labels, false, ts, v)?,
+                    Samp::H(h) => out.push_hist(labels, false, ts, h)?,
+                }
             }
         }
     }

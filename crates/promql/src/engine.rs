@@ -994,7 +994,7 @@ impl<'a> Evaluator<'a> {
 
 /// True for comparison and set operators, which keep `__name__`.
 pub(crate) fn keeps_name(op: BinOp) -> bool {
-    op.is_comparison() || op.is_set()
+    op.is_comparison() || op.is_set() || matches!(op, BinOp::TrimUpper | BinOp::TrimLower)
 }
 
 /// The name label, if any.

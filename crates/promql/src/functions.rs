@@ -790,7 +790,11 @@ fn range_function(
     hpts.resize_with(labels.len(), Vec::new);
     for (_, m, si) in annos {
         let mn = labels.get(si).map_or("", |l| metric_name(l));
-        ev.warn(m.replace("{NAME}", &crate::value::go_quote(mn)));
+        let m = m.replace("{NAME}", &crate::value::go_quote(mn));
+        match m.strip_prefix(INFO) {
+            Some(i) => ev.info(i.to_string()),
+            None => ev.warn(m),
+        }
     }
     let mut out = Vec::new();
     for ((l, p), hp) in labels.into_iter().zip(pts).zip(hpts) {
@@ -939,6 +943,9 @@ enum HOut {
     H(Hist),
 }
 
+/// Prefix of annotation texts from range functions that are infos.
+const INFO: &str = "info:";
+const RECONCILED: &str = "mismatched custom buckets were reconciled during";
 const MIX_FH: &str = "encountered a mix of histograms and floats for metric name {NAME}";
 const MIX_SCHEMA: &str = "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {NAME}";
 
@@ -1002,6 +1009,9 @@ fn hist_range(
             let mut r = if is_irate && hg::detect_reset(hb, ha) {
                 hg::compact(hb)
             } else {
+                if hg::custom_mismatch(hb, ha) {
+                    warn(format!("{INFO}{RECONCILED} subtraction"));
+                }
                 match hg::sub(hb, ha) {
                     Ok(r) => r,
                     Err(_) => {
@@ -1085,6 +1095,9 @@ fn hist_range(
             }
             let mut acc = hg::compact(&hs[0].1);
             for (_, h) in &hs[1..] {
+                if hg::custom_mismatch(&acc, h) {
+                    warn(format!("{INFO}{RECONCILED} aggregation"));
+                }
                 match hg::add(&acc, h) {
                     Ok(r) => acc = r,
                     Err(_) => {
@@ -1137,6 +1150,9 @@ fn hist_rate(
     } else if first.1.reset_hint != GAUGE || last.1.reset_hint != GAUGE {
         warn("this native histogram metric is not a gauge: {NAME}".into());
     }
+    if hg::custom_mismatch(&last.1, &first.1) {
+        warn(format!("{INFO}{RECONCILED} subtraction"));
+    }
     let mut h = match hg::sub(&hg::to_schema(&last.1, min_schema), &first.1) {
         Ok(h) => h,
         Err(_) => {
@@ -1147,6 +1163,9 @@ fn hist_rate(
     if is_counter {
         for p in s.windows(2) {
             if hg::detect_reset(&p[1].1, &p[0].1) {
+                if hg::custom_mismatch(&h, &p[0].1) {
+                    warn(format!("{INFO}{RECONCILED} addition"));
+                }
                 match hg::add(&h, &p[0].1) {
                     Ok(r) => h = r,
                     Err(_) => {

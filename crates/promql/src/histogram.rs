@@ -18,8 +18,6 @@ pub(crate) type Hist = Arc<FloatHistogram>;
 pub(crate) enum HistError {
     /// One uses exponential buckets, the other custom buckets.
     MixedSchemas,
-    /// Both use custom buckets with different boundaries.
-    CustomMismatch,
 }
 
 /// Whether `h` uses custom bucket boundaries.
@@ -233,20 +231,40 @@ pub(crate) fn exp_bound(idx: i32, schema: i32) -> f64 {
 }
 
 fn check(a: &FloatHistogram, b: &FloatHistogram) -> Result<(), HistError> {
-    match (is_custom(a), is_custom(b)) {
-        (true, true) => {
-            if a.custom_values.len() != b.custom_values.len()
-                || a.custom_values
-                    .iter()
-                    .zip(&b.custom_values)
-                    .any(|(x, y)| x != y)
-            {
-                return Err(HistError::CustomMismatch);
-            }
-            Ok(())
+    if is_custom(a) != is_custom(b) {
+        return Err(HistError::MixedSchemas);
+    }
+    Ok(())
+}
+
+/// Whether `a` and `b` both use custom buckets with different
+/// boundaries (combining them reconciles the boundaries, with an info).
+pub(crate) fn custom_mismatch(a: &FloatHistogram, b: &FloatHistogram) -> bool {
+    is_custom(a) && is_custom(b) && a.custom_values != b.custom_values
+}
+
+impl Work {
+    /// Re-buckets custom buckets onto `bounds`, a subset of the current
+    /// boundaries: each bucket joins the new bucket that contains it.
+    fn rebucket(&mut self, bounds: &[f64]) {
+        if self.custom == bounds {
+            return;
         }
-        (false, false) => Ok(()),
-        _ => Err(HistError::MixedSchemas),
+        let custom = &self.custom;
+        let v: Vec<(i32, f64)> = self
+            .pos
+            .iter()
+            .map(|&(i, c)| {
+                let upper = usize::try_from(i)
+                    .ok()
+                    .and_then(|iu| custom.get(iu).copied())
+                    .unwrap_or(f64::INFINITY);
+                let j = bounds.partition_point(|&b| b < upper);
+                (i32::try_from(j).unwrap_or(i32::MAX), c)
+            })
+            .collect();
+        self.pos = merge_pairs(v);
+        self.custom = bounds.to_vec();
     }
 }
 
@@ -256,6 +274,16 @@ fn combine(a: &FloatHistogram, b: &FloatHistogram, sign: f64) -> Result<FloatHis
     check(a, b)?;
     let mut x = Work::of(a);
     let mut y = Work::of(b);
+    if custom_mismatch(a, b) {
+        let common: Vec<f64> = a
+            .custom_values
+            .iter()
+            .copied()
+            .filter(|v| b.custom_values.contains(v))
+            .collect();
+        x.rebucket(&common);
+        y.rebucket(&common);
+    }
     let schema = x.schema.min(y.schema);
     x.reduce(schema);
     y.reduce(schema);
@@ -310,6 +338,24 @@ pub(crate) fn scale(h: &FloatHistogram, f: f64) -> FloatHistogram {
     w.build()
 }
 
+/// `h / f`; division by zero drops all buckets (count, sum and zero
+/// bucket become infinite or NaN), as Prometheus does.
+pub(crate) fn div(h: &FloatHistogram, f: f64) -> FloatHistogram {
+    let mut w = Work::of(h);
+    w.zc /= f;
+    w.count /= f;
+    w.sum /= f;
+    if f == 0.0 {
+        w.pos.clear();
+        w.neg.clear();
+    } else {
+        for (_, c) in w.pos.iter_mut().chain(w.neg.iter_mut()) {
+            *c /= f;
+        }
+    }
+    w.build()
+}
+
 /// `h` in compact form (no empty buckets).
 pub(crate) fn compact(h: &FloatHistogram) -> FloatHistogram {
     Work::of(h).build()
@@ -336,11 +382,7 @@ pub(crate) fn detect_reset(cur: &FloatHistogram, prev: &FloatHistogram) -> bool 
     if is_custom(cur) != is_custom(prev) {
         return true;
     }
-    if is_custom(cur) {
-        if cur.custom_values != prev.custom_values {
-            return true;
-        }
-    } else {
+    if !is_custom(cur) {
         if cur.schema > prev.schema {
             return true;
         }
@@ -350,6 +392,17 @@ pub(crate) fn detect_reset(cur: &FloatHistogram, prev: &FloatHistogram) -> bool 
     }
     let mut p = Work::of(prev);
     let mut c = Work::of(cur);
+    if custom_mismatch(cur, prev) {
+        // Compare on the boundaries both have, as subtraction does.
+        let common: Vec<f64> = cur
+            .custom_values
+            .iter()
+            .copied()
+            .filter(|v| prev.custom_values.contains(v))
+            .collect();
+        p.rebucket(&common);
+        c.rebucket(&common);
+    }
     p.reduce(c.schema);
     if c.zt > p.zt {
         p.widen_zero(c.zt);
@@ -624,6 +677,144 @@ pub(crate) fn variance(h: &FloatHistogram) -> f64 {
     (var + c) / h.count
 }
 
+/// Kept fraction and representative value of the kept part of a bucket
+/// spanning the finite `[lo, hi]` with linear interpolation.
+fn trim_linear(lo: f64, hi: f64, x: f64, below: bool) -> (f64, f64) {
+    if below {
+        if x >= hi {
+            (1.0, (lo + hi) / 2.0)
+        } else if x <= lo {
+            (0.0, 0.0)
+        } else {
+            ((x - lo) / (hi - lo), (lo + x) / 2.0)
+        }
+    } else if x <= lo {
+        (1.0, (lo + hi) / 2.0)
+    } else if x >= hi {
+        (0.0, 0.0)
+    } else {
+        ((hi - x) / (hi - lo), (x + hi) / 2.0)
+    }
+}
+
+/// As [`trim_linear`] for the positive exponential bucket `(lo, hi]`:
+/// logarithmic interpolation, geometric mean as representative.
+fn trim_exp(lo: f64, hi: f64, x: f64, below: bool) -> (f64, f64) {
+    if lo <= 0.0 || !hi.is_finite() {
+        return trim_linear(lo, hi, x, below);
+    }
+    let span = (hi / lo).ln();
+    if below {
+        if x >= hi {
+            (1.0, (lo * hi).sqrt())
+        } else if x <= lo {
+            (0.0, 0.0)
+        } else {
+            ((x / lo).ln() / span, (lo * x).sqrt())
+        }
+    } else if x <= lo {
+        (1.0, (lo * hi).sqrt())
+    } else if x >= hi {
+        (0.0, 0.0)
+    } else {
+        ((hi / x).ln() / span, (x * hi).sqrt())
+    }
+}
+
+/// Kept fraction and representative value of custom bucket `idx`.
+fn trim_custom(custom: &[f64], idx: usize, x: f64, below: bool) -> (f64, f64) {
+    let upper = custom.get(idx).copied().unwrap_or(f64::INFINITY);
+    if idx == 0 && upper == f64::INFINITY {
+        // The only bucket, (-Inf, +Inf]: kept only by the no-op cuts.
+        return (0.0, 0.0);
+    }
+    if idx == 0 {
+        if upper > 0.0 {
+            // Observations of the first bucket are assumed in [0, upper].
+            if !below && x < 0.0 {
+                return (0.0, 0.0);
+            }
+            return trim_linear(0.0, upper, x, below);
+        }
+        // (-Inf, upper] with upper <= 0: the cut point stands in for
+        // the unknown lower end.
+        return if !below || x == f64::NEG_INFINITY {
+            (0.0, 0.0)
+        } else {
+            (1.0, x.min(upper))
+        };
+    }
+    let lower = custom.get(idx - 1).copied().unwrap_or(f64::INFINITY);
+    if upper == f64::INFINITY {
+        return if below || x == f64::INFINITY {
+            (0.0, 0.0)
+        } else {
+            (1.0, x.max(lower))
+        };
+    }
+    trim_linear(lower, upper, x, below)
+}
+
+/// The trim operators: `h </ x` (`below`) keeps the observations below
+/// `x`, `h >/ x` those above it. Buckets cut by `x` are interpolated
+/// (logarithmically for exponential buckets, linearly for the zero
+/// bucket and custom buckets) and the sum is re-estimated from the kept
+/// buckets; a histogram that loses nothing is returned unchanged.
+pub(crate) fn trim(h: &FloatHistogram, x: f64, below: bool) -> FloatHistogram {
+    if (below && x == f64::INFINITY) || (!below && x == f64::NEG_INFINITY) {
+        return h.clone();
+    }
+    let mut w = Work::of(h);
+    let mut changed = false;
+    let mut count = 0.0;
+    let mut sum = 0.0;
+    let mut apply = |c: &mut f64, (f, rep): (f64, f64)| {
+        if *c == 0.0 {
+            return;
+        }
+        if f != 1.0 {
+            changed = true;
+        }
+        *c *= f;
+        if *c != 0.0 {
+            count += *c;
+            sum += *c * rep;
+        }
+    };
+    if is_custom(h) {
+        for (i, c) in &mut w.pos {
+            let Ok(iu) = usize::try_from(*i) else {
+                continue;
+            };
+            apply(c, trim_custom(&h.custom_values, iu, x, below));
+        }
+    } else {
+        let schema = h.schema;
+        for (i, c) in &mut w.pos {
+            let (lo, hi) = (exp_bound(*i - 1, schema), exp_bound(*i, schema));
+            apply(c, trim_exp(lo, hi, x, below));
+        }
+        for (i, c) in &mut w.neg {
+            let (lo, hi) = (exp_bound(*i - 1, schema), exp_bound(*i, schema));
+            let (f, rep) = trim_exp(lo, hi, -x, !below);
+            apply(c, (f, -rep));
+        }
+        let zt = h.zero_threshold;
+        let (lo, hi) = match (has_neg(h), has_pos(h)) {
+            (true, false) => (-zt, 0.0),
+            (false, true) => (0.0, zt),
+            _ => (-zt, zt),
+        };
+        apply(&mut w.zc, trim_linear(lo, hi, x, below));
+    }
+    if !changed {
+        return h.clone();
+    }
+    w.count = count;
+    w.sum = sum;
+    w.build()
+}
+
 /// Compares two histograms the way the test runner does: compact forms,
 /// floats within `eq`.
 pub(crate) fn approx_eq(
@@ -679,6 +870,56 @@ mod tests {
             vec![(1, 7.0)]
         );
         assert_eq!(r.count, 7.0);
+    }
+
+    #[test]
+    fn trim_interpolates_and_keeps_untouched() {
+        // Buckets (0.5,1]:2 (1,2]:4 (2,4]:8 at schema 0.
+        let a = h(0, &[(0, 2.0), (1, 4.0), (2, 8.0)]);
+        assert_eq!(trim(&a, f64::INFINITY, true), a);
+        assert_eq!(trim(&a, 0.1, false), a);
+        let r = trim(&a, 2f64.sqrt(), true);
+        assert!((r.count - 4.0).abs() < 1e-9);
+        let r = trim(&a, 2.0, false);
+        assert_eq!(r.count, 8.0);
+        assert!((r.sum - 8.0 * 8f64.sqrt()).abs() < 1e-9);
+        let c = FloatHistogram {
+            schema: CUSTOM_BUCKETS_SCHEMA,
+            count: 15.0,
+            custom_values: vec![5.0, 10.0],
+            positive_spans: vec![BucketSpan {
+                offset: 0,
+                length: 3,
+            }],
+            positive_buckets: vec![1.0, 6.0, 8.0],
+            ..Default::default()
+        };
+        let r = trim(&c, 7.5, true);
+        assert_eq!(r.count, 4.0);
+        assert_eq!(r.sum, 2.5 + 3.0 * 6.25);
+    }
+
+    #[test]
+    fn custom_mismatch_is_reconciled() {
+        let mk = |cv: Vec<f64>, b: Vec<f64>| FloatHistogram {
+            schema: CUSTOM_BUCKETS_SCHEMA,
+            count: b.iter().sum(),
+            positive_spans: vec![BucketSpan {
+                offset: 0,
+                length: b.len() as u32,
+            }],
+            positive_buckets: b,
+            custom_values: cv,
+            ..Default::default()
+        };
+        let a = mk(vec![2.0, 4.0], vec![1.0, 2.0, 3.0]);
+        let b = mk(vec![1.0, 2.0, 3.0, 4.0], vec![1.0, 1.0, 1.0, 1.0, 1.0]);
+        assert!(custom_mismatch(&a, &b));
+        let r = add(&a, &b).unwrap();
+        assert_eq!(r.custom_values, vec![2.0, 4.0]);
+        assert_eq!(r.positive_buckets, vec![3.0, 4.0, 4.0]);
+        // On the common bounds b is [2 2 1]: the +Inf bucket dropped.
+        assert!(detect_reset(&b, &a));
     }
 
     #[test]

@@ -53,7 +53,16 @@ fn upstream_promqltest_files() {
         tp += r.passed;
         tf += r.failed.len();
         for (line, _expr, reason) in r.failed {
-            let reason: String = reason.replace('\n', " ").chars().take(300).collect();
+            let reason: String = reason
+                .replace('\n', " ")
+                .chars()
+                .take(
+                    std::env::var("PROMQL_REASON_LEN")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(300),
+                )
+                .collect();
             failures.insert(format!("{name}:{line}"), reason);
         }
     }

@@ -642,7 +642,8 @@ impl HistogramAppender {
                 &h.custom_values,
             )
         {
-            return Appendable::Cut(CounterResetHeader::Reset);
+            // Changed custom bounds: PromQL reconciles them to find resets.
+            return Appendable::Cut(CounterResetHeader::Unknown);
         }
         if h.count < last.count || h.zero_count < last.zero_count {
             return Appendable::Cut(CounterResetHeader::Reset);
@@ -955,7 +956,8 @@ impl FloatHistogramAppender {
                 &h.custom_values,
             )
         {
-            return Appendable::Cut(CounterResetHeader::Reset);
+            // Changed custom bounds: PromQL reconciles them to find resets.
+            return Appendable::Cut(CounterResetHeader::Unknown);
         }
         if h.count < last.count || h.zero_count < last.zero_count {
             return Appendable::Cut(CounterResetHeader::Reset);

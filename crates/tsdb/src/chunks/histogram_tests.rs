@@ -281,7 +281,7 @@ fn custom_bucket_histograms_round_trip() {
     other.custom_values[0] = 0.006;
     assert_eq!(
         app.appendable(&other),
-        Appendable::Cut(CounterResetHeader::Reset)
+        Appendable::Cut(CounterResetHeader::Unknown)
     );
 
     let h = Histogram {
