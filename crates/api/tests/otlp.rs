@@ -330,10 +330,27 @@ async fn otlp_protobuf_round_trip() {
         labels,
         serde_json::json!({"__name__":"target_info","host_name":"h1","instance":"i1","job":"ns/svc"})
     );
+    assert!(query(&srv, "{__name__=~\"delta.*\"}", t).await.is_empty());
+    // Exponential histograms are native histograms: a `histogram` sample,
+    // no float `value`.
+    let r = srv
+        .client
+        .get(format!("{}/api/v1/query", srv.base))
+        .query(&[
+            ("query", "{__name__=~\"exp.*\"}"),
+            ("time", format!("{}", t as f64 / 1000.0).as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json_value()
+        .await;
+    let res = r["data"]["result"].as_array().unwrap();
+    assert!(!res.is_empty(), "{r}");
     assert!(
-        query(&srv, "{__name__=~\"delta.*|exp.*\"}", t)
-            .await
-            .is_empty()
+        res.iter()
+            .all(|s| s["value"].is_null() && s["histogram"][1]["count"].is_string()),
+        "{r}"
     );
 
     // Metadata and exemplars recorded from OTLP.

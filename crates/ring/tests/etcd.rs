@@ -256,6 +256,8 @@ async fn status_page_and_forget_over_http() {
     let addr = listener.local_addr().unwrap();
     let app = stratus_ring::http::router(ring.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    // The workspace builds reqwest without a default TLS provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(WAIT)
