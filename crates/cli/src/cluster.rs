@@ -96,8 +96,10 @@ pub(crate) async fn run(
             cfg.ring.replication_factor,
         )),
     };
-    let mut backends = Backends::default();
-    backends.operator_routes = ring.clone().map(stratus_ring::http::router);
+    let mut backends = Backends {
+        operator_routes: ring.clone().map(stratus_ring::http::router),
+        ..Backends::default()
+    };
     let mut grpc = None;
     let mut lifecycler = None;
     if ing && let Some(kv) = &kv {
