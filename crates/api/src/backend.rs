@@ -67,6 +67,9 @@ pub struct Backends {
     /// The local tenant databases to use instead of opening new ones (an
     /// ingester shares them with its gRPC server).
     pub tenants: Option<Arc<Tenants>>,
+    /// Extra operator routes (e.g. the `/ring` page), served behind the
+    /// same check as `/ingester/flush` (the admin token in token mode).
+    pub operator_routes: Option<axum::Router>,
 }
 
 /// Appends a decoded batch to a tenant database (blocking): the local

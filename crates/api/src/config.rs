@@ -39,6 +39,69 @@ pub struct StorageConfig {
     pub backend: stratus_objstore::StorageBackend,
 }
 
+/// The KV store holding the hash ring (`ring.store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RingStore {
+    /// etcd at `etcd.endpoints` (a cluster of processes).
+    Etcd,
+    /// In memory (one process only).
+    Memory,
+}
+
+/// The hash ring of ingesters (the `ring` section; cluster targets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RingSettings {
+    /// Where the ring lives; unset: `memory` for `--target=all`, else
+    /// `etcd` when `etcd.endpoints` is set (or the static
+    /// `ingester_addrs` list when it is not).
+    pub store: Option<RingStore>,
+    /// This instance's id in the ring (default `<hostname>-<gRPC port>`).
+    pub instance_id: String,
+    /// The gRPC address (host:port) advertised to distributors and
+    /// queriers (default: `grpc_listen`, with the hostname for an
+    /// unspecified host).
+    pub instance_addr: String,
+    /// Availability zone (empty: none); replicas go to distinct zones.
+    pub zone: String,
+    /// Replicas per series (default 3).
+    pub replication_factor: usize,
+    /// How often an ingester heartbeats (default 5s).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_period: Duration,
+    /// An instance without a heartbeat for this long is unhealthy
+    /// (default 1m).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
+    /// Where an ingester keeps its tokens across restarts (default
+    /// `<data_dir>/ring-tokens.json`).
+    pub tokens_file: Option<PathBuf>,
+}
+
+impl Default for RingSettings {
+    fn default() -> Self {
+        Self {
+            store: None,
+            instance_id: String::new(),
+            instance_addr: String::new(),
+            zone: String::new(),
+            replication_factor: 3,
+            heartbeat_period: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(60),
+            tokens_file: None,
+        }
+    }
+}
+
+/// The etcd cluster (the `etcd` section).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EtcdSettings {
+    /// Client URLs, e.g. `http://10.0.0.1:2379`.
+    pub endpoints: Vec<String>,
+}
+
 /// Settings of [`crate::serve`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -134,6 +197,10 @@ pub struct ServerConfig {
     /// Longest one gRPC call to an ingester may take (default 5s).
     #[serde(with = "humantime_serde")]
     pub ingester_client_timeout: Duration,
+    /// The hash ring of ingesters.
+    pub ring: RingSettings,
+    /// The etcd cluster the ring lives in.
+    pub etcd: EtcdSettings,
     /// Where blocks are kept.
     pub storage: StorageConfig,
     /// The S3-compatible bucket used when `storage.backend` is `s3`
@@ -171,6 +238,8 @@ impl Default for ServerConfig {
             grpc_listen: "0.0.0.0:9095".to_string(),
             ingester_addrs: Vec::new(),
             ingester_client_timeout: Duration::from_secs(5),
+            ring: RingSettings::default(),
+            etcd: EtcdSettings::default(),
             storage: StorageConfig::default(),
             s3: stratus_objstore::S3Config::default(),
         }

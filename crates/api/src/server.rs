@@ -952,7 +952,7 @@ fn router(st: Arc<AppState>) -> Router {
     let operator_routes = Router::new()
         .route("/ingester/flush", post(flush).get(flush))
         .route_layer(middleware::from_fn_with_state(st.clone(), operator_auth));
-    Router::new()
+    let app = Router::new()
         .merge(push_routes)
         .merge(reads)
         .merge(admin_routes)
@@ -961,8 +961,14 @@ fn router(st: Arc<AppState>) -> Router {
         .route("/health", get(ready))
         .route("/metrics", get(metrics))
         .route("/config", get(config))
-        .layer(middleware::from_fn_with_state(st.clone(), track))
-        .with_state(st)
+        .layer(middleware::from_fn_with_state(st.clone(), track));
+    // Extra operator routes of cluster components (the `/ring` page).
+    match st.backends.operator_routes.clone() {
+        Some(extra) => app
+            .with_state(st.clone())
+            .merge(extra.route_layer(middleware::from_fn_with_state(st, operator_auth))),
+        None => app.with_state(st),
+    }
 }
 
 fn base_url(addr: SocketAddr) -> String {

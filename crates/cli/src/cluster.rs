@@ -6,8 +6,12 @@
 //! `stratus_cluster::Distributor`, `querier` reads through a
 //! `stratus_cluster::Querier`, `ingester` serves its local databases over
 //! gRPC (`--grpc-listen`) besides HTTP; `write` = distributor + ingester,
-//! `read` = querier. Membership is the static `--ingester.addrs` list
-//! (`StaticPlacement`, replication factor min(3, n)).
+//! `read` = querier. Membership is the hash ring in etcd
+//! (`--etcd.endpoints`, `RingPlacement`; see `cluster_ring`): ingesters
+//! join it (JOINING, ACTIVE after their WALs replayed, LEAVING then
+//! unregistered on graceful shutdown), and every component with a ring
+//! serves `/ring`. The static alternative is `--ingester.addrs`
+//! (`StaticPlacement`, replication factor min(`ring.replication_factor`, n)).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +19,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use stratus_api::{Backends, ServerConfig};
 use stratus_cluster::{
-    ClientConfig, Distributor, IngesterService, Placement, Querier, StaticPlacement,
+    ClientConfig, Distributor, IngesterService, Placement, Querier, RingPlacement, StaticPlacement,
 };
 use tracing::info;
 
@@ -43,11 +47,8 @@ pub(crate) fn validate(c: &ServerConfig) -> anyhow::Result<()> {
         );
     }
     let (dist, _, quer) = components(&c.target);
-    if c.target != "all" && (dist || quer) && c.ingester_addrs.is_empty() {
-        anyhow::bail!(
-            "target {} needs the ingesters' gRPC addresses: set --ingester.addrs",
-            c.target
-        );
+    if c.target != "all" {
+        crate::cluster_ring::validate(c, dist || quer)?;
     }
     if c.ingester_client_timeout.is_zero() {
         anyhow::bail!("ingester_client_timeout must be positive");
@@ -78,21 +79,62 @@ pub(crate) async fn run(
         timeout: cfg.ingester_client_timeout,
         ..ClientConfig::default()
     };
-    let placement: Arc<dyn Placement> = Arc::new(StaticPlacement::new(
-        &cfg.ingester_addrs,
-        stratus_cluster::placement::DEFAULT_REPLICATION_FACTOR,
-    ));
-    let mut backends = Backends::default();
+    // Membership: the hash ring (etcd) when configured, else the static list.
+    let kv = crate::cluster_ring::connect(&cfg).await?;
+    let ring = match &kv {
+        Some(kv) => Some(
+            stratus_ring::Ring::start(kv.clone(), crate::cluster_ring::ring_config(&cfg))
+                .await
+                .context("cannot read the ingester ring")?,
+        ),
+        None => None,
+    };
+    let placement: Arc<dyn Placement> = match &ring {
+        Some(r) => Arc::new(RingPlacement::new(r.clone())),
+        None => Arc::new(StaticPlacement::new(
+            &cfg.ingester_addrs,
+            cfg.ring.replication_factor,
+        )),
+    };
+    let mut backends = Backends {
+        operator_routes: ring.clone().map(stratus_ring::http::router),
+        ..Backends::default()
+    };
     let mut grpc = None;
+    let mut lifecycler = None;
+    if ing && let Some(kv) = &kv {
+        let http = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let lc = stratus_ring::Lifecycler::join(
+            kv.clone(),
+            crate::cluster_ring::lifecycler_config(&cfg, http),
+        )
+        .await
+        .context("cannot join the ingester ring")?;
+        info!(id = lc.id(), "joined the ingester ring (JOINING)");
+        lifecycler = Some(Arc::new(lc));
+    }
     if ing {
         let tenants = stratus_api::open_tenants(&cfg).await?;
         backends.tenants = Some(tenants.clone());
         let gl = tokio::net::TcpListener::bind(cfg.grpc_listen.as_str())
             .await
             .with_context(|| format!("cannot listen for gRPC on {}", cfg.grpc_listen))?;
-        let svc = IngesterService::new(tenants);
+        let svc = IngesterService::new(tenants.clone());
         let max = client.max_message_bytes;
         grpc = Some(tokio::spawn(svc.serve(gl, max, stopped(stop_rx.clone()))));
+        if let Some(lc) = &lifecycler {
+            // Replay every tenant's WAL before taking writes.
+            for t in tenants.list().await? {
+                tenants.get(&t).await?;
+            }
+            lc.activate()
+                .await
+                .context("cannot become ACTIVE in the ring")?;
+            info!(id = lc.id(), "ACTIVE in the ingester ring");
+        }
     }
     if dist {
         backends.write = Some(Arc::new(Distributor::new(
@@ -110,8 +152,15 @@ pub(crate) async fn run(
     );
     let http_stop = {
         let rx = stop_rx.clone();
+        let lc = lifecycler.clone();
         async move {
             stopped(rx).await;
+            if let Some(lc) = &lc {
+                // No new writes from distributors; reads still served.
+                if let Err(e) = lc.leave().await {
+                    tracing::error!(error = %e, "cannot mark LEAVING in the ring");
+                }
+            }
             if let Some(g) = grpc {
                 match g.await {
                     Ok(Err(e)) => tracing::error!(error = %e, "gRPC server failed"),
@@ -121,6 +170,15 @@ pub(crate) async fn run(
             }
         }
     };
-    stratus_api::serve_with(cfg, listener, backends, http_stop).await?;
+    // serve_with syncs and closes the tenant databases (WAL flushed)
+    // before it returns; only then does the ingester leave the ring.
+    let served = stratus_api::serve_with(cfg, listener, backends, http_stop).await;
+    if let Some(lc) = lifecycler {
+        match lc.unregister().await {
+            Ok(()) => info!("left the ingester ring"),
+            Err(e) => tracing::error!(error = %e, "cannot unregister from the ring"),
+        }
+    }
+    served?;
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::ValueEnum;
-use stratus_api::{AuthMode, ServerConfig};
+use stratus_api::{AuthMode, RingStore, ServerConfig};
 use stratus_objstore::{BucketLookup, Secret, StorageBackend};
 
 /// How requests are assigned to tenants.
@@ -68,6 +68,24 @@ impl From<Lookup> for BucketLookup {
         match l {
             Lookup::Path => BucketLookup::Path,
             Lookup::VirtualHosted => BucketLookup::VirtualHosted,
+        }
+    }
+}
+
+/// Where the hash ring lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RingStoreArg {
+    /// etcd at --etcd.endpoints.
+    Etcd,
+    /// In memory (one process).
+    Memory,
+}
+
+impl From<RingStoreArg> for RingStore {
+    fn from(s: RingStoreArg) -> Self {
+        match s {
+            RingStoreArg::Etcd => RingStore::Etcd,
+            RingStoreArg::Memory => RingStore::Memory,
         }
     }
 }
@@ -234,6 +252,55 @@ pub(crate) struct ServerArgs {
     /// Longest one gRPC call to an ingester may take [default: 5s].
     #[arg(long = "ingester.client-timeout", alias = "ingester-client-timeout", env = "STRATUS_INGESTER_CLIENT_TIMEOUT", value_parser = duration)]
     pub(crate) ingester_client_timeout: Option<Duration>,
+
+    /// Where the hash ring of ingesters lives: etcd (--etcd.endpoints) or
+    /// memory (one process) [default: memory for --target=all, etcd when
+    /// --etcd.endpoints is set].
+    #[arg(long = "ring.store", env = "STRATUS_RING_STORE", value_enum)]
+    pub(crate) ring_store: Option<RingStoreArg>,
+
+    /// etcd client URLs, comma-separated (e.g. http://10.0.0.1:2379).
+    #[arg(
+        long = "etcd.endpoints",
+        env = "STRATUS_ETCD_ENDPOINTS",
+        value_delimiter = ','
+    )]
+    pub(crate) etcd_endpoints: Option<Vec<String>>,
+
+    /// This ingester's id in the ring [default: <hostname>-<gRPC port>].
+    #[arg(long = "ring.instance-id", env = "STRATUS_RING_INSTANCE_ID")]
+    pub(crate) ring_instance_id: Option<String>,
+
+    /// gRPC address (host:port) this ingester advertises in the ring
+    /// [default: --grpc-listen, the hostname for 0.0.0.0].
+    #[arg(long = "ring.instance-addr", env = "STRATUS_RING_INSTANCE_ADDR")]
+    pub(crate) ring_instance_addr: Option<String>,
+
+    /// Availability zone of this ingester; replicas go to distinct zones
+    /// [default: none].
+    #[arg(long = "ring.zone", env = "STRATUS_RING_ZONE")]
+    pub(crate) ring_zone: Option<String>,
+
+    /// Replicas per series [default: 3].
+    #[arg(
+        long = "ring.replication-factor",
+        env = "STRATUS_RING_REPLICATION_FACTOR"
+    )]
+    pub(crate) ring_replication_factor: Option<usize>,
+
+    /// How often an ingester heartbeats into the ring [default: 5s].
+    #[arg(long = "ring.heartbeat-period", env = "STRATUS_RING_HEARTBEAT_PERIOD", value_parser = duration)]
+    pub(crate) ring_heartbeat_period: Option<Duration>,
+
+    /// An ingester without a heartbeat for this long is unhealthy
+    /// [default: 1m].
+    #[arg(long = "ring.heartbeat-timeout", env = "STRATUS_RING_HEARTBEAT_TIMEOUT", value_parser = duration)]
+    pub(crate) ring_heartbeat_timeout: Option<Duration>,
+
+    /// File keeping this ingester's ring tokens across restarts
+    /// [default: <data-dir>/ring-tokens.json].
+    #[arg(long = "ring.tokens-file", env = "STRATUS_RING_TOKENS_FILE")]
+    pub(crate) ring_tokens_file: Option<PathBuf>,
     /// Where blocks are kept: filesystem (<data-dir>/blocks) or s3 (the
     /// --s3.* bucket; head and WAL stay in --data-dir)
     /// [default: filesystem].
@@ -350,6 +417,22 @@ impl ServerArgs {
             &mut c.ingester_client_timeout,
             &self.ingester_client_timeout,
         );
+        if let Some(st) = self.ring_store {
+            c.ring.store = Some(st.into());
+        }
+        set(&mut c.etcd.endpoints, &self.etcd_endpoints);
+        set(&mut c.ring.instance_id, &self.ring_instance_id);
+        set(&mut c.ring.instance_addr, &self.ring_instance_addr);
+        set(&mut c.ring.zone, &self.ring_zone);
+        set(
+            &mut c.ring.replication_factor,
+            &self.ring_replication_factor,
+        );
+        set(&mut c.ring.heartbeat_period, &self.ring_heartbeat_period);
+        set(&mut c.ring.heartbeat_timeout, &self.ring_heartbeat_timeout);
+        if let Some(f) = &self.ring_tokens_file {
+            c.ring.tokens_file = Some(f.clone());
+        }
         crate::cluster::validate(&c)?;
         if let Some(b) = self.storage_backend {
             c.storage.backend = b.into();

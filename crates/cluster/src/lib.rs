@@ -3,7 +3,8 @@
 //! `crates/proto/proto/stratus/ingester.proto`).
 //!
 //! - [`placement`]: which ingesters hold a series — the [`Placement`]
-//!   trait (the etcd ring implements it later) and [`StaticPlacement`], a
+//!   trait, [`RingPlacement`] over the hash ring (`stratus_ring`, etcd)
+//!   and [`StaticPlacement`], a
 //!   consistent-hash ring over a fixed address list (RF = min(3, n),
 //!   quorum `rf / 2 + 1`);
 //! - [`IngesterService`]: the ingester's gRPC server over the local
@@ -26,6 +27,7 @@ mod error;
 mod ingester;
 pub mod placement;
 mod querier;
+mod ring_placement;
 
 pub use client::ClientConfig;
 pub use distributor::Distributor;
@@ -33,3 +35,4 @@ pub use error::{Error, Result};
 pub use ingester::IngesterService;
 pub use placement::{Instance, Placement, ReplicaSet, StaticPlacement, series_hash};
 pub use querier::{Querier, TenantQuerier};
+pub use ring_placement::RingPlacement;

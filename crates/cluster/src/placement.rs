@@ -3,15 +3,15 @@
 //!
 //! The distributor asks [`Placement::replicas`] for each series (by a
 //! stable hash of tenant and labels, [`series_hash`]) and the querier asks
-//! [`Placement::all`] whom to read from. A ring backed by etcd (tokens,
-//! heartbeats, states, zones) implements the same trait later;
-//! [`StaticPlacement`] is the fixed-list stand-in: every instance owns
+//! [`Placement::read_set`] whom to read from. [`RingPlacement`](crate::RingPlacement) follows
+//! the hash ring (`stratus_ring`: tokens, heartbeats, states, zones, in
+//! etcd); [`StaticPlacement`] is the fixed-list alternative: every instance owns
 //! [`TOKENS_PER_INSTANCE`] pseudo-random tokens on a 32-bit ring and a
 //! series goes to the owners of the first tokens at or after its hash,
 //! skipping instances already chosen, until it has the replication factor.
 
 use stratus_model::{Labels, TenantId};
-use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+use xxhash_rust::xxh3::xxh3_64;
 
 /// One ingester.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -51,23 +51,28 @@ pub trait Placement: Send + Sync + std::fmt::Debug {
     /// How many of [`Placement::all`] may fail while a read still sees
     /// every acknowledged sample (replication factor minus quorum).
     fn read_max_failures(&self) -> usize;
+
+    /// The instances a read asks and how many must answer, from one view
+    /// of the membership (an empty set: nobody can answer). The default
+    /// combines [`Placement::all`] and [`Placement::read_max_failures`];
+    /// a changing membership should answer from one snapshot.
+    fn read_set(&self) -> ReplicaSet {
+        let instances = self.all();
+        let n = instances.len();
+        let fail = self.read_max_failures().min(n.saturating_sub(1));
+        ReplicaSet {
+            min_success: n - fail,
+            instances,
+        }
+    }
 }
 
-/// The stable hash of a series: xxh3 over the tenant id and the sorted
-/// label pairs, with separators that cannot occur in the (valid UTF-8)
-/// strings, folded to 32 bits.
+/// The ring key of a series: exactly the ring's
+/// [`shard_key`](stratus_ring::shard_key) (xxh3 of the tenant and the
+/// labels' stable hash, folded to 32 bits), so the distributor places
+/// series where the ring expects them whichever [`Placement`] is used.
 pub fn series_hash(tenant: &TenantId, labels: &Labels) -> u32 {
-    let mut h = Xxh3::new();
-    h.update(tenant.as_str().as_bytes());
-    h.update(&[0xff]);
-    for l in labels.iter() {
-        h.update(l.name.as_bytes());
-        h.update(&[0xfe]);
-        h.update(l.value.as_bytes());
-        h.update(&[0xff]);
-    }
-    let v = h.digest();
-    (v ^ (v >> 32)) as u32
+    stratus_ring::shard_key(tenant.as_str(), labels)
 }
 
 /// Tokens each instance owns on the static ring.

@@ -4,7 +4,7 @@
 //!
 //! Every read fans out to all instances of the [`Placement`] at once, each
 //! call bounded by the client timeout. It completes as soon as all but
-//! [`Placement::read_max_failures`] instances answered (with replication
+//! the tolerated failures of [`Placement::read_set`] answered (with replication
 //! factor 3 and quorum 2, every acknowledged sample is on at least two of
 //! its three replicas, so any answer set missing at most one instance
 //! holds it); it fails when more instances failed. A hung ingester thus
@@ -68,14 +68,15 @@ impl Querier {
         F: Fn(IngesterClient<Channel>) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>> + Send + 'static,
     {
-        let instances = self.placement.all();
+        let set = self.placement.read_set();
+        let max_fail = set.max_failures();
+        let instances = set.instances;
         if instances.is_empty() {
             return Err(stratus_tsdb::Error::Remote {
-                message: "no ingesters are configured".to_string(),
+                message: "no ingesters are configured or enough of them healthy".to_string(),
             });
         }
         let n = instances.len();
-        let max_fail = self.placement.read_max_failures().min(n.saturating_sub(1));
         let timeout = self.clients.timeout();
         let (tx, rx) = std::sync::mpsc::channel::<(String, Result<T, tonic::Status>)>();
         let _guard = self.rt.enter();

@@ -296,7 +296,9 @@ impl RingSnapshot {
 
     /// Every instance healthy for `op` (queriers ask all ingesters), with
     /// the number that may fail: with RF replicas per series, up to RF/2
-    /// instances may be missing in total (unhealthy ones count).
+    /// instances may be missing in total (unhealthy ones count): the
+    /// instances required are `min(max(members, RF) − RF/2, members)`
+    /// (Mimir's rule, capped so that a one-instance ring still reads).
     pub fn all_healthy(&self, op: Operation) -> Result<ReplicationSet> {
         self.all_healthy_at(op, now_ms())
     }
@@ -313,8 +315,12 @@ impl RingSnapshot {
                 ring: self.cfg.name.clone(),
             });
         }
-        let rf = self.cfg.replication_factor.min(members.len());
-        let required = members.len().max(rf) - rf / 2;
+        // Data was replicated at the configured factor while the ring may
+        // have been larger, so a ring that shrank below RF (an instance
+        // left) needs all its members: a sample on {gone, x} is only on x.
+        // Capped at the member count so a one-instance ring still reads.
+        let rf = self.cfg.replication_factor;
+        let required = (members.len().max(rf) - rf / 2).min(members.len());
         let mut healthy = Vec::new();
         let mut unhealthy: Vec<&str> = Vec::new();
         for inst in members {
@@ -793,6 +799,18 @@ mod tests {
                 .max_errors,
             1
         );
+
+        // A ring that shrank below RF (one of three left) needs both.
+        let two: Vec<Arc<InstanceDesc>> = snap.instances()[..2].to_vec();
+        let small = RingSnapshot::new(Arc::new(snap.config().clone()), two);
+        let all = small.all_healthy_at(Operation::Read, NOW).unwrap();
+        assert_eq!((all.instances.len(), all.max_errors), (2, 0));
+        let one = RingSnapshot::new(
+            Arc::new(snap.config().clone()),
+            snap.instances()[..1].to_vec(),
+        );
+        let all = one.all_healthy_at(Operation::Read, NOW).unwrap();
+        assert_eq!((all.instances.len(), all.max_errors), (1, 0));
 
         // Two stale replicas: no quorum.
         let stale2 = {

@@ -1,0 +1,137 @@
+//! [`RingPlacement`]: the [`Placement`] of a cluster whose ingesters
+//! register in the hash ring (`stratus_ring`, etcd).
+//!
+//! Writes: a series' replicas are the ring's write replication set for
+//! its key ([`series_hash`](crate::series_hash), which is the ring's own
+//! `shard_key`): the healthy ACTIVE instances among its RF owners, and the
+//! acknowledgements needed are those the ring requires (its quorum, with
+//! unhealthy owners counted as failures). Reads: every healthy ACTIVE or
+//! LEAVING ingester, tolerating the ring's `max_errors`, both from one
+//! snapshot. When the ring cannot form a quorum the set is empty, so the
+//! distributor answers 503 and the querier fails the read.
+
+use std::sync::Arc;
+
+use stratus_model::TenantId;
+use stratus_ring::{InstanceDesc, Operation, ReplicationSet, Ring};
+
+use crate::placement::{Instance, Placement, ReplicaSet};
+
+/// Placement over a live [`Ring`].
+#[derive(Debug, Clone)]
+pub struct RingPlacement {
+    ring: Ring,
+}
+
+impl RingPlacement {
+    /// Placement following `ring` (started with `Ring::start`).
+    pub fn new(ring: Ring) -> Self {
+        Self { ring }
+    }
+
+    /// The ring followed.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+}
+
+fn instance(d: &Arc<InstanceDesc>) -> Instance {
+    Instance {
+        id: d.id.clone(),
+        addr: d.addr.clone(),
+    }
+}
+
+fn convert(set: stratus_ring::Result<ReplicationSet>, what: &str) -> ReplicaSet {
+    match set {
+        Ok(set) => {
+            let min_success = set.min_success();
+            ReplicaSet {
+                instances: set.instances.iter().map(instance).collect(),
+                min_success,
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "no {what} replica set");
+            ReplicaSet {
+                instances: Vec::new(),
+                min_success: 1,
+            }
+        }
+    }
+}
+
+impl Placement for RingPlacement {
+    fn replicas(&self, _tenant: &TenantId, series_hash: u32) -> ReplicaSet {
+        convert(self.ring.get(series_hash, Operation::Write), "write")
+    }
+
+    fn all(&self) -> Vec<Instance> {
+        self.read_set().instances
+    }
+
+    fn read_max_failures(&self) -> usize {
+        self.read_set().max_failures()
+    }
+
+    fn read_set(&self) -> ReplicaSet {
+        convert(self.ring.all_healthy(Operation::Read), "read")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use stratus_model::Labels;
+    use stratus_ring::{Kv, Lifecycler, LifecyclerConfig, MemKv, RingConfig};
+
+    use super::*;
+    use crate::series_hash;
+
+    #[tokio::test]
+    async fn follows_the_ring() {
+        let kv: Arc<dyn Kv> = Arc::new(MemKv::new());
+        let mut lcs = Vec::new();
+        for i in 0..3 {
+            let mut c = LifecyclerConfig::new("ingester", format!("i{i}"), format!("h{i}:9095"));
+            c.num_tokens = 64;
+            lcs.push(Lifecycler::start(kv.clone(), c).await.unwrap());
+        }
+        let ring = Ring::start(kv.clone(), RingConfig::new("ingester"))
+            .await
+            .unwrap();
+        let p = RingPlacement::new(ring.clone());
+        let t = TenantId::new("t").unwrap();
+        let h = series_hash(&t, &Labels::from_pairs([("__name__", "up")]));
+        let rs = p.replicas(&t, h);
+        assert_eq!((rs.instances.len(), rs.min_success), (3, 2));
+        let rd = p.read_set();
+        assert_eq!((rd.instances.len(), rd.min_success), (3, 2));
+
+        // One leaves: writes go to the two ACTIVE owners (both needed),
+        // reads still ask the LEAVING one.
+        lcs[0].leave().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while ring.snapshot().instance("i0").map(|d| d.state)
+            != Some(stratus_ring::InstanceState::Leaving)
+        {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let rs = p.replicas(&t, h);
+        assert_eq!((rs.instances.len(), rs.min_success), (2, 2));
+        assert!(rs.instances.iter().all(|i| i.id != "i0"));
+        assert_eq!(p.read_set().instances.len(), 3);
+
+        // Gone from the ring: the two left are both needed for reads.
+        lcs[0].unregister().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while ring.snapshot().instances().len() != 2 {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let rd = p.read_set();
+        assert_eq!((rd.instances.len(), rd.min_success), (2, 2));
+    }
+}
