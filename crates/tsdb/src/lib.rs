@@ -44,7 +44,8 @@ pub use head::HeadMemory;
 pub use index::{MemPostings, Postings, PostingsSource, select_postings};
 pub use metadata::{MetadataStore, MetricMetadata, MetricType};
 pub use querier::{
-    Part, Queryable, SelectHints, Series, SeriesIter, Value, merge_series, merge_typed,
+    Part, Queryable, SelectHints, Series, SeriesIter, Value, encode_histogram_chunks, merge_series,
+    merge_typed,
 };
 pub use stats::{HeadStats, StatEntry};
 pub use tenants::{TenantOverrides, Tenants};

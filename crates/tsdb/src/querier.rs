@@ -162,7 +162,7 @@ pub fn merge_typed(
 /// ignored) into histogram chunks of at most `max_samples` samples:
 /// `(mint, maxt, encoding, data)`. A chunk is cut where the sample type,
 /// the layout or a counter reset requires it.
-pub(crate) fn encode_histogram_chunks(
+pub fn encode_histogram_chunks(
     samples: &[(i64, Value)],
     max_samples: usize,
 ) -> Vec<(i64, i64, u8, Vec<u8>)> {
