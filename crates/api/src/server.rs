@@ -270,12 +270,12 @@ fn apply_batch(db: &Db, batch: &WriteBatch, ct_zero: bool) -> stratus_tsdb::Resu
     } else {
         append_batch(db, batch)?
     };
-    let exemplars = db.exemplars().add_all(
+    let exemplars = db.add_exemplars(
         batch
             .exemplars
             .iter()
             .map(|e| (&e.series, e.exemplar.clone())),
-    );
+    )?;
     db.set_metadata(&batch.metadata)?;
     Ok(Applied { report, exemplars })
 }
