@@ -4,9 +4,15 @@
 //! Parameters are checked on the async worker (bad ones are `bad_data`
 //! 400s before any storage is touched, with Prometheus' messages); the
 //! expression is parsed there too. Evaluation runs on the blocking pool,
-//! at most `max_concurrent_queries` at once, under a timeout (the `timeout`
-//! parameter, capped by the server's query timeout); the engine gets the
-//! same deadline so an abandoned query stops by itself. A tenant without data is queried as an empty store,
+//! at most `max_concurrent_queries` at once (server-wide, and per tenant
+//! from its limits), under a timeout (the `timeout` parameter, capped by
+//! the tenant's `query_timeout`, else the server's); the engine gets the
+//! same deadline so an abandoned query stops by itself. A query over its
+//! tenant's `max_concurrent_queries` waits for a slot, as Prometheus'
+//! query queue does (dashboards fire many at once), for at most its
+//! timeout; then, like a query running past its timeout, it gets
+//! Prometheus' `{"status":"error","errorType":"timeout",...}` with 503
+//! (the slot case naming the limit to raise). A tenant without data is queried as an empty store,
 //! so `1+1` (Grafana's health check) works before anything was written.
 //!
 //! The response JSON is written by hand rather than through serde, because
@@ -572,10 +578,11 @@ async fn run(st: &AppState, headers: &HeaderMap, c: Common, what: Eval) -> Respo
     let got_tenant_slot = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let got = got_tenant_slot.clone();
     let task = async move {
+        // The wait for a tenant slot is bounded by the query's timeout.
         let tenant_slot = match tenant_slots {
-            Some(sem) => match sem.acquire_owned().await {
-                Ok(p) => Some(p),
-                Err(_) => return Ok(Err(PromqlError::Timeout)),
+            Some(sem) => match tokio::time::timeout(timeout, sem.acquire_owned()).await {
+                Ok(Ok(p)) => Some(p),
+                Ok(Err(_)) | Err(_) => return Ok(Err(PromqlError::Timeout)),
             },
             None => None,
         };
@@ -600,13 +607,21 @@ async fn run(st: &AppState, headers: &HeaderMap, c: Common, what: Eval) -> Respo
     // this outer one covers waiting for a slot and a query stuck between
     // deadline checks.
     let outer = timeout.saturating_add(Duration::from_millis(250));
+    let slot_timeout = || {
+        ApiError::timeout(format!(
+            "query timed out waiting for a slot: tenant {tenant} already runs max_concurrent_queries={} queries; raise the tenant's max_concurrent_queries limit",
+            max_conc.unwrap_or(0)
+        ))
+        .into_response()
+    };
     let res = match tokio::time::timeout(outer, task).await {
         Err(_) if !got_tenant_slot.load(std::sync::atomic::Ordering::Relaxed) => {
-            return ApiError::timeout(format!(
-                "query timed out waiting for a slot: tenant {tenant} already runs max_concurrent_queries={} queries; raise the tenant's max_concurrent_queries limit",
-                max_conc.unwrap_or(0)
-            ))
-            .into_response();
+            return slot_timeout();
+        }
+        Ok(Ok(Err(PromqlError::Timeout)))
+            if !got_tenant_slot.load(std::sync::atomic::Ordering::Relaxed) =>
+        {
+            return slot_timeout();
         }
         Err(_) => return ApiError::timeout("query timed out in query execution").into_response(),
         Ok(Err(e)) => {

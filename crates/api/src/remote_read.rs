@@ -5,16 +5,21 @@
 //!   `QueryResult` per query (series sorted by labels, samples in time
 //!   order), bounded by `remote_read_sample_limit` (400 `exceeded sample
 //!   limit (N)` as Prometheus answers).
+//!   Native histograms go in each `TimeSeries`' `histograms` (as
+//!   Prometheus 2.42+ answers), counted by the sample limit too.
 //! - **STREAMED_XOR_CHUNKS**: a stream of frames, each `uvarint(len)` +
 //!   CRC-32C (big-endian) of the message + a `ChunkedReadResponse` holding
 //!   chunks of one series; a series spans several frames when its chunks
-//!   exceed `remote_read_max_frame_bytes`. Clients only understand
-//!   Prometheus chunk encodings, so stored chunks pass through untouched
-//!   only when they are XOR chunks of at most [`MAX_CHUNK_SAMPLES`]
-//!   samples that lie inside the range and do not overlap; anything else
-//!   (Stratus' compact encoding, overlapping or out-of-order data,
-//!   tombstones, chunks straddling the range) is decoded, merged and
-//!   re-encoded into XOR chunks of at most [`MAX_CHUNK_SAMPLES`] samples.
+//!   exceed `remote_read_max_frame_bytes`. Chunks are XOR (floats),
+//!   HISTOGRAM or FLOAT_HISTOGRAM (native histograms, tsdb encodings 2/3).
+//!   Clients only understand Prometheus chunk encodings, so stored chunks
+//!   pass through untouched only when all of a series' chunks are
+//!   Prometheus chunks of at most [`MAX_CHUNK_SAMPLES`] samples that lie
+//!   inside the range and do not overlap; anything else (Stratus' compact
+//!   encoding, overlapping or out-of-order data, tombstones, chunks
+//!   straddling the range) is decoded, merged and re-encoded into chunks
+//!   of at most [`MAX_CHUNK_SAMPLES`] samples, cut where the sample type
+//!   changes.
 //!
 //! The response type is the first one of `accepted_response_types` this
 //! server implements (an empty list means SAMPLES), as Prometheus
@@ -33,9 +38,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use prost::Message;
-use stratus_model::{Labels, MatchType, Matcher};
+use stratus_model::{BucketSpan, Labels, MatchType, Matcher};
 use stratus_proto::prometheus as pb;
-use stratus_tsdb::{Db, Encoding, Part, Queryable, SelectHints, Series, XorAppender};
+use stratus_tsdb::{
+    Db, Encoding, Part, Queryable, SelectHints, Series, Value, XorAppender, encode_histogram_chunks,
+};
 
 use crate::metrics::ResponseTypeLabels;
 use crate::remote_write::{DecodeError, decompress_snappy};
@@ -55,7 +62,7 @@ const STREAM_BUFFER: usize = 64 << 10;
 
 /// A failed remote-read request: a plain-text answer.
 #[derive(Debug)]
-enum ReadError {
+pub(crate) enum ReadError {
     BadRequest(String),
     TooLarge(String),
     Unavailable(String),
@@ -194,39 +201,114 @@ fn select_all(
     Ok(out)
 }
 
-/// Builds the SAMPLES answer (protobuf, not yet compressed).
+fn spans_pb(spans: &[BucketSpan]) -> Vec<pb::BucketSpan> {
+    spans
+        .iter()
+        .map(|s| pb::BucketSpan {
+            offset: s.offset,
+            length: s.length,
+        })
+        .collect()
+}
+
+/// A native histogram sample as its remote-read message, as Prometheus
+/// writes it (integer histograms with delta-encoded buckets, float
+/// histograms with absolute counts); `None` for a float.
+pub(crate) fn histogram_pb(t: i64, v: &Value) -> Option<pb::Histogram> {
+    match v {
+        Value::Float(_) => None,
+        Value::Histogram(h) => Some(pb::Histogram {
+            count: Some(pb::histogram::Count::CountInt(h.count)),
+            sum: h.sum,
+            schema: h.schema,
+            zero_threshold: h.zero_threshold,
+            zero_count: Some(pb::histogram::ZeroCount::ZeroCountInt(h.zero_count)),
+            negative_spans: spans_pb(&h.negative_spans),
+            negative_deltas: h.negative_deltas.clone(),
+            negative_counts: Vec::new(),
+            positive_spans: spans_pb(&h.positive_spans),
+            positive_deltas: h.positive_deltas.clone(),
+            positive_counts: Vec::new(),
+            reset_hint: i32::from(h.reset_hint),
+            timestamp: t,
+            custom_values: h.custom_values.clone(),
+        }),
+        Value::FloatHistogram(h) => Some(pb::Histogram {
+            count: Some(pb::histogram::Count::CountFloat(h.count)),
+            sum: h.sum,
+            schema: h.schema,
+            zero_threshold: h.zero_threshold,
+            zero_count: Some(pb::histogram::ZeroCount::ZeroCountFloat(h.zero_count)),
+            negative_spans: spans_pb(&h.negative_spans),
+            negative_deltas: Vec::new(),
+            negative_counts: h.negative_buckets.clone(),
+            positive_spans: spans_pb(&h.positive_spans),
+            positive_deltas: Vec::new(),
+            positive_counts: h.positive_buckets.clone(),
+            reset_hint: i32::from(h.reset_hint),
+            timestamp: t,
+            custom_values: h.custom_values.clone(),
+        }),
+    }
+}
+
+/// Builds the SAMPLES answer (protobuf, not yet compressed): float
+/// samples in `samples`, native histograms in `histograms` (a series
+/// that holds both has both, each in time order). The sample limit
+/// counts both.
 pub(crate) fn samples_response(
     queries: &[ReadQuery],
     selected: &[Vec<Series>],
     sample_limit: usize,
-) -> Result<pb::ReadResponse, String> {
+) -> Result<pb::ReadResponse, ReadError> {
     let mut total = 0usize;
+    let mut count = |n: usize| -> Result<(), ReadError> {
+        total += n;
+        if sample_limit > 0 && total > sample_limit {
+            return Err(ReadError::BadRequest(format!(
+                "exceeded sample limit ({sample_limit})"
+            )));
+        }
+        Ok(())
+    };
     let mut results = Vec::with_capacity(queries.len());
     for (q, series) in queries.iter().zip(selected) {
         let mut ts = Vec::with_capacity(series.len());
         for s in series {
-            let samples: Vec<pb::Sample> = if q.hints.labels_only {
-                Vec::new()
-            } else {
-                let mut v = Vec::new();
-                for (t, val) in s.iter(q.hints.start, q.hints.end) {
-                    total += 1;
-                    if sample_limit > 0 && total > sample_limit {
-                        return Err(format!("exceeded sample limit ({sample_limit})"));
+            let mut samples = Vec::new();
+            let mut histograms = Vec::new();
+            if !q.hints.labels_only {
+                if s.has_histograms() {
+                    let typed = s.typed_samples(q.hints.start, q.hints.end).map_err(|e| {
+                        ReadError::Internal(format!("reading series {}: {e}", s.labels))
+                    })?;
+                    count(typed.len())?;
+                    for (t, v) in &typed {
+                        match v {
+                            Value::Float(val) => samples.push(pb::Sample {
+                                value: *val,
+                                timestamp: *t,
+                            }),
+                            _ => histograms.extend(histogram_pb(*t, v)),
+                        }
                     }
-                    v.push(pb::Sample {
-                        value: val,
-                        timestamp: t,
-                    });
+                } else {
+                    for (t, val) in s.iter(q.hints.start, q.hints.end) {
+                        count(1)?;
+                        samples.push(pb::Sample {
+                            value: val,
+                            timestamp: t,
+                        });
+                    }
                 }
-                if v.is_empty() {
+                if samples.is_empty() && histograms.is_empty() {
                     continue;
                 }
-                v
-            };
+            }
             ts.push(pb::TimeSeries {
                 labels: labels_pb(&s.labels),
                 samples,
+                histograms,
                 ..Default::default()
             });
         }
@@ -235,45 +317,69 @@ pub(crate) fn samples_response(
     Ok(pb::ReadResponse { results })
 }
 
-/// The series' data in `[mint, maxt]` as Prometheus XOR chunks of at most
-/// `max_samples` samples, time-ordered and non-overlapping.
-pub(crate) fn xor_chunks(s: &Series, mint: i64, maxt: i64, max_samples: usize) -> Vec<pb::Chunk> {
-    let xor = Encoding::Xor.as_u8();
-    let mut passthrough = Vec::with_capacity(s.parts.len());
+/// The remote-read chunk type of a Prometheus chunk encoding byte (`None`
+/// for encodings clients do not know).
+fn chunk_type(encoding: u8) -> Option<pb::chunk::Encoding> {
+    match Encoding::from_u8(encoding)? {
+        Encoding::Xor => Some(pb::chunk::Encoding::Xor),
+        Encoding::Histogram => Some(pb::chunk::Encoding::Histogram),
+        Encoding::FloatHistogram => Some(pb::chunk::Encoding::FloatHistogram),
+        Encoding::Compact => None,
+    }
+}
+
+/// The stored chunks as they are, when every part is a Prometheus chunk
+/// (XOR, histogram or float histogram) of 1 to `max_samples` samples
+/// inside `[mint, maxt]` and the chunks are time-ordered without overlap.
+fn passthrough_chunks(
+    parts: &[Part],
+    mint: i64,
+    maxt: i64,
+    max_samples: usize,
+) -> Option<Vec<pb::Chunk>> {
+    if parts.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(parts.len());
     let mut prev_max = i64::MIN;
-    let mut ok = !s.parts.is_empty();
-    for p in &s.parts {
-        match p {
-            Part::Chunk {
-                mint: lo,
-                maxt: hi,
-                encoding,
-                data,
-            } if *encoding == xor
-                && *lo >= mint
-                && *hi <= maxt
-                && (prev_max == i64::MIN || *lo > prev_max)
-                && stratus_tsdb::chunk_num_samples(data)
-                    .is_ok_and(|n| n > 0 && usize::from(n) <= max_samples) =>
-            {
-                prev_max = *hi;
-                passthrough.push(pb::Chunk {
-                    min_time_ms: *lo,
-                    max_time_ms: *hi,
-                    r#type: pb::chunk::Encoding::Xor as i32,
-                    data: data.to_vec(),
-                });
-            }
-            _ => {
-                ok = false;
-                break;
-            }
+    for p in parts {
+        let Part::Chunk {
+            mint: lo,
+            maxt: hi,
+            encoding,
+            data,
+        } = p
+        else {
+            return None;
+        };
+        let kind = chunk_type(*encoding)?;
+        let n = stratus_tsdb::chunk_num_samples_any(*encoding, data).ok()?;
+        let fits = *lo >= mint
+            && *hi <= maxt
+            && (prev_max == i64::MIN || *lo > prev_max)
+            && n > 0
+            && n <= max_samples;
+        if !fits {
+            return None;
         }
+        prev_max = *hi;
+        out.push(pb::Chunk {
+            min_time_ms: *lo,
+            max_time_ms: *hi,
+            r#type: kind as i32,
+            data: data.to_vec(),
+        });
     }
-    if ok {
-        return passthrough;
-    }
-    let mut out = Vec::new();
+    Some(out)
+}
+
+/// Encodes float samples (sorted, unique timestamps) into XOR chunks of
+/// at most `max_samples` samples, appending them to `out`.
+fn encode_xor(
+    samples: impl Iterator<Item = (i64, f64)>,
+    max_samples: usize,
+    out: &mut Vec<pb::Chunk>,
+) {
     let mut app = XorAppender::new();
     let mut first = i64::MIN;
     let mut last = i64::MIN;
@@ -285,10 +391,10 @@ pub(crate) fn xor_chunks(s: &Series, mint: i64, maxt: i64, max_samples: usize) -
             data: app.into_bytes(),
         });
     };
-    for (t, v) in s.iter(mint, maxt) {
+    for (t, v) in samples {
         if app.num_samples() >= max_samples.max(1) {
             let full = std::mem::take(&mut app);
-            flush(full, first, last, &mut out);
+            flush(full, first, last, out);
         }
         if app.num_samples() == 0 {
             first = t;
@@ -297,9 +403,75 @@ pub(crate) fn xor_chunks(s: &Series, mint: i64, maxt: i64, max_samples: usize) -
         last = t;
     }
     if app.num_samples() > 0 {
-        flush(app, first, last, &mut out);
+        flush(app, first, last, out);
     }
+}
+
+/// The series' float data in `[mint, maxt]` as Prometheus XOR chunks of
+/// at most `max_samples` samples, time-ordered and non-overlapping
+/// (native histograms are left out; see [`series_chunks`]).
+pub(crate) fn xor_chunks(s: &Series, mint: i64, maxt: i64, max_samples: usize) -> Vec<pb::Chunk> {
+    if !s.has_histograms()
+        && let Some(c) = passthrough_chunks(&s.parts, mint, maxt, max_samples)
+    {
+        return c;
+    }
+    let mut out = Vec::new();
+    encode_xor(s.iter(mint, maxt), max_samples, &mut out);
     out
+}
+
+/// The series' data in `[mint, maxt]` as Prometheus chunks of at most
+/// `max_samples` samples, time-ordered and non-overlapping: XOR chunks
+/// for floats, HISTOGRAM / FLOAT_HISTOGRAM chunks (tsdb encodings 2/3)
+/// for native histograms. Stored chunks pass through byte for byte when
+/// they all qualify ([`passthrough_chunks`]); otherwise the series is
+/// merged and re-encoded, a new chunk starting wherever the sample type
+/// changes (and where the histogram layout or a counter reset needs it).
+pub(crate) fn series_chunks(
+    s: &Series,
+    mint: i64,
+    maxt: i64,
+    max_samples: usize,
+) -> Result<Vec<pb::Chunk>, String> {
+    if !s.has_histograms() {
+        return Ok(xor_chunks(s, mint, maxt, max_samples));
+    }
+    if let Some(c) = passthrough_chunks(&s.parts, mint, maxt, max_samples) {
+        return Ok(c);
+    }
+    let typed = s
+        .typed_samples(mint, maxt)
+        .map_err(|e| format!("reading series {}: {e}", s.labels))?;
+    let mut out = Vec::new();
+    let mut rest = typed.as_slice();
+    while let Some(first) = rest.first() {
+        let hist = first.1.is_histogram();
+        let n = rest
+            .iter()
+            .position(|x| x.1.is_histogram() != hist)
+            .unwrap_or(rest.len());
+        let (run, tail) = rest.split_at(n);
+        if hist {
+            for (lo, hi, encoding, data) in encode_histogram_chunks(run, max_samples) {
+                let kind = chunk_type(encoding).unwrap_or(pb::chunk::Encoding::Histogram);
+                out.push(pb::Chunk {
+                    min_time_ms: lo,
+                    max_time_ms: hi,
+                    r#type: kind as i32,
+                    data,
+                });
+            }
+        } else {
+            let floats = run.iter().filter_map(|(t, v)| match v {
+                Value::Float(f) => Some((*t, *f)),
+                _ => None,
+            });
+            encode_xor(floats, max_samples, &mut out);
+        }
+        rest = tail;
+    }
+    Ok(out)
 }
 
 /// Appends one frame: `uvarint(len)`, CRC-32C (big-endian) of the
@@ -363,7 +535,16 @@ fn stream_body(
             let chunks = if q.hints.labels_only {
                 Vec::new()
             } else {
-                let c = xor_chunks(&s, q.hints.start, q.hints.end, MAX_CHUNK_SAMPLES);
+                let c = match series_chunks(&s, q.hints.start, q.hints.end, MAX_CHUNK_SAMPLES) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Headers are gone: abort the body so the client
+                        // sees a broken stream, not a short answer.
+                        tracing::error!(error = %e, "remote read stream aborted");
+                        let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+                        return;
+                    }
+                };
                 if c.is_empty() {
                     continue;
                 }
@@ -453,8 +634,7 @@ async fn run(st: &Arc<AppState>, headers: &HeaderMap, body: Bytes) -> Result<Res
         ResponseType::Samples => {
             let body = tokio::task::spawn_blocking(move || {
                 let _permit = permit;
-                let resp = samples_response(&queries, &selected, sample_limit)
-                    .map_err(ReadError::BadRequest)?;
+                let resp = samples_response(&queries, &selected, sample_limit)?;
                 snap::raw::Encoder::new()
                     .compress_vec(&resp.encode_to_vec())
                     .map_err(|e| ReadError::Internal(format!("snappy compression failed: {e}")))
@@ -573,6 +753,80 @@ mod tests {
         let mut want = big.clone();
         want.push((5000, 1.5));
         assert_eq!(decode(&c), want);
+    }
+
+    fn int_hist(k: u64) -> stratus_model::Histogram {
+        stratus_model::Histogram {
+            count: 2 * k,
+            sum: k as f64,
+            schema: 1,
+            positive_spans: vec![BucketSpan {
+                offset: 0,
+                length: 2,
+            }],
+            positive_deltas: vec![k as i64, 0],
+            ..Default::default()
+        }
+    }
+
+    fn hist_part(from: u64, to: u64) -> Part {
+        let mut a = stratus_tsdb::HistogramAppender::new(stratus_tsdb::CounterResetHeader::Unknown);
+        for k in from..to {
+            a.append(k as i64 * 10, &int_hist(k));
+        }
+        Part::Chunk {
+            mint: from as i64 * 10,
+            maxt: (to as i64 - 1) * 10,
+            encoding: Encoding::Histogram.as_u8(),
+            data: Arc::from(a.into_bytes()),
+        }
+    }
+
+    #[test]
+    fn histogram_chunks_pass_through_or_reencode() {
+        let s = series(vec![hist_part(1, 50), hist_part(50, 100)]);
+        let Part::Chunk { data, .. } = &s.parts[0] else {
+            unreachable!()
+        };
+        // Inside the range: the stored bytes.
+        let c = series_chunks(&s, 0, 10_000, MAX_CHUNK_SAMPLES).unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].data, data.to_vec());
+        assert_eq!(c[0].r#type, pb::chunk::Encoding::Histogram as i32);
+        // Trimmed: re-encoded, decodes to the window.
+        let c = series_chunks(&s, 105, 505, MAX_CHUNK_SAMPLES).unwrap();
+        let got: Vec<(i64, stratus_model::Histogram)> = c
+            .iter()
+            .flat_map(|c| stratus_tsdb::decode_histogram(&c.data).unwrap())
+            .collect();
+        assert_eq!(got.len(), 40);
+        assert_eq!(got[0].0, 110);
+        assert_eq!(got[0].1.positive_deltas, vec![11, 0]);
+        assert_eq!(got[39].0, 500);
+        // Floats then histograms: an XOR chunk, then histogram chunks.
+        let s = series(vec![
+            Part::Floats(Arc::from(vec![(0, 1.0), (5, 2.0)])),
+            hist_part(1, 10),
+        ]);
+        let c = series_chunks(&s, i64::MIN, i64::MAX, MAX_CHUNK_SAMPLES).unwrap();
+        let types: Vec<i32> = c.iter().map(|c| c.r#type).collect();
+        assert_eq!(types, vec![1, 2]);
+        assert_eq!(decode(&c[..1]), vec![(0, 1.0), (5, 2.0)]);
+        // SAMPLES: the histograms as messages.
+        let q = ReadQuery {
+            matchers: Vec::new(),
+            hints: SelectHints::range(0, 30),
+        };
+        let r = samples_response(std::slice::from_ref(&q), &[vec![s]], 0).unwrap();
+        let t = &r.results[0].timeseries[0];
+        assert_eq!(t.samples.len(), 2);
+        assert_eq!(t.histograms.len(), 3);
+        assert_eq!(t.histograms[2].timestamp, 30);
+        assert_eq!(
+            t.histograms[2].count,
+            Some(pb::histogram::Count::CountInt(6))
+        );
+        assert_eq!(t.histograms[2].positive_deltas, vec![3, 0]);
     }
 
     #[test]

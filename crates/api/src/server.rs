@@ -293,12 +293,12 @@ pub(crate) fn apply_batch(
     } else {
         append_batch(db, batch)?
     };
-    let exemplars = db.exemplars().add_all(
+    let exemplars = db.add_exemplars(
         batch
             .exemplars
             .iter()
             .map(|e| (&e.series, e.exemplar.clone())),
-    );
+    )?;
     db.set_metadata(&batch.metadata)?;
     Ok(Applied { report, exemplars })
 }

@@ -315,3 +315,64 @@ async fn metadata_survives_restart_through_the_wal() {
     );
     srv.stop().await;
 }
+
+/// Exemplars are logged to the WAL: `/api/v1/query_exemplars` answers the
+/// same after a restart (bounded ring included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exemplars_survive_restart_through_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        max_exemplars: 6,
+        auth: AuthMode::None,
+        ..ServerConfig::default()
+    };
+    let srv = start_with(cfg()).await;
+    let t0 = now_ms() - 60_000;
+    for round in 0..2i64 {
+        let mut series = Vec::new();
+        for k in 0..2 {
+            let mut s = ts(
+                &[("__name__", "req_total"), ("k", &k.to_string())],
+                &[(t0 + round, 1.0)],
+            );
+            s.exemplars = (0..3)
+                .map(|i| {
+                    let n = round * 3 + i;
+                    v1_exemplar(&format!("t{k}-{n}"), n as f64 * 0.5, t0 + n * 10)
+                })
+                .collect();
+            series.push(s);
+        }
+        let body = pb::WriteRequest {
+            timeseries: series,
+            metadata: Vec::new(),
+        }
+        .encode_to_vec();
+        assert_eq!(
+            push(&srv, CT_V1, body).await.status(),
+            StatusCode::NO_CONTENT
+        );
+    }
+    let q = "/api/v1/query_exemplars?query=req_total";
+    let (st, before) = get(&srv, q).await;
+    assert_eq!(st, StatusCode::OK);
+    let v: Value = serde_json::from_str(&before).unwrap();
+    let total: usize = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["exemplars"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(total, 6, "{v}");
+    assert!(
+        before.contains("t1-5") && !before.contains("t0-0"),
+        "{before}"
+    );
+    srv.stop().await;
+    let srv = start_with(cfg()).await;
+    let (st, after) = get(&srv, q).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(after, before);
+    srv.stop().await;
+}

@@ -214,3 +214,77 @@ async fn acknowledged_pushes_survive_kill_9() {
         p.child.wait().unwrap();
     }
 }
+
+/// Exemplars of an acknowledged push survive kill -9 (they are in the WAL
+/// before the push is acknowledged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_exemplars_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = now_ms() - 60_000;
+    let mut p = spawn(dir.path());
+    let client = common::http_client();
+    let series: Vec<pb::TimeSeries> = (0..3)
+        .map(|s| pb::TimeSeries {
+            labels: vec![
+                pb::Label {
+                    name: "__name__".into(),
+                    value: "kill9_ex".into(),
+                },
+                pb::Label {
+                    name: "s".into(),
+                    value: s.to_string(),
+                },
+            ],
+            samples: vec![pb::Sample {
+                value: 1.0,
+                timestamp: t0,
+            }],
+            exemplars: (0..4)
+                .map(|i| pb::Exemplar {
+                    labels: vec![pb::Label {
+                        name: "trace_id".into(),
+                        value: format!("{s}-{i}"),
+                    }],
+                    value: f64::from(i) * 0.25,
+                    timestamp: t0 + i64::from(i),
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    let body = pb::WriteRequest {
+        timeseries: series,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let r = client
+        .post(format!("{}/api/v1/push", p.base))
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .body(snap::raw::Encoder::new().compress_vec(&body).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let query = |base: String| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(format!("{base}/api/v1/query_exemplars"))
+                .query(&[("query", "kill9_ex")])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    let before = query(p.base.clone()).await;
+    assert_eq!(before.matches("trace_id").count(), 12, "{before}");
+    p.child.kill().unwrap(); // SIGKILL
+    p.child.wait().unwrap();
+    let mut p = spawn(dir.path());
+    assert_eq!(query(p.base.clone()).await, before);
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+}

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 use snafu::ResultExt;
-use stratus_model::{FloatHistogram, Histogram, Labels, Matcher, Sample};
+use stratus_model::{Exemplar, FloatHistogram, Histogram, Labels, Matcher, Sample};
 use stratus_objstore::Bucket;
 use tracing::{info, warn};
 use ulid::Ulid;
@@ -247,19 +247,25 @@ impl Db {
         let wal_dir = dir.join("wal");
         let started = std::time::Instant::now();
         let metadata = crate::metadata::MetadataStore::new(cfg.max_metadata);
+        let exemplars = crate::exemplars::ExemplarStore::new(cfg.max_exemplars);
         let stats = {
             let head = &head;
             let metadata = &metadata;
+            let exemplars = &exemplars;
             crate::wal::replay(
                 &wal_dir,
                 &ReplayOptions {
                     repair: cfg.wal_repair,
                 },
                 &mut |rec| {
-                    if let crate::wal::Record::Metadata(m) = &rec {
-                        metadata.set_all(m.iter().map(|(n, md)| (n.as_str(), md)));
-                    } else {
-                        replay_record(head, rec);
+                    match rec {
+                        crate::wal::Record::Metadata(m) => {
+                            metadata.set_all(m.iter().map(|(n, md)| (n.as_str(), md)));
+                        }
+                        crate::wal::Record::Exemplars(e) => {
+                            exemplars.add_all(e.iter().map(|(s, ex)| (s, ex.clone())));
+                        }
+                        rec => replay_record(head, rec),
                     }
                     Ok(())
                 },
@@ -278,7 +284,7 @@ impl Db {
         let ooo_window = AtomicI64::new(cfg.head.ooo_window);
         let retention_ms = AtomicI64::new(retention_to_ms(cfg.retention));
         Ok(Db {
-            exemplars: crate::exemplars::ExemplarStore::new(cfg.max_exemplars),
+            exemplars,
             metadata,
             last_chunk_compaction: Mutex::new(std::time::Instant::now()),
             ooo_window,
@@ -325,9 +331,21 @@ impl Db {
         &self.cfg
     }
 
-    /// The tenant's exemplar store (in memory).
+    /// The tenant's exemplar store (in memory; read it here, add through
+    /// [`Db::add_exemplars`] so additions are logged).
     pub fn exemplars(&self) -> &crate::exemplars::ExemplarStore {
         &self.exemplars
+    }
+
+    /// Stores exemplars: the ones the store takes are logged to the WAL
+    /// first (record type 6), so they survive a restart.
+    pub fn add_exemplars<'a>(
+        &self,
+        items: impl IntoIterator<Item = (&'a Labels, Exemplar)>,
+    ) -> Result<crate::exemplars::ExemplarReport> {
+        Ok(self
+            .exemplars
+            .add_all_logged(items, |e| self.wal.log_exemplars(e))?)
     }
 
     /// The tenant's metric metadata (in memory).
@@ -682,8 +700,12 @@ impl Db {
         self.head.truncate(cut_end, &taken);
         let db = self.clone();
         tokio::task::spawn_blocking(move || {
-            db.wal
-                .checkpoint(seg.saturating_sub(1), &|r| db.head.has_ref(r), cut_end)
+            db.wal.checkpoint_with_exemplars(
+                seg.saturating_sub(1),
+                &|r| db.head.has_ref(r),
+                cut_end,
+                db.cfg.max_exemplars,
+            )
         })
         .await
         .map_err(|e| crate::Error::Task {
@@ -1076,8 +1098,8 @@ fn replay_record(head: &Head, rec: crate::wal::Record) {
                 head.add_tombstones(&[t.sref], t.mint, t.maxt);
             }
         }
-        // Handled by the caller (the metadata store).
-        crate::wal::Record::Metadata(_) => {}
+        // Handled by the caller (the metadata and exemplar stores).
+        crate::wal::Record::Metadata(_) | crate::wal::Record::Exemplars(_) => {}
         crate::wal::Record::Histograms(v) => {
             let it = v.iter().map(|x| (x.sref, x.t, HistRef::Int(&x.h)));
             replay_histograms(head, it);

@@ -6,8 +6,14 @@
 //! series keeps the ring slots of its exemplars, oldest first, so an
 //! eviction pops the front of exactly one series' list. Per series, an
 //! exemplar equal to the newest stored one is a no-op (duplicate) and one
-//! older than the newest is refused (out of order) and counted. Exemplars
-//! are not persisted: they are lost when the database closes.
+//! older than the newest is refused (out of order) and counted.
+//!
+//! Persistence: [`ExemplarStore::add_all_logged`] hands the exemplars a
+//! call is about to store to a logger (the database's WAL, record type 6)
+//! under the store's lock, before storing them, so the log holds exactly
+//! the sequence of stored exemplars in ring order; replaying it through
+//! [`ExemplarStore::add_all`] rebuilds the same ring. WAL checkpoints keep
+//! the newest `capacity` logged exemplars, which is all the ring can hold.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -83,6 +89,16 @@ pub struct ExemplarStore {
     inner: Mutex<Inner>,
 }
 
+/// The newest stored exemplar of `series`.
+fn newest_stored<'g>(g: &'g Inner, series: &Labels) -> Option<&'g Exemplar> {
+    g.series
+        .get(series)
+        .and_then(|q| q.back())
+        .and_then(|&i| g.ring.get(i))
+        .and_then(Option::as_ref)
+        .map(|s| &s.ex)
+}
+
 fn same(a: &Exemplar, b: &Exemplar) -> bool {
     a.t == b.t && a.value.to_bits() == b.value.to_bits() && a.labels == b.labels
 }
@@ -125,9 +141,59 @@ impl ExemplarStore {
         r
     }
 
-    fn add_locked(&self, g: &mut Inner, series: &Labels, ex: Exemplar) -> ExemplarOutcome {
+    /// Offers many exemplars and logs the ones to be stored: under one
+    /// lock, decides which would be stored (the rest are counted as
+    /// duplicates, out of order or invalid), passes them to `log`, and
+    /// stores them only when `log` succeeded. A logging error is returned
+    /// and nothing is stored, so a retry logs them again.
+    pub fn add_all_logged<'a, E>(
+        &self,
+        items: impl IntoIterator<Item = (&'a Labels, Exemplar)>,
+        log: impl FnOnce(&[(Labels, Exemplar)]) -> Result<(), E>,
+    ) -> Result<ExemplarReport, E> {
+        let mut r = ExemplarReport::default();
+        let mut g = self.inner.lock();
+        let mut take: Vec<(Labels, Exemplar)> = Vec::new();
+        // Newest exemplar taken so far per series (index into `take`).
+        let mut newest_taken: HashMap<&'a Labels, usize> = HashMap::new();
+        for (s, ex) in items {
+            let newest = match newest_taken.get(s) {
+                Some(&i) => take.get(i).map(|x| &x.1),
+                None => newest_stored(&g, s),
+            };
+            match self.check(newest, &ex) {
+                Some(ExemplarOutcome::Duplicate) => r.duplicates += 1,
+                Some(ExemplarOutcome::OutOfOrder) => {
+                    g.stats.out_of_order_total += 1;
+                    r.out_of_order += 1;
+                }
+                Some(_) => r.invalid += 1,
+                None => {
+                    newest_taken.insert(s, take.len());
+                    take.push((s.clone(), ex));
+                }
+            }
+        }
+        if take.is_empty() {
+            return Ok(r);
+        }
+        log(&take)?;
+        for (s, ex) in take {
+            match self.add_locked(&mut g, &s, ex) {
+                ExemplarOutcome::Added => r.added += 1,
+                ExemplarOutcome::Duplicate => r.duplicates += 1,
+                ExemplarOutcome::OutOfOrder => r.out_of_order += 1,
+                ExemplarOutcome::LabelsTooLong | ExemplarOutcome::Disabled => r.invalid += 1,
+            }
+        }
+        Ok(r)
+    }
+
+    /// Why `ex` would not be stored after `newest` (its series' newest
+    /// exemplar), or `None` when it would.
+    fn check(&self, newest: Option<&Exemplar>, ex: &Exemplar) -> Option<ExemplarOutcome> {
         if self.cap == 0 {
-            return ExemplarOutcome::Disabled;
+            return Some(ExemplarOutcome::Disabled);
         }
         let chars: usize = ex
             .labels
@@ -135,22 +201,24 @@ impl ExemplarStore {
             .map(|l| l.name.chars().count() + l.value.chars().count())
             .sum();
         if chars > MAX_EXEMPLAR_LABELS_CHARS {
-            return ExemplarOutcome::LabelsTooLong;
+            return Some(ExemplarOutcome::LabelsTooLong);
         }
-        if let Some(newest) = g
-            .series
-            .get(series)
-            .and_then(|q| q.back())
-            .and_then(|&i| g.ring.get(i))
-            .and_then(Option::as_ref)
-        {
-            if same(&newest.ex, &ex) {
-                return ExemplarOutcome::Duplicate;
-            }
-            if ex.t < newest.ex.t {
+        let newest = newest?;
+        if same(newest, ex) {
+            return Some(ExemplarOutcome::Duplicate);
+        }
+        if ex.t < newest.t {
+            return Some(ExemplarOutcome::OutOfOrder);
+        }
+        None
+    }
+
+    fn add_locked(&self, g: &mut Inner, series: &Labels, ex: Exemplar) -> ExemplarOutcome {
+        if let Some(why) = self.check(newest_stored(g, series), &ex) {
+            if why == ExemplarOutcome::OutOfOrder {
                 g.stats.out_of_order_total += 1;
-                return ExemplarOutcome::OutOfOrder;
             }
+            return why;
         }
         let idx = g.next;
         g.next = (idx + 1) % self.cap;
@@ -291,5 +359,59 @@ mod tests {
         let ts: Vec<i64> = got[0].1.iter().map(|e| e.t).collect();
         assert_eq!(ts, vec![15, 16, 17, 18, 19]);
         assert!(sel(&s, "a").is_empty());
+    }
+
+    #[test]
+    fn logged_adds_log_what_is_stored_and_replay_rebuilds_the_ring() {
+        let s = ExemplarStore::new(4);
+        let a = Labels::from_pairs([("__name__", "a")]);
+        let b = Labels::from_pairs([("__name__", "b")]);
+        let mut log: Vec<(Labels, Exemplar)> = Vec::new();
+        let batches = [
+            vec![
+                (&a, ex(10, 1.0, "x")),
+                (&a, ex(10, 1.0, "x")), // duplicate within the batch
+                (&a, ex(5, 1.0, "y")),  // out of order within the batch
+                (&b, ex(1, 1.0, "b")),
+            ],
+            vec![(&a, ex(10, 1.0, "x")), (&a, ex(11, 2.0, "z"))],
+            vec![
+                (&b, ex(2, 2.0, "b")),
+                (&b, ex(3, 3.0, "b")),
+                (&a, ex(12, 1.0, "w")),
+            ],
+        ];
+        let mut reports = Vec::new();
+        for batch in batches {
+            let r = s
+                .add_all_logged(batch, |e| {
+                    log.extend_from_slice(e);
+                    Ok::<_, ()>(())
+                })
+                .unwrap();
+            reports.push(r);
+        }
+        assert_eq!(
+            reports[0],
+            ExemplarReport {
+                added: 2,
+                duplicates: 1,
+                out_of_order: 1,
+                invalid: 0
+            }
+        );
+        assert_eq!((reports[1].added, reports[1].duplicates), (1, 1));
+        assert_eq!(log.len(), 6);
+        // A failing logger stores nothing, so a retry logs again.
+        let r = s.add_all_logged([(&a, ex(20, 1.0, "q"))], |_| Err("disk full"));
+        assert_eq!(r, Err("disk full"));
+        assert_eq!(sel(&s, "a")[0].1.last().map(|e| e.t), Some(12));
+        // Replaying the log rebuilds the same ring (capacity 4: 2 evicted).
+        let replayed = ExemplarStore::new(4);
+        replayed.add_all(log.iter().map(|(l, e)| (l, e.clone())));
+        for name in ["a", "b"] {
+            assert_eq!(sel(&replayed, name), sel(&s, name));
+        }
+        assert_eq!(replayed.stats().stored, 4);
     }
 }

@@ -140,6 +140,9 @@ pub enum Record {
     Histograms(Vec<RefHistogram>),
     /// Float native histogram samples; format version 3.
     FloatHistograms(Vec<RefFloatHistogram>),
+    /// Exemplars with their series' labels, in the order they were
+    /// stored; format version 4.
+    Exemplars(Vec<(stratus_model::Labels, stratus_model::Exemplar)>),
 }
 
 /// Options of [`replay`].
@@ -182,6 +185,9 @@ pub struct CheckpointStats {
     pub samples_dropped: u64,
     pub tombstones_kept: u64,
     pub tombstones_dropped: u64,
+    /// Exemplars kept (the newest `max_exemplars` of the input).
+    pub exemplars_kept: u64,
+    pub exemplars_dropped: u64,
     /// Size of the new checkpoint.
     pub bytes_written: u64,
     pub segments_deleted: usize,
@@ -312,6 +318,17 @@ impl Wal {
         self.append(|buf| record::encode_metadata(buf, m))
     }
 
+    /// Logs exemplars (with their series' labels).
+    pub fn log_exemplars(
+        &self,
+        e: &[(stratus_model::Labels, stratus_model::Exemplar)],
+    ) -> Result<(), Error> {
+        if e.is_empty() {
+            return Ok(());
+        }
+        self.append(|buf| record::encode_exemplars(buf, e))
+    }
+
     fn append(&self, encode: impl FnOnce(&mut Vec<u8>) -> Result<(), Error>) -> Result<(), Error> {
         let mut g = self.inner.lock();
         let inner = &mut *g;
@@ -437,11 +454,27 @@ impl Wal {
     /// older checkpoints. Reads only closed segments and does not hold the
     /// append lock, so concurrent [`Wal::log`] calls proceed. `through` must
     /// be below [`Wal::current_segment`] and above any existing checkpoint.
+    /// Exemplar records are all kept; see
+    /// [`Wal::checkpoint_with_exemplars`].
     pub fn checkpoint(
         &self,
         through: u64,
         keep_series: &dyn Fn(u64) -> bool,
         min_t: i64,
+    ) -> Result<CheckpointStats, Error> {
+        self.checkpoint_with_exemplars(through, keep_series, min_t, usize::MAX)
+    }
+
+    /// [`Wal::checkpoint`] keeping only the newest `max_exemplars`
+    /// exemplars of its input (the ones an exemplar ring of that capacity
+    /// still holds), written after all other records in their original
+    /// order.
+    pub fn checkpoint_with_exemplars(
+        &self,
+        through: u64,
+        keep_series: &dyn Fn(u64) -> bool,
+        min_t: i64,
+        max_exemplars: usize,
     ) -> Result<CheckpointStats, Error> {
         let _serial = self.checkpointing.lock();
         let current = self.current_segment();
@@ -454,6 +487,7 @@ impl Wal {
             through,
             keep_series,
             min_t,
+            max_exemplars,
         )
     }
 

@@ -457,3 +457,61 @@ async fn head_chunk_compaction_saves_memory_and_keeps_data() {
     let got = all(&db, end - H, end);
     assert_eq!(got.len(), before.len());
 }
+
+/// Exemplars are logged to the WAL: a restart (and a checkpoint in
+/// between) keeps exactly what the ring held.
+#[tokio::test]
+async fn exemplars_survive_restart_and_checkpoints() {
+    use stratus_model::Exemplar;
+    let dir = tempfile::tempdir().unwrap();
+    let bdir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::local(bdir.path()).unwrap();
+    let cfg = DbConfig {
+        max_exemplars: 8,
+        ..DbConfig::default()
+    };
+    let t0 = now() - 10_000;
+    let ex = |i: i64| Exemplar {
+        labels: Labels::from_pairs([("trace_id", &*format!("t{i}"))]),
+        value: i as f64,
+        t: t0 + i,
+    };
+    let series = [labels("req_total", "a"), labels("req_total", "b")];
+    let all_ex = |db: &Db| {
+        let m = Matcher::new(MatchType::Equal, "__name__", "req_total").unwrap();
+        db.exemplars().select(&[vec![m]], i64::MIN, i64::MAX)
+    };
+    let db = open(dir.path(), bucket.clone(), cfg.clone()).await;
+    for s in &series {
+        push(&db, s, &[(t0, 1.0)]);
+    }
+    // 12 exemplars into a ring of 8: the 4 oldest are evicted.
+    let r = db
+        .add_exemplars((0..12).map(|i| (&series[(i % 2) as usize], ex(i))))
+        .unwrap();
+    assert_eq!(r.added, 12);
+    let before = all_ex(&db);
+    assert_eq!(before.iter().map(|s| s.1.len()).sum::<usize>(), 8);
+    db.close().unwrap();
+    drop(db);
+    let db = open(dir.path(), bucket.clone(), cfg.clone()).await;
+    assert_eq!(all_ex(&db), before);
+    // A cut checkpoints the WAL: the ring's exemplars are kept.
+    db.flush_head().await.unwrap();
+    db.add_exemplars([(&series[0], ex(20))]).unwrap();
+    let before = all_ex(&db);
+    db.close().unwrap();
+    drop(db);
+    let wal = dir.path().join("wal");
+    assert!(
+        std::fs::read_dir(&wal).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("checkpoint.")),
+        "a checkpoint was written"
+    );
+    let db = open(dir.path(), bucket, cfg).await;
+    assert_eq!(all_ex(&db), before);
+    assert_eq!(before.iter().map(|s| s.1.len()).sum::<usize>(), 8);
+}

@@ -20,6 +20,9 @@ use super::record::{self};
 use super::segment::{self, HEADER_LEN, SegmentWriter, TMP_SUFFIX};
 use super::{CheckpointStats, Record};
 
+/// Exemplars per record written by a checkpoint.
+const EXEMPLARS_PER_RECORD: usize = 1024;
+
 /// Flush the checkpoint encode buffer to disk at this size.
 const FLUSH_AT: usize = 1 << 20;
 
@@ -33,6 +36,7 @@ pub(crate) fn checkpoint(
     through: u64,
     keep_series: &dyn Fn(u64) -> bool,
     min_t: i64,
+    max_exemplars: usize,
 ) -> Result<CheckpointStats, Error> {
     let listing = segment::list_dir(dir)?;
     let prev = listing.checkpoints.last().cloned();
@@ -85,12 +89,28 @@ pub(crate) fn checkpoint(
         seg: SegmentWriter::create(&tmp_dir, 1)?,
         buf: Vec::with_capacity(FLUSH_AT + (FLUSH_AT >> 2)),
     };
+    // The newest `max_exemplars` exemplars, in order; written last.
+    let mut exemplars = std::collections::VecDeque::new();
     for path in &inputs {
         let (file, len) = open_segment(path)?;
         let mut cb = |item: Item, _offset: u64| -> Result<(), Error> {
             let Item::Record(rec) = item else {
                 return Ok(());
             };
+            if let Record::Exemplars(v) = rec {
+                for e in v {
+                    if max_exemplars == 0 {
+                        stats.exemplars_dropped += 1;
+                        continue;
+                    }
+                    if exemplars.len() >= max_exemplars {
+                        exemplars.pop_front();
+                        stats.exemplars_dropped += 1;
+                    }
+                    exemplars.push_back(e);
+                }
+                return Ok(());
+            }
             let rec = filter(rec, keep_series, min_t, &mut stats);
             out.add(&rec)
         };
@@ -102,6 +122,11 @@ pub(crate) fn checkpoint(
             }
             .fail();
         }
+    }
+    stats.exemplars_kept = exemplars.len() as u64;
+    let exemplars = Vec::from(exemplars);
+    for part in exemplars.chunks(EXEMPLARS_PER_RECORD) {
+        out.add(&Record::Exemplars(part.to_vec()))?;
     }
     out.finish()?;
     stats.bytes_written = dir_bytes(&tmp_dir);
@@ -168,6 +193,8 @@ fn filter(rec: Record, keep: &dyn Fn(u64) -> bool, min_t: i64, st: &mut Checkpoi
         }
         // Metadata is never re-sent when unchanged: always kept.
         Record::Metadata(v) => Record::Metadata(v),
+        // Gathered by the caller.
+        Record::Exemplars(v) => Record::Exemplars(v),
         Record::Histograms(mut v) => {
             let before = v.len() as u64;
             v.retain(|s| s.t >= min_t && keep(s.sref));
@@ -212,6 +239,7 @@ impl Writer<'_> {
             Record::Samples(v) => v.is_empty(),
             Record::Tombstones(v) => v.is_empty(),
             Record::Metadata(v) => v.is_empty(),
+            Record::Exemplars(v) => v.is_empty(),
             Record::Histograms(v) => v.is_empty(),
             Record::FloatHistograms(v) => v.is_empty(),
         };

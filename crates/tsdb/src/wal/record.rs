@@ -28,6 +28,8 @@ pub(crate) const TYPE_TOMBSTONES: u8 = 3;
 pub(crate) const TYPE_HISTOGRAMS: u8 = 4;
 /// Record type: float native histogram samples (format version 3).
 pub(crate) const TYPE_FLOAT_HISTOGRAMS: u8 = 5;
+/// Record type: exemplars (format version 4).
+pub(crate) const TYPE_EXEMPLARS: u8 = 6;
 /// Record type: metric family metadata (format version 2).
 pub(crate) const TYPE_METADATA: u8 = 7;
 
@@ -40,7 +42,7 @@ pub(crate) fn type_name(t: u8) -> &'static str {
         TYPE_TOMBSTONES => "tombstones",
         TYPE_HISTOGRAMS => "histogram samples",
         TYPE_FLOAT_HISTOGRAMS => "float histogram samples",
-        6 => "reserved record type 6 (exemplars)",
+        TYPE_EXEMPLARS => "exemplars",
         TYPE_METADATA => "metadata",
         _ => "unknown record type",
     }
@@ -201,6 +203,35 @@ pub(crate) fn encode_metadata(
     finish_frame(buf, start, TYPE_METADATA)
 }
 
+fn put_labels(buf: &mut Vec<u8>, labels: &Labels) {
+    debug_assert!(Labels::is_sorted_unique(labels.as_slice()));
+    put_uvarint(buf, labels.len() as u64);
+    for l in labels.iter() {
+        put_uvarint(buf, l.name.len() as u64);
+        buf.extend_from_slice(l.name.as_bytes());
+        put_uvarint(buf, l.value.len() as u64);
+        buf.extend_from_slice(l.value.as_bytes());
+    }
+}
+
+/// Appends an exemplars record frame to `buf`: per exemplar the series'
+/// labels, the timestamp, the value bits and the exemplar's labels
+/// (self-contained: no series reference, so an exemplar outlives its
+/// series' head entry).
+pub(crate) fn encode_exemplars(
+    buf: &mut Vec<u8>,
+    exs: &[(Labels, stratus_model::Exemplar)],
+) -> Result<(), Error> {
+    let start = begin_frame(buf);
+    for (series, ex) in exs {
+        put_labels(buf, series);
+        put_varint(buf, ex.t);
+        put_f64(buf, ex.value);
+        put_labels(buf, &ex.labels);
+    }
+    finish_frame(buf, start, TYPE_EXEMPLARS)
+}
+
 /// Appends the frame of any record.
 pub(crate) fn encode_record(buf: &mut Vec<u8>, rec: &Record) -> Result<(), Error> {
     match rec {
@@ -208,6 +239,7 @@ pub(crate) fn encode_record(buf: &mut Vec<u8>, rec: &Record) -> Result<(), Error
         Record::Samples(s) => encode_samples(buf, s),
         Record::Tombstones(t) => encode_tombstones(buf, t),
         Record::Metadata(m) => encode_metadata(buf, m),
+        Record::Exemplars(e) => encode_exemplars(buf, e),
         Record::Histograms(h) => encode_histograms(buf, h),
         Record::FloatHistograms(h) => encode_float_histograms(buf, h),
     }
@@ -295,6 +327,17 @@ pub(crate) fn decode(typ: u8, p: &[u8]) -> Result<Record, String> {
                 out.push(RefTombstone { sref, mint, maxt });
             }
             Ok(Record::Tombstones(out))
+        }
+        TYPE_EXEMPLARS => {
+            let mut out = Vec::new();
+            while !d.done() {
+                let series = d.labels("exemplar series")?;
+                let t = d.varint()?;
+                let value = d.f64()?;
+                let labels = d.labels("exemplar")?;
+                out.push((series, stratus_model::Exemplar { labels, value, t }));
+            }
+            Ok(Record::Exemplars(out))
         }
         TYPE_METADATA => {
             let mut out = Vec::new();
@@ -527,6 +570,22 @@ impl<'a> Dec<'a> {
     fn f64s(&mut self) -> Result<Vec<f64>, String> {
         let n = self.count(8)?;
         (0..n).map(|_| self.f64()).collect()
+    }
+
+    /// A label set: count, then (name, value) strings; sorted, names
+    /// unique.
+    fn labels(&mut self, what: &str) -> Result<Labels, String> {
+        let n = self.count(2)?;
+        let mut labels = Vec::with_capacity(n);
+        for _ in 0..n {
+            let name = self.str()?;
+            let value = self.str()?;
+            labels.push(Label::new(name, value));
+        }
+        if !Labels::is_sorted_unique(&labels) {
+            return Err(format!("{what} labels are not sorted and unique"));
+        }
+        Ok(Labels::from_sorted_unchecked(labels))
     }
 
     fn str(&mut self) -> Result<Arc<str>, String> {

@@ -22,7 +22,7 @@ use super::error::{
 /// Magic bytes at the start of every segment.
 pub(crate) const MAGIC: [u8; 4] = *b"SWAL";
 /// Format version written into the segment header.
-pub(crate) const VERSION: u8 = 3;
+pub(crate) const VERSION: u8 = 4;
 /// Length of the segment header.
 pub(crate) const HEADER_LEN: u64 = 8;
 

@@ -378,13 +378,13 @@ fn unknown_record_type_is_corruption_even_at_the_tail() {
     let tmp = tempfile::tempdir().unwrap();
     two_segment_wal(tmp.path());
     let p = seg_path(tmp.path(), 2);
-    // Append a checksum-valid frame of unassigned type 6 (exemplars).
+    // Append a checksum-valid frame of unassigned type 8.
     let mut data = std::fs::read(&p).unwrap();
     let at = data.len() as u64;
     let payload = [1u8, 2, 3];
     let mut frame = Vec::new();
     frame.extend_from_slice(&3u32.to_le_bytes());
-    frame.push(6);
+    frame.push(8);
     let crc = record::frame_crc(&frame[..5], &payload);
     frame.extend_from_slice(&crc.to_le_bytes());
     frame.extend_from_slice(&payload);
@@ -392,7 +392,7 @@ fn unknown_record_type_is_corruption_even_at_the_tail() {
     std::fs::write(&p, &data).unwrap();
     let err = replay_all(tmp.path(), false).unwrap_err();
     assert!(
-        matches!(&err, Error::Corruption { offset, reason, .. } if *offset == at && reason.contains("exemplars")),
+        matches!(&err, Error::Corruption { offset, reason, .. } if *offset == at && reason.contains("unknown record type")),
         "{err}"
     );
     let (recs, _) = replay_all(tmp.path(), true).unwrap();
@@ -660,6 +660,16 @@ fn fuzz_reader_never_panics() {
     let src = tempfile::tempdir().unwrap();
     two_segment_wal(src.path());
     let valid = std::fs::read(seg_path(src.path(), 2)).unwrap();
+    // A second base segment with exemplar records.
+    let ex_dir = tempfile::tempdir().unwrap();
+    {
+        let wal = Wal::open(ex_dir.path(), cfg(1 << 20)).unwrap();
+        wal.log(&[ser(1)], &[smp(1, 1, 1.0)]).unwrap();
+        wal.log_exemplars(&(0..3).map(exm).collect::<Vec<_>>())
+            .unwrap();
+        wal.log_exemplars(&[exm(7)]).unwrap();
+    }
+    let valid_ex = std::fs::read(seg_path(ex_dir.path(), 1)).unwrap();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut inputs = Vec::new();
     for _ in 0..1500 {
@@ -673,8 +683,12 @@ fn fuzz_reader_never_panics() {
         }
         inputs.push(d);
     }
-    for _ in 0..3000 {
-        let mut d = valid.clone();
+    for i in 0..3000 {
+        let mut d = if i % 2 == 0 {
+            valid.clone()
+        } else {
+            valid_ex.clone()
+        };
         for _ in 0..1 + rng.below(4) {
             match rng.below(5) {
                 0 if !d.is_empty() => {
@@ -860,12 +874,123 @@ fn version_2_segments_are_still_read() {
     }
     let p = seg_path(tmp.path(), 1);
     let mut data = std::fs::read(&p).unwrap();
-    assert_eq!(data[4], 3);
+    assert_eq!(data[4], 4);
     data[4] = 2;
     std::fs::write(&p, &data).unwrap();
     let (recs, _) = replay_all(tmp.path(), false).unwrap();
     assert_eq!(all_samples(&recs), vec![(1, 5, 1.0f64.to_bits())]);
-    data[4] = 4;
+    data[4] = 3;
+    std::fs::write(&p, &data).unwrap();
+    assert_eq!(replay_all(tmp.path(), false).unwrap().0.len(), 2);
+    data[4] = 5;
     std::fs::write(&p, &data).unwrap();
     assert!(replay_all(tmp.path(), false).is_err());
+}
+
+fn exm(i: i64) -> (Labels, stratus_model::Exemplar) {
+    (
+        Labels::from_pairs([("__name__", "req_total"), ("i", &*(i % 3).to_string())]),
+        stratus_model::Exemplar {
+            labels: Labels::from_pairs([("trace_id", &*format!("t{i}"))]),
+            value: if i == 7 {
+                f64::from_bits(STALE_NAN_BITS)
+            } else {
+                i as f64 * 0.5
+            },
+            t: 1000 * i - 5000,
+        },
+    )
+}
+
+fn all_exemplars(recs: &[Record]) -> Vec<(Labels, i64, u64, Labels)> {
+    recs.iter()
+        .flat_map(|r| match r {
+            Record::Exemplars(v) => v
+                .iter()
+                .map(|(s, e)| (s.clone(), e.t, e.value.to_bits(), e.labels.clone()))
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+#[test]
+fn exemplar_records_round_trip_and_checkpoint_keeps_the_newest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exs: Vec<_> = (0..20).map(exm).collect();
+    let want = |r: std::ops::Range<usize>| all_exemplars(&[Record::Exemplars(exs[r].to_vec())]);
+    {
+        let wal = Wal::open(tmp.path(), cfg(1 << 20)).unwrap();
+        wal.log(&[ser(1)], &[smp(1, 5, 1.0)]).unwrap();
+        wal.log_exemplars(&exs[..12]).unwrap();
+        wal.log_exemplars(&[]).unwrap();
+        wal.rotate().unwrap();
+        wal.log_exemplars(&exs[12..]).unwrap();
+        wal.rotate().unwrap();
+    }
+    let (recs, _) = replay_all(tmp.path(), false).unwrap();
+    assert_eq!(all_exemplars(&recs), want(0..20));
+    // A checkpoint of the first segment keeps its newest 5 exemplars,
+    // after its other records; the second segment follows.
+    let wal = Wal::open(tmp.path(), cfg(1 << 20)).unwrap();
+    let st = wal
+        .checkpoint_with_exemplars(1, &|_| true, i64::MIN, 5)
+        .unwrap();
+    assert_eq!((st.exemplars_kept, st.exemplars_dropped), (5, 7));
+    let (recs, _) = replay_all(tmp.path(), false).unwrap();
+    assert!(matches!(recs.last(), Some(Record::Exemplars(_))));
+    let mut w = want(7..12);
+    w.extend(want(12..20));
+    assert_eq!(all_exemplars(&recs), w);
+    assert_eq!(all_samples(&recs).len(), 1);
+    // The next checkpoint (over the old one and segment 2) keeps 10;
+    // with 0 none.
+    let st = wal
+        .checkpoint_with_exemplars(2, &|_| true, i64::MIN, 10)
+        .unwrap();
+    assert_eq!(st.exemplars_kept, 10);
+    let (recs, _) = replay_all(tmp.path(), false).unwrap();
+    assert_eq!(all_exemplars(&recs), want(10..20));
+    wal.rotate().unwrap();
+    let st = wal
+        .checkpoint_with_exemplars(3, &|_| true, i64::MIN, 0)
+        .unwrap();
+    assert_eq!(st.exemplars_kept, 0);
+    let (recs, _) = replay_all(tmp.path(), false).unwrap();
+    assert!(all_exemplars(&recs).is_empty());
+    // Corrupt payloads are errors, never panics.
+    let mut buf = Vec::new();
+    super::record::encode_exemplars(&mut buf, &exs).unwrap();
+    let payload = buf[super::record::FRAME_HEADER_LEN..].to_vec();
+    assert!(super::record::decode(super::record::TYPE_EXEMPLARS, &payload).is_ok());
+    for cut in 0..payload.len() {
+        let _ = super::record::decode(super::record::TYPE_EXEMPLARS, &payload[..cut]);
+        let mut m = payload.clone();
+        m[cut] ^= 0xff;
+        let _ = super::record::decode(super::record::TYPE_EXEMPLARS, &m);
+    }
+    // Unsorted exemplar labels are corruption.
+    let mut buf = Vec::new();
+    // Encode by hand: the encoder debug-asserts sorted labels.
+    let start = buf.len();
+    buf.extend_from_slice(&[0u8; super::record::FRAME_HEADER_LEN]);
+    let p = &mut buf;
+    super::record::put_uvarint(p, 1);
+    for s in ["a", "1"] {
+        super::record::put_uvarint(p, s.len() as u64);
+        p.extend_from_slice(s.as_bytes());
+    }
+    super::record::put_uvarint(p, 2);
+    p.extend_from_slice(&1f64.to_bits().to_le_bytes());
+    super::record::put_uvarint(p, 2);
+    for s in ["z", "1", "a", "2"] {
+        super::record::put_uvarint(p, s.len() as u64);
+        p.extend_from_slice(s.as_bytes());
+    }
+    let err = super::record::decode(
+        super::record::TYPE_EXEMPLARS,
+        &buf[start + super::record::FRAME_HEADER_LEN..],
+    )
+    .unwrap_err();
+    assert!(err.contains("not sorted"), "{err}");
 }
