@@ -242,7 +242,11 @@ pub(crate) struct ServerArgs {
 
     /// gRPC addresses of the stores (history from the bucket) the querier
     /// reads, comma-separated.
-    #[arg(long = "store.addrs", env = "STRATUS_STORE_ADDRS", value_delimiter = ',')]
+    #[arg(
+        long = "store.addrs",
+        env = "STRATUS_STORE_ADDRS",
+        value_delimiter = ','
+    )]
     pub(crate) store_addrs: Option<Vec<String>>,
 
     /// With stores, ask ingesters only for ranges ending within this of

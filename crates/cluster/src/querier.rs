@@ -191,7 +191,11 @@ impl Querier {
             .iter()
             .zip(&oks)
             .map(|((a, m, kind), o)| {
-                format!("{o} of {} {kind}s answered, {} needed", a.len(), a.len() - m)
+                format!(
+                    "{o} of {} {kind}s answered, {} needed",
+                    a.len(),
+                    a.len() - m
+                )
             })
             .collect();
         Err(stratus_tsdb::Error::Remote {

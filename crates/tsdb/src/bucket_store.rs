@@ -105,7 +105,12 @@ impl BucketStore {
                 continue;
             };
             let want: Vec<String> = merged.live_blocks().map(|e| e.ulid.clone()).collect();
-            let entry = self.tenants.read().get(&tenant).cloned().unwrap_or_default();
+            let entry = self
+                .tenants
+                .read()
+                .get(&tenant)
+                .cloned()
+                .unwrap_or_default();
             let have: Vec<Arc<BlockReader>> = entry.blocks.read().clone();
             let dir = self.cache.join(tenant.as_str());
             let mut next = Vec::new();
@@ -358,7 +363,9 @@ pub async fn compact_tenant(bucket: &Bucket, work: &Path) -> Result<CompactStats
     for u in &marked {
         tenant_ix.blocks.retain(|b| &b.ulid != u);
     }
-    tenant_ix.deletion_marks.retain(|d| listed.contains(&d.ulid));
+    tenant_ix
+        .deletion_marks
+        .retain(|d| listed.contains(&d.ulid));
     if !before.same_content(&tenant_ix) {
         bucket_index::write(bucket, &tenant_ix, now_ms()).await?;
     }

@@ -1245,7 +1245,9 @@ async fn load_blocks(
     out.retain(|b| !covered.contains(&b.meta().ulid));
     out.sort_by_key(|b| (b.meta().min_time, b.meta().max_time, b.meta().ulid));
     let index = BucketIndex::from_metas(out.iter().map(|b| b.meta()));
-    if !stored.as_ref().is_some_and(|s| s.same_content(&index)) && !(shared && out.is_empty() && stored.is_none()) {
+    if !stored.as_ref().is_some_and(|s| s.same_content(&index))
+        && !(shared && out.is_empty() && stored.is_none())
+    {
         crate::bucket_index::write_key(bucket, &index, &key, now_ms()).await?;
     }
     Ok((out, index))
