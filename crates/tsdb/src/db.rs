@@ -1245,9 +1245,10 @@ async fn load_blocks(
     out.retain(|b| !covered.contains(&b.meta().ulid));
     out.sort_by_key(|b| (b.meta().min_time, b.meta().max_time, b.meta().ulid));
     let index = BucketIndex::from_metas(out.iter().map(|b| b.meta()));
-    if !stored.as_ref().is_some_and(|s| s.same_content(&index))
-        && !(shared && out.is_empty() && stored.is_none())
-    {
+    let unchanged = stored.as_ref().is_some_and(|s| s.same_content(&index));
+    // An uploader that never shipped a block writes no index yet.
+    let nothing = shared && out.is_empty() && stored.is_none();
+    if !unchanged && !nothing {
         crate::bucket_index::write_key(bucket, &index, &key, now_ms()).await?;
     }
     Ok((out, index))
