@@ -206,6 +206,26 @@ pub struct ServerConfig {
     /// The S3-compatible bucket used when `storage.backend` is `s3`
     /// (its secret is shown as `<secret>`).
     pub s3: stratus_objstore::S3Config,
+    /// This ingester's id in the shared bucket (targets `ingester` and
+    /// `write` with `storage.backend: s3`): stamped into its blocks'
+    /// `meta.json` and naming its own bucket index. Distinct per ingester
+    /// and stable across restarts; letters, digits, `.`, `_`, `-`.
+    pub ingester_id: String,
+    /// gRPC addresses (host:port) of the stores the querier reads
+    /// history from (empty by default).
+    pub store_addrs: Vec<String>,
+    /// The querier asks ingesters only for ranges ending within this of
+    /// now when stores are configured (Mimir's
+    /// `querier.query-ingesters-within`; 0 = always; default 13h).
+    #[serde(with = "humantime_serde")]
+    pub query_ingesters_within: Duration,
+    /// How often a store refreshes its block list from the bucket index
+    /// (default 1m).
+    #[serde(with = "humantime_serde")]
+    pub store_sync_interval: Duration,
+    /// How often the compactor looks for blocks to merge (default 1m).
+    #[serde(with = "humantime_serde")]
+    pub compactor_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -242,6 +262,11 @@ impl Default for ServerConfig {
             etcd: EtcdSettings::default(),
             storage: StorageConfig::default(),
             s3: stratus_objstore::S3Config::default(),
+            ingester_id: String::new(),
+            store_addrs: Vec::new(),
+            query_ingesters_within: Duration::from_secs(13 * 3600),
+            store_sync_interval: Duration::from_secs(60),
+            compactor_interval: Duration::from_secs(60),
         }
     }
 }

@@ -61,4 +61,4 @@ pub use remote_write::{
     DEFAULT_MAX_DECOMPRESSED_BYTES, DecodeError, RwVersion, WriteBatch, batch_from_v1, decode,
     decode_v1, decode_v2, decompress_snappy, fuzz_remote_write_v1, fuzz_remote_write_v2,
 };
-pub use server::{open_tenants, serve, serve_with};
+pub use server::{open_bucket, open_tenants, serve, serve_with};

@@ -982,7 +982,7 @@ fn base_url(addr: SocketAddr) -> String {
 /// Opens the block bucket the config names: `<data_dir>/blocks` or S3
 /// (checked with one listing request, so a wrong endpoint, bucket or
 /// credential stops the start with a clear error).
-async fn open_bucket(cfg: &ServerConfig) -> Result<Bucket> {
+pub async fn open_bucket(cfg: &ServerConfig) -> Result<Bucket> {
     match cfg.storage.backend {
         StorageBackend::Filesystem => {
             let blocks = cfg.data_dir.join("blocks");
@@ -1018,6 +1018,7 @@ pub async fn open_tenants(cfg: &ServerConfig) -> Result<Arc<Tenants>> {
         },
         retention: cfg.retention,
         max_exemplars: cfg.max_exemplars,
+        uploader: (!cfg.ingester_id.is_empty()).then(|| cfg.ingester_id.clone()),
         ..DbConfig::default()
     };
     Ok(Arc::new(Tenants::new(&cfg.data_dir, bucket, db_cfg)))

@@ -12,19 +12,36 @@
 //! unregistered on graceful shutdown), and every component with a ring
 //! serves `/ring`. The static alternative is `--ingester.addrs`
 //! (`StaticPlacement`, replication factor min(`ring.replication_factor`, n)).
+//!
+//! History: ingesters with `--ingester.id` ship their blocks to the shared
+//! bucket under their own bucket index; `store` serves the bucket's blocks
+//! over the same gRPC read RPCs (`--store.addrs` on the querier);
+//! `compactor` merges the replicas' overlapping blocks. One compactor per
+//! bucket for now (per-tenant leader election via the ring comes later).
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use stratus_api::{Backends, ServerConfig};
 use stratus_cluster::{
     ClientConfig, Distributor, IngesterService, Placement, Querier, RingPlacement, StaticPlacement,
 };
+use stratus_tsdb::BucketStore;
 use tracing::info;
 
 /// The targets `--target` accepts.
-pub(crate) const TARGETS: &[&str] = &["all", "distributor", "ingester", "querier", "write", "read"];
+pub(crate) const TARGETS: &[&str] = &[
+    "all",
+    "distributor",
+    "ingester",
+    "querier",
+    "write",
+    "read",
+    "store",
+    "compactor",
+];
 
 /// Which components a target runs: (distributor, ingester, querier).
 fn components(target: &str) -> (bool, bool, bool) {
@@ -33,6 +50,7 @@ fn components(target: &str) -> (bool, bool, bool) {
         "ingester" => (false, true, false),
         "querier" | "read" => (false, false, true),
         "write" => (true, true, false),
+        "store" | "compactor" => (false, false, false),
         _ => (true, true, true),
     }
 }
@@ -50,6 +68,19 @@ pub(crate) fn validate(c: &ServerConfig) -> anyhow::Result<()> {
     if c.target != "all" {
         crate::cluster_ring::validate(c, dist || quer)?;
     }
+    let id_ok = c
+        .ingester_id
+        .chars()
+        .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-'));
+    if !id_ok || c.ingester_id.len() > 128 {
+        anyhow::bail!(
+            "ingester id {:?}: use at most 128 letters, digits, '.', '_' or '-'",
+            c.ingester_id
+        );
+    }
+    if c.store_sync_interval.is_zero() || c.compactor_interval.is_zero() {
+        anyhow::bail!("store_sync_interval and compactor_interval must be positive");
+    }
     if c.ingester_client_timeout.is_zero() {
         anyhow::bail!("ingester_client_timeout must be positive");
     }
@@ -64,6 +95,15 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (dist, ing, quer) = components(&cfg.target);
+    if ing
+        && cfg.ingester_id.is_empty()
+        && cfg.storage.backend == stratus_objstore::StorageBackend::S3
+    {
+        anyhow::bail!(
+            "target {} on a shared S3 bucket needs a distinct, stable --ingester.id per ingester",
+            cfg.target
+        );
+    }
     let listener = tokio::net::TcpListener::bind(cfg.listen.as_str())
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -143,7 +183,35 @@ pub(crate) async fn run(
         )));
     }
     if quer {
-        backends.read = Some(Arc::new(Querier::new(placement.clone(), client.clone())));
+        let q = Querier::new(placement.clone(), client.clone())
+            .with_stores(cfg.store_addrs.clone(), cfg.query_ingesters_within);
+        backends.read = Some(Arc::new(q));
+    }
+    let mut background = None;
+    if cfg.target == "store" {
+        let bucket = stratus_api::open_bucket(&cfg).await?;
+        let store = Arc::new(BucketStore::new(bucket, &cfg.data_dir.join("store-cache")));
+        sync_store(&store).await;
+        let gl = tokio::net::TcpListener::bind(cfg.grpc_listen.as_str())
+            .await
+            .with_context(|| format!("cannot listen for gRPC on {}", cfg.grpc_listen))?;
+        let svc = IngesterService::store(store.clone());
+        let max = client.max_message_bytes;
+        grpc = Some(tokio::spawn(svc.serve(gl, max, stopped(stop_rx.clone()))));
+        let every = cfg.store_sync_interval;
+        background = Some(tokio::spawn(periodic(every, stop_rx.clone(), move || {
+            let store = store.clone();
+            async move { sync_store(&store).await }
+        })));
+    }
+    if cfg.target == "compactor" {
+        let bucket = stratus_api::open_bucket(&cfg).await?;
+        let work = cfg.data_dir.join("compactor");
+        let every = cfg.compactor_interval;
+        background = Some(tokio::spawn(periodic(every, stop_rx.clone(), move || {
+            let (bucket, work) = (bucket.clone(), work.clone());
+            async move { compact_all(&bucket, &work).await }
+        })));
     }
     info!(
         target = %cfg.target,
@@ -180,5 +248,74 @@ pub(crate) async fn run(
         }
     }
     served?;
+    if let Some(b) = background {
+        let _ = b.await;
+    }
     Ok(())
+}
+
+/// Runs `f` now and then every `every` until `stop` turns true.
+async fn periodic<F, Fut>(every: Duration, mut stop: tokio::sync::watch::Receiver<bool>, f: F)
+where
+    F: Fn() -> Fut + Send,
+    Fut: Future<Output = ()> + Send,
+{
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            _ = tick.tick() => f().await,
+            r = stop.changed() => {
+                if r.is_err() || *stop.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// One refresh of a store's block list (errors are logged; the blocks
+/// already served stay).
+async fn sync_store(store: &BucketStore) {
+    match store.sync().await {
+        Ok(s) => {
+            if s.downloaded > 0 || s.dropped > 0 {
+                info!(
+                    tenants = s.tenants,
+                    blocks = s.blocks,
+                    downloaded = s.downloaded,
+                    dropped = s.dropped,
+                    "store synced with the bucket index"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "store sync with the bucket failed"),
+    }
+}
+
+/// One compactor pass over every tenant of the bucket.
+async fn compact_all(bucket: &stratus_objstore::Bucket, work: &std::path::Path) {
+    let tenants = match bucket.list_dirs("").await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "compactor: listing tenants failed");
+            return;
+        }
+    };
+    for t in tenants {
+        let Ok(id) = stratus_model::TenantId::new(&t) else {
+            continue;
+        };
+        let b = bucket.with_prefix(id.as_str());
+        match stratus_tsdb::compact_tenant(&b, &work.join(id.as_str())).await {
+            Ok(s) if s.groups > 0 => {
+                info!(tenant = %id, groups = s.groups, deleted = s.deleted, "compactor pass")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(tenant = %id, error = %e, "compactor: tenant failed"),
+        }
+    }
 }

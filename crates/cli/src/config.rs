@@ -301,6 +301,34 @@ pub(crate) struct ServerArgs {
     /// [default: <data-dir>/ring-tokens.json].
     #[arg(long = "ring.tokens-file", env = "STRATUS_RING_TOKENS_FILE")]
     pub(crate) ring_tokens_file: Option<PathBuf>,
+
+    /// This ingester's id in the shared bucket: distinct per ingester,
+    /// stable across restarts (required with --storage.backend=s3).
+    #[arg(long = "ingester.id", env = "STRATUS_INGESTER_ID")]
+    pub(crate) ingester_id: Option<String>,
+
+    /// gRPC addresses of the stores (history from the bucket) the querier
+    /// reads, comma-separated.
+    #[arg(
+        long = "store.addrs",
+        env = "STRATUS_STORE_ADDRS",
+        value_delimiter = ','
+    )]
+    pub(crate) store_addrs: Option<Vec<String>>,
+
+    /// With stores, ask ingesters only for ranges ending within this of
+    /// now (0 = always) [default: 13h].
+    #[arg(long = "querier.query-ingesters-within", env = "STRATUS_QUERY_INGESTERS_WITHIN", value_parser = duration)]
+    pub(crate) query_ingesters_within: Option<Duration>,
+
+    /// How often a store refreshes its block list from the bucket index
+    /// [default: 1m].
+    #[arg(long = "store.sync-interval", env = "STRATUS_STORE_SYNC_INTERVAL", value_parser = duration)]
+    pub(crate) store_sync_interval: Option<Duration>,
+
+    /// How often the compactor looks for blocks to merge [default: 1m].
+    #[arg(long = "compactor.interval", env = "STRATUS_COMPACTOR_INTERVAL", value_parser = duration)]
+    pub(crate) compactor_interval: Option<Duration>,
     /// Where blocks are kept: filesystem (<data-dir>/blocks) or s3 (the
     /// --s3.* bucket; head and WAL stay in --data-dir)
     /// [default: filesystem].
@@ -433,6 +461,11 @@ impl ServerArgs {
         if let Some(f) = &self.ring_tokens_file {
             c.ring.tokens_file = Some(f.clone());
         }
+        set(&mut c.ingester_id, &self.ingester_id);
+        set(&mut c.store_addrs, &self.store_addrs);
+        set(&mut c.query_ingesters_within, &self.query_ingesters_within);
+        set(&mut c.store_sync_interval, &self.store_sync_interval);
+        set(&mut c.compactor_interval, &self.compactor_interval);
         crate::cluster::validate(&c)?;
         if let Some(b) = self.storage_backend {
             c.storage.backend = b.into();

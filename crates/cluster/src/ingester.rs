@@ -7,6 +7,10 @@
 //! the tenant's database (head and blocks) and stream its chunks as they
 //! are stored. A tenant without data answers empty reads without creating
 //! anything on disk.
+//!
+//! The store component serves the same read RPCs over the blocks of the
+//! shared bucket ([`IngesterService::store`], a
+//! [`stratus_tsdb::BucketStore`]); it refuses pushes.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -18,7 +22,7 @@ use snafu::ResultExt;
 use stratus_model::TenantId;
 use stratus_proto::ingester as pb;
 use stratus_proto::ingester::ingester_server::{Ingester, IngesterServer};
-use stratus_tsdb::{Db, Queryable, SelectHints, Tenants};
+use stratus_tsdb::{BucketStore, Queryable, SelectHints, Tenants};
 use tonic::{Request, Response, Status};
 use tracing::{error, info};
 
@@ -31,15 +35,33 @@ const SERIES_PER_MESSAGE: usize = 128;
 /// The ingester service.
 #[derive(Debug, Clone)]
 pub struct IngesterService {
-    tenants: Arc<Tenants>,
+    source: Source,
     ready: Arc<AtomicBool>,
+}
+
+/// What the service reads from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// An ingester's tenant databases (writable).
+    Tenants(Arc<Tenants>),
+    /// A store's blocks from the bucket (read only).
+    Store(Arc<BucketStore>),
 }
 
 impl IngesterService {
     /// Serves `tenants`.
     pub fn new(tenants: Arc<Tenants>) -> Self {
         Self {
-            tenants,
+            source: Source::Tenants(tenants),
+            ready: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Serves the read RPCs over the blocks of `store` (the store
+    /// component); pushes are refused (UNIMPLEMENTED).
+    pub fn store(store: Arc<BucketStore>) -> Self {
+        Self {
+            source: Source::Store(store),
             ready: Arc::new(AtomicBool::new(true)),
         }
     }
@@ -76,16 +98,25 @@ impl IngesterService {
         TenantId::new(s).map_err(|e| Status::invalid_argument(format!("tenant {s:?}: {e}")))
     }
 
-    /// The tenant's database for a read, `None` when it has no data.
-    async fn db_for_read(&self, t: &TenantId) -> Result<Option<Arc<Db>>, Status> {
-        if let Some(db) = self.tenants.get_open(t).await {
+    /// The tenant's data for a read, `None` when it has none.
+    async fn db_for_read(&self, t: &TenantId) -> Result<Option<Arc<dyn Queryable>>, Status> {
+        let tenants = match &self.source {
+            Source::Tenants(tenants) => tenants,
+            Source::Store(store) => {
+                return Ok(store.tenant(t).map(|x| x as Arc<dyn Queryable>));
+            }
+        };
+        if let Some(db) = tenants.get_open(t).await {
             return Ok(Some(db));
         }
-        let known = self.tenants.list().await.map_err(internal)?;
+        let known = tenants.list().await.map_err(internal)?;
         if !known.contains(t) {
             return Ok(None);
         }
-        self.tenants.get(t).await.map(Some).map_err(internal)
+        match tenants.get(t).await {
+            Ok(db) => Ok(Some(db)),
+            Err(e) => Err(internal(e)),
+        }
     }
 
     /// Runs a read on the blocking pool.
@@ -93,13 +124,13 @@ impl IngesterService {
         &self,
         tenant: &str,
         empty: T,
-        f: impl FnOnce(&Db) -> Result<T, Status> + Send + 'static,
+        f: impl FnOnce(&dyn Queryable) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
         let t = Self::tenant(tenant)?;
         let Some(db) = self.db_for_read(&t).await? else {
             return Ok(empty);
         };
-        tokio::task::spawn_blocking(move || f(&db))
+        tokio::task::spawn_blocking(move || f(db.as_ref()))
             .await
             .map_err(|e| Status::internal(format!("read task failed: {e}")))?
     }
@@ -120,10 +151,15 @@ impl Ingester for IngesterService {
         if !self.ready.load(Ordering::Relaxed) {
             return Err(Status::unavailable("ingester is shutting down"));
         }
+        let Source::Tenants(tenants) = &self.source else {
+            return Err(Status::unimplemented(
+                "this is a store: it serves blocks from the bucket and takes no writes",
+            ));
+        };
         let req = request.into_inner();
         let tenant = Self::tenant(&req.tenant)?;
         let batch = stratus_api::batch_from_v1(&req.timeseries, &req.metadata);
-        let db = self.tenants.get(&tenant).await.map_err(|e| {
+        let db = tenants.get(&tenant).await.map_err(|e| {
             error!(tenant = %tenant, error = %e, "opening tenant database");
             internal(format!("opening the tenant database failed: {e}"))
         })?;

@@ -15,7 +15,9 @@
 //!   a quorum per series (the HTTP API's [`stratus_api::WriteBackend`]);
 //! - [`Querier`]: a [`stratus_tsdb::Queryable`] over all ingesters with
 //!   per-call timeouts, replicas merged and deduplicated (the HTTP API's
-//!   [`stratus_api::ReadBackend`]).
+//!   [`stratus_api::ReadBackend`]); with store addresses it also reads
+//!   the history in the bucket from the stores
+//!   ([`IngesterService::store`] over a [`stratus_tsdb::BucketStore`]).
 //!
 //! The single-process mode does not use this crate: it keeps the direct
 //! path from the HTTP API to the local engine.

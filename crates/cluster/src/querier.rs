@@ -13,6 +13,14 @@
 //! their chunks deduplicated by timestamp when iterated, so each sample is
 //! seen once.
 //!
+//! With store addresses ([`Querier::with_stores`]) every read also asks
+//! each store (the blocks in the bucket; all of them must answer), and the
+//! ingesters are asked only when the range reaches into the last
+//! `query_ingesters_within` (0 = always), as Mimir's
+//! `-querier.query-ingesters-within`: history older than the ingesters'
+//! retention comes from the stores alone. Ingester and store answers are
+//! merged and deduplicated the same way.
+//!
 //! [`Queryable`] is synchronous (PromQL runs on the blocking pool): calls
 //! run on the Tokio runtime the querier was built in, and the caller's
 //! thread waits for them.
@@ -38,6 +46,11 @@ pub struct Querier {
     placement: Arc<dyn Placement>,
     clients: Arc<Clients>,
     rt: tokio::runtime::Handle,
+    /// gRPC addresses of the stores.
+    stores: Vec<String>,
+    /// Ingesters are asked only for ranges ending after now minus this
+    /// (zero: always).
+    ingesters_within: Duration,
 }
 
 impl Querier {
@@ -48,7 +61,30 @@ impl Querier {
             placement,
             clients: Arc::new(Clients::new(cfg)),
             rt: tokio::runtime::Handle::current(),
+            stores: Vec::new(),
+            ingesters_within: Duration::ZERO,
         }
+    }
+
+    /// Also reads history from the stores at `stores` (gRPC addresses);
+    /// ingesters are asked only for ranges ending within
+    /// `ingesters_within` of now (zero: always).
+    pub fn with_stores(mut self, stores: Vec<String>, ingesters_within: Duration) -> Self {
+        self.stores = stores;
+        self.ingesters_within = ingesters_within;
+        self
+    }
+
+    /// Whether a read ending at `end_ms` must ask the ingesters.
+    fn needs_ingesters(&self, end_ms: i64) -> bool {
+        if self.ingesters_within.is_zero() || self.stores.is_empty() {
+            return true;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let within = i64::try_from(self.ingesters_within.as_millis()).unwrap_or(i64::MAX);
+        end_ms >= now.saturating_sub(within)
     }
 
     /// The view of one tenant.
@@ -59,75 +95,114 @@ impl Querier {
         }
     }
 
-    /// Runs `call` against every instance; returns the answers once all
-    /// but the tolerated failures succeeded. Blocks the calling thread
-    /// (which must not be a runtime worker).
-    fn fan_out<T, F, Fut>(&self, what: &str, call: F) -> stratus_tsdb::Result<Vec<T>>
+    /// Runs `call` against every instance needed for a read ending at
+    /// `end_ms`: the ingesters (all but the tolerated failures must
+    /// answer) and the stores (all must answer). Returns the answers.
+    /// Blocks the calling thread (which must not be a runtime worker).
+    fn fan_out<T, F, Fut>(&self, what: &str, end_ms: i64, call: F) -> stratus_tsdb::Result<Vec<T>>
     where
         T: Send + 'static,
         F: Fn(IngesterClient<Channel>) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>> + Send + 'static,
     {
-        let set = self.placement.read_set();
-        let max_fail = set.max_failures();
-        let instances = set.instances;
-        if instances.is_empty() {
-            return Err(stratus_tsdb::Error::Remote {
-                message: "no ingesters are configured or enough of them healthy".to_string(),
-            });
+        // (addresses, failures tolerated, kind) per group.
+        let mut groups: Vec<(Vec<String>, usize, &str)> = Vec::new();
+        if self.needs_ingesters(end_ms) {
+            // One ring snapshot for both the members and the failures
+            // tolerated.
+            let set = self.placement.read_set();
+            let max_fail = set.max_failures();
+            let instances = set.instances;
+            if instances.is_empty() {
+                return Err(stratus_tsdb::Error::Remote {
+                    message: "no ingesters are configured or enough of them healthy".to_string(),
+                });
+            }
+            let n = instances.len();
+            groups.push((
+                instances.into_iter().map(|i| i.addr).collect(),
+                max_fail.min(n.saturating_sub(1)),
+                "ingester",
+            ));
         }
-        let n = instances.len();
+        if !self.stores.is_empty() {
+            groups.push((self.stores.clone(), 0, "store"));
+        }
         let timeout = self.clients.timeout();
-        let (tx, rx) = std::sync::mpsc::channel::<(String, Result<T, tonic::Status>)>();
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, String, Result<T, tonic::Status>)>();
         let _guard = self.rt.enter();
-        for inst in instances {
-            let tx = tx.clone();
-            let client = self.clients.get(&inst.addr);
-            let fut = client.map(&call);
-            self.rt.spawn(async move {
-                let r = match fut {
-                    Ok(f) => match tokio::time::timeout(timeout, f).await {
-                        Ok(r) => r,
-                        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
-                            "no answer within {timeout:?}"
-                        ))),
-                    },
-                    Err(e) => Err(e),
-                };
-                let _ = tx.send((inst.addr, r));
-            });
+        for (g, (addrs, _, _)) in groups.iter().enumerate() {
+            for addr in addrs {
+                let tx = tx.clone();
+                let client = self.clients.get(addr);
+                let fut = client.map(&call);
+                let addr = addr.clone();
+                self.rt.spawn(async move {
+                    let r = match fut {
+                        Ok(f) => match tokio::time::timeout(timeout, f).await {
+                            Ok(r) => r,
+                            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                                "no answer within {timeout:?}"
+                            ))),
+                        },
+                        Err(e) => Err(e),
+                    };
+                    let _ = tx.send((g, addr, r));
+                });
+            }
         }
         drop(tx);
         // A little slack over the per-call timeout for scheduling.
         let deadline = Instant::now() + timeout + Duration::from_millis(200);
-        let mut ok = Vec::with_capacity(n);
+        let mut ok = Vec::new();
+        let mut oks = vec![0usize; groups.len()];
+        let mut fails = vec![0usize; groups.len()];
         let mut failed: Vec<String> = Vec::new();
-        while ok.len() < n - max_fail && failed.len() <= max_fail {
+        let done = |oks: &[usize]| {
+            groups
+                .iter()
+                .zip(oks)
+                .all(|((a, m, _), o)| *o >= a.len() - m)
+        };
+        let broken = |fails: &[usize]| groups.iter().zip(fails).any(|((_, m, _), f)| f > m);
+        while !done(&oks) && !broken(&fails) {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
-                Ok((_, Ok(v))) => ok.push(v),
-                Ok((addr, Err(s))) => {
-                    failed.push(format!("ingester {addr}: {:?}: {}", s.code(), s.message()))
+                Ok((g, _, Ok(v))) => {
+                    ok.push(v);
+                    if let Some(o) = oks.get_mut(g) {
+                        *o += 1;
+                    }
+                }
+                Ok((g, addr, Err(s))) => {
+                    let kind = groups.get(g).map_or("instance", |x| x.2);
+                    failed.push(format!("{kind} {addr}: {:?}: {}", s.code(), s.message()));
+                    if let Some(f) = fails.get_mut(g) {
+                        *f += 1;
+                    }
                 }
                 Err(_) => {
-                    failed.push(format!(
-                        "{} ingester(s) did not answer in time",
-                        n - ok.len()
-                    ));
+                    failed.push("some instances did not answer in time".to_string());
                     break;
                 }
             }
         }
-        if ok.len() >= n - max_fail {
+        if done(&oks) {
             return Ok(ok);
         }
+        let counts: Vec<String> = groups
+            .iter()
+            .zip(&oks)
+            .map(|((a, m, kind), o)| {
+                format!(
+                    "{o} of {} {kind}s answered, {} needed",
+                    a.len(),
+                    a.len() - m
+                )
+            })
+            .collect();
         Err(stratus_tsdb::Error::Remote {
-            message: format!(
-                "{what}: {} of {n} ingesters answered, {} needed: {}",
-                ok.len(),
-                n - max_fail,
-                failed.join("; ")
-            ),
+            message: format!("{what}: {}: {}", counts.join(", "), failed.join("; ")),
         })
     }
 }
@@ -165,7 +240,7 @@ impl Queryable for TenantQuerier {
             matchers: convert::matchers_to_proto(matchers),
         };
         if hints.labels_only {
-            let lists = self.q.fan_out("series", |mut c| {
+            let lists = self.q.fan_out("series", hints.end, |mut c| {
                 let req = req.clone();
                 async move {
                     let r = c.series(req).await?.into_inner();
@@ -183,7 +258,7 @@ impl Queryable for TenantQuerier {
             })?;
             return Ok(merge_series(lists));
         }
-        let lists = self.q.fan_out("select", |mut c| {
+        let lists = self.q.fan_out("select", hints.end, |mut c| {
             let req = req.clone();
             async move {
                 let mut stream = c.query_stream(req).await?.into_inner();
@@ -215,7 +290,7 @@ impl Queryable for TenantQuerier {
             end_ms: maxt,
             matchers: convert::matchers_to_proto(matchers),
         };
-        let lists = self.q.fan_out("label names", |mut c| {
+        let lists = self.q.fan_out("label names", maxt, |mut c| {
             let req = req.clone();
             async move { Ok(c.label_names(req).await?.into_inner().names) }
         })?;
@@ -236,7 +311,7 @@ impl Queryable for TenantQuerier {
             end_ms: maxt,
             matchers: convert::matchers_to_proto(matchers),
         };
-        let lists = self.q.fan_out("label values", |mut c| {
+        let lists = self.q.fan_out("label values", maxt, |mut c| {
             let req = req.clone();
             async move { Ok(c.label_values(req).await?.into_inner().values) }
         })?;

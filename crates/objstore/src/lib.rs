@@ -345,6 +345,32 @@ impl Bucket {
         Ok(out)
     }
 
+    /// The names of the objects directly under `prefix` (not in its
+    /// "sub-directories"), sorted.
+    pub async fn list_files(&self, prefix: &str) -> Result<Vec<String>> {
+        let base = self.full(prefix)?;
+        let base = if base.as_ref().is_empty() {
+            None
+        } else {
+            Some(base)
+        };
+        let listing = self
+            .store
+            .list_with_delimiter(base.as_ref())
+            .await
+            .context(StoreSnafu {
+                op: "list",
+                key: prefix,
+            })?;
+        let mut out: Vec<String> = listing
+            .objects
+            .iter()
+            .filter_map(|o| o.location.filename().map(str::to_string))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Deletes every object under `prefix/`.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<()> {
         let base = self.full(prefix)?;

@@ -39,7 +39,10 @@ use stratus_model::Labels;
 pub use chunk_segments::{SEGMENT_MAGIC, SEGMENT_VERSION};
 pub use error::{Error, Result};
 pub use index_writer::{INDEX_MAGIC, INDEX_VERSION};
-pub use meta::{BlockCompaction, BlockMeta, BlockStats, META_FILENAME, META_VERSION};
+pub use meta::{
+    BlockCompaction, BlockMeta, BlockStats, INGESTER_ID_LABEL, META_FILENAME, META_VERSION,
+    ThanosMeta,
+};
 pub use tombstones::{
     TOMBSTONES_FILENAME, TOMBSTONES_MAGIC, TOMBSTONES_VERSION, Tombstones, write_tombstones,
 };
@@ -204,6 +207,7 @@ impl BlockWriter {
             },
             compaction,
             version: META_VERSION,
+            thanos: None,
         };
         // `write` fsyncs the block directory after the rename.
         meta.write(&self.dir)?;

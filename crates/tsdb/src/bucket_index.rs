@@ -9,6 +9,11 @@
 //! entry leaves after. Readers take the index when it is present and
 //! valid, skip marked blocks and entries whose `meta.json` is missing, and
 //! fall back to listing the bucket otherwise.
+//!
+//! In cluster mode several processes write blocks of one tenant: each
+//! ingester keeps its own index (`bucket-index.ingester-<id>.json`, see
+//! [`key_for`]), only the compactor writes `bucket-index.json`, and
+//! readers merge all of them ([`read_all`], [`merge`]).
 
 use serde::{Deserialize, Serialize};
 use stratus_objstore::Bucket;
@@ -167,23 +172,86 @@ impl BucketIndex {
     }
 }
 
+/// Prefix of every bucket index file's key.
+pub const INDEX_PREFIX: &str = "bucket-index";
+
+/// The index key of an uploader: [`INDEX_KEY`] for the sole writer of a
+/// prefix (`None`), `bucket-index.ingester-<id>.json` for an ingester on
+/// a shared bucket.
+pub fn key_for(uploader: Option<&str>) -> String {
+    match uploader {
+        Some(id) => format!("{INDEX_PREFIX}.ingester-{id}.json"),
+        None => INDEX_KEY.to_string(),
+    }
+}
+
 /// Reads the index under `bucket`'s prefix: `None` when absent or
 /// invalid (the caller then lists the bucket).
 pub async fn read(bucket: &Bucket) -> Result<Option<BucketIndex>> {
-    Ok(bucket
-        .get(INDEX_KEY)
-        .await?
-        .and_then(|d| BucketIndex::parse(&d)))
+    read_key(bucket, INDEX_KEY).await
+}
+
+/// Reads the index stored at `key`: `None` when absent or invalid.
+pub async fn read_key(bucket: &Bucket, key: &str) -> Result<Option<BucketIndex>> {
+    Ok(bucket.get(key).await?.and_then(|d| BucketIndex::parse(&d)))
 }
 
 /// Writes the index under `bucket`'s prefix (one atomic PUT), stamping
 /// `updated_at`.
 pub async fn write(bucket: &Bucket, ix: &BucketIndex, now_ms: i64) -> Result<()> {
+    write_key(bucket, ix, INDEX_KEY, now_ms).await
+}
+
+/// Writes the index at `key` (one atomic PUT), stamping `updated_at`.
+pub async fn write_key(bucket: &Bucket, ix: &BucketIndex, key: &str, now_ms: i64) -> Result<()> {
     let mut ix = ix.clone();
     ix.updated_at = now_ms;
     let data = serde_json::to_vec_pretty(&ix).unwrap_or_default();
-    bucket.put(INDEX_KEY, data.into()).await?;
+    bucket.put(key, data.into()).await?;
     Ok(())
+}
+
+/// Every index file under `bucket`'s prefix (the tenant index and the
+/// uploaders' indexes) with its key; unreadable ones are left out (with
+/// a warning). One LIST plus one GET per file.
+pub async fn read_all(bucket: &Bucket) -> Result<Vec<(String, BucketIndex)>> {
+    let mut out = Vec::new();
+    for key in bucket.list_files("").await? {
+        if !key.starts_with(INDEX_PREFIX) || !key.ends_with(".json") {
+            continue;
+        }
+        if let Some(ix) = read_key(bucket, &key).await? {
+            out.push((key, ix));
+        }
+    }
+    Ok(out)
+}
+
+/// The merged view of several writers' indexes: every block listed by
+/// any of them, and every deletion mark of any of them (a block marked by
+/// one writer — the compactor deleting a merged input — is dead for all).
+/// `None` when there is no index at all.
+pub fn merge<'a>(indexes: impl IntoIterator<Item = &'a BucketIndex>) -> Option<BucketIndex> {
+    let mut out: Option<BucketIndex> = None;
+    for ix in indexes {
+        let m = out.get_or_insert_with(BucketIndex::default);
+        m.updated_at = m.updated_at.max(ix.updated_at);
+        for b in &ix.blocks {
+            if !m.blocks.iter().any(|x| x.ulid == b.ulid) {
+                m.blocks.push(b.clone());
+            }
+        }
+        for d in &ix.deletion_marks {
+            if !m.is_marked(&d.ulid) {
+                m.deletion_marks.push(d.clone());
+            }
+        }
+    }
+    if let Some(m) = out.as_mut() {
+        m.blocks
+            .sort_by(|a, b| (a.min_time, &a.ulid).cmp(&(b.min_time, &b.ulid)));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -205,6 +273,7 @@ mod tests {
                 ..BlockCompaction::default()
             },
             version: META_VERSION,
+            thanos: None,
         }
     }
 
@@ -222,6 +291,14 @@ mod tests {
         assert_eq!(ix.blocks.len(), 1);
         assert!(ix.deletion_marks.is_empty());
         assert!(BucketIndex::parse(b"{not json").is_none());
+        let mut other = BucketIndex::default();
+        other.add(&a);
+        other.mark_deleted(&b.ulid.to_string(), 9);
+        let m = merge([&ix, &other]).unwrap();
+        assert_eq!(m.blocks.len(), 2);
+        assert_eq!(m.live_blocks().count(), 1);
+        assert!(merge(std::iter::empty()).is_none());
+        assert_eq!(key_for(Some("i-1")), "bucket-index.ingester-i-1.json");
         assert!(
             BucketIndex::parse(br#"{"version":9,"updated_at":0,"blocks":[],"deletion_marks":[]}"#)
                 .is_none()

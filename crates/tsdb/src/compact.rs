@@ -373,6 +373,7 @@ mod tests {
             stats: BlockStats::default(),
             compaction: BlockCompaction::default(),
             version: 1,
+            thanos: None,
         }
     }
 

@@ -66,6 +66,13 @@ pub struct DbConfig {
     pub max_exemplars: usize,
     /// Metric families whose metadata is kept in memory. Default 100k.
     pub max_metadata: usize,
+    /// Cluster ingester mode on a shared bucket: this uploader's id.
+    /// Blocks carry it in `meta.json` (`thanos.labels.__ingester_id__`),
+    /// the database keeps its own index
+    /// (`bucket-index.ingester-<id>.json`), does not compact and never
+    /// deletes objects in the bucket (the compactor owns that). `None`
+    /// (default): the database is the only writer of its prefix.
+    pub uploader: Option<String>,
 }
 
 impl Default for DbConfig {
@@ -81,6 +88,7 @@ impl Default for DbConfig {
             head_chunk_compaction_interval: Duration::from_secs(120),
             max_exemplars: crate::exemplars::DEFAULT_MAX_EXEMPLARS,
             max_metadata: crate::metadata::DEFAULT_MAX_METADATA,
+            uploader: None,
         }
     }
 }
@@ -203,6 +211,8 @@ pub struct Db {
     pub(crate) blocks: RwLock<Vec<Arc<BlockReader>>>,
     /// The bucket index as last written (changed under `maint`).
     bucket_index: Mutex<BucketIndex>,
+    /// Its key under the tenant prefix.
+    index_key: String,
     /// Serialises block cuts, compactions, retention and deletions.
     pub(crate) maint: tokio::sync::Mutex<()>,
     counters: Counters,
@@ -239,7 +249,7 @@ impl Db {
         if wip.exists() {
             std::fs::remove_dir_all(&wip).context(crate::error::IoSnafu { path: &wip })?;
         }
-        let (blocks, bucket_index) = load_blocks(&bucket, &cache).await?;
+        let (blocks, bucket_index) = load_blocks(&bucket, &cache, cfg.uploader.as_deref()).await?;
         let head = Head::new(cfg.head.clone());
         if let Some(maxt) = blocks.iter().map(|b| b.meta().max_time).max() {
             head.set_min_valid(maxt);
@@ -283,6 +293,7 @@ impl Db {
         let wal = Wal::open(&wal_dir, cfg.wal.clone())?;
         let ooo_window = AtomicI64::new(cfg.head.ooo_window);
         let retention_ms = AtomicI64::new(retention_to_ms(cfg.retention));
+        let index_key = crate::bucket_index::key_for(cfg.uploader.as_deref());
         Ok(Db {
             exemplars,
             metadata,
@@ -296,6 +307,7 @@ impl Db {
             bucket,
             blocks: RwLock::new(blocks),
             bucket_index: Mutex::new(bucket_index),
+            index_key,
             maint: tokio::sync::Mutex::new(()),
             counters: Counters::default(),
             last_used: Mutex::new(std::time::Instant::now()),
@@ -652,7 +664,9 @@ impl Db {
             self.compact_head_chunks().await?;
         }
         self.cut_blocks().await?;
-        crate::compact::compact(self).await?;
+        if self.cfg.uploader.is_none() {
+            crate::compact::compact(self).await?;
+        }
         self.apply_retention().await?;
         Ok(())
     }
@@ -798,6 +812,21 @@ impl Db {
         wip_dir: &Path,
     ) -> Result<Arc<BlockReader>> {
         let name = meta.ulid.to_string();
+        let shipped;
+        let meta = match &self.cfg.uploader {
+            Some(id) => {
+                // Stamp the uploader into meta.json before it leaves.
+                let mut m = meta.clone();
+                m.thanos = Some(crate::block::ThanosMeta {
+                    labels: [(crate::block::INGESTER_ID_LABEL.to_string(), id.clone())].into(),
+                    source: "ingester".to_string(),
+                });
+                m.write(wip_dir)?;
+                shipped = m;
+                &shipped
+            }
+            None => meta,
+        };
         crate::failpoint::hit("block.upload.before")?;
         // Data files, then the index entry, then meta.json: every block
         // with a meta.json is in the index; an entry whose meta.json is
@@ -837,7 +866,12 @@ impl Db {
             f(&mut ix);
             ix.clone()
         };
-        crate::bucket_index::write(&self.bucket, &ix, now_ms()).await
+        crate::bucket_index::write_key(&self.bucket, &ix, self.index_key(), now_ms()).await
+    }
+
+    /// The key of the bucket index this database writes.
+    fn index_key(&self) -> &str {
+        &self.index_key
     }
 
     /// The bucket index as this database last wrote it.
@@ -852,7 +886,11 @@ impl Db {
         let now = now_ms();
         self.update_index(|ix| ix.mark_deleted(&name, now)).await?;
         crate::failpoint::hit("block.delete.marked")?;
-        self.bucket.delete_prefix(&name).await?;
+        // In a shared bucket the compactor deletes objects; an ingester
+        // only stops listing the block.
+        if self.cfg.uploader.is_none() {
+            self.bucket.delete_prefix(&name).await?;
+        }
         self.update_index(|ix| ix.remove(&name)).await?;
         let cache = self.dir.join("blocks").join(&name);
         if cache.exists() {
@@ -1143,18 +1181,26 @@ fn replay_histograms<'a>(head: &Head, it: impl Iterator<Item = (u64, i64, HistRe
 async fn load_blocks(
     bucket: &Bucket,
     cache: &Path,
+    uploader: Option<&str>,
 ) -> Result<(Vec<Arc<BlockReader>>, BucketIndex)> {
-    let stored = crate::bucket_index::read(bucket).await?;
+    let key = crate::bucket_index::key_for(uploader);
+    let shared = uploader.is_some();
+    let stored = crate::bucket_index::read_key(bucket, &key).await?;
     let (names, marked): (Vec<String>, Vec<String>) = match &stored {
         Some(ix) => (
             ix.live_blocks().map(|b| b.ulid.clone()).collect(),
             ix.deletion_marks.iter().map(|d| d.ulid.clone()).collect(),
         ),
+        // An uploader's blocks are exactly those of its own index: the
+        // prefix holds other uploaders' blocks too.
+        None if shared => (Vec::new(), Vec::new()),
         None => (bucket.list_dirs("").await?, Vec::new()),
     };
     for name in &marked {
         info!(block = %name, "finishing a block deletion marked in the bucket index");
-        bucket.delete_prefix(name).await?;
+        if !shared {
+            bucket.delete_prefix(name).await?;
+        }
         let _ = std::fs::remove_dir_all(cache.join(name));
     }
     let mut out = Vec::new();
@@ -1213,14 +1259,19 @@ async fn load_blocks(
     for u in &covered {
         warn!(block = %u, "deleting block already merged by a finished compaction");
         let name = u.to_string();
-        bucket.delete_prefix(&name).await?;
+        if !shared {
+            bucket.delete_prefix(&name).await?;
+        }
         let _ = std::fs::remove_dir_all(cache.join(&name));
     }
     out.retain(|b| !covered.contains(&b.meta().ulid));
     out.sort_by_key(|b| (b.meta().min_time, b.meta().max_time, b.meta().ulid));
     let index = BucketIndex::from_metas(out.iter().map(|b| b.meta()));
-    if !stored.as_ref().is_some_and(|s| s.same_content(&index)) {
-        crate::bucket_index::write(bucket, &index, now_ms()).await?;
+    let unchanged = stored.as_ref().is_some_and(|s| s.same_content(&index));
+    // An uploader that never shipped a block writes no index yet.
+    let nothing = shared && out.is_empty() && stored.is_none();
+    if !unchanged && !nothing {
+        crate::bucket_index::write_key(bucket, &index, &key, now_ms()).await?;
     }
     Ok((out, index))
 }

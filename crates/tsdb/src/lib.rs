@@ -11,6 +11,7 @@
 
 pub mod block;
 pub mod bucket_index;
+mod bucket_store;
 pub mod chunks;
 mod compact;
 mod db;
@@ -30,6 +31,7 @@ pub use block::{
     Tombstones, fuzz_block_index, write_tombstones,
 };
 pub use bucket_index::BucketIndex;
+pub use bucket_store::{BucketStore, CompactStats, StoreTenant, SyncStats, compact_tenant};
 pub use chunks::{
     Appendable, COMPACT_CHUNK_SAMPLES, COMPACT_ZSTD_LEVEL, ChunkIter, CounterResetHeader, Encoding,
     FloatHistogramAppender, HistogramAppender, MAX_COMPACT_SAMPLES, MAX_SAMPLES_PER_CHUNK,

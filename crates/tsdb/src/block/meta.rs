@@ -65,7 +65,28 @@ pub struct BlockMeta {
     pub stats: BlockStats,
     pub compaction: BlockCompaction,
     pub version: u32,
+    /// Who wrote the block (Thanos/Mimir's `thanos` section): `None` for a
+    /// single-node block, the ingester's id for a block an ingester
+    /// shipped to a shared bucket, `source: "compactor"` for a compactor's
+    /// output.
+    pub thanos: Option<ThanosMeta>,
 }
+
+/// The `thanos` section of `meta.json` (the shape Thanos and Mimir use):
+/// external labels of the uploader and what produced the block.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ThanosMeta {
+    /// Labels of the uploader (Stratus writes `__ingester_id__` for
+    /// ingester uploads).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// What produced the block: `ingester` or `compactor`.
+    #[serde(default)]
+    pub source: String,
+}
+
+/// The `thanos.labels` key naming the ingester that uploaded a block.
+pub const INGESTER_ID_LABEL: &str = "__ingester_id__";
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -104,6 +125,8 @@ struct MetaJson {
     stats: StatsJson,
     compaction: CompactionJson,
     version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    thanos: Option<ThanosMeta>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stratus: Option<ExtJson>,
 }
@@ -140,6 +163,7 @@ impl BlockMeta {
                 deletable: self.compaction.deletable,
             },
             version: self.version,
+            thanos: self.thanos.clone(),
             stratus: None,
         }
     }
@@ -219,6 +243,7 @@ impl BlockMeta {
                 deletable: j.compaction.deletable,
             },
             version: j.version,
+            thanos: j.thanos,
         })
     }
 
@@ -274,6 +299,7 @@ mod tests {
                 deletable: false,
             },
             version: META_VERSION,
+            thanos: None,
         }
     }
 
