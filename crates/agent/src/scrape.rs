@@ -759,7 +759,12 @@ impl Scraper {
         }
         let ts = now_ms().max(st.last_ts + 1);
         let mut batch = Batch::default();
-        for l in st.prev.drain().map(|(_, l)| l).chain(st.report_labels.iter().cloned()) {
+        for l in st
+            .prev
+            .drain()
+            .map(|(_, l)| l)
+            .chain(st.report_labels.iter().cloned())
+        {
             batch.series.push(SeriesSamples {
                 labels: l,
                 samples: vec![Sample::new(ts, stale_nan())],
@@ -1088,7 +1093,12 @@ fn stale_all(sink: &Arc<dyn Sink>, st: &mut LoopState) {
     }
     let ts = now_ms().max(st.last_ts + 1);
     let mut batch = Batch::default();
-    for l in st.prev.drain().map(|(_, l)| l).chain(st.report_labels.drain(..)) {
+    for l in st
+        .prev
+        .drain()
+        .map(|(_, l)| l)
+        .chain(st.report_labels.drain(..))
+    {
         batch.series.push(SeriesSamples {
             labels: l,
             samples: vec![Sample::new(ts, stale_nan())],

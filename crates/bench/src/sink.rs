@@ -76,9 +76,18 @@ async fn write(State(st): State<Arc<SinkStats>>, headers: HeaderMap, body: Bytes
                 (
                     StatusCode::NO_CONTENT,
                     [
-                        ("X-Prometheus-Remote-Write-Samples-Written", samples.to_string()),
-                        ("X-Prometheus-Remote-Write-Histograms-Written", "0".to_string()),
-                        ("X-Prometheus-Remote-Write-Exemplars-Written", "0".to_string()),
+                        (
+                            "X-Prometheus-Remote-Write-Samples-Written",
+                            samples.to_string(),
+                        ),
+                        (
+                            "X-Prometheus-Remote-Write-Histograms-Written",
+                            "0".to_string(),
+                        ),
+                        (
+                            "X-Prometheus-Remote-Write-Exemplars-Written",
+                            "0".to_string(),
+                        ),
                     ],
                 )
                     .into_response()

@@ -85,8 +85,9 @@ struct Builder {
 
 impl Builder {
     fn family(&mut self, name: &str, kind: &str, help: &str, label_sets: &[String]) {
-        self.parts
-            .push(Part::Text(format!("# HELP {name} {help}\n# TYPE {name} {kind}\n")));
+        self.parts.push(Part::Text(format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n"
+        )));
         for ls in label_sets {
             let k = if kind == "counter" {
                 Kind::Counter
@@ -168,7 +169,11 @@ fn build_page(target: usize, want: usize) -> Page {
             format!("_r{round}")
         };
         let cpus: Vec<String> = (0..8)
-            .flat_map(|c| MODES.iter().map(move |m| format!("cpu=\"{c}\",mode=\"{m}\"")))
+            .flat_map(|c| {
+                MODES
+                    .iter()
+                    .map(move |m| format!("cpu=\"{c}\",mode=\"{m}\""))
+            })
             .collect();
         b.family(
             &format!("node_cpu_seconds_total{sfx}"),
@@ -232,9 +237,25 @@ fn build_page(target: usize, want: usize) -> Page {
             );
         }
         for m in [
-            "MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached", "SwapCached", "Active",
-            "Inactive", "Dirty", "Writeback", "AnonPages", "Mapped", "Shmem", "Slab",
-            "SReclaimable", "SUnreclaim", "KernelStack", "PageTables", "Committed_AS",
+            "MemTotal",
+            "MemFree",
+            "MemAvailable",
+            "Buffers",
+            "Cached",
+            "SwapCached",
+            "Active",
+            "Inactive",
+            "Dirty",
+            "Writeback",
+            "AnonPages",
+            "Mapped",
+            "Shmem",
+            "Slab",
+            "SReclaimable",
+            "SUnreclaim",
+            "KernelStack",
+            "PageTables",
+            "Committed_AS",
             "VmallocUsed",
         ] {
             b.family(
@@ -308,7 +329,10 @@ async fn metrics(State(page): State<Arc<Page>>) -> impl IntoResponse {
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         render(&page, now_s),
     )
 }
@@ -339,9 +363,9 @@ pub async fn serve(cfg: FleetConfig) -> std::io::Result<()> {
         let app = Router::new()
             .route("/metrics", get(metrics))
             .with_state(Arc::new(build_page(i, cfg.series)));
-        tasks.push(tokio::spawn(async move {
-            axum::serve(listener, app).await
-        }));
+        tasks.push(tokio::spawn(
+            async move { axum::serve(listener, app).await },
+        ));
     }
     for t in tasks {
         t.await.map_err(std::io::Error::other)??;
@@ -367,6 +391,8 @@ mod tests {
         assert_eq!(a.lines().count(), b.lines().count());
         assert_ne!(a, b);
         assert!(a.contains("node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} "));
-        assert!(a.contains("http_request_duration_seconds_bucket{handler=\"/api\",method=\"POST\",le=\"+Inf\"} "));
+        assert!(a.contains(
+            "http_request_duration_seconds_bucket{handler=\"/api\",method=\"POST\",le=\"+Inf\"} "
+        ));
     }
 }
