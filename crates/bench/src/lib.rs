@@ -13,11 +13,16 @@
 //!   (real time, spread over the interval like many scrapers).
 //! - [`query`]: a dashboard-style PromQL range-query set run concurrently
 //!   for a fixed time.
+//! - [`targets`]: a fleet of fake node_exporter-like scrape targets and
+//!   [`sink`]: a counting remote-write receiver, for agent benchmarks
+//!   (`bench/agent-compare.sh`).
 //!
 //! Reports give accepted samples/s, request latency percentiles and errors
 //! by cause; [`Report`] prints them as text and JSON (for scripts).
 
 pub mod query;
+pub mod sink;
+pub mod targets;
 pub mod workload;
 pub mod write;
 

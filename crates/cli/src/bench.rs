@@ -1,5 +1,5 @@
-//! `stratus bench write|query`: the load generator's command line (the
-//! generator itself is the `stratus-bench` crate).
+//! `stratus bench write|query|targets|sink`: the load generator's command
+//! line (the generator itself is the `stratus-bench` crate).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +29,32 @@ pub(crate) enum BenchCommand {
     /// Run the dashboard query set concurrently for a fixed time and
     /// report latencies.
     Query(QueryArgs),
+    /// Serve a fleet of fake node_exporter-like scrape targets on
+    /// consecutive ports (for agent benchmarks).
+    Targets(TargetsArgs),
+    /// Run a remote-write receiver that only counts what it receives
+    /// (`GET /stats`).
+    Sink(SinkArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct TargetsArgs {
+    /// Address of the first target; target i listens on port + i.
+    #[arg(long, default_value = "127.0.0.1:19600")]
+    listen: std::net::SocketAddr,
+    /// Number of targets.
+    #[arg(long, default_value_t = 100)]
+    count: usize,
+    /// Series per target page (rounded up to whole families).
+    #[arg(long, default_value_t = 600)]
+    series: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct SinkArgs {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:19590")]
+    listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, clap::Args)]
@@ -134,6 +160,26 @@ pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     match cmd {
+        BenchCommand::Targets(a) => {
+            println!(
+                "serving {} targets from {} with {} series each",
+                a.count,
+                a.listen,
+                stratus_bench::targets::series_per_page(a.series)
+            );
+            rt.block_on(stratus_bench::targets::serve(
+                stratus_bench::targets::FleetConfig {
+                    first: a.listen,
+                    count: a.count,
+                    series: a.series,
+                },
+            ))
+            .context("serving targets")?;
+        }
+        BenchCommand::Sink(a) => {
+            rt.block_on(stratus_bench::sink::serve(a.listen))
+                .context("serving the sink")?;
+        }
         BenchCommand::Write(a) => {
             let w = Workload::new(WorkloadConfig {
                 series: a.series,

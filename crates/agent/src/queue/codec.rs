@@ -81,8 +81,25 @@ fn kind_from_byte(b: u8) -> MetricType {
     }
 }
 
+/// xxh3 over the symbol's bytes (SipHash here was a visible share of
+/// the agent's CPU time).
+#[derive(Default)]
+struct SymHasher(u64);
+
+impl std::hash::Hasher for SymHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0 ^ u64::from(i)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 struct Symbols<'a> {
-    index: HashMap<&'a str, u64>,
+    index: HashMap<&'a str, u64, std::hash::BuildHasherDefault<SymHasher>>,
     list: Vec<&'a str>,
 }
 
@@ -101,7 +118,7 @@ impl<'a> Symbols<'a> {
 /// Encodes `batch` as a complete framed record (frame header included).
 pub(crate) fn encode_record(batch: &Batch, append_ms: i64) -> Vec<u8> {
     let mut syms = Symbols {
-        index: HashMap::new(),
+        index: HashMap::with_capacity_and_hasher(256, Default::default()),
         list: Vec::new(),
     };
     // Body first (it assigns symbol ids), then the head with the table.

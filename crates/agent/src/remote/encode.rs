@@ -46,34 +46,67 @@ fn snappy(b: &[u8]) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// A remote write 1.0 body (snappy-compressed).
+fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn uvarint_len(v: u64) -> usize {
+    // 1 byte per started group of 7 bits, at least 1.
+    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+}
+
+/// A length-delimited string field (wire type 2).
+fn put_str(out: &mut Vec<u8>, tag: u8, s: &str) {
+    out.push(tag);
+    put_uvarint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn str_field_len(s: &str) -> usize {
+    1 + uvarint_len(s.len() as u64) + s.len()
+}
+
+/// A remote write 1.0 body (snappy-compressed). The protobuf is written
+/// directly from the labels (no intermediate message with a `String` per
+/// label name and value): `WriteRequest.timeseries` (1) of `TimeSeries`
+/// with `labels` (1: `name` 1, `value` 2) and `samples` (2: `value` 1 as
+/// fixed64, `timestamp` 2 as varint).
 pub(crate) fn encode_v1(items: &[Item]) -> Vec<u8> {
-    let req = v1::WriteRequest {
-        timeseries: items
-            .iter()
-            .map(|it| v1::TimeSeries {
-                labels: it
-                    .labels
-                    .iter()
-                    .map(|l| v1::Label {
-                        name: l.name.to_string(),
-                        value: l.value.to_string(),
-                    })
-                    .collect(),
-                samples: it
-                    .samples
-                    .iter()
-                    .map(|s| v1::Sample {
-                        value: s.v,
-                        timestamp: s.t,
-                    })
-                    .collect(),
-                ..Default::default()
-            })
-            .collect(),
-        metadata: vec![],
-    };
-    snappy(&req.encode_to_vec())
+    let mut out = Vec::with_capacity(items.len() * 160);
+    for it in items {
+        let mut ts_len = 0usize;
+        for l in it.labels.iter() {
+            let ll = str_field_len(&l.name) + str_field_len(&l.value);
+            ts_len += 1 + uvarint_len(ll as u64) + ll;
+        }
+        for s in &it.samples {
+            let sl = 9 + 1 + uvarint_len(s.t as u64);
+            ts_len += 1 + uvarint_len(sl as u64) + sl;
+        }
+        out.push(0x0a); // WriteRequest.timeseries
+        put_uvarint(&mut out, ts_len as u64);
+        for l in it.labels.iter() {
+            let ll = str_field_len(&l.name) + str_field_len(&l.value);
+            out.push(0x0a); // TimeSeries.labels
+            put_uvarint(&mut out, ll as u64);
+            put_str(&mut out, 0x0a, &l.name);
+            put_str(&mut out, 0x12, &l.value);
+        }
+        for s in &it.samples {
+            let sl = 9 + 1 + uvarint_len(s.t as u64);
+            out.push(0x12); // TimeSeries.samples
+            put_uvarint(&mut out, sl as u64);
+            out.push(0x09); // Sample.value, fixed64
+            out.extend_from_slice(&s.v.to_bits().to_le_bytes());
+            out.push(0x10); // Sample.timestamp, varint (int64: two's complement)
+            put_uvarint(&mut out, s.t as u64);
+        }
+    }
+    snappy(&out)
 }
 
 /// A remote write 1.0 metadata-only body (snappy-compressed).
@@ -199,6 +232,41 @@ mod tests {
         let m = req.timeseries[0].metadata.unwrap();
         assert_eq!((m.r#type, m.help_ref, m.unit_ref), (2, 5, 0));
         assert_eq!(req.timeseries[1].labels_refs, vec![1, 6, 3, 4]);
+    }
+
+    #[test]
+    fn v1_hand_encoding_decodes_as_prost() {
+        let items = vec![
+            Item {
+                labels: Labels::from_pairs([("__name__", "a"), ("job", &*"j".repeat(200))]),
+                samples: vec![Sample::new(1_700_000_000_123, 2.5), Sample::new(-5, 0.0)],
+                meta: None,
+                record: 0,
+            },
+            Item {
+                labels: Labels::from_pairs([("__name__", "b")]),
+                samples: vec![Sample::new(0, f64::NAN)],
+                meta: None,
+                record: 0,
+            },
+        ];
+        let body = snap::raw::Decoder::new()
+            .decompress_vec(&encode_v1(&items))
+            .unwrap();
+        let req = v1::WriteRequest::decode(body.as_slice()).unwrap();
+        assert_eq!(req.timeseries.len(), 2);
+        let t = &req.timeseries[0];
+        assert_eq!(t.labels[1].name, "job");
+        assert_eq!(t.labels[1].value.len(), 200);
+        assert_eq!(t.samples[0].timestamp, 1_700_000_000_123);
+        assert_eq!(t.samples[0].value, 2.5);
+        assert_eq!(t.samples[1].timestamp, -5);
+        assert!(req.timeseries[1].samples[0].value.is_nan());
+        for v in [0u64, 1, 127, 128, 16_383, 16_384, u64::MAX] {
+            let mut b = Vec::new();
+            put_uvarint(&mut b, v);
+            assert_eq!(b.len(), uvarint_len(v), "{v}");
+        }
     }
 
     #[test]
