@@ -56,7 +56,7 @@ fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
 
 fn uvarint_len(v: u64) -> usize {
     // 1 byte per started group of 7 bits, at least 1.
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// A length-delimited string field (wire type 2).
