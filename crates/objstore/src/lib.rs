@@ -320,22 +320,26 @@ impl Bucket {
         Ok(())
     }
 
-    /// The names of the immediate "sub-directories" of `prefix`.
-    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
+    /// One delimited listing of the level directly under `prefix`.
+    async fn list_level(&self, prefix: &str) -> Result<object_store::ListResult> {
         let base = self.full(prefix)?;
         let base = if base.as_ref().is_empty() {
             None
         } else {
             Some(base)
         };
-        let listing = self
-            .store
+        self.store
             .list_with_delimiter(base.as_ref())
             .await
             .context(StoreSnafu {
                 op: "list",
                 key: prefix,
-            })?;
+            })
+    }
+
+    /// The names of the immediate "sub-directories" of `prefix`.
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
+        let listing = self.list_level(prefix).await?;
         let mut out: Vec<String> = listing
             .common_prefixes
             .iter()
@@ -348,20 +352,7 @@ impl Bucket {
     /// The names of the objects directly under `prefix` (not in its
     /// "sub-directories"), sorted.
     pub async fn list_files(&self, prefix: &str) -> Result<Vec<String>> {
-        let base = self.full(prefix)?;
-        let base = if base.as_ref().is_empty() {
-            None
-        } else {
-            Some(base)
-        };
-        let listing = self
-            .store
-            .list_with_delimiter(base.as_ref())
-            .await
-            .context(StoreSnafu {
-                op: "list",
-                key: prefix,
-            })?;
+        let listing = self.list_level(prefix).await?;
         let mut out: Vec<String> = listing
             .objects
             .iter()
