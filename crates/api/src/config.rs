@@ -211,6 +211,11 @@ pub struct ServerConfig {
     /// `meta.json` and naming its own bucket index. Distinct per ingester
     /// and stable across restarts; letters, digits, `.`, `_`, `-`.
     pub ingester_id: String,
+    /// On graceful shutdown, cut every tenant's head into blocks and
+    /// upload them before closing (for an ingester leaving for good;
+    /// Mimir's flush on shutdown). Off: the head stays in the WAL on the
+    /// data volume for the next start.
+    pub flush_on_shutdown: bool,
     /// gRPC addresses (host:port) of the stores the querier reads
     /// history from (empty by default).
     pub store_addrs: Vec<String>,
@@ -263,6 +268,7 @@ impl Default for ServerConfig {
             storage: StorageConfig::default(),
             s3: stratus_objstore::S3Config::default(),
             ingester_id: String::new(),
+            flush_on_shutdown: false,
             store_addrs: Vec::new(),
             query_ingesters_within: Duration::from_secs(13 * 3600),
             store_sync_interval: Duration::from_secs(60),

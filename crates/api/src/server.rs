@@ -775,6 +775,36 @@ async fn flush(
         .into_response()
 }
 
+/// `flush_on_shutdown`: every tenant's head into uploaded blocks before
+/// the databases close. A tenant that fails keeps its data in its WAL
+/// (logged); the others are still flushed.
+async fn flush_all_on_shutdown(tenants: &Tenants) {
+    let list = match tenants.list().await {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "flush on shutdown: cannot list tenants; heads stay in the WAL");
+            return;
+        }
+    };
+    let mut blocks = 0usize;
+    for t in &list {
+        let flushed = match tenants.get(t).await {
+            Ok(db) => db.flush_head().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match flushed {
+            Ok(metas) => blocks += metas.len(),
+            Err(e) => {
+                warn!(tenant = %t, error = %e, "flush on shutdown failed; the head stays in the WAL")
+            }
+        }
+    }
+    info!(
+        tenants = list.len(),
+        blocks, "heads flushed to blocks on shutdown"
+    );
+}
+
 /// `/config`: the effective configuration as YAML (it holds no secrets).
 async fn config(State(st): State<Arc<AppState>>) -> Response {
     (
@@ -1110,6 +1140,9 @@ pub async fn serve_with(
     let _ = stop_tx.send(true);
     if let Err(e) = maint.await {
         warn!(error = %e, "maintenance task ended abnormally");
+    }
+    if st.cfg.flush_on_shutdown {
+        flush_all_on_shutdown(&tenants).await;
     }
     tenants.close_all().await.context(CloseSnafu)?;
     served?;

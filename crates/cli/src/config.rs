@@ -307,6 +307,12 @@ pub(crate) struct ServerArgs {
     #[arg(long = "ingester.id", env = "STRATUS_INGESTER_ID")]
     pub(crate) ingester_id: Option<String>,
 
+    /// On graceful shutdown, cut every tenant's head into blocks and
+    /// upload them before exiting (an ingester removed for good)
+    /// [default: off].
+    #[arg(long = "ingester.flush-on-shutdown", env = "STRATUS_INGESTER_FLUSH_ON_SHUTDOWN", num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) flush_on_shutdown: Option<bool>,
+
     /// gRPC addresses of the stores (history from the bucket) the querier
     /// reads, comma-separated.
     #[arg(
@@ -421,6 +427,7 @@ impl ServerArgs {
             &self.created_timestamp_zero_ingestion,
         );
         set(&mut c.max_exemplars, &self.max_exemplars);
+        set(&mut c.flush_on_shutdown, &self.flush_on_shutdown);
         set(&mut c.max_inflight_writes, &self.max_inflight_writes);
         set(&mut c.limits, &self.default_limits);
         c.limits

@@ -4,6 +4,8 @@
 //! a querier reads them through the store after every ingester is gone
 //! (each acknowledged sample exactly once), and the compactor merges the
 //! three replicas into one block per range without changing any answer.
+//! One ingester ships its head by `--ingester.flush-on-shutdown` when it
+//! is stopped, the others on `POST /ingester/flush`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -140,6 +142,10 @@ async fn ingester_blocks_are_served_by_store_and_compacted_once() {
                 format!("--grpc-listen={}", addrs[i]),
                 format!("--ingester.id=ing-{i}"),
             ];
+            if i == 0 {
+                // This one ships its head when it is stopped (SIGTERM).
+                a.push("--ingester.flush-on-shutdown".into());
+            }
             a.extend(s3_args(&srv));
             spawn(dirs[i].path(), a)
         })
@@ -172,6 +178,21 @@ async fn ingester_blocks_are_served_by_store_and_compacted_once() {
     for (s, t, v) in acked {
         want.entry(s).or_default().push((t, v));
     }
+    let mut leaving = ingesters.remove(0);
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &leaving.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leaving.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "ingester did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(leaving.child.try_wait().unwrap().unwrap().success());
     for p in &ingesters {
         let r = c
             .post(format!("{}/ingester/flush", p.base))
