@@ -5,7 +5,8 @@
 //! ingester is killed with SIGKILL (writes and queries keep succeeding)
 //! and restarted (same tokens, ACTIVE again); then all three are
 //! restarted one at a time with SIGTERM (LEAVING → WAL flushed →
-//! unregistered → rejoined) while the load runs. Afterwards every
+//! unregistered → rejoined) while the load runs, and one is hung with
+//! SIGSTOP past the heartbeat timeout, then resumed. Afterwards every
 //! acknowledged sample is queryable exactly once through the querier, and
 //! the series spread over the live ring's tokens is checked.
 
@@ -364,6 +365,51 @@ async fn ring_cluster_survives_kill9_and_rolling_restart() {
         assert_eq!(b["data"]["result"][0]["value"][1], "20", "{b}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // A hung ingester (SIGSTOP), past the heartbeat timeout: writes and
+    // queries keep succeeding without waiting for it; the ring marks it
+    // unhealthy; after SIGCONT it heartbeats and is healthy again.
+    let pid = ings[1].as_ref().unwrap().child.id().to_string();
+    let sig = |s: &str| {
+        let st = std::process::Command::new("kill")
+            .args([s, &pid])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    sig("-STOP");
+    let hung = Instant::now();
+    let q = Instant::now();
+    let b = query(&client, &querier.base, "count(last_over_time(rl[1h]))").await;
+    assert_eq!(b["data"]["result"][0]["value"][1], "20", "{b}");
+    assert!(
+        q.elapsed() < Duration::from_millis(1800),
+        "a hung ingester slowed a query: {:?}",
+        q.elapsed()
+    );
+    wait_ring(&ring, "ing-1 unhealthy while stopped", |insts| {
+        insts.iter().any(|d| {
+            d.id == "ing-1"
+                && !ring
+                    .snapshot()
+                    .is_healthy(d, Operation::Read, stratus_ring::desc::now_ms())
+        })
+    })
+    .await;
+    let b = query(&client, &querier.base, "count(last_over_time(rl[1h]))").await;
+    assert_eq!(b["data"]["result"][0]["value"][1], "20", "{b}");
+    if let Some(left) = Duration::from_secs(3).checked_sub(hung.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
+    sig("-CONT");
+    wait_ring(&ring, "ing-1 healthy after SIGCONT", |insts| {
+        insts.iter().all(|d| {
+            ring.snapshot()
+                .is_healthy(d, Operation::Write, stratus_ring::desc::now_ms())
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
     let load = bg.finish().await;
     println!(
         "load: {} pushes acknowledged ({} samples), {} failed",
