@@ -694,8 +694,42 @@ fn range_function(
     let mut hpts: Vec<Vec<(i64, Hist)>> = Vec::new();
     let mut annos: Vec<(bool, String, usize)> = Vec::new();
     let mut non_counter = false;
+    // `Some(smoothed)` for an anchored/smoothed rate, increase or delta.
+    let extended = match marg_u {
+        Expr::MatrixSelector { vs, .. }
+            if crate::extended::is_extended(vs)
+                && matches!(name, "rate" | "increase" | "delta") =>
+        {
+            Some(vs.smoothed)
+        }
+        _ => None,
+    };
     let labels = ev.windows(marg, ctx, &mut |w: Window<'_>| {
         let i = w.step;
+        if let Some(smoothed) = extended {
+            let mut warn = |m: String| annos.push((true, m, w.series));
+            if !w.hpoints.is_empty() && !w.points.is_empty() {
+                warn(MIX_FH.into());
+            } else if !w.hpoints.is_empty() {
+                let h = crate::extended::extended_hist_rate(
+                    &w, range_secs, smoothed, is_counter, is_rate, &mut warn,
+                );
+                if let Some(h) = h {
+                    if w.series >= hpts.len() {
+                        hpts.resize_with(w.series + 1, Vec::new);
+                    }
+                    hpts[w.series].push((ctx.ts(i), std::sync::Arc::new(h)));
+                }
+            } else if let Some(v) =
+                crate::extended::extended_rate(&w, range_secs, smoothed, is_counter, is_rate)
+            {
+                if w.series >= pts.len() {
+                    pts.resize_with(w.series + 1, Vec::new);
+                }
+                pts[w.series].push((ctx.ts(i), v));
+            }
+            return Ok(());
+        }
         if !w.hpoints.is_empty() {
             let mut warn = |m: String| annos.push((true, m, w.series));
             match hist_range(name, &w, range_secs, is_counter, is_rate, &mut warn) {

@@ -14,6 +14,7 @@ pub mod ast;
 mod binop;
 mod engine;
 mod error;
+mod extended;
 mod functions;
 mod histogram;
 pub mod parser;

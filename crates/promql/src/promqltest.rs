@@ -85,6 +85,7 @@ pub fn run_script(text: &str, report: &mut FileReport) {
             timeout: Duration::from_secs(100),
             default_subquery_step: Duration::from_secs(60),
             max_series: 0,
+            enable_experimental: true,
         }),
     };
     let mut i = 0;
