@@ -508,6 +508,8 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) query_step: i64,
     warnings: Vec<String>,
     infos: Vec<String>,
+    /// Experimental features are enabled.
+    pub(crate) experimental: bool,
 }
 
 impl std::fmt::Debug for Evaluator<'_> {
@@ -534,6 +536,7 @@ impl<'a> Evaluator<'a> {
             query_step: step,
             warnings: Vec::new(),
             infos: Vec::new(),
+            experimental: o.enable_experimental,
         }
     }
 

@@ -450,6 +450,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<V
             }
             Ok(Val::Vector(out))
         }
+        "info" => crate::info::eval_info(ev, c, ctx),
         _ => Err(PromqlError::Unsupported {
             what: format!("function {name}()"),
         }),

@@ -17,6 +17,7 @@ mod error;
 mod extended;
 mod functions;
 mod histogram;
+mod info;
 pub mod parser;
 mod prepare;
 pub mod promqltest;
