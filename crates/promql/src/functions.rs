@@ -428,28 +428,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<V
                 })
             })))
         }
-        "histogram_fraction" => {
-            let lo = ev.eval_scalar(arg(0)?, ctx)?;
-            let hi = ev.eval_scalar(arg(1)?, ctx)?;
-            let v = ev.eval_vector(arg(2)?, ctx)?;
-            let mut out = Vec::new();
-            for s in v {
-                let pts: Vec<(i64, f64)> = s
-                    .hist
-                    .iter()
-                    .map(|(t, h)| {
-                        let i = ((t - ctx.start) / ctx.step) as usize;
-                        let l = lo.get(i).copied().unwrap_or(f64::NAN);
-                        let u = hi.get(i).copied().unwrap_or(f64::NAN);
-                        (*t, crate::histogram::fraction(l, u, h))
-                    })
-                    .collect();
-                if !pts.is_empty() {
-                    out.push(Series::floats(s.labels, true, pts));
-                }
-            }
-            Ok(Val::Vector(out))
-        }
+        "histogram_fraction" => histogram_quantile(ev, c, ctx),
         "info" => crate::info::eval_info(ev, c, ctx),
         _ => Err(PromqlError::Unsupported {
             what: format!("function {name}()"),
@@ -1544,6 +1523,49 @@ fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
 
 /// Quantile over classic buckets `(upper bound, cumulative count)`.
 /// Returns the value and whether monotonicity had to be forced.
+/// The fraction of observations in `[lower, upper]` of classic buckets
+/// `(upper bound, cumulative count)`, estimated like for a native histogram
+/// with the same custom buckets.
+fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if !buckets.last().is_some_and(|b| b.0 == f64::INFINITY) {
+        return f64::NAN;
+    }
+    // Coalesce equal bounds, then force monotonic cumulative counts.
+    let mut cum: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for &(le, c) in buckets.iter() {
+        match cum.last_mut() {
+            Some(last) if last.0 == le => last.1 += c,
+            _ => cum.push((le, c)),
+        }
+    }
+    let mut max = f64::NEG_INFINITY;
+    for b in &mut cum {
+        if b.1 < max {
+            b.1 = max;
+        }
+        max = b.1;
+    }
+    let mut prev = 0.0;
+    let mut counts = Vec::with_capacity(cum.len());
+    for b in &cum {
+        counts.push(b.1 - prev);
+        prev = b.1;
+    }
+    let h = stratus_model::FloatHistogram {
+        schema: stratus_model::CUSTOM_BUCKETS_SCHEMA,
+        count: prev,
+        custom_values: cum.iter().map(|b| b.0).filter(|b| b.is_finite()).collect(),
+        positive_spans: vec![stratus_model::BucketSpan {
+            offset: 0,
+            length: counts.len() as u32,
+        }],
+        positive_buckets: counts,
+        ..Default::default()
+    };
+    hg::fraction(lower, upper, &h)
+}
+
 pub(crate) fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> (f64, bool) {
     if q.is_nan() {
         return (f64::NAN, false);
@@ -1613,12 +1635,21 @@ pub(crate) fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> (f64, bo
     (start + (end - start) * (rank / count), forced)
 }
 
+/// `histogram_quantile(q, v)` and `histogram_fraction(lower, upper, v)`
+/// over native histograms and classic `le` buckets.
 fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val> {
-    if c.args.len() != 2 {
-        return Err(bad("histogram_quantile expects 2 arguments"));
+    let fraction = c.func == "histogram_fraction";
+    let nargs = if fraction { 3 } else { 2 };
+    if c.args.len() != nargs {
+        return Err(bad(format!("{} expects {nargs} arguments", c.func)));
     }
     let q = ev.eval_scalar(&c.args[0], ctx)?;
-    let v = ev.eval_vector(&c.args[1], ctx)?;
+    let upper = if fraction {
+        ev.eval_scalar(&c.args[1], ctx)?
+    } else {
+        Vec::new()
+    };
+    let v = ev.eval_vector(&c.args[nargs - 1], ctx)?;
     // Per series: bucket bound and group key (labels without `le`).
     let mut les: Vec<Option<f64>> = Vec::with_capacity(v.len());
     let mut keys: Vec<Labels> = Vec::with_capacity(v.len());
@@ -1650,7 +1681,8 @@ fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val
         if vals.is_empty() && hvals.is_empty() {
             continue;
         }
-        if (qv.is_nan() || !(0.0..=1.0).contains(&qv)) && !warned_q {
+        let up = upper.get(i).copied().unwrap_or(f64::NAN);
+        if !fraction && (qv.is_nan() || !(0.0..=1.0).contains(&qv)) && !warned_q {
             warned_q = true;
             ev.warn(format!(
                 "quantile value should be between 0 and 1, got {}",
@@ -1681,12 +1713,21 @@ fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val
                 groups.retain(|g, _| crate::engine::drop_name(g) != key);
                 continue;
             }
-            out.push(v[*si].labels.clone(), true, ts, hg::quantile(qv, h))?;
+            let val = if fraction {
+                hg::fraction(qv, up, h)
+            } else {
+                hg::quantile(qv, h)
+            };
+            out.push(v[*si].labels.clone(), true, ts, val)?;
         }
         for k in order {
             let Some(mut b) = groups.remove(k) else {
                 continue;
             };
+            if fraction {
+                out.push(k.clone(), true, ts, bucket_fraction(qv, up, &mut b))?;
+                continue;
+            }
             let (val, forced) = bucket_quantile(qv, &mut b);
             if forced {
                 ev.info(format!(

@@ -1127,6 +1127,8 @@ fn nhcb_series(series: &[(Labels, Vec<(i64, f64)>)]) -> Vec<(Labels, Vec<(i64, F
             continue;
         }
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // One bucket per bound (`le="0.2"` and `le="2e-1"` are the same).
+        buckets.dedup_by(|a, b| a.0 == b.0);
         let mut ts: Vec<i64> = buckets
             .iter()
             .flat_map(|b| b.1.iter().map(|p| p.0))
