@@ -1526,7 +1526,7 @@ fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
 /// The fraction of observations in `[lower, upper]` of classic buckets
 /// `(upper bound, cumulative count)`, estimated like for a native histogram
 /// with the same custom buckets.
-fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [(f64, f64)]) -> f64 {
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     if !buckets.last().is_some_and(|b| b.0 == f64::INFINITY) {
         return f64::NAN;
