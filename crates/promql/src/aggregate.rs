@@ -122,10 +122,12 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &Aggregate, ctx: &Ctx) -
             AggOp::Quantile => {
                 for &q in p {
                     if q.is_nan() || !(0.0..=1.0).contains(&q) {
-                        ev.warn(format!(
-                            "quantile value should be between 0 and 1, got {}",
-                            go_g(q)
-                        ));
+                        ev.at_pos(a.param_pos, |ev| {
+                            ev.warn(format!(
+                                "quantile value should be between 0 and 1, got {}",
+                                go_g(q)
+                            ))
+                        });
                     }
                 }
             }

@@ -510,6 +510,9 @@ pub(crate) struct Evaluator<'a> {
     infos: Vec<String>,
     /// Experimental features are enabled.
     pub(crate) experimental: bool,
+    /// Position of the expression that annotations are about (appended to
+    /// their text as Prometheus does).
+    pub(crate) anno_pos: crate::ast::Pos,
 }
 
 impl std::fmt::Debug for Evaluator<'_> {
@@ -537,6 +540,7 @@ impl<'a> Evaluator<'a> {
             warnings: Vec::new(),
             infos: Vec::new(),
             experimental: o.enable_experimental,
+            anno_pos: crate::ast::Pos::default(),
         }
     }
 
@@ -548,9 +552,24 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    fn pos_suffix(&self) -> String {
+        if self.anno_pos.line == 0 {
+            return String::new();
+        }
+        format!(" ({})", self.anno_pos)
+    }
+
+    /// Evaluates `f` with annotations placed at `pos`.
+    pub(crate) fn at_pos<T>(&mut self, pos: crate::ast::Pos, f: impl FnOnce(&mut Self) -> T) -> T {
+        let saved = std::mem::replace(&mut self.anno_pos, pos);
+        let r = f(self);
+        self.anno_pos = saved;
+        r
+    }
+
     /// Records a warning annotation (message without prefix).
     pub(crate) fn warn(&mut self, msg: String) {
-        let m = format!("PromQL warning: {msg}");
+        let m = format!("PromQL warning: {msg}{}", self.pos_suffix());
         if !self.warnings.contains(&m) {
             self.warnings.push(m);
         }
@@ -558,7 +577,7 @@ impl<'a> Evaluator<'a> {
 
     /// Records an info annotation (message without prefix).
     pub(crate) fn info(&mut self, msg: String) {
-        let m = format!("PromQL info: {msg}");
+        let m = format!("PromQL info: {msg}{}", self.pos_suffix());
         if !self.infos.contains(&m) {
             self.infos.push(m);
         }
@@ -595,7 +614,7 @@ impl<'a> Evaluator<'a> {
             Expr::String(s) => Ok(Val::String(s.clone())),
             Expr::Paren(e) => self.eval(e, ctx),
             Expr::VectorSelector(vs) if vs.smoothed => {
-                Ok(Val::Vector(self.smoothed_selector(vs, ctx)?))
+                Ok(Val::Vector(self.at_pos(vs.pos, |ev| ev.smoothed_selector(vs, ctx))?))
             }
             Expr::VectorSelector(vs) => Ok(Val::Vector(self.eval_selector(vs, ctx, false)?)),
             Expr::MatrixSelector { .. } | Expr::Subquery(_) => {
@@ -657,9 +676,21 @@ impl<'a> Evaluator<'a> {
                     msg: "unary expression only allowed on expressions of type scalar or instant vector".into(),
                 }),
             },
-            Expr::Binary(b) => crate::binop::eval_binary(self, b, ctx),
-            Expr::Aggregate(a) => crate::aggregate::eval_aggregate(self, a, ctx),
-            Expr::Call(c) => crate::functions::eval_call(self, c, ctx),
+            Expr::Binary(b) => self.at_pos(b.pos, |ev| crate::binop::eval_binary(ev, b, ctx)),
+            Expr::Aggregate(a) => self.at_pos(a.expr_pos, |ev| {
+                crate::aggregate::eval_aggregate(ev, a, ctx)
+            }),
+            Expr::Call(c) => {
+                // Annotations of a function are about its (first) vector or
+                // range argument.
+                let main = c
+                    .args
+                    .iter()
+                    .position(|a| matches!(a.value_type(), ValueType::Vector | ValueType::Matrix))
+                    .unwrap_or(0);
+                let pos = c.arg_pos.get(main).copied().unwrap_or_default();
+                self.at_pos(pos, |ev| crate::functions::eval_call(ev, c, ctx))
+            }
         }
     }
 

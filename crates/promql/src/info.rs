@@ -167,6 +167,7 @@ pub(crate) fn eval_info(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<V
             offset_expr: None,
             anchored: false,
             smoothed: false,
+            pos: crate::ast::Pos::default(),
         };
         let values = ev.eval_selector(&vs, ctx, false)?;
         if values.iter().any(|s| !s.hist.is_empty()) {
