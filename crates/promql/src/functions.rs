@@ -429,6 +429,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<V
             })))
         }
         "histogram_fraction" => histogram_quantile(ev, c, ctx),
+        "histogram_quantiles" => histogram_quantiles(ev, c, ctx),
         "info" => crate::info::eval_info(ev, c, ctx),
         _ => Err(PromqlError::Unsupported {
             what: format!("function {name}()"),
@@ -1650,10 +1651,63 @@ fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val
         Vec::new()
     };
     let v = ev.eval_vector(&c.args[nargs - 1], ctx)?;
+    Ok(Val::Vector(quantile_core(
+        ev, &q, &upper, &v, fraction, ctx,
+    )?))
+}
+
+/// `histogram_quantiles(v, "label", q1, q2, ...)`: one result per
+/// quantile, told apart by `label`.
+fn histogram_quantiles(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val> {
+    if c.args.len() < 3 {
+        return Err(bad("histogram_quantiles expects at least 3 arguments"));
+    }
+    let v = ev.eval_vector(&c.args[0], ctx)?;
+    let label = string_arg(ev, &c.args[1], ctx)?;
+    if label.is_empty() {
+        return Err(bad("invalid label name \"\""));
+    }
+    let mut out = OutBuilder::default();
+    for qa in &c.args[2..] {
+        let q = ev.eval_scalar(qa, ctx)?;
+        for s in quantile_core(ev, &q, &[], &v, false, ctx)? {
+            for (t, x) in s.points {
+                let i = usize::try_from((t - ctx.start) / ctx.step.max(1)).unwrap_or(0);
+                let qv = q.get(i).copied().unwrap_or(f64::NAN);
+                let mut b = s.labels.builder();
+                b.set(label.clone(), quantile_label(qv));
+                out.push(b.build(), true, t, x)?;
+            }
+        }
+    }
+    Ok(Val::Vector(out.series))
+}
+
+/// A quantile as a label value: shortest decimal form with at least one
+/// fractional digit (`0.0`, `0.25`, `1.0`).
+fn quantile_label(q: f64) -> String {
+    let s = format!("{q}");
+    if q.is_finite() && !s.contains('.') {
+        format!("{s}.0")
+    } else {
+        s
+    }
+}
+
+/// The shared body of `histogram_quantile`, `histogram_fraction` (with
+/// `upper`) and `histogram_quantiles`.
+fn quantile_core(
+    ev: &mut Evaluator<'_>,
+    q: &[f64],
+    upper: &[f64],
+    v: &[Series],
+    fraction: bool,
+    ctx: &Ctx,
+) -> Result<Vec<Series>> {
     // Per series: bucket bound and group key (labels without `le`).
     let mut les: Vec<Option<f64>> = Vec::with_capacity(v.len());
     let mut keys: Vec<Labels> = Vec::with_capacity(v.len());
-    for s in &v {
+    for s in v {
         let le = s.labels.get("le").and_then(parse_go_float);
         if le.is_none() && !s.points.is_empty() {
             ev.warn(format!(
@@ -1666,7 +1720,7 @@ fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val
         keys.push(s.labels.filter_names(&["le"], false));
     }
     let mut out = OutBuilder::default();
-    let mut cur = StepCursor::new(&v);
+    let mut cur = StepCursor::new(v);
     let mut vals = Vec::new();
     let mut hvals = Vec::new();
     let has_hist = v.iter().any(|s| !s.hist.is_empty());
@@ -1738,7 +1792,7 @@ fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val
             out.push(k.clone(), true, ts, val)?;
         }
     }
-    Ok(Val::Vector(out.series))
+    Ok(out.series)
 }
 
 #[cfg(test)]
