@@ -191,6 +191,9 @@ impl<'a> Evaluator<'a> {
                         s.points
                             .push((ts, interpolate((*t1, *x), (*t2, *y), r, false)));
                     }
+                    (Sv::H(h1), Some((_, Sv::H(h2)))) if hg::is_custom(h1) != hg::is_custom(h2) => {
+                        warns.push(MIX_SCHEMA.replace("{NAME}", &crate::value::go_quote(&name)));
+                    }
                     (Sv::H(h1), Some((t2, Sv::H(h2)))) => {
                         let counter = h2.reset_hint != reset_hint::GAUGE;
                         let mut w = |m: String| {
