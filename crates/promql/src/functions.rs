@@ -711,7 +711,31 @@ fn range_function(
             }
             return Ok(());
         }
-        if !w.hpoints.is_empty() {
+        let float_only = matches!(
+            name,
+            "deriv"
+                | "predict_linear"
+                | "double_exponential_smoothing"
+                | "quantile_over_time"
+                | "stddev_over_time"
+                | "stdvar_over_time"
+                | "mad_over_time"
+                | "min_over_time"
+                | "max_over_time"
+                | "ts_of_min_over_time"
+                | "ts_of_max_over_time"
+        );
+        if float_only && !w.hpoints.is_empty() {
+            if w.points.is_empty() {
+                return Ok(());
+            }
+            // Falls through to the float path with the floats only.
+            annos.push((
+                true,
+                format!("{INFO}ignored histograms in a range containing both floats and histograms for metric name {{NAME}}"),
+                w.series,
+            ));
+        } else if !w.hpoints.is_empty() {
             let mut warn = |m: String| annos.push((true, m, w.series));
             match hist_range(name, &w, range_secs, is_counter, is_rate, &mut warn) {
                 Some(HOut::F(v)) => {
