@@ -1791,11 +1791,28 @@ fn quantile_core(
                 groups.retain(|g, _| crate::engine::drop_name(g) != key);
                 continue;
             }
+            let nan_obs = h.sum.is_nan() && h.count > 0.0;
             let val = if fraction {
                 hg::fraction(qv, up, h)
+            } else if nan_obs && qv * h.count > hg::buckets_total(h) {
+                // The quantile falls among the NaN observations.
+                f64::NAN
             } else {
                 hg::quantile(qv, h)
             };
+            if nan_obs {
+                let what = if fraction {
+                    "histogram_fraction has NaN observations, which are excluded from all fractions"
+                } else if val.is_nan() {
+                    "histogram_quantile has NaN observations, result is NaN"
+                } else {
+                    "histogram_quantile has NaN observations, result is skewed higher"
+                };
+                ev.info(format!(
+                    "input to {what} for metric name {}",
+                    crate::value::go_quote(metric_name(k))
+                ));
+            }
             out.push(v[*si].labels.clone(), true, ts, val)?;
         }
         for k in order {

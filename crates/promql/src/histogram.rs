@@ -645,13 +645,25 @@ pub(crate) fn fraction(lower: f64, upper: f64, h: &FloatHistogram) -> f64 {
         }
         rank += b.count;
     }
-    if !lo_set || lo_rank > h.count {
-        lo_rank = h.count;
+    // NaN observations (NaN sum) are in the count but in no bucket: they
+    // are excluded from every fraction.
+    let cap = if h.sum.is_nan() {
+        buckets_total(h).min(h.count)
+    } else {
+        h.count
+    };
+    if !lo_set || lo_rank > cap {
+        lo_rank = cap;
     }
-    if !up_set || up_rank > h.count {
-        up_rank = h.count;
+    if !up_set || up_rank > cap {
+        up_rank = cap;
     }
     (up_rank - lo_rank) / h.count
+}
+
+/// The observations in the buckets (zero bucket included).
+pub(crate) fn buckets_total(h: &FloatHistogram) -> f64 {
+    h.zero_count + h.positive_buckets.iter().sum::<f64>() + h.negative_buckets.iter().sum::<f64>()
 }
 
 /// Estimated variance of the observations (`histogram_stdvar`).
