@@ -122,10 +122,12 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &Aggregate, ctx: &Ctx) -
             AggOp::Quantile => {
                 for &q in p {
                     if q.is_nan() || !(0.0..=1.0).contains(&q) {
-                        ev.warn(format!(
-                            "quantile value should be between 0 and 1, got {}",
-                            go_g(q)
-                        ));
+                        ev.at_pos(a.param_pos, |ev| {
+                            ev.warn(format!(
+                                "quantile value should be between 0 and 1, got {}",
+                                go_g(q)
+                            ))
+                        });
                     }
                 }
             }
@@ -243,6 +245,8 @@ fn hist_groups<'k>(
     let mut order: Vec<&Labels> = Vec::new();
     let mut acc: HashMap<&Labels, (Option<FloatHistogram>, f64)> = HashMap::new();
     let mut collision = false;
+    // Kahan compensation per group.
+    let mut comps: HashMap<&Labels, FloatHistogram> = HashMap::new();
     for (si, h) in hvals {
         let k = &keys[*si];
         let e = acc.entry(k).or_insert_with(|| {
@@ -264,8 +268,14 @@ fn hist_groups<'k>(
                             "mismatched custom buckets were reconciled during aggregation".into(),
                         );
                     }
-                    match crate::histogram::add(&cur, h) {
-                        Ok(r) => Some(r),
+                    let comp = comps
+                        .remove(k)
+                        .unwrap_or_else(|| crate::histogram::kahan_zero(&cur));
+                    match crate::histogram::kahan_add(&cur, &comp, h) {
+                        Ok((r, c)) => {
+                            comps.insert(k, c);
+                            Some(r)
+                        }
                         Err(_) => {
                             ev.warn(
                                 "vector contains a mix of histograms with exponential and custom buckets schemas for metric name \"\"".into(),
@@ -297,6 +307,10 @@ fn hist_groups<'k>(
         if h.schema == i32::MIN {
             continue;
         }
+        let h = match comps.get(k) {
+            Some(c) => crate::histogram::kahan_finish(&h, c),
+            None => h,
+        };
         let h = if op == AggOp::Avg {
             crate::histogram::scale(&h, 1.0 / n)
         } else {

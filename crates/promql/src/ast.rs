@@ -41,6 +41,21 @@ pub enum AtModifier {
     Timestamp(i64),
 }
 
+/// Where a node starts in the query text: 1-based line and column, as
+/// Prometheus prints them after annotations (`(1:7)`); `(0, 0)` when
+/// unknown (nodes built by the engine).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pos {
+    pub line: u32,
+    pub col: u32,
+}
+
+impl std::fmt::Display for Pos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.line, self.col)
+    }
+}
+
 /// An instant vector selector.
 #[derive(Debug, Clone)]
 pub struct VectorSelector {
@@ -58,6 +73,8 @@ pub struct VectorSelector {
     pub anchored: bool,
     /// The experimental `smoothed` modifier.
     pub smoothed: bool,
+    /// Start of the selector in the query.
+    pub pos: Pos,
 }
 
 /// A duration expression that depends on the query (`step()`, `range()`).
@@ -271,6 +288,8 @@ pub struct Binary {
     /// The `bool` modifier of a comparison.
     pub return_bool: bool,
     pub matching: VectorMatching,
+    /// Start of the expression (its left operand) in the query.
+    pub pos: Pos,
 }
 
 /// Aggregation operators.
@@ -324,6 +343,9 @@ pub struct Aggregate {
     pub grouping: Vec<String>,
     /// `without` instead of `by`.
     pub without: bool,
+    /// Start of the aggregated expression and of the parameter.
+    pub expr_pos: Pos,
+    pub param_pos: Pos,
 }
 
 /// A function call.
@@ -331,6 +353,8 @@ pub struct Aggregate {
 pub struct Call {
     pub func: String,
     pub args: Vec<Expr>,
+    /// Start of each argument in the query.
+    pub arg_pos: Vec<Pos>,
 }
 
 /// A PromQL expression.

@@ -44,6 +44,9 @@ pub struct EngineOptions {
     /// Most series one query may select, summed over its selectors
     /// (0 = unlimited, the default).
     pub max_series: usize,
+    /// Enables experimental PromQL: the `anchored`/`smoothed` modifiers
+    /// and the `info()` function (default off, as in Prometheus).
+    pub enable_experimental: bool,
 }
 
 impl Default for EngineOptions {
@@ -54,6 +57,7 @@ impl Default for EngineOptions {
             timeout: Duration::from_secs(120),
             default_subquery_step: Duration::from_secs(60),
             max_series: 0,
+            enable_experimental: false,
         }
     }
 }
@@ -106,7 +110,7 @@ impl Engine {
         e: &Expr,
         t_ms: i64,
     ) -> Result<QueryResult, PromqlError> {
-        let e = &*crate::prepare::prepare(e, 0, 0)?;
+        let e = &*crate::prepare::prepare(e, 0, 0, self.opts.enable_experimental)?;
         let mut ev = Evaluator::new(q, &self.opts, t_ms, t_ms, 0);
         let ctx = Ctx {
             start: t_ms,
@@ -178,7 +182,7 @@ impl Engine {
                 msg: "end timestamp must not be before start time".into(),
             });
         }
-        let e = &*crate::prepare::prepare(e, step, end - start)?;
+        let e = &*crate::prepare::prepare(e, step, end - start, self.opts.enable_experimental)?;
         match e.value_type() {
             ValueType::Scalar | ValueType::Vector => {}
             t => {
@@ -504,6 +508,11 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) query_step: i64,
     warnings: Vec<String>,
     infos: Vec<String>,
+    /// Experimental features are enabled.
+    pub(crate) experimental: bool,
+    /// Position of the expression that annotations are about (appended to
+    /// their text as Prometheus does).
+    pub(crate) anno_pos: crate::ast::Pos,
 }
 
 impl std::fmt::Debug for Evaluator<'_> {
@@ -530,6 +539,8 @@ impl<'a> Evaluator<'a> {
             query_step: step,
             warnings: Vec::new(),
             infos: Vec::new(),
+            experimental: o.enable_experimental,
+            anno_pos: crate::ast::Pos::default(),
         }
     }
 
@@ -541,9 +552,24 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    fn pos_suffix(&self) -> String {
+        if self.anno_pos.line == 0 {
+            return String::new();
+        }
+        format!(" ({})", self.anno_pos)
+    }
+
+    /// Evaluates `f` with annotations placed at `pos`.
+    pub(crate) fn at_pos<T>(&mut self, pos: crate::ast::Pos, f: impl FnOnce(&mut Self) -> T) -> T {
+        let saved = std::mem::replace(&mut self.anno_pos, pos);
+        let r = f(self);
+        self.anno_pos = saved;
+        r
+    }
+
     /// Records a warning annotation (message without prefix).
     pub(crate) fn warn(&mut self, msg: String) {
-        let m = format!("PromQL warning: {msg}");
+        let m = format!("PromQL warning: {msg}{}", self.pos_suffix());
         if !self.warnings.contains(&m) {
             self.warnings.push(m);
         }
@@ -551,7 +577,7 @@ impl<'a> Evaluator<'a> {
 
     /// Records an info annotation (message without prefix).
     pub(crate) fn info(&mut self, msg: String) {
-        let m = format!("PromQL info: {msg}");
+        let m = format!("PromQL info: {msg}{}", self.pos_suffix());
         if !self.infos.contains(&m) {
             self.infos.push(m);
         }
@@ -587,14 +613,35 @@ impl<'a> Evaluator<'a> {
             Expr::Number(v) => Ok(Val::Scalar(vec![*v; ctx.n()])),
             Expr::String(s) => Ok(Val::String(s.clone())),
             Expr::Paren(e) => self.eval(e, ctx),
+            Expr::VectorSelector(vs) if vs.smoothed => {
+                Ok(Val::Vector(self.at_pos(vs.pos, |ev| ev.smoothed_selector(vs, ctx))?))
+            }
             Expr::VectorSelector(vs) => Ok(Val::Vector(self.eval_selector(vs, ctx, false)?)),
             Expr::MatrixSelector { .. } | Expr::Subquery(_) => {
+                let extended = match e {
+                    Expr::MatrixSelector { vs, .. } if crate::extended::is_extended(vs) => {
+                        Some(vs.smoothed)
+                    }
+                    _ => None,
+                };
                 let mut pts: Vec<WindowCopy> = Vec::new();
                 let labels = self.windows(e, ctx, &mut |w| {
                     if w.series >= pts.len() {
                         pts.resize_with(w.series + 1, Default::default);
                     }
-                    pts[w.series] = (w.points.to_vec(), w.hpoints.to_vec());
+                    pts[w.series] = match extended {
+                        Some(sm) => (
+                            crate::extended::extend_raw(
+                                w.points,
+                                !w.hpoints.is_empty(),
+                                w.range_start,
+                                w.range_end,
+                                sm,
+                            )?,
+                            Vec::new(),
+                        ),
+                        None => (w.points.to_vec(), w.hpoints.to_vec()),
+                    };
                     Ok(())
                 })?;
                 pts.resize_with(labels.len(), Default::default);
@@ -629,9 +676,21 @@ impl<'a> Evaluator<'a> {
                     msg: "unary expression only allowed on expressions of type scalar or instant vector".into(),
                 }),
             },
-            Expr::Binary(b) => crate::binop::eval_binary(self, b, ctx),
-            Expr::Aggregate(a) => crate::aggregate::eval_aggregate(self, a, ctx),
-            Expr::Call(c) => crate::functions::eval_call(self, c, ctx),
+            Expr::Binary(b) => self.at_pos(b.pos, |ev| crate::binop::eval_binary(ev, b, ctx)),
+            Expr::Aggregate(a) => self.at_pos(a.expr_pos, |ev| {
+                crate::aggregate::eval_aggregate(ev, a, ctx)
+            }),
+            Expr::Call(c) => {
+                // Annotations of a function are about its (first) vector or
+                // range argument.
+                let main = c
+                    .args
+                    .iter()
+                    .position(|a| matches!(a.value_type(), ValueType::Vector | ValueType::Matrix))
+                    .unwrap_or(0);
+                let pos = c.arg_pos.get(main).copied().unwrap_or_default();
+                self.at_pos(pos, |ev| crate::functions::eval_call(ev, c, ctx))
+            }
         }
     }
 
@@ -655,7 +714,7 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    fn select(
+    pub(crate) fn select(
         &self,
         vs: &VectorSelector,
         mint: i64,
@@ -687,7 +746,7 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Reference times (evaluation time shifted by `@` and offset) per step.
-    fn refs(&self, at: &Option<AtModifier>, offset: i64, ctx: &Ctx) -> Vec<i64> {
+    pub(crate) fn refs(&self, at: &Option<AtModifier>, offset: i64, ctx: &Ctx) -> Vec<i64> {
         let at = self.at_time(at);
         (0..ctx.n())
             .map(|i| at.unwrap_or(ctx.ts(i)).saturating_sub(offset))
@@ -817,6 +876,9 @@ impl<'a> Evaluator<'a> {
     ) -> Result<Vec<Labels>> {
         match arg {
             Expr::Paren(e) => self.windows(e, ctx, f),
+            Expr::MatrixSelector { vs, range, .. } if crate::extended::is_extended(vs) => {
+                self.extended_windows(vs, *range, ctx, f)
+            }
             Expr::MatrixSelector { vs, range, .. } => self.selector_windows(vs, *range, ctx, f),
             Expr::Subquery(sq) => self.subquery_windows(sq, ctx, f),
             _ => Err(PromqlError::BadArgument {
@@ -1006,14 +1068,14 @@ pub(crate) fn metric_name(l: &Labels) -> &str {
 type WindowCopy = (Vec<(i64, f64)>, Vec<(i64, Hist)>);
 
 /// A decoded sample of a series holding native histograms.
-enum TypedV {
+pub(crate) enum TypedV {
     F(f64),
     H(Hist),
 }
 
 /// Decodes every sample of `s` in `[lo, hi]`, histograms as float
 /// histograms.
-fn typed(s: &stratus_tsdb::Series, lo: i64, hi: i64) -> Result<Vec<(i64, TypedV)>> {
+pub(crate) fn typed(s: &stratus_tsdb::Series, lo: i64, hi: i64) -> Result<Vec<(i64, TypedV)>> {
     let raw = s
         .typed_samples(lo, hi)
         .map_err(|e| PromqlError::BadArgument {

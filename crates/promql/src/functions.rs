@@ -428,28 +428,9 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<V
                 })
             })))
         }
-        "histogram_fraction" => {
-            let lo = ev.eval_scalar(arg(0)?, ctx)?;
-            let hi = ev.eval_scalar(arg(1)?, ctx)?;
-            let v = ev.eval_vector(arg(2)?, ctx)?;
-            let mut out = Vec::new();
-            for s in v {
-                let pts: Vec<(i64, f64)> = s
-                    .hist
-                    .iter()
-                    .map(|(t, h)| {
-                        let i = ((t - ctx.start) / ctx.step) as usize;
-                        let l = lo.get(i).copied().unwrap_or(f64::NAN);
-                        let u = hi.get(i).copied().unwrap_or(f64::NAN);
-                        (*t, crate::histogram::fraction(l, u, h))
-                    })
-                    .collect();
-                if !pts.is_empty() {
-                    out.push(Series::floats(s.labels, true, pts));
-                }
-            }
-            Ok(Val::Vector(out))
-        }
+        "histogram_fraction" => histogram_quantile(ev, c, ctx),
+        "histogram_quantiles" => histogram_quantiles(ev, c, ctx),
+        "info" => crate::info::eval_info(ev, c, ctx),
         _ => Err(PromqlError::Unsupported {
             what: format!("function {name}()"),
         }),
@@ -694,9 +675,67 @@ fn range_function(
     let mut hpts: Vec<Vec<(i64, Hist)>> = Vec::new();
     let mut annos: Vec<(bool, String, usize)> = Vec::new();
     let mut non_counter = false;
+    // `Some(smoothed)` for an anchored/smoothed rate, increase or delta.
+    let extended = match marg_u {
+        Expr::MatrixSelector { vs, .. }
+            if crate::extended::is_extended(vs)
+                && matches!(name, "rate" | "increase" | "delta") =>
+        {
+            Some(vs.smoothed)
+        }
+        _ => None,
+    };
     let labels = ev.windows(marg, ctx, &mut |w: Window<'_>| {
         let i = w.step;
-        if !w.hpoints.is_empty() {
+        if let Some(smoothed) = extended {
+            let mut warn = |m: String| annos.push((true, m, w.series));
+            if !w.hpoints.is_empty() && !w.points.is_empty() {
+                warn(MIX_FH.into());
+            } else if !w.hpoints.is_empty() {
+                let h = crate::extended::extended_hist_rate(
+                    &w, range_secs, smoothed, is_counter, is_rate, &mut warn,
+                );
+                if let Some(h) = h {
+                    if w.series >= hpts.len() {
+                        hpts.resize_with(w.series + 1, Vec::new);
+                    }
+                    hpts[w.series].push((ctx.ts(i), std::sync::Arc::new(h)));
+                }
+            } else if let Some(v) =
+                crate::extended::extended_rate(&w, range_secs, smoothed, is_counter, is_rate)
+            {
+                if w.series >= pts.len() {
+                    pts.resize_with(w.series + 1, Vec::new);
+                }
+                pts[w.series].push((ctx.ts(i), v));
+            }
+            return Ok(());
+        }
+        let float_only = matches!(
+            name,
+            "deriv"
+                | "predict_linear"
+                | "double_exponential_smoothing"
+                | "quantile_over_time"
+                | "stddev_over_time"
+                | "stdvar_over_time"
+                | "mad_over_time"
+                | "min_over_time"
+                | "max_over_time"
+                | "ts_of_min_over_time"
+                | "ts_of_max_over_time"
+        );
+        if float_only && !w.hpoints.is_empty() {
+            if w.points.is_empty() {
+                return Ok(());
+            }
+            // Falls through to the float path with the floats only.
+            annos.push((
+                true,
+                format!("{INFO}ignored histograms in a range containing both floats and histograms for metric name {{NAME}}"),
+                w.series,
+            ));
+        } else if !w.hpoints.is_empty() {
             let mut warn = |m: String| annos.push((true, m, w.series));
             match hist_range(name, &w, range_secs, is_counter, is_rate, &mut warn) {
                 Some(HOut::F(v)) => {
@@ -1093,20 +1132,65 @@ fn hist_range(
                 warn(MIX_FH.into());
                 return None;
             }
+            let avg = name == "avg_over_time";
             let mut acc = hg::compact(&hs[0].1);
-            for (_, h) in &hs[1..] {
+            let mut comp = hg::kahan_zero(&acc);
+            // avg_over_time switches to an incremental mean once the sum
+            // overflows, as for floats.
+            let mut incremental = false;
+            for (k, (_, h)) in hs.iter().enumerate().skip(1) {
                 if hg::custom_mismatch(&acc, h) {
                     warn(format!("{INFO}{RECONCILED} aggregation"));
                 }
-                match hg::add(&acc, h) {
-                    Ok(r) => acc = r,
+                let n = (k + 1) as f64;
+                let step = if incremental {
+                    let q = (n - 1.0) / n;
+                    hg::kahan_add(
+                        &hg::scale(&acc, q),
+                        &hg::scale(&comp, q),
+                        &hg::scale(h, 1.0 / n),
+                    )
+                } else {
+                    hg::kahan_add(&acc, &comp, h)
+                };
+                match step {
+                    Ok((r, c)) => {
+                        let overflow = !incremental
+                            && avg
+                            && (r.count.is_infinite() || r.sum.is_infinite())
+                            && acc.count.is_finite()
+                            && acc.sum.is_finite()
+                            && h.count.is_finite()
+                            && h.sum.is_finite();
+                        if overflow {
+                            // Redo this sample as the first incremental step.
+                            incremental = true;
+                            let prev = 1.0 / (n - 1.0);
+                            let (m, mc) = (hg::scale(&acc, prev), hg::scale(&comp, prev));
+                            let q = (n - 1.0) / n;
+                            match hg::kahan_add(
+                                &hg::scale(&m, q),
+                                &hg::scale(&mc, q),
+                                &hg::scale(h, 1.0 / n),
+                            ) {
+                                Ok((r, c)) => (acc, comp) = (r, c),
+                                Err(_) => {
+                                    warn(MIX_SCHEMA.into());
+                                    return None;
+                                }
+                            }
+                        } else {
+                            (acc, comp) = (r, c);
+                        }
+                    }
                     Err(_) => {
                         warn(MIX_SCHEMA.into());
                         return None;
                     }
                 }
             }
-            if name == "avg_over_time" {
+            let mut acc = hg::kahan_finish(&acc, &comp);
+            if avg && !incremental {
                 acc = hg::scale(&acc, 1.0 / hs.len() as f64);
             }
             arc(acc)
@@ -1509,6 +1593,49 @@ fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
 
 /// Quantile over classic buckets `(upper bound, cumulative count)`.
 /// Returns the value and whether monotonicity had to be forced.
+/// The fraction of observations in `[lower, upper]` of classic buckets
+/// `(upper bound, cumulative count)`, estimated like for a native histogram
+/// with the same custom buckets.
+fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [(f64, f64)]) -> f64 {
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if !buckets.last().is_some_and(|b| b.0 == f64::INFINITY) {
+        return f64::NAN;
+    }
+    // Coalesce equal bounds, then force monotonic cumulative counts.
+    let mut cum: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for &(le, c) in buckets.iter() {
+        match cum.last_mut() {
+            Some(last) if last.0 == le => last.1 += c,
+            _ => cum.push((le, c)),
+        }
+    }
+    let mut max = f64::NEG_INFINITY;
+    for b in &mut cum {
+        if b.1 < max {
+            b.1 = max;
+        }
+        max = b.1;
+    }
+    let mut prev = 0.0;
+    let mut counts = Vec::with_capacity(cum.len());
+    for b in &cum {
+        counts.push(b.1 - prev);
+        prev = b.1;
+    }
+    let h = stratus_model::FloatHistogram {
+        schema: stratus_model::CUSTOM_BUCKETS_SCHEMA,
+        count: prev,
+        custom_values: cum.iter().map(|b| b.0).filter(|b| b.is_finite()).collect(),
+        positive_spans: vec![stratus_model::BucketSpan {
+            offset: 0,
+            length: counts.len() as u32,
+        }],
+        positive_buckets: counts,
+        ..Default::default()
+    };
+    hg::fraction(lower, upper, &h)
+}
+
 pub(crate) fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> (f64, bool) {
     if q.is_nan() {
         return (f64::NAN, false);
@@ -1578,16 +1705,78 @@ pub(crate) fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> (f64, bo
     (start + (end - start) * (rank / count), forced)
 }
 
+/// `histogram_quantile(q, v)` and `histogram_fraction(lower, upper, v)`
+/// over native histograms and classic `le` buckets.
 fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val> {
-    if c.args.len() != 2 {
-        return Err(bad("histogram_quantile expects 2 arguments"));
+    let fraction = c.func == "histogram_fraction";
+    let nargs = if fraction { 3 } else { 2 };
+    if c.args.len() != nargs {
+        return Err(bad(format!("{} expects {nargs} arguments", c.func)));
     }
     let q = ev.eval_scalar(&c.args[0], ctx)?;
-    let v = ev.eval_vector(&c.args[1], ctx)?;
+    let upper = if fraction {
+        ev.eval_scalar(&c.args[1], ctx)?
+    } else {
+        Vec::new()
+    };
+    let v = ev.eval_vector(&c.args[nargs - 1], ctx)?;
+    Ok(Val::Vector(quantile_core(
+        ev, &q, &upper, &v, fraction, ctx,
+    )?))
+}
+
+/// `histogram_quantiles(v, "label", q1, q2, ...)`: one result per
+/// quantile, told apart by `label`.
+fn histogram_quantiles(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val> {
+    if c.args.len() < 3 {
+        return Err(bad("histogram_quantiles expects at least 3 arguments"));
+    }
+    let v = ev.eval_vector(&c.args[0], ctx)?;
+    let label = string_arg(ev, &c.args[1], ctx)?;
+    if label.is_empty() {
+        return Err(bad("invalid label name \"\""));
+    }
+    let mut out = OutBuilder::default();
+    for qa in &c.args[2..] {
+        let q = ev.eval_scalar(qa, ctx)?;
+        for s in quantile_core(ev, &q, &[], &v, false, ctx)? {
+            for (t, x) in s.points {
+                let i = usize::try_from((t - ctx.start) / ctx.step.max(1)).unwrap_or(0);
+                let qv = q.get(i).copied().unwrap_or(f64::NAN);
+                let mut b = s.labels.builder();
+                b.set(label.clone(), quantile_label(qv));
+                out.push(b.build(), true, t, x)?;
+            }
+        }
+    }
+    Ok(Val::Vector(out.series))
+}
+
+/// A quantile as a label value: shortest decimal form with at least one
+/// fractional digit (`0.0`, `0.25`, `1.0`).
+fn quantile_label(q: f64) -> String {
+    let s = format!("{q}");
+    if q.is_finite() && !s.contains('.') {
+        format!("{s}.0")
+    } else {
+        s
+    }
+}
+
+/// The shared body of `histogram_quantile`, `histogram_fraction` (with
+/// `upper`) and `histogram_quantiles`.
+fn quantile_core(
+    ev: &mut Evaluator<'_>,
+    q: &[f64],
+    upper: &[f64],
+    v: &[Series],
+    fraction: bool,
+    ctx: &Ctx,
+) -> Result<Vec<Series>> {
     // Per series: bucket bound and group key (labels without `le`).
     let mut les: Vec<Option<f64>> = Vec::with_capacity(v.len());
     let mut keys: Vec<Labels> = Vec::with_capacity(v.len());
-    for s in &v {
+    for s in v {
         let le = s.labels.get("le").and_then(parse_go_float);
         if le.is_none() && !s.points.is_empty() {
             ev.warn(format!(
@@ -1600,7 +1789,7 @@ fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val
         keys.push(s.labels.filter_names(&["le"], false));
     }
     let mut out = OutBuilder::default();
-    let mut cur = StepCursor::new(&v);
+    let mut cur = StepCursor::new(v);
     let mut vals = Vec::new();
     let mut hvals = Vec::new();
     let has_hist = v.iter().any(|s| !s.hist.is_empty());
@@ -1615,7 +1804,8 @@ fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val
         if vals.is_empty() && hvals.is_empty() {
             continue;
         }
-        if (qv.is_nan() || !(0.0..=1.0).contains(&qv)) && !warned_q {
+        let up = upper.get(i).copied().unwrap_or(f64::NAN);
+        if !fraction && (qv.is_nan() || !(0.0..=1.0).contains(&qv)) && !warned_q {
             warned_q = true;
             ev.warn(format!(
                 "quantile value should be between 0 and 1, got {}",
@@ -1646,12 +1836,38 @@ fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val
                 groups.retain(|g, _| crate::engine::drop_name(g) != key);
                 continue;
             }
-            out.push(v[*si].labels.clone(), true, ts, hg::quantile(qv, h))?;
+            let nan_obs = h.sum.is_nan() && h.count > 0.0;
+            let val = if fraction {
+                hg::fraction(qv, up, h)
+            } else if nan_obs && qv * h.count > hg::buckets_total(h) {
+                // The quantile falls among the NaN observations.
+                f64::NAN
+            } else {
+                hg::quantile(qv, h)
+            };
+            if nan_obs {
+                let what = if fraction {
+                    "histogram_fraction has NaN observations, which are excluded from all fractions"
+                } else if val.is_nan() {
+                    "histogram_quantile has NaN observations, result is NaN"
+                } else {
+                    "histogram_quantile has NaN observations, result is skewed higher"
+                };
+                ev.info(format!(
+                    "input to {what} for metric name {}",
+                    crate::value::go_quote(metric_name(k))
+                ));
+            }
+            out.push(v[*si].labels.clone(), true, ts, val)?;
         }
         for k in order {
             let Some(mut b) = groups.remove(k) else {
                 continue;
             };
+            if fraction {
+                out.push(k.clone(), true, ts, bucket_fraction(qv, up, &mut b))?;
+                continue;
+            }
             let (val, forced) = bucket_quantile(qv, &mut b);
             if forced {
                 ev.info(format!(
@@ -1662,7 +1878,7 @@ fn histogram_quantile(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val
             out.push(k.clone(), true, ts, val)?;
         }
     }
-    Ok(Val::Vector(out.series))
+    Ok(out.series)
 }
 
 #[cfg(test)]

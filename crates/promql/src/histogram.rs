@@ -313,6 +313,83 @@ fn combine_hint(a: u8, b: u8) -> u8 {
     reset_hint::UNKNOWN
 }
 
+/// A zero histogram shaped like `h`, the start of a Kahan compensation.
+pub(crate) fn kahan_zero(h: &FloatHistogram) -> FloatHistogram {
+    FloatHistogram {
+        schema: h.schema,
+        zero_threshold: h.zero_threshold,
+        custom_values: h.custom_values.clone(),
+        ..Default::default()
+    }
+}
+
+/// Kahan-compensated `acc + b`: every field (count, sum, zero bucket and
+/// each bucket) carries its compensation in `comp`. Returns the new sum
+/// and compensation; [`kahan_finish`] folds them together.
+pub(crate) fn kahan_add(
+    acc: &FloatHistogram,
+    comp: &FloatHistogram,
+    b: &FloatHistogram,
+) -> Result<(FloatHistogram, FloatHistogram), HistError> {
+    use crate::functions::kahan_inc;
+    check(acc, b)?;
+    let mut x = Work::of(acc);
+    let mut c = Work::of(comp);
+    let mut y = Work::of(b);
+    if custom_mismatch(acc, b) {
+        let common: Vec<f64> = acc
+            .custom_values
+            .iter()
+            .copied()
+            .filter(|v| b.custom_values.contains(v))
+            .collect();
+        x.rebucket(&common);
+        c.rebucket(&common);
+        y.rebucket(&common);
+    }
+    let schema = x.schema.min(y.schema).min(c.schema);
+    for w in [&mut x, &mut c, &mut y] {
+        w.reduce(schema);
+    }
+    let zt = x.zt.max(y.zt).max(c.zt);
+    for _ in 0..2 {
+        let zt = x.zt.max(y.zt).max(c.zt).max(zt);
+        for w in [&mut x, &mut c, &mut y] {
+            w.widen_zero(zt);
+        }
+    }
+    (x.zc, c.zc) = kahan_inc(y.zc, x.zc, c.zc);
+    (x.count, c.count) = kahan_inc(y.count, x.count, c.count);
+    (x.sum, c.sum) = kahan_inc(y.sum, x.sum, c.sum);
+    for (xs, cs, ys) in [
+        (&mut x.pos, &mut c.pos, &y.pos),
+        (&mut x.neg, &mut c.neg, &y.neg),
+    ] {
+        let mut m: std::collections::BTreeMap<i32, (f64, f64)> = std::collections::BTreeMap::new();
+        for &(i, v) in xs.iter() {
+            m.entry(i).or_default().0 += v;
+        }
+        for &(i, v) in cs.iter() {
+            m.entry(i).or_default().1 += v;
+        }
+        for &(i, v) in ys {
+            let e = m.entry(i).or_default();
+            *e = kahan_inc(v, e.0, e.1);
+        }
+        *xs = m.iter().map(|(&i, &(v, _))| (i, v)).collect();
+        *cs = m.iter().map(|(&i, &(_, k))| (i, k)).collect();
+    }
+    x.hint = combine_hint(acc.reset_hint, b.reset_hint);
+    Ok((x.build(), c.build()))
+}
+
+/// The Kahan sum `acc` corrected by its compensation.
+pub(crate) fn kahan_finish(acc: &FloatHistogram, comp: &FloatHistogram) -> FloatHistogram {
+    let mut r = combine(acc, comp, 1.0).unwrap_or_else(|_| acc.clone());
+    r.reset_hint = acc.reset_hint;
+    r
+}
+
 /// `a + b`.
 pub(crate) fn add(a: &FloatHistogram, b: &FloatHistogram) -> Result<FloatHistogram, HistError> {
     combine(a, b, 1.0)
@@ -645,13 +722,25 @@ pub(crate) fn fraction(lower: f64, upper: f64, h: &FloatHistogram) -> f64 {
         }
         rank += b.count;
     }
-    if !lo_set || lo_rank > h.count {
-        lo_rank = h.count;
+    // NaN observations (NaN sum) are in the count but in no bucket: they
+    // are excluded from every fraction.
+    let cap = if h.sum.is_nan() {
+        buckets_total(h).min(h.count)
+    } else {
+        h.count
+    };
+    if !lo_set || lo_rank > cap {
+        lo_rank = cap;
     }
-    if !up_set || up_rank > h.count {
-        up_rank = h.count;
+    if !up_set || up_rank > cap {
+        up_rank = cap;
     }
     (up_rank - lo_rank) / h.count
+}
+
+/// The observations in the buckets (zero bucket included).
+pub(crate) fn buckets_total(h: &FloatHistogram) -> f64 {
+    h.zero_count + h.positive_buckets.iter().sum::<f64>() + h.negative_buckets.iter().sum::<f64>()
 }
 
 /// Estimated variance of the observations (`histogram_stdvar`).

@@ -1,8 +1,9 @@
 //! Query preparation before evaluation: resolves the query-dependent
 //! duration expressions (`[step() * 2]`, `offset range()`) with the query's
-//! step and range, as Prometheus does when a query starts, and rejects the
-//! syntax the evaluator does not implement yet (the `anchored`/`smoothed`
-//! modifiers) with a clear error instead of ignoring it.
+//! step and range, as Prometheus does when a query starts, and checks the
+//! experimental `anchored`/`smoothed` modifiers: they must be enabled
+//! ([`crate::EngineOptions::enable_experimental`]) and a range selector
+//! carrying one may only be the argument of the functions that accept it.
 
 use std::borrow::Cow;
 
@@ -15,14 +16,20 @@ const ANCHORED_FUNCS: &[&str] = &["changes", "delta", "increase", "rate", "reset
 const SMOOTHED_FUNCS: &[&str] = &["delta", "increase", "rate"];
 
 /// The expression ready for evaluation with `step_ms` (0 for an instant
-/// query) and `range_ms` (end - start).
-pub(crate) fn prepare(e: &Expr, step_ms: i64, range_ms: i64) -> Result<Cow<'_, Expr>, PromqlError> {
+/// query) and `range_ms` (end - start); `experimental` allows the
+/// `anchored`/`smoothed` modifiers.
+pub(crate) fn prepare(
+    e: &Expr,
+    step_ms: i64,
+    range_ms: i64,
+    experimental: bool,
+) -> Result<Cow<'_, Expr>, PromqlError> {
     if !needs_work(e) {
         return Ok(Cow::Borrowed(e));
     }
     let mut e = e.clone();
     resolve(&mut e, step_ms, range_ms)?;
-    check_modifiers(&e, None)?;
+    check_modifiers(&e, None, experimental)?;
     Ok(Cow::Owned(e))
 }
 
@@ -113,8 +120,8 @@ fn resolve(e: &mut Expr, step: i64, range: i64) -> Result<(), PromqlError> {
 }
 
 /// Checks where `anchored`/`smoothed` are used (`func` is the function
-/// whose direct argument `e` is), then reports them as not supported yet.
-fn check_modifiers(e: &Expr, func: Option<&str>) -> Result<(), PromqlError> {
+/// whose direct argument `e` is) and that they are enabled.
+fn check_modifiers(e: &Expr, func: Option<&str>, on: bool) -> Result<(), PromqlError> {
     match e {
         Expr::VectorSelector(vs) | Expr::MatrixSelector { vs, .. } => {
             let is_range = matches!(e, Expr::MatrixSelector { .. });
@@ -133,30 +140,32 @@ fn check_modifiers(e: &Expr, func: Option<&str>) -> Result<(), PromqlError> {
                         )));
                     }
                 }
-                return Err(PromqlError::Unsupported {
-                    what: format!("the {what} modifier is not supported yet"),
-                });
+                if !on {
+                    return Err(bad(format!(
+                        "the {what} modifier is experimental and must be enabled"
+                    )));
+                }
             }
             Ok(())
         }
         Expr::Number(_) | Expr::String(_) => Ok(()),
-        Expr::Subquery(s) => check_modifiers(&s.expr, None),
-        Expr::Paren(i) => check_modifiers(i, func),
-        Expr::Neg(i) => check_modifiers(i, None),
+        Expr::Subquery(s) => check_modifiers(&s.expr, None, on),
+        Expr::Paren(i) => check_modifiers(i, func, on),
+        Expr::Neg(i) => check_modifiers(i, None, on),
         Expr::Binary(b) => {
-            check_modifiers(&b.lhs, None)?;
-            check_modifiers(&b.rhs, None)
+            check_modifiers(&b.lhs, None, on)?;
+            check_modifiers(&b.rhs, None, on)
         }
         Expr::Aggregate(a) => {
             if let Some(p) = &a.param {
-                check_modifiers(p, None)?;
+                check_modifiers(p, None, on)?;
             }
-            check_modifiers(&a.expr, None)
+            check_modifiers(&a.expr, None, on)
         }
         Expr::Call(c) => c
             .args
             .iter()
-            .try_for_each(|a| check_modifiers(a, Some(c.func.as_str()))),
+            .try_for_each(|a| check_modifiers(a, Some(c.func.as_str()), on)),
     }
 }
 
@@ -168,7 +177,7 @@ mod tests {
     #[test]
     fn resolves_step_and_range() {
         let e = parse("rate(foo[step() * 2] offset range())").unwrap();
-        let p = prepare(&e, 15_000, 600_000).unwrap();
+        let p = prepare(&e, 15_000, 600_000, false).unwrap();
         let Expr::Call(c) = &*p else { panic!() };
         let Expr::MatrixSelector { vs, range, .. } = &c.args[0] else {
             panic!()
@@ -176,20 +185,21 @@ mod tests {
         assert_eq!(*range, 30_000);
         assert_eq!(vs.offset, 600_000);
         // An instant query has step 0: the range is then invalid.
-        assert!(prepare(&e, 0, 0).is_err());
+        assert!(prepare(&e, 0, 0, false).is_err());
     }
 
     #[test]
     fn anchored_and_smoothed_are_checked() {
         let e = parse("deriv(foo[3m] smoothed)").unwrap();
         assert_eq!(
-            prepare(&e, 0, 0).unwrap_err().to_string(),
+            prepare(&e, 0, 0, true).unwrap_err().to_string(),
             "smoothed modifier can only be used with: delta, increase, rate - not with deriv"
         );
         let e = parse("rate(foo[3m] anchored)").unwrap();
+        assert!(prepare(&e, 0, 0, true).is_ok());
         assert!(matches!(
-            prepare(&e, 0, 0),
-            Err(PromqlError::Unsupported { .. })
+            prepare(&e, 0, 0, false),
+            Err(PromqlError::BadArgument { .. })
         ));
     }
 }

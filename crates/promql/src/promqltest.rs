@@ -85,6 +85,7 @@ pub fn run_script(text: &str, report: &mut FileReport) {
             timeout: Duration::from_secs(100),
             default_subquery_step: Duration::from_secs(60),
             max_series: 0,
+            enable_experimental: true,
         }),
     };
     let mut i = 0;
@@ -247,6 +248,24 @@ impl State {
         if nhcb {
             hseries.extend(nhcb_series(&series));
         }
+        // Series holding both floats and histograms are appended apart.
+        let mixed: Vec<(Labels, Vec<(i64, FloatHistogram)>)> = hseries
+            .iter()
+            .filter(|(l, h)| !h.is_empty() && series.iter().any(|(sl, f)| sl == l && !f.is_empty()))
+            .cloned()
+            .collect();
+        hseries.retain(|(l, _)| !mixed.iter().any(|(ml, _)| ml == l));
+        let mut owned_mixed: Vec<(Labels, Vec<ModelSample>)> = Vec::new();
+        series.retain(|(l, f)| {
+            if mixed.iter().any(|(ml, _)| ml == l) {
+                owned_mixed.push((
+                    l.clone(),
+                    f.iter().map(|&(t, v)| ModelSample::new(t, v)).collect(),
+                ));
+                return false;
+            }
+            true
+        });
         let db = self.db()?;
         let owned: Vec<(Labels, Vec<ModelSample>)> = series
             .into_iter()
@@ -279,6 +298,52 @@ impl State {
         if r.rejected > 0 {
             let first = r.errors.first().map(|e| e.to_string()).unwrap_or_default();
             return Err(format!("{} samples rejected: {first}", r.rejected));
+        }
+        // Series mixing floats and histograms: appended run by run in time
+        // order, since histograms are accepted in time order only.
+        for (l, hs) in &mixed {
+            let Some((_, fs)) = owned_mixed.iter().find(|(ml, _)| ml == l) else {
+                continue;
+            };
+            let (mut i, mut j) = (0, 0);
+            while i < fs.len() || j < hs.len() {
+                let f_next = fs.get(i).map(|x| x.t);
+                let h_next = hs.get(j).map(|x| x.0);
+                let take_f = match (f_next, h_next) {
+                    (Some(a), Some(b)) => a < b,
+                    (Some(_), None) => true,
+                    _ => false,
+                };
+                let r = if take_f {
+                    let end = match h_next {
+                        Some(b) => i + fs[i..].partition_point(|x| x.t < b),
+                        None => fs.len(),
+                    };
+                    let run = SeriesSamples {
+                        labels: l,
+                        samples: &fs[i..end],
+                    };
+                    i = end;
+                    db.append_with_histograms(&[run], &[])
+                } else {
+                    let end = match f_next {
+                        Some(a) => j + hs[j..].partition_point(|x| x.0 < a),
+                        None => hs.len(),
+                    };
+                    let run = SeriesHistograms {
+                        labels: l,
+                        histograms: &[],
+                        float_histograms: &hs[j..end],
+                    };
+                    j = end;
+                    db.append_with_histograms(&[], &[run])
+                }
+                .map_err(|e| format!("append: {e}"))?;
+                if r.rejected > 0 {
+                    let first = r.errors.first().map(|e| e.to_string()).unwrap_or_default();
+                    return Err(format!("{} samples rejected: {first}", r.rejected));
+                }
+            }
         }
         Ok(())
     }
@@ -1126,6 +1191,8 @@ fn nhcb_series(series: &[(Labels, Vec<(i64, f64)>)]) -> Vec<(Labels, Vec<(i64, F
             continue;
         }
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // One bucket per bound (`le="0.2"` and `le="2e-1"` are the same).
+        buckets.dedup_by(|a, b| a.0 == b.0);
         let mut ts: Vec<i64> = buckets
             .iter()
             .flat_map(|b| b.1.iter().map(|p| p.0))

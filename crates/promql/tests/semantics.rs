@@ -363,3 +363,50 @@ proptest! {
 thread_local! {
     static FIX: Fixture = counter();
 }
+
+#[test]
+fn experimental_features_are_gated() {
+    let f = fixture(&[
+        (
+            &[("__name__", "c_total"), ("instance", "a"), ("job", "j")],
+            &[(0, 1.0), (M, 3.0), (2 * M, 4.0)],
+        ),
+        (
+            &[
+                ("__name__", "target_info"),
+                ("instance", "a"),
+                ("job", "j"),
+                ("v", "1"),
+            ],
+            &[(0, 1.0), (M, 1.0), (2 * M, 1.0)],
+        ),
+    ]);
+    for q in [
+        "increase(c_total[1m] anchored)",
+        "c_total smoothed",
+        "info(c_total)",
+    ] {
+        assert!(
+            matches!(
+                engine().instant(f.db.as_ref(), q, 90_000),
+                Err(PromqlError::BadArgument { .. })
+            ),
+            "{q} must need the experimental option"
+        );
+    }
+    let e = Engine::new(EngineOptions {
+        enable_experimental: true,
+        ..EngineOptions::default()
+    });
+    let v = |q: &str| match e.instant(f.db.as_ref(), q, 90_000).unwrap().value {
+        Value::Vector(v) => v,
+        other => panic!("{q}: {other:?}"),
+    };
+    // (30s, 90s]: anchor 1 at 0s, last 3 at 60s.
+    assert_eq!(v("increase(c_total[1m] anchored)")[0].v, 2.0);
+    // Boundaries interpolated at 30s (2) and 90s (3.5).
+    assert_eq!(v("increase(c_total[1m] smoothed)")[0].v, 1.5);
+    assert_eq!(v("c_total smoothed")[0].v, 3.5);
+    let enriched = v("info(c_total)");
+    assert_eq!(enriched[0].labels.get("v"), Some("1"));
+}

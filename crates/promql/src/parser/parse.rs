@@ -14,8 +14,8 @@ use stratus_model::{MatchType, Matcher};
 
 use super::lexer::{AGGREGATORS, Tok, Token, go_quote, lex};
 use crate::ast::{
-    AggOp, Aggregate, AtModifier, BinOp, Binary, Call, Cardinality, DurationExpr, Expr, Subquery,
-    ValueType, VectorMatching, VectorSelector,
+    AggOp, Aggregate, AtModifier, BinOp, Binary, Call, Cardinality, DurationExpr, Expr, Pos,
+    Subquery, ValueType, VectorMatching, VectorSelector,
 };
 
 /// Maximum nesting of the expression tree; deeper input is rejected
@@ -235,6 +235,15 @@ const POW_PREC: u8 = 6;
 pub(crate) fn parse_expr(input: &str) -> Result<Expr, ParseError> {
     let toks = lex(input);
     let mut p = Parser {
+        line_starts: std::iter::once(0)
+            .chain(
+                input
+                    .bytes()
+                    .enumerate()
+                    .filter(|(_, b)| *b == b'\n')
+                    .map(|(i, _)| i + 1),
+            )
+            .collect(),
         toks,
         i: 0,
         nest: 0,
@@ -258,6 +267,8 @@ pub(crate) fn parse_expr(input: &str) -> Result<Expr, ParseError> {
 }
 
 struct Parser {
+    /// Byte offsets where the lines of the input start.
+    line_starts: Vec<usize>,
     toks: Vec<Token>,
     i: usize,
     /// Current recursion depth of the parser itself.
@@ -277,6 +288,16 @@ fn word_is(t: &Tok, w: &str) -> bool {
 }
 
 impl Parser {
+    /// The line and column of a byte offset.
+    fn pos(&self, off: usize) -> Pos {
+        let line = self.line_starts.partition_point(|&s| s <= off).max(1);
+        let start = self.line_starts.get(line - 1).copied().unwrap_or(0);
+        Pos {
+            line: line as u32,
+            col: (off.saturating_sub(start) + 1) as u32,
+        }
+    }
+
     fn peek(&self) -> &Token {
         // The token list always ends with Eof or Error, which is never
         // consumed past.
@@ -579,6 +600,7 @@ impl Parser {
                 rhs: Box::new(rhs.e),
                 return_bool,
                 matching,
+                pos: self.pos(start),
             }),
             start,
             end,
@@ -803,6 +825,7 @@ impl Parser {
                 offset_expr: None,
                 anchored: false,
                 smoothed: false,
+                pos: self.pos(start),
             }),
             start,
             end,
@@ -981,6 +1004,8 @@ impl Parser {
         Ok(Node {
             e: Expr::Aggregate(Aggregate {
                 op,
+                expr_pos: self.pos(expr.start),
+                param_pos: param.as_ref().map_or(Pos::default(), |p| self.pos(p.start)),
                 expr: Box::new(expr.e),
                 param: param.map(|p| Box::new(p.e)),
                 grouping,
@@ -1076,6 +1101,7 @@ impl Parser {
         Ok(Node {
             e: Expr::Call(Call {
                 func: name.to_string(),
+                arg_pos: args.iter().map(|a| self.pos(a.start)).collect(),
                 args: args.into_iter().map(|a| a.e).collect(),
             }),
             start,
