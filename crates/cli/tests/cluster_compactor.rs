@@ -135,7 +135,7 @@ async fn tenants_split_between_compactors_and_move_when_one_dies() {
     let (da, db) = (tmp.path().join("a"), tmp.path().join("b"));
     std::fs::create_dir_all(&da).unwrap();
     std::fs::create_dir_all(&db).unwrap();
-    let mut procs = vec![
+    let mut procs = [
         Some(spawn_compactor(&da, &shared, &etcd.url)),
         Some(spawn_compactor(&db, &shared, &etcd.url)),
     ];
