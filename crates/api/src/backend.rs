@@ -70,6 +70,14 @@ pub struct Backends {
     /// Extra operator routes (e.g. the `/ring` page), served behind the
     /// same check as `/ingester/flush` (the admin token in token mode).
     pub operator_routes: Option<axum::Router>,
+    /// A cluster component's own metrics, appended to `/metrics`.
+    pub extra_metrics: Option<Arc<dyn ExtraMetrics>>,
+}
+
+/// Metrics a cluster component adds to `/metrics` (e.g. the compactor's).
+pub trait ExtraMetrics: Send + Sync + Debug {
+    /// OpenMetrics text of the metric families, without the `# EOF` line.
+    fn encode(&self) -> String;
 }
 
 /// Appends a decoded batch to a tenant database (blocking): the local

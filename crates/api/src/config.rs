@@ -231,6 +231,45 @@ pub struct ServerConfig {
     /// How often the compactor looks for blocks to merge (default 1m).
     #[serde(with = "humantime_serde")]
     pub compactor_interval: Duration,
+    /// The compactor's level ranges, ascending, each a multiple of the
+    /// one before (default 2h, 12h, 24h; the first is the ingesters'
+    /// block range; one range turns level compaction off).
+    #[serde(with = "duration_list")]
+    pub compactor_block_ranges: Vec<Duration>,
+    /// The compactor merges a level window only once it ended this long
+    /// ago (default 4h).
+    #[serde(with = "humantime_serde")]
+    pub compactor_compaction_delay: Duration,
+    /// The compactor marks blocks that ended more than this long ago for
+    /// deletion (0 = keep forever, the default); a tenant's `retention`
+    /// limit in the compactor's registry overrides it.
+    #[serde(with = "humantime_serde")]
+    pub compactor_retention: Duration,
+    /// The compactor deletes a marked block's objects this long after
+    /// marking it (default 12h).
+    #[serde(with = "humantime_serde")]
+    pub compactor_deletion_delay: Duration,
+}
+
+/// A list of durations as human-readable strings (`["2h", "12h"]`).
+mod duration_list {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            v.iter()
+                .map(|d| humantime_serde::re::humantime::format_duration(*d).to_string()),
+        )
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        let v: Vec<humantime_serde::Serde<Duration>> = Vec::deserialize(d)?;
+        Ok(v.into_iter()
+            .map(humantime_serde::Serde::into_inner)
+            .collect())
+    }
 }
 
 impl Default for ServerConfig {
@@ -273,6 +312,13 @@ impl Default for ServerConfig {
             query_ingesters_within: Duration::from_secs(13 * 3600),
             store_sync_interval: Duration::from_secs(60),
             compactor_interval: Duration::from_secs(60),
+            compactor_block_ranges: [2, 12, 24]
+                .iter()
+                .map(|h| Duration::from_secs(h * 3600))
+                .collect(),
+            compactor_compaction_delay: Duration::from_secs(4 * 3600),
+            compactor_retention: Duration::ZERO,
+            compactor_deletion_delay: Duration::from_secs(12 * 3600),
         }
     }
 }

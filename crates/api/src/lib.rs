@@ -47,7 +47,9 @@ mod remote_write;
 mod server;
 mod status;
 
-pub use backend::{Backends, ReadBackend, WriteBackend, WriteFailure, WriteOutcome, apply_batch};
+pub use backend::{
+    Backends, ExtraMetrics, ReadBackend, WriteBackend, WriteFailure, WriteOutcome, apply_batch,
+};
 pub use config::{AuthMode, EtcdSettings, RingSettings, RingStore, ServerConfig, StorageConfig};
 pub use error::{Error, Result};
 pub use otlp::{

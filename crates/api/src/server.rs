@@ -693,12 +693,18 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
             .get_or_create(&tl)
             .set(i64::try_from(s.block_bytes.saturating_add(s.wal_bytes)).unwrap_or(i64::MAX));
     }
+    let mut text = st.metrics.encode();
+    if let Some(extra) = &st.backends.extra_metrics
+        && let Some(eof) = text.rfind("# EOF")
+    {
+        text.insert_str(eof, &extra.encode());
+    }
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        st.metrics.encode(),
+        text,
     )
         .into_response()
 }

@@ -16,8 +16,9 @@
 //! History: ingesters with `--ingester.id` ship their blocks to the shared
 //! bucket under their own bucket index; `store` serves the bucket's blocks
 //! over the same gRPC read RPCs (`--store.addrs` on the querier);
-//! `compactor` merges the replicas' overlapping blocks. One compactor per
-//! bucket for now (per-tenant leader election via the ring comes later).
+//! `compactor` (`crate::compactor`) merges the replicas' overlapping
+//! blocks, level windows and applies retention, each tenant by the one
+//! compactor owning it in the compactor ring.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -84,6 +85,7 @@ pub(crate) fn validate(c: &ServerConfig) -> anyhow::Result<()> {
     if c.ingester_client_timeout.is_zero() {
         anyhow::bail!("ingester_client_timeout must be positive");
     }
+    crate::compactor::validate(c)?;
     Ok(())
 }
 
@@ -205,13 +207,14 @@ pub(crate) async fn run(
         })));
     }
     if cfg.target == "compactor" {
-        let bucket = stratus_api::open_bucket(&cfg).await?;
-        let work = cfg.data_dir.join("compactor");
-        let every = cfg.compactor_interval;
-        background = Some(tokio::spawn(periodic(every, stop_rx.clone(), move || {
-            let (bucket, work) = (bucket.clone(), work.clone());
-            async move { compact_all(&bucket, &work).await }
-        })));
+        let http = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let (task, lc) =
+            crate::compactor::start(&cfg, kv.clone(), http, stop_rx.clone(), &mut backends).await?;
+        lifecycler = lc;
+        background = Some(task);
     }
     info!(
         target = %cfg.target,
@@ -243,7 +246,7 @@ pub(crate) async fn run(
     let served = stratus_api::serve_with(cfg, listener, backends, http_stop).await;
     if let Some(lc) = lifecycler {
         match lc.unregister().await {
-            Ok(()) => info!("left the ingester ring"),
+            Ok(()) => info!("left the ring"),
             Err(e) => tracing::error!(error = %e, "cannot unregister from the ring"),
         }
     }
@@ -255,8 +258,11 @@ pub(crate) async fn run(
 }
 
 /// Runs `f` now and then every `every` until `stop` turns true.
-async fn periodic<F, Fut>(every: Duration, mut stop: tokio::sync::watch::Receiver<bool>, f: F)
-where
+pub(crate) async fn periodic<F, Fut>(
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    f: F,
+) where
     F: Fn() -> Fut + Send,
     Fut: Future<Output = ()> + Send,
 {
@@ -293,29 +299,5 @@ async fn sync_store(store: &BucketStore) {
             }
         }
         Err(e) => tracing::warn!(error = %e, "store sync with the bucket failed"),
-    }
-}
-
-/// One compactor pass over every tenant of the bucket.
-async fn compact_all(bucket: &stratus_objstore::Bucket, work: &std::path::Path) {
-    let tenants = match bucket.list_dirs("").await {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(error = %e, "compactor: listing tenants failed");
-            return;
-        }
-    };
-    for t in tenants {
-        let Ok(id) = stratus_model::TenantId::new(&t) else {
-            continue;
-        };
-        let b = bucket.with_prefix(id.as_str());
-        match stratus_tsdb::compact_tenant(&b, &work.join(id.as_str())).await {
-            Ok(s) if s.groups > 0 => {
-                info!(tenant = %id, groups = s.groups, deleted = s.deleted, "compactor pass")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(tenant = %id, error = %e, "compactor: tenant failed"),
-        }
     }
 }

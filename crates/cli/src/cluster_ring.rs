@@ -84,7 +84,7 @@ pub(crate) fn ring_config(c: &ServerConfig) -> RingConfig {
     r
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     let h = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

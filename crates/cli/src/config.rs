@@ -335,6 +335,32 @@ pub(crate) struct ServerArgs {
     /// How often the compactor looks for blocks to merge [default: 1m].
     #[arg(long = "compactor.interval", env = "STRATUS_COMPACTOR_INTERVAL", value_parser = duration)]
     pub(crate) compactor_interval: Option<Duration>,
+
+    /// The compactor's level ranges, ascending, comma-separated; each a
+    /// multiple of the one before [default: 2h,12h,24h].
+    #[arg(
+        long = "compactor.block-ranges",
+        env = "STRATUS_COMPACTOR_BLOCK_RANGES",
+        value_delimiter = ',',
+        value_parser = duration
+    )]
+    pub(crate) compactor_block_ranges: Option<Vec<Duration>>,
+
+    /// The compactor merges a level window only once it ended this long
+    /// ago [default: 4h].
+    #[arg(long = "compactor.compaction-delay", env = "STRATUS_COMPACTOR_COMPACTION_DELAY", value_parser = duration)]
+    pub(crate) compactor_compaction_delay: Option<Duration>,
+
+    /// Blocks that ended more than this long ago are marked for deletion
+    /// by the compactor (0 = keep forever; a tenant's retention limit in
+    /// the registry overrides it) [default: 0].
+    #[arg(long = "compactor.retention", env = "STRATUS_COMPACTOR_RETENTION", value_parser = retention)]
+    pub(crate) compactor_retention: Option<Duration>,
+
+    /// The compactor deletes a marked block's objects this long after
+    /// marking it [default: 12h].
+    #[arg(long = "compactor.deletion-delay", env = "STRATUS_COMPACTOR_DELETION_DELAY", value_parser = duration)]
+    pub(crate) compactor_deletion_delay: Option<Duration>,
     /// Where blocks are kept: filesystem (<data-dir>/blocks) or s3 (the
     /// --s3.* bucket; head and WAL stay in --data-dir)
     /// [default: filesystem].
@@ -473,6 +499,16 @@ impl ServerArgs {
         set(&mut c.query_ingesters_within, &self.query_ingesters_within);
         set(&mut c.store_sync_interval, &self.store_sync_interval);
         set(&mut c.compactor_interval, &self.compactor_interval);
+        set(&mut c.compactor_block_ranges, &self.compactor_block_ranges);
+        set(
+            &mut c.compactor_compaction_delay,
+            &self.compactor_compaction_delay,
+        );
+        set(&mut c.compactor_retention, &self.compactor_retention);
+        set(
+            &mut c.compactor_deletion_delay,
+            &self.compactor_deletion_delay,
+        );
         crate::cluster::validate(&c)?;
         if let Some(b) = self.storage_backend {
             c.storage.backend = b.into();

@@ -16,6 +16,7 @@ mod agent;
 mod bench;
 mod cluster;
 mod cluster_ring;
+mod compactor;
 mod config;
 
 use config::ServerArgs;

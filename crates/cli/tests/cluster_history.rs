@@ -244,6 +244,9 @@ async fn ingester_blocks_are_served_by_store_and_compacted_once() {
     let mut a = vec![
         "--target=compactor".to_string(),
         "--compactor.interval=200ms".into(),
+        // Replicas only (no level windows), inputs deleted at once.
+        "--compactor.block-ranges=2h".into(),
+        "--compactor.deletion-delay=0s".into(),
     ];
     a.extend(s3_args(&srv));
     let compactor = spawn(cdir.path(), a);

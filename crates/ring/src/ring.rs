@@ -345,6 +345,33 @@ impl RingSnapshot {
         })
     }
 
+    /// The single owner of `key` for work that one instance does alone
+    /// (the compactor's tenants): the first instance clockwise from the
+    /// key that is ACTIVE with a fresh heartbeat at `now_ms`. Unlike
+    /// [`RingSnapshot::get`], an instance that stopped heartbeating is
+    /// skipped, so its keys move to the next instance after the timeout.
+    /// `None` when no instance is healthy.
+    pub fn owner_at(&self, key: u32, now_ms: u64) -> Option<&Arc<InstanceDesc>> {
+        let len = self.tokens.len();
+        let start = self.tokens.partition_point(|&t| t < key);
+        let mut seen: Vec<u32> = Vec::new();
+        for step in 0..len {
+            let owner = self.owners[(start + step) % len];
+            if seen.contains(&owner) {
+                continue;
+            }
+            seen.push(owner);
+            let inst = &self.instances[owner as usize];
+            if self.is_healthy(inst, Operation::Write, now_ms) {
+                return Some(inst);
+            }
+            if seen.len() == self.instances.len() {
+                break;
+            }
+        }
+        None
+    }
+
     /// Fraction of the ring each instance owns as primary (first replica),
     /// by instance id order (same order as [`RingSnapshot::instances`]).
     pub fn ownership(&self) -> Vec<f64> {
@@ -723,6 +750,36 @@ mod tests {
             }
         }
         counts
+    }
+
+    #[test]
+    fn owner_skips_stale_and_non_active_instances() {
+        let mut cfg = RingConfig::new("compactor");
+        cfg.replication_factor = 1;
+        cfg.heartbeat_timeout = Duration::from_secs(10);
+        let cfg = Arc::new(cfg);
+        let a = inst("a", "", InstanceState::Active, vec![100, 300]);
+        let b = inst("b", "", InstanceState::Active, vec![200, 400]);
+        let snap = RingSnapshot::new(cfg.clone(), vec![a.clone(), b.clone()]);
+        assert_eq!(snap.owner_at(150, NOW).unwrap().id, "b");
+        assert_eq!(snap.owner_at(50, NOW).unwrap().id, "a");
+        assert_eq!(snap.owner_at(450, NOW).unwrap().id, "a", "wraps around");
+        // b stops heartbeating: after the timeout its keys go to a.
+        assert_eq!(snap.owner_at(150, NOW + 9_000).unwrap().id, "b");
+        let stale = Arc::new(InstanceDesc {
+            heartbeat_ms: NOW - 20_000,
+            ..(*b).clone()
+        });
+        let snap = RingSnapshot::new(cfg.clone(), vec![a.clone(), stale]);
+        assert_eq!(snap.owner_at(150, NOW).unwrap().id, "a");
+        // JOINING and LEAVING instances own nothing.
+        let joining = inst("b", "", InstanceState::Joining, vec![200, 400]);
+        let snap = RingSnapshot::new(cfg.clone(), vec![a, joining]);
+        assert_eq!(snap.owner_at(150, NOW).unwrap().id, "a");
+        let leaving = inst("a", "", InstanceState::Leaving, vec![100]);
+        let snap = RingSnapshot::new(cfg.clone(), vec![leaving]);
+        assert!(snap.owner_at(150, NOW).is_none());
+        assert!(RingSnapshot::new(cfg, vec![]).owner_at(1, NOW).is_none());
     }
 
     #[test]

@@ -72,6 +72,16 @@ pub struct DeletionMark {
     pub ulid: String,
     /// When the deletion started (Unix ms).
     pub deletion_time: i64,
+    /// The block's objects are gone from the bucket (the cluster
+    /// compactor deletes them `deletion_delay` after the mark and keeps
+    /// the mark while an ingester's index still lists the block). Absent
+    /// (false) in indexes written before the field existed.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub objects_deleted: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for BucketIndex {
@@ -127,6 +137,7 @@ impl BucketIndex {
             self.deletion_marks.push(DeletionMark {
                 ulid: ulid.to_string(),
                 deletion_time: now_ms,
+                objects_deleted: false,
             });
         }
     }

@@ -53,29 +53,56 @@ pub(crate) fn plan(metas: &[BlockMeta], ranges: &[i64], settled_before: i64) -> 
         i = j;
     }
     // 2. Level windows.
-    for &r in ranges.iter().skip(1) {
-        let mut k = 0;
-        while k < sorted.len() {
-            let w = window_start(sorted[k].min_time, r);
-            let mut group = Vec::new();
-            let mut m = k;
-            while m < sorted.len() && window_start(sorted[m].min_time, r) == w {
-                if sorted[m].max_time <= w + r && sorted[m].max_time - sorted[m].min_time < r {
-                    group.push(sorted[m].ulid);
-                }
-                m += 1;
-            }
-            if group.len() > 1 && w + r <= settled_before {
-                return Some(group);
-            }
-            k = m.max(k + 1);
-        }
+    let spans: Vec<(i64, i64, Ulid)> = sorted
+        .iter()
+        .map(|m| (m.min_time, m.max_time, m.ulid))
+        .collect();
+    if let Some(g) = plan_level(&spans, ranges, settled_before) {
+        return Some(g);
     }
     // 3. Tombstones.
     sorted
         .iter()
         .find(|m| m.stats.num_tombstones > 0)
         .map(|m| vec![m.ulid])
+}
+
+/// The first level window holding two or more blocks to merge: for each
+/// range after the first (`ranges` ascending, e.g. 2h, 12h, 24h), the
+/// aligned windows in time order; a window qualifies once it ends at or
+/// before `settled_before` (no new data can land in it) and holds at least
+/// two blocks that lie inside it and are shorter than the range. `spans`
+/// are `(min_time, max_time, id)` sorted by time and must not overlap
+/// (overlaps are merged first). Shared by the engine and the cluster
+/// compactor (`bucket_store::compact_tenant`).
+pub(crate) fn plan_level(
+    spans: &[(i64, i64, Ulid)],
+    ranges: &[i64],
+    settled_before: i64,
+) -> Option<Vec<Ulid>> {
+    for &r in ranges.iter().skip(1) {
+        if r <= 0 {
+            continue;
+        }
+        let mut k = 0;
+        while k < spans.len() {
+            let w = window_start(spans[k].0, r);
+            let mut group = Vec::new();
+            let mut m = k;
+            while m < spans.len() && window_start(spans[m].0, r) == w {
+                let (min, max, id) = spans[m];
+                if max <= w.saturating_add(r) && max - min < r {
+                    group.push(id);
+                }
+                m += 1;
+            }
+            if group.len() > 1 && w.saturating_add(r) <= settled_before {
+                return Some(group);
+            }
+            k = m.max(k + 1);
+        }
+    }
+    None
 }
 
 /// Runs compactions until the planner has nothing left to do.

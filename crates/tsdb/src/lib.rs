@@ -31,7 +31,10 @@ pub use block::{
     Tombstones, fuzz_block_index, write_tombstones,
 };
 pub use bucket_index::BucketIndex;
-pub use bucket_store::{BucketStore, CompactStats, StoreTenant, SyncStats, compact_tenant};
+pub use bucket_store::{
+    BucketStore, CompactStats, CompactorConfig, StoreTenant, SyncStats, compact_tenant,
+    compact_tenant_at,
+};
 pub use chunks::{
     Appendable, COMPACT_CHUNK_SAMPLES, COMPACT_ZSTD_LEVEL, ChunkIter, CounterResetHeader, Encoding,
     FloatHistogramAppender, HistogramAppender, MAX_COMPACT_SAMPLES, MAX_SAMPLES_PER_CHUNK,
