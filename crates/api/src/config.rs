@@ -150,6 +150,10 @@ pub struct ServerConfig {
     /// `global.evaluation_interval` (default 1m).
     #[serde(with = "humantime_serde")]
     pub evaluation_interval: Duration,
+    /// Evaluate Prometheus' experimental PromQL features (`info()`,
+    /// `anchored`/`smoothed` selectors), as Prometheus'
+    /// `--enable-feature=promql-experimental-functions` (default off).
+    pub promql_experimental: bool,
     /// Most PromQL queries evaluated at once; more wait for a slot (the
     /// wait counts against their timeout). Default 20, as Prometheus.
     pub max_concurrent_queries: usize,
@@ -289,6 +293,7 @@ impl Default for ServerConfig {
             query_max_samples: 50_000_000,
             lookback_delta: Duration::from_secs(300),
             evaluation_interval: Duration::from_secs(60),
+            promql_experimental: false,
             max_concurrent_queries: 20,
             max_inflight_writes: 512,
             remote_read_sample_limit: 50_000_000,

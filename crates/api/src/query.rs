@@ -566,7 +566,7 @@ async fn run(st: &AppState, headers: &HeaderMap, c: Common, what: Eval) -> Respo
             .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)),
         timeout,
         default_subquery_step: st.cfg.evaluation_interval,
-        enable_experimental: false,
+        enable_experimental: st.cfg.promql_experimental,
     });
     let expr = c.expr;
     let slots = st.query_slots.clone();

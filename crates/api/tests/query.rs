@@ -11,7 +11,7 @@ use std::time::Duration;
 use prost::Message;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use stratus_api::AuthMode;
+use stratus_api::{AuthMode, ServerConfig};
 use stratus_proto::prometheus as pb;
 
 mod common;
@@ -920,4 +920,48 @@ async fn encoding_matches_real_prometheus() {
     assert!(compared > 100);
     drop(prom);
     srv.stop().await;
+}
+
+/// `info()` and `anchored`/`smoothed` are experimental: a 400 unless the
+/// server enables them (`promql_experimental`), as in Prometheus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn experimental_promql_is_gated_by_the_server() {
+    let base = base_ms();
+    let at = secs(base + 120_000);
+    for enabled in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = common::start_with(ServerConfig {
+            data_dir: dir.path().to_path_buf(),
+            auth: AuthMode::None,
+            promql_experimental: enabled,
+            ..ServerConfig::default()
+        })
+        .await;
+        srv.push(None, test_data(base)).await;
+        for q in ["increase(reqs_total[1m] anchored)", "info(up)"] {
+            let (st, v) = srv
+                .get("/api/v1/query", &[("query", q), ("time", &at)])
+                .await;
+            if enabled {
+                assert_eq!(st, StatusCode::OK, "{q}: {v}");
+            } else {
+                assert_eq!(st, StatusCode::BAD_REQUEST, "{q}: {v}");
+                assert_eq!(v["errorType"], "bad_data", "{q}: {v}");
+            }
+        }
+        let (st, v) = srv
+            .get(
+                "/api/v1/query",
+                &[
+                    ("query", "increase(reqs_total[1m] anchored)"),
+                    ("time", &at),
+                ],
+            )
+            .await;
+        if enabled {
+            assert_eq!(st, StatusCode::OK);
+            assert_eq!(v["data"]["result"].as_array().unwrap().len(), 2, "{v}");
+        }
+        srv.stop().await;
+    }
 }

@@ -180,6 +180,12 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "STRATUS_EVALUATION_INTERVAL", value_parser = duration)]
     pub(crate) evaluation_interval: Option<Duration>,
 
+    /// Evaluate the experimental PromQL features (`info()`,
+    /// `anchored`/`smoothed`), as Prometheus'
+    /// `--enable-feature=promql-experimental-functions` [default: off].
+    #[arg(long = "query.promql-experimental", env = "STRATUS_PROMQL_EXPERIMENTAL", num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) promql_experimental: Option<bool>,
+
     /// Serve the admin endpoints (`/api/v1/admin/tsdb/delete_series`,
     /// `clean_tombstones`, `snapshot`), as Prometheus'
     /// `--web.enable-admin-api` [default: off].
@@ -447,6 +453,7 @@ impl ServerArgs {
         set(&mut c.lookback_delta, &self.lookback_delta);
         set(&mut c.max_concurrent_queries, &self.max_concurrent_queries);
         set(&mut c.evaluation_interval, &self.evaluation_interval);
+        set(&mut c.promql_experimental, &self.promql_experimental);
         set(&mut c.enable_admin_api, &self.enable_admin_api);
         set(
             &mut c.created_timestamp_zero_ingestion,

@@ -73,9 +73,10 @@ fn signature(name: &str, l: &Labels) -> String {
 /// Evaluates `info(...)`.
 pub(crate) fn eval_info(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val> {
     if !ev.experimental {
-        return Err(bad(
-            "function \"info\" is experimental and must be enabled".into()
-        ));
+        // Prometheus' parser refuses it (400) unless enabled.
+        return Err(crate::PromqlError::Parse {
+            msg: "function \"info\" is not enabled".into(),
+        });
     }
     let Some(arg) = c.args.first() else {
         return Err(bad("missing argument 0 of info".into()));

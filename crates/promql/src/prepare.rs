@@ -141,9 +141,11 @@ fn check_modifiers(e: &Expr, func: Option<&str>, on: bool) -> Result<(), PromqlE
                     }
                 }
                 if !on {
-                    return Err(bad(format!(
-                        "the {what} modifier is experimental and must be enabled"
-                    )));
+                    // As Prometheus' parser: a parse error (400), not an
+                    // execution error.
+                    return Err(crate::PromqlError::Parse {
+                        msg: format!("the {what} modifier is experimental and must be enabled"),
+                    });
                 }
             }
             Ok(())
