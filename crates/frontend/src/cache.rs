@@ -5,8 +5,9 @@
 //! split interval (a UTC day by default); the grid offset (`start mod
 //! step`) is part of the key, so every point of an extent lies on the
 //! grid of any query that finds it. Extents never reach past `now -
-//! max_cache_freshness` (late samples may still change recent results),
-//! and answers that carried warnings or infos are not cached.
+//! max_cache_freshness` (late samples may still change recent results).
+//! Answers that carried warnings (possibly partial data) are not cached;
+//! infos are kept with the extent and given again with its points.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -34,6 +35,8 @@ pub(crate) struct Extent {
     pub(crate) start: i64,
     pub(crate) end: i64,
     pub(crate) data: Matrix,
+    /// Infos of the answers the points came from (replayed on hits).
+    pub(crate) infos: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +114,9 @@ impl ResultsCache {
     }
 }
 
+/// The steps `start..=end` of a grid.
+pub(crate) type Steps = (i64, i64);
+
 /// What a piece `[a, b]` needs fetched given the cached extent: the
 /// gaps before and after it (on the grid `step`), and the extent the
 /// cached and fetched points will cover together. `None` for the extent
@@ -120,7 +126,7 @@ pub(crate) fn plan(
     b: i64,
     step: i64,
     cached: Option<&Extent>,
-) -> (Vec<(i64, i64)>, Option<(i64, i64)>) {
+) -> (Vec<Steps>, Option<Steps>) {
     let Some(ext) = cached else {
         return (vec![(a, b)], None);
     };
@@ -171,6 +177,7 @@ mod tests {
             start: 600_000,
             end: 1_200_000,
             data: Matrix::default(),
+            infos: Vec::new(),
         };
         let s = 60_000;
         // Fully covered: nothing to fetch.
@@ -214,6 +221,7 @@ mod tests {
                     start: 0,
                     end: 1,
                     data: matrix(100),
+                    infos: Vec::new(),
                 },
             );
         }
@@ -226,6 +234,7 @@ mod tests {
                 start: 0,
                 end: 1,
                 data: matrix(100),
+                infos: Vec::new(),
             },
         );
         assert!(c.bytes() <= one * 4 + 10);
@@ -239,6 +248,7 @@ mod tests {
                 start: 0,
                 end: 1,
                 data: matrix(10_000),
+                infos: Vec::new(),
             },
         );
         assert!(c.get(&key("big", 0)).is_none());
@@ -250,6 +260,7 @@ mod tests {
                 start: 0,
                 end: 2,
                 data: matrix(100),
+                infos: Vec::new(),
             },
         );
         assert_eq!(c.bytes(), before);

@@ -543,3 +543,112 @@ mod tests {
         assert!(validate(&s).is_err());
     }
 }
+
+#[cfg(test)]
+mod serve_tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::*;
+
+    /// A fake querier for `query_range`: one series whose value at `t`
+    /// is `t` (ms); records each request's (start, end) in ms.
+    async fn fake_querier() -> (String, Arc<Mutex<Vec<(i64, i64)>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let app = Router::new().route(
+            "/api/v1/query_range",
+            axum::routing::post(move |body: Bytes| {
+                let seen = s2.clone();
+                async move {
+                    let p: HashMap<String, String> =
+                        form_urlencoded::parse(&body).into_owned().collect();
+                    let ms = |k: &str| stratus_api::parse_time(&p[k]).unwrap();
+                    let (start, end) = (ms("start"), ms("end"));
+                    let step = ms("step");
+                    seen.lock().push((start, end));
+                    let mut vals = Vec::new();
+                    let mut t = start;
+                    while t <= end {
+                        let mut s = String::new();
+                        matrix::write_timestamp(&mut s, t);
+                        vals.push(format!("[{s},\"{t}\"]"));
+                        t += step;
+                    }
+                    format!(
+                        "{{\"status\":\"success\",\"data\":{{\"resultType\":\"matrix\",\"result\":[{{\"metric\":{{\"__name__\":\"m\"}},\"values\":[{}]}}]}}}}",
+                        vals.join(",")
+                    )
+                }
+            }),
+        );
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await });
+        (format!("http://{addr}"), seen)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn repeated_query_fetches_only_fresh_steps() {
+        let (url, seen) = fake_querier().await;
+        let mut cfg = ServerConfig {
+            auth: AuthMode::None,
+            ..ServerConfig::default()
+        };
+        cfg.frontend.downstream_urls = vec![url];
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            serve(&cfg, l, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        });
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let step = 60_000;
+        let start = now - 2 * 86_400_000;
+        let q = [
+            ("query", "m".to_string()),
+            ("start", split::format_time(start)),
+            ("end", split::format_time(now)),
+            ("step", "60".to_string()),
+        ];
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let c = reqwest::Client::new();
+        let ask = || async {
+            let r = c
+                .get(format!("{base}/api/v1/query_range"))
+                .query(&q)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        };
+        let first = ask().await;
+        let n_first = seen.lock().len();
+        // Two days from a point inside a day touch three UTC days.
+        assert_eq!(n_first, 3, "{:?}", seen.lock());
+        let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+        let points = v["data"]["result"][0]["values"].as_array().unwrap().len() as i64;
+        assert_eq!(points, (now - start) / step + 1);
+        let second = ask().await;
+        assert_eq!(first, second);
+        let again = seen.lock()[n_first..].to_vec();
+        // Only the steps newer than the freshness cutoff were fetched.
+        assert_eq!(again.len(), 1, "{again:?}");
+        let (a, b) = again[0];
+        assert!(
+            a > now - 11 * 60_000 && a <= now - 9 * 60_000,
+            "{a} vs {now}"
+        );
+        assert_eq!(b, start + (now - start) / step * step);
+        assert_eq!((a - start) % step, 0);
+        let _ = stop_tx.send(());
+        server.await.unwrap().unwrap();
+    }
+}

@@ -252,17 +252,27 @@ pub(crate) async fn query_range(
     );
     let mut out = RangeResult::default();
     for (w, got) in work.into_iter().zip(fetched) {
-        let mut data = w.cached.map(|e| e.data).unwrap_or_default();
+        let (mut data, mut infos) = w.cached.map(|e| (e.data, e.infos)).unwrap_or_default();
         let mut clean = true;
         for r in got {
-            clean &= r.warnings.is_empty() && r.infos.is_empty();
+            clean &= r.warnings.is_empty();
+            for i in &r.infos {
+                if !infos.contains(i) {
+                    infos.push(i.clone());
+                }
+            }
             out.merge(RangeResult {
                 matrix: Matrix::default(),
                 warnings: r.warnings,
-                infos: r.infos,
+                infos: Vec::new(),
             });
             data.merge(r.matrix);
         }
+        out.merge(RangeResult {
+            matrix: Matrix::default(),
+            warnings: Vec::new(),
+            infos: infos.clone(),
+        });
         out.matrix.merge(data.window(w.piece.start, w.piece.end));
         if let (Some(c), Some(k), true) = (cache, w.key, clean) {
             let (s, e) = w.combined.unwrap_or((w.piece.start, w.piece.end));
@@ -279,6 +289,7 @@ pub(crate) async fn query_range(
                         start: s,
                         end: e,
                         data: data.window(s, e),
+                        infos,
                     },
                 );
             }
