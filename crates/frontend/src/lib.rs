@@ -651,4 +651,105 @@ mod serve_tests {
         let _ = stop_tx.send(());
         server.await.unwrap().unwrap();
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn token_mode_keys_by_credential_hash_and_passes_401() {
+        let (url, seen) = fake_querier().await;
+        // Only the token `good` may query.
+        let guarded = Router::new().fallback(
+            move |req: axum::extract::Request| {
+                let url = url.clone();
+                async move {
+                    let ok = req.headers().get(header::AUTHORIZATION)
+                        == Some(&HeaderValue::from_static("Bearer good"));
+                    if !ok {
+                        return (
+                            StatusCode::UNAUTHORIZED,
+                            [(header::WWW_AUTHENTICATE, "Basic realm=\"stratus\"")],
+                            "{\"status\":\"error\",\"errorType\":\"unauthorized\",\"error\":\"invalid or revoked token\"}",
+                        )
+                            .into_response();
+                    }
+                    let (parts, body) = req.into_parts();
+                    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+                    let r = reqwest::Client::new()
+                        .post(format!("{url}{}", parts.uri.path()))
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    r.text().await.unwrap_or_default().into_response()
+                }
+            },
+        );
+        let gl = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gaddr = gl.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(gl, guarded).await });
+        let mut cfg = ServerConfig {
+            auth: AuthMode::Token,
+            ..ServerConfig::default()
+        };
+        cfg.frontend.downstream_urls = vec![format!("http://{gaddr}")];
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            serve(&cfg, l, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        });
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let q = [
+            ("query", "m".to_string()),
+            ("start", split::format_time(now - 2 * 86_400_000)),
+            ("end", split::format_time(now - 86_400_000)),
+            ("step", "300".to_string()),
+        ];
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let c = reqwest::Client::new();
+        let ask = |tok: &'static str| {
+            let r = c
+                .get(format!("{base}/api/v1/query_range"))
+                .query(&q)
+                .bearer_auth(tok)
+                .timeout(Duration::from_secs(5))
+                .send();
+            async move {
+                let r = r.await.unwrap();
+                let www = r.headers().get("www-authenticate").cloned();
+                (r.status().as_u16(), www, r.text().await.unwrap())
+            }
+        };
+        let (st, _, first) = ask("good").await;
+        assert_eq!(st, 200, "{first}");
+        let n = seen.lock().len();
+        assert_eq!(n, 2);
+        // Again: entirely from the cache (the credential answered recently).
+        let (st, _, again) = ask("good").await;
+        assert_eq!((st, &again), (200, &first));
+        assert_eq!(seen.lock().len(), n);
+        // Another credential has its own cache space: the querier is asked
+        // and its 401 passes through.
+        let (st, www, body) = ask("bad").await;
+        assert_eq!(st, 401, "{body}");
+        assert!(body.contains("unauthorized"), "{body}");
+        assert!(www.is_some());
+        // Metrics name tenants by hash, never by credential.
+        let m = c
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(m.contains("tenant=\"cred-"), "{m}");
+        assert!(!m.contains("good") && !m.contains("bad"), "{m}");
+        let _ = stop_tx.send(());
+        server.await.unwrap().unwrap();
+    }
 }
