@@ -3,21 +3,21 @@
 //! Mimir's query-frontend.
 //!
 //! - `/api/v1/query_range` is split into sub-queries at multiples of
-//!   `split_interval` (UTC days by default; [`split`](crate::split)), run
+//!   `split_interval` (UTC days by default; `split`), run
 //!   concurrently (at most `split_concurrency` per query) and merged per
-//!   series in timestamp order ([`matrix`](crate::matrix)); per-interval
+//!   series in timestamp order (`matrix`); per-interval
 //!   extents are kept in a bytes-bounded results cache per tenant
-//!   ([`cache`](crate::cache)) so a repeated dashboard query fetches only
+//!   (`cache`) so a repeated dashboard query fetches only
 //!   the steps it does not have (never caching the last
 //!   `max_cache_freshness`).
 //! - Every other read endpoint (`/api/v1/query`, series, labels, label
 //!   values, metadata, query_exemplars, format_query, parse_query,
 //!   status, remote read, ...) is passed through unchanged.
 //! - Every downstream request waits in its tenant's queue; a bounded
-//!   worker pool serves the tenants round-robin ([`queue`](crate::queue)),
+//!   worker pool serves the tenants round-robin (`queue`),
 //!   a full tenant queue answers 429; downstreams are used round-robin with
 //!   retries on connection errors and 5xx
-//!   ([`downstream`](crate::downstream)).
+//!   (`downstream`).
 //!
 //! Tenants. The frontend authenticates nobody itself: it forwards the
 //! client's `Authorization` and `X-Scope-OrgID` headers unchanged and the
