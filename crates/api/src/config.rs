@@ -102,6 +102,61 @@ pub struct EtcdSettings {
     pub endpoints: Vec<String>,
 }
 
+/// The query-frontend (the `frontend` section; `--target=query-frontend`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FrontendSettings {
+    /// Base URLs of the queriers (or any Prometheus-compatible API) the
+    /// frontend forwards to, e.g. `http://10.0.0.5:9009`; `host:port`
+    /// means `http://host:port`. Used round-robin.
+    pub downstream_urls: Vec<String>,
+    /// Range queries are split at multiples of this (UTC; default 24h;
+    /// 0 disables splitting and the results cache).
+    #[serde(with = "humantime_serde")]
+    pub split_interval: Duration,
+    /// Round start and end down to multiples of the step, as Mimir's
+    /// `align_queries_with_step` (default off: exact times).
+    pub align_to_step: bool,
+    /// Results newer than this before now are never cached (default 10m).
+    #[serde(with = "humantime_serde")]
+    pub max_cache_freshness: Duration,
+    /// Memory budget of the results cache in bytes (0 disables; default
+    /// 256 MiB).
+    pub cache_max_bytes: usize,
+    /// Most downstream requests queued per tenant; more get 429
+    /// (default 100).
+    pub max_outstanding_per_tenant: usize,
+    /// Most downstream requests in flight at once: the worker pool
+    /// serving the per-tenant queues round-robin (default 16).
+    pub max_concurrent: usize,
+    /// Most sub-queries of one split query queued or running at once
+    /// (default 8).
+    pub split_concurrency: usize,
+    /// Retries of a downstream request after a connection error or a 5xx,
+    /// each to the next downstream (default 2).
+    pub max_retries: usize,
+    /// Longest one downstream request may take (default 2m5s).
+    #[serde(with = "humantime_serde")]
+    pub downstream_timeout: Duration,
+}
+
+impl Default for FrontendSettings {
+    fn default() -> Self {
+        Self {
+            downstream_urls: Vec::new(),
+            split_interval: Duration::from_secs(86_400),
+            align_to_step: false,
+            max_cache_freshness: Duration::from_secs(600),
+            cache_max_bytes: 256 << 20,
+            max_outstanding_per_tenant: 100,
+            max_concurrent: 16,
+            split_concurrency: 8,
+            max_retries: 2,
+            downstream_timeout: Duration::from_secs(125),
+        }
+    }
+}
+
 /// Settings of [`crate::serve`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -253,6 +308,8 @@ pub struct ServerConfig {
     /// marking it (default 12h).
     #[serde(with = "humantime_serde")]
     pub compactor_deletion_delay: Duration,
+    /// The query-frontend (`--target=query-frontend`).
+    pub frontend: FrontendSettings,
 }
 
 /// A list of durations as human-readable strings (`["2h", "12h"]`).
@@ -324,6 +381,7 @@ impl Default for ServerConfig {
             compactor_compaction_delay: Duration::from_secs(4 * 3600),
             compactor_retention: Duration::ZERO,
             compactor_deletion_delay: Duration::from_secs(12 * 3600),
+            frontend: FrontendSettings::default(),
         }
     }
 }

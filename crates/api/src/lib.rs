@@ -50,7 +50,9 @@ mod status;
 pub use backend::{
     Backends, ExtraMetrics, ReadBackend, WriteBackend, WriteFailure, WriteOutcome, apply_batch,
 };
-pub use config::{AuthMode, EtcdSettings, RingSettings, RingStore, ServerConfig, StorageConfig};
+pub use config::{
+    AuthMode, EtcdSettings, FrontendSettings, RingSettings, RingStore, ServerConfig, StorageConfig,
+};
 pub use error::{Error, Result};
 pub use otlp::{
     OtlpBatch, OtlpDecodeError, OtlpEncoding, decode_otlp, decompress_gzip, encode_response,

@@ -19,6 +19,11 @@
 //! `compactor` (`crate::compactor`) merges the replicas' overlapping
 //! blocks, level windows and applies retention, each tenant by the one
 //! compactor owning it in the compactor ring.
+//!
+//! `query-frontend` runs `stratus_frontend::serve` alone (no storage, no
+//! ring): it splits, caches and queues queries for the queriers at
+//! `--frontend.downstream-url`. It is not part of `read`, which serves
+//! the querier's API on the same port the frontend would need.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -42,6 +47,7 @@ pub(crate) const TARGETS: &[&str] = &[
     "read",
     "store",
     "compactor",
+    "query-frontend",
 ];
 
 /// Which components a target runs: (distributor, ingester, querier).
@@ -51,7 +57,7 @@ fn components(target: &str) -> (bool, bool, bool) {
         "ingester" => (false, true, false),
         "querier" | "read" => (false, false, true),
         "write" => (true, true, false),
-        "store" | "compactor" => (false, false, false),
+        "store" | "compactor" | "query-frontend" => (false, false, false),
         _ => (true, true, true),
     }
 }
@@ -66,7 +72,9 @@ pub(crate) fn validate(c: &ServerConfig) -> anyhow::Result<()> {
         );
     }
     let (dist, _, quer) = components(&c.target);
-    if c.target != "all" {
+    if c.target == "query-frontend" {
+        stratus_frontend::validate(&c.frontend)?;
+    } else if c.target != "all" {
         crate::cluster_ring::validate(c, dist || quer)?;
     }
     let id_ok = c
@@ -97,6 +105,12 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (dist, ing, quer) = components(&cfg.target);
+    if cfg.target == "query-frontend" {
+        let listener = tokio::net::TcpListener::bind(cfg.listen.as_str())
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        return Ok(stratus_frontend::serve(&cfg, listener, shutdown).await?);
+    }
     if ing
         && cfg.ingester_id.is_empty()
         && cfg.storage.backend == stratus_objstore::StorageBackend::S3

@@ -235,8 +235,8 @@ pub(crate) struct ServerArgs {
     pub(crate) max_concurrent_queries: Option<usize>,
 
     /// Components to run: all (one process), distributor, ingester,
-    /// querier, write (distributor + ingester), read (querier)
-    /// [default: all].
+    /// querier, write (distributor + ingester), read (querier),
+    /// store, compactor, query-frontend [default: all].
     #[arg(long, env = "STRATUS_TARGET")]
     pub(crate) target: Option<String>,
 
@@ -415,6 +415,71 @@ pub(crate) struct ServerArgs {
     /// [default: none].
     #[arg(long = "s3.prefix", env = "STRATUS_S3_PREFIX")]
     pub(crate) s3_prefix: Option<String>,
+
+    /// Query-frontend: HTTP base URLs (or host:port) of the queriers to
+    /// forward to, comma-separated; used round-robin.
+    #[arg(
+        long = "frontend.downstream-url",
+        env = "STRATUS_FRONTEND_DOWNSTREAM_URL",
+        value_delimiter = ','
+    )]
+    pub(crate) frontend_downstream_urls: Option<Vec<String>>,
+
+    /// Query-frontend: split range queries at multiples of this (UTC);
+    /// 0 disables splitting and caching [default: 24h].
+    #[arg(long = "frontend.split-interval", env = "STRATUS_FRONTEND_SPLIT_INTERVAL", value_parser = duration)]
+    pub(crate) frontend_split_interval: Option<Duration>,
+
+    /// Query-frontend: round range query start/end down to the step
+    /// [default: off].
+    #[arg(long = "frontend.align-to-step", env = "STRATUS_FRONTEND_ALIGN_TO_STEP", num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) frontend_align_to_step: Option<bool>,
+
+    /// Query-frontend: never cache results newer than this before now
+    /// [default: 10m].
+    #[arg(long = "frontend.max-cache-freshness", env = "STRATUS_FRONTEND_MAX_CACHE_FRESHNESS", value_parser = duration)]
+    pub(crate) frontend_max_cache_freshness: Option<Duration>,
+
+    /// Query-frontend: results cache budget in bytes; 0 disables
+    /// [default: 256 MiB].
+    #[arg(
+        long = "frontend.cache-max-bytes",
+        env = "STRATUS_FRONTEND_CACHE_MAX_BYTES"
+    )]
+    pub(crate) frontend_cache_max_bytes: Option<usize>,
+
+    /// Query-frontend: most downstream requests queued per tenant (more
+    /// get 429) [default: 100].
+    #[arg(
+        long = "frontend.max-outstanding-per-tenant",
+        env = "STRATUS_FRONTEND_MAX_OUTSTANDING_PER_TENANT"
+    )]
+    pub(crate) frontend_max_outstanding_per_tenant: Option<usize>,
+
+    /// Query-frontend: most downstream requests in flight (worker pool)
+    /// [default: 16].
+    #[arg(
+        long = "frontend.max-concurrent",
+        env = "STRATUS_FRONTEND_MAX_CONCURRENT"
+    )]
+    pub(crate) frontend_max_concurrent: Option<usize>,
+
+    /// Query-frontend: most sub-queries of one query at once [default: 8].
+    #[arg(
+        long = "frontend.split-concurrency",
+        env = "STRATUS_FRONTEND_SPLIT_CONCURRENCY"
+    )]
+    pub(crate) frontend_split_concurrency: Option<usize>,
+
+    /// Query-frontend: retries after a connection error or 5xx, each to
+    /// the next downstream [default: 2].
+    #[arg(long = "frontend.max-retries", env = "STRATUS_FRONTEND_MAX_RETRIES")]
+    pub(crate) frontend_max_retries: Option<usize>,
+
+    /// Query-frontend: longest one downstream request may take
+    /// [default: 2m5s].
+    #[arg(long = "frontend.downstream-timeout", env = "STRATUS_FRONTEND_DOWNSTREAM_TIMEOUT", value_parser = duration)]
+    pub(crate) frontend_downstream_timeout: Option<Duration>,
 }
 
 impl ServerArgs {
@@ -516,6 +581,23 @@ impl ServerArgs {
             &mut c.compactor_deletion_delay,
             &self.compactor_deletion_delay,
         );
+        let f = &mut c.frontend;
+        set(&mut f.downstream_urls, &self.frontend_downstream_urls);
+        set(&mut f.split_interval, &self.frontend_split_interval);
+        set(&mut f.align_to_step, &self.frontend_align_to_step);
+        set(
+            &mut f.max_cache_freshness,
+            &self.frontend_max_cache_freshness,
+        );
+        set(&mut f.cache_max_bytes, &self.frontend_cache_max_bytes);
+        set(
+            &mut f.max_outstanding_per_tenant,
+            &self.frontend_max_outstanding_per_tenant,
+        );
+        set(&mut f.max_concurrent, &self.frontend_max_concurrent);
+        set(&mut f.split_concurrency, &self.frontend_split_concurrency);
+        set(&mut f.max_retries, &self.frontend_max_retries);
+        set(&mut f.downstream_timeout, &self.frontend_downstream_timeout);
         crate::cluster::validate(&c)?;
         if let Some(b) = self.storage_backend {
             c.storage.backend = b.into();

@@ -300,3 +300,35 @@ mod tests {
         assert!(Cli::try_parse_from(["stratus", "--storage.backend=gcs"]).is_err());
     }
 }
+
+#[cfg(test)]
+mod frontend_flag_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn query_frontend_flags() {
+        let cli = Cli::try_parse_from([
+            "stratus",
+            "--target=query-frontend",
+            "--frontend.downstream-url=127.0.0.1:9090,http://q2:9009",
+            "--frontend.split-interval=12h",
+            "--frontend.align-to-step",
+            "--frontend.max-cache-freshness=5m",
+            "--frontend.max-outstanding-per-tenant=7",
+        ])
+        .unwrap();
+        let c = cli.server.resolve().unwrap();
+        let f = &c.frontend;
+        assert_eq!(f.downstream_urls, vec!["127.0.0.1:9090", "http://q2:9009"]);
+        assert_eq!(f.split_interval, Duration::from_secs(12 * 3600));
+        assert!(f.align_to_step);
+        assert_eq!(f.max_cache_freshness, Duration::from_secs(300));
+        assert_eq!(f.max_outstanding_per_tenant, 7);
+        // The frontend needs somewhere to send queries; no ingesters.
+        let cli = Cli::try_parse_from(["stratus", "--target=query-frontend"]).unwrap();
+        let e = cli.server.resolve().unwrap_err().to_string();
+        assert!(e.contains("downstream-url"), "{e}");
+    }
+}
