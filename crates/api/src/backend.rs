@@ -70,6 +70,9 @@ pub struct Backends {
     /// Extra operator routes (e.g. the `/ring` page), served behind the
     /// same check as `/ingester/flush` (the admin token in token mode).
     pub operator_routes: Option<axum::Router>,
+    /// The KV store the HA tracker keeps elected replicas in (a cluster's
+    /// distributors share etcd); `None`: an in-process store.
+    pub ha_kv: Option<Arc<dyn stratus_ring::Kv>>,
 }
 
 /// Appends a decoded batch to a tenant database (blocking): the local

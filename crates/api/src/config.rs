@@ -102,6 +102,50 @@ pub struct EtcdSettings {
     pub endpoints: Vec<String>,
 }
 
+/// The HA tracker (the `ha_tracker` section): deduplication of
+/// Prometheus HA pairs for tenants with `accept_ha_samples`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HaTrackerSettings {
+    /// Least time between two writes of the elected replica's last-seen
+    /// time to the KV store (default 15s).
+    #[serde(with = "humantime_serde")]
+    pub update_timeout: Duration,
+    /// Upper bound of the random jitter added to `update_timeout` per
+    /// process (default 5s).
+    #[serde(with = "humantime_serde")]
+    pub update_timeout_jitter_max: Duration,
+    /// The elected replica unseen for this long is replaced by the next
+    /// other replica that pushes (default 30s; must be longer than
+    /// `update_timeout + update_timeout_jitter_max`).
+    #[serde(with = "humantime_serde")]
+    pub failover_timeout: Duration,
+}
+
+impl Default for HaTrackerSettings {
+    fn default() -> Self {
+        let d = stratus_ring::HaTrackerConfig::default();
+        Self {
+            update_timeout: d.update_timeout,
+            update_timeout_jitter_max: d.update_timeout_jitter_max,
+            failover_timeout: d.failover_timeout,
+        }
+    }
+}
+
+impl HaTrackerSettings {
+    /// The tracker's configuration.
+    pub fn tracker_config(&self) -> stratus_ring::HaTrackerConfig {
+        let d = stratus_ring::HaTrackerConfig::default();
+        stratus_ring::HaTrackerConfig {
+            update_timeout: self.update_timeout,
+            update_timeout_jitter_max: self.update_timeout_jitter_max,
+            failover_timeout: self.failover_timeout,
+            cleanup_after: d.cleanup_after.max(self.failover_timeout * 2),
+        }
+    }
+}
+
 /// Settings of [`crate::serve`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -226,6 +270,8 @@ pub struct ServerConfig {
     /// How often the compactor looks for blocks to merge (default 1m).
     #[serde(with = "humantime_serde")]
     pub compactor_interval: Duration,
+    /// Deduplication of Prometheus HA pairs.
+    pub ha_tracker: HaTrackerSettings,
 }
 
 impl Default for ServerConfig {
@@ -267,6 +313,7 @@ impl Default for ServerConfig {
             query_ingesters_within: Duration::from_secs(13 * 3600),
             store_sync_interval: Duration::from_secs(60),
             compactor_interval: Duration::from_secs(60),
+            ha_tracker: HaTrackerSettings::default(),
         }
     }
 }

@@ -36,6 +36,7 @@ mod backend;
 mod config;
 mod error;
 mod expr_api;
+mod ha;
 mod limits;
 mod meta;
 mod metrics;
@@ -48,7 +49,9 @@ mod server;
 mod status;
 
 pub use backend::{Backends, ReadBackend, WriteBackend, WriteFailure, WriteOutcome, apply_batch};
-pub use config::{AuthMode, EtcdSettings, RingSettings, RingStore, ServerConfig, StorageConfig};
+pub use config::{
+    AuthMode, EtcdSettings, HaTrackerSettings, RingSettings, RingStore, ServerConfig, StorageConfig,
+};
 pub use error::{Error, Result};
 pub use otlp::{
     OtlpBatch, OtlpDecodeError, OtlpEncoding, decode_otlp, decompress_gzip, encode_response,

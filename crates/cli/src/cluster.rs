@@ -177,6 +177,9 @@ pub(crate) async fn run(
         }
     }
     if dist {
+        // Distributors agree on HA pairs' elected replicas through the
+        // ring's store (etcd); with static membership each keeps its own.
+        backends.ha_kv = kv.clone();
         backends.write = Some(Arc::new(Distributor::new(
             placement.clone(),
             client.clone(),
