@@ -29,12 +29,17 @@ use crate::metrics::HaLabels;
 use crate::remote_write::WriteBatch;
 use crate::server::AppState;
 
+/// Longest cluster or replica label value tracked (it becomes part of a
+/// KV key and value).
+const MAX_HA_VALUE: usize = 1024;
+
 /// Why a request of an HA pair is not stored.
 #[derive(Debug)]
 pub(crate) enum HaReject {
     /// Another replica is elected: answer 202 with this message.
     Dropped(String),
-    /// Too many clusters: answer 400 with this message.
+    /// Too many clusters (or label values too long): answer 400 with this
+    /// message.
     TooManyClusters(String),
     /// The KV store failed: answer 503 (the sender retries).
     Unavailable(String),
@@ -99,6 +104,13 @@ pub(crate) async fn dedup(
     else {
         return Ok(());
     };
+    if cluster.len() > MAX_HA_VALUE || replica.len() > MAX_HA_VALUE {
+        return Err(HaReject::TooManyClusters(format!(
+            "HA label values longer than {MAX_HA_VALUE} bytes are refused ({cluster_label}: {} bytes, {replica_label}: {} bytes)\n",
+            cluster.len(),
+            replica.len()
+        )));
+    }
     let (cluster, replica) = (cluster.to_string(), replica.to_string());
     let max = limits.ha_max_clusters.unwrap_or(DEFAULT_HA_MAX_CLUSTERS);
     let outcome = st

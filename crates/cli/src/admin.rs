@@ -120,7 +120,7 @@ pub(crate) enum TenantCmd {
         #[arg(long)]
         plan: Option<String>,
         #[command(flatten)]
-        limits: LimitFlags,
+        limits: Box<LimitFlags>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -154,7 +154,7 @@ pub(crate) enum TenantCmd {
         #[arg(long)]
         replace: bool,
         #[command(flatten)]
-        limits: LimitFlags,
+        limits: Box<LimitFlags>,
         #[command(flatten)]
         conn: Conn,
     },
