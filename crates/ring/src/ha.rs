@@ -354,11 +354,14 @@ impl Inner {
                 );
             }
         }
-        // Entries written by this tracker after the listing began are
-        // newer; keep them.
+        // Entries written by this tracker after the listing are newer;
+        // keep them (older ones not listed were deleted).
         let mut mine = self.cache.lock();
         for (t, m) in mine.drain() {
             for (c, e) in m {
+                if e.version <= listing.revision {
+                    continue;
+                }
                 let slot = cache.entry(t.clone()).or_default();
                 if slot.get(&c).is_none_or(|o| o.version < e.version) {
                     slot.insert(c, e);
