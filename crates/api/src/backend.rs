@@ -72,6 +72,9 @@ pub struct Backends {
     pub operator_routes: Option<axum::Router>,
     /// A cluster component's own metrics, appended to `/metrics`.
     pub extra_metrics: Option<Arc<dyn ExtraMetrics>>,
+    /// The KV store the HA tracker keeps elected replicas in (a cluster's
+    /// distributors share etcd); `None`: an in-process store.
+    pub ha_kv: Option<Arc<dyn stratus_ring::Kv>>,
 }
 
 /// Metrics a cluster component adds to `/metrics` (e.g. the compactor's).

@@ -157,6 +157,50 @@ impl Default for FrontendSettings {
     }
 }
 
+/// The HA tracker (the `ha_tracker` section): deduplication of
+/// Prometheus HA pairs for tenants with `accept_ha_samples`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HaTrackerSettings {
+    /// Least time between two writes of the elected replica's last-seen
+    /// time to the KV store (default 15s).
+    #[serde(with = "humantime_serde")]
+    pub update_timeout: Duration,
+    /// Upper bound of the random jitter added to `update_timeout` per
+    /// process (default 5s).
+    #[serde(with = "humantime_serde")]
+    pub update_timeout_jitter_max: Duration,
+    /// The elected replica unseen for this long is replaced by the next
+    /// other replica that pushes (default 30s; must be longer than
+    /// `update_timeout + update_timeout_jitter_max`).
+    #[serde(with = "humantime_serde")]
+    pub failover_timeout: Duration,
+}
+
+impl Default for HaTrackerSettings {
+    fn default() -> Self {
+        let d = stratus_ring::HaTrackerConfig::default();
+        Self {
+            update_timeout: d.update_timeout,
+            update_timeout_jitter_max: d.update_timeout_jitter_max,
+            failover_timeout: d.failover_timeout,
+        }
+    }
+}
+
+impl HaTrackerSettings {
+    /// The tracker's configuration.
+    pub fn tracker_config(&self) -> stratus_ring::HaTrackerConfig {
+        let d = stratus_ring::HaTrackerConfig::default();
+        stratus_ring::HaTrackerConfig {
+            update_timeout: self.update_timeout,
+            update_timeout_jitter_max: self.update_timeout_jitter_max,
+            failover_timeout: self.failover_timeout,
+            cleanup_after: d.cleanup_after.max(self.failover_timeout * 2),
+        }
+    }
+}
+
 /// Settings of [`crate::serve`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -310,6 +354,8 @@ pub struct ServerConfig {
     pub compactor_deletion_delay: Duration,
     /// The query-frontend (`--target=query-frontend`).
     pub frontend: FrontendSettings,
+    /// Deduplication of Prometheus HA pairs.
+    pub ha_tracker: HaTrackerSettings,
 }
 
 /// A list of durations as human-readable strings (`["2h", "12h"]`).
@@ -382,6 +428,7 @@ impl Default for ServerConfig {
             compactor_retention: Duration::ZERO,
             compactor_deletion_delay: Duration::from_secs(12 * 3600),
             frontend: FrontendSettings::default(),
+            ha_tracker: HaTrackerSettings::default(),
         }
     }
 }

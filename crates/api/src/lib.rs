@@ -36,6 +36,7 @@ mod backend;
 mod config;
 mod error;
 mod expr_api;
+mod ha;
 mod limits;
 mod meta;
 mod metrics;
@@ -51,7 +52,8 @@ pub use backend::{
     Backends, ExtraMetrics, ReadBackend, WriteBackend, WriteFailure, WriteOutcome, apply_batch,
 };
 pub use config::{
-    AuthMode, EtcdSettings, FrontendSettings, RingSettings, RingStore, ServerConfig, StorageConfig,
+    AuthMode, EtcdSettings, FrontendSettings, HaTrackerSettings, RingSettings, RingStore,
+    ServerConfig, StorageConfig,
 };
 pub use error::{Error, Result};
 pub use otlp::{

@@ -22,6 +22,12 @@ pub(crate) struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct HaLabels {
+    pub(crate) tenant: String,
+    pub(crate) cluster: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
     pub(crate) route: String,
     pub(crate) method: String,
@@ -61,6 +67,8 @@ pub(crate) struct Metrics {
     pub(crate) tenant_active_series: Family<TenantLabels, Gauge>,
     pub(crate) tenant_bytes_stored: Family<TenantLabels, Gauge>,
     pub(crate) tenant_queries: Family<TenantLabels, Counter>,
+    pub(crate) ha_dropped_samples: Family<HaLabels, Counter>,
+    pub(crate) ha_elections: Family<HaLabels, Counter>,
 }
 
 impl Metrics {
@@ -153,7 +161,21 @@ impl Metrics {
             "PromQL queries (instant and range) answered, per tenant.",
             tenant_queries.clone(),
         );
+        let ha_dropped_samples = Family::<HaLabels, Counter>::default();
+        let ha_elections = Family::<HaLabels, Counter>::default();
+        registry.register(
+            "stratus_ha_dropped_samples",
+            "Samples dropped because their request came from a replica of a Prometheus HA pair that is not the elected one, per tenant and HA cluster.",
+            ha_dropped_samples.clone(),
+        );
+        registry.register(
+            "stratus_ha_elected_replica_changes",
+            "Elections of a replica of a Prometheus HA pair made by this process (first request of a cluster or failover), per tenant and HA cluster.",
+            ha_elections.clone(),
+        );
         Self {
+            ha_dropped_samples,
+            ha_elections,
             tenant_samples_received,
             tenant_samples_rejected,
             tenant_active_series,

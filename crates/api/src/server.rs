@@ -86,6 +86,8 @@ pub(crate) struct AppState {
     default_tenant: TenantId,
     /// Cluster-mode write and read paths (none: local storage).
     pub(crate) backends: crate::backend::Backends,
+    /// Elected replicas of Prometheus HA pairs (`ha`).
+    pub(crate) ha: stratus_ring::HaTracker,
 }
 
 /// Why a request has no usable tenant.
@@ -355,12 +357,25 @@ async fn decode_and_append(
         remote_write::decode(version, &raw)
     })
     .await;
-    let batch = match decoded {
+    let mut batch = match decoded {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => return Err(decode_error_response(&e)),
         Err(e) => return Err(internal_error(format!("decode task failed: {e}\n"))),
     };
+    if let Err(r) = crate::ha::dedup(st, tenant, &mut batch, &st.effective_limits(tenant)).await {
+        return Err(ha_reject_response(r));
+    }
     append_decoded(st, tenant, batch).await
+}
+
+/// The remote-write answer to a request the HA tracker did not let in.
+fn ha_reject_response(r: crate::ha::HaReject) -> Response {
+    use crate::ha::HaReject;
+    match r {
+        HaReject::Dropped(m) => (StatusCode::ACCEPTED, m).into_response(),
+        HaReject::TooManyClusters(m) => (StatusCode::BAD_REQUEST, m).into_response(),
+        HaReject::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m).into_response(),
+    }
 }
 
 impl Metrics {
@@ -638,7 +653,21 @@ async fn otlp_metrics(
     };
     let mut rejected = ob.rejected_points;
     let mut messages = ob.messages;
-    let out = match append_decoded(&st, &tenant, ob.batch).await {
+    let mut batch = ob.batch;
+    let ct = match enc {
+        OtlpEncoding::Protobuf => "application/x-protobuf",
+        OtlpEncoding::Json => "application/json",
+    };
+    match crate::ha::dedup(&st, &tenant, &mut batch, &st.effective_limits(&tenant)).await {
+        Ok(()) => {}
+        Err(crate::ha::HaReject::Dropped(m)) => {
+            // Accepted (202) with the reason as a partial-success message.
+            let body = otlp::encode_response(enc, 0, m.trim_end());
+            return (StatusCode::ACCEPTED, [(header::CONTENT_TYPE, ct)], body).into_response();
+        }
+        Err(r) => return ha_reject_response(r),
+    }
+    let out = match append_decoded(&st, &tenant, batch).await {
         Ok(out) => out,
         Err(resp) => return resp,
     };
@@ -661,10 +690,6 @@ async fn otlp_metrics(
         warn!(tenant = %tenant, rejected, written = out.report.accepted, "OTLP write partly rejected");
     }
     let body = otlp::encode_response(enc, rejected, &messages.join("; "));
-    let ct = match enc {
-        OtlpEncoding::Protobuf => "application/x-protobuf",
-        OtlpEncoding::Json => "application/json",
-    };
     (StatusCode::OK, [(header::CONTENT_TYPE, ct)], body).into_response()
 }
 
@@ -1097,7 +1122,17 @@ pub async fn serve_with(
         })
     };
     let addr = listener.local_addr().context(ServeSnafu)?;
+    let ha_cfg = cfg.ha_tracker.tracker_config();
+    ha_cfg.validate().map_err(|e| crate::error::Error::Config {
+        message: e.to_string(),
+    })?;
+    let ha_kv: Arc<dyn stratus_ring::Kv> = match &backends.ha_kv {
+        Some(kv) => kv.clone(),
+        None => Arc::new(stratus_ring::MemKv::new()),
+    };
+    let ha = stratus_ring::HaTracker::start(ha_kv, ha_cfg).await;
     let st = Arc::new(AppState {
+        ha,
         tenants: tenants.clone(),
         metrics: Metrics::new(),
         ready: AtomicBool::new(true),

@@ -70,6 +70,19 @@ pub(crate) struct LimitFlags {
     /// Most concurrent queries.
     #[arg(long)]
     max_concurrent_queries: Option<u64>,
+    /// Deduplicate Prometheus HA pairs (true/false).
+    #[arg(long)]
+    accept_ha_samples: Option<bool>,
+    /// Label naming the HA cluster (default `cluster`).
+    #[arg(long)]
+    ha_cluster_label: Option<String>,
+    /// Label naming the HA replica, removed from stored series (default
+    /// `__replica__`).
+    #[arg(long)]
+    ha_replica_label: Option<String>,
+    /// Most HA clusters of the tenant (default 100; 0 = unlimited).
+    #[arg(long)]
+    ha_max_clusters: Option<u64>,
 }
 
 impl LimitFlags {
@@ -88,6 +101,10 @@ impl LimitFlags {
             max_samples_per_query: self.max_samples_per_query,
             max_series_per_query: self.max_series_per_query,
             max_concurrent_queries: self.max_concurrent_queries,
+            accept_ha_samples: self.accept_ha_samples,
+            ha_cluster_label: self.ha_cluster_label.clone(),
+            ha_replica_label: self.ha_replica_label.clone(),
+            ha_max_clusters: self.ha_max_clusters,
         }
     }
 }
@@ -103,7 +120,7 @@ pub(crate) enum TenantCmd {
         #[arg(long)]
         plan: Option<String>,
         #[command(flatten)]
-        limits: LimitFlags,
+        limits: Box<LimitFlags>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -137,7 +154,7 @@ pub(crate) enum TenantCmd {
         #[arg(long)]
         replace: bool,
         #[command(flatten)]
-        limits: LimitFlags,
+        limits: Box<LimitFlags>,
         #[command(flatten)]
         conn: Conn,
     },

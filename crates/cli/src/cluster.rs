@@ -12,6 +12,8 @@
 //! unregistered on graceful shutdown), and every component with a ring
 //! serves `/ring`. The static alternative is `--ingester.addrs`
 //! (`StaticPlacement`, replication factor min(`ring.replication_factor`, n)).
+//! Distributors with a ring keep the HA tracker's elections in the same
+//! store (`Backends::ha_kv`), so they agree on each HA pair's replica.
 //!
 //! History: ingesters with `--ingester.id` ship their blocks to the shared
 //! bucket under their own bucket index; `store` serves the bucket's blocks
@@ -193,6 +195,9 @@ pub(crate) async fn run(
         }
     }
     if dist {
+        // Distributors agree on HA pairs' elected replicas through the
+        // ring's store (etcd); with static membership each keeps its own.
+        backends.ha_kv = kv.clone();
         backends.write = Some(Arc::new(Distributor::new(
             placement.clone(),
             client.clone(),

@@ -367,6 +367,21 @@ pub(crate) struct ServerArgs {
     /// marking it [default: 12h].
     #[arg(long = "compactor.deletion-delay", env = "STRATUS_COMPACTOR_DELETION_DELAY", value_parser = duration)]
     pub(crate) compactor_deletion_delay: Option<Duration>,
+
+    /// HA tracker: least time between two writes of an elected replica's
+    /// last-seen time to the KV store [default: 15s].
+    #[arg(long = "ha-tracker.update-timeout", env = "STRATUS_HA_TRACKER_UPDATE_TIMEOUT", value_parser = duration)]
+    pub(crate) ha_update_timeout: Option<Duration>,
+
+    /// HA tracker: upper bound of the random jitter added to the update
+    /// timeout [default: 5s].
+    #[arg(long = "ha-tracker.update-timeout-jitter-max", env = "STRATUS_HA_TRACKER_UPDATE_TIMEOUT_JITTER_MAX", value_parser = duration)]
+    pub(crate) ha_update_timeout_jitter_max: Option<Duration>,
+
+    /// HA tracker: an elected replica unseen for this long is replaced by
+    /// the next other replica that pushes [default: 30s].
+    #[arg(long = "ha-tracker.failover-timeout", env = "STRATUS_HA_TRACKER_FAILOVER_TIMEOUT", value_parser = duration)]
+    pub(crate) ha_failover_timeout: Option<Duration>,
     /// Where blocks are kept: filesystem (<data-dir>/blocks) or s3 (the
     /// --s3.* bucket; head and WAL stay in --data-dir)
     /// [default: filesystem].
@@ -598,6 +613,19 @@ impl ServerArgs {
         set(&mut f.split_concurrency, &self.frontend_split_concurrency);
         set(&mut f.max_retries, &self.frontend_max_retries);
         set(&mut f.downstream_timeout, &self.frontend_downstream_timeout);
+        set(&mut c.ha_tracker.update_timeout, &self.ha_update_timeout);
+        set(
+            &mut c.ha_tracker.update_timeout_jitter_max,
+            &self.ha_update_timeout_jitter_max,
+        );
+        set(
+            &mut c.ha_tracker.failover_timeout,
+            &self.ha_failover_timeout,
+        );
+        c.ha_tracker
+            .tracker_config()
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         crate::cluster::validate(&c)?;
         if let Some(b) = self.storage_backend {
             c.storage.backend = b.into();

@@ -27,6 +27,9 @@
 //!   (healthy instances plus how many may fail) and
 //!   [`RingSnapshot::all_healthy`] for queriers.
 //! - [`http::router`] — the `/ring` status page (HTML or JSON, "forget").
+//! - [`HaTracker`] — the elected replica of each Prometheus HA pair per
+//!   tenant, kept in the same store (`/stratus/ha/<tenant>/<cluster>`,
+//!   see [`ha`]).
 //!
 //! # Use
 //!
@@ -57,6 +60,7 @@
 
 pub mod desc;
 pub mod error;
+pub mod ha;
 pub mod http;
 pub mod kv;
 pub mod lifecycler;
@@ -66,6 +70,7 @@ pub mod tokens;
 
 pub use desc::{InstanceDesc, InstanceState, instance_key, ring_prefix};
 pub use error::{Error, Result};
+pub use ha::{HaOutcome, HaTracker, HaTrackerConfig, ReplicaDesc, ha_key};
 pub use kv::etcd::{EtcdConfig, EtcdKv};
 pub use kv::mem::MemKv;
 pub use kv::{CasOutcome, Kv, Listing, Precondition, Versioned, WatchEvent, WatchStream};

@@ -359,3 +359,91 @@ async fn status_page_and_forget_over_http() {
     server.abort();
     a.shutdown().await.unwrap();
 }
+
+/// Two HA trackers (two distributors) on one etcd agree on the elected
+/// replica of every cluster, learn each other's elections through the
+/// watch, and fail over together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_trackers_agree_through_etcd() {
+    use stratus_ring::ha::{HaTracker, HaTrackerConfig, ManualClock, ReplicaDesc, ha_key};
+    let (_etcd, kv) = Etcd::start().await;
+    let kv: Arc<dyn Kv> = Arc::new(kv);
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let cfg = HaTrackerConfig {
+        update_timeout_jitter_max: Duration::ZERO,
+        ..HaTrackerConfig::default()
+    };
+    let t1 = HaTracker::start_with_clock(kv.clone(), cfg.clone(), clock.clone()).await;
+    let t2 = HaTracker::start_with_clock(kv.clone(), cfg, clock.clone()).await;
+    let mut winners = Vec::new();
+    for i in 0..8 {
+        let cluster = format!("prom-{i}");
+        let (a, b) = tokio::join!(
+            t1.check("tenant-1", &cluster, "a", 0),
+            t2.check("tenant-1", &cluster, "b", 0)
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_ne!(a.accepted(), b.accepted(), "{a:?} {b:?}");
+        let winner = if a.accepted() { "a" } else { "b" };
+        let stored = kv
+            .get(&ha_key("tenant-1", &cluster))
+            .await
+            .unwrap()
+            .unwrap();
+        let desc: ReplicaDesc = serde_json::from_slice(&stored.value).unwrap();
+        assert_eq!(desc.replica, winner);
+        winners.push((cluster, winner));
+    }
+    // Each learns the other's elections through the watch.
+    let deadline = Instant::now() + WAIT;
+    for (cluster, winner) in &winners {
+        for t in [&t1, &t2] {
+            while t.elected("tenant-1", cluster).map(|d| d.replica) != Some(winner.to_string()) {
+                assert!(Instant::now() < deadline, "watch did not deliver {cluster}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let other = if *winner == "a" { "b" } else { "a" };
+        assert!(
+            !t1.check("tenant-1", cluster, other, 0)
+                .await
+                .unwrap()
+                .accepted()
+        );
+        assert!(
+            !t2.check("tenant-1", cluster, other, 0)
+                .await
+                .unwrap()
+                .accepted()
+        );
+    }
+    // The elected replicas go quiet past the failover timeout: the other
+    // replica takes over on one tracker, and the old one is refused on both.
+    clock.advance(Duration::from_secs(31));
+    let (cluster, winner) = &winners[0];
+    let other = if *winner == "a" { "b" } else { "a" };
+    assert!(
+        t2.check("tenant-1", cluster, other, 0)
+            .await
+            .unwrap()
+            .accepted()
+    );
+    assert!(
+        !t1.check("tenant-1", cluster, winner, 0)
+            .await
+            .unwrap()
+            .accepted()
+    );
+    assert!(
+        !t2.check("tenant-1", cluster, winner, 0)
+            .await
+            .unwrap()
+            .accepted()
+    );
+    assert!(
+        t1.check("tenant-1", cluster, other, 0)
+            .await
+            .unwrap()
+            .accepted()
+    );
+}

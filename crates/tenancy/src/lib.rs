@@ -18,7 +18,9 @@ mod token;
 
 pub use error::{Error, Result};
 pub use file::{Bootstrapped, DEFAULT_TENANT, FileRegistry, create_private_dir, write_private};
-pub use limits::{Limits, limit_of};
+pub use limits::{
+    DEFAULT_HA_CLUSTER_LABEL, DEFAULT_HA_MAX_CLUSTERS, DEFAULT_HA_REPLICA_LABEL, Limits, limit_of,
+};
 pub use registry::{
     NewToken, Principal, Registry, TenantInfo, TenantUpdate, TokenInfo, TokenScope,
 };

@@ -66,7 +66,29 @@ pub struct Limits {
     /// Most queries of the tenant evaluated at once (more wait).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_queries: Option<u64>,
+    /// Deduplicate Prometheus HA pairs: of the requests carrying both the
+    /// cluster and the replica label, keep only those of the elected
+    /// replica (default off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_ha_samples: Option<bool>,
+    /// The label naming a request's HA cluster (default `cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha_cluster_label: Option<String>,
+    /// The label naming a request's HA replica, removed from stored
+    /// series (default `__replica__`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha_replica_label: Option<String>,
+    /// Most HA clusters the tenant may have (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha_max_clusters: Option<u64>,
 }
+
+/// Default of [`Limits::ha_cluster_label`].
+pub const DEFAULT_HA_CLUSTER_LABEL: &str = "cluster";
+/// Default of [`Limits::ha_replica_label`].
+pub const DEFAULT_HA_REPLICA_LABEL: &str = "__replica__";
+/// Default of [`Limits::ha_max_clusters`].
+pub const DEFAULT_HA_MAX_CLUSTERS: u64 = 100;
 
 /// Takes `top` when set, else `base`.
 fn pick<T: Copy>(base: Option<T>, top: Option<T>) -> Option<T> {
@@ -93,6 +115,16 @@ impl Limits {
             max_samples_per_query: pick(self.max_samples_per_query, top.max_samples_per_query),
             max_series_per_query: pick(self.max_series_per_query, top.max_series_per_query),
             max_concurrent_queries: pick(self.max_concurrent_queries, top.max_concurrent_queries),
+            accept_ha_samples: pick(self.accept_ha_samples, top.accept_ha_samples),
+            ha_cluster_label: top
+                .ha_cluster_label
+                .clone()
+                .or_else(|| self.ha_cluster_label.clone()),
+            ha_replica_label: top
+                .ha_replica_label
+                .clone()
+                .or_else(|| self.ha_replica_label.clone()),
+            ha_max_clusters: pick(self.ha_max_clusters, top.ha_max_clusters),
         }
     }
 
@@ -105,6 +137,17 @@ impl Limits {
             return Err(format!(
                 "ingestion_rate must be a finite number >= 0, got {r}"
             ));
+        }
+        for (name, v) in [
+            ("ha_cluster_label", &self.ha_cluster_label),
+            ("ha_replica_label", &self.ha_replica_label),
+        ] {
+            if v.as_deref().is_some_and(str::is_empty) {
+                return Err(format!("{name} must not be empty"));
+            }
+        }
+        if self.ha_cluster_label.is_some() && self.ha_cluster_label == self.ha_replica_label {
+            return Err("ha_cluster_label and ha_replica_label must differ".to_string());
         }
         Ok(())
     }
@@ -147,6 +190,29 @@ mod tests {
         assert_eq!(eff.max_series_per_metric, Some(7));
         assert_eq!(eff.retention, Some(Duration::from_secs(3600)));
         assert_eq!(eff.max_label_name_length, None);
+    }
+
+    #[test]
+    fn ha_limits_overlay_and_validate() {
+        let defaults = Limits {
+            ha_cluster_label: Some("cluster".into()),
+            ha_max_clusters: Some(100),
+            ..Limits::default()
+        };
+        let tenant: Limits = serde_json::from_str(
+            r#"{"accept_ha_samples": true, "ha_replica_label": "replica", "ha_max_clusters": 3}"#,
+        )
+        .unwrap();
+        let eff = defaults.overlay(&tenant);
+        assert_eq!(eff.accept_ha_samples, Some(true));
+        assert_eq!(eff.ha_cluster_label.as_deref(), Some("cluster"));
+        assert_eq!(eff.ha_replica_label.as_deref(), Some("replica"));
+        assert_eq!(eff.ha_max_clusters, Some(3));
+        let bad: Limits = serde_json::from_str(r#"{"ha_replica_label": ""}"#).unwrap();
+        assert!(bad.validate().is_err());
+        let same: Limits =
+            serde_json::from_str(r#"{"ha_replica_label": "x", "ha_cluster_label": "x"}"#).unwrap();
+        assert!(same.validate().is_err());
     }
 
     #[test]
