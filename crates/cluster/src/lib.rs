@@ -19,6 +19,10 @@
 //!   the history in the bucket from the stores
 //!   ([`IngesterService::store`] over a [`stratus_tsdb::BucketStore`]).
 //!
+//! - [`KvRegistry`]: the tenant registry (tenants, plans, limits, token
+//!   digests) shared by every node through the ring's KV store (etcd),
+//!   served from a watched in-memory copy.
+//!
 //! The single-process mode does not use this crate: it keeps the direct
 //! path from the HTTP API to the local engine.
 
@@ -29,6 +33,7 @@ mod error;
 mod ingester;
 pub mod placement;
 mod querier;
+pub mod registry;
 mod ring_placement;
 
 pub use client::ClientConfig;
@@ -37,4 +42,5 @@ pub use error::{Error, Result};
 pub use ingester::IngesterService;
 pub use placement::{Instance, Placement, ReplicaSet, StaticPlacement, series_hash};
 pub use querier::{Querier, TenantQuerier};
+pub use registry::{KvBootstrapped, KvRegistry, REGISTRY_PREFIX};
 pub use ring_placement::RingPlacement;

@@ -13,12 +13,17 @@
 mod error;
 mod file;
 mod limits;
+mod records;
 mod registry;
 mod token;
 
 pub use error::{Error, Result};
 pub use file::{Bootstrapped, DEFAULT_TENANT, FileRegistry, create_private_dir, write_private};
 pub use limits::{Limits, limit_of};
+pub use records::{
+    TenantRecord, TokenRecord, now_secs, random_hex, validate_limits, validate_plan_name,
+    validate_token_name,
+};
 pub use registry::{
     NewToken, Principal, Registry, TenantInfo, TenantUpdate, TokenInfo, TokenScope,
 };
