@@ -47,8 +47,10 @@ mod remote_write;
 mod server;
 mod status;
 
+pub use backend::RateLimitShare;
 pub use backend::{Backends, ReadBackend, WriteBackend, WriteFailure, WriteOutcome, apply_batch};
 pub use config::{AuthMode, EtcdSettings, RingSettings, RingStore, ServerConfig, StorageConfig};
+pub use config::{RegistrySettings, RegistryStore};
 pub use error::{Error, Result};
 pub use otlp::{
     OtlpBatch, OtlpDecodeError, OtlpEncoding, decode_otlp, decompress_gzip, encode_response,
