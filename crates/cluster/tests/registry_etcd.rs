@@ -88,10 +88,8 @@ async fn two_nodes_share_tokens_revocations_and_limits() {
 
     // Bootstrap races: exactly one node wins.
     let dir = tempfile::tempdir().unwrap();
-    let (ba, bb) = tokio::join!(
-        a.bootstrap("a", &dir.path().join("a"), false),
-        b.bootstrap("b", &dir.path().join("b"), false)
-    );
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    let (ba, bb) = tokio::join!(a.bootstrap("a", &da, false), b.bootstrap("b", &db, false));
     let won: Vec<_> = [ba.unwrap(), bb.unwrap()].into_iter().flatten().collect();
     assert_eq!(won.len(), 1);
     let admin = std::fs::read_to_string(won[0].admin_file.as_ref().unwrap()).unwrap();
