@@ -106,15 +106,23 @@ async fn two_nodes_share_tokens_revocations_and_limits() {
     // A tenant and a token made through A authenticate on B.
     a.create_tenant(&tid("acme"), None, Limits::default())
         .unwrap();
-    let tok = a.create_token(TokenScope::Tenant(tid("acme")), "ci").unwrap();
+    let tok = a
+        .create_token(TokenScope::Tenant(tid("acme")), "ci")
+        .unwrap();
     let started = Instant::now();
-    assert!(a.authenticate(&tok.token).is_some(), "read-your-writes on A");
+    assert!(
+        a.authenticate(&tok.token).is_some(),
+        "read-your-writes on A"
+    );
     assert!(
         b.wait_for(WAIT, |r| r.authenticate(&tok.token).is_some())
             .await,
         "token not seen on B within {WAIT:?}"
     );
-    eprintln!("token visible on B {:?} after A's write returned", started.elapsed());
+    eprintln!(
+        "token visible on B {:?} after A's write returned",
+        started.elapsed()
+    );
 
     // Limits set through B apply on A.
     b.update_tenant(
@@ -129,7 +137,8 @@ async fn two_nodes_share_tokens_revocations_and_limits() {
     )
     .unwrap();
     assert!(
-        a.wait_for(WAIT, |r| r.limits(&tid("acme")).ingestion_rate == Some(123.0))
+        a.wait_for(WAIT, |r| r.limits(&tid("acme")).ingestion_rate
+            == Some(123.0))
             .await
     );
 
@@ -143,7 +152,9 @@ async fn two_nodes_share_tokens_revocations_and_limits() {
     );
 
     // Deleting the tenant on A kills its other tokens on B.
-    let t2 = b.create_token(TokenScope::Tenant(tid("acme")), "two").unwrap();
+    let t2 = b
+        .create_token(TokenScope::Tenant(tid("acme")), "two")
+        .unwrap();
     a.delete_tenant(&tid("acme")).unwrap();
     assert!(
         b.wait_for(WAIT, |r| r.authenticate(&t2.token).is_none()
