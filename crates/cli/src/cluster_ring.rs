@@ -45,6 +45,11 @@ pub(crate) fn validate_registry(c: &ServerConfig) -> anyhow::Result<()> {
         if c.etcd.endpoints.is_empty() {
             anyhow::bail!("registry.store=etcd needs --etcd.endpoints");
         }
+    } else if c.registry.admin_token_file.is_some() {
+        anyhow::bail!(
+            "--auth.admin-token-file is supported with the etcd registry (cluster targets with \
+             --etcd.endpoints); the file registry writes <data-dir>/tokens/admin.token"
+        );
     }
     Ok(())
 }
