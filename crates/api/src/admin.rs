@@ -57,6 +57,10 @@ impl From<stratus_tenancy::Error> for AdminError {
             E::NotFound { .. } => StatusCode::NOT_FOUND,
             E::Exists { .. } => StatusCode::CONFLICT,
             E::Invalid { .. } => StatusCode::BAD_REQUEST,
+            E::Store { .. } => {
+                tracing::warn!(error = %e, "tenant registry store");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             E::Io { .. } | E::Corrupt { .. } | E::Random { .. } => {
                 tracing::error!(error = %e, "tenant registry");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -75,6 +79,7 @@ impl IntoResponse for AdminError {
             StatusCode::BAD_REQUEST => "bad_data",
             StatusCode::NOT_FOUND => "not_found",
             StatusCode::CONFLICT => "conflict",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
             _ => "internal",
         };
         json(

@@ -75,12 +75,27 @@ pub struct Backends {
     /// The KV store the HA tracker keeps elected replicas in (a cluster's
     /// distributors share etcd); `None`: an in-process store.
     pub ha_kv: Option<Arc<dyn stratus_ring::Kv>>,
+    /// The tenant registry to use instead of `<data_dir>/registry.json`
+    /// (a cluster's shared registry; bootstrapped by its owner).
+    pub registry: Option<Arc<dyn stratus_tenancy::Registry>>,
+    /// How many distributors share the ingestion rate limit now (Mimir's
+    /// "global" strategy: each enforces `ingestion_rate / n`); `None`:
+    /// this process enforces the whole limit.
+    pub rate_limit_share: Option<Arc<dyn RateLimitShare>>,
 }
 
 /// Metrics a cluster component adds to `/metrics` (e.g. the compactor's).
 pub trait ExtraMetrics: Send + Sync + Debug {
     /// OpenMetrics text of the metric families, without the `# EOF` line.
     fn encode(&self) -> String;
+}
+
+/// The number of distributors sharing per-tenant ingestion rate limits:
+/// each enforces `ingestion_rate / n` (the burst size is not divided, as
+/// in Cortex/Mimir: it must still admit the largest request).
+pub trait RateLimitShare: Send + Sync + std::fmt::Debug {
+    /// Healthy distributors now, this one included (at least 1).
+    fn distributors(&self) -> usize;
 }
 
 /// Appends a decoded batch to a tenant database (blocking): the local

@@ -201,6 +201,30 @@ impl HaTrackerSettings {
     }
 }
 
+/// Where the tenant registry lives (`registry.store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryStore {
+    /// `<data_dir>/registry.json`: this process only.
+    File,
+    /// etcd at `etcd.endpoints`, shared by every node of a cluster.
+    Etcd,
+}
+
+/// The tenant registry (the `registry` section).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// Where tenants, plans, limits and token digests live; unset: `etcd`
+    /// for cluster targets with `etcd.endpoints`, else `file`.
+    pub store: Option<RegistryStore>,
+    /// A file holding an admin token the operator made (e.g. a
+    /// Kubernetes Secret); its digest is registered at start. With the
+    /// etcd registry, the first node then creates no admin token of its
+    /// own.
+    pub admin_token_file: Option<PathBuf>,
+}
+
 /// Settings of [`crate::serve`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -304,6 +328,8 @@ pub struct ServerConfig {
     pub ring: RingSettings,
     /// The etcd cluster the ring lives in.
     pub etcd: EtcdSettings,
+    /// The tenant registry.
+    pub registry: RegistrySettings,
     /// Where blocks are kept.
     pub storage: StorageConfig,
     /// The S3-compatible bucket used when `storage.backend` is `s3`
@@ -412,6 +438,7 @@ impl Default for ServerConfig {
             ingester_client_timeout: Duration::from_secs(5),
             ring: RingSettings::default(),
             etcd: EtcdSettings::default(),
+            registry: RegistrySettings::default(),
             storage: StorageConfig::default(),
             s3: stratus_objstore::S3Config::default(),
             ingester_id: String::new(),

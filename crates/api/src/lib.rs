@@ -49,11 +49,12 @@ mod server;
 mod status;
 
 pub use backend::{
-    Backends, ExtraMetrics, ReadBackend, WriteBackend, WriteFailure, WriteOutcome, apply_batch,
+    Backends, ExtraMetrics, RateLimitShare, ReadBackend, WriteBackend, WriteFailure, WriteOutcome,
+    apply_batch,
 };
 pub use config::{
-    AuthMode, EtcdSettings, FrontendSettings, HaTrackerSettings, RingSettings, RingStore,
-    ServerConfig, StorageConfig,
+    AuthMode, EtcdSettings, FrontendSettings, HaTrackerSettings, RegistrySettings, RegistryStore,
+    RingSettings, RingStore, ServerConfig, StorageConfig,
 };
 pub use error::{Error, Result};
 pub use otlp::{

@@ -7,7 +7,9 @@
 //! request (a map probe and a small struct copy), so admin changes apply
 //! to the next request. Storage-side limits (out-of-order window,
 //! retention) are pushed into the tenant database through
-//! [`stratus_tsdb::TenantOverrides`].
+//! [`stratus_tsdb::TenantOverrides`]. In a cluster the ingestion rate is
+//! split evenly among the healthy distributors
+//! ([`crate::RateLimitShare`], Mimir's "global" strategy).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -163,12 +165,24 @@ pub(crate) fn check_ingestion_rate(
         Some(b) => b as f64,
         None => rate.ceil(),
     };
-    if n == 0 || st.rate_limiters.allow(t, n, rate, burst) {
+    // Global strategy: the tenant's rate is shared by the distributors.
+    let share = st
+        .backends
+        .rate_limit_share
+        .as_ref()
+        .map_or(1, |s| s.distributors().max(1));
+    let local_rate = rate / share as f64;
+    if n == 0 || st.rate_limiters.allow(t, n, local_rate, burst) {
         return Ok(());
     }
     st.count_rejected(t, "rate_limited", n);
+    let split = if share > 1 {
+        format!(" shared by {share} distributors, {local_rate}/s here")
+    } else {
+        String::new()
+    };
     let msg = format!(
-        "per-tenant ingestion rate limit (ingestion_rate={rate}, ingestion_burst_size={burst}) exceeded while adding {n} samples for tenant {t}; \
+        "per-tenant ingestion rate limit (ingestion_rate={rate}{split}, ingestion_burst_size={burst}) exceeded while adding {n} samples for tenant {t}; \
          the request was not stored and may be retried. Raise the tenant's ingestion_rate / ingestion_burst_size limit \
          (stratus tenant limits {t} --ingestion-rate N) or the server default (--default-limits)\n"
     );

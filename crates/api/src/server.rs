@@ -1094,7 +1094,13 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let reg_path = cfg.data_dir.join("registry.json");
-    let registry = Arc::new(FileRegistry::open(&reg_path).context(RegistrySnafu)?);
+    let (registry, file_registry): (Arc<dyn Registry>, _) = match &backends.registry {
+        Some(r) => (r.clone(), None),
+        None => {
+            let f = Arc::new(FileRegistry::open(&reg_path).context(RegistrySnafu)?);
+            (f.clone(), Some(f))
+        }
+    };
     crate::status::mark_started();
     let tenants = match &backends.tenants {
         Some(t) => t.clone(),
@@ -1105,21 +1111,35 @@ pub async fn serve_with(
             message: e.to_string(),
         })?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let maint = {
+    let (maint, apply_tx) = {
         let tenants = tenants.clone();
         let every = cfg.maintain_interval;
         let idle = cfg.idle_close;
-        tokio::spawn(async move {
+        let registry = registry.clone();
+        let (apply_tx, apply_rx) = tokio::sync::oneshot::channel::<Arc<AppState>>();
+        let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
+            let st = apply_rx.await.ok();
+            let mut generation = registry.generation();
             loop {
                 tokio::select! {
-                    _ = tick.tick() => tenants.maintain(idle).await,
+                    _ = tick.tick() => {
+                        // A shared registry changed by other nodes: push
+                        // storage limits into the open databases.
+                        let g = registry.generation();
+                        if g != generation && let Some(st) = &st {
+                            generation = g;
+                            st.apply_all_limits().await;
+                        }
+                        tenants.maintain(idle).await
+                    }
                     _ = stop_rx.changed() => break,
                 }
             }
-        })
+        });
+        (task, apply_tx)
     };
     let addr = listener.local_addr().context(ServeSnafu)?;
     let ha_cfg = cfg.ha_tracker.tracker_config();
@@ -1148,10 +1168,13 @@ pub async fn serve_with(
         backends,
         cfg,
     });
+    let _ = apply_tx.send(st.clone());
     let base = base_url(addr);
     // Tokens exist on disk before the first line announcing the server.
-    if st.cfg.auth == AuthMode::Token {
-        auth::bootstrap(&registry, &st.cfg.data_dir, &base).context(RegistrySnafu)?;
+    if st.cfg.auth == AuthMode::Token
+        && let Some(f) = &file_registry
+    {
+        auth::bootstrap(f, &st.cfg.data_dir, &base).context(RegistrySnafu)?;
     }
     info!(
         listen = %addr,

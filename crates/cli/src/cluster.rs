@@ -78,6 +78,8 @@ pub(crate) fn validate(c: &ServerConfig) -> anyhow::Result<()> {
         stratus_frontend::validate(&c.frontend)?;
     } else if c.target != "all" {
         crate::cluster_ring::validate(c, dist || quer)?;
+    } else {
+        crate::cluster_ring::validate_registry(c)?;
     }
     let id_ok = c
         .ingester_id
@@ -158,6 +160,19 @@ pub(crate) async fn run(
         operator_routes: ring.clone().map(stratus_ring::http::router),
         ..Backends::default()
     };
+    let http_addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    if let Some(kv) = &kv {
+        backends.registry = crate::cluster_registry::open(&cfg, kv, &http_addr).await?;
+    }
+    let mut dist_lifecycler = None;
+    if dist && let Some(kv) = &kv {
+        let (lc, share) = crate::cluster_registry::join_distributors(&cfg, kv, &http_addr).await?;
+        backends.rate_limit_share = Some(share);
+        dist_lifecycler = Some(lc);
+    }
     let mut grpc = None;
     let mut lifecycler = None;
     if ing && let Some(kv) = &kv {
@@ -263,6 +278,11 @@ pub(crate) async fn run(
     // serve_with syncs and closes the tenant databases (WAL flushed)
     // before it returns; only then does the ingester leave the ring.
     let served = stratus_api::serve_with(cfg, listener, backends, http_stop).await;
+    if let Some(lc) = dist_lifecycler
+        && let Err(e) = lc.shutdown().await
+    {
+        tracing::warn!(error = %e, "cannot leave the distributor ring");
+    }
     if let Some(lc) = lifecycler {
         match lc.unregister().await {
             Ok(()) => info!("left the ring"),

@@ -22,6 +22,71 @@ pub(crate) fn store(c: &ServerConfig) -> Option<RingStore> {
     }
 }
 
+/// Where the tenant registry lives: an explicit `registry.store`, else
+/// etcd for cluster targets with `etcd.endpoints`, else the file.
+pub(crate) fn registry_store(c: &ServerConfig) -> stratus_api::RegistryStore {
+    use stratus_api::RegistryStore as R;
+    match c.registry.store {
+        Some(s) => s,
+        None if c.target != "all" && !c.etcd.endpoints.is_empty() => R::Etcd,
+        None => R::File,
+    }
+}
+
+/// Checks the registry settings.
+pub(crate) fn validate_registry(c: &ServerConfig) -> anyhow::Result<()> {
+    if registry_store(c) == stratus_api::RegistryStore::Etcd {
+        if c.target == "all" {
+            anyhow::bail!(
+                "registry.store=etcd is for cluster targets (--target=distributor, querier, ...); \
+                 the single process keeps <data-dir>/registry.json"
+            );
+        }
+        if c.etcd.endpoints.is_empty() {
+            anyhow::bail!("registry.store=etcd needs --etcd.endpoints");
+        }
+    } else if c.registry.admin_token_file.is_some() {
+        anyhow::bail!(
+            "--auth.admin-token-file is supported with the etcd registry (cluster targets with \
+             --etcd.endpoints); the file registry writes <data-dir>/tokens/admin.token"
+        );
+    }
+    Ok(())
+}
+
+/// The distributors' ring (heartbeats only: how many share the rate
+/// limits).
+pub(crate) const DISTRIBUTOR_RING: &str = "distributor";
+
+/// This process' id in the distributor ring: `ring.instance_id`, else
+/// `<hostname>-<HTTP port>`.
+pub(crate) fn distributor_id(c: &ServerConfig, http_addr: &str) -> String {
+    if c.ring.instance_id.is_empty() {
+        format!("{}-{}", hostname(), split_addr(http_addr).1)
+    } else {
+        c.ring.instance_id.clone()
+    }
+}
+
+/// The distributor's lifecycler settings (one token; its tokens are not
+/// used for placement).
+pub(crate) fn distributor_lifecycler(c: &ServerConfig, http_addr: &str) -> LifecyclerConfig {
+    let mut l = LifecyclerConfig::new(DISTRIBUTOR_RING, distributor_id(c, http_addr), http_addr);
+    l.http_addr = http_addr.to_string();
+    l.zone = c.ring.zone.clone();
+    l.num_tokens = 1;
+    l.heartbeat_period = c.ring.heartbeat_period;
+    l
+}
+
+/// The distributor ring client's settings.
+pub(crate) fn distributor_ring_config(c: &ServerConfig) -> RingConfig {
+    let mut r = RingConfig::new(DISTRIBUTOR_RING);
+    r.replication_factor = 1;
+    r.heartbeat_timeout = c.ring.heartbeat_timeout;
+    r
+}
+
 /// Checks the ring settings of a cluster target (`needs_members`: it
 /// runs a distributor or querier, which must know the ingesters).
 pub(crate) fn validate(c: &ServerConfig, needs_members: bool) -> anyhow::Result<()> {
@@ -59,7 +124,7 @@ pub(crate) fn validate(c: &ServerConfig, needs_members: bool) -> anyhow::Result<
     if !r.instance_id.is_empty() {
         stratus_ring::desc::validate_name("ring.instance_id", &r.instance_id)?;
     }
-    Ok(())
+    validate_registry(c)
 }
 
 /// Connects to the ring's store, or `None` for static membership.

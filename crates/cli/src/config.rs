@@ -72,6 +72,24 @@ impl From<Lookup> for BucketLookup {
     }
 }
 
+/// Where the tenant registry lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RegistryStoreArg {
+    /// <data-dir>/registry.json (this process only).
+    File,
+    /// etcd at --etcd.endpoints (shared by the cluster).
+    Etcd,
+}
+
+impl From<RegistryStoreArg> for stratus_api::RegistryStore {
+    fn from(s: RegistryStoreArg) -> Self {
+        match s {
+            RegistryStoreArg::File => stratus_api::RegistryStore::File,
+            RegistryStoreArg::Etcd => stratus_api::RegistryStore::Etcd,
+        }
+    }
+}
+
 /// Where the hash ring lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum RingStoreArg {
@@ -272,6 +290,18 @@ pub(crate) struct ServerArgs {
         value_delimiter = ','
     )]
     pub(crate) etcd_endpoints: Option<Vec<String>>,
+
+    /// Where tenants, plans, limits and token digests live: file
+    /// (<data-dir>/registry.json) or etcd (--etcd.endpoints, shared by
+    /// every node) [default: etcd for cluster targets with
+    /// --etcd.endpoints, else file].
+    #[arg(long = "registry.store", env = "STRATUS_REGISTRY_STORE", value_enum)]
+    pub(crate) registry_store: Option<RegistryStoreArg>,
+
+    /// File holding an admin token made by the operator (e.g. mounted from
+    /// a Kubernetes Secret); its SHA-256 is registered at start.
+    #[arg(long = "auth.admin-token-file", env = "STRATUS_AUTH_ADMIN_TOKEN_FILE")]
+    pub(crate) admin_token_file: Option<PathBuf>,
 
     /// This ingester's id in the ring [default: <hostname>-<gRPC port>].
     #[arg(long = "ring.instance-id", env = "STRATUS_RING_INSTANCE_ID")]
@@ -569,6 +599,12 @@ impl ServerArgs {
             c.ring.store = Some(st.into());
         }
         set(&mut c.etcd.endpoints, &self.etcd_endpoints);
+        if let Some(st) = self.registry_store {
+            c.registry.store = Some(st.into());
+        }
+        if let Some(f) = &self.admin_token_file {
+            c.registry.admin_token_file = Some(f.clone());
+        }
         set(&mut c.ring.instance_id, &self.ring_instance_id);
         set(&mut c.ring.instance_addr, &self.ring_instance_addr);
         set(&mut c.ring.zone, &self.ring_zone);

@@ -15,6 +15,7 @@ mod admin;
 mod agent;
 mod bench;
 mod cluster;
+mod cluster_registry;
 mod cluster_ring;
 mod compactor;
 mod config;

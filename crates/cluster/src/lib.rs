@@ -19,6 +19,11 @@
 //!   the history in the bucket from the stores
 //!   ([`IngesterService::store`] over a [`stratus_tsdb::BucketStore`]).
 //!
+//! - [`KvRegistry`]: the tenant registry (tenants, plans, limits, token
+//!   digests) shared by every node through the ring's KV store (etcd),
+//!   served from a watched in-memory copy; [`DistributorShare`]: how
+//!   many distributors split the ingestion rate limits.
+//!
 //! The single-process mode does not use this crate: it keeps the direct
 //! path from the HTTP API to the local engine.
 
@@ -29,6 +34,8 @@ mod error;
 mod ingester;
 pub mod placement;
 mod querier;
+mod rate_share;
+pub mod registry;
 mod ring_placement;
 
 pub use client::ClientConfig;
@@ -37,4 +44,6 @@ pub use error::{Error, Result};
 pub use ingester::IngesterService;
 pub use placement::{Instance, Placement, ReplicaSet, StaticPlacement, series_hash};
 pub use querier::{Querier, TenantQuerier};
+pub use rate_share::DistributorShare;
+pub use registry::{KvBootstrapped, KvRegistry, REGISTRY_PREFIX};
 pub use ring_placement::RingPlacement;

@@ -42,6 +42,14 @@ pub enum Error {
         /// What exists.
         what: String,
     },
+    /// The shared store (etcd) did not accept or answer a change in time,
+    /// or kept conflicting with concurrent writers; nothing was changed
+    /// unless said otherwise. Retrying is safe.
+    #[snafu(display("registry store: {message}"))]
+    Store {
+        /// What failed.
+        message: String,
+    },
     /// A request that cannot be carried out as given.
     #[snafu(display("{message}"))]
     Invalid {

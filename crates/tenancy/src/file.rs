@@ -19,7 +19,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
@@ -27,13 +26,16 @@ use snafu::ResultExt;
 use stratus_model::TenantId;
 
 use crate::error::{
-    CorruptSnafu, Error, ExistsSnafu, InvalidSnafu, IoSnafu, NotFoundSnafu, RandomSnafu, Result,
+    CorruptSnafu, Error, ExistsSnafu, InvalidSnafu, IoSnafu, NotFoundSnafu, Result,
 };
 use crate::limits::Limits;
+use crate::records::{
+    TenantRecord, TokenRecord, now_secs, validate_plan_name, validate_token_name,
+};
 use crate::registry::{
     NewToken, Principal, Registry, TenantInfo, TenantUpdate, TokenInfo, TokenScope,
 };
-use crate::token::{TokenHash, ct_eq, hash_token, hex, new_token, new_token_id, parse_hash};
+use crate::token::{TokenHash, ct_eq, hash_token};
 
 /// The tenant created on first start.
 pub const DEFAULT_TENANT: &str = "default";
@@ -50,45 +52,6 @@ struct FileData {
     tenants: BTreeMap<String, TenantRecord>,
     #[serde(default)]
     tokens: Vec<TokenRecord>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TenantRecord {
-    created: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    plan: Option<String>,
-    #[serde(default)]
-    limits: Limits,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenRecord {
-    id: String,
-    name: String,
-    /// `admin` or `tenant`.
-    kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    tenant: Option<String>,
-    sha256: String,
-    created: u64,
-}
-
-impl TokenRecord {
-    fn info(&self) -> TokenInfo {
-        TokenInfo {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            kind: if self.kind == "admin" {
-                "admin"
-            } else {
-                "tenant"
-            },
-            tenant: self.tenant.clone(),
-            created: self.created,
-        }
-    }
 }
 
 /// The in-memory state: the file's content plus the token index.
@@ -120,16 +83,19 @@ impl State {
         }
         let mut by_hash = HashMap::with_capacity(data.tokens.len());
         for tok in &data.tokens {
-            let h =
-                parse_hash(&tok.sha256).ok_or_else(|| format!("token {:?}: bad sha256", tok.id))?;
-            let p = match (tok.kind.as_str(), &tok.tenant) {
-                ("admin", None) => Principal::Admin {
-                    token_id: tok.id.clone(),
-                },
-                ("tenant", Some(t)) if data.tenants.contains_key(t) => Principal::Tenant {
-                    tenant: TenantId::new(t).map_err(|e| e.to_string())?,
-                    token_id: tok.id.clone(),
-                },
+            let h = tok
+                .hash()
+                .ok_or_else(|| format!("token {:?}: bad sha256", tok.id))?;
+            let p = match tok.principal() {
+                Some(p @ Principal::Admin { .. }) => p,
+                Some(p @ Principal::Tenant { .. })
+                    if tok
+                        .tenant
+                        .as_ref()
+                        .is_some_and(|t| data.tenants.contains_key(t)) =>
+                {
+                    p
+                }
                 _ => return Err(format!("token {:?}: bad kind or unknown tenant", tok.id)),
             };
             by_hash.insert(h, (h, p));
@@ -171,12 +137,6 @@ pub struct Bootstrapped {
     pub admin_file: PathBuf,
     /// Where the `default` token was written.
     pub default_file: PathBuf,
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Writes `bytes` to `path` atomically with mode 0600.
@@ -230,37 +190,6 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn random_err(e: getrandom::Error) -> crate::error::Error {
-    RandomSnafu {
-        message: e.to_string(),
-    }
-    .build()
-}
-
-/// A fresh token record and its secret.
-fn make_token(scope: &TokenScope, name: &str) -> Result<(TokenRecord, NewToken)> {
-    let secret = new_token().map_err(random_err)?;
-    let rec = TokenRecord {
-        id: new_token_id().map_err(random_err)?,
-        name: name.to_string(),
-        kind: match scope {
-            TokenScope::Admin => "admin".into(),
-            TokenScope::Tenant(_) => "tenant".into(),
-        },
-        tenant: match scope {
-            TokenScope::Admin => None,
-            TokenScope::Tenant(t) => Some(t.as_str().to_string()),
-        },
-        sha256: hex(&hash_token(&secret)),
-        created: now_secs(),
-    };
-    let nt = NewToken {
-        info: rec.info(),
-        token: secret,
-    };
-    Ok((rec, nt))
-}
-
 impl FileRegistry {
     /// Opens the registry at `path`, or starts an empty one (the file is
     /// written on the first change).
@@ -306,8 +235,8 @@ impl FileRegistry {
             }
             .build()
         })?;
-        let (admin_rec, admin) = make_token(&TokenScope::Admin, "admin")?;
-        let (def_rec, def) = make_token(&TokenScope::Tenant(default), DEFAULT_TENANT)?;
+        let (admin_rec, admin) = TokenRecord::mint(&TokenScope::Admin, "admin")?;
+        let (def_rec, def) = TokenRecord::mint(&TokenScope::Tenant(default), DEFAULT_TENANT)?;
         create_private_dir(tokens_dir)?;
         let admin_file = tokens_dir.join("admin.token");
         let default_file = tokens_dir.join("default.token");
@@ -484,13 +413,8 @@ impl Registry for FileRegistry {
     }
 
     fn create_token(&self, scope: TokenScope, name: &str) -> Result<NewToken> {
-        if name.len() > 200 || name.chars().any(char::is_control) {
-            return InvalidSnafu {
-                message: "token name: at most 200 characters, no control characters",
-            }
-            .fail();
-        }
-        let (rec, nt) = make_token(&scope, name)?;
+        validate_token_name(name)?;
+        let (rec, nt) = TokenRecord::mint(&scope, name)?;
         self.mutate(|d| {
             if let TokenScope::Tenant(t) = &scope
                 && !d.tenants.contains_key(t.as_str())
@@ -529,17 +453,7 @@ impl Registry for FileRegistry {
     }
 
     fn set_plan(&self, name: &str, limits: Option<Limits>) -> Result<()> {
-        if name.is_empty()
-            || name.len() > 100
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
-            return InvalidSnafu {
-                message: format!("plan name {name:?}: 1 to 100 letters, digits, '-', '_' or '.'"),
-            }
-            .fail();
-        }
+        validate_plan_name(name)?;
         if let Some(l) = &limits {
             l.validate()
                 .map_err(|message| InvalidSnafu { message }.build())?;

@@ -13,6 +13,7 @@
 mod error;
 mod file;
 mod limits;
+mod records;
 mod registry;
 mod token;
 
@@ -20,6 +21,10 @@ pub use error::{Error, Result};
 pub use file::{Bootstrapped, DEFAULT_TENANT, FileRegistry, create_private_dir, write_private};
 pub use limits::{
     DEFAULT_HA_CLUSTER_LABEL, DEFAULT_HA_MAX_CLUSTERS, DEFAULT_HA_REPLICA_LABEL, Limits, limit_of,
+};
+pub use records::{
+    TenantRecord, TokenRecord, now_secs, random_hex, validate_limits, validate_plan_name,
+    validate_token_name,
 };
 pub use registry::{
     NewToken, Principal, Registry, TenantInfo, TenantUpdate, TokenInfo, TokenScope,

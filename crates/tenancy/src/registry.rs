@@ -147,4 +147,12 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// The tenant's plan overlaid by its own overrides (server defaults
     /// not included); empty for unknown tenants.
     fn limits(&self, id: &TenantId) -> Limits;
+
+    /// A counter that changes whenever the registry changed by other
+    /// means than this process' calls (a shared store's watch), so the
+    /// server can re-apply storage limits. Constant for registries only
+    /// this process changes.
+    fn generation(&self) -> u64 {
+        0
+    }
 }
