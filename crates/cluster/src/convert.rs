@@ -3,6 +3,8 @@
 //! remote write 1.0 shapes (histograms keep their integer or float kind
 //! bit for bit), matchers, label sets, chunks and refusal reasons.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use stratus_api::WriteBatch;
@@ -82,19 +84,30 @@ pub(crate) fn float_histogram_to_proto(t: i64, h: &FloatHistogram) -> prom::Hist
 /// label set) in remote write shape, with its labels; series appear in
 /// the batch's order, float series first.
 pub(crate) fn batch_series(batch: &WriteBatch) -> Vec<(Labels, prom::TimeSeries)> {
-    let mut out: Vec<(Labels, prom::TimeSeries)> = Vec::new();
-    let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
+    let mut out: Vec<(Labels, prom::TimeSeries)> = Vec::with_capacity(batch.series.len());
+    // Series by the label set's xxh3 hash (computed once per series, no
+    // SipHash over every label string); equal hashes are checked for
+    // equal labels, a collision chains to the next free key.
+    let mut index: HashMap<u64, usize, BuildHasherDefault<IdentityHasher>> =
+        HashMap::with_capacity_and_hasher(batch.series.len(), BuildHasherDefault::default());
     let mut slot = |out: &mut Vec<(Labels, prom::TimeSeries)>, l: &Labels| -> usize {
-        *index.entry(l.clone()).or_insert_with(|| {
-            out.push((
-                l.clone(),
-                prom::TimeSeries {
-                    labels: labels_to_proto(l),
-                    ..Default::default()
-                },
-            ));
-            out.len() - 1
-        })
+        let mut key = l.stable_hash();
+        loop {
+            match index.get(&key) {
+                Some(&i) if out.get(i).is_some_and(|(x, _)| x == l) => return i,
+                Some(_) => key = key.wrapping_add(0x9e37_79b9_7f4a_7c15),
+                None => break,
+            }
+        }
+        out.push((
+            l.clone(),
+            prom::TimeSeries {
+                labels: labels_to_proto(l),
+                ..Default::default()
+            },
+        ));
+        index.insert(key, out.len() - 1);
+        out.len() - 1
     };
     for s in &batch.series {
         let i = slot(&mut out, &s.labels);
@@ -129,6 +142,27 @@ pub(crate) fn batch_series(batch: &WriteBatch) -> Vec<(Labels, prom::TimeSeries)
         }
     }
     out
+}
+
+/// A hasher for keys that already are good 64-bit hashes.
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
 }
 
 /// Metadata of a batch in remote write shape.

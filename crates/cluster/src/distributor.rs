@@ -36,6 +36,14 @@ use crate::client::{ClientConfig, Clients};
 use crate::convert;
 use crate::placement::{Instance, Placement, series_hash};
 
+/// Samples, histograms and exemplars of one write.
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    floats: u64,
+    hists: u64,
+    exemplars: u64,
+}
+
 /// Shards, replicates and waits for quorums.
 #[derive(Debug, Clone)]
 pub struct Distributor {
@@ -61,14 +69,13 @@ impl Distributor {
         tenant: &TenantId,
         batch: &WriteBatch,
     ) -> Result<WriteOutcome, WriteFailure> {
-        let series = convert::batch_series(batch);
+        let mut series = convert::batch_series(batch);
         let metadata = convert::batch_metadata(batch);
         if series.is_empty() && metadata.is_empty() {
             return Ok(WriteOutcome::default());
         }
         // Replica sets per series, series per instance.
         let mut instances: Vec<Instance> = Vec::new();
-        let mut inst_index: HashMap<String, usize> = HashMap::new();
         let mut per_inst: Vec<Vec<usize>> = Vec::new();
         let mut sets: Vec<(Vec<usize>, usize)> = Vec::with_capacity(series.len());
         let mut rf = 1usize;
@@ -83,11 +90,16 @@ impl Distributor {
             rf = rf.max(rs.instances.len());
             let mut idxs = Vec::with_capacity(rs.instances.len());
             for inst in rs.instances {
-                let k = *inst_index.entry(inst.id.clone()).or_insert_with(|| {
-                    instances.push(inst.clone());
-                    per_inst.push(Vec::new());
-                    instances.len() - 1
-                });
+                // A handful of instances per request: a scan beats hashing
+                // the id of every replica of every series.
+                let k = match instances.iter().position(|x| x.id == inst.id) {
+                    Some(k) => k,
+                    None => {
+                        instances.push(inst);
+                        per_inst.push(Vec::new());
+                        instances.len() - 1
+                    }
+                };
                 if let Some(v) = per_inst.get_mut(k) {
                     v.push(i);
                 }
@@ -105,12 +117,32 @@ impl Distributor {
         // One push per instance, each in its own task so it completes
         // even when the quorum answered first.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Answer)>(instances.len().max(1));
+        // Counted before the series move into the requests.
+        let counts = Counts {
+            floats: series.iter().map(|s| s.1.samples.len() as u64).sum(),
+            hists: series.iter().map(|s| s.1.histograms.len() as u64).sum(),
+            exemplars: series.iter().map(|s| s.1.exemplars.len() as u64).sum(),
+        };
+        // The last instance a series goes to takes it; the others copy.
+        let last_use: Vec<usize> = sets
+            .iter()
+            .map(|(idxs, _)| idxs.iter().copied().max().unwrap_or(0))
+            .collect();
         for (k, inst) in instances.iter().enumerate() {
             let timeseries: Vec<prom::TimeSeries> = per_inst
                 .get(k)
                 .map(|v| {
                     v.iter()
-                        .filter_map(|&i| series.get(i).map(|s| s.1.clone()))
+                        .filter_map(|&i| {
+                            let take = last_use.get(i) == Some(&k);
+                            series.get_mut(i).map(|s| {
+                                if take {
+                                    std::mem::take(&mut s.1)
+                                } else {
+                                    s.1.clone()
+                                }
+                            })
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -212,16 +244,12 @@ impl Distributor {
                 message: msg,
             });
         }
-        Ok(Self::outcome(&series, &answers, rf))
+        Ok(Self::outcome(counts, &answers, rf))
     }
 
     /// Merges the replicas' answers into one report (see the module docs
     /// for the precision of the counts).
-    fn outcome(
-        series: &[(Labels, prom::TimeSeries)],
-        answers: &[Option<Answer>],
-        rf: usize,
-    ) -> WriteOutcome {
+    fn outcome(counts: Counts, answers: &[Option<Answer>], rf: usize) -> WriteOutcome {
         let rf = rf.max(1) as u64;
         // Listed refusals, deduplicated across replicas by (labels, t,
         // reason); per replica counted separately so the max wins.
@@ -274,9 +302,11 @@ impl Distributor {
                 errors.push(SampleError { labels, t, reason });
             }
         }
-        let floats: u64 = series.iter().map(|s| s.1.samples.len() as u64).sum();
-        let hists: u64 = series.iter().map(|s| s.1.histograms.len() as u64).sum();
-        let exemplars: u64 = series.iter().map(|s| s.1.exemplars.len() as u64).sum();
+        let Counts {
+            floats,
+            hists,
+            exemplars,
+        } = counts;
         let rejected = float_rej + hist_rej + unlisted;
         let ex_refused = ex_refused.div_ceil(rf).min(exemplars);
         let report = stratus_tsdb::AppendReport {
