@@ -192,7 +192,14 @@ fn every_stratus_container_has_a_valid_config() {
             checked.push(target.to_string());
         }
     }
-    for t in ["distributor", "ingester", "querier", "store", "compactor"] {
+    for t in [
+        "distributor",
+        "ingester",
+        "querier",
+        "store",
+        "compactor",
+        "query-frontend",
+    ] {
         assert!(checked.iter().any(|c| c == t), "no {t} workload in deploy/");
     }
 }
