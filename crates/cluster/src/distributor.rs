@@ -227,7 +227,7 @@ impl Distributor {
                 series.len()
             );
             for (k, a) in answers.iter().enumerate() {
-                let addr = instances.get(k).map_or("?", |i| i.addr.as_str());
+                let addr = instances.get(k).map_or("?", |i| &*i.addr);
                 match a {
                     Some(Err(s)) => msg.push_str(&format!(
                         "ingester {addr}: {:?}: {}\n",

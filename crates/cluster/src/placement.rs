@@ -10,6 +10,8 @@
 //! series goes to the owners of the first tokens at or after its hash,
 //! skipping instances already chosen, until it has the replication factor.
 
+use std::sync::Arc;
+
 use stratus_model::{Labels, TenantId};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -17,10 +19,10 @@ use xxhash_rust::xxh3::xxh3_64;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Instance {
     /// Stable identity (the ring's instance id; the address for static
-    /// lists).
-    pub id: String,
+    /// lists). Shared, so a replica set per series copies no strings.
+    pub id: Arc<str>,
     /// gRPC address, `host:port`.
-    pub addr: String,
+    pub addr: Arc<str>,
 }
 
 /// The replicas of one series and how many must acknowledge a write.
@@ -97,8 +99,8 @@ impl StaticPlacement {
         let mut instances: Vec<Instance> = addrs
             .iter()
             .map(|a| Instance {
-                id: a.clone(),
-                addr: a.clone(),
+                id: a.as_str().into(),
+                addr: a.as_str().into(),
             })
             .collect();
         instances.sort();

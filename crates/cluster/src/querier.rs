@@ -120,7 +120,7 @@ impl Querier {
             }
             let n = instances.len();
             groups.push((
-                instances.into_iter().map(|i| i.addr).collect(),
+                instances.into_iter().map(|i| i.addr.to_string()).collect(),
                 max_fail.min(n.saturating_sub(1)),
                 "ingester",
             ));

@@ -10,10 +10,10 @@
 //! snapshot. When the ring cannot form a quorum the set is empty, so the
 //! distributor answers 503 and the querier fails the read.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use stratus_model::TenantId;
-use stratus_ring::{InstanceDesc, Operation, ReplicationSet, Ring};
+use stratus_ring::{InstanceDesc, Operation, ReplicationSet, Ring, RingSnapshot};
 
 use crate::placement::{Instance, Placement, ReplicaSet};
 
@@ -21,12 +21,72 @@ use crate::placement::{Instance, Placement, ReplicaSet};
 #[derive(Debug, Clone)]
 pub struct RingPlacement {
     ring: Ring,
+    /// The [`Instance`]s of the newest snapshot seen, built once per
+    /// snapshot so a lookup per series copies no strings.
+    cache: Arc<Mutex<InstanceCache>>,
+}
+
+#[derive(Debug, Default)]
+struct InstanceCache {
+    snapshot: Option<Arc<RingSnapshot>>,
+    instances: Vec<(Arc<InstanceDesc>, Instance)>,
 }
 
 impl RingPlacement {
     /// Placement following `ring` (started with `Ring::start`).
     pub fn new(ring: Ring) -> Self {
-        Self { ring }
+        Self {
+            ring,
+            cache: Arc::default(),
+        }
+    }
+
+    /// The write replica set of `key` with shared [`Instance`]s.
+    fn write_set(&self, key: u32) -> ReplicaSet {
+        let snap = self.ring.snapshot();
+        let set = match snap.get(key, Operation::Write) {
+            Ok(set) => set,
+            Err(e) => {
+                tracing::debug!(error = %e, "no write replica set");
+                return ReplicaSet {
+                    instances: Vec::new(),
+                    min_success: 1,
+                };
+            }
+        };
+        let mut cache = match self.cache.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if !cache
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, &snap))
+        {
+            cache.snapshot = Some(snap.clone());
+            cache.instances.clear();
+        }
+        let mut instances = Vec::with_capacity(set.instances.len());
+        for d in &set.instances {
+            let found = cache
+                .instances
+                .iter()
+                .find(|(x, _)| Arc::ptr_eq(x, d))
+                .map(|(_, i)| i.clone());
+            let inst = match found {
+                Some(i) => i,
+                None => {
+                    let i = instance(d);
+                    cache.instances.push((d.clone(), i.clone()));
+                    i
+                }
+            };
+            instances.push(inst);
+        }
+        ReplicaSet {
+            instances,
+            min_success: set.min_success(),
+        }
     }
 
     /// The ring followed.
@@ -37,8 +97,8 @@ impl RingPlacement {
 
 fn instance(d: &Arc<InstanceDesc>) -> Instance {
     Instance {
-        id: d.id.clone(),
-        addr: d.addr.clone(),
+        id: d.id.as_str().into(),
+        addr: d.addr.as_str().into(),
     }
 }
 
@@ -63,7 +123,7 @@ fn convert(set: stratus_ring::Result<ReplicationSet>, what: &str) -> ReplicaSet 
 
 impl Placement for RingPlacement {
     fn replicas(&self, _tenant: &TenantId, series_hash: u32) -> ReplicaSet {
-        convert(self.ring.get(series_hash, Operation::Write), "write")
+        self.write_set(series_hash)
     }
 
     fn all(&self) -> Vec<Instance> {
@@ -121,7 +181,7 @@ mod tests {
         }
         let rs = p.replicas(&t, h);
         assert_eq!((rs.instances.len(), rs.min_success), (2, 2));
-        assert!(rs.instances.iter().all(|i| i.id != "i0"));
+        assert!(rs.instances.iter().all(|i| &*i.id != "i0"));
         assert_eq!(p.read_set().instances.len(), 3);
 
         // Gone from the ring: the two left are both needed for reads.
