@@ -46,7 +46,8 @@ use snafu::{ResultExt, Snafu};
 use tracing::{error, warn};
 
 use crate::remote::metrics::{PushMetrics, QueueHandles};
-use crate::sink::{Batch, Sink, SinkError};
+use crate::sink::{Batch, Metadata, Sink, SinkError};
+use stratus_model::Sample;
 
 /// Bytes of a segment file header (`STRQ`, version, 3 zero bytes).
 pub const SEGMENT_HEADER: u64 = 8;
@@ -160,6 +161,36 @@ pub struct QueuedBatch {
     pub append_ms: i64,
     /// Samples in the batch.
     pub samples: u64,
+}
+
+/// One record read back from a queue, not decoded: its payload walks with
+/// [`QueuedRecord::walk`] (it was checked to decode when read).
+#[derive(Debug)]
+pub struct QueuedRecord {
+    payload: Vec<u8>,
+    /// Where the record starts.
+    pub start: Position,
+    /// Where the next record starts: commit this once the batch is sent.
+    pub end: Position,
+    /// Wall-clock time of the append (ms since the epoch).
+    pub append_ms: i64,
+    /// Samples in the batch.
+    pub samples: u64,
+}
+
+impl QueuedRecord {
+    /// Visits every series of the record with the record's symbol table,
+    /// the series' labels as (name, value) indexes into it (sorted by
+    /// name) and its samples, without building label sets; returns the
+    /// record's metadata.
+    pub fn walk<'p>(
+        &'p self,
+        series: impl FnMut(&[&'p str], &[(usize, usize)], &[Sample]),
+    ) -> std::result::Result<Vec<Metadata>, String> {
+        codec::walk_payload(&self.payload, series)
+            .map(|w| w.metadata)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Sizes and positions of a queue.
@@ -962,6 +993,38 @@ impl QueueReader {
     /// records make it skip to the next segment (logged, counted); I/O
     /// errors are returned and the same record is tried again next call.
     pub fn next_batch(&mut self) -> Result<Option<QueuedBatch>> {
+        let r = self.next_with(codec::decode_payload)?;
+        Ok(r.map(|(start, end, d)| QueuedBatch {
+            batch: d.batch,
+            start,
+            end,
+            append_ms: d.append_ms,
+            samples: d.samples,
+        }))
+    }
+
+    /// As [`QueueReader::next_batch`], without decoding the record into a
+    /// [`Batch`] (it is checked to decode): the sender walks it.
+    pub fn next_record(&mut self) -> Result<Option<QueuedRecord>> {
+        let r = self.next_with(|p| {
+            let w = codec::walk_payload(p, |_, _, _| {})?;
+            Ok((w.append_ms, w.samples, p.to_vec()))
+        })?;
+        Ok(
+            r.map(|(start, end, (append_ms, samples, payload))| QueuedRecord {
+                payload,
+                start,
+                end,
+                append_ms,
+                samples,
+            }),
+        )
+    }
+
+    fn next_with<T>(
+        &mut self,
+        decode: impl Fn(&[u8]) -> std::result::Result<T, codec::DecodeError>,
+    ) -> Result<Option<(Position, Position, T)>> {
         let sh = self.queue.0.shared.clone();
         loop {
             let limit = {
@@ -993,7 +1056,7 @@ impl QueueReader {
                 }
                 size
             };
-            match self.read_at(&sh, limit) {
+            match self.read_at(&sh, limit, &decode) {
                 Ok((len, d)) => {
                     let start = self.pos;
                     let end = Position {
@@ -1008,13 +1071,7 @@ impl QueueReader {
                     st.read = end;
                     drop(st);
                     self.pos = end;
-                    return Ok(Some(QueuedBatch {
-                        batch: d.batch,
-                        start,
-                        end,
-                        append_ms: d.append_ms,
-                        samples: d.samples,
-                    }));
+                    return Ok(Some((start, end, d)));
                 }
                 Err(Fault::Gone) => continue,
                 Err(Fault::Io(e)) => {
@@ -1047,7 +1104,12 @@ impl QueueReader {
     }
 
     /// Reads and decodes the record at `self.pos` (below `limit`).
-    fn read_at(&mut self, sh: &Shared, limit: u64) -> Result<(u64, codec::Decoded), Fault> {
+    fn read_at<T>(
+        &mut self,
+        sh: &Shared,
+        limit: u64,
+        decode: impl Fn(&[u8]) -> std::result::Result<T, codec::DecodeError>,
+    ) -> Result<(u64, T), Fault> {
         let seg = self.pos.segment;
         if self.file.as_ref().map(|(id, _)| *id) != Some(seg) {
             match File::open(sh.path(seg)) {
@@ -1085,7 +1147,7 @@ impl QueueReader {
         if crc32c::crc32c(&self.buf) != crc {
             return Err(Fault::Corrupt("CRC mismatch".into()));
         }
-        let d = codec::decode_payload(&self.buf).map_err(|e| Fault::Corrupt(e.to_string()))?;
+        let d = decode(&self.buf).map_err(|e| Fault::Corrupt(e.to_string()))?;
         Ok((fh + len as u64, d))
     }
 }

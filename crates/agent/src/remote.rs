@@ -34,16 +34,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use snafu::Snafu;
-use stratus_model::{Labels, LabelsBuilder};
+use stratus_model::{Label, Labels, LabelsBuilder, Sample};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
 pub use metrics::PushMetrics;
 
-use self::encode::Item;
+use self::encode::{Item, ItemSeries};
 use self::shard::{Ctx, Sent};
-use crate::queue::{Position, Queue, QueueReader, QueuedBatch};
+use crate::queue::{Position, Queue, QueueReader, QueuedRecord};
 use crate::sink::Metadata;
 
 /// The write-relabel hook: returns the labels to send, or `None` to drop
@@ -383,7 +383,7 @@ impl Dispatcher {
                     }
                 }
             }
-            match self.reader.next_batch() {
+            match self.reader.next_record() {
                 Ok(Some(rec)) => {
                     if !self.dispatch(rec).await {
                         break;
@@ -534,7 +534,7 @@ impl Dispatcher {
     }
 
     /// Spreads one record's series over the shards. False when stopped.
-    async fn dispatch(&mut self, rec: QueuedBatch) -> bool {
+    async fn dispatch(&mut self, rec: QueuedRecord) -> bool {
         let per_shard = self.stage(rec);
         self.set_progress();
         let mut stop = self.stop.clone();
@@ -564,11 +564,71 @@ impl Dispatcher {
 
     /// Labels, metadata and shard of each series of a record, registered
     /// with the tracker.
-    fn stage(&mut self, rec: QueuedBatch) -> Vec<Vec<Item>> {
+    ///
+    /// 1.0 without write relabeling (the common case) builds no label
+    /// sets: each series' `TimeSeries` message is written straight from
+    /// the record's symbols, merged with the external labels on the fly,
+    /// into one buffer per shard, and its shard is chosen by a hash of
+    /// those label bytes. 2.0 and write relabeling go through [`Labels`].
+    fn stage(&mut self, rec: QueuedRecord) -> Vec<Vec<Item>> {
         let v2 = self.ctx.settings.protocol == ProtocolVersion::V2;
-        if !rec.batch.metadata.is_empty() && self.ctx.settings.send_metadata {
+        let n = self.shards.len().max(1);
+        let mut dropped = 0u64;
+        let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); n];
+        let mut staged: Vec<Staged> = Vec::new();
+        let mut scratch: Vec<u8> = Vec::new();
+        let walked = rec.walk(|table, refs, samples| {
+            if samples.is_empty() {
+                return;
+            }
+            scratch.clear();
+            if v2 || self.relabel.is_some() {
+                // `walk` checked the indexes and the order.
+                let labels = Labels::from_sorted_unchecked(
+                    refs.iter()
+                        .map(|&(n, v)| Label::new(table[n], table[v]))
+                        .collect(),
+                );
+                let Some(labels) = self.final_labels(&labels) else {
+                    dropped += samples.len() as u64;
+                    return;
+                };
+                if v2 {
+                    let k = (labels.stable_hash() % n as u64) as usize;
+                    staged.push(Staged::Labels(k, labels, samples.to_vec()));
+                    return;
+                }
+                for l in labels.iter() {
+                    encode::put_v1_label(&mut scratch, &l.name, &l.value);
+                }
+            } else {
+                merge_external(&self.external, table, refs, |name, value| {
+                    encode::put_v1_label(&mut scratch, name, value);
+                });
+            }
+            let k = (xxhash_rust::xxh3::xxh3_64(&scratch) % n as u64) as usize;
+            let Some(buf) = bufs.get_mut(k) else { return };
+            let start = buf.len();
+            buf.extend_from_slice(&scratch);
+            encode::put_v1_samples(buf, samples);
+            staged.push(Staged::V1 {
+                shard: k,
+                range: start..buf.len(),
+                samples: samples.len() as u32,
+                newest: samples.iter().map(|s| s.t).max().unwrap_or(0),
+            });
+        });
+        let metadata = match walked {
+            Ok(m) => m,
+            Err(e) => {
+                // Cannot happen: the reader checked that the record decodes.
+                error!(remote = %self.ctx.settings.name, error = %e, "queued record does not decode");
+                Vec::new()
+            }
+        };
+        if !metadata.is_empty() && self.ctx.settings.send_metadata {
             if let Ok(mut m) = self.meta.lock() {
-                for md in rec.batch.metadata {
+                for md in metadata {
                     let new = m.map.get(&md.family).is_none_or(|old| **old != md);
                     if new {
                         m.map.insert(md.family.clone(), Arc::new(md));
@@ -577,31 +637,6 @@ impl Dispatcher {
                 }
             }
         }
-        let n = self.shards.len().max(1);
-        let mut per_shard: Vec<Vec<Item>> = vec![Vec::new(); n];
-        let mut dropped = 0u64;
-        let meta = if v2 && self.ctx.settings.send_metadata {
-            self.meta.lock().ok()
-        } else {
-            None
-        };
-        let mut staged = Vec::with_capacity(rec.batch.series.len());
-        for s in rec.batch.series {
-            if s.samples.is_empty() {
-                continue;
-            }
-            let labels = self.final_labels(&s.labels);
-            let Some(labels) = labels else {
-                dropped += s.samples.len() as u64;
-                continue;
-            };
-            let md = meta.as_ref().and_then(|m| {
-                let name = labels.metric_name()?;
-                encode::family_candidates(name).find_map(|f| m.map.get(f).cloned())
-            });
-            staged.push((labels, s.samples, md));
-        }
-        drop(meta);
         self.ctx.metrics.relabel_dropped.inc_by(dropped);
         let (id, done) =
             self.ctx
@@ -610,14 +645,50 @@ impl Dispatcher {
         if let Some(p) = done {
             self.ctx.queue.commit(p);
         }
-        for (labels, samples, meta) in staged {
-            let k = (labels.stable_hash() % n as u64) as usize;
-            per_shard[k].push(Item {
-                labels,
-                samples,
-                meta,
-                record: id,
-            });
+        let meta = if v2 && self.ctx.settings.send_metadata {
+            self.meta.lock().ok()
+        } else {
+            None
+        };
+        let bufs: Vec<Bytes> = bufs.into_iter().map(Bytes::from).collect();
+        let mut per_shard: Vec<Vec<Item>> = vec![Vec::new(); n];
+        for st in staged {
+            let (k, series) = match st {
+                Staged::V1 {
+                    shard,
+                    range,
+                    samples,
+                    newest,
+                } => {
+                    let Some(b) = bufs.get(shard) else { continue };
+                    let bytes = b.slice(range);
+                    (
+                        shard,
+                        ItemSeries::V1 {
+                            bytes,
+                            samples,
+                            newest,
+                        },
+                    )
+                }
+                Staged::Labels(k, labels, samples) => {
+                    let meta = meta.as_ref().and_then(|m| {
+                        let name = labels.metric_name()?;
+                        encode::family_candidates(name).find_map(|f| m.map.get(f).cloned())
+                    });
+                    (
+                        k,
+                        ItemSeries::Labels {
+                            labels,
+                            samples,
+                            meta,
+                        },
+                    )
+                }
+            };
+            if let Some(v) = per_shard.get_mut(k) {
+                v.push(Item { series, record: id });
+            }
         }
         per_shard
     }
@@ -641,6 +712,53 @@ impl Dispatcher {
             Some(f) => f(&with_ext).filter(|x| !x.is_empty()),
             None => Some(with_ext),
         }
+    }
+}
+
+/// A series of a record on its way to a shard.
+enum Staged {
+    /// 1.0: the `TimeSeries` bytes at `range` of shard `shard`'s buffer.
+    V1 {
+        shard: usize,
+        range: std::ops::Range<usize>,
+        samples: u32,
+        newest: i64,
+    },
+    /// 2.0: shard, final labels, samples.
+    Labels(usize, Labels, Vec<Sample>),
+}
+
+/// Calls `put` with a series' labels (indexes into `table`, sorted by
+/// name) and the external labels, in name order; a series label wins over
+/// an external label of the same name (the external labels hold no empty
+/// values). The result equals [`Dispatcher::final_labels`] without write
+/// relabeling, without building a label set.
+fn merge_external(
+    external: &Labels,
+    table: &[&str],
+    refs: &[(usize, usize)],
+    mut put: impl FnMut(&str, &str),
+) {
+    let mut ext = external.iter().peekable();
+    for &(n, v) in refs {
+        let (Some(&name), Some(&value)) = (table.get(n), table.get(v)) else {
+            continue;
+        };
+        while let Some(e) = ext.peek() {
+            if &*e.name < name {
+                put(&e.name, &e.value);
+                ext.next();
+            } else {
+                if &*e.name == name {
+                    ext.next();
+                }
+                break;
+            }
+        }
+        put(name, value);
+    }
+    for e in ext {
+        put(&e.name, &e.value);
     }
 }
 
@@ -675,5 +793,97 @@ async fn run_metadata(ctx: Arc<Ctx>, meta: Arc<Mutex<MetaState>>, mut stop: watc
             }
         }
         last_full = Some(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+    use stratus_proto::prometheus as v1;
+
+    fn merged(external: &Labels, series: &Labels) -> Vec<(String, String)> {
+        let table: Vec<&str> = series.iter().flat_map(|l| [&*l.name, &*l.value]).collect();
+        let refs: Vec<(usize, usize)> = (0..series.len()).map(|i| (2 * i, 2 * i + 1)).collect();
+        let mut out = Vec::new();
+        merge_external(external, &table, &refs, |n, v| {
+            out.push((n.to_string(), v.to_string()));
+        });
+        out
+    }
+
+    #[test]
+    fn external_merge_matches_the_label_set_merge() {
+        let ext = Labels::from_pairs([("agent", "b"), ("job", "ext"), ("zz", "last")]);
+        let cases = [
+            Labels::from_pairs([("__name__", "a"), ("job", "x"), ("zone", "z")]),
+            Labels::from_pairs([("__name__", "a")]),
+            Labels::from_pairs([("zzz", "1")]),
+            Labels::from_pairs([("agent", "mine"), ("zz", "mine")]),
+            Labels::empty(),
+        ];
+        for series in &cases {
+            // The reference: external labels added to a label set, series
+            // labels winning (what `final_labels` does).
+            let mut b = series.builder();
+            for e in ext.iter() {
+                if series.get(&e.name).is_none() {
+                    b.set(e.name.clone(), e.value.clone());
+                }
+            }
+            let want: Vec<(String, String)> = b
+                .build()
+                .iter()
+                .map(|l| (l.name.to_string(), l.value.to_string()))
+                .collect();
+            assert_eq!(merged(&ext, series), want, "{series}");
+        }
+        let none = merged(&Labels::empty(), &cases[0]);
+        assert_eq!(none.len(), 3);
+    }
+
+    #[test]
+    fn staged_v1_bytes_decode_as_the_time_series() {
+        let ext = Labels::from_pairs([("cluster", "c1")]);
+        let series = Labels::from_pairs([("__name__", "up"), ("job", "j")]);
+        let samples = [
+            Sample::new(1_700_000_000_000, 1.0),
+            Sample::new(5, f64::NAN),
+        ];
+        let mut bytes = Vec::new();
+        let table: Vec<&str> = vec!["__name__", "up", "job", "j"];
+        merge_external(&ext, &table, &[(0, 1), (2, 3)], |n, v| {
+            encode::put_v1_label(&mut bytes, n, v);
+        });
+        encode::put_v1_samples(&mut bytes, &samples);
+        let item = Item {
+            series: ItemSeries::V1 {
+                bytes: Bytes::from(bytes),
+                samples: 2,
+                newest: 1_700_000_000_000,
+            },
+            record: 0,
+        };
+        assert_eq!(
+            (item.samples(), item.newest()),
+            (2, Some(1_700_000_000_000))
+        );
+        let body = snap::raw::Decoder::new()
+            .decompress_vec(&encode::encode_v1(&[item.clone(), item]))
+            .unwrap();
+        let req = v1::WriteRequest::decode(body.as_slice()).unwrap();
+        assert_eq!(req.timeseries.len(), 2);
+        let ts = &req.timeseries[1];
+        let got: Vec<(&str, &str)> = ts
+            .labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        assert_eq!(got, [("__name__", "up"), ("cluster", "c1"), ("job", "j")]);
+        assert_eq!(series.len() + 1, got.len());
+        assert_eq!(ts.samples[0].timestamp, 1_700_000_000_000);
+        assert_eq!(ts.samples[0].value, 1.0);
+        assert_eq!(ts.samples[1].timestamp, 5);
+        assert!(ts.samples[1].value.is_nan());
     }
 }

@@ -422,6 +422,8 @@ pub(crate) struct LoopState {
     iteration: u64,
     last_ts: i64,
     report_labels: Vec<Labels>,
+    /// The format of the scrape the cache was filled from.
+    format: Option<Format>,
 }
 
 struct Scraper {
@@ -528,6 +530,13 @@ impl Scraper {
     ) -> Result<Parsed, (ScrapeFailure, u64, u64)> {
         let cfg = &self.cfg;
         let mut p = Parser::new(body, format).map_err(|e| (ScrapeFailure(e.to_string()), 0, 0))?;
+        p.set_lazy_labels(true);
+        // The cache is keyed by series text, whose validity depends on
+        // the format: start over when the target switches formats.
+        if st.format != Some(format) {
+            st.cache.clear();
+            st.format = Some(format);
+        }
         let mut batch = Batch::default();
         let mut cur = SeriesSet::with_capacity_and_hasher(st.prev.len(), FastBuild::default());
         let mut seen_ts: HashSet<u64, FastBuild> = HashSet::default();
@@ -567,9 +576,17 @@ impl Scraper {
                     (c.labels.clone(), c.hash)
                 }
                 None => {
-                    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(p.labels().len() + 1);
+                    // Labels are parsed only on a cache miss.
+                    let parsed = match p.parse_labels() {
+                        Ok(l) => l,
+                        Err(e) => {
+                            err = Some(e.to_string());
+                            break;
+                        }
+                    };
+                    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(parsed.len() + 1);
                     pairs.push((METRIC_NAME, s.name));
-                    for (n, v) in p.labels() {
+                    for (n, v) in parsed {
                         pairs.push((n.as_ref(), v.as_ref()));
                     }
                     let scraped = match Labels::try_from_pairs(pairs) {

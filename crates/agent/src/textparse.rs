@@ -108,9 +108,18 @@ pub struct Parser<'a> {
     format: Format,
     eof_seen: bool,
     labels: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// Lazy mode: label blocks are only delimited by [`Parser::next`] and
+    /// parsed by [`Parser::parse_labels`].
+    lazy: bool,
+    /// Lazy mode: the last sample's line, the index after its `{` and the
+    /// index after its `}` (`None`: no label block, or already parsed).
+    pending: Option<(&'a str, usize, usize)>,
 }
 
 type PResult<T> = Result<T, String>;
+
+/// A parsed label: name and (unescaped) value.
+pub type LabelPair<'a> = (Cow<'a, str>, Cow<'a, str>);
 
 impl<'a> Parser<'a> {
     /// A parser over `body`; fails if it is not UTF-8.
@@ -133,12 +142,44 @@ impl<'a> Parser<'a> {
             format,
             eof_seen: false,
             labels: Vec::new(),
+            lazy: false,
+            pending: None,
         })
     }
 
-    /// The labels (without `__name__`) of the last sample returned.
+    /// Lazy label parsing: [`Parser::next`] only finds where a sample's
+    /// label block ends (enough for its raw series text, the scrape
+    /// cache's key) and [`Parser::parse_labels`] parses the labels when
+    /// the caller needs them (a cache miss), as Prometheus' scrape loop
+    /// does. A label block that does not parse is then reported by
+    /// `parse_labels` instead of `next`; identical series text always
+    /// parses identically, so a text once parsed need not be again.
+    pub fn set_lazy_labels(&mut self, lazy: bool) {
+        self.lazy = lazy;
+    }
+
+    /// The labels (without `__name__`) of the last sample returned. In
+    /// lazy mode they are empty until [`Parser::parse_labels`].
     pub fn labels(&self) -> &[(Cow<'a, str>, Cow<'a, str>)] {
         &self.labels
+    }
+
+    /// The labels of the last sample returned, parsing them first in lazy
+    /// mode (the error names the sample's line).
+    pub fn parse_labels(&mut self) -> Result<&[LabelPair<'a>], ParseError> {
+        if let Some((line, start, end)) = self.pending.take() {
+            let om = self.format == Format::OpenMetrics;
+            self.labels.clear();
+            match parse_labels(line, start, om, &mut self.labels) {
+                Ok(i) if i == end => {}
+                Ok(_) => return Err(self.err("invalid label set".into())),
+                Err(m) => {
+                    self.labels.clear();
+                    return Err(self.err(m));
+                }
+            }
+        }
+        Ok(&self.labels)
     }
 
     /// The next entry, `Ok(None)` at the end.
@@ -276,8 +317,14 @@ impl<'a> Parser<'a> {
         let mut i = name_end;
         let brace = if om { i } else { skip_ws(b, i) };
         self.labels.clear();
+        self.pending = None;
         if b.get(brace) == Some(&b'{') {
-            i = parse_labels(line, brace + 1, om, &mut self.labels)?;
+            if self.lazy {
+                i = scan_labels(b, brace + 1)?;
+                self.pending = Some((line, brace + 1, i));
+            } else {
+                i = parse_labels(line, brace + 1, om, &mut self.labels)?;
+            }
         }
         let series = line[..i].trim_end_matches([' ', '\t']);
         // Value.
@@ -447,6 +494,24 @@ fn parse_exemplar<'a>(line: &'a str, mut i: usize) -> PResult<ParsedExemplar<'a>
         value,
         timestamp,
     })
+}
+
+/// Finds the end of a label block starting after `{` without parsing it:
+/// the index after the first `}` outside a quoted value. For a block that
+/// parses, this is where [`parse_labels`] ends too.
+fn scan_labels(b: &[u8], mut i: usize) -> PResult<usize> {
+    let mut quoted = false;
+    while let Some(&c) = b.get(i) {
+        match (quoted, c) {
+            (true, b'\\') => i += 1,
+            (true, b'"') => quoted = false,
+            (false, b'"') => quoted = true,
+            (false, b'}') => return Ok(i + 1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Err("unterminated label set".into())
 }
 
 /// Parses `name="value",...}` starting after `{`; returns the index after
@@ -861,6 +926,68 @@ mod tests {
                 }
             }
             fuzz_textparse(&d);
+            lazy_matches_eager(&d);
         }
+    }
+
+    /// Lazy label parsing yields the same entries, series texts and labels
+    /// as eager parsing for every line eager parsing accepts.
+    fn lazy_matches_eager(data: &[u8]) {
+        for format in [Format::PromText, Format::OpenMetrics] {
+            let (Ok(mut e), Ok(mut l)) = (Parser::new(data, format), Parser::new(data, format))
+            else {
+                return;
+            };
+            l.set_lazy_labels(true);
+            for _ in 0..=data.len() {
+                let Ok(got) = e.next() else { break };
+                let lazy = l.next();
+                match got {
+                    None => {
+                        assert!(matches!(lazy, Ok(None)));
+                        break;
+                    }
+                    Some(Entry::Sample(s)) => {
+                        let Ok(Some(Entry::Sample(ls))) = lazy else {
+                            panic!("lazy parser disagrees on {:?}", s.series);
+                        };
+                        assert_eq!(
+                            (ls.series, ls.value.to_bits()),
+                            (s.series, s.value.to_bits())
+                        );
+                        assert_eq!(l.parse_labels().unwrap(), e.labels());
+                    }
+                    Some(other) => assert_eq!(lazy.unwrap(), Some(other)),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lazy_labels_parse_on_demand() {
+        let text = "a{x=\"}\\\"\",y=\"2\"} 1\nb 2\nc{x=\"1\",x=\"2\"} 3\n";
+        let mut p = Parser::new(text.as_bytes(), Format::PromText).unwrap();
+        p.set_lazy_labels(true);
+        let Some(Entry::Sample(s)) = p.next().unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.series, "a{x=\"}\\\"\",y=\"2\"}");
+        assert!(p.labels().is_empty());
+        let l = p.parse_labels().unwrap();
+        assert_eq!(l[0], (Cow::Borrowed("x"), Cow::Owned("}\"".into())));
+        assert_eq!(l[1], (Cow::Borrowed("y"), Cow::Borrowed("2")));
+        let Some(Entry::Sample(s)) = p.next().unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.series, "b");
+        assert!(p.parse_labels().unwrap().is_empty());
+        // A bad label block is found when the labels are asked for.
+        let Some(Entry::Sample(s)) = p.next().unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.series, "c{x=\"1\",x=\"2\"}");
+        let e = p.parse_labels().unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("duplicate label name"), "{e}");
     }
 }

@@ -188,7 +188,7 @@ struct Cursor<'a> {
 
 const TRUNCATED: DecodeError = DecodeError("payload truncated");
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
     fn byte(&mut self) -> Result<u8, DecodeError> {
         let v = *self.b.get(self.i).ok_or(TRUNCATED)?;
         self.i += 1;
@@ -223,7 +223,7 @@ impl Cursor<'_> {
         Ok(n as usize)
     }
 
-    fn bytes(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self.i.checked_add(n).ok_or(TRUNCATED)?;
         let s = self.b.get(self.i..end).ok_or(TRUNCATED)?;
         self.i = end;
@@ -238,14 +238,6 @@ impl Cursor<'_> {
     }
 }
 
-fn sym(table: &[Arc<str>], r: u64) -> Result<Arc<str>, DecodeError> {
-    usize::try_from(r)
-        .ok()
-        .and_then(|i| table.get(i))
-        .cloned()
-        .ok_or(DecodeError("symbol reference out of range"))
-}
-
 /// Reads only the head of a payload: append time and sample count.
 pub(crate) fn decode_head(payload: &[u8]) -> Result<(i64, u64), DecodeError> {
     let mut c = Cursor { b: payload, i: 0 };
@@ -257,8 +249,25 @@ pub(crate) fn decode_head(payload: &[u8]) -> Result<(i64, u64), DecodeError> {
     Ok((append_ms, samples))
 }
 
-/// Decodes a payload (the bytes after the frame header, CRC checked).
-pub(crate) fn decode_payload(payload: &[u8]) -> Result<Decoded, DecodeError> {
+/// What [`walk_payload`] returns besides the series it visits.
+#[derive(Debug)]
+pub(crate) struct Walked {
+    pub(crate) append_ms: i64,
+    pub(crate) samples: u64,
+    pub(crate) metadata: Vec<Metadata>,
+}
+
+/// Walks a payload (the bytes after the frame header, CRC checked)
+/// without building label sets: `series` is called once per series with
+/// the record's symbol table, the series' labels as (name, value) symbol
+/// indexes (checked: in range, sorted by name, names unique, values
+/// non-empty) and its samples. The slices are scratch space re-used from
+/// one series to the next. A payload that does not decode is an error
+/// (after some series may have been visited).
+pub(crate) fn walk_payload<'p>(
+    payload: &'p [u8],
+    mut series: impl FnMut(&[&'p str], &[(usize, usize)], &[Sample]),
+) -> Result<Walked, DecodeError> {
     let mut c = Cursor { b: payload, i: 0 };
     if c.byte()? != KIND_BATCH {
         return Err(DecodeError("unknown record kind"));
@@ -266,32 +275,36 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Result<Decoded, DecodeError> {
     let append_ms = c.varint()?;
     let samples = c.uvarint()?;
     let nsym = c.count(1)?;
-    let mut table: Vec<Arc<str>> = Vec::with_capacity(nsym);
+    let mut table: Vec<&'p str> = Vec::with_capacity(nsym);
     for _ in 0..nsym {
         let n = c.uvarint()?;
         let n = usize::try_from(n).map_err(|_| TRUNCATED)?;
         let s = std::str::from_utf8(c.bytes(n)?).map_err(|_| DecodeError("symbol not UTF-8"))?;
-        table.push(Arc::from(s));
+        table.push(s);
     }
+    let sym = |r: u64| -> Result<usize, DecodeError> {
+        usize::try_from(r)
+            .ok()
+            .filter(|&i| i < table.len())
+            .ok_or(DecodeError("symbol reference out of range"))
+    };
     let nseries = c.count(2)?;
-    let mut series = Vec::with_capacity(nseries);
+    let mut refs: Vec<(usize, usize)> = Vec::new();
+    let mut smp: Vec<Sample> = Vec::new();
     let mut total = 0u64;
     for _ in 0..nseries {
         let nl = c.count(2)?;
-        let mut labels = Vec::with_capacity(nl);
+        refs.clear();
         for _ in 0..nl {
-            let n = sym(&table, c.uvarint()?)?;
-            let v = sym(&table, c.uvarint()?)?;
-            labels.push(Label { name: n, value: v });
-        }
-        let labels =
-            if Labels::is_sorted_unique(&labels) && labels.iter().all(|l| !l.value.is_empty()) {
-                Labels::from_sorted_unchecked(labels)
-            } else {
+            let n = sym(c.uvarint()?)?;
+            let v = sym(c.uvarint()?)?;
+            if table[v].is_empty() || refs.last().is_some_and(|&(p, _)| table[p] >= table[n]) {
                 return Err(DecodeError("labels not sorted and unique"));
-            };
+            }
+            refs.push((n, v));
+        }
         let ns = c.count(9)?;
-        let mut smp = Vec::with_capacity(ns);
+        smp.clear();
         let mut prev = 0i64;
         for i in 0..ns {
             let d = c.varint()?;
@@ -301,18 +314,15 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Result<Decoded, DecodeError> {
             prev = t;
         }
         total += ns as u64;
-        series.push(SeriesSamples {
-            labels,
-            samples: smp,
-        });
+        series(&table, &refs, &smp);
     }
     let nmeta = c.count(4)?;
     let mut metadata = Vec::with_capacity(nmeta);
     for _ in 0..nmeta {
-        let family = sym(&table, c.uvarint()?)?;
+        let family = table[sym(c.uvarint()?)?];
         let kind = kind_from_byte(c.byte()?);
-        let help = sym(&table, c.uvarint()?)?;
-        let unit = sym(&table, c.uvarint()?)?;
+        let help = table[sym(c.uvarint()?)?];
+        let unit = table[sym(c.uvarint()?)?];
         metadata.push(Metadata {
             family: family.to_string(),
             kind,
@@ -326,10 +336,42 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Result<Decoded, DecodeError> {
     if total != samples {
         return Err(DecodeError("sample count mismatch"));
     }
-    Ok(Decoded {
+    Ok(Walked {
         append_ms,
         samples,
-        batch: Batch { series, metadata },
+        metadata,
+    })
+}
+
+/// Decodes a payload (the bytes after the frame header, CRC checked) into
+/// a [`Batch`] (one shared string per symbol).
+pub(crate) fn decode_payload(payload: &[u8]) -> Result<Decoded, DecodeError> {
+    let mut arcs: Vec<Arc<str>> = Vec::new();
+    let mut series = Vec::new();
+    let w = walk_payload(payload, |table, refs, smp| {
+        if arcs.len() != table.len() {
+            arcs = table.iter().map(|s| Arc::from(*s)).collect();
+        }
+        // `walk_payload` checked the indexes and the order.
+        let labels = refs
+            .iter()
+            .map(|&(n, v)| Label {
+                name: arcs[n].clone(),
+                value: arcs[v].clone(),
+            })
+            .collect();
+        series.push(SeriesSamples {
+            labels: Labels::from_sorted_unchecked(labels),
+            samples: smp.to_vec(),
+        });
+    })?;
+    Ok(Decoded {
+        append_ms: w.append_ms,
+        samples: w.samples,
+        batch: Batch {
+            series,
+            metadata: w.metadata,
+        },
     })
 }
 
@@ -371,6 +413,52 @@ mod tests {
         assert_eq!(d.samples, 3);
         assert_eq!(d.batch, b);
         assert_eq!(decode_head(&rec[8..]).unwrap(), (1_700_000_000_000, 3));
+    }
+
+    #[test]
+    fn walk_rejects_unsorted_and_empty_labels() {
+        // Symbols: 0 "a", 1 "b", 2 "1", 3 "".
+        let payload = |labels: &[(u64, u64)]| {
+            let mut p = vec![KIND_BATCH];
+            put_varint(&mut p, 0);
+            put_uvarint(&mut p, 1);
+            put_uvarint(&mut p, 4);
+            for s in ["a", "b", "1", ""] {
+                put_uvarint(&mut p, s.len() as u64);
+                p.extend_from_slice(s.as_bytes());
+            }
+            put_uvarint(&mut p, 1);
+            put_uvarint(&mut p, labels.len() as u64);
+            for &(n, v) in labels {
+                put_uvarint(&mut p, n);
+                put_uvarint(&mut p, v);
+            }
+            put_uvarint(&mut p, 1);
+            put_varint(&mut p, 5);
+            p.extend_from_slice(&1.0f64.to_bits().to_le_bytes());
+            put_uvarint(&mut p, 0);
+            p
+        };
+        let mut seen = Vec::new();
+        let good = payload(&[(0, 2), (1, 2)]);
+        let w = walk_payload(&good, |t, refs, smp| {
+            seen.push((
+                refs.iter().map(|&(n, v)| (t[n], t[v])).collect::<Vec<_>>(),
+                smp.to_vec(),
+            ));
+        })
+        .unwrap();
+        assert_eq!(w.samples, 1);
+        assert_eq!(
+            seen,
+            vec![(vec![("a", "1"), ("b", "1")], vec![Sample::new(5, 1.0)])]
+        );
+        for bad in [&[(1, 2), (0, 2)][..], &[(0, 2), (0, 2)], &[(0, 3)]] {
+            let e = walk_payload(&payload(bad), |_, _, _| panic!("visited")).unwrap_err();
+            assert_eq!(e, DecodeError("labels not sorted and unique"), "{bad:?}");
+        }
+        let e = walk_payload(&payload(&[(0, 4)]), |_, _, _| {}).unwrap_err();
+        assert_eq!(e, DecodeError("symbol reference out of range"));
     }
 
     #[test]

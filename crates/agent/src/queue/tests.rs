@@ -289,3 +289,43 @@ fn a_directory_is_opened_once() {
     drop(q);
     let _again = open(dir.path(), &m);
 }
+
+#[test]
+fn records_walk_as_the_batches_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = metrics();
+    let q = open(dir.path(), &m);
+    let mut b = batch(7, 4);
+    b.metadata.push(Metadata {
+        family: "m".into(),
+        kind: crate::sink::MetricType::Gauge,
+        help: "An m.".into(),
+        unit: String::new(),
+    });
+    q.append_batch(&b).unwrap();
+    q.append_batch(&batch(8, 2)).unwrap();
+    let mut r = q.reader().unwrap();
+    let rec = r.next_record().unwrap().unwrap();
+    assert_eq!((rec.samples, rec.start.offset), (4, SEGMENT_HEADER));
+    let mut series = Vec::new();
+    let meta = rec
+        .walk(|table, refs, samples| {
+            let labels = Labels::from_pairs(refs.iter().map(|&(n, v)| (table[n], table[v])));
+            series.push(SeriesSamples {
+                labels,
+                samples: samples.to_vec(),
+            });
+        })
+        .unwrap();
+    assert_eq!(
+        Batch {
+            series,
+            metadata: meta
+        },
+        b
+    );
+    // Records and batches read from the same positions.
+    let next = r.next_batch().unwrap().unwrap();
+    assert_eq!((next.start, next.batch), (rec.end, batch(8, 2)));
+    assert!(r.next_record().unwrap().is_none());
+}

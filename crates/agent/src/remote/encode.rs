@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use prost::Message;
 use stratus_model::{Labels, Sample};
 use stratus_proto::{prometheus as v1, write_v2 as v2};
@@ -15,13 +16,52 @@ use crate::sink::{Metadata, MetricType};
 /// One series' samples of one queued record, ready to send.
 #[derive(Debug, Clone)]
 pub(crate) struct Item {
-    /// Final labels (external labels added, write relabeling applied).
-    pub(crate) labels: Labels,
-    pub(crate) samples: Vec<Sample>,
-    /// Metadata of the series' family (sent inline by 2.0 only).
-    pub(crate) meta: Option<Arc<Metadata>>,
+    pub(crate) series: ItemSeries,
     /// The queue record it came from (for acknowledgement).
     pub(crate) record: u64,
+}
+
+/// The series of an [`Item`], in the form its protocol sends.
+#[derive(Debug, Clone)]
+pub(crate) enum ItemSeries {
+    /// For 2.0 (symbols are per request): the final labels (external
+    /// labels added, write relabeling applied) and the samples.
+    Labels {
+        labels: Labels,
+        samples: Vec<Sample>,
+        /// Metadata of the series' family (sent inline by 2.0).
+        meta: Option<Arc<Metadata>>,
+    },
+    /// For 1.0: the `TimeSeries` message's bytes (final labels, then the
+    /// samples), written once when staged and copied into the request.
+    /// The bytes are a slice of one buffer shared by the record's series
+    /// of a shard, so staging allocates per record, not per series.
+    V1 {
+        bytes: Bytes,
+        samples: u32,
+        /// Newest sample timestamp.
+        newest: i64,
+    },
+}
+
+impl Item {
+    /// Samples carried.
+    pub(crate) fn samples(&self) -> usize {
+        match &self.series {
+            ItemSeries::Labels { samples, .. } => samples.len(),
+            ItemSeries::V1 { samples, .. } => *samples as usize,
+        }
+    }
+
+    /// The newest sample timestamp, if any.
+    pub(crate) fn newest(&self) -> Option<i64> {
+        match &self.series {
+            ItemSeries::Labels { samples, .. } => samples.iter().map(|s| s.t).max(),
+            ItemSeries::V1 {
+                samples, newest, ..
+            } => (*samples > 0).then_some(*newest),
+        }
+    }
 }
 
 fn type_number(k: MetricType) -> i32 {
@@ -70,41 +110,61 @@ fn str_field_len(s: &str) -> usize {
     1 + uvarint_len(s.len() as u64) + s.len()
 }
 
-/// A remote write 1.0 body (snappy-compressed). The protobuf is written
-/// directly from the labels (no intermediate message with a `String` per
-/// label name and value): `WriteRequest.timeseries` (1) of `TimeSeries`
-/// with `labels` (1: `name` 1, `value` 2) and `samples` (2: `value` 1 as
-/// fixed64, `timestamp` 2 as varint).
+/// Appends one `TimeSeries.labels` field (a `Label` with `name` 1 and
+/// `value` 2) to a `TimeSeries` message being written.
+pub(crate) fn put_v1_label(out: &mut Vec<u8>, name: &str, value: &str) {
+    let ll = str_field_len(name) + str_field_len(value);
+    out.push(0x0a); // TimeSeries.labels
+    put_uvarint(out, ll as u64);
+    put_str(out, 0x0a, name);
+    put_str(out, 0x12, value);
+}
+
+/// Appends the `TimeSeries.samples` fields (a `Sample` with `value` 1 as
+/// fixed64, `timestamp` 2 as varint) to a `TimeSeries` message being
+/// written.
+pub(crate) fn put_v1_samples(out: &mut Vec<u8>, samples: &[Sample]) {
+    for s in samples {
+        let sl = 9 + 1 + uvarint_len(s.t as u64);
+        out.push(0x12); // TimeSeries.samples
+        put_uvarint(out, sl as u64);
+        out.push(0x09); // Sample.value, fixed64
+        out.extend_from_slice(&s.v.to_bits().to_le_bytes());
+        out.push(0x10); // Sample.timestamp, varint (int64: two's complement)
+        put_uvarint(out, s.t as u64);
+    }
+}
+
+/// A remote write 1.0 body (snappy-compressed): `WriteRequest.timeseries`
+/// (1) of `TimeSeries` messages. Staged 1.0 items carry their message's
+/// bytes, copied as they are; items with labels (tests) are written here.
 pub(crate) fn encode_v1(items: &[Item]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(items.len() * 160);
+    let len: usize = items
+        .iter()
+        .map(|it| match &it.series {
+            ItemSeries::V1 { bytes, .. } => bytes.len() + 6,
+            ItemSeries::Labels { samples, .. } => 128 + samples.len() * 24,
+        })
+        .sum();
+    let mut out = Vec::with_capacity(len);
+    let mut scratch = Vec::new();
     for it in items {
-        let mut ts_len = 0usize;
-        for l in it.labels.iter() {
-            let ll = str_field_len(&l.name) + str_field_len(&l.value);
-            ts_len += 1 + uvarint_len(ll as u64) + ll;
-        }
-        for s in &it.samples {
-            let sl = 9 + 1 + uvarint_len(s.t as u64);
-            ts_len += 1 + uvarint_len(sl as u64) + sl;
-        }
+        let msg: &[u8] = match &it.series {
+            ItemSeries::V1 { bytes, .. } => bytes,
+            ItemSeries::Labels {
+                labels, samples, ..
+            } => {
+                scratch.clear();
+                for l in labels.iter() {
+                    put_v1_label(&mut scratch, &l.name, &l.value);
+                }
+                put_v1_samples(&mut scratch, samples);
+                &scratch
+            }
+        };
         out.push(0x0a); // WriteRequest.timeseries
-        put_uvarint(&mut out, ts_len as u64);
-        for l in it.labels.iter() {
-            let ll = str_field_len(&l.name) + str_field_len(&l.value);
-            out.push(0x0a); // TimeSeries.labels
-            put_uvarint(&mut out, ll as u64);
-            put_str(&mut out, 0x0a, &l.name);
-            put_str(&mut out, 0x12, &l.value);
-        }
-        for s in &it.samples {
-            let sl = 9 + 1 + uvarint_len(s.t as u64);
-            out.push(0x12); // TimeSeries.samples
-            put_uvarint(&mut out, sl as u64);
-            out.push(0x09); // Sample.value, fixed64
-            out.extend_from_slice(&s.v.to_bits().to_le_bytes());
-            out.push(0x10); // Sample.timestamp, varint (int64: two's complement)
-            put_uvarint(&mut out, s.t as u64);
-        }
+        put_uvarint(&mut out, msg.len() as u64);
+        out.extend_from_slice(msg);
     }
     snappy(&out)
 }
@@ -157,20 +217,28 @@ pub(crate) fn encode_v2(items: &[Item]) -> Vec<u8> {
     let mut syms = SymbolTable::new();
     let mut timeseries = Vec::with_capacity(items.len());
     for it in items {
-        let mut refs = Vec::with_capacity(it.labels.len() * 2);
-        for l in it.labels.iter() {
+        // The dispatcher stages 2.0 series with labels only.
+        let ItemSeries::Labels {
+            labels,
+            samples,
+            meta,
+        } = &it.series
+        else {
+            continue;
+        };
+        let mut refs = Vec::with_capacity(labels.len() * 2);
+        for l in labels.iter() {
             refs.push(syms.get(&l.name));
             refs.push(syms.get(&l.value));
         }
-        let metadata = it.meta.as_ref().map(|m| v2::Metadata {
+        let metadata = meta.as_ref().map(|m| v2::Metadata {
             r#type: type_number(m.kind),
             help_ref: syms.get(&m.help),
             unit_ref: syms.get(&m.unit),
         });
         timeseries.push(v2::TimeSeries {
             labels_refs: refs,
-            samples: it
-                .samples
+            samples: samples
                 .iter()
                 .map(|s| v2::Sample {
                     value: s.v,
@@ -202,26 +270,35 @@ pub(crate) fn family_candidates(name: &str) -> impl Iterator<Item = &str> {
 mod tests {
     use super::*;
 
+    fn labels_item(labels: Labels, samples: Vec<Sample>, meta: Option<Arc<Metadata>>) -> Item {
+        Item {
+            series: ItemSeries::Labels {
+                labels,
+                samples,
+                meta,
+            },
+            record: 0,
+        }
+    }
+
     #[test]
     fn v2_symbols_start_empty_and_are_shared() {
         let items = vec![
-            Item {
-                labels: Labels::from_pairs([("__name__", "a"), ("job", "j")]),
-                samples: vec![Sample::new(1, 2.0)],
-                meta: Some(Arc::new(Metadata {
+            labels_item(
+                Labels::from_pairs([("__name__", "a"), ("job", "j")]),
+                vec![Sample::new(1, 2.0)],
+                Some(Arc::new(Metadata {
                     family: "a".into(),
                     kind: MetricType::Gauge,
                     help: "h".into(),
                     unit: String::new(),
                 })),
-                record: 0,
-            },
-            Item {
-                labels: Labels::from_pairs([("__name__", "b"), ("job", "j")]),
-                samples: vec![Sample::new(1, 3.0)],
-                meta: None,
-                record: 0,
-            },
+            ),
+            labels_item(
+                Labels::from_pairs([("__name__", "b"), ("job", "j")]),
+                vec![Sample::new(1, 3.0)],
+                None,
+            ),
         ];
         let body = snap::raw::Decoder::new()
             .decompress_vec(&encode_v2(&items))
@@ -237,18 +314,16 @@ mod tests {
     #[test]
     fn v1_hand_encoding_decodes_as_prost() {
         let items = vec![
-            Item {
-                labels: Labels::from_pairs([("__name__", "a"), ("job", &*"j".repeat(200))]),
-                samples: vec![Sample::new(1_700_000_000_123, 2.5), Sample::new(-5, 0.0)],
-                meta: None,
-                record: 0,
-            },
-            Item {
-                labels: Labels::from_pairs([("__name__", "b")]),
-                samples: vec![Sample::new(0, f64::NAN)],
-                meta: None,
-                record: 0,
-            },
+            labels_item(
+                Labels::from_pairs([("__name__", "a"), ("job", &*"j".repeat(200))]),
+                vec![Sample::new(1_700_000_000_123, 2.5), Sample::new(-5, 0.0)],
+                None,
+            ),
+            labels_item(
+                Labels::from_pairs([("__name__", "b")]),
+                vec![Sample::new(0, f64::NAN)],
+                None,
+            ),
         ];
         let body = snap::raw::Decoder::new()
             .decompress_vec(&encode_v1(&items))

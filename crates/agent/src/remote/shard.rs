@@ -151,7 +151,7 @@ fn ack(ctx: &Ctx, items: &[Item]) {
 
 /// Encodes and sends one request's items; false when stopped.
 async fn send_items(ctx: &Ctx, stop: &mut watch::Receiver<bool>, items: Vec<Item>) -> bool {
-    let samples: u64 = items.iter().map(|i| i.samples.len() as u64).sum();
+    let samples: u64 = items.iter().map(|i| i.samples() as u64).sum();
     let body = match ctx.settings.protocol {
         ProtocolVersion::V1 => encode::encode_v1(&items),
         ProtocolVersion::V2 => encode::encode_v2(&items),
@@ -159,10 +159,7 @@ async fn send_items(ctx: &Ctx, stop: &mut watch::Receiver<bool>, items: Vec<Item
     match send_with_retry(ctx, stop, Bytes::from(body), samples, "samples").await {
         Sent::Done => {
             ctx.metrics.sent.inc_by(samples);
-            let newest = items
-                .iter()
-                .flat_map(|i| i.samples.iter().map(|s| s.t))
-                .max();
+            let newest = items.iter().filter_map(Item::newest).max();
             if let Some(t) = newest {
                 let secs = t as f64 / 1000.0;
                 if secs > ctx.metrics.highest_sent.get() {
@@ -185,7 +182,7 @@ fn take(pending: &mut Vec<Item>, n: &mut usize, max: usize) -> Vec<Item> {
     let mut k = 0;
     let mut s = 0;
     while k < pending.len() && (s < max || k == 0) {
-        s += pending[k].samples.len();
+        s += pending[k].samples();
         k += 1;
         if s >= max {
             break;
@@ -224,7 +221,7 @@ pub(crate) async fn run_shard(
             c = rx.recv() => match c {
                 Some(c) => {
                     for it in c {
-                        n += it.samples.len();
+                        n += it.samples();
                         pending.push(it);
                     }
                 }
