@@ -200,7 +200,7 @@ pub(crate) fn write_seconds_float(out: &mut String, ms: i64) {
 /// Writes a millisecond timestamp as seconds the way Prometheus' codec
 /// does (`util/jsonutil.MarshalTimestamp`): the whole seconds, then, if the
 /// millisecond part is not zero, a dot and exactly three digits.
-pub(crate) fn write_timestamp(out: &mut String, ms: i64) {
+pub fn write_timestamp(out: &mut String, ms: i64) {
     if ms < 0 {
         out.push('-');
     }
@@ -214,7 +214,7 @@ pub(crate) fn write_timestamp(out: &mut String, ms: i64) {
 
 /// Writes a JSON string with Go's `encoding/json` escaping (HTML-safe:
 /// `<`, `>`, `&`, U+2028 and U+2029 as `\u` escapes).
-pub(crate) fn write_str(out: &mut String, s: &str) {
+pub fn write_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

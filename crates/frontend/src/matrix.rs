@@ -210,41 +210,7 @@ pub(crate) fn parse_range(body: &[u8]) -> Result<RangeResult, String> {
     })
 }
 
-/// Writes a millisecond timestamp as Prometheus' codec does: whole
-/// seconds, then `.` and three digits when the milliseconds are not zero.
-pub(crate) fn write_timestamp(out: &mut String, ms: i64) {
-    if ms < 0 {
-        out.push('-');
-    }
-    let a = ms.unsigned_abs();
-    let _ = write!(out, "{}", a / 1000);
-    let frac = a % 1000;
-    if frac != 0 {
-        let _ = write!(out, ".{frac:03}");
-    }
-}
-
-/// Writes a JSON string with Go's `encoding/json` escaping (HTML-safe).
-pub(crate) fn write_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
+pub(crate) use stratus_api::{write_json_str as write_str, write_timestamp};
 
 fn write_list(out: &mut String, key: &str, list: &[String]) {
     if list.is_empty() {
