@@ -61,7 +61,9 @@ pub use otlp::{
     OtlpBatch, OtlpDecodeError, OtlpEncoding, decode_otlp, decompress_gzip, encode_response,
     fuzz_otlp, translate as translate_otlp,
 };
-pub use query::{format_value, parse_duration, write_str as write_json_str, write_timestamp};
+pub use query::{
+    format_value, parse_duration, write_str as write_json_str, write_string_list, write_timestamp,
+};
 pub use read::{parse_selector, parse_time, unescape_label_name};
 pub use remote_write::{
     BatchExemplar, BatchSeries, CreatedTimestamp, DEFAULT_MAX_COMPRESSED_BYTES,

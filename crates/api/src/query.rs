@@ -319,7 +319,9 @@ fn write_matrix(out: &mut String, m: &[RangeSeries]) {
     out.push(']');
 }
 
-fn write_string_list(out: &mut String, key: &str, list: &[String]) {
+/// Writes `,"key":[...]` (JSON strings) unless `list` is empty: the
+/// `warnings`/`infos` members of Prometheus' response envelope.
+pub fn write_string_list(out: &mut String, key: &str, list: &[String]) {
     if list.is_empty() {
         return;
     }

@@ -8,7 +8,6 @@
 //! codec writes them, so a merged answer is what one unsplit query gives.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -210,21 +209,9 @@ pub(crate) fn parse_range(body: &[u8]) -> Result<RangeResult, String> {
     })
 }
 
-pub(crate) use stratus_api::{write_json_str as write_str, write_timestamp};
-
-fn write_list(out: &mut String, key: &str, list: &[String]) {
-    if list.is_empty() {
-        return;
-    }
-    let _ = write!(out, ",\"{key}\":[");
-    for (i, w) in list.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_str(out, w);
-    }
-    out.push(']');
-}
+pub(crate) use stratus_api::{
+    write_json_str as write_str, write_string_list as write_list, write_timestamp,
+};
 
 /// The success envelope of a merged range result.
 pub(crate) fn encode_range(r: &RangeResult) -> String {
