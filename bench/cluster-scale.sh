@@ -7,7 +7,8 @@
 # RF 3 (the production shape: memory per active series).
 #
 # Usage: bench/cluster-scale.sh [SERIES]        (default 100000)
-# Env: SPAN (backfill, default 30m), CONCURRENCY (4), STRATUS_BIN
+# Env: SPAN (backfill, default 30m), CONCURRENCY (4), ROWS (ingesters:RF
+#      pairs, default "1:1 2:1 3:1 3:3"), STRATUS_BIN
 #      (default target/release/stratus, built when missing), WORK, KEEP=1.
 #
 # Per row:
@@ -106,10 +107,9 @@ PY
   pids=()
 }
 
-run_row 1 1
-run_row 2 1
-run_row 3 1
-run_row 3 3
+for row in ${ROWS:-1:1 2:1 3:1 3:3}; do
+  run_row "${row%%:*}" "${row##*:}"
+done
 
 echo "# bench/cluster-scale.sh $SERIES: $SERIES series, $SPAN backfill at 15s, $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(date -u +%F)"
 python3 - "$results" <<'PY'
