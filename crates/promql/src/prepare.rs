@@ -201,7 +201,7 @@ mod tests {
         assert!(prepare(&e, 0, 0, true).is_ok());
         assert!(matches!(
             prepare(&e, 0, 0, false),
-            Err(PromqlError::BadArgument { .. })
+            Err(PromqlError::Parse { .. })
         ));
     }
 }

@@ -389,7 +389,7 @@ fn experimental_features_are_gated() {
         assert!(
             matches!(
                 engine().instant(f.db.as_ref(), q, 90_000),
-                Err(PromqlError::BadArgument { .. })
+                Err(PromqlError::Parse { .. })
             ),
             "{q} must need the experimental option"
         );
