@@ -10,6 +10,7 @@ use snafu::Snafu;
 #[snafu(visibility(pub(crate)))]
 pub enum Error {
     /// The etcd client failed (connection, request or watch).
+    #[cfg(feature = "etcd")]
     #[snafu(display("etcd {op} failed: {source}"))]
     Etcd {
         /// The operation (`get`, `put`, `watch`, ...).

@@ -16,6 +16,7 @@
 //! yields an error (or ends) has lost events; the consumer re-opens and
 //! re-lists. [`Ring`](crate::Ring) does exactly this.
 
+#[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod mem;
 

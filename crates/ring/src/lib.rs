@@ -71,6 +71,7 @@ pub mod tokens;
 pub use desc::{InstanceDesc, InstanceState, instance_key, ring_prefix};
 pub use error::{Error, Result};
 pub use ha::{HaOutcome, HaTracker, HaTrackerConfig, ReplicaDesc, ha_key};
+#[cfg(feature = "etcd")]
 pub use kv::etcd::{EtcdConfig, EtcdKv};
 pub use kv::mem::MemKv;
 pub use kv::{CasOutcome, Kv, Listing, Precondition, Versioned, WatchEvent, WatchStream};
