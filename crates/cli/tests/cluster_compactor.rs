@@ -17,8 +17,6 @@ use ulid::Ulid;
 
 mod common;
 use common::{Proc, http_client, spawn_stratus};
-#[path = "common/etcd.rs"]
-mod etcd;
 
 const H: i64 = 3_600_000;
 const TENANTS: usize = 8;
@@ -128,7 +126,7 @@ async fn wait_live(bucket: &Bucket, tenants: &[String], want: usize, secs: u64) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_split_between_compactors_and_move_when_one_dies() {
     let c = http_client();
-    let etcd = etcd::Etcd::start(&c).await;
+    let etcd = stratus_ring::EtcdServer::start().await.expect("etcd");
     let tmp = tempfile::tempdir().unwrap();
     let shared = tmp.path().join("bucket");
     std::fs::create_dir_all(&shared).unwrap();
@@ -136,8 +134,8 @@ async fn tenants_split_between_compactors_and_move_when_one_dies() {
     std::fs::create_dir_all(&da).unwrap();
     std::fs::create_dir_all(&db).unwrap();
     let mut procs = [
-        Some(spawn_compactor(&da, &shared, &etcd.url)),
-        Some(spawn_compactor(&db, &shared, &etcd.url)),
+        Some(spawn_compactor(&da, &shared, etcd.url())),
+        Some(spawn_compactor(&db, &shared, etcd.url())),
     ];
     // Both compactors are ACTIVE in the ring each one sees.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -14,8 +14,6 @@ use stratus_proto::prometheus as pb;
 
 mod common;
 use common::{Proc, free_port, http_client, spawn_stratus};
-#[path = "common/etcd.rs"]
-mod etcd;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -122,14 +120,14 @@ async fn stored(c: &reqwest::Client, base: &str, at: i64) -> Vec<(serde_json::Va
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distributors_agree_on_the_elected_replica() {
     let client = http_client();
-    let etcd = etcd::Etcd::start(&client).await;
+    let etcd = stratus_ring::EtcdServer::start().await.expect("etcd");
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut ia = args(&etcd.url, "ingester");
+    let mut ia = args(etcd.url(), "ingester");
     ia.push(format!("--grpc-listen=127.0.0.1:{}", free_port()));
     ia.push("--ring.instance-id=ing-0".into());
     let ing = spawn(dirs[0].path(), ia);
-    let d1 = spawn(dirs[1].path(), args(&etcd.url, "distributor"));
-    let d2 = spawn(dirs[2].path(), args(&etcd.url, "distributor"));
+    let d1 = spawn(dirs[1].path(), args(etcd.url(), "distributor"));
+    let d2 = spawn(dirs[2].path(), args(etcd.url(), "distributor"));
     let t0 = now_ms() - 30_000;
 
     // Wait for the ingester to be ACTIVE in both distributors' rings: a

@@ -11,8 +11,6 @@ use serde_json::Value;
 
 mod common;
 use common::{http_client, spawn_stratus};
-#[path = "common/etcd.rs"]
-mod etcd;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -46,7 +44,7 @@ async fn eventually<F: std::future::Future<Output = bool>>(mut f: impl FnMut() -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_made_on_one_distributor_works_on_another() {
     let c = http_client();
-    let etcd = etcd::Etcd::start(&c).await;
+    let etcd = stratus_ring::EtcdServer::start().await.expect("etcd");
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let args = |etcd: &str| {
         vec![
@@ -56,7 +54,7 @@ async fn token_made_on_one_distributor_works_on_another() {
             "--ring.heartbeat-timeout=2s".into(),
         ]
     };
-    let a_args = args(&etcd.url);
+    let a_args = args(etcd.url());
     let a = spawn_stratus(
         da.path(),
         &a_args.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -125,9 +123,10 @@ async fn token_made_on_one_distributor_works_on_another() {
     );
 
     // Both distributors are in the distributor ring.
-    let kv = stratus_ring::EtcdKv::connect(&stratus_ring::EtcdConfig::new([etcd.url.clone()]))
-        .await
-        .unwrap();
+    let kv =
+        stratus_ring::EtcdKv::connect(&stratus_ring::EtcdConfig::new([etcd.url().to_string()]))
+            .await
+            .unwrap();
     use stratus_ring::Kv as _;
     let l = kv.list("/stratus/rings/distributor/").await.unwrap();
     assert_eq!(l.entries.len(), 2, "{:?}", l.entries);

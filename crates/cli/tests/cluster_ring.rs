@@ -21,8 +21,6 @@ use stratus_ring::{EtcdConfig, EtcdKv, InstanceDesc, InstanceState, Kv, Operatio
 
 mod common;
 use common::{Proc, free_port, http_client, spawn_stratus};
-#[path = "common/etcd.rs"]
-mod etcd;
 
 const SERIES: usize = 20;
 const SAMPLES_PER_PUSH: i64 = 5;
@@ -250,14 +248,14 @@ fn terminate(p: &mut Proc) {
 async fn ring_cluster_survives_kill9_and_rolling_restart() {
     let started = Instant::now();
     let client = http_client();
-    let etcd = etcd::Etcd::start(&client).await;
+    let etcd = stratus_ring::EtcdServer::start().await.expect("etcd");
     let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let mut ings: Vec<Option<Proc>> = (0..3)
-        .map(|i| Some(ingester(dirs[i].path(), &etcd.url, i, ports[i])))
+        .map(|i| Some(ingester(dirs[i].path(), etcd.url(), i, ports[i])))
         .collect();
     let spawn_comp = |target: &str, dir: &std::path::Path| {
-        let mut a = ring_args(&etcd.url);
+        let mut a = ring_args(etcd.url());
         a.push(format!("--target={target}"));
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         spawn_stratus(dir, &a)
@@ -267,7 +265,7 @@ async fn ring_cluster_survives_kill9_and_rolling_restart() {
 
     // The test follows the ring itself too (to wait for states).
     let kv: Arc<dyn Kv> = Arc::new(
-        EtcdKv::connect(&EtcdConfig::new([etcd.url.clone()]))
+        EtcdKv::connect(&EtcdConfig::new([etcd.url().to_string()]))
             .await
             .unwrap(),
     );
@@ -327,7 +325,7 @@ async fn ring_cluster_survives_kill9_and_rolling_restart() {
     assert_eq!(b["data"]["result"][0]["value"][1], "20", "{b}");
 
     // Restart it on its data dir: WAL replay, same tokens, ACTIVE again.
-    ings[0] = Some(ingester(dirs[0].path(), &etcd.url, 0, ports[0]));
+    ings[0] = Some(ingester(dirs[0].path(), etcd.url(), 0, ports[0]));
     wait_ring(&ring, "ing-0 back", |insts| {
         all_active(insts)
             && insts.iter().all(|d| {
@@ -354,7 +352,7 @@ async fn ring_cluster_survives_kill9_and_rolling_restart() {
             state_of(insts, &id).is_none()
         })
         .await;
-        ings[i] = Some(ingester(dirs[i].path(), &etcd.url, i, ports[i]));
+        ings[i] = Some(ingester(dirs[i].path(), etcd.url(), i, ports[i]));
         wait_ring(&ring, "rejoined ACTIVE", all_active).await;
         assert_eq!(
             ring.snapshot().instance(&id).unwrap().tokens,

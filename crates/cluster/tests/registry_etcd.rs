@@ -3,77 +3,24 @@
 //! two nodes would have; tokens, revocations and limits made on one are
 //! seen by the other within a bounded wait; the bootstrap runs once.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stratus_cluster::KvRegistry;
 use stratus_model::TenantId;
-use stratus_ring::{EtcdConfig, EtcdKv, Kv};
+use stratus_ring::{EtcdServer, Kv};
 use stratus_tenancy::{Limits, Principal, Registry, TenantUpdate, TokenScope};
 
 const WAIT: Duration = Duration::from_secs(5);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// A throwaway etcd.
+async fn start_etcd() -> EtcdServer {
+    EtcdServer::start().await.expect("etcd")
 }
 
-/// A throwaway single-node etcd, killed on drop.
-struct Etcd {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Etcd {
-    fn start() -> Etcd {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("http://127.0.0.1:{}", free_port());
-        let peer = format!("http://127.0.0.1:{}", free_port());
-        let child = Command::new("/usr/bin/etcd")
-            .arg("--name=test")
-            .arg(format!("--data-dir={}", dir.path().join("etcd").display()))
-            .arg(format!("--listen-client-urls={url}"))
-            .arg(format!("--advertise-client-urls={url}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=test={peer}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn /usr/bin/etcd (Debian package etcd-server)");
-        Etcd {
-            child,
-            url,
-            _dir: dir,
-        }
-    }
-
-    /// A new client (retried for at most 10 s while etcd starts).
-    async fn client(&self) -> Arc<dyn Kv> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut cfg = EtcdConfig::new([self.url.clone()]);
-        cfg.dial_timeout = Duration::from_millis(500);
-        cfg.request_timeout = Duration::from_millis(2000);
-        loop {
-            match EtcdKv::connect(&cfg).await {
-                Ok(kv) => return Arc::new(kv),
-                Err(e) if Instant::now() > deadline => panic!("etcd did not come up: {e}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    }
+/// A new client of `etcd`.
+async fn client(etcd: &EtcdServer) -> Arc<dyn Kv> {
+    Arc::new(etcd.client().await.expect("etcd client"))
 }
 
 fn tid(s: &str) -> TenantId {
@@ -82,9 +29,9 @@ fn tid(s: &str) -> TenantId {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_tokens_revocations_and_limits() {
-    let etcd = Etcd::start();
-    let a = KvRegistry::start(etcd.client().await).await.unwrap();
-    let b = KvRegistry::start(etcd.client().await).await.unwrap();
+    let etcd = start_etcd().await;
+    let a = KvRegistry::start(client(&etcd).await).await.unwrap();
+    let b = KvRegistry::start(client(&etcd).await).await.unwrap();
 
     // Bootstrap races: exactly one node wins.
     let dir = tempfile::tempdir().unwrap();
@@ -163,7 +110,7 @@ async fn two_nodes_share_tokens_revocations_and_limits() {
     );
 
     // A third node starting later reads everything from the listing.
-    let c = KvRegistry::start(etcd.client().await).await.unwrap();
+    let c = KvRegistry::start(client(&etcd).await).await.unwrap();
     assert!(c.authenticate(admin.trim()).is_some());
     assert_eq!(c.tenants().len(), 1, "only 'default' is left");
 }

@@ -18,6 +18,8 @@
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "etcd")]
+pub mod etcd_server;
 pub mod mem;
 
 use std::fmt::Debug;

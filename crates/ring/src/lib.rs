@@ -73,6 +73,8 @@ pub use error::{Error, Result};
 pub use ha::{HaOutcome, HaTracker, HaTrackerConfig, ReplicaDesc, ha_key};
 #[cfg(feature = "etcd")]
 pub use kv::etcd::{EtcdConfig, EtcdKv};
+#[cfg(feature = "etcd")]
+pub use kv::etcd_server::EtcdServer;
 pub use kv::mem::MemKv;
 pub use kv::{CasOutcome, Kv, Listing, Precondition, Versioned, WatchEvent, WatchStream};
 pub use lifecycler::{Lifecycler, LifecyclerConfig};

@@ -3,12 +3,11 @@
 //! timeout, graceful leave, and the `/ring` page over real HTTP.
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stratus_ring::{
-    CasOutcome, EtcdConfig, EtcdKv, InstanceState, Kv, Lifecycler, LifecyclerConfig, Operation,
+    CasOutcome, EtcdKv, EtcdServer, InstanceState, Kv, Lifecycler, LifecyclerConfig, Operation,
     Precondition, Ring, RingConfig,
 };
 
@@ -21,49 +20,11 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// A throwaway single-node etcd, killed on drop.
-struct Etcd {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Etcd {
-    async fn start() -> (Etcd, EtcdKv) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let client = format!("http://127.0.0.1:{}", free_port());
-        let peer = format!("http://127.0.0.1:{}", free_port());
-        let child = Command::new("/usr/bin/etcd")
-            .arg("--name=test")
-            .arg(format!("--data-dir={}", dir.path().join("etcd").display()))
-            .arg(format!("--listen-client-urls={client}"))
-            .arg(format!("--advertise-client-urls={client}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=test={peer}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn /usr/bin/etcd (Debian package etcd-server)");
-        let etcd = Etcd { child, _dir: dir };
-        let deadline = Instant::now() + WAIT;
-        let mut cfg = EtcdConfig::new([client]);
-        cfg.dial_timeout = Duration::from_millis(500);
-        cfg.request_timeout = Duration::from_millis(1000);
-        loop {
-            match EtcdKv::connect(&cfg).await {
-                Ok(kv) => return (etcd, kv),
-                Err(e) if Instant::now() > deadline => panic!("etcd did not come up: {e}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    }
+/// A throwaway etcd and a client of it.
+async fn start_etcd() -> (EtcdServer, EtcdKv) {
+    let server = EtcdServer::start().await.expect("etcd");
+    let kv = server.client().await.expect("etcd client");
+    (server, kv)
 }
 
 fn lc_cfg(id: &str, zone: &str, dir: &std::path::Path) -> LifecyclerConfig {
@@ -83,7 +44,7 @@ fn ring_cfg() -> RingConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_cas_and_watch() {
-    let (_etcd, kv) = Etcd::start().await;
+    let (_etcd, kv) = start_etcd().await;
     let key = "/stratus/test/k";
     let CasOutcome::Done { version: v1 } = kv
         .put(key, b"a".to_vec(), Precondition::Absent)
@@ -133,7 +94,7 @@ async fn kv_cas_and_watch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecyclers_join_converge_timeout_and_leave() {
-    let (_etcd, kv) = Etcd::start().await;
+    let (_etcd, kv) = start_etcd().await;
     let dir = tempfile::tempdir().unwrap();
     let kv: Arc<dyn Kv> = Arc::new(kv);
     // Two clients, each with its own view.
@@ -236,7 +197,7 @@ async fn lifecyclers_join_converge_timeout_and_leave() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_and_forget_over_http() {
-    let (_etcd, kv) = Etcd::start().await;
+    let (_etcd, kv) = start_etcd().await;
     let dir = tempfile::tempdir().unwrap();
     let kv: Arc<dyn Kv> = Arc::new(kv);
     let ring = Ring::start(Arc::clone(&kv), ring_cfg()).await.unwrap();
@@ -366,7 +327,7 @@ async fn status_page_and_forget_over_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ha_trackers_agree_through_etcd() {
     use stratus_ring::ha::{HaTracker, HaTrackerConfig, ManualClock, ReplicaDesc, ha_key};
-    let (_etcd, kv) = Etcd::start().await;
+    let (_etcd, kv) = start_etcd().await;
     let kv: Arc<dyn Kv> = Arc::new(kv);
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let cfg = HaTrackerConfig {
