@@ -7,23 +7,13 @@
 //! slows neither writes nor queries once a quorum answered.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use prost::Message;
-use stratus_proto::prometheus as pb;
+use std::time::{Duration, Instant};
 
 mod common;
-use common::{Proc, free_port, http_client, spawn_stratus};
+use common::{Proc, free_port, http_client, now_ms, numbered_push, query_now, spawn_stratus};
 
 const SERIES: usize = 20;
 const SAMPLES_PER_PUSH: i64 = 5;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn ingester(dir: &std::path::Path, port: u16) -> Proc {
     spawn_stratus(
@@ -33,48 +23,6 @@ fn ingester(dir: &std::path::Path, port: u16) -> Proc {
             "--target=ingester",
             &format!("--grpc-listen=127.0.0.1:{port}"),
         ],
-    )
-}
-
-/// Samples of one push: every series gets `SAMPLES_PER_PUSH` samples.
-fn payload(seq: i64, t0: i64) -> (Vec<u8>, Vec<(usize, i64, f64)>) {
-    let mut series = Vec::new();
-    let mut expect = Vec::new();
-    for s in 0..SERIES {
-        let samples: Vec<pb::Sample> = (0..SAMPLES_PER_PUSH)
-            .map(|k| {
-                let t = t0 + seq * SAMPLES_PER_PUSH + k;
-                let v = (seq * 100 + k) as f64;
-                expect.push((s, t, v));
-                pb::Sample {
-                    value: v,
-                    timestamp: t,
-                }
-            })
-            .collect();
-        series.push(pb::TimeSeries {
-            labels: vec![
-                pb::Label {
-                    name: "__name__".into(),
-                    value: "cl".into(),
-                },
-                pb::Label {
-                    name: "s".into(),
-                    value: s.to_string(),
-                },
-            ],
-            samples,
-            ..Default::default()
-        });
-    }
-    let body = pb::WriteRequest {
-        timeseries: series,
-        ..Default::default()
-    }
-    .encode_to_vec();
-    (
-        snap::raw::Encoder::new().compress_vec(&body).unwrap(),
-        expect,
     )
 }
 
@@ -93,7 +41,7 @@ impl Load {
         let end = Instant::now() + dur;
         let (mut ok, mut bad) = (0, 0);
         while Instant::now() < end {
-            let (body, expect) = payload(self.seq, self.t0);
+            let (body, expect) = numbered_push("cl", SERIES, SAMPLES_PER_PUSH, self.seq, self.t0);
             self.seq += 1;
             let r = self
                 .client
@@ -123,23 +71,6 @@ impl Load {
         }
         (ok, bad)
     }
-}
-
-async fn query(c: &reqwest::Client, base: &str, q: &str) -> serde_json::Value {
-    let r = c
-        .get(format!("{base}/api/v1/query"))
-        .query(&[
-            ("query", q),
-            ("time", &(now_ms() as f64 / 1000.0).to_string()),
-        ])
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .unwrap();
-    let st = r.status();
-    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-    assert_eq!(st, 200, "{q}: {body}");
-    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,7 +116,7 @@ async fn kill9_one_of_three_ingesters_loses_nothing() {
     ings[0].take();
     let (ok, bad) = load.run(Duration::from_secs(1)).await;
     assert!(ok > 0 && bad == 0, "one ingester down: {:?}", load.failed);
-    let b = query(&client, &querier.base, "count(last_over_time(cl[1h]))").await;
+    let b = query_now(&client, &querier.base, "count(last_over_time(cl[1h]))").await;
     assert_eq!(b["data"]["result"][0]["value"][1], "20", "{b}");
 
     // Restart it on its data dir (WAL replay), keep writing.
@@ -207,7 +138,7 @@ async fn kill9_one_of_three_ingesters_loses_nothing() {
     let started = Instant::now();
     let (ok, bad) = load.run(Duration::from_millis(500)).await;
     assert!(ok > 0 && bad == 0, "one ingester hung: {:?}", load.failed);
-    let b = query(&client, &querier.base, "count(last_over_time(cl[1h]))").await;
+    let b = query_now(&client, &querier.base, "count(last_over_time(cl[1h]))").await;
     assert_eq!(b["data"]["result"][0]["value"][1], "20", "{b}");
     assert!(
         started.elapsed() < Duration::from_millis(1800),
@@ -221,7 +152,7 @@ async fn kill9_one_of_three_ingesters_loses_nothing() {
     for (s, t, v) in &load.acked {
         want.entry(*s).or_default().insert(*t, *v);
     }
-    let b = query(&client, &querier.base, "cl[1h]").await;
+    let b = query_now(&client, &querier.base, "cl[1h]").await;
     let result = b["data"]["result"].as_array().unwrap();
     assert_eq!(result.len(), SERIES, "{b}");
     for r in result {
@@ -274,7 +205,7 @@ async fn kill9_one_of_three_ingesters_loses_nothing() {
         );
     }
     // Each sample is on three replicas (RF 3) but counted once.
-    let b = query(&client, &querier.base, "sum(count_over_time(cl[1h]))").await;
+    let b = query_now(&client, &querier.base, "sum(count_over_time(cl[1h]))").await;
     assert_eq!(
         b["data"]["result"][0]["value"][1],
         load.acked.len().to_string(),

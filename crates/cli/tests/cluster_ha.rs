@@ -7,22 +7,15 @@
 //! 202. When `a` goes quiet past the failover timeout, `b` takes over and
 //! `a` is dropped by the other distributor.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use prost::Message;
 use stratus_proto::prometheus as pb;
 
 mod common;
-use common::{Proc, free_port, http_client, spawn_stratus};
+use common::{Proc, free_port, http_client, now_ms, spawn_stratus};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn args(etcd: &str, target: &str) -> Vec<String> {
     vec![

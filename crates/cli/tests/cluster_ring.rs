@@ -13,25 +13,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use prost::Message;
-use stratus_proto::prometheus as pb;
 use stratus_ring::{EtcdConfig, EtcdKv, InstanceDesc, InstanceState, Kv, Operation, Ring};
 
 mod common;
-use common::{Proc, free_port, http_client, spawn_stratus};
+use common::{Proc, free_port, http_client, now_ms, numbered_push, query_now, spawn_stratus};
 
 const SERIES: usize = 20;
 const SAMPLES_PER_PUSH: i64 = 5;
 const WAIT: Duration = Duration::from_secs(10);
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn ring_args(etcd: &str) -> Vec<String> {
     vec![
@@ -50,48 +41,6 @@ fn ingester(dir: &std::path::Path, etcd: &str, i: usize, port: u16) -> Proc {
     a.push(format!("--ring.instance-id=ing-{i}"));
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     spawn_stratus(dir, &a)
-}
-
-/// Samples of one push: every series gets `SAMPLES_PER_PUSH` samples.
-fn payload(seq: i64, t0: i64) -> (Vec<u8>, Vec<(usize, i64, f64)>) {
-    let mut series = Vec::new();
-    let mut expect = Vec::new();
-    for s in 0..SERIES {
-        let samples: Vec<pb::Sample> = (0..SAMPLES_PER_PUSH)
-            .map(|k| {
-                let t = t0 + seq * SAMPLES_PER_PUSH + k;
-                let v = (seq * 100 + k) as f64;
-                expect.push((s, t, v));
-                pb::Sample {
-                    value: v,
-                    timestamp: t,
-                }
-            })
-            .collect();
-        series.push(pb::TimeSeries {
-            labels: vec![
-                pb::Label {
-                    name: "__name__".into(),
-                    value: "rl".into(),
-                },
-                pb::Label {
-                    name: "s".into(),
-                    value: s.to_string(),
-                },
-            ],
-            samples,
-            ..Default::default()
-        });
-    }
-    let body = pb::WriteRequest {
-        timeseries: series,
-        ..Default::default()
-    }
-    .encode_to_vec();
-    (
-        snap::raw::Encoder::new().compress_vec(&body).unwrap(),
-        expect,
-    )
 }
 
 /// Remote-write load: sequential pushes, each acknowledged (204) or not.
@@ -117,7 +66,7 @@ impl Load {
             if stop.load(Ordering::Relaxed) || Instant::now() > end {
                 break;
             }
-            let (body, expect) = payload(self.seq, t0);
+            let (body, expect) = numbered_push("rl", SERIES, SAMPLES_PER_PUSH, self.seq, t0);
             self.seq += 1;
             let r = client
                 .post(&url)
@@ -162,23 +111,6 @@ impl Background {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.unwrap()
     }
-}
-
-async fn query(c: &reqwest::Client, base: &str, q: &str) -> serde_json::Value {
-    let r = c
-        .get(format!("{base}/api/v1/query"))
-        .query(&[
-            ("query", q),
-            ("time", &(now_ms() as f64 / 1000.0).to_string()),
-        ])
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .unwrap();
-    let st = r.status();
-    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-    assert_eq!(st, 200, "{q}: {body}");
-    body
 }
 
 /// `(id, state, healthy)` of every instance on a component's `/ring` page.
@@ -309,7 +241,7 @@ async fn ring_cluster_survives_kill9_and_rolling_restart() {
     // kill -9 one ingester: writes and queries keep succeeding.
     ings[0].take();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let b = query(&client, &querier.base, "count(last_over_time(rl[1h]))").await;
+    let b = query_now(&client, &querier.base, "count(last_over_time(rl[1h]))").await;
     assert_eq!(b["data"]["result"][0]["value"][1], "20", "{b}");
     // Past the heartbeat timeout it is unhealthy on /ring.
     wait_ring(&ring, "ing-0 unhealthy", |insts| {
@@ -321,7 +253,7 @@ async fn ring_cluster_survives_kill9_and_rolling_restart() {
         })
     })
     .await;
-    let b = query(&client, &querier.base, "count(last_over_time(rl[1h]))").await;
+    let b = query_now(&client, &querier.base, "count(last_over_time(rl[1h]))").await;
     assert_eq!(b["data"]["result"][0]["value"][1], "20", "{b}");
 
     // Restart it on its data dir: WAL replay, same tokens, ACTIVE again.
@@ -359,7 +291,7 @@ async fn ring_cluster_survives_kill9_and_rolling_restart() {
             tokens_before[&id],
             "{id}: tokens changed across a graceful restart"
         );
-        let b = query(&client, &querier.base, "count(last_over_time(rl[1h]))").await;
+        let b = query_now(&client, &querier.base, "count(last_over_time(rl[1h]))").await;
         assert_eq!(b["data"]["result"][0]["value"][1], "20", "{b}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -377,7 +309,7 @@ async fn ring_cluster_survives_kill9_and_rolling_restart() {
     sig("-STOP");
     let hung = Instant::now();
     let q = Instant::now();
-    let b = query(&client, &querier.base, "count(last_over_time(rl[1h]))").await;
+    let b = query_now(&client, &querier.base, "count(last_over_time(rl[1h]))").await;
     assert_eq!(b["data"]["result"][0]["value"][1], "20", "{b}");
     assert!(
         q.elapsed() < Duration::from_millis(1800),
@@ -393,7 +325,7 @@ async fn ring_cluster_survives_kill9_and_rolling_restart() {
         })
     })
     .await;
-    let b = query(&client, &querier.base, "count(last_over_time(rl[1h]))").await;
+    let b = query_now(&client, &querier.base, "count(last_over_time(rl[1h]))").await;
     assert_eq!(b["data"]["result"][0]["value"][1], "20", "{b}");
     if let Some(left) = Duration::from_secs(3).checked_sub(hung.elapsed()) {
         tokio::time::sleep(left).await;
@@ -429,7 +361,7 @@ async fn ring_cluster_survives_kill9_and_rolling_restart() {
     for (s, t, v) in &load.acked {
         want.entry(*s).or_default().insert(*t, *v);
     }
-    let b = query(&client, &querier.base, "rl[1h]").await;
+    let b = query_now(&client, &querier.base, "rl[1h]").await;
     let result = b["data"]["result"].as_array().unwrap();
     assert_eq!(result.len(), SERIES, "{b}");
     for r in result {
@@ -461,7 +393,7 @@ async fn ring_cluster_survives_kill9_and_rolling_restart() {
             "series {s}: unacknowledged extra samples"
         );
     }
-    let b = query(&client, &querier.base, "sum(count_over_time(rl[1h]))").await;
+    let b = query_now(&client, &querier.base, "sum(count_over_time(rl[1h]))").await;
     assert_eq!(
         b["data"]["result"][0]["value"][1],
         load.acked.len().to_string(),

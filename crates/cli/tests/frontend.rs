@@ -6,22 +6,15 @@
 //! results cache; queries that must not be split and instant queries
 //! pass through.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use prost::Message;
 use stratus_proto::prometheus as pb;
 
 mod common;
-use common::{http_client, spawn_stratus};
+use common::{http_client, now_ms, spawn_stratus};
 
 const DAY_MS: i64 = 86_400_000;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// Three series with one sample a minute from `from` to `to`.
 fn backfill(from: i64, to: i64) -> Vec<u8> {

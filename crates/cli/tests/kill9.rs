@@ -7,14 +7,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use prost::Message;
 use rand::Rng;
 use stratus_proto::prometheus as pb;
 
 mod common;
-use common::spawn_stratus;
+use common::{now_ms, spawn_stratus};
 
 fn spawn(dir: &std::path::Path) -> common::Proc {
     spawn_stratus(dir, &["--auth=none"])
@@ -23,13 +23,6 @@ fn spawn(dir: &std::path::Path) -> common::Proc {
 const WRITERS: usize = 2;
 const SERIES_PER_PUSH: usize = 20;
 const SAMPLES_PER_SERIES: i64 = 5;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// One push: series `kill9{writer,s}` with `SAMPLES_PER_SERIES` samples
 /// starting at `t0`, one ms apart; the value encodes (seq, sample).

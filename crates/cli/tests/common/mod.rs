@@ -91,3 +91,71 @@ pub(crate) fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// One push of a numbered load: `series` series `{__name__=name, s="<i>"}`
+/// with `per_push` samples each at `t0 + seq * per_push + k`, value
+/// `seq * 100 + k`. Returns the snappy remote-write 1.0 body and the
+/// `(series, t, v)` it carries.
+pub(crate) fn numbered_push(
+    name: &str,
+    series: usize,
+    per_push: i64,
+    seq: i64,
+    t0: i64,
+) -> (Vec<u8>, Vec<(usize, i64, f64)>) {
+    use prost::Message;
+    use stratus_proto::prometheus as pb;
+    let mut out = Vec::with_capacity(series);
+    let mut expect = Vec::new();
+    for s in 0..series {
+        let samples = (0..per_push)
+            .map(|k| {
+                let (timestamp, value) = (t0 + seq * per_push + k, (seq * 100 + k) as f64);
+                expect.push((s, timestamp, value));
+                pb::Sample { value, timestamp }
+            })
+            .collect();
+        let label = |name: &str, value: String| pb::Label {
+            name: name.into(),
+            value,
+        };
+        out.push(pb::TimeSeries {
+            labels: vec![label("__name__", name.into()), label("s", s.to_string())],
+            samples,
+            ..Default::default()
+        });
+    }
+    let body = pb::WriteRequest {
+        timeseries: out,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let body = snap::raw::Encoder::new().compress_vec(&body).unwrap();
+    (body, expect)
+}
+
+/// An instant query at the current time; asserts a 200 answer.
+pub(crate) async fn query_now(c: &reqwest::Client, base: &str, q: &str) -> serde_json::Value {
+    let r = c
+        .get(format!("{base}/api/v1/query"))
+        .query(&[
+            ("query", q),
+            ("time", &(now_ms() as f64 / 1000.0).to_string()),
+        ])
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    let st = r.status();
+    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(st, 200, "{q}: {body}");
+    body
+}
