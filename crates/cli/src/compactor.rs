@@ -14,10 +14,12 @@
 //! one compactor owns every tenant.
 //!
 //! Retention: `compactor.retention`, overridden per tenant by the
-//! `retention` limit (plan < tenant) of the registry in the compactor's
-//! own `<data-dir>/registry.json`, re-read every pass (the registry is a
-//! file per process: copy the distributors' file there, or manage the
-//! compactor's through its admin API).
+//! `retention` limit (plan < tenant) of the tenant registry: the one
+//! shared through etcd (`registry.store=etcd`, the default with
+//! `--etcd.endpoints`), read live, so a limit set on any node applies at
+//! the next pass; else the compactor's own `<data-dir>/registry.json`,
+//! re-read every pass (copy the distributors' file there, or manage it
+//! through the compactor's admin API).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -220,16 +222,24 @@ struct Compactor {
     bucket: Bucket,
     work: PathBuf,
     cfg: CompactorConfig,
-    registry: PathBuf,
+    registry: RetentionSource,
     owner: Option<Ownership>,
     metrics: Arc<CompactorMetrics>,
     /// The tenants owned in the previous pass (to log changes).
     last_owned: std::sync::Mutex<Vec<String>>,
 }
 
-/// Per-tenant retention from the registry file: `Some(Some(ms))` or
+/// Where per-tenant retention limits come from.
+enum RetentionSource {
+    /// The registry every node shares (etcd).
+    Shared(Arc<dyn Registry>),
+    /// A registry file of this process, re-read every pass.
+    File(PathBuf),
+}
+
+/// Per-tenant retention from the registry: `Some(Some(ms))` or
 /// `Some(None)` (forever) when the tenant's plan or overrides set it.
-fn registry_retention(reg: Option<&FileRegistry>, t: &TenantId) -> Option<Option<i64>> {
+fn registry_retention(reg: Option<&dyn Registry>, t: &TenantId) -> Option<Option<i64>> {
     let r = reg?.limits(t).retention?;
     Some((!r.is_zero()).then(|| ms(r)))
 }
@@ -258,7 +268,14 @@ impl Compactor {
                 return;
             }
         };
-        let reg = open_registry(&self.registry);
+        let file;
+        let reg: Option<&dyn Registry> = match &self.registry {
+            RetentionSource::Shared(r) => Some(r.as_ref()),
+            RetentionSource::File(path) => {
+                file = open_registry(path);
+                file.as_ref().map(|r| r as &dyn Registry)
+            }
+        };
         let mut owned = Vec::new();
         let mut failed = false;
         for t in tenants {
@@ -272,7 +289,7 @@ impl Compactor {
             }
             owned.push(t);
             let mut cfg = self.cfg.clone();
-            if let Some(r) = registry_retention(reg.as_ref(), &id) {
+            if let Some(r) = registry_retention(reg, &id) {
                 cfg.retention = r;
             }
             let b = self.bucket.with_prefix(id.as_str());
@@ -365,7 +382,10 @@ pub(crate) async fn start(
         bucket,
         work: cfg.data_dir.join("compactor"),
         cfg: tsdb_config(cfg),
-        registry: cfg.data_dir.join("registry.json"),
+        registry: match &backends.registry {
+            Some(shared) => RetentionSource::Shared(shared.clone()),
+            None => RetentionSource::File(cfg.data_dir.join("registry.json")),
+        },
         owner,
         metrics,
         last_owned: Default::default(),

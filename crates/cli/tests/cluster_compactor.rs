@@ -3,14 +3,18 @@
 //! `<data-dir>/blocks` are symlinks to one directory) split the tenants
 //! through the compactor ring, each tenant compacted by exactly one of
 //! them; after one is killed with SIGKILL, its tenants are compacted by
-//! the survivor once the dead one's heartbeat timed out.
+//! the survivor once the dead one's heartbeat timed out; a retention
+//! limit set in the shared registry (etcd) applies to its tenant.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stratus_model::Labels;
+use stratus_model::{Labels, TenantId};
 use stratus_objstore::Bucket;
+use stratus_ring::Kv;
+use stratus_tenancy::{Limits, Registry};
 use stratus_tsdb::bucket_index;
 use stratus_tsdb::{BlockCompaction, BlockWriter, ChunkInput, Encoding, encode_compact};
 use ulid::Ulid;
@@ -240,4 +244,20 @@ async fn tenants_split_between_compactors_and_move_when_one_dies() {
         text.contains("stratus_compactor_groups_merged_total{kind=\"vertical\"}"),
         "{text}"
     );
+
+    // A retention limit set in the registry every node shares (etcd)
+    // applies at the survivor's next pass: the tenant's blocks (from
+    // 2023) are marked for deletion; the other tenants keep theirs.
+    let kv: Arc<dyn Kv> = Arc::new(etcd.client().await.unwrap());
+    let reg = stratus_cluster::KvRegistry::start(kv).await.unwrap();
+    let limited = TenantId::new(&tenant(0)).unwrap();
+    let limits = Limits {
+        retention: Some(Duration::from_secs(3600)),
+        ..Limits::default()
+    };
+    reg.create_tenant(&limited, None, limits).unwrap();
+    wait_live(&bucket, &[tenant(0)], 0, 10).await;
+    for t in &all[1..] {
+        assert!(live(&bucket, t).await >= 1, "{t} lost its blocks");
+    }
 }
