@@ -168,6 +168,11 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &Aggregate, ctx: &Ctx) -
                 }
             }
         }
+        if has_hist && matches!(a.op, AggOp::LimitK | AggOp::LimitRatio) {
+            let param = fparam.as_ref().map_or(f64::NAN, |p| p[i]);
+            limit_mixed(a.op, param, &keys, &vals, &hvals, &input, ts, &mut out)?;
+            continue;
+        }
         if vals.is_empty() {
             continue;
         }
@@ -423,6 +428,63 @@ fn finish(op: AggOp, g: &mut Group, param: f64) -> f64 {
 }
 
 /// Members kept by topk/bottomk/limitk/limit_ratio, in output order.
+/// `limitk`/`limit_ratio` over a step holding histogram samples too: both
+/// kinds are selected alike (in input order) and kept as they are.
+#[allow(clippy::too_many_arguments)]
+fn limit_mixed(
+    op: AggOp,
+    param: f64,
+    keys: &[Labels],
+    vals: &[(usize, f64)],
+    hvals: &[(usize, Hist)],
+    input: &[Series],
+    ts: i64,
+    out: &mut OutBuilder,
+) -> Result<()> {
+    let mut all: Vec<(usize, Option<usize>)> = vals.iter().map(|&(si, _)| (si, None)).collect();
+    all.extend(
+        hvals
+            .iter()
+            .enumerate()
+            .map(|(hi, (si, _))| (*si, Some(hi))),
+    );
+    all.sort_by_key(|e| e.0);
+    let mut order: Vec<&Labels> = Vec::new();
+    let mut members: HashMap<&Labels, Vec<(usize, f64)>> = HashMap::new();
+    // Series index -> where its sample is (float value or histogram slot).
+    let mut float_of: HashMap<usize, f64> = vals.iter().copied().collect();
+    let mut hist_of: HashMap<usize, usize> = HashMap::new();
+    for (si, h) in all {
+        if let Some(hi) = h {
+            hist_of.insert(si, hi);
+        }
+        let k = &keys[si];
+        members
+            .entry(k)
+            .or_insert_with(|| {
+                order.push(k);
+                Vec::new()
+            })
+            .push((si, 0.0));
+    }
+    for k in order {
+        let Some(m) = members.get_mut(k) else {
+            continue;
+        };
+        for (si, _) in select_k(op, param, m, input) {
+            let s = &input[si];
+            if let Some(&hi) = hist_of.get(&si) {
+                if let Some((_, h)) = hvals.get(hi) {
+                    out.push_hist(s.labels.clone(), s.drop_name, ts, h.clone())?;
+                }
+            } else if let Some(v) = float_of.remove(&si) {
+                out.push(s.labels.clone(), s.drop_name, ts, v)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn select_k(
     op: AggOp,
     param: f64,
@@ -505,7 +567,9 @@ fn count_values(
 ) -> Result<Val> {
     let mut out = OutBuilder::default();
     let mut cur = StepCursor::new(&input);
+    let mut hcur = StepCursor::new(&input);
     let mut vals = Vec::new();
+    let mut hvals = Vec::new();
     let keys: Vec<Labels> = input
         .iter()
         .map(|s| group_labels(&s.labels, s.drop_name, a))
@@ -514,11 +578,16 @@ fn count_values(
         ev.check_deadline()?;
         let ts = ctx.ts(i);
         cur.at(ts, &mut vals);
+        hcur.at_hist(ts, &mut hvals);
         let mut order: Vec<Labels> = Vec::new();
         let mut counts: HashMap<Labels, f64> = HashMap::new();
-        for &(si, v) in &vals {
+        let floats = vals.iter().map(|&(si, v)| (si, format_float(v)));
+        let hists = hvals
+            .iter()
+            .map(|(si, h)| (*si, crate::value::histogram_string(h)));
+        for (si, v) in floats.chain(hists) {
             let mut b = keys[si].builder();
-            b.set(label, format_float(v));
+            b.set(label, v);
             let l = b.build();
             match counts.get_mut(&l) {
                 Some(c) => *c += 1.0,
@@ -538,7 +607,8 @@ fn count_values(
 
 /// Prometheus 3 accepts any non-empty valid UTF-8 label name.
 pub(crate) fn is_valid_label_name(s: &str) -> bool {
-    !s.is_empty()
+    // Prometheus 3 accepts any non-empty valid UTF-8 name.
+    !s.is_empty() && !s.chars().any(|c| crate::value::raw_byte(c).is_some())
 }
 
 /// Go's `%g` formatting for the values that appear in annotations.

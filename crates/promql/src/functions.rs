@@ -1500,7 +1500,7 @@ fn label_replace(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val> {
             "invalid regular expression in label_replace(): {re_s}: {e}"
         ))
     })?;
-    if dst.is_empty() {
+    if !crate::aggregate::is_valid_label_name(&dst) {
         return Err(PromqlError::InvalidLabel {
             msg: format!("invalid destination label name in label_replace(): {dst}"),
         });
@@ -1531,7 +1531,7 @@ fn label_join(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val> {
     for a in &c.args[3..] {
         srcs.push(string_arg(ev, a, ctx)?);
     }
-    if dst.is_empty() {
+    if !crate::aggregate::is_valid_label_name(&dst) {
         return Err(PromqlError::InvalidLabel {
             msg: format!("invalid destination label name in label_join(): {dst}"),
         });
