@@ -701,8 +701,14 @@ pub(crate) fn fraction(lower: f64, upper: f64, h: &FloatHistogram) -> f64 {
         if lo_set && up_set {
             break;
         }
+        // The lowest custom bucket reaching down to -Inf is not
+        // interpolated: none of it counts as inside the range unless the
+        // range covers it whole.
+        let open_below = b.lower == f64::NEG_INFINITY;
         if !lo_set && b.lower < lower && b.upper > lower {
-            lo_rank = if custom || zero_bucket {
+            lo_rank = if open_below {
+                rank + b.count
+            } else if custom || zero_bucket {
                 linear(lower, rank)
             } else {
                 expo(lower, rank)
@@ -710,7 +716,9 @@ pub(crate) fn fraction(lower: f64, upper: f64, h: &FloatHistogram) -> f64 {
             lo_set = true;
         }
         if !up_set && b.lower < upper && b.upper > upper {
-            up_rank = if custom || zero_bucket {
+            up_rank = if open_below {
+                rank
+            } else if custom || zero_bucket {
                 linear(upper, rank)
             } else {
                 expo(upper, rank)
@@ -735,7 +743,9 @@ pub(crate) fn fraction(lower: f64, upper: f64, h: &FloatHistogram) -> f64 {
     if !up_set || up_rank > cap {
         up_rank = cap;
     }
-    (up_rank - lo_rank) / h.count
+    let inside = up_rank - lo_rank;
+    // Both bounds in the -Inf bucket: nothing inside (NaN stays NaN).
+    if inside < 0.0 { 0.0 } else { inside / h.count }
 }
 
 /// The observations in the buckets (zero bucket included).
