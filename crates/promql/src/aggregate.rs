@@ -249,7 +249,9 @@ fn hist_groups<'k>(
 ) -> Result<Vec<&'k Labels>> {
     let mut order: Vec<&Labels> = Vec::new();
     let mut acc: HashMap<&Labels, (Option<FloatHistogram>, f64)> = HashMap::new();
-    let mut collision = false;
+    // Per group: a "reset" hint seen, a "not reset" hint seen (both is a
+    // conflict, as Prometheus warns).
+    let mut seen: HashMap<&Labels, (bool, bool)> = HashMap::new();
     // Kahan compensation per group.
     let mut comps: HashMap<&Labels, FloatHistogram> = HashMap::new();
     for (si, h) in hvals {
@@ -259,15 +261,18 @@ fn hist_groups<'k>(
             (None, 0.0)
         });
         e.1 += 1.0;
+        let flags = seen.entry(k).or_default();
+        match h.reset_hint {
+            stratus_model::reset_hint::RESET => flags.0 = true,
+            stratus_model::reset_hint::NOT_RESET => flags.1 = true,
+            _ => {}
+        }
         e.0 = match e.0.take() {
             None => Some(crate::histogram::compact(h)),
             Some(cur) => {
                 if cur.count.is_nan() && cur.schema == i32::MIN {
                     Some(cur)
                 } else {
-                    if crate::histogram::reset_collision(&cur, h) {
-                        collision = true;
-                    }
                     if crate::histogram::custom_mismatch(&cur, h) {
                         ev.info(
                             "mismatched custom buckets were reconciled during aggregation".into(),
@@ -296,7 +301,7 @@ fn hist_groups<'k>(
             }
         };
     }
-    if collision {
+    if seen.values().any(|&(r, n)| r && n) {
         ev.warn("conflicting counter resets during histogram aggregation".into());
     }
     let mut skip = Vec::new();

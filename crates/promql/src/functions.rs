@@ -1133,6 +1133,10 @@ fn hist_range(
                 return None;
             }
             let avg = name == "avg_over_time";
+            let has = |hint: u8| hs.iter().any(|(_, h)| h.reset_hint == hint);
+            if has(stratus_model::reset_hint::RESET) && has(stratus_model::reset_hint::NOT_RESET) {
+                warn("conflicting counter resets during histogram aggregation".into());
+            }
             let mut acc = hg::compact(&hs[0].1);
             let mut comp = hg::kahan_zero(&acc);
             // avg_over_time switches to an incremental mean once the sum

@@ -400,14 +400,6 @@ pub(crate) fn sub(a: &FloatHistogram, b: &FloatHistogram) -> Result<FloatHistogr
     combine(a, b, -1.0)
 }
 
-/// Whether adding `a` and `b` mixes a counter reset with a "not reset".
-pub(crate) fn reset_collision(a: &FloatHistogram, b: &FloatHistogram) -> bool {
-    matches!(
-        (a.reset_hint, b.reset_hint),
-        (reset_hint::RESET, reset_hint::NOT_RESET) | (reset_hint::NOT_RESET, reset_hint::RESET)
-    )
-}
-
 /// `h * f` (all counts and the sum).
 pub(crate) fn scale(h: &FloatHistogram, f: f64) -> FloatHistogram {
     let mut w = Work::of(h);
