@@ -12,8 +12,6 @@ use stratus_model::{Labels, METRIC_NAME};
 use crate::ast::{AggOp, Aggregate};
 use std::sync::Arc;
 
-use stratus_model::FloatHistogram;
-
 use crate::engine::{Ctx, Evaluator, OutBuilder, Result, Series, StepCursor, Val};
 use crate::error::PromqlError;
 use crate::functions::{kahan_inc, quantile};
@@ -248,58 +246,40 @@ fn hist_groups<'k>(
     out: &mut OutBuilder,
 ) -> Result<Vec<&'k Labels>> {
     let mut order: Vec<&Labels> = Vec::new();
-    let mut acc: HashMap<&Labels, (Option<FloatHistogram>, f64)> = HashMap::new();
+    // Per group: the running sum or mean, or None once two histograms
+    // could not be combined (the group then yields nothing).
+    let mut acc: HashMap<&Labels, Option<crate::histogram::HistAcc>> = HashMap::new();
     // Per group: a "reset" hint seen, a "not reset" hint seen (both is a
     // conflict, as Prometheus warns).
     let mut seen: HashMap<&Labels, (bool, bool)> = HashMap::new();
-    // Kahan compensation per group.
-    let mut comps: HashMap<&Labels, FloatHistogram> = HashMap::new();
     for (si, h) in hvals {
         let k = &keys[*si];
-        let e = acc.entry(k).or_insert_with(|| {
-            order.push(k);
-            (None, 0.0)
-        });
-        e.1 += 1.0;
         let flags = seen.entry(k).or_default();
         match h.reset_hint {
             stratus_model::reset_hint::RESET => flags.0 = true,
             stratus_model::reset_hint::NOT_RESET => flags.1 = true,
             _ => {}
         }
-        e.0 = match e.0.take() {
-            None => Some(crate::histogram::compact(h)),
-            Some(cur) => {
-                if cur.count.is_nan() && cur.schema == i32::MIN {
-                    Some(cur)
-                } else {
-                    if crate::histogram::custom_mismatch(&cur, h) {
-                        ev.info(
-                            "mismatched custom buckets were reconciled during aggregation".into(),
-                        );
-                    }
-                    let comp = comps
-                        .remove(k)
-                        .unwrap_or_else(|| crate::histogram::kahan_zero(&cur));
-                    match crate::histogram::kahan_add(&cur, &comp, h) {
-                        Ok((r, c)) => {
-                            comps.insert(k, c);
-                            Some(r)
-                        }
-                        Err(_) => {
-                            ev.warn(
-                                "vector contains a mix of histograms with exponential and custom buckets schemas for metric name \"\"".into(),
-                            );
-                            Some(FloatHistogram {
-                                schema: i32::MIN,
-                                count: f64::NAN,
-                                ..Default::default()
-                            })
-                        }
-                    }
-                }
-            }
+        let Some(slot) = acc.get_mut(k) else {
+            order.push(k);
+            acc.insert(k, Some(crate::histogram::HistAcc::new(h)));
+            continue;
         };
+        let Some(a) = slot else { continue };
+        if crate::histogram::custom_mismatch(a.current(), h) {
+            ev.info("mismatched custom buckets were reconciled during aggregation".into());
+        }
+        let r = if op == AggOp::Avg {
+            a.add_avg(h)
+        } else {
+            a.add_sum(h)
+        };
+        if r.is_err() {
+            ev.warn(
+                "vector contains a mix of histograms with exponential and custom buckets schemas for metric name \"\"".into(),
+            );
+            *slot = None;
+        }
     }
     if seen.values().any(|&(r, n)| r && n) {
         ev.warn("conflicting counter resets during histogram aggregation".into());
@@ -311,20 +291,13 @@ fn hist_groups<'k>(
             skip.push(k);
             continue;
         }
-        let Some((Some(h), n)) = acc.remove(k) else {
+        let Some(Some(a)) = acc.remove(k) else {
             continue;
-        };
-        if h.schema == i32::MIN {
-            continue;
-        }
-        let h = match comps.get(k) {
-            Some(c) => crate::histogram::kahan_finish(&h, c),
-            None => h,
         };
         let h = if op == AggOp::Avg {
-            crate::histogram::scale(&h, 1.0 / n)
+            a.finish_avg()
         } else {
-            h
+            a.finish_sum()
         };
         out.push_hist(k.clone(), false, ts, Arc::new(h))?;
     }

@@ -682,7 +682,10 @@ impl<'a> Evaluator<'a> {
                             p.1 = -p.1;
                         }
                         for p in &mut s.hist {
-                            p.1 = std::sync::Arc::new(crate::histogram::scale(&p.1, -1.0));
+                            // A negated histogram is no counter any more.
+                            let mut h = crate::histogram::scale(&p.1, -1.0);
+                            h.reset_hint = reset_hint::GAUGE;
+                            p.1 = std::sync::Arc::new(h);
                         }
                     }
                     Ok(Val::Vector(series))

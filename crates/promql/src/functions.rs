@@ -1137,66 +1137,22 @@ fn hist_range(
             if has(stratus_model::reset_hint::RESET) && has(stratus_model::reset_hint::NOT_RESET) {
                 warn("conflicting counter resets during histogram aggregation".into());
             }
-            let mut acc = hg::compact(&hs[0].1);
-            let mut comp = hg::kahan_zero(&acc);
-            // avg_over_time switches to an incremental mean once the sum
-            // overflows, as for floats.
-            let mut incremental = false;
-            for (k, (_, h)) in hs.iter().enumerate().skip(1) {
-                if hg::custom_mismatch(&acc, h) {
+            let mut acc = hg::HistAcc::new(&hs[0].1);
+            for (_, h) in &hs[1..] {
+                if hg::custom_mismatch(acc.current(), h) {
                     warn(format!("{INFO}{RECONCILED} aggregation"));
                 }
-                let n = (k + 1) as f64;
-                let step = if incremental {
-                    let q = (n - 1.0) / n;
-                    hg::kahan_add(
-                        &hg::scale(&acc, q),
-                        &hg::scale(&comp, q),
-                        &hg::scale(h, 1.0 / n),
-                    )
-                } else {
-                    hg::kahan_add(&acc, &comp, h)
-                };
-                match step {
-                    Ok((r, c)) => {
-                        let overflow = !incremental
-                            && avg
-                            && (r.count.is_infinite() || r.sum.is_infinite())
-                            && acc.count.is_finite()
-                            && acc.sum.is_finite()
-                            && h.count.is_finite()
-                            && h.sum.is_finite();
-                        if overflow {
-                            // Redo this sample as the first incremental step.
-                            incremental = true;
-                            let prev = 1.0 / (n - 1.0);
-                            let (m, mc) = (hg::scale(&acc, prev), hg::scale(&comp, prev));
-                            let q = (n - 1.0) / n;
-                            match hg::kahan_add(
-                                &hg::scale(&m, q),
-                                &hg::scale(&mc, q),
-                                &hg::scale(h, 1.0 / n),
-                            ) {
-                                Ok((r, c)) => (acc, comp) = (r, c),
-                                Err(_) => {
-                                    warn(MIX_SCHEMA.into());
-                                    return None;
-                                }
-                            }
-                        } else {
-                            (acc, comp) = (r, c);
-                        }
-                    }
-                    Err(_) => {
-                        warn(MIX_SCHEMA.into());
-                        return None;
-                    }
+                let step = if avg { acc.add_avg(h) } else { acc.add_sum(h) };
+                if step.is_err() {
+                    warn(MIX_SCHEMA.into());
+                    return None;
                 }
             }
-            let mut acc = hg::kahan_finish(&acc, &comp);
-            if avg && !incremental {
-                acc = hg::scale(&acc, 1.0 / hs.len() as f64);
-            }
+            let acc = if avg {
+                acc.finish_avg()
+            } else {
+                acc.finish_sum()
+            };
             arc(acc)
         }
         _ => {

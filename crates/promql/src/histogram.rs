@@ -400,6 +400,108 @@ pub(crate) fn sub(a: &FloatHistogram, b: &FloatHistogram) -> Result<FloatHistogr
     combine(a, b, -1.0)
 }
 
+/// Whether any count, the sum or a bucket of `h` is infinite (a running
+/// sum that overflowed).
+pub(crate) fn has_overflow(h: &FloatHistogram) -> bool {
+    [h.zero_count, h.count, h.sum]
+        .iter()
+        .chain(&h.positive_buckets)
+        .chain(&h.negative_buckets)
+        .any(|v| v.is_infinite())
+}
+
+/// Running sum or mean of histograms in Prometheus' order of operations:
+/// a Kahan-compensated sum while it stays finite; for a mean, once the sum
+/// would overflow, an incremental mean (`mean*(n-1)/n + h/n`, compensated
+/// too) from then on.
+#[derive(Debug, Clone)]
+pub(crate) struct HistAcc {
+    sum: FloatHistogram,
+    comp: Option<FloatHistogram>,
+    /// The mean once the incremental calculation took over.
+    mean: Option<FloatHistogram>,
+    count: f64,
+}
+
+impl HistAcc {
+    /// Starts with the first histogram.
+    pub(crate) fn new(first: &FloatHistogram) -> Self {
+        HistAcc {
+            sum: first.clone(),
+            comp: None,
+            mean: None,
+            count: 1.0,
+        }
+    }
+
+    /// The histogram values are accumulated into (for compatibility checks).
+    pub(crate) fn current(&self) -> &FloatHistogram {
+        self.mean.as_ref().unwrap_or(&self.sum)
+    }
+
+    /// Adds `h` to a sum.
+    pub(crate) fn add_sum(&mut self, h: &FloatHistogram) -> Result<(), HistError> {
+        self.count += 1.0;
+        let comp = self.comp.take().unwrap_or_else(|| kahan_zero(&self.sum));
+        let (s, c) = kahan_add(&self.sum, &comp, h)?;
+        self.sum = s;
+        self.comp = Some(c);
+        Ok(())
+    }
+
+    /// Adds `h` to a mean.
+    pub(crate) fn add_avg(&mut self, h: &FloatHistogram) -> Result<(), HistError> {
+        self.count += 1.0;
+        let n = self.count;
+        if self.mean.is_none() {
+            let comp = self.comp.clone().unwrap_or_else(|| kahan_zero(&self.sum));
+            let (s, c) = kahan_add(&self.sum, &comp, h)?;
+            if !has_overflow(&s) {
+                self.sum = s;
+                self.comp = Some(c);
+                return Ok(());
+            }
+            self.mean = Some(div(&self.sum, n - 1.0));
+            self.comp = self.comp.take().map(|c| div(&c, n - 1.0));
+        }
+        let q = (n - 1.0) / n;
+        let comp = match self.comp.take() {
+            Some(c) => scale(&c, q),
+            None => kahan_zero(&self.sum),
+        };
+        let to_add = div(h, n);
+        let mean = scale(self.mean.as_ref().unwrap_or(&self.sum), q);
+        let (m, c) = kahan_add(&mean, &comp, &to_add)?;
+        self.mean = Some(m);
+        self.comp = Some(c);
+        Ok(())
+    }
+
+    /// The sum with its compensation folded in.
+    pub(crate) fn finish_sum(self) -> FloatHistogram {
+        match &self.comp {
+            Some(c) => kahan_finish(&self.sum, c),
+            None => compact(&self.sum),
+        }
+    }
+
+    /// The mean with its compensation folded in.
+    pub(crate) fn finish_avg(self) -> FloatHistogram {
+        if let Some(m) = &self.mean {
+            return match &self.comp {
+                Some(c) => kahan_finish(m, c),
+                None => compact(m),
+            };
+        }
+        let n = self.count;
+        let s = div(&self.sum, n);
+        match &self.comp {
+            Some(c) => kahan_finish(&s, &div(c, n)),
+            None => compact(&s),
+        }
+    }
+}
+
 /// `h * f` (all counts and the sum).
 pub(crate) fn scale(h: &FloatHistogram, f: f64) -> FloatHistogram {
     let mut w = Work::of(h);
