@@ -1093,6 +1093,42 @@ mod tests {
     }
 
     #[test]
+    fn fraction_does_not_interpolate_the_minus_inf_bucket() {
+        // Custom bounds -3, -2, -1: buckets (-Inf,-3] 10, (-3,-2] 2,
+        // (-2,-1] 3, (-1,+Inf] 85.
+        let h = FloatHistogram {
+            schema: CUSTOM_BUCKETS_SCHEMA,
+            count: 100.0,
+            positive_spans: vec![BucketSpan {
+                offset: 0,
+                length: 4,
+            }],
+            positive_buckets: vec![10.0, 2.0, 3.0, 85.0],
+            custom_values: vec![-3.0, -2.0, -1.0],
+            ..Default::default()
+        };
+        assert_eq!(fraction(-4.0, -2.0, &h), 0.02);
+        assert_eq!(fraction(-5.0, -4.0, &h), 0.0);
+        assert_eq!(fraction(f64::NEG_INFINITY, -2.0, &h), 0.12);
+    }
+
+    #[test]
+    fn mean_switches_to_incremental_on_overflow() {
+        let big = h(0, &[(1, f64::MAX)]);
+        let small = h(0, &[(1, 2.0)]);
+        let mut acc = HistAcc::new(&big);
+        acc.add_avg(&big).unwrap();
+        acc.add_avg(&small).unwrap();
+        let m = acc.finish_avg();
+        assert!(!has_overflow(&m));
+        assert_eq!(m.positive_buckets.len(), 1);
+        assert!((m.positive_buckets[0] / (f64::MAX / 1.5) - 1.0).abs() < 1e-12);
+        let mut s = HistAcc::new(&small);
+        s.add_sum(&small).unwrap();
+        assert_eq!(s.finish_sum().count, 4.0);
+    }
+
+    #[test]
     fn custom_mismatch_is_reconciled() {
         let mk = |cv: Vec<f64>, b: Vec<f64>| FloatHistogram {
             schema: CUSTOM_BUCKETS_SCHEMA,

@@ -151,3 +151,37 @@ pub(crate) fn histogram_string(h: &FloatHistogram) -> String {
     s.push('}');
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratus_model::BucketSpan;
+
+    #[test]
+    fn histogram_string_is_go_format() {
+        let span = |length| vec![BucketSpan { offset: 0, length }];
+        let h = FloatHistogram {
+            count: 20.0,
+            sum: 10.0,
+            zero_threshold: 0.001,
+            zero_count: 2.0,
+            positive_spans: span(2),
+            positive_buckets: vec![1.0, 2.0],
+            negative_spans: span(2),
+            negative_buckets: vec![1.0, 2.0],
+            ..Default::default()
+        };
+        assert_eq!(
+            histogram_string(&h),
+            "{count:20, sum:10, [-2,-1):2, [-1,-0.5):1, [-0.001,0.001]:2, (0.5,1]:1, (1,2]:2}"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_bytes_survive_quoting() {
+        let s = bytes_to_string(b"a\xc5z\xe2\x82\xac");
+        assert_eq!(go_quote(&s), "\"a\\xc5z\u{20ac}\"");
+        assert!(!crate::aggregate::is_valid_label_name(&s));
+        assert!(crate::aggregate::is_valid_label_name("a\u{20ac}"));
+    }
+}
