@@ -12,8 +12,6 @@ use stratus_model::{Labels, METRIC_NAME};
 use crate::ast::{AggOp, Aggregate};
 use std::sync::Arc;
 
-use stratus_model::FloatHistogram;
-
 use crate::engine::{Ctx, Evaluator, OutBuilder, Result, Series, StepCursor, Val};
 use crate::error::PromqlError;
 use crate::functions::{kahan_inc, quantile};
@@ -168,6 +166,11 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &Aggregate, ctx: &Ctx) -
                 }
             }
         }
+        if has_hist && matches!(a.op, AggOp::LimitK | AggOp::LimitRatio) {
+            let param = fparam.as_ref().map_or(f64::NAN, |p| p[i]);
+            limit_mixed(a.op, param, &keys, &vals, &hvals, &input, ts, &mut out)?;
+            continue;
+        }
         if vals.is_empty() {
             continue;
         }
@@ -243,55 +246,42 @@ fn hist_groups<'k>(
     out: &mut OutBuilder,
 ) -> Result<Vec<&'k Labels>> {
     let mut order: Vec<&Labels> = Vec::new();
-    let mut acc: HashMap<&Labels, (Option<FloatHistogram>, f64)> = HashMap::new();
-    let mut collision = false;
-    // Kahan compensation per group.
-    let mut comps: HashMap<&Labels, FloatHistogram> = HashMap::new();
+    // Per group: the running sum or mean, or None once two histograms
+    // could not be combined (the group then yields nothing).
+    let mut acc: HashMap<&Labels, Option<crate::histogram::HistAcc>> = HashMap::new();
+    // Per group: a "reset" hint seen, a "not reset" hint seen (both is a
+    // conflict, as Prometheus warns).
+    let mut seen: HashMap<&Labels, (bool, bool)> = HashMap::new();
     for (si, h) in hvals {
         let k = &keys[*si];
-        let e = acc.entry(k).or_insert_with(|| {
+        let flags = seen.entry(k).or_default();
+        match h.reset_hint {
+            stratus_model::reset_hint::RESET => flags.0 = true,
+            stratus_model::reset_hint::NOT_RESET => flags.1 = true,
+            _ => {}
+        }
+        let Some(slot) = acc.get_mut(k) else {
             order.push(k);
-            (None, 0.0)
-        });
-        e.1 += 1.0;
-        e.0 = match e.0.take() {
-            None => Some(crate::histogram::compact(h)),
-            Some(cur) => {
-                if cur.count.is_nan() && cur.schema == i32::MIN {
-                    Some(cur)
-                } else {
-                    if crate::histogram::reset_collision(&cur, h) {
-                        collision = true;
-                    }
-                    if crate::histogram::custom_mismatch(&cur, h) {
-                        ev.info(
-                            "mismatched custom buckets were reconciled during aggregation".into(),
-                        );
-                    }
-                    let comp = comps
-                        .remove(k)
-                        .unwrap_or_else(|| crate::histogram::kahan_zero(&cur));
-                    match crate::histogram::kahan_add(&cur, &comp, h) {
-                        Ok((r, c)) => {
-                            comps.insert(k, c);
-                            Some(r)
-                        }
-                        Err(_) => {
-                            ev.warn(
-                                "vector contains a mix of histograms with exponential and custom buckets schemas for metric name \"\"".into(),
-                            );
-                            Some(FloatHistogram {
-                                schema: i32::MIN,
-                                count: f64::NAN,
-                                ..Default::default()
-                            })
-                        }
-                    }
-                }
-            }
+            acc.insert(k, Some(crate::histogram::HistAcc::new(h)));
+            continue;
         };
+        let Some(a) = slot else { continue };
+        if crate::histogram::custom_mismatch(a.current(), h) {
+            ev.info("mismatched custom buckets were reconciled during aggregation".into());
+        }
+        let r = if op == AggOp::Avg {
+            a.add_avg(h)
+        } else {
+            a.add_sum(h)
+        };
+        if r.is_err() {
+            ev.warn(
+                "vector contains a mix of histograms with exponential and custom buckets schemas for metric name \"\"".into(),
+            );
+            *slot = None;
+        }
     }
-    if collision {
+    if seen.values().any(|&(r, n)| r && n) {
         ev.warn("conflicting counter resets during histogram aggregation".into());
     }
     let mut skip = Vec::new();
@@ -301,20 +291,13 @@ fn hist_groups<'k>(
             skip.push(k);
             continue;
         }
-        let Some((Some(h), n)) = acc.remove(k) else {
+        let Some(Some(a)) = acc.remove(k) else {
             continue;
-        };
-        if h.schema == i32::MIN {
-            continue;
-        }
-        let h = match comps.get(k) {
-            Some(c) => crate::histogram::kahan_finish(&h, c),
-            None => h,
         };
         let h = if op == AggOp::Avg {
-            crate::histogram::scale(&h, 1.0 / n)
+            a.finish_avg()
         } else {
-            h
+            a.finish_sum()
         };
         out.push_hist(k.clone(), false, ts, Arc::new(h))?;
     }
@@ -423,6 +406,63 @@ fn finish(op: AggOp, g: &mut Group, param: f64) -> f64 {
 }
 
 /// Members kept by topk/bottomk/limitk/limit_ratio, in output order.
+/// `limitk`/`limit_ratio` over a step holding histogram samples too: both
+/// kinds are selected alike (in input order) and kept as they are.
+#[allow(clippy::too_many_arguments)]
+fn limit_mixed(
+    op: AggOp,
+    param: f64,
+    keys: &[Labels],
+    vals: &[(usize, f64)],
+    hvals: &[(usize, Hist)],
+    input: &[Series],
+    ts: i64,
+    out: &mut OutBuilder,
+) -> Result<()> {
+    let mut all: Vec<(usize, Option<usize>)> = vals.iter().map(|&(si, _)| (si, None)).collect();
+    all.extend(
+        hvals
+            .iter()
+            .enumerate()
+            .map(|(hi, (si, _))| (*si, Some(hi))),
+    );
+    all.sort_by_key(|e| e.0);
+    let mut order: Vec<&Labels> = Vec::new();
+    let mut members: HashMap<&Labels, Vec<(usize, f64)>> = HashMap::new();
+    // Series index -> where its sample is (float value or histogram slot).
+    let mut float_of: HashMap<usize, f64> = vals.iter().copied().collect();
+    let mut hist_of: HashMap<usize, usize> = HashMap::new();
+    for (si, h) in all {
+        if let Some(hi) = h {
+            hist_of.insert(si, hi);
+        }
+        let k = &keys[si];
+        members
+            .entry(k)
+            .or_insert_with(|| {
+                order.push(k);
+                Vec::new()
+            })
+            .push((si, 0.0));
+    }
+    for k in order {
+        let Some(m) = members.get_mut(k) else {
+            continue;
+        };
+        for (si, _) in select_k(op, param, m, input) {
+            let s = &input[si];
+            if let Some(&hi) = hist_of.get(&si) {
+                if let Some((_, h)) = hvals.get(hi) {
+                    out.push_hist(s.labels.clone(), s.drop_name, ts, h.clone())?;
+                }
+            } else if let Some(v) = float_of.remove(&si) {
+                out.push(s.labels.clone(), s.drop_name, ts, v)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn select_k(
     op: AggOp,
     param: f64,
@@ -505,7 +545,9 @@ fn count_values(
 ) -> Result<Val> {
     let mut out = OutBuilder::default();
     let mut cur = StepCursor::new(&input);
+    let mut hcur = StepCursor::new(&input);
     let mut vals = Vec::new();
+    let mut hvals = Vec::new();
     let keys: Vec<Labels> = input
         .iter()
         .map(|s| group_labels(&s.labels, s.drop_name, a))
@@ -514,11 +556,16 @@ fn count_values(
         ev.check_deadline()?;
         let ts = ctx.ts(i);
         cur.at(ts, &mut vals);
+        hcur.at_hist(ts, &mut hvals);
         let mut order: Vec<Labels> = Vec::new();
         let mut counts: HashMap<Labels, f64> = HashMap::new();
-        for &(si, v) in &vals {
+        let floats = vals.iter().map(|&(si, v)| (si, format_float(v)));
+        let hists = hvals
+            .iter()
+            .map(|(si, h)| (*si, crate::value::histogram_string(h)));
+        for (si, v) in floats.chain(hists) {
             let mut b = keys[si].builder();
-            b.set(label, format_float(v));
+            b.set(label, v);
             let l = b.build();
             match counts.get_mut(&l) {
                 Some(c) => *c += 1.0,
@@ -538,7 +585,8 @@ fn count_values(
 
 /// Prometheus 3 accepts any non-empty valid UTF-8 label name.
 pub(crate) fn is_valid_label_name(s: &str) -> bool {
-    !s.is_empty()
+    // Prometheus 3 accepts any non-empty valid UTF-8 name.
+    !s.is_empty() && !s.chars().any(|c| crate::value::raw_byte(c).is_some())
 }
 
 /// Go's `%g` formatting for the values that appear in annotations.

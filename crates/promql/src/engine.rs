@@ -20,7 +20,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use stratus_model::{Labels, METRIC_NAME, is_stale_nan};
+use stratus_model::{Labels, METRIC_NAME, is_stale_nan, reset_hint};
 use stratus_tsdb::{Queryable, SelectHints};
 
 use crate::ast::{AtModifier, BinOp, Expr, Subquery, ValueType, VectorSelector};
@@ -513,6 +513,20 @@ pub(crate) struct Evaluator<'a> {
     /// Position of the expression that annotations are about (appended to
     /// their text as Prometheus does).
     pub(crate) anno_pos: crate::ast::Pos,
+    /// Whether selectors evaluated now feed only `histogram_count`/`_sum`/
+    /// `_avg` (Prometheus then decodes with its stats iterator, which
+    /// derives counter-reset hints on the fly).
+    stats: StatsDecoding,
+}
+
+/// Prometheus' `detectHistogramStatsDecoding` as state of the descent: a
+/// stats function above turns it on unless a subquery, a bucket-reading
+/// function or a trim operator further up has vetoed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatsDecoding {
+    Off,
+    On,
+    Vetoed,
 }
 
 impl std::fmt::Debug for Evaluator<'_> {
@@ -541,6 +555,7 @@ impl<'a> Evaluator<'a> {
             infos: Vec::new(),
             experimental: o.enable_experimental,
             anno_pos: crate::ast::Pos::default(),
+            stats: StatsDecoding::Off,
         }
     }
 
@@ -667,7 +682,10 @@ impl<'a> Evaluator<'a> {
                             p.1 = -p.1;
                         }
                         for p in &mut s.hist {
-                            p.1 = std::sync::Arc::new(crate::histogram::scale(&p.1, -1.0));
+                            // A negated histogram is no counter any more.
+                            let mut h = crate::histogram::scale(&p.1, -1.0);
+                            h.reset_hint = reset_hint::GAUGE;
+                            p.1 = std::sync::Arc::new(h);
                         }
                     }
                     Ok(Val::Vector(series))
@@ -676,6 +694,12 @@ impl<'a> Evaluator<'a> {
                     msg: "unary expression only allowed on expressions of type scalar or instant vector".into(),
                 }),
             },
+            Expr::Binary(b) if matches!(b.op, BinOp::TrimUpper | BinOp::TrimLower) => {
+                let saved = std::mem::replace(&mut self.stats, StatsDecoding::Vetoed);
+                let r = self.at_pos(b.pos, |ev| crate::binop::eval_binary(ev, b, ctx));
+                self.stats = saved;
+                r
+            }
             Expr::Binary(b) => self.at_pos(b.pos, |ev| crate::binop::eval_binary(ev, b, ctx)),
             Expr::Aggregate(a) => self.at_pos(a.expr_pos, |ev| {
                 crate::aggregate::eval_aggregate(ev, a, ctx)
@@ -689,7 +713,21 @@ impl<'a> Evaluator<'a> {
                     .position(|a| matches!(a.value_type(), ValueType::Vector | ValueType::Matrix))
                     .unwrap_or(0);
                 let pos = c.arg_pos.get(main).copied().unwrap_or_default();
-                self.at_pos(pos, |ev| crate::functions::eval_call(ev, c, ctx))
+                let saved = self.stats;
+                match c.func.as_str() {
+                    "histogram_count" | "histogram_sum" | "histogram_avg"
+                        if saved != StatsDecoding::Vetoed =>
+                    {
+                        self.stats = StatsDecoding::On;
+                    }
+                    "histogram_quantile" | "histogram_quantiles" | "histogram_fraction" => {
+                        self.stats = StatsDecoding::Vetoed;
+                    }
+                    _ => {}
+                }
+                let r = self.at_pos(pos, |ev| crate::functions::eval_call(ev, c, ctx));
+                self.stats = saved;
+                r
             }
         }
     }
@@ -829,7 +867,7 @@ impl<'a> Evaluator<'a> {
         ctx: &Ctx,
         ts_mode: bool,
     ) -> Result<Series> {
-        let samples = typed(s, lo, hi)?;
+        let samples = typed(s, lo, hi, self.stats == StatsDecoding::On)?;
         let mut out = Series::floats(s.labels.clone(), false, Vec::new());
         let mut k = 0usize;
         for (i, &r) in refs.iter().enumerate() {
@@ -907,7 +945,7 @@ impl<'a> Evaluator<'a> {
         for (si, s) in selected.into_iter().enumerate() {
             self.check_deadline()?;
             if s.has_histograms() {
-                let samples = typed(&s, lo, hi)?;
+                let samples = typed(&s, lo, hi, self.stats == StatsDecoding::On)?;
                 let mut fl: Vec<(i64, f64)> = Vec::new();
                 let mut hs: Vec<(i64, Hist)> = Vec::new();
                 for (i, &r) in refs.iter().enumerate() {
@@ -996,10 +1034,16 @@ impl<'a> Evaluator<'a> {
             step,
         };
         self.check_samples(inner.n())?;
-        let series = if inner.n() == 0 {
-            Vec::new()
+        let saved = std::mem::replace(&mut self.stats, StatsDecoding::Vetoed);
+        let val = if inner.n() == 0 {
+            None
         } else {
-            match self.eval(&sq.expr, &inner)? {
+            Some(self.eval(&sq.expr, &inner))
+        };
+        self.stats = saved;
+        let mut series = match val {
+            None => Vec::new(),
+            Some(v) => match v? {
                 Val::Vector(v) => v,
                 Val::Scalar(v) => vec![Series::floats(
                     Labels::empty(),
@@ -1011,8 +1055,18 @@ impl<'a> Evaluator<'a> {
                         msg: "subquery is only allowed on instant vector".into(),
                     });
                 }
-            }
+            },
         };
+        // The subquery's steps skip samples, so counter-reset hints from
+        // storage no longer relate neighbours: let the functions detect
+        // resets themselves (Prometheus does the same).
+        for s in &mut series {
+            for (_, h) in &mut s.hist {
+                if matches!(h.reset_hint, reset_hint::RESET | reset_hint::NOT_RESET) {
+                    std::sync::Arc::make_mut(h).reset_hint = reset_hint::UNKNOWN;
+                }
+            }
+        }
         let mut labels = Vec::with_capacity(series.len());
         for (si, s) in series.into_iter().enumerate() {
             self.check_deadline()?;
@@ -1075,21 +1129,51 @@ pub(crate) enum TypedV {
 
 /// Decodes every sample of `s` in `[lo, hi]`, histograms as float
 /// histograms.
-pub(crate) fn typed(s: &stratus_tsdb::Series, lo: i64, hi: i64) -> Result<Vec<(i64, TypedV)>> {
+/// The samples of a series holding native histograms in `[lo, hi]`.
+///
+/// Counter-reset hints follow what Prometheus' queriers report: the first
+/// sample of a chunk cut for a reset reads as "unknown" (prometheus#15346).
+/// With `stats` (Prometheus' `HistogramStatsIterator`), an "unknown" hint is
+/// replaced by the result of reset detection against the previous
+/// histogram read, when there is one.
+pub(crate) fn typed(
+    s: &stratus_tsdb::Series,
+    lo: i64,
+    hi: i64,
+    stats: bool,
+) -> Result<Vec<(i64, TypedV)>> {
     let raw = s
         .typed_samples(lo, hi)
         .map_err(|e| PromqlError::BadArgument {
             msg: format!("decoding histogram chunk: {e}"),
         })?;
+    let mut last: Option<Hist> = None;
     Ok(raw
         .into_iter()
         .map(|(t, v)| {
             let v = match v {
-                stratus_tsdb::Value::Float(f) => TypedV::F(f),
-                stratus_tsdb::Value::Histogram(h) => TypedV::H(std::sync::Arc::new(h.to_float())),
-                stratus_tsdb::Value::FloatHistogram(h) => TypedV::H(h),
+                stratus_tsdb::Value::Float(f) => return (t, TypedV::F(f)),
+                stratus_tsdb::Value::Histogram(h) => std::sync::Arc::new(h.to_float()),
+                stratus_tsdb::Value::FloatHistogram(h) => h,
             };
-            (t, v)
+            let mut h = v;
+            if h.reset_hint == reset_hint::RESET {
+                std::sync::Arc::make_mut(&mut h).reset_hint = reset_hint::UNKNOWN;
+            }
+            if stats && !h.is_stale() {
+                if h.reset_hint == reset_hint::UNKNOWN {
+                    if let Some(prev) = &last {
+                        let hint = if crate::histogram::detect_reset(&h, prev) {
+                            reset_hint::RESET
+                        } else {
+                            reset_hint::NOT_RESET
+                        };
+                        std::sync::Arc::make_mut(&mut h).reset_hint = hint;
+                    }
+                }
+                last = Some(h.clone());
+            }
+            (t, TypedV::H(h))
         })
         .collect())
 }

@@ -68,7 +68,7 @@ impl<'a> Evaluator<'a> {
         for s in selected {
             self.check_deadline()?;
             let samples: Vec<(i64, Sv)> = if s.has_histograms() {
-                typed(&s, lo, hi)?
+                typed(&s, lo, hi, false)?
                     .into_iter()
                     .filter_map(|(t, v)| match v {
                         TypedV::F(f) if !is_stale_nan(f) => Some((t, Sv::F(f))),

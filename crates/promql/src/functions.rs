@@ -1133,66 +1133,26 @@ fn hist_range(
                 return None;
             }
             let avg = name == "avg_over_time";
-            let mut acc = hg::compact(&hs[0].1);
-            let mut comp = hg::kahan_zero(&acc);
-            // avg_over_time switches to an incremental mean once the sum
-            // overflows, as for floats.
-            let mut incremental = false;
-            for (k, (_, h)) in hs.iter().enumerate().skip(1) {
-                if hg::custom_mismatch(&acc, h) {
+            let has = |hint: u8| hs.iter().any(|(_, h)| h.reset_hint == hint);
+            if has(stratus_model::reset_hint::RESET) && has(stratus_model::reset_hint::NOT_RESET) {
+                warn("conflicting counter resets during histogram aggregation".into());
+            }
+            let mut acc = hg::HistAcc::new(&hs[0].1);
+            for (_, h) in &hs[1..] {
+                if hg::custom_mismatch(acc.current(), h) {
                     warn(format!("{INFO}{RECONCILED} aggregation"));
                 }
-                let n = (k + 1) as f64;
-                let step = if incremental {
-                    let q = (n - 1.0) / n;
-                    hg::kahan_add(
-                        &hg::scale(&acc, q),
-                        &hg::scale(&comp, q),
-                        &hg::scale(h, 1.0 / n),
-                    )
-                } else {
-                    hg::kahan_add(&acc, &comp, h)
-                };
-                match step {
-                    Ok((r, c)) => {
-                        let overflow = !incremental
-                            && avg
-                            && (r.count.is_infinite() || r.sum.is_infinite())
-                            && acc.count.is_finite()
-                            && acc.sum.is_finite()
-                            && h.count.is_finite()
-                            && h.sum.is_finite();
-                        if overflow {
-                            // Redo this sample as the first incremental step.
-                            incremental = true;
-                            let prev = 1.0 / (n - 1.0);
-                            let (m, mc) = (hg::scale(&acc, prev), hg::scale(&comp, prev));
-                            let q = (n - 1.0) / n;
-                            match hg::kahan_add(
-                                &hg::scale(&m, q),
-                                &hg::scale(&mc, q),
-                                &hg::scale(h, 1.0 / n),
-                            ) {
-                                Ok((r, c)) => (acc, comp) = (r, c),
-                                Err(_) => {
-                                    warn(MIX_SCHEMA.into());
-                                    return None;
-                                }
-                            }
-                        } else {
-                            (acc, comp) = (r, c);
-                        }
-                    }
-                    Err(_) => {
-                        warn(MIX_SCHEMA.into());
-                        return None;
-                    }
+                let step = if avg { acc.add_avg(h) } else { acc.add_sum(h) };
+                if step.is_err() {
+                    warn(MIX_SCHEMA.into());
+                    return None;
                 }
             }
-            let mut acc = hg::kahan_finish(&acc, &comp);
-            if avg && !incremental {
-                acc = hg::scale(&acc, 1.0 / hs.len() as f64);
-            }
+            let acc = if avg {
+                acc.finish_avg()
+            } else {
+                acc.finish_sum()
+            };
             arc(acc)
         }
         _ => {
@@ -1218,26 +1178,42 @@ fn hist_rate(
     use stratus_model::reset_hint::GAUGE;
     let s = w.hpoints;
     let (first, last) = (&s[0], &s[s.len() - 1]);
-    let custom = hg::is_custom(&first.1);
-    let mut min_schema = first.1.schema;
-    for (_, h) in s {
-        if hg::is_custom(h) != custom {
-            warn(MIX_SCHEMA.into());
-            return None;
-        }
-        min_schema = min_schema.min(h.schema);
+    if is_counter && (first.1.reset_hint == GAUGE || last.1.reset_hint == GAUGE) {
+        warn("this native histogram metric is not a counter: {NAME}".into());
     }
+    // A counter reset between the 1st and 2nd sample makes the 1st
+    // irrelevant (its bucket layout included): start from an empty
+    // histogram shaped like the 2nd.
+    let mut start = std::borrow::Cow::Borrowed(&*first.1);
+    if is_counter && s.len() > 1 && hg::detect_reset(&s[1].1, &first.1) {
+        start = std::borrow::Cow::Owned(stratus_model::FloatHistogram {
+            schema: s[1].1.schema,
+            custom_values: s[1].1.custom_values.clone(),
+            ..Default::default()
+        });
+    }
+    let custom = hg::is_custom(&start);
+    if hg::is_custom(&last.1) != custom {
+        warn(MIX_SCHEMA.into());
+        return None;
+    }
+    let mut min_schema = last.1.schema.min(start.schema);
     if is_counter {
-        if s.iter().any(|(_, h)| h.reset_hint == GAUGE) {
-            warn("this native histogram metric is not a counter: {NAME}".into());
+        for (_, h) in &s[1..s.len() - 1] {
+            if h.reset_hint == GAUGE {
+                warn("this native histogram metric is not a counter: {NAME}".into());
+            }
+            min_schema = min_schema.min(h.schema);
+            if hg::is_custom(h) != custom {
+                warn(MIX_SCHEMA.into());
+                return None;
+            }
         }
-    } else if first.1.reset_hint != GAUGE || last.1.reset_hint != GAUGE {
-        warn("this native histogram metric is not a gauge: {NAME}".into());
     }
-    if hg::custom_mismatch(&last.1, &first.1) {
+    if hg::custom_mismatch(&last.1, &start) {
         warn(format!("{INFO}{RECONCILED} subtraction"));
     }
-    let mut h = match hg::sub(&hg::to_schema(&last.1, min_schema), &first.1) {
+    let mut h = match hg::sub(&hg::to_schema(&last.1, min_schema), &start) {
         Ok(h) => h,
         Err(_) => {
             warn(MIX_SCHEMA.into());
@@ -1245,12 +1221,13 @@ fn hist_rate(
         }
     };
     if is_counter {
-        for p in s.windows(2) {
-            if hg::detect_reset(&p[1].1, &p[0].1) {
-                if hg::custom_mismatch(&h, &p[0].1) {
+        let mut prev: &stratus_model::FloatHistogram = &start;
+        for (_, cur) in &s[1..] {
+            if hg::detect_reset(cur, prev) {
+                if hg::custom_mismatch(&h, prev) {
                     warn(format!("{INFO}{RECONCILED} addition"));
                 }
-                match hg::add(&h, &p[0].1) {
+                match hg::add(&h, prev) {
                     Ok(r) => h = r,
                     Err(_) => {
                         warn(MIX_SCHEMA.into());
@@ -1258,7 +1235,10 @@ fn hist_rate(
                     }
                 }
             }
+            prev = cur;
         }
+    } else if first.1.reset_hint != GAUGE || last.1.reset_hint != GAUGE {
+        warn("this native histogram metric is not a gauge: {NAME}".into());
     }
     h.reset_hint = GAUGE;
     let mut to_start = (first.0 - w.range_start) as f64 / 1000.0;
@@ -1500,7 +1480,7 @@ fn label_replace(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val> {
             "invalid regular expression in label_replace(): {re_s}: {e}"
         ))
     })?;
-    if dst.is_empty() {
+    if !crate::aggregate::is_valid_label_name(&dst) {
         return Err(PromqlError::InvalidLabel {
             msg: format!("invalid destination label name in label_replace(): {dst}"),
         });
@@ -1531,7 +1511,7 @@ fn label_join(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<Val> {
     for a in &c.args[3..] {
         srcs.push(string_arg(ev, a, ctx)?);
     }
-    if dst.is_empty() {
+    if !crate::aggregate::is_valid_label_name(&dst) {
         return Err(PromqlError::InvalidLabel {
             msg: format!("invalid destination label name in label_join(): {dst}"),
         });
@@ -1801,10 +1781,8 @@ fn quantile_core(
         if has_hist {
             cur.at_hist(ts, &mut hvals);
         }
-        if vals.is_empty() && hvals.is_empty() {
-            continue;
-        }
-        let up = upper.get(i).copied().unwrap_or(f64::NAN);
+        // Prometheus checks the quantile before looking at the input, so an
+        // empty vector still gets the warning.
         if !fraction && (qv.is_nan() || !(0.0..=1.0).contains(&qv)) && !warned_q {
             warned_q = true;
             ev.warn(format!(
@@ -1812,6 +1790,10 @@ fn quantile_core(
                 go_g(qv)
             ));
         }
+        if vals.is_empty() && hvals.is_empty() {
+            continue;
+        }
+        let up = upper.get(i).copied().unwrap_or(f64::NAN);
         let mut order: Vec<&Labels> = Vec::new();
         let mut groups: HashMap<&Labels, Vec<(f64, f64)>> = HashMap::new();
         for &(si, x) in &vals {

@@ -400,12 +400,106 @@ pub(crate) fn sub(a: &FloatHistogram, b: &FloatHistogram) -> Result<FloatHistogr
     combine(a, b, -1.0)
 }
 
-/// Whether adding `a` and `b` mixes a counter reset with a "not reset".
-pub(crate) fn reset_collision(a: &FloatHistogram, b: &FloatHistogram) -> bool {
-    matches!(
-        (a.reset_hint, b.reset_hint),
-        (reset_hint::RESET, reset_hint::NOT_RESET) | (reset_hint::NOT_RESET, reset_hint::RESET)
-    )
+/// Whether any count, the sum or a bucket of `h` is infinite (a running
+/// sum that overflowed).
+pub(crate) fn has_overflow(h: &FloatHistogram) -> bool {
+    [h.zero_count, h.count, h.sum]
+        .iter()
+        .chain(&h.positive_buckets)
+        .chain(&h.negative_buckets)
+        .any(|v| v.is_infinite())
+}
+
+/// Running sum or mean of histograms in Prometheus' order of operations:
+/// a Kahan-compensated sum while it stays finite; for a mean, once the sum
+/// would overflow, an incremental mean (`mean*(n-1)/n + h/n`, compensated
+/// too) from then on.
+#[derive(Debug, Clone)]
+pub(crate) struct HistAcc {
+    sum: FloatHistogram,
+    comp: Option<FloatHistogram>,
+    /// The mean once the incremental calculation took over.
+    mean: Option<FloatHistogram>,
+    count: f64,
+}
+
+impl HistAcc {
+    /// Starts with the first histogram.
+    pub(crate) fn new(first: &FloatHistogram) -> Self {
+        HistAcc {
+            sum: first.clone(),
+            comp: None,
+            mean: None,
+            count: 1.0,
+        }
+    }
+
+    /// The histogram values are accumulated into (for compatibility checks).
+    pub(crate) fn current(&self) -> &FloatHistogram {
+        self.mean.as_ref().unwrap_or(&self.sum)
+    }
+
+    /// Adds `h` to a sum.
+    pub(crate) fn add_sum(&mut self, h: &FloatHistogram) -> Result<(), HistError> {
+        self.count += 1.0;
+        let comp = self.comp.take().unwrap_or_else(|| kahan_zero(&self.sum));
+        let (s, c) = kahan_add(&self.sum, &comp, h)?;
+        self.sum = s;
+        self.comp = Some(c);
+        Ok(())
+    }
+
+    /// Adds `h` to a mean.
+    pub(crate) fn add_avg(&mut self, h: &FloatHistogram) -> Result<(), HistError> {
+        self.count += 1.0;
+        let n = self.count;
+        if self.mean.is_none() {
+            let comp = self.comp.clone().unwrap_or_else(|| kahan_zero(&self.sum));
+            let (s, c) = kahan_add(&self.sum, &comp, h)?;
+            if !has_overflow(&s) {
+                self.sum = s;
+                self.comp = Some(c);
+                return Ok(());
+            }
+            self.mean = Some(div(&self.sum, n - 1.0));
+            self.comp = self.comp.take().map(|c| div(&c, n - 1.0));
+        }
+        let q = (n - 1.0) / n;
+        let comp = match self.comp.take() {
+            Some(c) => scale(&c, q),
+            None => kahan_zero(&self.sum),
+        };
+        let to_add = div(h, n);
+        let mean = scale(self.mean.as_ref().unwrap_or(&self.sum), q);
+        let (m, c) = kahan_add(&mean, &comp, &to_add)?;
+        self.mean = Some(m);
+        self.comp = Some(c);
+        Ok(())
+    }
+
+    /// The sum with its compensation folded in.
+    pub(crate) fn finish_sum(self) -> FloatHistogram {
+        match &self.comp {
+            Some(c) => kahan_finish(&self.sum, c),
+            None => compact(&self.sum),
+        }
+    }
+
+    /// The mean with its compensation folded in.
+    pub(crate) fn finish_avg(self) -> FloatHistogram {
+        if let Some(m) = &self.mean {
+            return match &self.comp {
+                Some(c) => kahan_finish(m, c),
+                None => compact(m),
+            };
+        }
+        let n = self.count;
+        let s = div(&self.sum, n);
+        match &self.comp {
+            Some(c) => kahan_finish(&s, &div(c, n)),
+            None => compact(&s),
+        }
+    }
 }
 
 /// `h * f` (all counts and the sum).
@@ -701,8 +795,14 @@ pub(crate) fn fraction(lower: f64, upper: f64, h: &FloatHistogram) -> f64 {
         if lo_set && up_set {
             break;
         }
+        // The lowest custom bucket reaching down to -Inf is not
+        // interpolated: none of it counts as inside the range unless the
+        // range covers it whole.
+        let open_below = b.lower == f64::NEG_INFINITY;
         if !lo_set && b.lower < lower && b.upper > lower {
-            lo_rank = if custom || zero_bucket {
+            lo_rank = if open_below {
+                rank + b.count
+            } else if custom || zero_bucket {
                 linear(lower, rank)
             } else {
                 expo(lower, rank)
@@ -710,7 +810,9 @@ pub(crate) fn fraction(lower: f64, upper: f64, h: &FloatHistogram) -> f64 {
             lo_set = true;
         }
         if !up_set && b.lower < upper && b.upper > upper {
-            up_rank = if custom || zero_bucket {
+            up_rank = if open_below {
+                rank
+            } else if custom || zero_bucket {
                 linear(upper, rank)
             } else {
                 expo(upper, rank)
@@ -735,7 +837,9 @@ pub(crate) fn fraction(lower: f64, upper: f64, h: &FloatHistogram) -> f64 {
     if !up_set || up_rank > cap {
         up_rank = cap;
     }
-    (up_rank - lo_rank) / h.count
+    let inside = up_rank - lo_rank;
+    // Both bounds in the -Inf bucket: nothing inside (NaN stays NaN).
+    if inside < 0.0 { 0.0 } else { inside / h.count }
 }
 
 /// The observations in the buckets (zero bucket included).
@@ -986,6 +1090,42 @@ mod tests {
         let r = trim(&c, 7.5, true);
         assert_eq!(r.count, 4.0);
         assert_eq!(r.sum, 2.5 + 3.0 * 6.25);
+    }
+
+    #[test]
+    fn fraction_does_not_interpolate_the_minus_inf_bucket() {
+        // Custom bounds -3, -2, -1: buckets (-Inf,-3] 10, (-3,-2] 2,
+        // (-2,-1] 3, (-1,+Inf] 85.
+        let h = FloatHistogram {
+            schema: CUSTOM_BUCKETS_SCHEMA,
+            count: 100.0,
+            positive_spans: vec![BucketSpan {
+                offset: 0,
+                length: 4,
+            }],
+            positive_buckets: vec![10.0, 2.0, 3.0, 85.0],
+            custom_values: vec![-3.0, -2.0, -1.0],
+            ..Default::default()
+        };
+        assert_eq!(fraction(-4.0, -2.0, &h), 0.02);
+        assert_eq!(fraction(-5.0, -4.0, &h), 0.0);
+        assert_eq!(fraction(f64::NEG_INFINITY, -2.0, &h), 0.12);
+    }
+
+    #[test]
+    fn mean_switches_to_incremental_on_overflow() {
+        let big = h(0, &[(1, f64::MAX)]);
+        let small = h(0, &[(1, 2.0)]);
+        let mut acc = HistAcc::new(&big);
+        acc.add_avg(&big).unwrap();
+        acc.add_avg(&small).unwrap();
+        let m = acc.finish_avg();
+        assert!(!has_overflow(&m));
+        assert_eq!(m.positive_buckets.len(), 1);
+        assert!((m.positive_buckets[0] / (f64::MAX / 1.5) - 1.0).abs() < 1e-12);
+        let mut s = HistAcc::new(&small);
+        s.add_sum(&small).unwrap();
+        assert_eq!(s.finish_sum().count, 4.0);
     }
 
     #[test]

@@ -62,6 +62,32 @@ pub fn labels_string(l: &Labels) -> String {
 }
 
 /// Go's `strconv.Quote` for the printable subset we produce.
+/// First of the private-use code points that stand for the raw bytes
+/// 0x80..=0xff of a query string that are not valid UTF-8 (Go keeps such
+/// bytes; a Rust `String` cannot).
+const RAW_BYTE_BASE: u32 = 0x10_FF00;
+
+/// Decodes query-string bytes, mapping each byte that is not part of a valid
+/// UTF-8 sequence to a private-use stand-in (see [`raw_byte`]).
+pub(crate) fn bytes_to_string(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for &b in chunk.invalid() {
+            out.extend(char::from_u32(RAW_BYTE_BASE + u32::from(b)));
+        }
+    }
+    out
+}
+
+/// The invalid raw byte a stand-in character represents, if it is one.
+pub(crate) fn raw_byte(c: char) -> Option<u8> {
+    let v = c as u32;
+    (RAW_BYTE_BASE + 0x80..=RAW_BYTE_BASE + 0xff)
+        .contains(&v)
+        .then(|| (v - RAW_BYTE_BASE) as u8)
+}
+
 pub(crate) fn go_quote(v: &str) -> String {
     let mut s = String::with_capacity(v.len() + 2);
     s.push('"');
@@ -75,7 +101,12 @@ pub(crate) fn go_quote(v: &str) -> String {
             c if (c as u32) < 0x20 || c as u32 == 0x7f => {
                 let _ = write!(s, "\\x{:02x}", c as u32);
             }
-            c => s.push(c),
+            c => match raw_byte(c) {
+                Some(b) => {
+                    let _ = write!(s, "\\x{b:02x}");
+                }
+                None => s.push(c),
+            },
         }
     }
     s.push('"');
@@ -102,4 +133,55 @@ pub fn histogram_buckets(h: &FloatHistogram) -> Vec<(u8, f64, f64, f64)> {
             (rule, b.lower, b.upper, b.count)
         })
         .collect()
+}
+
+/// Go's `FloatHistogram.String()`: count, sum and the populated buckets,
+/// lowest first, as `count_values` uses for a histogram's label value.
+pub(crate) fn histogram_string(h: &FloatHistogram) -> String {
+    use crate::aggregate::go_g;
+    let mut s = format!("{{count:{}, sum:{}", go_g(h.count), go_g(h.sum));
+    for (rule, lo, hi, c) in histogram_buckets(h) {
+        let (open, close) = match rule {
+            0 => ('(', ']'),
+            1 => ('[', ')'),
+            _ => ('[', ']'),
+        };
+        let _ = write!(s, ", {open}{},{}{close}:{}", go_g(lo), go_g(hi), go_g(c));
+    }
+    s.push('}');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratus_model::BucketSpan;
+
+    #[test]
+    fn histogram_string_is_go_format() {
+        let span = |length| vec![BucketSpan { offset: 0, length }];
+        let h = FloatHistogram {
+            count: 20.0,
+            sum: 10.0,
+            zero_threshold: 0.001,
+            zero_count: 2.0,
+            positive_spans: span(2),
+            positive_buckets: vec![1.0, 2.0],
+            negative_spans: span(2),
+            negative_buckets: vec![1.0, 2.0],
+            ..Default::default()
+        };
+        assert_eq!(
+            histogram_string(&h),
+            "{count:20, sum:10, [-2,-1):2, [-1,-0.5):1, [-0.001,0.001]:2, (0.5,1]:1, (1,2]:2}"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_bytes_survive_quoting() {
+        let s = bytes_to_string(b"a\xc5z\xe2\x82\xac");
+        assert_eq!(go_quote(&s), "\"a\\xc5z\u{20ac}\"");
+        assert!(!crate::aggregate::is_valid_label_name(&s));
+        assert!(crate::aggregate::is_valid_label_name("a\u{20ac}"));
+    }
 }

@@ -197,6 +197,12 @@ fn push_escaped(out: &mut String, c: char, quote: char) {
         '\t' => out.push_str("\\t"),
         '\x0b' => out.push_str("\\v"),
         '\\' => out.push_str("\\\\"),
+        c if crate::value::raw_byte(c).is_some() => {
+            out.push_str(&format!(
+                "\\x{:02x}",
+                crate::value::raw_byte(c).unwrap_or(0)
+            ));
+        }
         c if c == quote => {
             out.push('\\');
             out.push(c);
@@ -639,7 +645,7 @@ impl Lexer<'_> {
                 }
             }
         }
-        Some(String::from_utf8_lossy(&bytes).into_owned())
+        Some(crate::value::bytes_to_string(&bytes))
     }
 
     fn raw_string(&mut self, start: usize) -> Option<String> {
