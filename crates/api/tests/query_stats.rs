@@ -296,6 +296,9 @@ enum Peak {
     StepInvariant,
 }
 
+/// A path, its parameters, and whether peaks are compared.
+type Case<'a> = (&'a str, Vec<(&'a str, String)>, Peak);
+
 /// Same data, same queries with `stats=all`: the sample counts (total and
 /// per step) and, where 2.42 and 3.x agree, the peak match Prometheus 2.42.
 /// Evaluation times are off the 15 s sample grid, so 2.42's left-closed
@@ -362,7 +365,7 @@ async fn sample_counts_match_prometheus() {
     .map(|(q, p)| (q.replace("AT", &at), *p))
     .collect();
 
-    let mut cases: Vec<(&str, Vec<(&str, String)>, Peak)> = Vec::new();
+    let mut cases: Vec<Case<'_>> = Vec::new();
     for (q, peak) in &instant {
         cases.push((
             "/api/v1/query",

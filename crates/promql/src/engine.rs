@@ -787,8 +787,8 @@ impl<'a> Evaluator<'a> {
             // so far.
             _ => {
                 let mut cum = 0i64;
-                for k in 0..n {
-                    cum += size[k];
+                for (k, sz) in size.iter().enumerate() {
+                    cum += sz;
                     let g = frame.gathered.get(k).copied().unwrap_or(0);
                     c.update_peak(base + inputs + cum + g);
                 }
