@@ -172,3 +172,77 @@ fn stats_off_by_default() {
     assert!(s.per_step.is_empty());
     assert_eq!(s.total_samples, 2);
 }
+
+/// Rough cost of counting (ignored by default; run with
+/// `cargo test -p stratus-promql --test stats -- --ignored --nocapture`):
+/// best of 5 range queries over 200 series × 2880 samples, stats off and
+/// with per-step stats.
+#[test]
+#[ignore]
+fn stats_overhead() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = DbConfig::default();
+    cfg.head.ooo_window = i64::MAX / 4;
+    cfg.max_future = Duration::from_secs(1 << 40);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let db = Arc::new(
+        rt.block_on(Db::open(dir.path(), Bucket::memory(), cfg))
+            .unwrap(),
+    );
+    let (n_series, n_samples, scrape) = (200usize, 2880i64, 15_000i64);
+    let labels: Vec<Labels> = (0..n_series)
+        .map(|i| {
+            let inst = format!("i{i}");
+            let job = format!("j{}", i % 10);
+            Labels::from_pairs([
+                ("__name__", "req_total"),
+                ("instance", inst.as_str()),
+                ("job", job.as_str()),
+            ])
+        })
+        .collect();
+    for chunk in (0..n_samples).collect::<Vec<_>>().chunks(240) {
+        let samples: Vec<Vec<Sample>> = (0..n_series)
+            .map(|s| {
+                chunk
+                    .iter()
+                    .map(|&i| Sample::new(i * scrape, (i * (s as i64 + 1)) as f64))
+                    .collect()
+            })
+            .collect();
+        let batch: Vec<SeriesSamples<'_>> = labels
+            .iter()
+            .zip(&samples)
+            .map(|(labels, samples)| SeriesSamples { labels, samples })
+            .collect();
+        db.append(&batch).unwrap();
+    }
+    let e = Engine::new(EngineOptions::default());
+    let end = (n_samples - 1) * scrape;
+    for q in [
+        "rate(req_total[5m])",
+        "sum by (job) (rate(req_total[5m]))",
+        "req_total",
+        "max_over_time(req_total[1h])",
+        "max_over_time(req_total[10m:1m])",
+    ] {
+        let expr = stratus_promql::parse(q).unwrap();
+        let best = |mode: StatsMode| {
+            (0..5)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    let r = e
+                        .range_expr_stats(db.as_ref(), &expr, 0, end, 60_000, mode)
+                        .unwrap();
+                    std::hint::black_box(r);
+                    t.elapsed()
+                })
+                .min()
+                .unwrap()
+        };
+        let (off, on) = (best(StatsMode::Off), best(StatsMode::PerStep));
+        println!("{q}: stats off {off:?}, stats=all {on:?}");
+    }
+}
