@@ -246,3 +246,53 @@ fn stats_overhead() {
         println!("{q}: stats off {off:?}, stats=all {on:?}");
     }
 }
+
+/// Native histograms count by size, Prometheus 3.x's `HPoint.size()`:
+/// (168 + 8 × (spans + buckets) + 8) / 16 = 12 for one span of 2 buckets
+/// (Prometheus 2.42 counted each as 1).
+#[test]
+fn histograms_count_by_size() {
+    use stratus_model::{BucketSpan, FloatHistogram};
+    use stratus_tsdb::SeriesHistograms;
+    let (db, _d) = fixture();
+    let labels = Labels::from_pairs([("__name__", "h")]);
+    let hs: Vec<(i64, FloatHistogram)> = (0..=40i64)
+        .map(|k| {
+            let c = k as f64;
+            (
+                BASE + k * 15_000,
+                FloatHistogram {
+                    count: 2.0 * c,
+                    sum: c,
+                    positive_spans: vec![BucketSpan {
+                        offset: 0,
+                        length: 2,
+                    }],
+                    positive_buckets: vec![c, c],
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    let r = db
+        .append_with_histograms(
+            &[],
+            &[SeriesHistograms {
+                labels: &labels,
+                histograms: &[],
+                float_histograms: &hs,
+            }],
+        )
+        .unwrap();
+    assert_eq!(r.rejected, 0);
+    let db = db.as_ref();
+    let s = instant(db, "h", T);
+    assert_eq!((s.total_samples, s.peak_samples), (12, 12), "{s:?}");
+    let s = instant(db, "h[1m]", T);
+    assert_eq!(s.total_samples, 48, "{s:?}");
+    let s = instant(db, "rate(h[1m])", T);
+    assert_eq!(s.total_samples, 48, "{s:?}");
+    // A float series beside it still counts 1 per sample.
+    let s = instant(db, "count(h) + count(a)", T);
+    assert_eq!(s.total_samples, 14, "{s:?}");
+}
