@@ -290,6 +290,9 @@ enum Peak {
     /// the gathered step and the output so far); 3.x, which Stratus
     /// follows, holds only inputs and output.
     Aggregation,
+    /// 2.42 ran `label_replace` per step like other functions (input,
+    /// gathered step, output); 3.x relabels its input in place.
+    Relabel,
     /// Prometheus evaluates a subtree pinned by `@` once and copies it to
     /// every step; Stratus evaluates it per step, so a range function
     /// under `@` in a range query peaks higher here.
@@ -340,6 +343,17 @@ async fn sample_counts_match_prometheus() {
         ("max_over_time(sum(a)[2m:30s])", Peak::Aggregation),
         ("a @ AT", Peak::Same),
         ("rate(a[1m] @ AT)", Peak::Same),
+        ("-a", Peak::Same),
+        ("a > 3", Peak::Same),
+        ("a and b", Peak::Same),
+        ("a or b", Peak::Same),
+        ("label_replace(a, \"x\", \"y\", \"\", \"\")", Peak::Relabel),
+        ("timestamp(a)", Peak::Same),
+        ("changes(a[2m])", Peak::Same),
+        ("quantile_over_time(0.5, a[2m])", Peak::Same),
+        ("sum_over_time(a[1m] offset 1m)", Peak::Same),
+        ("deriv(a[1m:15s])", Peak::Same),
+        ("topk(1, a)", Peak::Aggregation),
     ]
     .iter()
     .map(|(q, p)| (q.replace("AT", &at), *p))
@@ -360,6 +374,11 @@ async fn sample_counts_match_prometheus() {
         ("max_over_time(sum(a)[2m:30s])", Peak::Aggregation),
         ("a @ AT", Peak::Same),
         ("rate(a[1m] @ AT)", Peak::StepInvariant),
+        ("-a", Peak::Same),
+        ("a or b", Peak::Same),
+        ("timestamp(a)", Peak::Same),
+        ("quantile_over_time(0.5, a[2m])", Peak::Same),
+        ("deriv(a[1m:15s])", Peak::Same),
     ]
     .iter()
     .map(|(q, p)| (q.replace("AT", &at), *p))

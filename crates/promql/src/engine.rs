@@ -784,12 +784,16 @@ impl<'a> Evaluator<'a> {
             }
             // Binary operators, non-range functions, literals: per step,
             // the inputs, the samples gathered for the step and the output
-            // so far.
+            // so far. `timestamp()` of a selector loads the step's samples
+            // itself (one per output sample).
             _ => {
+                let own_load = matches!(e, Expr::Call(call) if call.func == "timestamp"
+                    && call.args.first().is_some_and(|a| matches!(unparen_expr(a), Expr::VectorSelector(_))));
+                let gathered = if own_load { &present } else { &frame.gathered };
                 let mut cum = 0i64;
                 for (k, sz) in size.iter().enumerate() {
                     cum += sz;
-                    let g = frame.gathered.get(k).copied().unwrap_or(0);
+                    let g = gathered.get(k).copied().unwrap_or(0);
                     c.update_peak(base + inputs + cum + g);
                 }
             }
@@ -1395,4 +1399,12 @@ fn note_window(c: &mut Counters, si: usize, size: i64) {
         w.last = size;
         w.nonempty |= size > 0;
     }
+}
+
+/// `e` without enclosing parentheses.
+fn unparen_expr(mut e: &Expr) -> &Expr {
+    while let Expr::Paren(inner) = e {
+        e = inner;
+    }
+    e
 }
