@@ -757,6 +757,15 @@ impl<'a> Evaluator<'a> {
             _ => size.iter().sum(),
         };
         let range_call = matches!(e, Expr::Call(call) if call.args.iter().any(|a| a.value_type() == ValueType::Matrix));
+        if let Expr::VectorSelector(vs) = e {
+            if vs.smoothed {
+                // The experimental smoothed selector loads through its own
+                // path: count what it returns per step.
+                for (k, &sz) in size.iter().enumerate() {
+                    c.add_at(k, sz);
+                }
+            }
+        }
         match e {
             // Leaves and nodes that pass their input through.
             Expr::VectorSelector(_)

@@ -22,8 +22,14 @@
 //! so far, range functions add the current window and the output of the
 //! series done so far, aggregations add only their output (3.x; 2.42
 //! evaluated aggregations like binary operators, so its peaks are higher).
-//! Step-invariant (`@`) subtrees are not evaluated once as in Prometheus, so
-//! their peaks can be higher here.
+//! `label_replace`/`label_join` relabel their input in place (3.x; 2.42
+//! evaluated them per step like other functions, so its peaks are higher).
+//! Step-invariant (`@`) subtrees of range queries are not evaluated once
+//! and copied as in Prometheus, so their peaks can be higher here; instant
+//! queries are not affected. The experimental anchored range selectors are
+//! not counted. Newer Prometheus versions than the 3.x this follows add
+//! `samplesRead` and attribute a subquery's inner samples to the outer
+//! steps whose windows read them; neither is implemented.
 //!
 //! Everything is behind `Option<Box<Counters>>` on the evaluator: with stats
 //! off each hook is one branch on a `None`.
