@@ -40,7 +40,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use stratus_model::{Labels, Matcher};
 use stratus_promql::ast::{Expr, ValueType};
-use stratus_promql::{Engine, EngineOptions, PromqlError, QueryResult, RangeSeries, Value};
+use stratus_promql::{
+    Engine, EngineOptions, PromqlError, QueryResult, QueryStats, RangeSeries, StatsMode, Value,
+};
 use stratus_tsdb::{Queryable, SelectHints, Series};
 
 use crate::read::{ApiError, Params, parse_limit, parse_time};
@@ -381,11 +383,76 @@ pub(crate) fn encode_result(r: &QueryResult) -> String {
             write_matrix(&mut out, m);
         }
     }
+    if let Some(st) = &r.stats {
+        write_stats(&mut out, st);
+    }
     out.push('}');
     write_string_list(&mut out, "warnings", &r.warnings);
     write_string_list(&mut out, "infos", &r.infos);
     out.push('}');
     out
+}
+
+/// Go's `encoding/json` spelling of a float64: shortest digits, plain
+/// unless below 1e-6 or from 1e21 on, and then without the exponent's
+/// leading zero (`4.2e-7`).
+fn write_json_float(out: &mut String, v: f64) {
+    let abs = v.abs();
+    if abs != 0.0 && abs.is_finite() && !(1e-6..1e21).contains(&abs) {
+        let s = go_format_float(v, true);
+        match s.find("e-0") {
+            Some(i) => {
+                out.push_str(&s[..i + 2]);
+                out.push_str(&s[i + 3..]);
+            }
+            None => out.push_str(&s),
+        }
+    } else {
+        out.push_str(&go_format_float(v, false));
+    }
+}
+
+/// The `stats` member of a query's `data`, as Prometheus'
+/// `util/stats.BuiltinStats` marshals it: timings in seconds, then the
+/// samples (per step first, when asked for with `stats=all`).
+fn write_stats(out: &mut String, st: &QueryStats) {
+    let t = &st.timings;
+    out.push_str(",\"stats\":{\"timings\":{");
+    for (i, (k, d)) in [
+        ("evalTotalTime", t.eval_total),
+        ("resultSortTime", t.result_sort),
+        ("queryPreparationTime", t.query_preparation),
+        ("innerEvalTime", t.inner_eval),
+        ("execQueueTime", t.exec_queue),
+        ("execTotalTime", t.exec_total),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "\"{k}\":");
+        write_json_float(out, d.as_secs_f64());
+    }
+    out.push_str("},\"samples\":{");
+    if !st.per_step.is_empty() {
+        out.push_str("\"totalQueryableSamplesPerStep\":[");
+        for (i, &(t, n)) in st.per_step.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push('[');
+            write_json_float(out, t as f64 / 1000.0);
+            let _ = write!(out, ",{n}]");
+        }
+        out.push_str("],");
+    }
+    let _ = write!(
+        out,
+        "\"totalQueryableSamples\":{},\"peakSamples\":{}}}}}",
+        st.total_samples, st.peak_samples
+    );
 }
 
 /// Parses a duration parameter as Prometheus' API does: float seconds
@@ -429,6 +496,8 @@ struct Common {
     timeout: Duration,
     lookback: Option<Duration>,
     limit: usize,
+    /// `stats`: any value asks for statistics, `all` also per step.
+    stats: StatsMode,
 }
 
 /// The `timeout` parameter is capped by the tenant's `query_timeout` in
@@ -455,6 +524,11 @@ fn parse_common(p: &Params) -> Result<Common, ApiError> {
         }
     };
     let limit = parse_limit(p)?;
+    let stats = match p.get("stats") {
+        None | Some("") => StatsMode::Off,
+        Some("all") => StatsMode::PerStep,
+        Some(_) => StatsMode::Summary,
+    };
     let text = p.get("query").unwrap_or("");
     if text.trim().is_empty() {
         return Err(invalid("query", "no expression found in input"));
@@ -465,6 +539,7 @@ fn parse_common(p: &Params) -> Result<Common, ApiError> {
         timeout,
         lookback,
         limit,
+        stats,
     })
 }
 
@@ -580,7 +655,9 @@ async fn run(st: &AppState, headers: &HeaderMap, c: Common, what: Eval) -> Respo
     let tenant_slots = max_conc.and_then(|n| st.tenant_query_slots.get(&tenant, n));
     let got_tenant_slot = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let got = got_tenant_slot.clone();
+    let mode = c.stats;
     let task = async move {
+        let queued = std::time::Instant::now();
         // The wait for a tenant slot is bounded by the query's timeout.
         let tenant_slot = match tenant_slots {
             Some(sem) => match tokio::time::timeout(timeout, sem.acquire_owned()).await {
@@ -595,14 +672,25 @@ async fn run(st: &AppState, headers: &HeaderMap, c: Common, what: Eval) -> Respo
         let Ok(slot) = slots.acquire_owned().await else {
             return Ok(Err(PromqlError::Timeout));
         };
+        let queue_time = queued.elapsed();
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
             let _tenant_slot = tenant_slot;
             let q: &dyn Queryable = &*store;
-            match what {
-                Eval::Instant(t) => engine.instant_expr(q, &expr, t),
-                Eval::Range { start, end, step } => engine.range_expr(q, &expr, start, end, step),
+            let mut r = match what {
+                Eval::Instant(t) => engine.instant_expr_stats(q, &expr, t, mode),
+                Eval::Range { start, end, step } => {
+                    engine.range_expr_stats(q, &expr, start, end, step, mode)
+                }
+            };
+            if let Ok(QueryResult {
+                stats: Some(st), ..
+            }) = &mut r
+            {
+                st.timings.exec_queue = queue_time;
+                st.timings.exec_total = queue_time.saturating_add(st.timings.eval_total);
             }
+            r
         })
         .await
     };
@@ -634,6 +722,17 @@ async fn run(st: &AppState, headers: &HeaderMap, c: Common, what: Eval) -> Respo
     };
     match res {
         Ok(mut r) => {
+            if let Some(s) = &r.stats {
+                // Series touched is Stratus' own figure: not in
+                // Prometheus' JSON, logged for operators.
+                tracing::debug!(
+                    tenant = %tenant,
+                    series_touched = s.series_touched,
+                    total_samples = s.total_samples,
+                    peak_samples = s.peak_samples,
+                    "query statistics"
+                );
+            }
             if let Value::Matrix(m) = &mut r.value {
                 m.sort_by(|a, b| a.labels.cmp(&b.labels));
             }
@@ -826,6 +925,42 @@ mod tests {
     }
 
     #[test]
+    fn stats_like_prometheus() {
+        let mut out = String::new();
+        for v in [0.0, 0.000187367, 4.21e-7, 1e-6, 12.5, 1700000300.5] {
+            write_json_float(&mut out, v);
+            out.push(' ');
+        }
+        assert_eq!(out, "0 0.000187367 4.21e-7 0.000001 12.5 1700000300.5 ");
+        let st = QueryStats {
+            total_samples: 4,
+            peak_samples: 3,
+            per_step: vec![(1_000, 1), (61_500, 3)],
+            series_touched: 2,
+            timings: stratus_promql::QueryTimings {
+                eval_total: Duration::from_micros(250),
+                exec_total: Duration::from_millis(1),
+                ..Default::default()
+            },
+        };
+        let mut out = String::new();
+        write_stats(&mut out, &st);
+        assert_eq!(
+            out,
+            ",\"stats\":{\"timings\":{\"evalTotalTime\":0.00025,\"resultSortTime\":0,\"queryPreparationTime\":0,\"innerEvalTime\":0,\"execQueueTime\":0,\"execTotalTime\":0.001},\"samples\":{\"totalQueryableSamplesPerStep\":[[1,1],[61.5,3]],\"totalQueryableSamples\":4,\"peakSamples\":3}}"
+        );
+        let mut out = String::new();
+        write_stats(
+            &mut out,
+            &QueryStats {
+                per_step: Vec::new(),
+                ..st
+            },
+        );
+        assert!(out.ends_with("\"samples\":{\"totalQueryableSamples\":4,\"peakSamples\":3}}"));
+    }
+
+    #[test]
     fn timestamps_like_prometheus() {
         let ts = |ms| {
             let mut s = String::new();
@@ -847,6 +982,7 @@ mod tests {
     #[test]
     fn encodes_each_result_type() {
         let r = |value| QueryResult {
+            stats: None,
             value,
             warnings: Vec::new(),
             infos: Vec::new(),

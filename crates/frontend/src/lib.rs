@@ -652,6 +652,78 @@ mod serve_tests {
         server.await.unwrap().unwrap();
     }
 
+    /// `stats` makes a range query go downstream whole, and both query
+    /// endpoints hand the querier's body (with its `stats`) back unchanged.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stats_queries_pass_through_unchanged() {
+        const BODY: &str = r#"{"status":"success","data":{"resultType":"matrix","result":[],"stats":{"timings":{"evalTotalTime":0.0001,"resultSortTime":0,"queryPreparationTime":0,"innerEvalTime":0.0001,"execQueueTime":0,"execTotalTime":0.0001},"samples":{"totalQueryableSamplesPerStep":[[0,1],[172800,2]],"totalQueryableSamples":3,"peakSamples":2}}}}"#;
+        let seen: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let app = Router::new().fallback(move |req: axum::extract::Request| {
+            let seen = s2.clone();
+            async move {
+                let uri = req.uri().to_string();
+                let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+                    .await
+                    .unwrap_or_default();
+                seen.lock()
+                    .push(format!("{uri} {}", String::from_utf8_lossy(&body)));
+                ([(header::CONTENT_TYPE, "application/json")], BODY)
+            }
+        });
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        let mut cfg = ServerConfig {
+            auth: AuthMode::None,
+            ..ServerConfig::default()
+        };
+        cfg.frontend.downstream_urls = vec![url];
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            serve(&cfg, l, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        });
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let c = reqwest::Client::new();
+        // Two days: split into UTC days without `stats`.
+        let range = [
+            ("query", "m"),
+            ("start", "0"),
+            ("end", "172800"),
+            ("step", "60"),
+            ("stats", "all"),
+        ];
+        for (path, params) in [
+            ("/api/v1/query_range", &range[..]),
+            ("/api/v1/query", &[("query", "m"), ("stats", "1")][..]),
+        ] {
+            let r = c
+                .get(format!("{base}{path}"))
+                .query(params)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.text().await.unwrap(), BODY);
+        }
+        let seen = seen.lock().clone();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(
+            seen[0].starts_with("/api/v1/query_range?") && seen[0].contains("stats=all"),
+            "{seen:?}"
+        );
+        assert!(seen[0].contains("end=172800"), "{seen:?}");
+        assert!(seen[1].contains("stats=1"), "{seen:?}");
+        let _ = stop_tx.send(());
+        server.await.unwrap().unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn token_mode_keys_by_credential_hash_and_passes_401() {
         let (url, seen) = fake_querier().await;

@@ -26,6 +26,7 @@ use stratus_tsdb::{Queryable, SelectHints};
 use crate::ast::{AtModifier, BinOp, Expr, Subquery, ValueType, VectorSelector};
 use crate::error::PromqlError;
 use crate::histogram::Hist;
+use crate::stats::{Counters, Frame, QueryStats, StatsMode, WinStat, hist_size};
 use crate::value::{QueryResult, RangeSeries, Sample, Value};
 
 pub(crate) type Result<T, E = PromqlError> = std::result::Result<T, E>;
@@ -110,14 +111,30 @@ impl Engine {
         e: &Expr,
         t_ms: i64,
     ) -> Result<QueryResult, PromqlError> {
+        self.instant_expr_stats(q, e, t_ms, StatsMode::Off)
+    }
+
+    /// [`Engine::instant_expr`] that also gathers [`QueryStats`] (in
+    /// [`QueryResult::stats`]) unless `mode` is [`StatsMode::Off`].
+    pub fn instant_expr_stats(
+        &self,
+        q: &dyn Queryable,
+        e: &Expr,
+        t_ms: i64,
+        mode: StatsMode,
+    ) -> Result<QueryResult, PromqlError> {
+        let t0 = Instant::now();
         let e = &*crate::prepare::prepare(e, 0, 0, self.opts.enable_experimental)?;
         let mut ev = Evaluator::new(q, &self.opts, t_ms, t_ms, 0);
+        ev.start_stats(mode, 1);
         let ctx = Ctx {
             start: t_ms,
             end: t_ms,
             step: 1,
         };
+        let t1 = Instant::now();
         let val = ev.eval(e, &ctx)?;
+        let t2 = Instant::now();
         let value = match val {
             Val::Scalar(v) => Value::Scalar {
                 t: t_ms,
@@ -149,18 +166,26 @@ impl Engine {
                         .collect(),
                 )
             }
-            Val::Matrix(series) => Value::Matrix(
-                series
+            Val::Matrix(series) => {
+                let mut m: Vec<RangeSeries> = series
                     .into_iter()
                     .map(|s| RangeSeries {
                         labels: s.labels,
                         points: s.points,
                         histograms: s.hist,
                     })
-                    .collect(),
-            ),
+                    .collect();
+                if mode != StatsMode::Off {
+                    // Prometheus sorts an instant query's matrix in the
+                    // engine (timed as resultSortTime); callers sort the
+                    // same way, so this only moves the work.
+                    m.sort_by(|a, b| a.labels.cmp(&b.labels));
+                }
+                Value::Matrix(m)
+            }
         };
-        Ok(ev.into_result(value))
+        let t3 = Instant::now();
+        Ok(ev.into_result(value, [t0, t1, t2, t3], &ctx))
     }
 
     /// Evaluates a parsed expression as a range query.
@@ -172,6 +197,21 @@ impl Engine {
         end: i64,
         step: i64,
     ) -> Result<QueryResult, PromqlError> {
+        self.range_expr_stats(q, e, start, end, step, StatsMode::Off)
+    }
+
+    /// [`Engine::range_expr`] that also gathers [`QueryStats`] (in
+    /// [`QueryResult::stats`]) unless `mode` is [`StatsMode::Off`].
+    pub fn range_expr_stats(
+        &self,
+        q: &dyn Queryable,
+        e: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+        mode: StatsMode,
+    ) -> Result<QueryResult, PromqlError> {
+        let t0 = Instant::now();
         if step <= 0 {
             return Err(PromqlError::BadArgument {
                 msg: "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
@@ -192,7 +232,10 @@ impl Engine {
         let mut ev = Evaluator::new(q, &self.opts, start, end, step);
         let ctx = Ctx { start, end, step };
         ev.check_samples(ctx.n())?;
+        ev.start_stats(mode, ctx.n());
+        let t1 = Instant::now();
         let val = ev.eval(e, &ctx)?;
+        let t2 = Instant::now();
         let mut out = match val {
             Val::Scalar(v) => vec![RangeSeries {
                 labels: Labels::empty(),
@@ -215,7 +258,8 @@ impl Engine {
             }
         };
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(ev.into_result(Value::Matrix(out)))
+        let t3 = Instant::now();
+        Ok(ev.into_result(Value::Matrix(out), [t0, t1, t2, t3], &ctx))
     }
 }
 
@@ -501,6 +545,8 @@ pub(crate) struct Evaluator<'a> {
     max_series: usize,
     /// Series selected so far (for `max_series`).
     series_selected: std::cell::Cell<usize>,
+    /// Series returned by the storage so far (for the statistics).
+    series_touched: std::cell::Cell<u64>,
     deadline: Instant,
     subquery_step: i64,
     pub(crate) query_start: i64,
@@ -516,7 +562,9 @@ pub(crate) struct Evaluator<'a> {
     /// Whether selectors evaluated now feed only `histogram_count`/`_sum`/
     /// `_avg` (Prometheus then decodes with its stats iterator, which
     /// derives counter-reset hints on the fly).
-    stats: StatsDecoding,
+    hist_stats: StatsDecoding,
+    /// Query statistics, when asked for (`None` costs one branch per hook).
+    pub(crate) stats: Option<Box<Counters>>,
 }
 
 /// Prometheus' `detectHistogramStatsDecoding` as state of the descent: a
@@ -546,6 +594,7 @@ impl<'a> Evaluator<'a> {
             max_samples: o.max_samples,
             max_series: o.max_series,
             series_selected: std::cell::Cell::new(0),
+            series_touched: std::cell::Cell::new(0),
             deadline: Instant::now() + o.timeout,
             subquery_step: (o.default_subquery_step.as_millis() as i64).max(1),
             query_start: start,
@@ -555,15 +604,48 @@ impl<'a> Evaluator<'a> {
             infos: Vec::new(),
             experimental: o.enable_experimental,
             anno_pos: crate::ast::Pos::default(),
-            stats: StatsDecoding::Off,
+            hist_stats: StatsDecoding::Off,
+            stats: None,
         }
     }
 
-    fn into_result(self, value: Value) -> QueryResult {
+    fn start_stats(&mut self, mode: StatsMode, steps: usize) {
+        if mode != StatsMode::Off {
+            self.stats = Some(Box::new(Counters::new(mode, steps)));
+        }
+    }
+
+    /// The result; `t` = start, evaluation start, evaluation end, sorted.
+    fn into_result(self, value: Value, t: [Instant; 4], ctx: &Ctx) -> QueryResult {
+        let series_touched = self.series_touched.get();
+        let stats = self.stats.map(|c| {
+            let d = |a: Instant, b: Instant| b.saturating_duration_since(a);
+            let eval_total = d(t[0], t[3]);
+            QueryStats {
+                total_samples: c.total,
+                peak_samples: c.peak,
+                per_step: c
+                    .per_step
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &n)| (ctx.ts(i), n))
+                    .collect(),
+                series_touched,
+                timings: crate::stats::QueryTimings {
+                    eval_total,
+                    result_sort: d(t[2], t[3]),
+                    query_preparation: d(t[0], t[1]),
+                    inner_eval: d(t[1], t[2]),
+                    exec_queue: Duration::ZERO,
+                    exec_total: eval_total,
+                },
+            }
+        });
         QueryResult {
             value,
             warnings: self.warnings,
             infos: self.infos,
+            stats,
         }
     }
 
@@ -623,6 +705,141 @@ impl<'a> Evaluator<'a> {
 
     /// Evaluates `e` at every step of `ctx`.
     pub(crate) fn eval(&mut self, e: &Expr, ctx: &Ctx) -> Result<Val> {
+        if self.stats.is_none() {
+            return self.eval_node(e, ctx);
+        }
+        self.eval_counted(e, ctx)
+    }
+
+    /// [`Evaluator::eval`] with statistics: keeps Prometheus'
+    /// `currentSamples` model around the node (see [`crate::stats`]).
+    fn eval_counted(&mut self, e: &Expr, ctx: &Ctx) -> Result<Val> {
+        if let Expr::Paren(inner) = e {
+            return self.eval(inner, ctx);
+        }
+        let n = ctx.n();
+        let Some(c) = self.stats.as_deref_mut() else {
+            return self.eval_node(e, ctx);
+        };
+        let base = c.cur;
+        c.frames.push(Frame {
+            gathered: vec![0; n],
+            ..Frame::default()
+        });
+        let r = self.eval_node(e, ctx);
+        let Some(c) = self.stats.as_deref_mut() else {
+            return r;
+        };
+        let frame = c.frames.pop().unwrap_or_default();
+        let val = r?;
+        let inputs = c.cur - base;
+        // Per step: series with a point (what a parent gathers) and their
+        // size (histograms by size).
+        let mut present = vec![0i64; n];
+        let mut size = vec![0i64; n];
+        let mut out_sizes: Vec<i64> = Vec::new();
+        let idx = |t: i64| usize::try_from((t - ctx.start) / ctx.step.max(1)).ok();
+        match &val {
+            Val::Scalar(_) => {
+                present.fill(1);
+                size.fill(1);
+            }
+            Val::String(_) => {}
+            Val::Vector(ss) | Val::Matrix(ss) => {
+                for s in ss {
+                    let mut o = 0i64;
+                    for p in &s.points {
+                        if let Some(i) = idx(p.0).filter(|&i| i < n) {
+                            present[i] += 1;
+                            size[i] += 1;
+                        }
+                        o += 1;
+                    }
+                    for (t, h) in &s.hist {
+                        let hs = hist_size(h);
+                        if let Some(i) = idx(*t).filter(|&i| i < n) {
+                            present[i] += 1;
+                            size[i] += hs;
+                        }
+                        o += hs;
+                    }
+                    out_sizes.push(o);
+                }
+            }
+        }
+        let out_total: i64 = match &val {
+            Val::Vector(_) | Val::Matrix(_) => out_sizes.iter().sum(),
+            _ => size.iter().sum(),
+        };
+        let range_call = matches!(e, Expr::Call(call) if call.args.iter().any(|a| a.value_type() == ValueType::Matrix));
+        if let Expr::VectorSelector(vs) = e {
+            if vs.smoothed {
+                // The experimental smoothed selector loads through its own
+                // path: count what it returns per step.
+                for (k, &sz) in size.iter().enumerate() {
+                    c.add_at(k, sz);
+                }
+            }
+        }
+        match e {
+            // Leaves and nodes that pass their input through.
+            Expr::VectorSelector(_)
+            | Expr::MatrixSelector { .. }
+            | Expr::Subquery(_)
+            | Expr::String(_)
+            | Expr::Neg(_) => {}
+            Expr::Call(call)
+                if matches!(call.func.as_str(), "label_replace" | "label_join" | "info") => {}
+            // 3.x aggregations hold only their inputs and output.
+            Expr::Aggregate(a) if a.op != crate::ast::AggOp::CountValues => {}
+            _ if range_call => {
+                // Inputs (scalar arguments, a subquery's result), then per
+                // series the current window plus the output so far.
+                let b = base + inputs;
+                let mut done = 0i64;
+                let mut outs = out_sizes.iter();
+                for w in &frame.windows {
+                    c.update_peak(b + done + w.max);
+                    if w.nonempty {
+                        done += outs.next().copied().unwrap_or(0);
+                    }
+                    c.update_peak(b + done + w.last);
+                }
+            }
+            // Binary operators, non-range functions, literals: per step,
+            // the inputs, the samples gathered for the step and the output
+            // so far. `timestamp()` of a selector loads the step's samples
+            // itself (one per output sample).
+            _ => {
+                let own_load = matches!(e, Expr::Call(call) if call.func == "timestamp"
+                    && call.args.first().is_some_and(|a| matches!(unparen_expr(a), Expr::VectorSelector(_))));
+                let gathered = if own_load { &present } else { &frame.gathered };
+                let mut cum = 0i64;
+                for (k, sz) in size.iter().enumerate() {
+                    cum += sz;
+                    let g = gathered.get(k).copied().unwrap_or(0);
+                    c.update_peak(base + inputs + cum + g);
+                }
+            }
+        }
+        c.cur = base + out_total;
+        if range_call {
+            // Prometheus keeps scalar arguments counted.
+            c.cur += (inputs - frame.sub_result).max(0);
+        }
+        c.update_peak(c.cur);
+        if let Some(parent) = c.frames.last_mut() {
+            if parent.gathered.len() == n {
+                for (g, p) in parent.gathered.iter_mut().zip(&present) {
+                    *g += p;
+                }
+            }
+        }
+        Ok(val)
+    }
+
+    /// Evaluates one node (no statistics bookkeeping).
+    fn eval_node(&mut self, e: &Expr, ctx: &Ctx) -> Result<Val> {
         self.check_deadline()?;
         match e {
             Expr::Number(v) => Ok(Val::Scalar(vec![*v; ctx.n()])),
@@ -640,6 +857,9 @@ impl<'a> Evaluator<'a> {
                     _ => None,
                 };
                 let mut pts: Vec<WindowCopy> = Vec::new();
+                if let Some(c) = self.stats.as_deref_mut() {
+                    c.bare_range = true;
+                }
                 let labels = self.windows(e, ctx, &mut |w| {
                     if w.series >= pts.len() {
                         pts.resize_with(w.series + 1, Default::default);
@@ -658,7 +878,11 @@ impl<'a> Evaluator<'a> {
                         None => (w.points.to_vec(), w.hpoints.to_vec()),
                     };
                     Ok(())
-                })?;
+                });
+                if let Some(c) = self.stats.as_deref_mut() {
+                    c.bare_range = false;
+                }
+                let labels = labels?;
                 pts.resize_with(labels.len(), Default::default);
                 let series = labels
                     .into_iter()
@@ -695,9 +919,9 @@ impl<'a> Evaluator<'a> {
                 }),
             },
             Expr::Binary(b) if matches!(b.op, BinOp::TrimUpper | BinOp::TrimLower) => {
-                let saved = std::mem::replace(&mut self.stats, StatsDecoding::Vetoed);
+                let saved = std::mem::replace(&mut self.hist_stats, StatsDecoding::Vetoed);
                 let r = self.at_pos(b.pos, |ev| crate::binop::eval_binary(ev, b, ctx));
-                self.stats = saved;
+                self.hist_stats = saved;
                 r
             }
             Expr::Binary(b) => self.at_pos(b.pos, |ev| crate::binop::eval_binary(ev, b, ctx)),
@@ -713,20 +937,20 @@ impl<'a> Evaluator<'a> {
                     .position(|a| matches!(a.value_type(), ValueType::Vector | ValueType::Matrix))
                     .unwrap_or(0);
                 let pos = c.arg_pos.get(main).copied().unwrap_or_default();
-                let saved = self.stats;
+                let saved = self.hist_stats;
                 match c.func.as_str() {
                     "histogram_count" | "histogram_sum" | "histogram_avg"
                         if saved != StatsDecoding::Vetoed =>
                     {
-                        self.stats = StatsDecoding::On;
+                        self.hist_stats = StatsDecoding::On;
                     }
                     "histogram_quantile" | "histogram_quantiles" | "histogram_fraction" => {
-                        self.stats = StatsDecoding::Vetoed;
+                        self.hist_stats = StatsDecoding::Vetoed;
                     }
                     _ => {}
                 }
                 let r = self.at_pos(pos, |ev| crate::functions::eval_call(ev, c, ctx));
-                self.stats = saved;
+                self.hist_stats = saved;
                 r
             }
         }
@@ -771,6 +995,9 @@ impl<'a> Evaluator<'a> {
             .q
             .select(&vs.matchers, &hints)
             .map_err(|source| PromqlError::Storage { source })?;
+        // Series touched (for the statistics; one add per selector).
+        self.series_touched
+            .set(self.series_touched.get().saturating_add(out.len() as u64));
         if self.max_series > 0 {
             let n = self.series_selected.get().saturating_add(out.len());
             self.series_selected.set(n);
@@ -814,6 +1041,14 @@ impl<'a> Evaluator<'a> {
             self.check_deadline()?;
             if s.has_histograms() {
                 let series = self.typed_instant(&s, lo, hi, &refs, ctx, ts_mode)?;
+                if let Some(c) = self.stats.as_deref_mut() {
+                    for p in &series.points {
+                        c.add_at(step_index(ctx, p.0), 1);
+                    }
+                    for (t, h) in &series.hist {
+                        c.add_at(step_index(ctx, *t), hist_size(h));
+                    }
+                }
                 total += series.points.len() + series.hist.len();
                 self.check_samples(total)?;
                 if !series.points.is_empty() || !series.hist.is_empty() {
@@ -849,6 +1084,11 @@ impl<'a> Evaluator<'a> {
             }
             total += pts.len();
             self.check_samples(total)?;
+            if let Some(c) = self.stats.as_deref_mut() {
+                for p in &pts {
+                    c.add_at(step_index(ctx, p.0), 1);
+                }
+            }
             if !pts.is_empty() {
                 out.push(Series::floats(s.labels, false, pts));
             }
@@ -867,7 +1107,7 @@ impl<'a> Evaluator<'a> {
         ctx: &Ctx,
         ts_mode: bool,
     ) -> Result<Series> {
-        let samples = typed(s, lo, hi, self.stats == StatsDecoding::On)?;
+        let samples = typed(s, lo, hi, self.hist_stats == StatsDecoding::On)?;
         let mut out = Series::floats(s.labels.clone(), false, Vec::new());
         let mut k = 0usize;
         for (i, &r) in refs.iter().enumerate() {
@@ -945,7 +1185,7 @@ impl<'a> Evaluator<'a> {
         for (si, s) in selected.into_iter().enumerate() {
             self.check_deadline()?;
             if s.has_histograms() {
-                let samples = typed(&s, lo, hi, self.stats == StatsDecoding::On)?;
+                let samples = typed(&s, lo, hi, self.hist_stats == StatsDecoding::On)?;
                 let mut fl: Vec<(i64, f64)> = Vec::new();
                 let mut hs: Vec<(i64, Hist)> = Vec::new();
                 for (i, &r) in refs.iter().enumerate() {
@@ -962,6 +1202,12 @@ impl<'a> Evaluator<'a> {
                         }
                     }
                     self.check_samples(fl.len() + hs.len())?;
+                    if let Some(c) = self.stats.as_deref_mut() {
+                        let sz =
+                            fl.len() as i64 + hs.iter().map(|(_, h)| hist_size(h)).sum::<i64>();
+                        c.add_at(i, sz);
+                        note_window(c, si, sz);
+                    }
                     f(Window {
                         series: si,
                         step: i,
@@ -995,6 +1241,10 @@ impl<'a> Evaluator<'a> {
                     peek = it.next();
                 }
                 self.check_samples(buf.len())?;
+                if let Some(c) = self.stats.as_deref_mut() {
+                    c.add_at(i, buf.len() as i64);
+                    note_window(c, si, buf.len() as i64);
+                }
                 let points = buf.make_contiguous();
                 f(Window {
                     series: si,
@@ -1034,16 +1284,34 @@ impl<'a> Evaluator<'a> {
             step,
         };
         self.check_samples(inner.n())?;
-        let saved = std::mem::replace(&mut self.stats, StatsDecoding::Vetoed);
-        let val = if inner.n() == 0 {
-            None
+        // The inner expression counts into a child: its samples are only
+        // counted (at the last step) when the subquery is the result itself;
+        // under a function its windows are counted instead.
+        let mut bare = false;
+        let mut saved = None;
+        if let Some(c) = self.stats.as_deref_mut() {
+            bare = std::mem::take(&mut c.bare_range);
+            saved = Some((
+                std::mem::take(&mut c.per_step),
+                std::mem::take(&mut c.total),
+            ));
+        }
+        let saved_decoding = std::mem::replace(&mut self.hist_stats, StatsDecoding::Vetoed);
+        let inner_val = if inner.n() == 0 {
+            Ok(Val::Vector(Vec::new()))
         } else {
-            Some(self.eval(&sq.expr, &inner))
+            self.eval(&sq.expr, &inner)
         };
-        self.stats = saved;
-        let mut series = match val {
-            None => Vec::new(),
-            Some(v) => match v? {
+        self.hist_stats = saved_decoding;
+        if let (Some(c), Some((per_step, total))) = (self.stats.as_deref_mut(), saved) {
+            let child = std::mem::replace(&mut c.total, total);
+            c.per_step = per_step;
+            if bare {
+                c.add_at(n - 1, child);
+            }
+        }
+        let mut series = {
+            match inner_val? {
                 Val::Vector(v) => v,
                 Val::Scalar(v) => vec![Series::floats(
                     Labels::empty(),
@@ -1055,7 +1323,7 @@ impl<'a> Evaluator<'a> {
                         msg: "subquery is only allowed on instant vector".into(),
                     });
                 }
-            },
+            }
         };
         // The subquery's steps skip samples, so counter-reset hints from
         // storage no longer relate neighbours: let the functions detect
@@ -1065,6 +1333,17 @@ impl<'a> Evaluator<'a> {
                 if matches!(h.reset_hint, reset_hint::RESET | reset_hint::NOT_RESET) {
                     std::sync::Arc::make_mut(h).reset_hint = reset_hint::UNKNOWN;
                 }
+            }
+        }
+        if !bare {
+            if let Some(f) = self.stats.as_deref_mut().and_then(|c| c.frames.last_mut()) {
+                f.sub_result += series
+                    .iter()
+                    .map(|s| {
+                        s.points.len() as i64
+                            + s.hist.iter().map(|(_, h)| hist_size(h)).sum::<i64>()
+                    })
+                    .sum::<i64>();
             }
         }
         let mut labels = Vec::with_capacity(series.len());
@@ -1089,6 +1368,17 @@ impl<'a> Evaluator<'a> {
                     hb += 1;
                 }
                 self.check_samples(b - a + hb - ha)?;
+                if !bare {
+                    if let Some(c) = self.stats.as_deref_mut() {
+                        let sz = (b - a) as i64
+                            + s.hist[ha..hb]
+                                .iter()
+                                .map(|(_, h)| hist_size(h))
+                                .sum::<i64>();
+                        c.add_at(i, sz);
+                        note_window(c, si, sz);
+                    }
+                }
                 f(Window {
                     series: si,
                     step: i,
@@ -1176,4 +1466,34 @@ pub(crate) fn typed(
             (t, TypedV::H(h))
         })
         .collect())
+}
+
+/// The step of `ctx` that time `t` sits on.
+#[inline]
+fn step_index(ctx: &Ctx, t: i64) -> usize {
+    usize::try_from((t - ctx.start) / ctx.step.max(1)).unwrap_or(usize::MAX)
+}
+
+/// Records the window of series `si` at the next step for the peak of the
+/// range function being evaluated (the innermost frame).
+fn note_window(c: &mut Counters, si: usize, size: i64) {
+    let Some(f) = c.frames.last_mut() else {
+        return;
+    };
+    if f.windows.len() <= si {
+        f.windows.resize(si + 1, WinStat::default());
+    }
+    if let Some(w) = f.windows.get_mut(si) {
+        w.max = w.max.max(size);
+        w.last = size;
+        w.nonempty |= size > 0;
+    }
+}
+
+/// `e` without enclosing parentheses.
+fn unparen_expr(mut e: &Expr) -> &Expr {
+    while let Expr::Paren(inner) = e {
+        e = inner;
+    }
+    e
 }

@@ -21,9 +21,11 @@ mod info;
 pub mod parser;
 mod prepare;
 pub mod promqltest;
+mod stats;
 mod value;
 
 pub use engine::{Engine, EngineOptions};
 pub use error::PromqlError;
 pub use parser::parse;
+pub use stats::{QueryStats, QueryTimings, StatsMode};
 pub use value::{QueryResult, RangeSeries, Sample, Value, histogram_buckets, labels_string};

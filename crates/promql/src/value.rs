@@ -45,6 +45,8 @@ pub struct QueryResult {
     pub warnings: Vec<String>,
     /// Rendered infos, e.g. `PromQL info: ...`.
     pub infos: Vec<String>,
+    /// Statistics, when the evaluation was asked for them.
+    pub stats: Option<crate::stats::QueryStats>,
 }
 
 /// Formats a label set the way Prometheus' `Labels.String()` does:
