@@ -10,7 +10,10 @@
 #      default 10: 1 histogram family, 5 counters, 4 gauges), RANGE (seconds,
 #      default 3600), STEP (seconds, default 30), QUERIES (file, one query a
 #      line, default the built-in set below), STRATUS_BIN (default
-#      target/release/stratus, built when missing), WORK, KEEP=1.
+#      target/release/stratus, built when missing), WORK, KEEP=1 (keep WORK),
+#      LOAD=0 with END=<the earlier run's $WORK/end> and KEEP=1: reuse the data
+#      an earlier KEEP=1 run left in WORK (both servers replay their WAL)
+#      instead of pushing it again, e.g. to compare two Stratus builds.
 #
 # Both servers are started side by side in fresh data dirs and fed the
 # identical workload by `stratus bench write` (backfill mode, oldest first).
@@ -42,7 +45,8 @@ if [ ! -x "$BIN" ]; then (cd "$repo" && cargo build --release --locked -p stratu
 WORK="${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/stratus-query-compare.XXXXXX")}"
 mkdir -p "$WORK"
 SPORT="${SPORT:-19410}" PPORT="${PPORT:-19411}"
-END=$(( $(date +%s) / 60 * 60 ))
+END="${END:-$(( $(date +%s) / 60 * 60 ))}"
+echo "$END" > "$WORK/end"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -82,11 +86,15 @@ wait_url "http://127.0.0.1:$SPORT/ready"
 wait_url "http://127.0.0.1:$PPORT/-/ready"
 
 for sys in stratus prometheus; do
+  [ "${LOAD:-1}" = 0 ] && break
   if [ "$sys" = stratus ]; then url="http://127.0.0.1:$SPORT/api/v1/push"; else url="http://127.0.0.1:$PPORT/api/v1/write"; fi
   "$BIN" bench write --url "$url" --series "$SERIES" --metrics "$METRICS" --backfill "$SPAN" --end "$END" \
     --ticks-per-request 1 --concurrency 2 --json > "$WORK/$sys/write.json"
   echo "$sys load: $(cat "$WORK/$sys/write.json")" >&2
 done
+# Warm-up (with LOAD=0 this is where Stratus opens the tenant and replays its WAL).
+curl -fsS "http://127.0.0.1:$SPORT/api/v1/query?query=count(bench_gauge_2)" >/dev/null
+curl -fsS "http://127.0.0.1:$PPORT/api/v1/query?query=count(bench_gauge_2)" >/dev/null
 # Reset the peak RSS so that VmHWM covers the query phase only.
 echo 5 > "/proc/$spid/clear_refs"; echo 5 > "/proc/$ppid/clear_refs"
 
