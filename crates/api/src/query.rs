@@ -184,6 +184,118 @@ pub fn format_value(v: f64) -> String {
     go_format_float(v, exponent)
 }
 
+/// A fixed-size text buffer on the stack, for formatting one number
+/// without allocating.
+struct StackBuf {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl StackBuf {
+    fn new() -> Self {
+        Self {
+            buf: [0; 40],
+            len: 0,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or(&[])
+    }
+}
+
+impl std::fmt::Write for StackBuf {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Splits `d.ddde±x` (in `s`) into its digits (copied to `digits`) and
+/// exponent; `None` if it does not fit.
+fn split_exp_into(s: &[u8], digits: &mut [u8; 24]) -> Option<(usize, i32)> {
+    let e = s.iter().position(|&b| b == b'e')?;
+    let mut n = 0;
+    for &b in s.get(..e)? {
+        if b.is_ascii_digit() {
+            *digits.get_mut(n)? = b;
+            n += 1;
+        }
+    }
+    let exp: i32 = std::str::from_utf8(s.get(e + 1..)?).ok()?.parse().ok()?;
+    Some((n, exp))
+}
+
+/// True when the finite `a > 0` cannot lie exactly halfway between two
+/// decimals of at most 17 significant digits: written `m × 2^k` with `m`
+/// odd, its exact decimal expansion has as many significant digits as
+/// `m × 5^-k`, at least 19 once `k <= -27` (5^27 > 10^18), while a tie
+/// needs at most 18.
+fn tie_impossible(a: f64) -> bool {
+    let bits = a.to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    let frac = bits & ((1u64 << 52) - 1);
+    let (m, k) = if biased == 0 {
+        (frac, -1074)
+    } else {
+        (frac | (1u64 << 52), biased - 1075)
+    };
+    if m == 0 {
+        return false;
+    }
+    k + m.trailing_zeros() as i32 <= -27
+}
+
+/// Appends [`format_value`]`(v)` to `out`, without allocating for finite
+/// values in plain notation that are not a rounding tie (nearly all
+/// sample values); everything else goes through [`format_value`].
+pub(crate) fn write_value(out: &mut String, v: f64) {
+    let a = v.abs();
+    if !(1e-6..1e21).contains(&a) {
+        out.push_str(&format_value(v));
+        return;
+    }
+    let mut s = StackBuf::new();
+    let mut d = [0u8; 24];
+    let Some((n, exp)) = write!(s, "{a:e}")
+        .ok()
+        .and_then(|_| split_exp_into(s.bytes(), &mut d))
+    else {
+        out.push_str(&format_value(v));
+        return;
+    };
+    if n >= 16 && !tie_impossible(a) {
+        // Could be a tie that Go rounds differently (see
+        // `go_shortest_digits`).
+        out.push_str(&format_value(v));
+        return;
+    }
+    let digits = &d[..n];
+    if v.is_sign_negative() {
+        out.push('-');
+    }
+    let digit = |i: usize| digits.get(i).map_or('0', |&b| b as char);
+    if exp >= 0 {
+        let int_len = exp.unsigned_abs() as usize + 1;
+        for i in 0..int_len {
+            out.push(digit(i));
+        }
+        if n > int_len {
+            out.push('.');
+            out.extend(digits[int_len..].iter().map(|&b| b as char));
+        }
+    } else {
+        out.push_str("0.");
+        for _ in 1..exp.unsigned_abs() {
+            out.push('0');
+        }
+        out.extend(digits.iter().map(|&b| b as char));
+    }
+}
+
 /// Formats a scalar's value as Prometheus' `Scalar.MarshalJSON` does: Go's
 /// `strconv.FormatFloat(v, 'f', -1, 64)`, shortest round-trip digits in
 /// plain notation whatever the magnitude.
@@ -255,7 +367,7 @@ fn write_point(out: &mut String, t: i64, v: f64) {
     out.push('[');
     write_timestamp(out, t);
     out.push_str(",\"");
-    out.push_str(&format_value(v));
+    write_value(out, v);
     out.push_str("\"]");
 }
 
@@ -866,6 +978,9 @@ mod tests {
         ];
         for &(v, want) in cases {
             assert_eq!(format_value(v), want, "{v:e}");
+            let mut fast = String::new();
+            write_value(&mut fast, v);
+            assert_eq!(fast, want, "{v:e}");
         }
         // The stale marker is a NaN too.
         assert_eq!(format_value(stratus_model::stale_nan()), "NaN");
@@ -883,6 +998,9 @@ mod tests {
                 let back: f64 = s.parse().unwrap();
                 proptest::prop_assert_eq!(back.to_bits(), v.to_bits(), "{}", s);
             }
+            let mut fast = String::new();
+            write_value(&mut fast, v);
+            proptest::prop_assert_eq!(&fast, &format_value(v));
             let (d, _) = go_shortest_digits(v.abs().max(f64::MIN_POSITIVE));
             let (rd, _) = split_exp(&format!("{:e}", v.abs().max(f64::MIN_POSITIVE)));
             proptest::prop_assert_eq!(d.len(), rd.len());
@@ -893,6 +1011,9 @@ mod tests {
         fn short_values_match_display(m in -1_000_000_000i64..1_000_000_000, e in 0u32..9) {
             let v = m as f64 / 10f64.powi(e as i32);
             proptest::prop_assert_eq!(format_plain(v), format!("{v}"));
+            let mut fast = String::new();
+            write_value(&mut fast, v);
+            proptest::prop_assert_eq!(fast, format_value(v));
         }
     }
 

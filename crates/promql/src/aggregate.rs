@@ -137,11 +137,27 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &Aggregate, ctx: &Ctx) -
         .iter()
         .map(|s| group_labels(&s.labels, s.drop_name, a))
         .collect();
+    // Group number of every input series, from hashing each label set
+    // once rather than at every step.
+    let mut gid: Vec<usize> = Vec::with_capacity(keys.len());
+    let ngroups = {
+        let mut m: HashMap<&Labels, usize> = HashMap::with_capacity(keys.len());
+        for k in &keys {
+            let next = m.len();
+            gid.push(*m.entry(k).or_insert(next));
+        }
+        m.len()
+    };
+    // Per group number: its position in `groups` at this step (or
+    // `usize::MAX`), and its output series once it has one.
+    let mut slot: Vec<usize> = vec![usize::MAX; ngroups];
+    let mut out_slot: Vec<usize> = vec![usize::MAX; ngroups];
+    let mut member_slot: Vec<usize> = Vec::new();
+    let mut active: Vec<usize> = Vec::new();
     let mut out = OutBuilder::default();
     let mut cur = StepCursor::new(&input);
     let mut vals = Vec::new();
     let mut groups: Vec<Group> = Vec::new();
-    let mut gidx: HashMap<&Labels, usize> = HashMap::new();
     let mut hvals = Vec::new();
     let hist_agg = has_hist && matches!(a.op, AggOp::Sum | AggOp::Avg);
     let mut hcur = StepCursor::new(&input);
@@ -175,38 +191,44 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &Aggregate, ctx: &Ctx) -
             continue;
         }
         let param = fparam.as_ref().map_or(f64::NAN, |p| p[i]);
+        for &k in &active {
+            slot[k] = usize::MAX;
+        }
+        active.clear();
         groups.clear();
-        gidx.clear();
         for &(si, v) in &vals {
-            let key = &keys[si];
-            let g = match gidx.get(key) {
-                Some(&g) => g,
-                None => {
-                    gidx.insert(key, groups.len());
-                    groups.push(new_group(a.op, key.clone(), v));
-                    let g = groups.len() - 1;
-                    groups[g].members.push((si, v));
-                    continue;
+            let k = gid[si];
+            match slot[k] {
+                usize::MAX => {
+                    slot[k] = groups.len();
+                    active.push(k);
+                    let mut g = new_group(a.op, keys[si].clone(), v);
+                    g.members.push((si, v));
+                    groups.push(g);
                 }
-            };
-            add(a.op, &mut groups[g], si, v);
+                g => add(a.op, &mut groups[g], si, v),
+            }
         }
         match a.op {
             AggOp::TopK | AggOp::BottomK | AggOp::LimitK | AggOp::LimitRatio => {
+                if member_slot.is_empty() {
+                    member_slot = vec![usize::MAX; input.len()];
+                }
                 for g in &mut groups {
                     let picked = select_k(a.op, param, &mut g.members, &input);
                     for (si, v) in picked {
-                        out.push(input[si].labels.clone(), input[si].drop_name, ts, v)?;
+                        let s = &input[si];
+                        out.push_cached(&mut member_slot[si], &s.labels, s.drop_name, ts, v)?;
                     }
                 }
             }
             _ => {
-                for g in &mut groups {
+                for (g, &k) in groups.iter_mut().zip(&active) {
                     if skip.contains(&&g.labels) {
                         continue;
                     }
                     let v = finish(a.op, g, param);
-                    out.push(g.labels.clone(), false, ts, v)?;
+                    out.push_cached(&mut out_slot[k], &g.labels, false, ts, v)?;
                 }
             }
         }

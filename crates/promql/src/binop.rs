@@ -221,12 +221,34 @@ fn vector_vector(
     let (fill_many, fill_one) = (m.fill_lhs, m.fill_rhs);
     let many_sigs = signatures(many, m);
     let one_sigs = signatures(one, m);
+    // Every distinct signature gets a number once, so the per-step
+    // matching indexes vectors instead of hashing label bytes.
+    let (many_ids, one_ids, nsigs) = {
+        let mut ids: HashMap<&[u8], usize> = HashMap::new();
+        let mut many_ids = Vec::with_capacity(many_sigs.len());
+        let mut one_ids = Vec::with_capacity(one_sigs.len());
+        for (sigs, out) in [(&many_sigs, &mut many_ids), (&one_sigs, &mut one_ids)] {
+            for sig in sigs.iter() {
+                let next = ids.len();
+                out.push(*ids.entry(sig.as_slice()).or_insert(next));
+            }
+        }
+        (many_ids, one_ids, ids.len())
+    };
     let mut out = OutBuilder::default();
     let mut cur_many = StepCursor::new(many);
     let mut cur_one = StepCursor::new(one);
     let (mut vm, mut vo) = (Vec::new(), Vec::new());
-    let mut one_by_sig: HashMap<&[u8], usize> = HashMap::new();
-    let mut matched: HashMap<&[u8], HashSet<Labels>> = HashMap::new();
+    // Per signature number: the step it was last seen on the `one` side
+    // and that side's (series, value) then; the step it last matched.
+    let mut one_step: Vec<usize> = vec![usize::MAX; nsigs];
+    let mut one_at: Vec<(usize, f64)> = vec![(0, 0.0); nsigs];
+    let mut matched_step: Vec<usize> = vec![usize::MAX; nsigs];
+    let mut matched: HashMap<usize, HashSet<Labels>> = HashMap::new();
+    // Per `many` series: the `one` series it last matched (`usize::MAX`
+    // for a fill value), the result labels and the output series.
+    let mut pair: Vec<Option<(usize, Labels, usize)>> = vec![None; many.len()];
+    let mut used_one: Vec<usize> = vec![usize::MAX; one.len()];
     for i in 0..ctx.n() {
         ev.check_deadline()?;
         let ts = ctx.ts(i);
@@ -235,10 +257,10 @@ fn vector_vector(
         if (vm.is_empty() && fill_many.is_none()) || (vo.is_empty() && fill_one.is_none()) {
             continue;
         }
-        one_by_sig.clear();
-        for &(oi, _) in &vo {
-            let sig = one_sigs[oi].as_slice();
-            if let Some(&prev) = one_by_sig.get(sig) {
+        for &(oi, ov) in &vo {
+            let id = one_ids[oi];
+            if one_step[id] == i {
+                let prev = one_at[id].0;
                 let side = if swap { "left" } else { "right" };
                 return Err(PromqlError::ManyToMany {
                     group: labels_string(&match_labels(&one[oi].labels, m)),
@@ -247,22 +269,21 @@ fn vector_vector(
                     b: labels_string(&one[prev].labels),
                 });
             }
-            one_by_sig.insert(sig, oi);
+            one_step[id] = i;
+            one_at[id] = (oi, ov);
         }
         matched.clear();
-        let mut used_one: HashSet<usize> = HashSet::new();
         for &(mi, mv) in &vm {
-            let sig = many_sigs[mi].as_slice();
-            let (ov, olabels) = match one_by_sig.get(sig) {
-                Some(&oi) => {
-                    used_one.insert(oi);
-                    let v = vo.iter().find(|x| x.0 == oi).map_or(f64::NAN, |x| x.1);
-                    (v, Some(&one[oi].labels))
-                }
-                None => match fill_one {
-                    Some(f) => (f, None),
+            let id = many_ids[mi];
+            let (ov, oi) = if one_step[id] == i {
+                let (oi, ov) = one_at[id];
+                used_one[oi] = i;
+                (ov, oi)
+            } else {
+                match fill_one {
+                    Some(f) => (f, usize::MAX),
                     None => continue,
-                },
+                }
             };
             let (l, r) = if swap { (ov, mv) } else { (mv, ov) };
             let (mut val, keep) = apply(b.op, l, r);
@@ -271,23 +292,31 @@ fn vector_vector(
             } else if !keep {
                 continue;
             }
-            let empty = Labels::empty();
-            let labels = result_labels(&many[mi].labels, olabels.unwrap_or(&empty), b.op, m);
-            let set = matched.entry(sig).or_default();
+            let cached = pair[mi].as_mut().filter(|p| p.0 == oi);
+            let (labels, slot) = match cached {
+                Some(p) => (p.1.clone(), &mut p.2),
+                None => {
+                    let empty = Labels::empty();
+                    let olabels = one.get(oi).map_or(&empty, |s| &s.labels);
+                    let labels = result_labels(&many[mi].labels, olabels, b.op, m);
+                    let p = pair[mi].insert((oi, labels.clone(), usize::MAX));
+                    (labels, &mut p.2)
+                }
+            };
             if m.card == Cardinality::OneToOne {
-                if !set.is_empty() {
+                if matched_step[id] == i {
                     return Err(PromqlError::MultipleMatches);
                 }
-                set.insert(Labels::empty());
-            } else if !set.insert(labels.clone()) {
+                matched_step[id] = i;
+            } else if !matched.entry(id).or_default().insert(labels.clone()) {
                 return Err(PromqlError::GroupingNotUnique);
             }
             let drop = b.return_bool || many[mi].drop_name && keeps_name(b.op);
-            out.push(labels, drop, ts, val)?;
+            out.push_cached(slot, &labels, drop, ts, val)?;
         }
         if let Some(f) = fill_many {
             for &(oi, ov) in &vo {
-                if used_one.contains(&oi) {
+                if used_one[oi] == i {
                     continue;
                 }
                 let (l, r) = if swap { (ov, f) } else { (f, ov) };

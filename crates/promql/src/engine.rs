@@ -505,6 +505,31 @@ impl OutBuilder {
         Ok(())
     }
 
+    /// [`OutBuilder::push`] remembering the output series in `cache`
+    /// (`usize::MAX` at first), so that later steps of the same label set
+    /// skip the hash lookup.
+    pub(crate) fn push_cached(
+        &mut self,
+        cache: &mut usize,
+        labels: &Labels,
+        drop_name: bool,
+        t: i64,
+        v: f64,
+    ) -> Result<()> {
+        if let Some(s) = self.series.get_mut(*cache) {
+            if s.points.last().is_some_and(|p| p.0 == t) {
+                return Err(PromqlError::DuplicateLabelset);
+            }
+            s.points.push((t, v));
+            return Ok(());
+        }
+        self.push(labels.clone(), drop_name, t, v)?;
+        if let Some(&i) = self.index.get(labels) {
+            *cache = i;
+        }
+        Ok(())
+    }
+
     /// Adds a histogram point (steps in increasing order).
     pub(crate) fn push_hist(
         &mut self,
