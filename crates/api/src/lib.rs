@@ -31,6 +31,7 @@
 //! ([`ReadBackend`]) stand in for the local storage engine.
 
 mod admin;
+mod append_pool;
 mod auth;
 mod backend;
 mod config;
@@ -48,6 +49,7 @@ mod remote_write;
 mod server;
 mod status;
 
+pub use append_pool::{AppendTaskError, run as run_append};
 pub use backend::{
     Backends, ExtraMetrics, RateLimitShare, ReadBackend, WriteBackend, WriteFailure, WriteOutcome,
     apply_batch,
