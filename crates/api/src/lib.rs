@@ -31,7 +31,6 @@
 //! ([`ReadBackend`]) stand in for the local storage engine.
 
 mod admin;
-mod append_pool;
 mod auth;
 mod backend;
 mod config;
@@ -49,7 +48,6 @@ mod remote_write;
 mod server;
 mod status;
 
-pub use append_pool::{AppendTaskError, run as run_append};
 pub use backend::{
     Backends, ExtraMetrics, RateLimitShare, ReadBackend, WriteBackend, WriteFailure, WriteOutcome,
     apply_batch,

@@ -163,7 +163,7 @@ impl Ingester for IngesterService {
             error!(tenant = %tenant, error = %e, "opening tenant database");
             internal(format!("opening the tenant database failed: {e}"))
         })?;
-        let res = stratus_api::run_append(move || {
+        let res = tokio::task::spawn_blocking(move || {
             stratus_api::apply_batch(&db, &batch, false).map(|o| (batch, o))
         })
         .await
