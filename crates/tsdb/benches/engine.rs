@@ -13,6 +13,9 @@
 //! - `STRATUS_BENCH_THREADS=0`: skip the 1-vs-2-thread append comparison.
 //! - `STRATUS_BENCH_ROUNDS` (default 480 = 2 h): scrape rounds of phase 1
 //!   (reduce it for a profiler run, e.g. under callgrind).
+//! - `STRATUS_BENCH_POOL=k`: phase 1 appends from `k` threads taking the
+//!   requests in turn (one at a time), as a server's blocking pool does;
+//!   shows what several allocator heaps cost in memory.
 //! - `STRATUS_BENCH_JITTER_MS` (default 25): scrape timestamps get
 //!   0..jitter ms added (0 gives perfectly regular timestamps, to see what
 //!   jitter costs in chunk bytes).
@@ -54,11 +57,83 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Counting = Counting;
 
+/// mimalloc wrapped to count the bytes and blocks the program holds, by
+/// requested size (16-byte buckets up to 4 KiB, one bucket above), so the
+/// bench can tell live data from allocator overhead (RSS − live bytes).
+/// Two relaxed atomic adds per call: noise next to `Db::append`.
+#[derive(Debug)]
+struct Counting;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+const BUCKETS: usize = 257;
+static LIVE_BY_SIZE: [AtomicIsize; BUCKETS] = [const { AtomicIsize::new(0) }; BUCKETS];
+
+fn bucket(size: usize) -> usize {
+    size.div_ceil(16).min(BUCKETS - 1)
+}
+
+fn count(size: usize, d: isize) {
+    LIVE_BYTES.fetch_add(d * size as isize, Ordering::Relaxed);
+    LIVE_BY_SIZE[bucket(size)].fetch_add(d, Ordering::Relaxed);
+}
+
+// SAFETY: every call is forwarded unchanged to mimalloc; only counters
+// are updated beside it.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { mimalloc::MiMalloc.alloc(l) };
+        if !p.is_null() {
+            count(l.size(), 1);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let p = unsafe { mimalloc::MiMalloc.alloc_zeroed(l) };
+        if !p.is_null() {
+            count(l.size(), 1);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        count(l.size(), -1);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { mimalloc::MiMalloc.dealloc(p, l) }
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        let q = unsafe { mimalloc::MiMalloc.realloc(p, l, new) };
+        if !q.is_null() {
+            count(l.size(), -1);
+            count(new, 1);
+        }
+        q
+    }
+}
+
+/// Live bytes and live blocks per size bucket, now.
+fn live_snapshot() -> (isize, Vec<isize>) {
+    (
+        LIVE_BYTES.load(Ordering::Relaxed),
+        LIVE_BY_SIZE
+            .iter()
+            .map(|x| x.load(Ordering::Relaxed))
+            .collect(),
+    )
+}
+
+use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use stratus_model::{Labels, MatchType, Matcher, Sample};
@@ -730,6 +805,61 @@ fn select_decode(
     best
 }
 
+/// Phase 1's appenders: the calling thread, or (`STRATUS_BENCH_POOL=k`)
+/// `k` threads taking requests in turn, one at a time, like the tokio
+/// blocking pool that runs a server's or an ingester's appends: series
+/// are then created and their chunks grown and freed from several
+/// threads, i.e. from several of the allocator's per-thread heaps.
+struct Pool {
+    jobs: Vec<mpsc::Sender<Request>>,
+    done: mpsc::Receiver<Duration>,
+    next: usize,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Pool {
+    fn new(k: usize, db: &Arc<Db>, labels: &Arc<Vec<Labels>>) -> Self {
+        let (done_tx, done) = mpsc::channel();
+        let mut jobs = Vec::new();
+        let mut threads = Vec::new();
+        for _ in 0..k {
+            let (tx, rx) = mpsc::channel::<Request>();
+            let (db, labels, done_tx) = (db.clone(), labels.clone(), done_tx.clone());
+            threads.push(std::thread::spawn(move || {
+                for r in rx {
+                    let _ = done_tx.send(send(&db, &labels, &r));
+                }
+            }));
+            jobs.push(tx);
+        }
+        Pool {
+            jobs,
+            done,
+            next: 0,
+            threads,
+        }
+    }
+
+    fn send(&mut self, db: &Db, labels: &[Labels], r: Request) -> Duration {
+        if self.jobs.is_empty() {
+            return send(db, labels, &r);
+        }
+        let k = self.next % self.jobs.len();
+        self.next += 1;
+        self.jobs[k].send(r).unwrap();
+        self.done.recv().unwrap()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.jobs.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Median latency of the matcher-heavy select (full and labels-only).
 fn heavy_select(db: &Db, mint: i64, maxt: i64) -> (usize, Duration, Duration) {
     let ms = [
@@ -858,21 +988,24 @@ fn main() {
     };
     let mut data = Data::new(n, t0);
     let hosts = data.hosts;
-    let labels = std::mem::take(&mut data.labels);
+    let labels = Arc::new(std::mem::take(&mut data.labels));
     let db = rt.block_on(open(dir.path(), bucket, cfg));
+    let mut pool = Pool::new(env_usize("STRATUS_BENCH_POOL", 0), &db, &labels);
     let rss0 = rss_bytes();
+    let live0 = live_snapshot();
     let (mut t_create, mut t_steady) = (Duration::ZERO, Duration::ZERO);
     let (mut s_create, mut s_steady) = (0u64, 0u64);
     let wall = Instant::now();
     for round in 0..rounds {
         for r in gen_round(&mut data, round, 0..hosts) {
-            let d = send(&db, &labels, &r);
+            let n = r.samples.len() as u64;
+            let d = pool.send(&db, &labels, r);
             if round == 0 {
                 t_create += d;
-                s_create += r.samples.len() as u64;
+                s_create += n;
             } else {
                 t_steady += d;
-                s_steady += r.samples.len() as u64;
+                s_steady += n;
             }
         }
         // What a real server's background ticker does every few seconds.
@@ -881,7 +1014,9 @@ fn main() {
         }
     }
     let wall = wall.elapsed();
+    drop(pool);
     let rss1 = rss_bytes();
+    let live1 = live_snapshot();
     let st = db.stats();
     let wal_bytes = dir_bytes(&dir.path().join("wal"));
     println!("\n[1] append, one thread, {rounds} rounds (time inside Db::append only):");
@@ -928,6 +1063,42 @@ fn main() {
             per(hm.symbols)
         ),
     );
+    let live = (live1.0 - live0.0).max(0) as f64;
+    row(
+        "live heap bytes / series (counting allocator)",
+        format!(
+            "{:.0} B; allocator overhead (RSS delta − live) {:.0} B",
+            live / n as f64,
+            (rss1.saturating_sub(rss0) as f64 - live) / n as f64
+        ),
+    );
+    // The size buckets holding most of the growth, as blocks per series.
+    let mut by: Vec<(usize, isize)> = live1
+        .1
+        .iter()
+        .zip(&live0.1)
+        .map(|(a, b)| a - b)
+        .enumerate()
+        .filter(|x| x.1 > 0)
+        .collect();
+    by.sort_by_key(|x| -(x.1 * (x.0 as isize)));
+    let top: Vec<String> = by
+        .iter()
+        .take(12)
+        .map(|&(b, c)| {
+            let hi = if b == BUCKETS - 1 {
+                "+".to_string()
+            } else {
+                (b * 16).to_string()
+            };
+            format!(
+                "{}-{hi} B ×{:.2}",
+                (b.max(1) - 1) * 16 + 1,
+                c as f64 / n as f64
+            )
+        })
+        .collect();
+    row("live blocks / series by requested size", top.join(", "));
     println!("\n[3] bytes on disk:");
     row(
         "WAL bytes / sample (all segment files, incl. series records)",

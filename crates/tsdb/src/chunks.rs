@@ -44,7 +44,9 @@ pub use histogram::{
     Appendable, CounterResetHeader, FloatHistogramAppender, HISTOGRAM_HEADER_LEN,
     HistogramAppender, decode_float_histogram, decode_histogram, fuzz_histogram_decode,
 };
-pub use xor::{XorAppender, XorIterator, chunk_num_samples, decode_xor, fuzz_xor_decode};
+pub use xor::{
+    XOR_SAMPLE_ROOM, XorAppender, XorIterator, chunk_num_samples, decode_xor, fuzz_xor_decode,
+};
 
 /// Maximum number of samples in one chunk (the header count is a `u16`).
 pub const MAX_SAMPLES_PER_CHUNK: usize = u16::MAX as usize;

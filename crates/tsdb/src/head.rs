@@ -546,7 +546,7 @@ impl Head {
                             data: c.data.clone(),
                         });
                     }
-                    if let Some(a) = &d.app {
+                    if let Some(a) = d.app() {
                         if let (Some(f), Some(l)) = (a.first_t(), a.last_t()) {
                             if l >= mint && f <= maxt {
                                 parts.push(Part::Chunk {
@@ -558,7 +558,7 @@ impl Head {
                             }
                         }
                     }
-                    if let Some(a) = &d.happ {
+                    if let Some(a) = d.happ() {
                         if let (Some(f), Some(l)) = (a.first_t(), a.last_t()) {
                             if l >= mint && f <= maxt {
                                 parts.push(Part::Chunk {
@@ -698,10 +698,9 @@ impl Head {
             return None;
         }
         let open_last = d
-            .app
-            .as_ref()
+            .app()
             .and_then(|a| a.last_t())
-            .or_else(|| d.happ.as_ref().and_then(|a| a.last_t()));
+            .or_else(|| d.happ().and_then(|a| a.last_t()));
         if open_last.is_some_and(|l| l < cut_end) {
             d.seal_open_chunk();
         }
@@ -735,8 +734,7 @@ impl Head {
         let mut removed = Vec::new();
         for s in self.all_series() {
             let mut d = s.data.lock();
-            d.chunks.retain(|c| c.maxt >= cut_end);
-            d.chunks.shrink_to_fit();
+            d.retain_chunks(|c| c.maxt >= cut_end);
             if let Some(ts) = taken.get(&s.id) {
                 d.ooo.retain(|x| ts.binary_search(&x.0).is_err());
             }
@@ -818,7 +816,7 @@ impl Head {
                 if d.removed || !d.chunks.iter().any(|c| c.encoding == xor) {
                     continue;
                 }
-                d.chunks.clone()
+                d.chunks.to_vec()
             };
             let mut i = 0;
             while i < snap.len() {
@@ -867,8 +865,7 @@ impl Head {
                         .zip(group)
                         .all(|(a, b)| Arc::ptr_eq(&a.data, &b.data));
                 if still {
-                    d.chunks.splice(pos..pos + group.len(), fresh);
-                    d.chunks.shrink_to_fit();
+                    d.replace_chunks(pos..pos + group.len(), fresh);
                     replaced += group.len();
                 }
             }

@@ -14,6 +14,11 @@ use super::{
 /// `leading` value meaning "no XOR window chosen yet".
 const NO_WINDOW: u8 = 0xff;
 
+/// Room one appended sample may need in the buffer: at most 20 bytes
+/// (a 4-bit prefix and 64-bit delta-of-delta, then a 13-bit window header
+/// and 64 value bits) plus the 8 bytes `write_bits` may touch beyond them.
+pub const XOR_SAMPLE_ROOM: usize = 32;
+
 /// Size of the sample count header.
 const HEADER_LEN: usize = 2;
 
@@ -52,7 +57,14 @@ impl Default for XorAppender {
 impl XorAppender {
     /// An empty chunk (only the zero sample count is written).
     pub fn new() -> Self {
-        let mut buf = Vec::with_capacity(64);
+        Self::with_capacity(64)
+    }
+
+    /// An empty chunk whose buffer starts with room for `cap` bytes (the
+    /// head allocates its open chunks once, at their final size: see
+    /// [`XorAppender::has_room`]).
+    pub fn with_capacity(cap: usize) -> Self {
+        let mut buf = Vec::with_capacity(cap.max(HEADER_LEN));
         buf.extend_from_slice(&[0, 0]);
         XorAppender {
             buf,
@@ -78,8 +90,7 @@ impl XorAppender {
         // quarter of the buffer on average) is paid a million times.
         // One sample needs at most 20 bytes plus `write_bits`' 8-byte
         // overshoot.
-        let spare = self.buf.capacity() - self.buf.len();
-        if spare < 32 {
+        if !self.has_room() {
             self.buf.reserve_exact((self.buf.len() / 8).max(32));
         }
         match self.num {
@@ -199,6 +210,12 @@ impl XorAppender {
     /// The chunk bytes; a complete, decodable chunk at any moment.
     pub fn bytes(&self) -> &[u8] {
         &self.buf
+    }
+
+    /// Whether the next sample fits the buffer without growing it (one
+    /// sample needs at most [`XOR_SAMPLE_ROOM`] bytes).
+    pub fn has_room(&self) -> bool {
+        self.buf.capacity() - self.buf.len() >= XOR_SAMPLE_ROOM
     }
 
     /// Bytes allocated for the chunk buffer (its capacity).

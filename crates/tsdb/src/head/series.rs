@@ -33,6 +33,18 @@ pub(crate) enum HistApp {
     Float(FloatHistogramAppender),
 }
 
+/// Bytes allocated for a series' open XOR chunk, once, when the chunk is
+/// started (a mimalloc size class: no rounding). The chunk is cut when
+/// the next sample might not fit ([`XorAppender::has_room`]), so the
+/// buffer never grows: with a million series, a doubling buffer's slack
+/// and the blocks freed while it grows (in lockstep across series, which
+/// leaves pages of every size class on the way partly used) cost more
+/// than the extra chunks. Sealed chunks are re-encoded into one compact
+/// chunk per block range by [`Head::compact_chunks`](crate::head::Head),
+/// so more, smaller XOR chunks do not last. 192 bytes hold 50–110
+/// samples of typical scrape data (1.4–3 bytes per sample).
+pub(crate) const OPEN_CHUNK_BYTES: usize = 192;
+
 /// A histogram chunk is cut at this many data bytes (Prometheus aims at
 /// about 1 KiB per histogram chunk) or at `chunk_samples` samples.
 const HIST_CHUNK_BYTES: usize = 1024;
@@ -177,14 +189,27 @@ impl Ooo {
     }
 }
 
+/// The open chunk of a series. At most one chunk is open, of either kind,
+/// so one field holds it (two `Option`s took a word more and moved every
+/// series record up a size class); the histogram appender is boxed: most
+/// series never have one.
+#[derive(Debug, Default)]
+pub(crate) enum Open {
+    #[default]
+    None,
+    Xor(XorAppender),
+    Hist(Box<HistApp>),
+}
+
 /// The mutable state of a series, behind its mutex.
 #[derive(Debug)]
 pub(crate) struct SeriesData {
-    pub(crate) chunks: Vec<HeadChunk>,
-    pub(crate) app: Option<XorAppender>,
-    /// The open histogram chunk (boxed: most series never have one). At
-    /// most one of `app` and `happ` is open.
-    pub(crate) happ: Option<Box<HistApp>>,
+    /// Sealed chunks, oldest first (a boxed slice: one word less than a
+    /// `Vec`, and every change reallocates it at its exact size anyway).
+    pub(crate) chunks: Box<[HeadChunk]>,
+    /// The open chunk, float or histogram (see [`SeriesData::app`] and
+    /// [`SeriesData::happ`]).
+    pub(crate) open: Open,
     /// Exclusive upper bound for timestamps in the open chunk.
     app_end: i64,
     /// Sorted, unique out-of-order samples.
@@ -215,9 +240,8 @@ impl MemSeries {
             id,
             syms,
             data: Mutex::new(SeriesData {
-                chunks: Vec::new(),
-                app: None,
-                happ: None,
+                chunks: Box::default(),
+                open: Open::None,
                 app_end: i64::MIN,
                 ooo: Ooo::default(),
                 last_t: i64::MIN,
@@ -235,6 +259,22 @@ pub(crate) fn window_start(t: i64, range: i64) -> i64 {
 }
 
 impl SeriesData {
+    /// The open float chunk, if that is the open one.
+    pub(crate) fn app(&self) -> Option<&XorAppender> {
+        match &self.open {
+            Open::Xor(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The open histogram chunk, if that is the open one.
+    pub(crate) fn happ(&self) -> Option<&HistApp> {
+        match &self.open {
+            Open::Hist(a) => Some(a),
+            _ => None,
+        }
+    }
+
     /// Appends a sample. `min_valid` is the end of the time already cut
     /// into blocks: samples below it always take the out-of-order path.
     /// The caller checks the out-of-order window before calling.
@@ -248,16 +288,16 @@ impl SeriesData {
     ) -> Result<Appended, Reject> {
         let bits = v.to_bits();
         if t > self.last_t && t >= min_valid {
-            let cut = match &self.app {
+            let cut = match self.app() {
                 None => true,
-                Some(a) => a.num_samples() >= chunk_samples || t >= self.app_end,
+                Some(a) => a.num_samples() >= chunk_samples || t >= self.app_end || !a.has_room(),
             };
             if cut {
                 self.seal_open_chunk();
-                self.app = Some(XorAppender::new());
+                self.open = Open::Xor(XorAppender::with_capacity(OPEN_CHUNK_BYTES));
                 self.app_end = window_start(t, range).saturating_add(range);
             }
-            if let Some(a) = self.app.as_mut() {
+            if let Open::Xor(a) = &mut self.open {
                 a.append(t, v);
             }
             self.last_t = t;
@@ -303,8 +343,8 @@ impl SeriesData {
         range: i64,
     ) -> Result<Appended, Reject> {
         if t > self.last_t && t >= min_valid {
-            let verdict = self.happ.as_ref().and_then(|a| a.appendable(h));
-            let header = match (&self.happ, verdict) {
+            let verdict = self.happ().and_then(|a| a.appendable(h));
+            let header = match (self.happ(), verdict) {
                 (Some(a), Some(Appendable::Yes))
                     if a.num_samples() < chunk_samples
                         && a.bytes().len() < HIST_CHUNK_BYTES
@@ -330,23 +370,25 @@ impl SeriesData {
             };
             if let Some(hdr) = header {
                 self.seal_open_chunk();
-                self.happ = Some(Box::new(match h {
+                self.open = Open::Hist(Box::new(match h {
                     HistRef::Int(_) => HistApp::Int(HistogramAppender::new(hdr)),
                     HistRef::Float(_) => HistApp::Float(FloatHistogramAppender::new(hdr)),
                 }));
                 self.app_end = window_start(t, range).saturating_add(range);
             }
-            match (self.happ.as_deref_mut(), h) {
-                (Some(HistApp::Int(a)), HistRef::Int(h)) => a.append(t, h),
-                (Some(HistApp::Float(a)), HistRef::Float(h)) => a.append(t, h),
-                _ => {}
+            if let Open::Hist(a) = &mut self.open {
+                match (&mut **a, h) {
+                    (HistApp::Int(a), HistRef::Int(h)) => a.append(t, h),
+                    (HistApp::Float(a), HistRef::Float(h)) => a.append(t, h),
+                    _ => {}
+                }
             }
             self.last_t = t;
             self.last_is_hist = true;
             return Ok(Appended::InOrder);
         }
         if t == self.last_t {
-            let same = self.last_is_hist && self.happ.as_ref().is_some_and(|a| a.last_equals(h));
+            let same = self.last_is_hist && self.happ().is_some_and(|a| a.last_equals(h));
             return if same {
                 Ok(Appended::Noop)
             } else {
@@ -365,7 +407,7 @@ impl SeriesData {
 
     /// The histogram stored at exactly `t`, if any (slow path: decodes).
     fn histogram_at(&self, t: i64) -> Option<StoredHist> {
-        let open = self.happ.as_ref().and_then(|a| {
+        let open = self.happ().and_then(|a| {
             let (f, l) = (a.first_t()?, a.last_t()?);
             (f <= t && t <= l).then(|| (a.encoding() as u8, a.bytes()))
         });
@@ -404,7 +446,7 @@ impl SeriesData {
                 return seek_exact(c.encoding, &c.data[..], t);
             }
         }
-        if let Some(a) = &self.app {
+        if let Some(a) = self.app() {
             if a.first_t().is_some_and(|f| f <= t) && a.last_t().is_some_and(|l| t <= l) {
                 return seek_exact(Encoding::Xor as u8, a.bytes(), t);
             }
@@ -414,34 +456,64 @@ impl SeriesData {
 
     /// Moves the open chunks (if any) to the sealed list.
     pub(crate) fn seal_open_chunk(&mut self) {
-        if let Some(a) = self.happ.take() {
-            if let (Some(mint), Some(maxt)) = (a.first_t(), a.last_t()) {
-                let encoding = a.encoding() as u8;
-                let data = match *a {
-                    HistApp::Int(a) => a.into_bytes(),
-                    HistApp::Float(a) => a.into_bytes(),
-                };
-                self.chunks.reserve_exact(1);
-                self.chunks.push(HeadChunk {
-                    mint,
-                    maxt,
-                    encoding,
-                    data: data.into(),
-                });
+        match std::mem::take(&mut self.open) {
+            Open::None => {}
+            Open::Hist(a) => {
+                if let (Some(mint), Some(maxt)) = (a.first_t(), a.last_t()) {
+                    let encoding = a.encoding() as u8;
+                    let data = match *a {
+                        HistApp::Int(a) => a.into_bytes(),
+                        HistApp::Float(a) => a.into_bytes(),
+                    };
+                    self.push_chunk(HeadChunk {
+                        mint,
+                        maxt,
+                        encoding,
+                        data: data.into(),
+                    });
+                }
+            }
+            Open::Xor(a) => {
+                if let (Some(mint), Some(maxt)) = (a.first_t(), a.last_t()) {
+                    // One copy into the shared chunk, at its exact size.
+                    self.push_chunk(HeadChunk {
+                        mint,
+                        maxt,
+                        encoding: Encoding::Xor as u8,
+                        data: Arc::from(a.bytes()),
+                    });
+                }
             }
         }
-        if let Some(a) = self.app.take() {
-            if let (Some(mint), Some(maxt)) = (a.first_t(), a.last_t()) {
-                // Exact capacity: a series holds a few chunks for hours.
-                self.chunks.reserve_exact(1);
-                self.chunks.push(HeadChunk {
-                    mint,
-                    maxt,
-                    encoding: Encoding::Xor as u8,
-                    data: a.into_bytes().into(),
-                });
-            }
+    }
+
+    /// Appends a sealed chunk (the list is reallocated at its exact size:
+    /// a series holds a few chunks for hours).
+    fn push_chunk(&mut self, c: HeadChunk) {
+        let mut v = std::mem::take(&mut self.chunks).into_vec();
+        v.reserve_exact(1);
+        v.push(c);
+        self.chunks = v.into_boxed_slice();
+    }
+
+    /// Keeps the sealed chunks `f` accepts.
+    pub(crate) fn retain_chunks(&mut self, f: impl FnMut(&HeadChunk) -> bool) {
+        if !self.chunks.is_empty() {
+            let mut v = std::mem::take(&mut self.chunks).into_vec();
+            v.retain(f);
+            self.chunks = v.into_boxed_slice();
         }
+    }
+
+    /// Replaces the sealed chunks `range` with `fresh`.
+    pub(crate) fn replace_chunks(
+        &mut self,
+        range: std::ops::Range<usize>,
+        fresh: impl IntoIterator<Item = HeadChunk>,
+    ) {
+        let mut v = std::mem::take(&mut self.chunks).into_vec();
+        v.splice(range, fresh);
+        self.chunks = v.into_boxed_slice();
     }
 
     /// Oldest and newest timestamps held, if any.
@@ -454,13 +526,13 @@ impl SeriesData {
         if let Some(c) = self.chunks.last() {
             max = max.max(c.maxt);
         }
-        if let Some(a) = &self.app {
+        if let Some(a) = self.app() {
             if let (Some(f), Some(l)) = (a.first_t(), a.last_t()) {
                 min = min.min(f);
                 max = max.max(l);
             }
         }
-        if let Some(a) = &self.happ {
+        if let Some(a) = self.happ() {
             if let (Some(f), Some(l)) = (a.first_t(), a.last_t()) {
                 min = min.min(f);
                 max = max.max(l);
@@ -475,16 +547,16 @@ impl SeriesData {
 
     /// Whether the series holds no samples at all.
     pub(crate) fn is_empty(&self) -> bool {
-        self.chunks.is_empty() && self.app.is_none() && self.happ.is_none() && self.ooo.is_empty()
+        self.chunks.is_empty() && matches!(self.open, Open::None) && self.ooo.is_empty()
     }
 
     /// Approximate heap bytes held by the samples: (sealed chunks, open
     /// chunk, out-of-order buffer).
     pub(crate) fn heap_bytes(&self) -> (usize, usize, usize) {
         let sealed = self.chunks.iter().map(|c| c.data.len() + 16).sum::<usize>()
-            + self.chunks.capacity() * std::mem::size_of::<HeadChunk>();
-        let open = self.app.as_ref().map_or(0, |a| a.capacity())
-            + self.happ.as_ref().map_or(0, |a| a.bytes().len() + 256);
+            + self.chunks.len() * std::mem::size_of::<HeadChunk>();
+        let open = self.app().map_or(0, |a| a.capacity())
+            + self.happ().map_or(0, |a| a.bytes().len() + 256);
         (sealed, open, self.ooo.heap_bytes())
     }
 }
@@ -528,5 +600,42 @@ fn seek_exact(encoding: u8, data: &[u8], t: i64) -> Option<f64> {
     match it.seek(t) {
         Some((st, v)) if st == t => Some(v),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The series record with its `Arc` header (two counters) fits
+    /// mimalloc's 160-byte size class; one more word would move every
+    /// series to the 192-byte class.
+    #[test]
+    fn series_record_fits_its_size_class() {
+        let size = std::mem::size_of::<MemSeries>() + 16;
+        assert!(size <= 160, "Arc<MemSeries> takes {size} bytes");
+    }
+
+    /// An open XOR chunk never grows past its first allocation.
+    #[test]
+    fn open_chunk_is_cut_before_it_grows() {
+        let mut d = MemSeries::new(1, Box::default()).data.into_inner();
+        let mut v = 1.0f64;
+        for i in 0..2000i64 {
+            // Noisy values: the widest XOR encoding, so byte cuts happen
+            // long before `chunk_samples`.
+            v = f64::from_bits(v.to_bits() ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 12);
+            let r = d.append(i * 15_000 + (i % 7), v, i64::MIN, 120, 1 << 40);
+            assert_eq!(r, Ok(Appended::InOrder));
+            assert_eq!(d.app().map(XorAppender::capacity), Some(OPEN_CHUNK_BYTES));
+        }
+        assert!(d.chunks.len() > 2000 / 120, "{} chunks", d.chunks.len());
+        let n: usize = d
+            .chunks
+            .iter()
+            .map(|c| crate::chunks::chunk_num_samples_any(c.encoding, &c.data).unwrap_or(0))
+            .sum::<usize>()
+            + d.app().map_or(0, XorAppender::num_samples);
+        assert_eq!(n, 2000);
     }
 }
