@@ -45,6 +45,7 @@ mod query;
 mod read;
 mod remote_read;
 mod remote_write;
+mod rw_fast;
 mod server;
 mod status;
 
@@ -70,4 +71,5 @@ pub use remote_write::{
     DEFAULT_MAX_DECOMPRESSED_BYTES, DecodeError, RwVersion, WriteBatch, batch_from_v1, decode,
     decode_v1, decode_v2, decompress_snappy, fuzz_remote_write_v1, fuzz_remote_write_v2,
 };
+pub use remote_write::{BatchHistSeries, batch_from_v1_encoded, fuzz_remote_write_v1_fast};
 pub use server::{open_bucket, open_tenants, serve, serve_with};

@@ -276,6 +276,16 @@ pub fn decompress_snappy(body: &[u8], max_len: usize) -> Result<Vec<u8>, DecodeE
 
 /// Decodes and validates an uncompressed remote write 1.0 body.
 pub fn decode_v1(buf: &[u8]) -> Result<WriteBatch, DecodeError> {
+    // The borrowing decoder takes the common shape; anything else (and
+    // every error) goes through prost.
+    if let Some(b) = crate::rw_fast::decode_v1_fast(buf) {
+        return Ok(b);
+    }
+    decode_v1_prost(buf)
+}
+
+/// [`decode_v1`] through the generated prost types only.
+fn decode_v1_prost(buf: &[u8]) -> Result<WriteBatch, DecodeError> {
     let req = prometheus::WriteRequest::decode(buf).context(ProtobufSnafu {
         message: "prometheus.WriteRequest",
     })?;
@@ -293,19 +303,65 @@ pub fn batch_from_v1(
         ..Default::default()
     };
     for ts in timeseries {
-        let pairs = || ts.labels.iter().map(|l| (&*l.name, &*l.value));
-        let samples = ts.samples.iter().map(|s| Sample::new(s.timestamp, s.value));
-        let hists: Vec<_> = ts
-            .histograms
-            .iter()
-            .map(|h| convert_histogram!(h, prometheus))
-            .collect();
-        let labels = add_series(&mut batch, pairs, hists, ts.exemplars.len(), samples);
-        for e in &ts.exemplars {
-            let pairs = e.labels.iter().map(|l| (&*l.name, &*l.value));
-            add_exemplar(&mut batch, labels.as_ref(), pairs, e.value, e.timestamp);
-        }
+        add_v1_series(&mut batch, ts);
     }
+    add_v1_metadata(&mut batch, metadata);
+    batch
+}
+
+/// Validates remote write 1.0 series given as encoded
+/// `prometheus.TimeSeries` messages (an ingester's gRPC push, whose
+/// series stay in the received bytes) and metadata into a [`WriteBatch`],
+/// as [`batch_from_v1`] does with decoded ones. A series that is not a
+/// valid message is a decoding error.
+pub fn batch_from_v1_encoded<'a>(
+    timeseries: impl IntoIterator<Item = &'a [u8]> + Clone,
+    metadata: &[prometheus::MetricMetadata],
+) -> Result<WriteBatch, DecodeError> {
+    if let Some(b) = crate::rw_fast::batch_from_encoded(timeseries.clone(), metadata) {
+        return Ok(b);
+    }
+    let mut decoded = Vec::new();
+    for s in timeseries {
+        decoded.push(prometheus::TimeSeries::decode(s).context(ProtobufSnafu {
+            message: "prometheus.TimeSeries",
+        })?);
+    }
+    Ok(batch_from_v1(&decoded, metadata))
+}
+
+/// Validates one decoded remote write 1.0 series into `batch`.
+pub(crate) fn add_v1_series(batch: &mut WriteBatch, ts: &prometheus::TimeSeries) {
+    let pairs = || ts.labels.iter().map(|l| (&*l.name, &*l.value));
+    let samples = ts.samples.iter().map(|s| Sample::new(s.timestamp, s.value));
+    let hists: Vec<_> = ts
+        .histograms
+        .iter()
+        .map(|h| convert_histogram!(h, prometheus))
+        .collect();
+    let labels = add_series(batch, pairs, hists, ts.exemplars.len(), samples);
+    for e in &ts.exemplars {
+        let pairs = e.labels.iter().map(|l| (&*l.name, &*l.value));
+        add_exemplar(batch, labels.as_ref(), pairs, e.value, e.timestamp);
+    }
+}
+
+/// Validates a series of label pairs and float samples only (the
+/// borrowing decoder's common case) into `batch`; `name` gives the shared
+/// string of a label name.
+pub(crate) fn add_v1_series_parts<'a, I>(
+    batch: &mut WriteBatch,
+    pairs: impl Fn() -> I,
+    name: impl FnMut(&str) -> Arc<str>,
+    samples: impl ExactSizeIterator<Item = Sample>,
+) where
+    I: Iterator<Item = (&'a str, &'a str)>,
+{
+    add_series_with(batch, pairs, name, Vec::new(), 0, samples);
+}
+
+/// Validates remote write 1.0 metadata into `batch`.
+pub(crate) fn add_v1_metadata(batch: &mut WriteBatch, metadata: &[prometheus::MetricMetadata]) {
     for m in metadata {
         if m.metric_family_name.is_empty() {
             batch.error(|| "metadata without a metric family name".to_string());
@@ -320,7 +376,6 @@ pub fn batch_from_v1(
             },
         ));
     }
-    batch
 }
 
 /// Decodes and validates an uncompressed remote write 2.0 body.
@@ -473,11 +528,33 @@ fn add_series<'a, I>(
 where
     I: Iterator<Item = (&'a str, &'a str)>,
 {
+    add_series_with(
+        batch,
+        pairs,
+        |n: &str| Arc::from(n),
+        histograms,
+        exemplars,
+        samples,
+    )
+}
+
+/// [`add_series`] with the label names' strings from `name`.
+fn add_series_with<'a, I>(
+    batch: &mut WriteBatch,
+    pairs: impl Fn() -> I,
+    name: impl FnMut(&str) -> Arc<str>,
+    histograms: Vec<(i64, Result<HistIn, String>)>,
+    exemplars: usize,
+    samples: impl ExactSizeIterator<Item = Sample>,
+) -> Option<Labels>
+where
+    I: Iterator<Item = (&'a str, &'a str)>,
+{
     let n = samples.len();
     if n == 0 && histograms.is_empty() && exemplars == 0 {
         return None;
     }
-    let labels = match build_labels(pairs()) {
+    let labels = match build_labels(pairs(), name) {
         Ok(l) => l,
         Err(why) => {
             batch.invalid_samples += n as u64;
@@ -540,8 +617,11 @@ fn render_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
 }
 
 /// Builds a label set from raw pairs, checking the remote-write rules.
-fn build_labels<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Labels, String> {
-    let mut out: Vec<Label> = Vec::new();
+fn build_labels<'a>(
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    mut name: impl FnMut(&str) -> Arc<str>,
+) -> Result<Labels, String> {
+    let mut out: Vec<Label> = Vec::with_capacity(pairs.size_hint().0);
     let mut prev: Option<&str> = None;
     for (n, v) in pairs {
         if n.is_empty() {
@@ -557,7 +637,7 @@ fn build_labels<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<L
         }
         prev = Some(n);
         if !v.is_empty() {
-            out.push(Label::new(Arc::<str>::from(n), Arc::<str>::from(v)));
+            out.push(Label::new(name(n), Arc::<str>::from(v)));
         }
     }
     let labels = Labels::from_sorted_unchecked(out);
@@ -576,6 +656,22 @@ pub fn fuzz_remote_write_v1(data: &[u8]) {
 /// Fuzz entry point for remote write 2.0 (see [`fuzz_remote_write_v1`]).
 pub fn fuzz_remote_write_v2(data: &[u8]) {
     fuzz(RwVersion::V2, data);
+}
+
+/// Differential fuzz entry point of the borrowing remote write 1.0
+/// decoder: [`decode_v1`] must give exactly what the prost decoder gives
+/// (the same batch, or the same error). Panics on a difference.
+pub fn fuzz_remote_write_v1_fast(data: &[u8]) {
+    let fast = decode_v1(data);
+    let slow = decode_v1_prost(data);
+    match (&fast, &slow) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "batches differ");
+            check_batch(a);
+        }
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+        _ => panic!("fast {fast:?} vs prost {slow:?}"),
+    }
 }
 
 fn fuzz(version: RwVersion, data: &[u8]) {

@@ -1,14 +1,16 @@
 //! Conversions between model types and the wire messages of
-//! `stratus.ingester.v1`: validated series of a [`WriteBatch`] into
-//! remote write 1.0 shapes (histograms keep their integer or float kind
-//! bit for bit), matchers, label sets, chunks and refusal reasons.
+//! `stratus.ingester.v1`: validated series of a [`WriteBatch`] joined
+//! per label set and encoded once as remote write 1.0 `TimeSeries` bytes
+//! (histograms keep their integer or float kind bit for bit), matchers, label sets, chunks and refusal reasons.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use stratus_api::WriteBatch;
-use stratus_model::{BucketSpan, FloatHistogram, Histogram, Labels, MatchType, Matcher};
+use prost::bytes::Bytes;
+use prost::encoding::{self as prost_encoding, encode_varint, encoded_len_varint};
+use stratus_api::{BatchExemplar, BatchHistSeries, WriteBatch};
+use stratus_model::{BucketSpan, FloatHistogram, Histogram, Labels, MatchType, Matcher, Sample};
 use stratus_proto::ingester as pb;
 use stratus_proto::prometheus as prom;
 use stratus_tsdb::{Part, RejectReason, Series};
@@ -80,68 +82,166 @@ pub(crate) fn float_histogram_to_proto(t: i64, h: &FloatHistogram) -> prom::Hist
     }
 }
 
+/// One series of a batch with everything it carries (floats, native
+/// histograms, exemplars), joined by label set.
+#[derive(Debug)]
+pub(crate) struct Joined<'b> {
+    pub(crate) labels: &'b Labels,
+    /// The labels' [`Labels::stable_hash`].
+    pub(crate) hash: u64,
+    /// Float samples (one slice per occurrence of the label set).
+    samples: Vec<&'b [Sample]>,
+    hists: Vec<&'b BatchHistSeries>,
+    pub(crate) exemplars: Vec<&'b BatchExemplar>,
+}
+
+impl Joined<'_> {
+    pub(crate) fn samples_len(&self) -> usize {
+        self.samples.iter().map(|s| s.len()).sum()
+    }
+
+    pub(crate) fn histograms_len(&self) -> usize {
+        self.hists
+            .iter()
+            .map(|h| h.histograms.len() + h.float_histograms.len())
+            .sum()
+    }
+}
+
 /// Every series of a batch (floats, histograms and exemplars joined per
-/// label set) in remote write shape, with its labels; series appear in
-/// the batch's order, float series first.
-pub(crate) fn batch_series(batch: &WriteBatch) -> Vec<(Labels, prom::TimeSeries)> {
-    let mut out: Vec<(Labels, prom::TimeSeries)> = Vec::with_capacity(batch.series.len());
+/// label set), in the batch's order, float series first.
+pub(crate) fn join_series(batch: &WriteBatch) -> Vec<Joined<'_>> {
+    let mut out: Vec<Joined<'_>> = Vec::with_capacity(batch.series.len());
     // Series by the label set's xxh3 hash (computed once per series, no
     // SipHash over every label string); equal hashes are checked for
     // equal labels, a collision chains to the next free key.
     let mut index: HashMap<u64, usize, BuildHasherDefault<IdentityHasher>> =
         HashMap::with_capacity_and_hasher(batch.series.len(), BuildHasherDefault::default());
-    let mut slot = |out: &mut Vec<(Labels, prom::TimeSeries)>, l: &Labels| -> usize {
-        let mut key = l.stable_hash();
+    fn slot<'b>(
+        index: &mut HashMap<u64, usize, BuildHasherDefault<IdentityHasher>>,
+        out: &mut Vec<Joined<'b>>,
+        l: &'b Labels,
+    ) -> usize {
+        let hash = l.stable_hash();
+        let mut key = hash;
         loop {
             match index.get(&key) {
-                Some(&i) if out.get(i).is_some_and(|(x, _)| x == l) => return i,
+                Some(&i) if out.get(i).is_some_and(|x| x.labels == l) => return i,
                 Some(_) => key = key.wrapping_add(0x9e37_79b9_7f4a_7c15),
                 None => break,
             }
         }
-        out.push((
-            l.clone(),
-            prom::TimeSeries {
-                labels: labels_to_proto(l),
-                ..Default::default()
-            },
-        ));
+        out.push(Joined {
+            labels: l,
+            hash,
+            samples: Vec::new(),
+            hists: Vec::new(),
+            exemplars: Vec::new(),
+        });
         index.insert(key, out.len() - 1);
         out.len() - 1
-    };
+    }
     for s in &batch.series {
-        let i = slot(&mut out, &s.labels);
-        if let Some((_, ts)) = out.get_mut(i) {
-            ts.samples
-                .extend(batch.samples_of(s).iter().map(|x| prom::Sample {
-                    value: x.v,
-                    timestamp: x.t,
-                }));
+        let i = slot(&mut index, &mut out, &s.labels);
+        if let Some(j) = out.get_mut(i) {
+            j.samples.push(batch.samples_of(s));
         }
     }
     for s in &batch.hist_series {
-        let i = slot(&mut out, &s.labels);
-        if let Some((_, ts)) = out.get_mut(i) {
-            ts.histograms
-                .extend(s.histograms.iter().map(|(t, h)| histogram_to_proto(*t, h)));
-            ts.histograms.extend(
-                s.float_histograms
-                    .iter()
-                    .map(|(t, h)| float_histogram_to_proto(*t, h)),
-            );
+        let i = slot(&mut index, &mut out, &s.labels);
+        if let Some(j) = out.get_mut(i) {
+            j.hists.push(s);
         }
     }
     for e in &batch.exemplars {
-        let i = slot(&mut out, &e.series);
-        if let Some((_, ts)) = out.get_mut(i) {
-            ts.exemplars.push(prom::Exemplar {
-                labels: labels_to_proto(&e.exemplar.labels),
-                value: e.exemplar.value,
-                timestamp: e.exemplar.t,
-            });
+        let i = slot(&mut index, &mut out, &e.series);
+        if let Some(j) = out.get_mut(i) {
+            j.exemplars.push(e);
         }
     }
     out
+}
+
+/// Bytes of a length-delimited field with a one-byte key (0 when empty:
+/// proto3 leaves empty strings out).
+fn str_field_len(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        1 + encoded_len_varint(n as u64) + n
+    }
+}
+
+fn put_str_field(key: u8, s: &str, buf: &mut Vec<u8>) {
+    if !s.is_empty() {
+        buf.push(key);
+        encode_varint(s.len() as u64, buf);
+        buf.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// Appends one series as an encoded `prometheus.TimeSeries`: labels and
+/// float samples written directly (a sample always carries both fields,
+/// so -0.0 keeps its sign), exemplars and histograms through prost.
+fn encode_joined(s: &Joined<'_>, buf: &mut Vec<u8>) {
+    // TimeSeries.labels = 1, Label.name = 1, Label.value = 2.
+    for l in s.labels.iter() {
+        let inner = str_field_len(l.name.len()) + str_field_len(l.value.len());
+        buf.push(0x0a);
+        encode_varint(inner as u64, buf);
+        put_str_field(0x0a, &l.name, buf);
+        put_str_field(0x12, &l.value, buf);
+    }
+    // TimeSeries.samples = 2, Sample.value = 1 (fixed64),
+    // Sample.timestamp = 2 (varint).
+    for run in &s.samples {
+        for x in run.iter() {
+            let t = x.t as u64;
+            buf.push(0x12);
+            encode_varint((10 + encoded_len_varint(t)) as u64, buf);
+            buf.push(0x09);
+            buf.extend_from_slice(&x.v.to_bits().to_le_bytes());
+            buf.push(0x10);
+            encode_varint(t, buf);
+        }
+    }
+    for e in &s.exemplars {
+        let ex = prom::Exemplar {
+            labels: labels_to_proto(&e.exemplar.labels),
+            value: e.exemplar.value,
+            timestamp: e.exemplar.t,
+        };
+        prost_encoding::message::encode(3, &ex, buf);
+    }
+    for h in &s.hists {
+        for (t, x) in &h.histograms {
+            prost_encoding::message::encode(4, &histogram_to_proto(*t, x), buf);
+        }
+        for (t, x) in &h.float_histograms {
+            prost_encoding::message::encode(4, &float_histogram_to_proto(*t, x), buf);
+        }
+    }
+}
+
+/// Every joined series encoded as a `prometheus.TimeSeries`, all in one
+/// buffer: element `i` is series `i`'s slice of it (shared, not copied,
+/// by every replica's request).
+pub(crate) fn encode_series(joined: &[Joined<'_>]) -> Vec<Bytes> {
+    let mut buf: Vec<u8> = Vec::with_capacity(joined.len() * 256);
+    let mut ends = Vec::with_capacity(joined.len());
+    for s in joined {
+        encode_joined(s, &mut buf);
+        ends.push(buf.len());
+    }
+    let all = Bytes::from(buf);
+    let mut start = 0;
+    ends.into_iter()
+        .map(|end| {
+            let b = all.slice(start..end);
+            start = end;
+            b
+        })
+        .collect()
 }
 
 /// A hasher for keys that already are good 64-bit hashes.

@@ -1,10 +1,12 @@
 //! The distributor: the HTTP API's [`WriteBackend`] in cluster mode.
 //!
 //! A decoded, validated and limited write is split by series: each series
-//! is hashed ([`series_hash`] of tenant and sorted labels) and placed on
-//! its replicas by the [`Placement`]; every ingester receives one push
-//! with its subset, all pushes concurrently, each bounded by the client
-//! timeout. The write succeeds when every series was acknowledged (in the
+//! is hashed ([`series_hash`](crate::series_hash) of tenant and sorted
+//! labels) and the whole request is placed on replicas by the
+//! [`Placement`] at once (one view of the ring); each series is encoded
+//! once as a `prometheus.TimeSeries` and every ingester receives one
+//! push with its subset, sharing those bytes, all pushes concurrently,
+//! each bounded by the client timeout. The write succeeds when every series was acknowledged (in the
 //! ingester's WAL) by a quorum of its replicas; pushes still running then
 //! finish in the background, so slow replicas catch up. Outcomes:
 //!
@@ -27,14 +29,13 @@ use futures::future::BoxFuture;
 use stratus_api::{WriteBackend, WriteBatch, WriteFailure, WriteOutcome};
 use stratus_model::{Labels, TenantId};
 use stratus_proto::ingester as pb;
-use stratus_proto::prometheus as prom;
 use stratus_tsdb::{ExemplarReport, RejectReason, SampleError};
 use tonic::Code;
 use tracing::warn;
 
 use crate::client::{ClientConfig, Clients};
 use crate::convert;
-use crate::placement::{Instance, Placement, series_hash};
+use crate::placement::Placement;
 
 /// Samples, histograms and exemplars of one write.
 #[derive(Debug, Clone, Copy)]
@@ -69,83 +70,56 @@ impl Distributor {
         tenant: &TenantId,
         batch: &WriteBatch,
     ) -> Result<WriteOutcome, WriteFailure> {
-        let mut series = convert::batch_series(batch);
+        let joined = convert::join_series(batch);
         let metadata = convert::batch_metadata(batch);
-        if series.is_empty() && metadata.is_empty() {
+        if joined.is_empty() && metadata.is_empty() {
             return Ok(WriteOutcome::default());
         }
-        // Replica sets per series, series per instance.
-        let mut instances: Vec<Instance> = Vec::new();
-        let mut per_inst: Vec<Vec<usize>> = Vec::new();
-        let mut sets: Vec<(Vec<usize>, usize)> = Vec::with_capacity(series.len());
+        // Every series placed against one view of the membership.
+        let hashes: Vec<u32> = joined
+            .iter()
+            .map(|s| stratus_ring::shard_key_from_hash(tenant.as_str(), s.hash))
+            .collect();
+        let mut placed = self.placement.place(tenant, &hashes);
         let mut rf = 1usize;
-        for (i, (labels, _)) in series.iter().enumerate() {
-            let rs = self.placement.replicas(tenant, series_hash(tenant, labels));
-            if rs.instances.is_empty() {
+        for i in 0..placed.len() {
+            let n = placed.replicas(i).len();
+            if n == 0 {
                 return Err(WriteFailure {
                     status: 503,
                     message: "no ingesters are configured or healthy\n".to_string(),
                 });
             }
-            rf = rf.max(rs.instances.len());
-            let mut idxs = Vec::with_capacity(rs.instances.len());
-            for inst in rs.instances {
-                // A handful of instances per request: a scan beats hashing
-                // the id of every replica of every series.
-                let k = match instances.iter().position(|x| x.id == inst.id) {
-                    Some(k) => k,
-                    None => {
-                        instances.push(inst);
-                        per_inst.push(Vec::new());
-                        instances.len() - 1
-                    }
-                };
-                if let Some(v) = per_inst.get_mut(k) {
-                    v.push(i);
-                }
-                idxs.push(k);
-            }
-            sets.push((idxs, rs.min_success));
+            rf = rf.max(n);
         }
-        if series.is_empty() {
+        if joined.is_empty() {
             // Metadata only: every ingester keeps it.
             for inst in self.placement.all() {
-                instances.push(inst);
-                per_inst.push(Vec::new());
+                placed.add_instance(inst);
             }
         }
+        let counts = Counts {
+            floats: joined.iter().map(|s| s.samples_len() as u64).sum(),
+            hists: joined.iter().map(|s| s.histograms_len() as u64).sum(),
+            exemplars: joined.iter().map(|s| s.exemplars.len() as u64).sum(),
+        };
+        // Each series encoded once; its replicas' requests share the bytes.
+        let encoded = convert::encode_series(&joined);
+        let mut per_inst: Vec<Vec<prost::bytes::Bytes>> = vec![Vec::new(); placed.instances.len()];
+        for (i, bytes) in encoded.into_iter().enumerate() {
+            for &k in placed.replicas(i) {
+                if let Some(v) = per_inst.get_mut(k as usize) {
+                    v.push(bytes.clone());
+                }
+            }
+        }
+        let n_series = joined.len();
+        drop(joined);
+        let instances = placed.instances.clone();
         // One push per instance, each in its own task so it completes
         // even when the quorum answered first.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Answer)>(instances.len().max(1));
-        // Counted before the series move into the requests.
-        let counts = Counts {
-            floats: series.iter().map(|s| s.1.samples.len() as u64).sum(),
-            hists: series.iter().map(|s| s.1.histograms.len() as u64).sum(),
-            exemplars: series.iter().map(|s| s.1.exemplars.len() as u64).sum(),
-        };
-        // The last instance a series goes to takes it; the others copy.
-        let last_use: Vec<usize> = sets
-            .iter()
-            .map(|(idxs, _)| idxs.iter().copied().max().unwrap_or(0))
-            .collect();
-        for (k, inst) in instances.iter().enumerate() {
-            let timeseries: Vec<prom::TimeSeries> = per_inst
-                .get(k)
-                .map(|v| {
-                    v.iter()
-                        .filter_map(|&i| {
-                            let take = last_use.get(i) == Some(&k);
-                            series.get_mut(i).map(|s| {
-                                if take {
-                                    std::mem::take(&mut s.1)
-                                } else {
-                                    s.1.clone()
-                                }
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+        for ((k, inst), timeseries) in instances.iter().enumerate().zip(per_inst) {
             let req = pb::PushRequest {
                 tenant: tenant.as_str().to_string(),
                 timeseries,
@@ -178,18 +152,19 @@ impl Distributor {
                 *slot = Some(ans);
                 received += 1;
             }
-            if series.is_empty() {
+            if n_series == 0 {
                 continue;
             }
             // Done when every series has a quorum or one cannot get it.
-            let ok = |k: &usize| matches!(answers.get(*k), Some(Some(Ok(_))));
-            let failed = |k: &usize| matches!(answers.get(*k), Some(Some(Err(_))));
-            let all_quorum = sets
-                .iter()
-                .all(|(idxs, min)| idxs.iter().filter(|k| ok(k)).count() >= *min);
-            let hopeless = sets
-                .iter()
-                .any(|(idxs, min)| idxs.len() - idxs.iter().filter(|k| failed(k)).count() < *min);
+            let ok = |k: &u32| matches!(answers.get(*k as usize), Some(Some(Ok(_))));
+            let failed = |k: &u32| matches!(answers.get(*k as usize), Some(Some(Err(_))));
+            let all_quorum = (0..n_series).all(|i| {
+                placed.replicas(i).iter().filter(|k| ok(k)).count() >= placed.min_success(i)
+            });
+            let hopeless = (0..n_series).any(|i| {
+                let idxs = placed.replicas(i);
+                idxs.len() - idxs.iter().filter(|k| failed(k)).count() < placed.min_success(i)
+            });
             if all_quorum || hopeless {
                 break;
             }
@@ -214,17 +189,16 @@ impl Distributor {
                 }
             }
         }
-        let ok = |k: &usize| matches!(answers.get(*k), Some(Some(Ok(_))));
-        let short = sets
-            .iter()
-            .filter(|(idxs, min)| idxs.iter().filter(|k| ok(k)).count() < *min)
+        let ok = |k: &u32| matches!(answers.get(*k as usize), Some(Some(Ok(_))));
+        let short = (0..n_series)
+            .filter(|&i| {
+                placed.replicas(i).iter().filter(|k| ok(k)).count() < placed.min_success(i)
+            })
             .count();
-        let meta_only_failed =
-            series.is_empty() && answers.iter().all(|a| !matches!(a, Some(Ok(_))));
+        let meta_only_failed = n_series == 0 && answers.iter().all(|a| !matches!(a, Some(Ok(_))));
         if short > 0 || meta_only_failed {
             let mut msg = format!(
-                "{short} of {} series could not be written to a quorum of their ingesters; retry\n",
-                series.len()
+                "{short} of {n_series} series could not be written to a quorum of their ingesters; retry\n"
             );
             for (k, a) in answers.iter().enumerate() {
                 let addr = instances.get(k).map_or("?", |i| &*i.addr);

@@ -1,7 +1,8 @@
 //! The ingester's gRPC server over the local tenant databases.
 //!
-//! A push is decoded and validated by the HTTP remote write path's own
-//! validator ([`stratus_api::batch_from_v1`]) and appended by its own
+//! A push's series stay in the received bytes and are decoded and
+//! validated by the HTTP remote write path's own borrowing decoder and
+//! validator ([`stratus_api::batch_from_v1_encoded`]) and appended by its own
 //! append path ([`stratus_api::apply_batch`]): the answer is sent only
 //! after the tenant's WAL holds every accepted sample. Reads select from
 //! the tenant's database (head and blocks) and stream its chunks as they
@@ -158,7 +159,11 @@ impl Ingester for IngesterService {
         };
         let req = request.into_inner();
         let tenant = Self::tenant(&req.tenant)?;
-        let batch = stratus_api::batch_from_v1(&req.timeseries, &req.metadata);
+        let batch = stratus_api::batch_from_v1_encoded(
+            req.timeseries.iter().map(|b| &b[..]),
+            &req.metadata,
+        )
+        .map_err(|e| Status::invalid_argument(format!("push: {e}")))?;
         let db = tenants.get(&tenant).await.map_err(|e| {
             error!(tenant = %tenant, error = %e, "opening tenant database");
             internal(format!("opening the tenant database failed: {e}"))

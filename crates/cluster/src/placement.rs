@@ -1,8 +1,8 @@
 //! Which ingesters hold a series: the [`Placement`] trait and a static
 //! consistent-hash implementation over a fixed address list.
 //!
-//! The distributor asks [`Placement::replicas`] for each series (by a
-//! stable hash of tenant and labels, [`series_hash`]) and the querier asks
+//! The distributor asks [`Placement::place`] for all series of a request
+//! at once (each by a stable hash of tenant and labels, [`series_hash`]) and the querier asks
 //! [`Placement::read_set`] whom to read from. [`RingPlacement`](crate::RingPlacement) follows
 //! the hash ring (`stratus_ring`: tokens, heartbeats, states, zones, in
 //! etcd); [`StaticPlacement`] is the fixed-list alternative: every instance owns
@@ -41,11 +41,97 @@ impl ReplicaSet {
     }
 }
 
+/// The replicas of every series of one request, placed against one view
+/// of the membership ([`Placement::place`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placed {
+    /// The distinct instances used, in order of first use.
+    pub instances: Vec<Instance>,
+    /// Replica indices (into `instances`) of all series, back to back.
+    members: Vec<u32>,
+    /// Per series: end of its replicas in `members`, acknowledgements
+    /// needed.
+    series: Vec<(u32, u32)>,
+}
+
+impl Placed {
+    /// Places series one after the other: `instances` are the replicas
+    /// of the next series, deduplicated by id into [`Placed::instances`].
+    pub fn push(&mut self, instances: impl IntoIterator<Item = Instance>, min_success: usize) {
+        for inst in instances {
+            // A handful of instances per request: a scan beats hashing.
+            let k = match self.instances.iter().position(|x| x.id == inst.id) {
+                Some(k) => k,
+                None => {
+                    self.instances.push(inst);
+                    self.instances.len() - 1
+                }
+            };
+            self.members.push(k as u32);
+        }
+        self.series
+            .push((self.members.len() as u32, min_success as u32));
+    }
+
+    /// Adds the next series' replicas as indices into
+    /// [`Placed::instances`] (already added with
+    /// [`Placed::add_instance`]).
+    pub fn push_indices(&mut self, idxs: impl IntoIterator<Item = u32>, min_success: usize) {
+        self.members.extend(idxs);
+        self.series
+            .push((self.members.len() as u32, min_success as u32));
+    }
+
+    /// Adds an instance without a series; returns its index.
+    pub fn add_instance(&mut self, inst: Instance) -> u32 {
+        self.instances.push(inst);
+        (self.instances.len() - 1) as u32
+    }
+
+    /// Number of series placed.
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Whether no series was placed.
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// The replicas of series `i` (indices into [`Placed::instances`];
+    /// empty when it has none or `i` is out of range).
+    pub fn replicas(&self, i: usize) -> &[u32] {
+        let end = self.series.get(i).map_or(0, |s| s.0 as usize);
+        let start = match i.checked_sub(1) {
+            Some(p) => self.series.get(p).map_or(0, |s| s.0 as usize),
+            None => 0,
+        };
+        self.members.get(start..end).unwrap_or(&[])
+    }
+
+    /// Acknowledgements series `i` needs.
+    pub fn min_success(&self, i: usize) -> usize {
+        self.series.get(i).map_or(1, |s| s.1 as usize)
+    }
+}
+
 /// Where series live. Implementations must be cheap to call per series.
 pub trait Placement: Send + Sync + std::fmt::Debug {
     /// The replicas of a series of `tenant` whose hash is `series_hash`
     /// ([`series_hash`]).
     fn replicas(&self, tenant: &TenantId, series_hash: u32) -> ReplicaSet;
+
+    /// The replicas of many series of `tenant` (by [`series_hash`]), all
+    /// from one view of the membership: what the distributor asks once
+    /// per request. The default asks [`Placement::replicas`] per series.
+    fn place(&self, tenant: &TenantId, series_hashes: &[u32]) -> Placed {
+        let mut p = Placed::default();
+        for &h in series_hashes {
+            let rs = self.replicas(tenant, h);
+            p.push(rs.instances, rs.min_success);
+        }
+        p
+    }
 
     /// Every instance that may hold data (the querier reads from all).
     fn all(&self) -> Vec<Instance>;
@@ -190,6 +276,34 @@ mod tests {
             assert_eq!(p.replicas(&t, h), r);
         }
         assert_eq!(p.read_max_failures(), 1);
+    }
+
+    #[test]
+    fn place_agrees_with_replicas() {
+        let p = StaticPlacement::new(&addrs(4), 3);
+        let t = TenantId::new("t").unwrap();
+        let hashes: Vec<u32> = (0..200u32)
+            .map(|i| {
+                series_hash(
+                    &t,
+                    &Labels::from_pairs([("__name__", "m"), ("i", &i.to_string())]),
+                )
+            })
+            .collect();
+        let placed = p.place(&t, &hashes);
+        assert_eq!(placed.len(), hashes.len());
+        assert_eq!(placed.instances.len(), 4);
+        for (i, &h) in hashes.iter().enumerate() {
+            let rs = p.replicas(&t, h);
+            let got: Vec<&Instance> = placed
+                .replicas(i)
+                .iter()
+                .map(|&k| &placed.instances[k as usize])
+                .collect();
+            assert_eq!(got, rs.instances.iter().collect::<Vec<_>>());
+            assert_eq!(placed.min_success(i), rs.min_success);
+        }
+        assert!(placed.replicas(hashes.len()).is_empty());
     }
 
     #[test]

@@ -10,12 +10,13 @@
 //! snapshot. When the ring cannot form a quorum the set is empty, so the
 //! distributor answers 503 and the querier fails the read.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use stratus_model::TenantId;
 use stratus_ring::{InstanceDesc, Operation, ReplicationSet, Ring, RingSnapshot};
 
-use crate::placement::{Instance, Placement, ReplicaSet};
+use crate::placement::{Instance, Placed, Placement, ReplicaSet};
 
 /// Placement over a live [`Ring`].
 #[derive(Debug, Clone)]
@@ -54,6 +55,16 @@ impl RingPlacement {
                 };
             }
         };
+        let mut cache = self.lock_cache(&snap);
+        let instances = set.instances.iter().map(|d| cache.instance(d)).collect();
+        ReplicaSet {
+            instances,
+            min_success: set.min_success(),
+        }
+    }
+
+    /// The instance cache, emptied first when `snap` is newer than it.
+    fn lock_cache(&self, snap: &Arc<RingSnapshot>) -> MutexGuard<'_, InstanceCache> {
         let mut cache = match self.cache.lock() {
             Ok(c) => c,
             Err(poisoned) => poisoned.into_inner(),
@@ -61,37 +72,29 @@ impl RingPlacement {
         if !cache
             .snapshot
             .as_ref()
-            .is_some_and(|s| Arc::ptr_eq(s, &snap))
+            .is_some_and(|s| Arc::ptr_eq(s, snap))
         {
             cache.snapshot = Some(snap.clone());
             cache.instances.clear();
         }
-        let mut instances = Vec::with_capacity(set.instances.len());
-        for d in &set.instances {
-            let found = cache
-                .instances
-                .iter()
-                .find(|(x, _)| Arc::ptr_eq(x, d))
-                .map(|(_, i)| i.clone());
-            let inst = match found {
-                Some(i) => i,
-                None => {
-                    let i = instance(d);
-                    cache.instances.push((d.clone(), i.clone()));
-                    i
-                }
-            };
-            instances.push(inst);
-        }
-        ReplicaSet {
-            instances,
-            min_success: set.min_success(),
-        }
+        cache
     }
 
     /// The ring followed.
     pub fn ring(&self) -> &Ring {
         &self.ring
+    }
+}
+
+impl InstanceCache {
+    /// The shared [`Instance`] of `d`, built on first use.
+    fn instance(&mut self, d: &Arc<InstanceDesc>) -> Instance {
+        if let Some((_, i)) = self.instances.iter().find(|(x, _)| Arc::ptr_eq(x, d)) {
+            return i.clone();
+        }
+        let i = instance(d);
+        self.instances.push((d.clone(), i.clone()));
+        i
     }
 }
 
@@ -124,6 +127,48 @@ fn convert(set: stratus_ring::Result<ReplicationSet>, what: &str) -> ReplicaSet 
 impl Placement for RingPlacement {
     fn replicas(&self, _tenant: &TenantId, series_hash: u32) -> ReplicaSet {
         self.write_set(series_hash)
+    }
+
+    fn place(&self, _tenant: &TenantId, series_hashes: &[u32]) -> Placed {
+        let snap = self.ring.snapshot();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut placed = Placed::default();
+        // Snapshot instance index -> index in `placed.instances`.
+        let mut local: Vec<Option<u32>> = vec![None; snap.instances().len()];
+        let mut idxs: Vec<u32> = Vec::with_capacity(8);
+        let mut cache = self.lock_cache(&snap);
+        let mut logged = false;
+        for &h in series_hashes {
+            match snap.get_indices_at(h, Operation::Write, now, &mut idxs) {
+                Ok(max_errors) => {
+                    let min_success = idxs.len().saturating_sub(max_errors);
+                    for &o in &idxs {
+                        let o = o as usize;
+                        if matches!(local.get(o), Some(None))
+                            && let Some(d) = snap.instances().get(o)
+                        {
+                            let k = placed.add_instance(cache.instance(d));
+                            local[o] = Some(k);
+                        }
+                    }
+                    placed.push_indices(
+                        idxs.iter()
+                            .filter_map(|&o| local.get(o as usize).copied().flatten()),
+                        min_success,
+                    );
+                }
+                Err(e) => {
+                    if !logged {
+                        tracing::debug!(error = %e, "no write replica set");
+                        logged = true;
+                    }
+                    placed.push_indices([], 1);
+                }
+            }
+        }
+        placed
     }
 
     fn all(&self) -> Vec<Instance> {
@@ -166,6 +211,15 @@ mod tests {
         let h = series_hash(&t, &Labels::from_pairs([("__name__", "up")]));
         let rs = p.replicas(&t, h);
         assert_eq!((rs.instances.len(), rs.min_success), (3, 2));
+        let placed = p.place(&t, &[h, h.wrapping_add(1)]);
+        let ids: Vec<&str> = placed
+            .replicas(0)
+            .iter()
+            .map(|&k| &*placed.instances[k as usize].id)
+            .collect();
+        let want: Vec<&str> = rs.instances.iter().map(|i| &*i.id).collect();
+        assert_eq!((ids, placed.min_success(0)), (want, 2));
+        assert_eq!(placed.replicas(1).len(), 3);
         let rd = p.read_set();
         assert_eq!((rd.instances.len(), rd.min_success), (3, 2));
 
@@ -181,6 +235,8 @@ mod tests {
         }
         let rs = p.replicas(&t, h);
         assert_eq!((rs.instances.len(), rs.min_success), (2, 2));
+        let placed = p.place(&t, &[h]);
+        assert_eq!((placed.replicas(0).len(), placed.min_success(0)), (2, 2));
         assert!(rs.instances.iter().all(|i| &*i.id != "i0"));
         assert_eq!(p.read_set().instances.len(), 3);
 

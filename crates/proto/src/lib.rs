@@ -13,7 +13,10 @@
 //!   the common and resource messages are folded into the metrics file).
 //!
 //! Decoding, validation and conversion to model types live in the API
-//! crate, not here.
+//! crate, not here. One message is hand-written instead of generated:
+//! `stratus.ingester.v1.PushRequest` ([`push`]), which carries each
+//! series as its encoded bytes so that neither the distributor nor the
+//! ingester builds a `String` per label.
 
 /// Package `prometheus`: remote write 1.0 and remote read.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -60,6 +63,9 @@ pub use opentelemetry::proto::metrics::v1 as otlp_metrics;
 pub use opentelemetry::proto::collector::metrics::v1 as otlp_collector;
 
 pub use prost::Message;
+pub use prost::bytes;
+
+pub mod push;
 
 /// Stratus' own packages, nested as the generated code refers to others.
 #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
@@ -67,6 +73,7 @@ pub mod stratus {
     pub mod ingester {
         pub mod v1 {
             include!(concat!(env!("OUT_DIR"), "/stratus.ingester.v1.rs"));
+            pub use crate::push::PushRequest;
         }
     }
 }

@@ -229,6 +229,30 @@ impl RingSnapshot {
 
     /// [`RingSnapshot::get`] at an explicit time (Unix ms).
     pub fn get_at(&self, key: u32, op: Operation, now_ms: u64) -> Result<ReplicationSet> {
+        let mut idx = Vec::with_capacity(self.cfg.replication_factor + 1);
+        let max_errors = self.get_indices_at(key, op, now_ms, &mut idx)?;
+        Ok(ReplicationSet {
+            instances: idx
+                .iter()
+                .map(|&i| Arc::clone(&self.instances[i as usize]))
+                .collect(),
+            max_errors,
+        })
+    }
+
+    /// [`RingSnapshot::get_at`] without allocating: the healthy replicas
+    /// of `key` as indices into [`RingSnapshot::instances`], in walk
+    /// order, written to `out` (cleared first); returns how many may fail
+    /// (the set's `max_errors`). For callers placing many keys against
+    /// one snapshot (a distributor's whole request).
+    pub fn get_indices_at(
+        &self,
+        key: u32,
+        op: Operation,
+        now_ms: u64,
+        out: &mut Vec<u32>,
+    ) -> Result<usize> {
+        out.clear();
         let len = self.tokens.len();
         if len == 0 {
             return Err(Error::EmptyRing {
@@ -247,51 +271,50 @@ impl RingSnapshot {
         let rf = self.cfg.replication_factor.min(distinct).max(1);
         let mut want = rf;
         let start = self.tokens.partition_point(|&t| t < key);
-        let mut picked: Vec<u32> = Vec::with_capacity(rf + 1);
-        let mut used_zones: Vec<&str> = Vec::with_capacity(rf);
         for step in 0..len {
-            if picked.len() >= want {
+            if out.len() >= want {
                 break;
             }
             let owner = self.owners[(start + step) % len];
-            if picked.contains(&owner) {
+            if out.contains(&owner) {
                 continue;
             }
             let inst = &self.instances[owner as usize];
-            if zone_aware && used_zones.contains(&inst.zone.as_str()) {
+            // A zone is used once an instance that counts towards the
+            // factor (one not extending the set) was picked in it.
+            if zone_aware
+                && out.iter().any(|&p| {
+                    let x = &self.instances[p as usize];
+                    !op.extends(x.state) && x.zone == inst.zone
+                })
+            {
                 continue;
             }
-            picked.push(owner);
+            out.push(owner);
             if op.extends(inst.state) {
                 want += 1;
-            } else if zone_aware {
-                used_zones.push(inst.zone.as_str());
             }
         }
-        let quorum = picked.len().max(rf) / 2 + 1;
-        let mut healthy = Vec::with_capacity(picked.len());
-        let mut unhealthy: Vec<&str> = Vec::new();
-        for &o in &picked {
-            let inst = &self.instances[o as usize];
-            if self.is_healthy(inst, op, now_ms) {
-                healthy.push(Arc::clone(inst));
-            } else {
-                unhealthy.push(&inst.id);
-            }
-        }
-        if healthy.len() < quorum {
-            return Err(Error::TooFewReplicas {
+        let quorum = out.len().max(rf) / 2 + 1;
+        let healthy = |o: &u32| self.is_healthy(&self.instances[*o as usize], op, now_ms);
+        let found = out.iter().filter(|o| healthy(o)).count();
+        if found < quorum {
+            let unhealthy: Vec<&str> = out
+                .iter()
+                .filter(|o| !healthy(o))
+                .map(|&o| self.instances[o as usize].id.as_str())
+                .collect();
+            let e = Error::TooFewReplicas {
                 ring: self.cfg.name.clone(),
                 needed: quorum,
-                found: healthy.len(),
+                found,
                 unhealthy: unhealthy.join(","),
-            });
+            };
+            out.clear();
+            return Err(e);
         }
-        let max_errors = healthy.len() - quorum;
-        Ok(ReplicationSet {
-            instances: healthy,
-            max_errors,
-        })
+        out.retain(healthy);
+        Ok(out.len() - quorum)
     }
 
     /// Every instance healthy for `op` (queriers ask all ingesters), with

@@ -1,0 +1,369 @@
+//! A borrowing decoder for the common shape of remote write 1.0 series:
+//! label pairs and float samples are read straight from the request bytes
+//! (no `String` per label name and value, no intermediate
+//! `prometheus::TimeSeries`) and validated by the same code as the prost
+//! path ([`crate::remote_write`]).
+//!
+//! The fast path accepts only what it fully understands: the known fields
+//! with their declared wire types, valid UTF-8 and well-formed varints.
+//! A series with exemplars, native histograms, unknown fields or anything
+//! else unusual is decoded by prost instead (that series alone), and any
+//! decoding problem makes the whole body go through prost, so errors and
+//! results are exactly those of the prost decoder (a differential fuzz
+//! target, `remote_write_v1_fast`, checks that).
+
+use std::sync::Arc;
+
+use prost::Message;
+use stratus_model::Sample;
+use stratus_proto::prometheus;
+
+use crate::remote_write::{WriteBatch, add_v1_metadata, add_v1_series, add_v1_series_parts};
+
+/// Wire types.
+const VARINT: u64 = 0;
+const FIXED64: u64 = 1;
+const LEN: u64 = 2;
+
+/// A cursor over protobuf bytes; every read returns `None` on anything
+/// the fast path leaves to prost.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Self { buf }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// A varint of at most 9 bytes (prost's edge cases of the tenth byte
+    /// are left to prost; negative int64s take ten bytes and so go the
+    /// slow way, which is rare for timestamps and values).
+    #[inline]
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for (i, &b) in self.buf.iter().enumerate().take(9) {
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                self.buf = self.buf.get(i + 1..)?;
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// A field key: (field number, wire type).
+    #[inline]
+    fn key(&mut self) -> Option<(u64, u64)> {
+        let k = self.varint()?;
+        if k > u64::from(u32::MAX) {
+            return None;
+        }
+        let (field, wt) = (k >> 3, k & 7);
+        if field == 0 {
+            return None;
+        }
+        Some((field, wt))
+    }
+
+    #[inline]
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = usize::try_from(self.varint()?).ok()?;
+        let (head, rest) = self.buf.split_at_checked(n)?;
+        self.buf = rest;
+        Some(head)
+    }
+
+    #[inline]
+    fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.bytes()?).ok()
+    }
+
+    #[inline]
+    fn fixed64(&mut self) -> Option<u64> {
+        let (head, rest) = self.buf.split_first_chunk::<8>()?;
+        self.buf = rest;
+        Some(u64::from_le_bytes(*head))
+    }
+}
+
+/// Reusable buffers of one series.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch<'a> {
+    pairs: Vec<(&'a str, &'a str)>,
+    samples: Vec<Sample>,
+}
+
+/// Reads a `prometheus.TimeSeries` made only of labels and samples into
+/// `s`; `None` when it has anything else or is malformed.
+fn series_fast<'a>(buf: &'a [u8], s: &mut Scratch<'a>) -> Option<()> {
+    s.pairs.clear();
+    s.samples.clear();
+    let mut r = Reader::new(buf);
+    while !r.is_empty() {
+        match r.key()? {
+            (1, LEN) => {
+                let mut l = Reader::new(r.bytes()?);
+                let (mut name, mut value) = ("", "");
+                while !l.is_empty() {
+                    match l.key()? {
+                        (1, LEN) => name = l.str()?,
+                        (2, LEN) => value = l.str()?,
+                        _ => return None,
+                    }
+                }
+                s.pairs.push((name, value));
+            }
+            (2, LEN) => {
+                let mut m = Reader::new(r.bytes()?);
+                let (mut v, mut t) = (0u64, 0i64);
+                while !m.is_empty() {
+                    match m.key()? {
+                        (1, FIXED64) => v = m.fixed64()?,
+                        (2, VARINT) => t = m.varint()? as i64,
+                        _ => return None,
+                    }
+                }
+                s.samples.push(Sample::new(t, f64::from_bits(v)));
+            }
+            _ => return None,
+        }
+    }
+    Some(())
+}
+
+/// Adds one encoded `prometheus.TimeSeries` to `batch`: borrowed when it
+/// has the common shape, through prost otherwise. `None`: prost refused
+/// it (the caller decodes the whole body with prost for the error).
+fn add_encoded_series<'a>(
+    batch: &mut WriteBatch,
+    buf: &'a [u8],
+    scratch: &mut Scratch<'a>,
+    names: &mut NameCache,
+) -> Option<()> {
+    if series_fast(buf, scratch).is_some() {
+        let pairs = &scratch.pairs;
+        add_v1_series_parts(
+            batch,
+            || pairs.iter().copied(),
+            |n| names.get(n),
+            scratch.samples.iter().copied(),
+        );
+        return Some(());
+    }
+    let ts = prometheus::TimeSeries::decode(buf).ok()?;
+    add_v1_series(batch, &ts);
+    Some(())
+}
+
+/// Decodes a `prometheus.WriteRequest` body into a batch; `None` when the
+/// body needs the prost decoder (malformed, unknown fields...).
+pub(crate) fn decode_v1_fast(buf: &[u8]) -> Option<WriteBatch> {
+    let mut batch = WriteBatch::default();
+    let mut scratch = Scratch::default();
+    let mut names = NameCache::default();
+    let mut metadata: Vec<prometheus::MetricMetadata> = Vec::new();
+    let mut r = Reader::new(buf);
+    while !r.is_empty() {
+        match r.key()? {
+            (1, LEN) => add_encoded_series(&mut batch, r.bytes()?, &mut scratch, &mut names)?,
+            (3, LEN) => metadata.push(prometheus::MetricMetadata::decode(r.bytes()?).ok()?),
+            _ => return None,
+        }
+    }
+    add_v1_metadata(&mut batch, &metadata);
+    Some(batch)
+}
+
+/// Validates already split, encoded `prometheus.TimeSeries` messages
+/// (an ingester's push) into a batch; `None` when one of them is not a
+/// valid message.
+pub(crate) fn batch_from_encoded<'a>(
+    series: impl IntoIterator<Item = &'a [u8]>,
+    metadata: &[prometheus::MetricMetadata],
+) -> Option<WriteBatch> {
+    let mut batch = WriteBatch::default();
+    let mut scratch = Scratch::default();
+    let mut names = NameCache::default();
+    for s in series {
+        add_encoded_series(&mut batch, s, &mut scratch, &mut names)?;
+    }
+    add_v1_metadata(&mut batch, metadata);
+    Some(batch)
+}
+
+/// Label names seen in one request, shared: a request repeats a few
+/// dozen names across thousands of series, so each is allocated once.
+#[derive(Debug, Default)]
+pub(crate) struct NameCache {
+    names: Vec<Arc<str>>,
+    /// Where the previous name was found: the next one of a sorted label
+    /// set usually comes right after it.
+    next: usize,
+}
+
+impl NameCache {
+    /// Most names kept (a request with more distinct names allocates the
+    /// rest per use).
+    const MAX: usize = 64;
+
+    pub(crate) fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(self.next)
+            && &**n == name
+        {
+            self.next += 1;
+            return n.clone();
+        }
+        if let Some(i) = self.names.iter().position(|n| &**n == name) {
+            self.next = i + 1;
+            return self.names[i].clone();
+        }
+        let n: Arc<str> = Arc::from(name);
+        if self.names.len() < Self::MAX {
+            self.names.push(n.clone());
+            self.next = self.names.len();
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use rand::{Rng, SeedableRng};
+    use stratus_proto::prometheus as pb;
+
+    use crate::remote_write::fuzz_remote_write_v1_fast as same_as_prost;
+
+    fn label(n: &str, v: &str) -> pb::Label {
+        pb::Label {
+            name: n.into(),
+            value: v.into(),
+        }
+    }
+
+    fn random_request(rng: &mut rand::rngs::StdRng) -> pb::WriteRequest {
+        let names = ["__name__", "job", "instance", "a", "", "ünï", "z"];
+        let mut req = pb::WriteRequest::default();
+        for _ in 0..rng.random_range(0..6) {
+            let mut ts = pb::TimeSeries::default();
+            for _ in 0..rng.random_range(0..5) {
+                let n = names[rng.random_range(0..names.len())];
+                let v = ["", "x", "up", "✓"][rng.random_range(0..4)];
+                ts.labels.push(label(n, v));
+            }
+            if rng.random_bool(0.5) {
+                ts.labels.sort_by(|a, b| a.name.cmp(&b.name));
+            }
+            for _ in 0..rng.random_range(0..4) {
+                let t = [0, 1, -1, 1_700_000_000_000, i64::MIN, i64::MAX][rng.random_range(0..6)];
+                let v = [0.0, -0.0, 1.5, f64::NAN, f64::INFINITY][rng.random_range(0..5)];
+                ts.samples.push(pb::Sample {
+                    value: v,
+                    timestamp: t,
+                });
+            }
+            if rng.random_bool(0.1) {
+                ts.exemplars.push(pb::Exemplar {
+                    labels: vec![label("trace_id", "abc")],
+                    value: 1.0,
+                    timestamp: 5,
+                });
+            }
+            if rng.random_bool(0.1) {
+                ts.histograms.push(pb::Histogram {
+                    count: Some(pb::histogram::Count::CountInt(1)),
+                    zero_count: Some(pb::histogram::ZeroCount::ZeroCountInt(1)),
+                    timestamp: 7,
+                    ..Default::default()
+                });
+            }
+            req.timeseries.push(ts);
+        }
+        if rng.random_bool(0.2) {
+            req.metadata.push(pb::MetricMetadata {
+                r#type: 1,
+                metric_family_name: ["", "up"][rng.random_range(0..2)].into(),
+                help: "h".into(),
+                unit: String::new(),
+            });
+        }
+        req
+    }
+
+    #[test]
+    fn agrees_with_prost_on_random_and_mutated_bodies() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..3000 {
+            let mut body = random_request(&mut rng).encode_to_vec();
+            same_as_prost(&body);
+            if body.is_empty() {
+                continue;
+            }
+            // Damage: flipped bytes, truncation, appended unknown fields.
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(0..body.len());
+                body[i] = rng.random();
+            }
+            same_as_prost(&body);
+            let cut = rng.random_range(0..body.len());
+            same_as_prost(&body[..cut]);
+            body.extend_from_slice(&[0x28, 0x01]);
+            same_as_prost(&body);
+        }
+    }
+
+    #[test]
+    fn common_shape_takes_the_fast_path() {
+        let req = pb::WriteRequest {
+            timeseries: vec![pb::TimeSeries {
+                labels: vec![label("__name__", "up"), label("job", "a")],
+                samples: vec![pb::Sample {
+                    value: -0.0,
+                    timestamp: 1_700_000_000_000,
+                }],
+                ..Default::default()
+            }],
+            metadata: Vec::new(),
+        };
+        let body = req.encode_to_vec();
+        let b = super::decode_v1_fast(&body).expect("fast path");
+        assert_eq!(b.series.len(), 1);
+        assert_eq!(b.series[0].labels.get("job"), Some("a"));
+        same_as_prost(&body);
+        // Shared label names across series of one request.
+        let two = pb::WriteRequest {
+            timeseries: vec![req.timeseries[0].clone(), req.timeseries[0].clone()],
+            metadata: Vec::new(),
+        }
+        .encode_to_vec();
+        let b = super::decode_v1_fast(&two).expect("fast path");
+        let n0 = &b.series[0].labels.as_slice()[0].name;
+        let n1 = &b.series[1].labels.as_slice()[0].name;
+        assert!(std::sync::Arc::ptr_eq(n0, n1));
+    }
+
+    #[test]
+    fn encoded_series_decode_like_a_request() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for _ in 0..500 {
+            let req = random_request(&mut rng);
+            let parts: Vec<Vec<u8>> = req.timeseries.iter().map(|t| t.encode_to_vec()).collect();
+            let a =
+                crate::batch_from_v1_encoded(parts.iter().map(|p| &p[..]), &req.metadata).unwrap();
+            // Through the wire (prost writes no -0.0 value, for one).
+            let wire: Vec<pb::TimeSeries> = parts
+                .iter()
+                .map(|p| pb::TimeSeries::decode(&p[..]).unwrap())
+                .collect();
+            let b = crate::batch_from_v1(&wire, &req.metadata);
+            assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        }
+        let bad: &[u8] = &[0x0a, 0x05, 0x0a];
+        assert!(crate::batch_from_v1_encoded([bad], &[]).is_err());
+    }
+}
