@@ -1087,6 +1087,66 @@ mod tests {
         }
     }
 
+    /// Timing of the sample writers against the reference formatter:
+    /// `cargo test -p stratus-api --lib json_writer_timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing, not a check"]
+    fn json_writer_timing() {
+        let vals: Vec<f64> = (0..200_000u64)
+            .map(|i| {
+                let x = i as f64;
+                match i % 4 {
+                    0 => x,
+                    1 => x * 0.1,
+                    2 => (x * 1e-3).sin() * 123.456,
+                    _ => 1.0 / (x + 1.0),
+                }
+            })
+            .collect();
+        let mut out = String::with_capacity(8 << 20);
+        let t0 = std::time::Instant::now();
+        for &v in &vals {
+            out.push_str(&reference_format_value(v));
+        }
+        let reference = t0.elapsed();
+        let len = out.len();
+        out.clear();
+        let t0 = std::time::Instant::now();
+        for &v in &vals {
+            write_value(&mut out, v);
+        }
+        let fast = t0.elapsed();
+        assert_eq!(out.len(), len);
+        out.clear();
+        // Rust's std shortest formatting alone (what the former fast
+        // path was built on), writing in place.
+        let t0 = std::time::Instant::now();
+        for &v in &vals {
+            let _ = write!(out, "{v:e}");
+        }
+        let std_e = t0.elapsed();
+        out.clear();
+        let t0 = std::time::Instant::now();
+        for i in 0..200_000i64 {
+            let ms = 1_700_000_000_000 + i * 15_001;
+            let _ = write!(out, "{}", ms / 1000);
+            if ms % 1000 != 0 {
+                let _ = write!(out, ".{:03}", ms % 1000);
+            }
+        }
+        let ts_fmt = t0.elapsed();
+        out.clear();
+        let t0 = std::time::Instant::now();
+        for i in 0..200_000i64 {
+            write_timestamp(&mut out, 1_700_000_000_000 + i * 15_001);
+        }
+        let ts_fast = t0.elapsed();
+        println!(
+            "200k values: reference {reference:?}, std {{:e}} {std_e:?}, write_value {fast:?}; \
+             200k timestamps: fmt {ts_fmt:?}, write_timestamp {ts_fast:?}"
+        );
+    }
+
     /// [`format_value`] through the reference formatter.
     fn reference_format_value(v: f64) -> String {
         reference_format_float(v, uses_exponent(v))
