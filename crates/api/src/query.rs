@@ -51,125 +51,139 @@ use crate::server::AppState;
 /// Prometheus' limit of points per series in a range query.
 const MAX_POINTS: i128 = 11_000;
 
-/// The shortest decimal digits that read back as `a` (finite, > 0), with
-/// the decimal exponent of the first digit (`a = d.ddd × 10^exp`), chosen
-/// as Go's `strconv` chooses them.
+/// The shortest decimal digits that read back as the finite `a > 0`,
+/// written to `d`: returns how many and the decimal exponent of the first
+/// (`a = d.ddd × 10^exp`).
 ///
-/// Rust's shortest formatting and Go's agree except when the exact binary
-/// value lies exactly halfway between two shortest candidates: Rust rounds
-/// the last digit up, Go to even (1e15+0.25 = 1000000000000000.25 is
-/// `…0.3` in Rust and `…0.2` in Go). Such ties are detected from the exact
-/// decimal expansion and resolved Go's way.
-fn go_shortest_digits(a: f64) -> (Vec<u8>, i32) {
-    let (mut digits, exp) = split_exp(&format!("{a:e}"));
-    let n = digits.len();
-    // A tie needs both n-digit candidates within half an ulp of `a`, so
-    // 10^(last digit's place) <= ulp(a) < a * 2^-52, which forces n >= 16:
-    // shorter outputs (most stored values) need no further check.
-    if n < 16 {
-        return (digits, exp);
-    }
-    // A tie means the exact value has n+1 significant digits ending in 5;
-    // 18 correctly rounded digits show the candidates cheaply, the full
-    // expansion (at most 767 digits for an f64) confirms.
-    let trimmed = |s: &str| {
-        let (mut d, e) = split_exp(s);
-        while d.len() > 1 && d.last() == Some(&b'0') {
-            d.pop();
+/// The digits are Ryū's (the `ryu` crate), which are Go's: Go's
+/// `strconv` has used Ryū for shortest formatting since Go 1.17, and both
+/// choose among equally short candidates the one nearest the exact value,
+/// an exact halfway tie going to the even digit (`1e15+0.25` is
+/// `…0.2`; Rust's std would write `…0.3`). Only Ryū's notation differs
+/// (`1e21`, `1.5e-7`, `0.001`, `100.0`), so its text is taken apart here.
+fn shortest_digits(a: f64, d: &mut [u8; 24]) -> (usize, i32) {
+    let mut buf = ryu::Buffer::new();
+    let s = buf.format_finite(a).as_bytes();
+    let mut n = 0usize;
+    // Digits before the point, leading zeros, the exponent after `e`.
+    let (mut point, mut lead, mut exp10) = (0i32, 0i32, 0i32);
+    let mut seen_point = false;
+    for (i, &b) in s.iter().enumerate() {
+        match b {
+            b'0'..=b'9' => {
+                if !seen_point {
+                    point += 1;
+                }
+                if n == 0 && b == b'0' {
+                    lead += 1;
+                } else if let Some(slot) = d.get_mut(n) {
+                    *slot = b;
+                    n += 1;
+                }
+            }
+            b'.' => seen_point = true,
+            b'e' | b'E' => {
+                let rest = s.get(i + 1..).unwrap_or(&[]);
+                let (neg, rest) = match rest.split_first() {
+                    Some((b'-', r)) => (true, r),
+                    Some((b'+', r)) => (false, r),
+                    _ => (false, rest),
+                };
+                for &c in rest {
+                    exp10 = exp10 * 10 + i32::from(c.wrapping_sub(b'0') % 10);
+                }
+                if neg {
+                    exp10 = -exp10;
+                }
+                break;
+            }
+            _ => {}
         }
-        (d, e)
-    };
-    let (exact, exact_exp) = trimmed(&format!("{a:.17e}"));
-    if exact_exp != exp || exact.len() != n + 1 || exact.get(n) != Some(&b'5') {
-        return (digits, exp);
     }
-    if trimmed(&format!("{a:.800e}")).0 != exact {
-        return (digits, exp);
+    while n > 1 && d.get(n - 1) == Some(&b'0') {
+        n -= 1;
     }
-    let last = digits[n - 1];
-    let other = if exact[..n] == digits[..] {
-        // Rust rounded the tie down; the candidate above.
-        (last < b'9').then(|| {
-            let mut o = digits.clone();
-            o[n - 1] = last + 1;
-            o
-        })
-    } else if exact[..n - 1] == digits[..n - 1] && exact[n - 1] + 1 == last {
-        // Rust rounded the tie up; the candidate below.
-        Some(exact[..n].to_vec())
-    } else {
-        None
-    };
-    if let Some(o) = other
-        && o[n - 1] % 2 == 0
-        && parse_digits(&o, exp) == Some(a)
-    {
-        digits = o;
-    }
-    (digits, exp)
+    (n, point - 1 - lead + exp10)
 }
 
-/// Splits Rust's `d.ddde±x` into the digits and the exponent.
-fn split_exp(s: &str) -> (Vec<u8>, i32) {
-    let (mant, exp) = s.split_once('e').unwrap_or((s, "0"));
-    let digits = mant.bytes().filter(u8::is_ascii_digit).collect();
-    (digits, exp.parse().unwrap_or(0))
+/// Appends ASCII bytes.
+fn push_ascii(out: &mut String, b: &[u8]) {
+    out.push_str(std::str::from_utf8(b).unwrap_or_default());
 }
 
-/// The value of `d.ddd × 10^exp`.
-fn parse_digits(d: &[u8], exp: i32) -> Option<f64> {
-    let mut s: String = d.iter().map(|&b| b as char).collect();
-    let _ = write!(s, "e{}", i64::from(exp) - (d.len() as i64 - 1));
-    s.parse().ok()
+/// Appends `n` zeros.
+fn push_zeros(out: &mut String, mut n: usize) {
+    const ZEROS: &str = "00000000000000000000000000000000";
+    while n > 0 {
+        let k = n.min(ZEROS.len());
+        out.push_str(&ZEROS[..k]);
+        n -= k;
+    }
 }
 
-/// Go's `strconv.FormatFloat(v, fmt, -1, 64)` for `fmt` `'f'` (plain) or
-/// `'e'` (exponent), including `NaN`, `+Inf`, `-Inf` and `-0`.
-fn go_format_float(v: f64, exponent: bool) -> String {
+/// Appends Go's `strconv.FormatFloat(v, fmt, -1, 64)` for `fmt` `'f'`
+/// (plain) or `'e'` (exponent), including `NaN`, `+Inf`, `-Inf` and `-0`,
+/// without allocating.
+fn write_go_float(out: &mut String, v: f64, exponent: bool) {
     if v.is_nan() {
-        return "NaN".into();
+        out.push_str("NaN");
+        return;
     }
     if v.is_infinite() {
-        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+        return;
     }
-    let mut out = String::new();
     if v.is_sign_negative() {
         out.push('-');
     }
     if v == 0.0 {
-        out.push('0');
-        if exponent {
-            out.push_str("e+00");
-        }
-        return out;
+        out.push_str(if exponent { "0e+00" } else { "0" });
+        return;
     }
-    let (d, exp) = go_shortest_digits(v.abs());
-    let digit = |i: usize| d.get(i).map_or('0', |&b| b as char);
+    let mut d = [0u8; 24];
+    let (n, exp) = shortest_digits(v.abs(), &mut d);
+    let digits = d.get(..n).unwrap_or(&[]);
     if exponent {
-        out.push(digit(0));
-        if d.len() > 1 {
+        push_ascii(out, digits.get(..1).unwrap_or(b"0"));
+        if n > 1 {
             out.push('.');
-            out.extend(d[1..].iter().map(|&b| b as char));
+            push_ascii(out, digits.get(1..).unwrap_or(&[]));
         }
-        let sign = if exp < 0 { '-' } else { '+' };
-        let _ = write!(out, "e{sign}{:02}", exp.unsigned_abs());
+        out.push_str(if exp < 0 { "e-" } else { "e+" });
+        let e = exp.unsigned_abs();
+        if e < 10 {
+            out.push('0');
+        }
+        out.push_str(itoa::Buffer::new().format(e));
     } else if exp >= 0 {
         let int_len = exp.unsigned_abs() as usize + 1;
-        for i in 0..int_len {
-            out.push(digit(i));
-        }
-        if d.len() > int_len {
+        if n <= int_len {
+            push_ascii(out, digits);
+            push_zeros(out, int_len - n);
+        } else {
+            push_ascii(out, digits.get(..int_len).unwrap_or(&[]));
             out.push('.');
-            out.extend(d[int_len..].iter().map(|&b| b as char));
+            push_ascii(out, digits.get(int_len..).unwrap_or(&[]));
         }
     } else {
         out.push_str("0.");
-        for _ in 1..exp.unsigned_abs() {
-            out.push('0');
-        }
-        out.extend(d.iter().map(|&b| b as char));
+        push_zeros(out, exp.unsigned_abs() as usize - 1);
+        push_ascii(out, digits);
     }
+}
+
+/// [`write_go_float`] into a new string.
+fn go_format_float(v: f64, exponent: bool) -> String {
+    let mut out = String::new();
+    write_go_float(&mut out, v, exponent);
     out
+}
+
+/// True when Prometheus' codec writes `v` in exponent form: `|v| < 1e-6`
+/// or `|v| >= 1e21`, zero, NaN and infinities aside.
+fn uses_exponent(v: f64) -> bool {
+    let abs = v.abs();
+    abs != 0.0 && abs.is_finite() && !(1e-6..1e21).contains(&abs)
 }
 
 /// Formats a sample value as Prometheus' JSON codec does
@@ -179,126 +193,18 @@ fn go_format_float(v: f64, exponent: bool) -> String {
 /// exponent digits: `1e+21`, `1e-07`). Zero is always plain (`0`, `-0`);
 /// `NaN`, `+Inf` and `-Inf` are spelled as Go spells them.
 pub fn format_value(v: f64) -> String {
-    let abs = v.abs();
-    let exponent = abs != 0.0 && abs.is_finite() && !(1e-6..1e21).contains(&abs);
-    go_format_float(v, exponent)
+    go_format_float(v, uses_exponent(v))
 }
 
-/// A fixed-size text buffer on the stack, for formatting one number
-/// without allocating.
-struct StackBuf {
-    buf: [u8; 40],
-    len: usize,
-}
-
-impl StackBuf {
-    fn new() -> Self {
-        Self {
-            buf: [0; 40],
-            len: 0,
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        self.buf.get(..self.len).unwrap_or(&[])
-    }
-}
-
-impl std::fmt::Write for StackBuf {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
-        dst.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
-
-/// Splits `d.ddde±x` (in `s`) into its digits (copied to `digits`) and
-/// exponent; `None` if it does not fit.
-fn split_exp_into(s: &[u8], digits: &mut [u8; 24]) -> Option<(usize, i32)> {
-    let e = s.iter().position(|&b| b == b'e')?;
-    let mut n = 0;
-    for &b in s.get(..e)? {
-        if b.is_ascii_digit() {
-            *digits.get_mut(n)? = b;
-            n += 1;
-        }
-    }
-    let exp: i32 = std::str::from_utf8(s.get(e + 1..)?).ok()?.parse().ok()?;
-    Some((n, exp))
-}
-
-/// True when the finite `a > 0` cannot lie exactly halfway between two
-/// decimals of at most 17 significant digits: written `m × 2^k` with `m`
-/// odd, its exact decimal expansion has as many significant digits as
-/// `m × 5^-k`, at least 19 once `k <= -27` (5^27 > 10^18), while a tie
-/// needs at most 18.
-fn tie_impossible(a: f64) -> bool {
-    let bits = a.to_bits();
-    let biased = ((bits >> 52) & 0x7ff) as i32;
-    let frac = bits & ((1u64 << 52) - 1);
-    let (m, k) = if biased == 0 {
-        (frac, -1074)
-    } else {
-        (frac | (1u64 << 52), biased - 1075)
-    };
-    if m == 0 {
-        return false;
-    }
-    k + m.trailing_zeros() as i32 <= -27
-}
-
-/// Appends [`format_value`]`(v)` to `out`, without allocating for finite
-/// values in plain notation that are not a rounding tie (nearly all
-/// sample values); everything else goes through [`format_value`].
+/// Appends [`format_value`]`(v)` to `out`, without allocating.
 pub(crate) fn write_value(out: &mut String, v: f64) {
-    let a = v.abs();
-    if !(1e-6..1e21).contains(&a) {
-        out.push_str(&format_value(v));
-        return;
-    }
-    let mut s = StackBuf::new();
-    let mut d = [0u8; 24];
-    let Some((n, exp)) = write!(s, "{a:e}")
-        .ok()
-        .and_then(|_| split_exp_into(s.bytes(), &mut d))
-    else {
-        out.push_str(&format_value(v));
-        return;
-    };
-    if n >= 16 && !tie_impossible(a) {
-        // Could be a tie that Go rounds differently (see
-        // `go_shortest_digits`).
-        out.push_str(&format_value(v));
-        return;
-    }
-    let digits = &d[..n];
-    if v.is_sign_negative() {
-        out.push('-');
-    }
-    let digit = |i: usize| digits.get(i).map_or('0', |&b| b as char);
-    if exp >= 0 {
-        let int_len = exp.unsigned_abs() as usize + 1;
-        for i in 0..int_len {
-            out.push(digit(i));
-        }
-        if n > int_len {
-            out.push('.');
-            out.extend(digits[int_len..].iter().map(|&b| b as char));
-        }
-    } else {
-        out.push_str("0.");
-        for _ in 1..exp.unsigned_abs() {
-            out.push('0');
-        }
-        out.extend(digits.iter().map(|&b| b as char));
-    }
+    write_go_float(out, v, uses_exponent(v));
 }
 
 /// Formats a scalar's value as Prometheus' `Scalar.MarshalJSON` does: Go's
 /// `strconv.FormatFloat(v, 'f', -1, 64)`, shortest round-trip digits in
 /// plain notation whatever the magnitude.
+#[cfg(test)]
 pub(crate) fn format_plain(v: f64) -> String {
     go_format_float(v, false)
 }
@@ -308,7 +214,7 @@ pub(crate) fn format_plain(v: f64) -> String {
 /// notation (the exponent form Go would use below 1e-6 or from 1e21 on
 /// cannot occur for millisecond timestamps other than 0).
 pub(crate) fn write_seconds_float(out: &mut String, ms: i64) {
-    out.push_str(&go_format_float(ms as f64 / 1000.0, false));
+    write_go_float(out, ms as f64 / 1000.0, false);
 }
 
 /// Writes a millisecond timestamp as seconds the way Prometheus' codec
@@ -319,10 +225,15 @@ pub fn write_timestamp(out: &mut String, ms: i64) {
         out.push('-');
     }
     let a = ms.unsigned_abs();
-    let _ = write!(out, "{}", a / 1000);
+    out.push_str(itoa::Buffer::new().format(a / 1000));
     let frac = a % 1000;
     if frac != 0 {
-        let _ = write!(out, ".{frac:03}");
+        // `frac < 1000`: three digits, so the casts cannot truncate.
+        let digit = |x: u64| char::from(b'0' + (x % 10) as u8);
+        out.push('.');
+        out.push(digit(frac / 100));
+        out.push(digit(frac / 10));
+        out.push(digit(frac));
     }
 }
 
@@ -376,9 +287,9 @@ fn write_hist_point(out: &mut String, t: i64, h: &stratus_model::FloatHistogram)
     out.push('[');
     write_timestamp(out, t);
     out.push_str(",{\"count\":\"");
-    out.push_str(&format_value(h.count));
+    write_value(out, h.count);
     out.push_str("\",\"sum\":\"");
-    out.push_str(&format_value(h.sum));
+    write_value(out, h.sum);
     out.push('"');
     let buckets = stratus_promql::histogram_buckets(h);
     if !buckets.is_empty() {
@@ -458,7 +369,7 @@ pub(crate) fn encode_result(r: &QueryResult) -> String {
             out.push_str("\"scalar\",\"result\":[");
             write_seconds_float(&mut out, *t);
             out.push_str(",\"");
-            out.push_str(&format_plain(*v));
+            write_go_float(&mut out, *v, false);
             out.push_str("\"]");
         }
         Value::String { t, s } => {
@@ -509,8 +420,7 @@ pub(crate) fn encode_result(r: &QueryResult) -> String {
 /// unless below 1e-6 or from 1e21 on, and then without the exponent's
 /// leading zero (`4.2e-7`).
 fn write_json_float(out: &mut String, v: f64) {
-    let abs = v.abs();
-    if abs != 0.0 && abs.is_finite() && !(1e-6..1e21).contains(&abs) {
+    if uses_exponent(v) {
         let s = go_format_float(v, true);
         match s.find("e-0") {
             Some(i) => {
@@ -520,7 +430,7 @@ fn write_json_float(out: &mut String, v: f64) {
             None => out.push_str(&s),
         }
     } else {
-        out.push_str(&go_format_float(v, false));
+        write_go_float(out, v, false);
     }
 }
 
@@ -941,6 +851,132 @@ pub(crate) async fn range(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The formatter used before the Ryū one, kept as the reference the
+    // property tests compare with: Rust's std shortest digits, with
+    // exact halfway ties re-resolved Go's way.
+
+    /// The reference (std-based) shortest decimal digits that read back as `a` (finite, > 0), with
+    /// the decimal exponent of the first digit (`a = d.ddd × 10^exp`), chosen
+    /// as Go's `strconv` chooses them.
+    ///
+    /// Rust's shortest formatting and Go's agree except when the exact binary
+    /// value lies exactly halfway between two shortest candidates: Rust rounds
+    /// the last digit up, Go to even (1e15+0.25 = 1000000000000000.25 is
+    /// `…0.3` in Rust and `…0.2` in Go). Such ties are detected from the exact
+    /// decimal expansion and resolved Go's way.
+    fn go_shortest_digits(a: f64) -> (Vec<u8>, i32) {
+        let (mut digits, exp) = split_exp(&format!("{a:e}"));
+        let n = digits.len();
+        // A tie needs both n-digit candidates within half an ulp of `a`, so
+        // 10^(last digit's place) <= ulp(a) < a * 2^-52, which forces n >= 16:
+        // shorter outputs (most stored values) need no further check.
+        if n < 16 {
+            return (digits, exp);
+        }
+        // A tie means the exact value has n+1 significant digits ending in 5;
+        // 18 correctly rounded digits show the candidates cheaply, the full
+        // expansion (at most 767 digits for an f64) confirms.
+        let trimmed = |s: &str| {
+            let (mut d, e) = split_exp(s);
+            while d.len() > 1 && d.last() == Some(&b'0') {
+                d.pop();
+            }
+            (d, e)
+        };
+        let (exact, exact_exp) = trimmed(&format!("{a:.17e}"));
+        if exact_exp != exp || exact.len() != n + 1 || exact.get(n) != Some(&b'5') {
+            return (digits, exp);
+        }
+        if trimmed(&format!("{a:.800e}")).0 != exact {
+            return (digits, exp);
+        }
+        let last = digits[n - 1];
+        let other = if exact[..n] == digits[..] {
+            // Rust rounded the tie down; the candidate above.
+            (last < b'9').then(|| {
+                let mut o = digits.clone();
+                o[n - 1] = last + 1;
+                o
+            })
+        } else if exact[..n - 1] == digits[..n - 1] && exact[n - 1] + 1 == last {
+            // Rust rounded the tie up; the candidate below.
+            Some(exact[..n].to_vec())
+        } else {
+            None
+        };
+        if let Some(o) = other
+            && o[n - 1] % 2 == 0
+            && parse_digits(&o, exp) == Some(a)
+        {
+            digits = o;
+        }
+        (digits, exp)
+    }
+
+    /// Splits Rust's `d.ddde±x` into the digits and the exponent.
+    fn split_exp(s: &str) -> (Vec<u8>, i32) {
+        let (mant, exp) = s.split_once('e').unwrap_or((s, "0"));
+        let digits = mant.bytes().filter(u8::is_ascii_digit).collect();
+        (digits, exp.parse().unwrap_or(0))
+    }
+
+    /// The value of `d.ddd × 10^exp`.
+    fn parse_digits(d: &[u8], exp: i32) -> Option<f64> {
+        let mut s: String = d.iter().map(|&b| b as char).collect();
+        let _ = write!(s, "e{}", i64::from(exp) - (d.len() as i64 - 1));
+        s.parse().ok()
+    }
+
+    /// Go's `strconv.FormatFloat(v, fmt, -1, 64)` for `fmt` `'f'` (plain) or
+    /// `'e'` (exponent), including `NaN`, `+Inf`, `-Inf` and `-0`.
+    fn reference_format_float(v: f64, exponent: bool) -> String {
+        if v.is_nan() {
+            return "NaN".into();
+        }
+        if v.is_infinite() {
+            return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+        }
+        let mut out = String::new();
+        if v.is_sign_negative() {
+            out.push('-');
+        }
+        if v == 0.0 {
+            out.push('0');
+            if exponent {
+                out.push_str("e+00");
+            }
+            return out;
+        }
+        let (d, exp) = go_shortest_digits(v.abs());
+        let digit = |i: usize| d.get(i).map_or('0', |&b| b as char);
+        if exponent {
+            out.push(digit(0));
+            if d.len() > 1 {
+                out.push('.');
+                out.extend(d[1..].iter().map(|&b| b as char));
+            }
+            let sign = if exp < 0 { '-' } else { '+' };
+            let _ = write!(out, "e{sign}{:02}", exp.unsigned_abs());
+        } else if exp >= 0 {
+            let int_len = exp.unsigned_abs() as usize + 1;
+            for i in 0..int_len {
+                out.push(digit(i));
+            }
+            if d.len() > int_len {
+                out.push('.');
+                out.extend(d[int_len..].iter().map(|&b| b as char));
+            }
+        } else {
+            out.push_str("0.");
+            for _ in 1..exp.unsigned_abs() {
+                out.push('0');
+            }
+            out.extend(d.iter().map(|&b| b as char));
+        }
+        out
+    }
+
     use stratus_promql::Sample;
 
     #[test]
@@ -1001,6 +1037,9 @@ mod tests {
             let mut fast = String::new();
             write_value(&mut fast, v);
             proptest::prop_assert_eq!(&fast, &format_value(v));
+            proptest::prop_assert_eq!(format_value(v), reference_format_value(v));
+            proptest::prop_assert_eq!(format_plain(v), reference_format_float(v, false));
+            proptest::prop_assert_eq!(go_format_float(v, true), reference_format_float(v, true));
             let (d, _) = go_shortest_digits(v.abs().max(f64::MIN_POSITIVE));
             let (rd, _) = split_exp(&format!("{:e}", v.abs().max(f64::MIN_POSITIVE)));
             proptest::prop_assert_eq!(d.len(), rd.len());
@@ -1014,7 +1053,160 @@ mod tests {
             let mut fast = String::new();
             write_value(&mut fast, v);
             proptest::prop_assert_eq!(fast, format_value(v));
+            proptest::prop_assert_eq!(format_value(v), reference_format_value(v));
         }
+
+        /// Values with up to 17 digits at any exponent, where exact
+        /// halfway ties (which Go and Rust's std resolve differently)
+        /// are frequent: the Ryū formatter agrees with the reference.
+        #[test]
+        fn tie_prone_values_match_reference(m in 1u64..(1u64 << 53), e in -30i32..30) {
+            let v = m as f64 * 10f64.powi(e) + 0.25 * (e.rem_euclid(3) as f64);
+            for v in [v, -v, v / 4.0, v * 1024.0] {
+                proptest::prop_assert_eq!(format_value(v), reference_format_value(v));
+                proptest::prop_assert_eq!(format_plain(v), reference_format_float(v, false));
+            }
+        }
+
+        /// Millisecond timestamps written without `fmt` equal the
+        /// formatted ones.
+        #[test]
+        fn timestamps_match_fmt(ms in proptest::prelude::any::<i64>()) {
+            let mut fast = String::new();
+            write_timestamp(&mut fast, ms);
+            let a = ms.unsigned_abs();
+            let mut want = String::new();
+            if ms < 0 {
+                want.push('-');
+            }
+            let _ = write!(want, "{}", a / 1000);
+            if a % 1000 != 0 {
+                let _ = write!(want, ".{:03}", a % 1000);
+            }
+            proptest::prop_assert_eq!(fast, want);
+        }
+    }
+
+    /// Timing of the sample writers against the reference formatter:
+    /// `cargo test -p stratus-api --lib json_writer_timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing, not a check"]
+    fn json_writer_timing() {
+        let vals: Vec<f64> = (0..200_000u64)
+            .map(|i| {
+                let x = i as f64;
+                match i % 4 {
+                    0 => x,
+                    1 => x * 0.1,
+                    2 => (x * 1e-3).sin() * 123.456,
+                    _ => 1.0 / (x + 1.0),
+                }
+            })
+            .collect();
+        let mut out = String::with_capacity(8 << 20);
+        let t0 = std::time::Instant::now();
+        for &v in &vals {
+            out.push_str(&reference_format_value(v));
+        }
+        let reference = t0.elapsed();
+        let len = out.len();
+        out.clear();
+        let t0 = std::time::Instant::now();
+        for &v in &vals {
+            write_value(&mut out, v);
+        }
+        let fast = t0.elapsed();
+        assert_eq!(out.len(), len);
+        out.clear();
+        // Rust's std shortest formatting alone (what the former fast
+        // path was built on), writing in place.
+        let t0 = std::time::Instant::now();
+        for &v in &vals {
+            let _ = write!(out, "{v:e}");
+        }
+        let std_e = t0.elapsed();
+        out.clear();
+        let t0 = std::time::Instant::now();
+        for i in 0..200_000i64 {
+            let ms = 1_700_000_000_000 + i * 15_001;
+            let _ = write!(out, "{}", ms / 1000);
+            if ms % 1000 != 0 {
+                let _ = write!(out, ".{:03}", ms % 1000);
+            }
+        }
+        let ts_fmt = t0.elapsed();
+        out.clear();
+        let t0 = std::time::Instant::now();
+        for i in 0..200_000i64 {
+            write_timestamp(&mut out, 1_700_000_000_000 + i * 15_001);
+        }
+        let ts_fast = t0.elapsed();
+        println!(
+            "200k values: reference {reference:?}, std {{:e}} {std_e:?}, write_value {fast:?}; \
+             200k timestamps: fmt {ts_fmt:?}, write_timestamp {ts_fast:?}"
+        );
+    }
+
+    /// [`format_value`] through the reference formatter.
+    fn reference_format_value(v: f64) -> String {
+        reference_format_float(v, uses_exponent(v))
+    }
+
+    #[test]
+    fn edge_values_match_reference() {
+        let mut cases = vec![
+            0.0,
+            -0.0,
+            1e21,
+            -1e21,
+            1e-7,
+            1e-6,
+            9.999999999999999e20,
+            5e-324,
+            -5e-324,
+            f64::MIN_POSITIVE,
+            1.7976931348623157e308,
+            -1.7976931348623157e308,
+            0.1 + 0.2,
+            1e15 + 0.25,
+            1e15 + 0.75,
+            2f64.powi(53),
+            2f64.powi(53) + 2.0,
+            123_456_789_012_345_680_000.0,
+            1e23,
+            1e22,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        for e in -330..310 {
+            cases.push(10f64.powi(e));
+            cases.push(1.5 * 10f64.powi(e));
+        }
+        for v in cases {
+            assert_eq!(format_value(v), reference_format_value(v), "{v:e}");
+            assert_eq!(format_plain(v), reference_format_float(v, false), "{v:e}");
+            assert_eq!(
+                go_format_float(v, true),
+                reference_format_float(v, true),
+                "{v:e}"
+            );
+            let mut fast = String::new();
+            write_value(&mut fast, v);
+            assert_eq!(fast, format_value(v), "{v:e}");
+        }
+        assert_eq!(format_plain(1e21), "1000000000000000000000");
+        assert_eq!(format_plain(5e-324).len(), "0.".len() + 323 + 1);
+        assert_eq!(format_value(0.1 + 0.2), "0.30000000000000004");
+        let mut t = String::new();
+        for ms in [0, 1, 10, 999, 1000, 1001, -1, -1500, 1_700_000_000_123] {
+            write_timestamp(&mut t, ms);
+            t.push(' ');
+        }
+        assert_eq!(
+            t,
+            "0 0.001 0.010 0.999 1 1.001 -0.001 -1.500 1700000000.123 "
+        );
     }
 
     #[test]

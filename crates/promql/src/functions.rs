@@ -6,7 +6,7 @@
 //! linear regression, quantiles, classic-histogram quantiles) follow
 //! Prometheus 3 step by step.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use stratus_model::{Labels, METRIC_NAME, MatchType};
 
@@ -685,6 +685,11 @@ fn range_function(
         }
         _ => None,
     };
+    let mut sliding = match name {
+        "max_over_time" => Some(SlidingExtreme::new(true)),
+        "min_over_time" => Some(SlidingExtreme::new(false)),
+        _ => None,
+    };
     let labels = ev.windows(marg, ctx, &mut |w: Window<'_>| {
         let i = w.step;
         if let Some(smoothed) = extended {
@@ -813,6 +818,10 @@ fn range_function(
                     Some(quantile(sv(0), &mut v))
                 }
             }
+            "min_over_time" | "max_over_time" => match sliding.as_mut() {
+                Some(sl) => sl.window(&w),
+                None => over_time(name, w.points),
+            },
             _ => over_time(name, w.points),
         };
         if let Some(v) = v {
@@ -871,6 +880,72 @@ fn range_function(
         });
     }
     Ok(Val::Vector(out))
+}
+
+/// `max_over_time`/`min_over_time` over the windows of one range-function
+/// call, without rescanning each window: a monotonic deque of the
+/// window's non-NaN points that can still be the extreme (values in
+/// decreasing order for max, increasing for min; of equal values the
+/// earliest first, the one [`over_time`]'s scan keeps).
+///
+/// [`Evaluator::windows`] hands each series' windows over in step order,
+/// as slices of one sample sequence whose bounds only move forward (also
+/// with `@`, where they stay put); then the window just entered has the
+/// points after the last one seen, and the ones that left are before its
+/// first point. Any other window (a new series, bounds moving back)
+/// starts the deque afresh.
+#[derive(Debug)]
+struct SlidingExtreme {
+    max: bool,
+    /// Series and bounds of the previous window, `None` before the first.
+    prev: Option<(usize, i64, i64)>,
+    /// Timestamp of the newest point taken in.
+    last_t: i64,
+    deque: VecDeque<(i64, f64)>,
+}
+
+impl SlidingExtreme {
+    fn new(max: bool) -> Self {
+        Self {
+            max,
+            prev: None,
+            last_t: i64::MIN,
+            deque: VecDeque::new(),
+        }
+    }
+
+    /// The value [`over_time`] gives for the window: the extreme of the
+    /// non-NaN points, or the last point if all are NaN; `None` if empty.
+    fn window(&mut self, w: &Window<'_>) -> Option<f64> {
+        let (first, last) = (*w.points.first()?, *w.points.last()?);
+        let monotonic = self.prev.is_some_and(|(series, start, end)| {
+            series == w.series && w.range_start >= start && w.range_end >= end
+        });
+        if !monotonic {
+            self.deque.clear();
+            self.last_t = i64::MIN;
+        }
+        self.prev = Some((w.series, w.range_start, w.range_end));
+        while self.deque.front().is_some_and(|p| p.0 < first.0) {
+            self.deque.pop_front();
+        }
+        let fresh = w.points.partition_point(|p| p.0 <= self.last_t);
+        for &(t, v) in w.points.get(fresh..).unwrap_or(&[]) {
+            if v.is_nan() {
+                continue;
+            }
+            while self
+                .deque
+                .back()
+                .is_some_and(|b| if self.max { b.1 < v } else { b.1 > v })
+            {
+                self.deque.pop_back();
+            }
+            self.deque.push_back((t, v));
+        }
+        self.last_t = last.0;
+        Some(self.deque.front().map_or(last.1, |p| p.1))
+    }
 }
 
 fn over_time(name: &str, s: &[(i64, f64)]) -> Option<f64> {
@@ -1866,6 +1941,60 @@ fn quantile_core(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sliding max/min equals the per-window scan bit for bit (NaN,
+    /// ±0 and ties included) over windows that advance, stay put, move
+    /// back and change series, on a fixed pseudo-random sequence.
+    #[test]
+    fn sliding_extreme_matches_scan() {
+        let vals = [f64::NAN, 0.0, -0.0, 1.0, 2.0, -1.0, f64::INFINITY, 2.0, 1.0];
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for max in [true, false] {
+            let name = if max {
+                "max_over_time"
+            } else {
+                "min_over_time"
+            };
+            let mut sl = SlidingExtreme::new(max);
+            for series in 0..40usize {
+                let mut points: Vec<(i64, f64)> = Vec::new();
+                for t in 0..60 {
+                    if rnd(4) != 0 {
+                        points.push((t * 10, vals[rnd(vals.len() as u64) as usize]));
+                    }
+                }
+                let range = 10 + 10 * rnd(8) as i64;
+                let mut end = -20i64;
+                for step in 0..80 {
+                    end += match rnd(10) {
+                        0 => -30,
+                        1 => 0,
+                        _ => 5 + 5 * rnd(3) as i64,
+                    };
+                    let start = end - range;
+                    let a = points.partition_point(|p| p.0 <= start);
+                    let b = points.partition_point(|p| p.0 <= end).max(a);
+                    let w = Window {
+                        series,
+                        step,
+                        points: &points[a..b],
+                        hpoints: &[],
+                        range_start: start,
+                        range_end: end,
+                    };
+                    let want = over_time(name, w.points).map(f64::to_bits);
+                    let got = sl.window(&w).map(f64::to_bits);
+                    assert_eq!(got, want, "{name} series {series} step {step}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn civil_dates() {
