@@ -5,8 +5,7 @@
 //! binaries are installed; `scripts/apt-packages.txt` lists `prometheus`).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use prost::Message;
 use reqwest::StatusCode;
@@ -15,6 +14,7 @@ use stratus_api::{AuthMode, ServerConfig};
 use stratus_proto::prometheus as pb;
 
 mod common;
+use common::prometheus::{NO_SCRAPES, start_prometheus};
 use common::{Server, now_ms, start, ts};
 
 impl Server {
@@ -720,68 +720,12 @@ async fn promtool_queries() {
     srv.stop().await;
 }
 
-/// A real Prometheus server, killed on drop.
-struct Prometheus {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_prometheus(dir: &Path) -> Option<Prometheus> {
-    let bin = "/usr/bin/prometheus";
-    if !Path::new(bin).exists() {
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = dir.join("prometheus.yml");
-    std::fs::write(&cfg, "global:\n  scrape_interval: 1h\nscrape_configs: []\n").unwrap();
-    let child = Command::new(bin)
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = Prometheus {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let client = common::http_client();
-    for _ in 0..200 {
-        if let Ok(r) = client.get(format!("{}/-/ready", p.base)).send().await
-            && r.status() == StatusCode::OK
-        {
-            return Some(p);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("Prometheus did not become ready");
-}
-
 /// The encoding of every result type matches a real Prometheus byte for
 /// byte (on data-free expressions, so both sides compute the same).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encoding_matches_real_prometheus() {
     let pdir = tempfile::tempdir().unwrap();
-    let Some(prom) = start_prometheus(pdir.path()).await else {
-        panic!(
-            "/usr/bin/prometheus is missing: scripts/test installs it (Debian package prometheus, see scripts/apt-packages.txt)"
-        );
-    };
+    let prom = start_prometheus(pdir.path(), NO_SCRAPES, &[]).await;
     let dir = tempfile::tempdir().unwrap();
     let srv = start(dir.path(), AuthMode::None).await;
     let client = common::http_client();

@@ -3,10 +3,6 @@
 //! a real Prometheus 2.42 (Debian package `prometheus`) holding the same
 //! data, pushed to both through remote write.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use prost::Message;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -14,6 +10,7 @@ use stratus_api::AuthMode;
 use stratus_proto::prometheus as pb;
 
 mod common;
+use common::prometheus::{NO_SCRAPES, start_prometheus};
 use common::{Server, now_ms, snappy, start, ts};
 
 /// A minute-aligned time 20 minutes ago; the data starts there.
@@ -225,63 +222,6 @@ async fn stats_parameter_shapes_the_response() {
     srv.stop().await;
 }
 
-/// A real Prometheus with the remote-write receiver and per-step stats,
-/// killed on drop.
-struct Prometheus {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_prometheus(dir: &Path) -> Prometheus {
-    let bin = "/usr/bin/prometheus";
-    assert!(
-        Path::new(bin).exists(),
-        "{bin} is missing: scripts/test installs it (Debian package prometheus, see scripts/apt-packages.txt)"
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = dir.join("prometheus.yml");
-    std::fs::write(&cfg, "global:\n  scrape_interval: 1h\nscrape_configs: []\n").unwrap();
-    let child = Command::new(bin)
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--web.enable-remote-write-receiver")
-        // Without it Prometheus ignores `stats=all`'s per-step list.
-        .arg("--enable-feature=promql-per-step-stats")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = Prometheus {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let client = common::http_client();
-    for _ in 0..200 {
-        if let Ok(r) = client.get(format!("{}/-/ready", p.base)).send().await
-            && r.status() == StatusCode::OK
-        {
-            return p;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("Prometheus did not become ready");
-}
-
 /// Whether to compare `peakSamples` (the sample counts are compared always).
 #[derive(Clone, Copy, PartialEq)]
 enum Peak {
@@ -311,7 +251,16 @@ type Case<'a> = (&'a str, Vec<(&'a str, String)>, Peak);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_counts_match_prometheus() {
     let pdir = tempfile::tempdir().unwrap();
-    let prom = start_prometheus(pdir.path()).await;
+    let prom = start_prometheus(
+        pdir.path(),
+        NO_SCRAPES,
+        // Without the feature Prometheus ignores `stats=all`'s per-step list.
+        &[
+            "--web.enable-remote-write-receiver",
+            "--enable-feature=promql-per-step-stats",
+        ],
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let srv = start(dir.path(), AuthMode::None).await;
     let client = common::http_client();

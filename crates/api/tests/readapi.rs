@@ -5,10 +5,6 @@
 //! counts and the admin endpoints. The real server runs in-process on
 //! 127.0.0.1 (port 0).
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use prost::Message;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -16,6 +12,7 @@ use stratus_api::{AuthMode, ServerConfig};
 use stratus_proto::prometheus as pb;
 
 mod common;
+use common::prometheus::{NO_SCRAPES, start_prometheus};
 use common::{Server, now_ms, snappy, start, start_with, ts};
 
 impl Server {
@@ -423,59 +420,6 @@ async fn remote_read_errors_limits_and_tenants() {
     srv.stop().await;
 }
 
-/// A real Prometheus server, killed on drop.
-struct Prometheus {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_prometheus(dir: &Path, config: &str) -> Prometheus {
-    let bin = "/usr/bin/prometheus";
-    assert!(
-        Path::new(bin).exists(),
-        "{bin} is missing: scripts/test installs it (Debian package prometheus, see scripts/apt-packages.txt)"
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = dir.join("prometheus.yml");
-    std::fs::write(&cfg, config).unwrap();
-    let child = Command::new(bin)
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = Prometheus {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let client = common::http_client();
-    for _ in 0..200 {
-        if let Ok(r) = client.get(format!("{}/-/ready", p.base)).send().await
-            && r.status() == StatusCode::OK
-        {
-            return p;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("Prometheus did not become ready");
-}
-
 async fn prom_get(client: &reqwest::Client, url: &str, params: &[(&str, &str)]) -> Value {
     let r = client.get(url).query(params).send().await.unwrap();
     let st = r.status();
@@ -498,6 +442,7 @@ async fn real_prometheus_remote_read() {
             "global:\n  scrape_interval: 1h\nscrape_configs: []\nremote_read:\n  - url: {}/api/v1/read\n    read_recent: true\n",
             srv.base
         ),
+        &[],
     )
     .await;
     let client = common::http_client();
@@ -594,11 +539,7 @@ async fn real_prometheus_remote_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn format_query_matches_real_prometheus() {
     let pdir = tempfile::tempdir().unwrap();
-    let prom = start_prometheus(
-        pdir.path(),
-        "global:\n  scrape_interval: 1h\nscrape_configs: []\n",
-    )
-    .await;
+    let prom = start_prometheus(pdir.path(), NO_SCRAPES, &[]).await;
     let dir = tempfile::tempdir().unwrap();
     let srv = start(dir.path(), AuthMode::None).await;
     let client = common::http_client();

@@ -6,10 +6,6 @@
 //! a real Prometheus 2.42 (`--enable-feature=native-histograms`) reads
 //! them through `remote_read`.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use prost::Message;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -17,6 +13,7 @@ use stratus_api::AuthMode;
 use stratus_proto::prometheus as pb;
 
 mod common;
+use common::prometheus::start_prometheus;
 use common::{Server, now_ms, snappy, start, ts};
 
 const STEP: i64 = 15_000;
@@ -356,57 +353,6 @@ async fn remote_read_native_histograms() {
     srv.stop().await;
 }
 
-/// A real Prometheus server, killed on drop.
-struct Prometheus {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_prometheus(dir: &Path, config: &str) -> Prometheus {
-    let bin = "/usr/bin/prometheus";
-    assert!(Path::new(bin).exists(), "{bin} is missing");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = dir.join("prometheus.yml");
-    std::fs::write(&cfg, config).unwrap();
-    let child = Command::new(bin)
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--enable-feature=native-histograms")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = Prometheus {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let client = common::http_client();
-    for _ in 0..200 {
-        if let Ok(r) = client.get(format!("{}/-/ready", p.base)).send().await
-            && r.status() == StatusCode::OK
-        {
-            return p;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("Prometheus did not become ready");
-}
-
 /// A real Prometheus 2.42 (`--enable-feature=native-histograms`) reads a
 /// SAMPLES answer carrying histograms through `remote_read`: the floats of
 /// the mixed series come through intact. Prometheus 2.42's remote-read
@@ -426,6 +372,7 @@ async fn real_prometheus_reads_series_with_histograms() {
             "global:\n  scrape_interval: 1h\nscrape_configs: []\nremote_read:\n  - url: {}/api/v1/read\n    read_recent: true\n",
             srv.base
         ),
+        &["--enable-feature=native-histograms"],
     )
     .await;
     let client = common::http_client();

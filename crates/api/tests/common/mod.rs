@@ -2,6 +2,8 @@
 //! port and builders for remote-write payloads.
 #![allow(dead_code)]
 
+pub(crate) mod prometheus;
+
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
