@@ -550,6 +550,38 @@ mod serve_tests {
 
     use super::*;
 
+    /// A frontend on a loopback port in front of `downstream`.
+    struct Frontend {
+        base: String,
+        stop: tokio::sync::oneshot::Sender<()>,
+        server: tokio::task::JoinHandle<Result<(), Error>>,
+    }
+
+    impl Frontend {
+        async fn start(auth: AuthMode, downstream: String) -> Frontend {
+            let mut cfg = ServerConfig {
+                auth,
+                ..ServerConfig::default()
+            };
+            cfg.frontend.downstream_urls = vec![downstream];
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", l.local_addr().unwrap());
+            let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(async move {
+                serve(&cfg, l, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+            });
+            Frontend { base, stop, server }
+        }
+
+        async fn stop(self) {
+            let _ = self.stop.send(());
+            self.server.await.unwrap().unwrap();
+        }
+    }
+
     /// A fake querier for `query_range`: one series whose value at `t`
     /// is `t` (ms); records each request's (start, end) in ms.
     async fn fake_querier() -> (String, Arc<Mutex<Vec<(i64, i64)>>>) {
@@ -590,20 +622,8 @@ mod serve_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn repeated_query_fetches_only_fresh_steps() {
         let (url, seen) = fake_querier().await;
-        let mut cfg = ServerConfig {
-            auth: AuthMode::None,
-            ..ServerConfig::default()
-        };
-        cfg.frontend.downstream_urls = vec![url];
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", l.local_addr().unwrap());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            serve(&cfg, l, async {
-                let _ = stop_rx.await;
-            })
-            .await
-        });
+        let fe = Frontend::start(AuthMode::None, url).await;
+        let base = fe.base.clone();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -648,8 +668,7 @@ mod serve_tests {
         );
         assert_eq!(b, start + (now - start) / step * step);
         assert_eq!((a - start) % step, 0);
-        let _ = stop_tx.send(());
-        server.await.unwrap().unwrap();
+        fe.stop().await;
     }
 
     /// `stats` makes a range query go downstream whole, and both query
@@ -674,20 +693,8 @@ mod serve_tests {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(l, app).await });
-        let mut cfg = ServerConfig {
-            auth: AuthMode::None,
-            ..ServerConfig::default()
-        };
-        cfg.frontend.downstream_urls = vec![url];
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", l.local_addr().unwrap());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            serve(&cfg, l, async {
-                let _ = stop_rx.await;
-            })
-            .await
-        });
+        let fe = Frontend::start(AuthMode::None, url).await;
+        let base = fe.base.clone();
         let _ = rustls::crypto::ring::default_provider().install_default();
         let c = reqwest::Client::new();
         // Two days: split into UTC days without `stats`.
@@ -720,8 +727,7 @@ mod serve_tests {
         );
         assert!(seen[0].contains("end=172800"), "{seen:?}");
         assert!(seen[1].contains("stats=1"), "{seen:?}");
-        let _ = stop_tx.send(());
-        server.await.unwrap().unwrap();
+        fe.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -757,20 +763,8 @@ mod serve_tests {
         let gl = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gaddr = gl.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(gl, guarded).await });
-        let mut cfg = ServerConfig {
-            auth: AuthMode::Token,
-            ..ServerConfig::default()
-        };
-        cfg.frontend.downstream_urls = vec![format!("http://{gaddr}")];
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", l.local_addr().unwrap());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            serve(&cfg, l, async {
-                let _ = stop_rx.await;
-            })
-            .await
-        });
+        let fe = Frontend::start(AuthMode::Token, format!("http://{gaddr}")).await;
+        let base = fe.base.clone();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -821,7 +815,6 @@ mod serve_tests {
             .unwrap();
         assert!(m.contains("tenant=\"cred-"), "{m}");
         assert!(!m.contains("good") && !m.contains("bad"), "{m}");
-        let _ = stop_tx.send(());
-        server.await.unwrap().unwrap();
+        fe.stop().await;
     }
 }
