@@ -7,7 +7,8 @@
 # Usage: bench/compare.sh [quick|full]      (default quick)
 #   quick:  10k active series, 1h backfill at 15s (2.4M samples), 20s of queries (≈2 min)
 #   full:   1M active series, 30m backfill at 15s (120M samples), 60s of queries
-# Env: SERIES, SPAN, QUERY_DURATION, CONCURRENCY, SYSTEMS ("stratus prometheus vm"),
+# Env: SERIES, SPAN, TICKS (samples per series per request; default 4 below 100k series, else 1),
+#      QUERY_DURATION, CONCURRENCY, SYSTEMS ("stratus prometheus vm"),
 #      STRATUS_BIN (default target/release/stratus, built when missing), WORK, KEEP=1.
 #
 # Per system it records:
@@ -36,7 +37,7 @@ WORK="${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/stratus-compare.XXXXXX")}"
 mkdir -p "$WORK"
 PORT="${PORT:-19400}"
 END=$(( $(date +%s) / 60 * 60 ))
-TICKS=$(( SERIES >= 100000 ? 1 : 4 ))
+TICKS="${TICKS:-$(( SERIES >= 100000 ? 1 : 4 ))}"
 pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"; }
 trap cleanup EXIT
