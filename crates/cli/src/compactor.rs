@@ -11,7 +11,10 @@
 //! is compacted; a compactor that dies stops heartbeating and its tenants
 //! move to the next instances after `ring.heartbeat_timeout`, one that
 //! shuts down goes LEAVING first so they move at once. Without a ring the
-//! one compactor owns every tenant.
+//! one compactor owns every tenant. With a ring, a tenant is compacted
+//! under a lease in the KV store (`compactor_lease`), so that two
+//! compactors that both think they own it during a ring change do not
+//! compact it at the same time.
 //!
 //! Retention: `compactor.retention`, overridden per tenant by the
 //! `retention` limit (plan < tenant) of the tenant registry: the one
@@ -35,6 +38,8 @@ use stratus_tenancy::{FileRegistry, Registry};
 use stratus_tsdb::{CompactStats, CompactorConfig};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
+
+use crate::compactor_lease::Acquired;
 
 /// The ring compactors register in.
 pub(crate) const RING_NAME: &str = "compactor";
@@ -109,6 +114,8 @@ pub(crate) struct CompactorMetrics {
     tenants_owned: AtomicU64,
     tenants_compacted: AtomicU64,
     tenant_failures: AtomicU64,
+    /// Tenants skipped because another compactor held their lease.
+    lease_busy: AtomicU64,
     vertical_groups: AtomicU64,
     level_groups: AtomicU64,
     marked_compacted: AtomicU64,
@@ -170,6 +177,12 @@ impl ExtraMetrics for CompactorMetrics {
             &[("", g(&self.tenant_failures))],
         );
         family(
+            "stratus_compactor_tenants_skipped_leased",
+            "counter",
+            "Tenants left for a later pass because another compactor held their lease.",
+            &[("", g(&self.lease_busy))],
+        );
+        family(
             "stratus_compactor_groups_merged",
             "counter",
             "Groups of blocks merged into one.",
@@ -207,6 +220,11 @@ impl ExtraMetrics for CompactorMetrics {
 struct Ownership {
     lifecycler: Arc<Lifecycler>,
     ring: Ring,
+    /// The ring's KV store, for the per-tenant leases.
+    kv: Arc<dyn Kv>,
+    /// How long a lease lasts unrenewed (the ring's heartbeat timeout: a
+    /// dead compactor's tenants move and its leases lapse together).
+    lease_ttl: Duration,
 }
 
 impl Ownership {
@@ -288,6 +306,30 @@ impl Compactor {
                 continue;
             }
             owned.push(t);
+            let lease = match &self.owner {
+                None => None,
+                Some(o) => match crate::compactor_lease::acquire(
+                    o.kv.clone(),
+                    id.as_str(),
+                    o.lifecycler.id(),
+                    o.lease_ttl,
+                )
+                .await
+                {
+                    Ok(Acquired::Held(l)) => Some(l),
+                    Ok(Acquired::Busy { holder }) => {
+                        self.metrics.lease_busy.fetch_add(1, Ordering::Relaxed);
+                        info!(tenant = %id, holder, "compactor: tenant is being compacted by another compactor; next pass");
+                        continue;
+                    }
+                    Err(e) => {
+                        failed = true;
+                        self.metrics.tenant_failures.fetch_add(1, Ordering::Relaxed);
+                        warn!(tenant = %id, error = %e, "compactor: cannot take the tenant's lease; next pass");
+                        continue;
+                    }
+                },
+            };
             let mut cfg = self.cfg.clone();
             if let Some(r) = registry_retention(reg, &id) {
                 cfg.retention = r;
@@ -308,6 +350,9 @@ impl Compactor {
                     self.metrics.tenant_failures.fetch_add(1, Ordering::Relaxed);
                     warn!(tenant = %id, error = %e, "compactor: tenant failed");
                 }
+            }
+            if let Some(l) = lease {
+                l.release().await;
             }
         }
         self.metrics
@@ -361,7 +406,7 @@ pub(crate) async fn start(
         let mut rc = RingConfig::new(RING_NAME);
         rc.replication_factor = 1;
         rc.heartbeat_timeout = cfg.ring.heartbeat_timeout;
-        let ring = Ring::start(kv, rc)
+        let ring = Ring::start(kv.clone(), rc)
             .await
             .context("cannot read the compactor ring")?;
         info!(id = lc.id(), "ACTIVE in the compactor ring");
@@ -373,6 +418,8 @@ pub(crate) async fn start(
         owner = Some(Ownership {
             lifecycler: Arc::new(lc),
             ring,
+            kv,
+            lease_ttl: cfg.ring.heartbeat_timeout,
         });
     }
     let metrics = Arc::new(CompactorMetrics::default());

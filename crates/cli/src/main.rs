@@ -18,6 +18,7 @@ mod cluster;
 mod cluster_registry;
 mod cluster_ring;
 mod compactor;
+mod compactor_lease;
 mod config;
 
 use config::ServerArgs;
