@@ -277,6 +277,10 @@ pub struct ServerConfig {
     /// `anchored`/`smoothed` selectors), as Prometheus'
     /// `--enable-feature=promql-experimental-functions` (default off).
     pub promql_experimental: bool,
+    /// Use the samples' start timestamps in `rate`/`increase`/`irate`/
+    /// `resets` and `start_timestamp()`, as Prometheus'
+    /// `--enable-feature=use-start-timestamps` (default off).
+    pub promql_use_start_timestamps: bool,
     /// Most PromQL queries evaluated at once; more wait for a slot (the
     /// wait counts against their timeout). Default 20, as Prometheus.
     pub max_concurrent_queries: usize,
@@ -423,6 +427,7 @@ impl Default for ServerConfig {
             lookback_delta: Duration::from_secs(300),
             evaluation_interval: Duration::from_secs(60),
             promql_experimental: false,
+            promql_use_start_timestamps: false,
             max_concurrent_queries: 20,
             max_inflight_writes: 512,
             remote_read_sample_limit: 50_000_000,

@@ -666,6 +666,7 @@ async fn run(st: &AppState, headers: &HeaderMap, c: Common, what: Eval) -> Respo
         timeout,
         default_subquery_step: st.cfg.evaluation_interval,
         enable_experimental: st.cfg.promql_experimental,
+        use_start_timestamps: st.cfg.promql_use_start_timestamps,
     });
     let expr = c.expr;
     let slots = st.query_slots.clone();

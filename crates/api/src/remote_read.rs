@@ -324,7 +324,11 @@ fn chunk_type(encoding: u8) -> Option<pb::chunk::Encoding> {
         Encoding::Xor => Some(pb::chunk::Encoding::Xor),
         Encoding::Histogram => Some(pb::chunk::Encoding::Histogram),
         Encoding::FloatHistogram => Some(pb::chunk::Encoding::FloatHistogram),
-        Encoding::Compact => None,
+        // Stratus-only encodings: converted (start timestamps dropped).
+        Encoding::Compact
+        | Encoding::XorSt
+        | Encoding::HistogramSt
+        | Encoding::FloatHistogramSt => None,
     }
 }
 

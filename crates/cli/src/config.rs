@@ -203,6 +203,11 @@ pub(crate) struct ServerArgs {
     /// `--enable-feature=promql-experimental-functions` [default: off].
     #[arg(long = "query.promql-experimental", env = "STRATUS_PROMQL_EXPERIMENTAL", num_args = 0..=1, default_missing_value = "true")]
     pub(crate) promql_experimental: Option<bool>,
+    /// Use samples' start timestamps in `rate`/`increase`/`irate`/`resets`
+    /// and `start_timestamp()`, as Prometheus'
+    /// `--enable-feature=use-start-timestamps` [default: off].
+    #[arg(long = "query.use-start-timestamps", env = "STRATUS_USE_START_TIMESTAMPS", num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) promql_use_start_timestamps: Option<bool>,
 
     /// Serve the admin endpoints (`/api/v1/admin/tsdb/delete_series`,
     /// `clean_tombstones`, `snapshot`), as Prometheus'
@@ -564,6 +569,10 @@ impl ServerArgs {
         set(&mut c.max_concurrent_queries, &self.max_concurrent_queries);
         set(&mut c.evaluation_interval, &self.evaluation_interval);
         set(&mut c.promql_experimental, &self.promql_experimental);
+        set(
+            &mut c.promql_use_start_timestamps,
+            &self.promql_use_start_timestamps,
+        );
         set(&mut c.enable_admin_api, &self.enable_admin_api);
         set(
             &mut c.created_timestamp_zero_ingestion,

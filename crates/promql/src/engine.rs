@@ -48,6 +48,12 @@ pub struct EngineOptions {
     /// Enables experimental PromQL: the `anchored`/`smoothed` modifiers
     /// and the `info()` function (default off, as in Prometheus).
     pub enable_experimental: bool,
+    /// Uses the samples' start ("created") timestamps: `rate`, `increase`,
+    /// `irate` and `resets` see a start timestamp after the previous
+    /// sample as a counter reset and bound extrapolation by it, and
+    /// `start_timestamp()` returns them (default off, as Prometheus'
+    /// `UseStartTimestamps` engine option).
+    pub use_start_timestamps: bool,
 }
 
 impl Default for EngineOptions {
@@ -59,6 +65,7 @@ impl Default for EngineOptions {
             default_subquery_step: Duration::from_secs(60),
             max_series: 0,
             enable_experimental: false,
+            use_start_timestamps: false,
         }
     }
 }
@@ -415,6 +422,11 @@ pub(crate) struct Window<'w> {
     pub(crate) points: &'w [(i64, f64)],
     /// Native histogram samples of the window.
     pub(crate) hpoints: &'w [(i64, Hist)],
+    /// Start timestamps of `points` (empty when unknown: subqueries,
+    /// series without any, or the option off).
+    pub(crate) fst: &'w [i64],
+    /// Start timestamps of `hpoints` (empty when unknown).
+    pub(crate) hst: &'w [i64],
     /// Exclusive start of the window (ms).
     pub(crate) range_start: i64,
     /// Inclusive end of the window (ms).
@@ -581,6 +593,8 @@ pub(crate) struct Evaluator<'a> {
     infos: Vec<String>,
     /// Experimental features are enabled.
     pub(crate) experimental: bool,
+    /// Start timestamps are read from storage and used.
+    pub(crate) use_st: bool,
     /// Position of the expression that annotations are about (appended to
     /// their text as Prometheus does).
     pub(crate) anno_pos: crate::ast::Pos,
@@ -628,6 +642,7 @@ impl<'a> Evaluator<'a> {
             warnings: Vec::new(),
             infos: Vec::new(),
             experimental: o.enable_experimental,
+            use_st: o.use_start_timestamps,
             anno_pos: crate::ast::Pos::default(),
             hist_stats: StatsDecoding::Off,
             stats: None,
@@ -1052,6 +1067,18 @@ impl<'a> Evaluator<'a> {
         ctx: &Ctx,
         ts_mode: bool,
     ) -> Result<Vec<Series>> {
+        self.eval_selector_mode(vs, ctx, if ts_mode { 1 } else { 0 })
+    }
+
+    /// [`Evaluator::eval_selector`] with `mode` 0 (values), 1 (sample
+    /// timestamps) or 2 (start timestamps, for `start_timestamp()`).
+    pub(crate) fn eval_selector_mode(
+        &mut self,
+        vs: &VectorSelector,
+        ctx: &Ctx,
+        mode: u8,
+    ) -> Result<Vec<Series>> {
+        let ts_mode = mode == 1;
         let n = ctx.n();
         if n == 0 {
             return Ok(Vec::new());
@@ -1064,8 +1091,8 @@ impl<'a> Evaluator<'a> {
         let mut total = 0usize;
         for s in selected {
             self.check_deadline()?;
-            if s.has_histograms() {
-                let series = self.typed_instant(&s, lo, hi, &refs, ctx, ts_mode)?;
+            if s.has_histograms() || mode == 2 {
+                let series = self.typed_instant(&s, lo, hi, &refs, ctx, mode)?;
                 if let Some(c) = self.stats.as_deref_mut() {
                     for p in &series.points {
                         c.add_at(step_index(ctx, p.0), 1);
@@ -1130,9 +1157,15 @@ impl<'a> Evaluator<'a> {
         hi: i64,
         refs: &[i64],
         ctx: &Ctx,
-        ts_mode: bool,
+        mode: u8,
     ) -> Result<Series> {
-        let samples = typed(s, lo, hi, self.hist_stats == StatsDecoding::On)?;
+        let ts_mode = mode == 1;
+        let mut sts = Vec::new();
+        let samples = if mode == 2 {
+            typed_st(s, lo, hi, self.hist_stats == StatsDecoding::On, &mut sts)?
+        } else {
+            typed(s, lo, hi, self.hist_stats == StatsDecoding::On)?
+        };
         let mut out = Series::floats(s.labels.clone(), false, Vec::new());
         let mut k = 0usize;
         for (i, &r) in refs.iter().enumerate() {
@@ -1145,6 +1178,17 @@ impl<'a> Evaluator<'a> {
             }
             let (t, v) = &samples[idx - 1];
             if *t <= lo_i {
+                continue;
+            }
+            if mode == 2 {
+                let stale = match v {
+                    TypedV::F(f) => is_stale_nan(*f),
+                    TypedV::H(h) => h.is_stale(),
+                };
+                if !stale {
+                    let st = sts.get(idx - 1).copied().unwrap_or(0);
+                    out.points.push((ctx.ts(i), st as f64 / 1000.0));
+                }
                 continue;
             }
             match v {
@@ -1209,20 +1253,37 @@ impl<'a> Evaluator<'a> {
         let mut buf: VecDeque<(i64, f64)> = VecDeque::new();
         for (si, s) in selected.into_iter().enumerate() {
             self.check_deadline()?;
-            if s.has_histograms() {
-                let samples = typed(&s, lo, hi, self.hist_stats == StatsDecoding::On)?;
+            let with_st = self.use_st && s.has_start_timestamps();
+            if s.has_histograms() || with_st {
+                let mut sts = Vec::new();
+                let samples = if with_st {
+                    typed_st(&s, lo, hi, self.hist_stats == StatsDecoding::On, &mut sts)?
+                } else {
+                    typed(&s, lo, hi, self.hist_stats == StatsDecoding::On)?
+                };
                 let mut fl: Vec<(i64, f64)> = Vec::new();
                 let mut hs: Vec<(i64, Hist)> = Vec::new();
+                let mut fst: Vec<i64> = Vec::new();
+                let mut hst: Vec<i64> = Vec::new();
                 for (i, &r) in refs.iter().enumerate() {
                     let start = r.saturating_sub(range);
                     let a = samples.partition_point(|x| x.0 <= start);
                     let b = samples.partition_point(|x| x.0 <= r);
                     fl.clear();
                     hs.clear();
-                    for (t, v) in samples.get(a..b).unwrap_or(&[]) {
+                    fst.clear();
+                    hst.clear();
+                    for (k, (t, v)) in samples.get(a..b).unwrap_or(&[]).iter().enumerate() {
+                        let st = sts.get(a + k).copied();
                         match v {
-                            TypedV::F(f) if !is_stale_nan(*f) => fl.push((*t, *f)),
-                            TypedV::H(h) if !h.is_stale() => hs.push((*t, h.clone())),
+                            TypedV::F(f) if !is_stale_nan(*f) => {
+                                fl.push((*t, *f));
+                                fst.extend(st);
+                            }
+                            TypedV::H(h) if !h.is_stale() => {
+                                hs.push((*t, h.clone()));
+                                hst.extend(st);
+                            }
                             _ => {}
                         }
                     }
@@ -1238,6 +1299,8 @@ impl<'a> Evaluator<'a> {
                         step: i,
                         points: &fl,
                         hpoints: &hs,
+                        fst: &fst,
+                        hst: &hst,
                         range_start: start,
                         range_end: r,
                     })?;
@@ -1276,6 +1339,8 @@ impl<'a> Evaluator<'a> {
                     step: i,
                     points,
                     hpoints: &[],
+                    fst: &[],
+                    hst: &[],
                     range_start: start,
                     range_end: r,
                 })?;
@@ -1409,6 +1474,8 @@ impl<'a> Evaluator<'a> {
                     step: i,
                     points: &s.points[a..b],
                     hpoints: &s.hist[ha..hb],
+                    fst: &[],
+                    hst: &[],
                     range_start: start,
                     range_end: r,
                 })?;
@@ -1462,9 +1529,32 @@ pub(crate) fn typed(
         .map_err(|e| PromqlError::BadArgument {
             msg: format!("decoding histogram chunk: {e}"),
         })?;
+    Ok(typed_from(raw, stats))
+}
+
+/// [`typed`] that also returns every sample's start timestamp in `sts`
+/// (0 when unknown), index for index.
+pub(crate) fn typed_st(
+    s: &stratus_tsdb::Series,
+    lo: i64,
+    hi: i64,
+    stats: bool,
+    sts: &mut Vec<i64>,
+) -> Result<Vec<(i64, TypedV)>> {
+    let raw = s.st_samples(lo, hi).map_err(|e| PromqlError::BadArgument {
+        msg: format!("decoding chunk: {e}"),
+    })?;
+    sts.clear();
+    sts.extend(raw.iter().map(|x| x.2));
+    Ok(typed_from(
+        raw.into_iter().map(|(t, v, _)| (t, v)).collect(),
+        stats,
+    ))
+}
+
+fn typed_from(raw: Vec<(i64, stratus_tsdb::Value)>, stats: bool) -> Vec<(i64, TypedV)> {
     let mut last: Option<Hist> = None;
-    Ok(raw
-        .into_iter()
+    raw.into_iter()
         .map(|(t, v)| {
             let v = match v {
                 stratus_tsdb::Value::Float(f) => return (t, TypedV::F(f)),
@@ -1490,7 +1580,7 @@ pub(crate) fn typed(
             }
             (t, TypedV::H(h))
         })
-        .collect())
+        .collect()
 }
 
 /// The step of `ctx` that time `t` sits on.

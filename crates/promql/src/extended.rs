@@ -144,6 +144,8 @@ impl<'a> Evaluator<'a> {
                     step: i,
                     points: &fl,
                     hpoints: &hs,
+                    fst: &[],
+                    hst: &[],
                     range_start: start,
                     range_end: r,
                 })?;

@@ -271,6 +271,22 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<V
             }
             Ok(Val::Vector(absent_series(absent_labels(a), &present, ctx)))
         }
+        "start_timestamp" => {
+            // Only a selector's samples carry start timestamps (and only
+            // with the engine option): anything else gives no result.
+            let a = unparen(arg(0)?);
+            let mut v = match a {
+                Expr::VectorSelector(vs) if ev.use_st => ev.eval_selector_mode(vs, ctx, 2)?,
+                _ => {
+                    ev.eval_vector(a, ctx)?;
+                    Vec::new()
+                }
+            };
+            for s in &mut v {
+                s.drop_name = true;
+            }
+            Ok(Val::Vector(v))
+        }
         "timestamp" => {
             let a = unparen(arg(0)?);
             let mut v = match a {
@@ -771,9 +787,12 @@ fn range_function(
                 if w.points.len() >= 2 && is_counter {
                     non_counter = true;
                 }
+                if is_counter && st_overlap(w.points.iter().map(|p| p.0), w.fst) {
+                    annos.push((true, ST_OVERLAP.into(), w.series));
+                }
                 extrapolated_rate(&w, range_secs, is_counter, is_rate)
             }
-            "irate" | "idelta" => instant_value(w.points, name == "irate"),
+            "irate" | "idelta" => instant_value(w.points, w.fst, name == "irate"),
             "deriv" => {
                 if w.points.len() < 2 {
                     None
@@ -795,12 +814,12 @@ fn range_function(
                     None
                 } else {
                     let mut cnt = 0.0;
-                    for p in w.points.windows(2) {
+                    for (k, p) in w.points.windows(2).enumerate() {
                         let (a, b) = (p[0].1, p[1].1);
                         let hit = if name == "changes" {
                             a != b && !(a.is_nan() && b.is_nan())
                         } else {
-                            b < a
+                            b < a || st_reset_at(w.fst, k, p[0].0, p[1].0)
                         };
                         if hit {
                             cnt += 1.0;
@@ -1083,20 +1102,31 @@ fn hist_range(
                 warn(MIX_FH.into());
                 return None;
             }
-            if hs.len() < 2 {
+            if hs.len() < 2 && !(is_counter && st_bounds_start(w.hst, w.range_start, hs[0].0)) {
                 return None;
+            }
+            if is_counter && st_overlap(hs.iter().map(|p| p.0), w.hst) {
+                warn(ST_OVERLAP.into());
             }
             let h = hist_rate(w, range_secs, is_counter, is_rate, warn)?;
             arc(h)
         }
         "irate" | "idelta" => {
             // The last two samples of either type.
-            let mut all: Vec<(i64, Option<&Hist>)> = fs
+            let st = |v: &[i64], i: usize| v.get(i).copied().unwrap_or(0);
+            let mut all: Vec<(i64, Option<&Hist>, i64)> = fs
                 .iter()
+                .enumerate()
                 .rev()
                 .take(2)
-                .map(|p| (p.0, None))
-                .chain(hs.iter().rev().take(2).map(|p| (p.0, Some(&p.1))))
+                .map(|(i, p)| (p.0, None, st(w.fst, i)))
+                .chain(
+                    hs.iter()
+                        .enumerate()
+                        .rev()
+                        .take(2)
+                        .map(|(i, p)| (p.0, Some(&p.1), st(w.hst, i))),
+                )
                 .collect();
             all.sort_by_key(|p| p.0);
             if all.len() < 2 {
@@ -1120,7 +1150,8 @@ fn hist_range(
             {
                 warn("this native histogram metric is not a gauge: {NAME}".into());
             }
-            let mut r = if is_irate && hg::detect_reset(hb, ha) {
+            let mut r = if is_irate && (is_st_reset(a.2, a.0, b.2, b.0) || hg::detect_reset(hb, ha))
+            {
                 hg::compact(hb)
             } else {
                 if hg::custom_mismatch(hb, ha) {
@@ -1145,27 +1176,34 @@ fn hist_range(
             arc(r)
         }
         "changes" | "resets" => {
-            let mut all: Vec<(i64, Result<f64, &Hist>)> = fs
+            let st = |v: &[i64], i: usize| v.get(i).copied().unwrap_or(0);
+            let mut all: Vec<(i64, Result<f64, &Hist>, i64)> = fs
                 .iter()
-                .map(|p| (p.0, Ok(p.1)))
-                .chain(hs.iter().map(|p| (p.0, Err(&p.1))))
+                .enumerate()
+                .map(|(i, p)| (p.0, Ok(p.1), st(w.fst, i)))
+                .chain(
+                    hs.iter()
+                        .enumerate()
+                        .map(|(i, p)| (p.0, Err(&p.1), st(w.hst, i))),
+                )
                 .collect();
             all.sort_by_key(|p| p.0);
             let mut cnt = 0.0;
             for p in all.windows(2) {
+                let st_reset = name == "resets" && is_st_reset(p[0].2, p[0].0, p[1].2, p[1].0);
                 let hit = match (&p[0].1, &p[1].1) {
                     (Ok(a), Ok(b)) => {
                         if name == "changes" {
                             a != b && !(a.is_nan() && b.is_nan())
                         } else {
-                            b < a
+                            b < a || st_reset
                         }
                     }
                     (Err(a), Err(b)) => {
                         if name == "changes" {
                             !hg::approx_eq(a, b, |x, y| x == y || (x.is_nan() && y.is_nan()))
                         } else {
-                            hg::detect_reset(b, a)
+                            st_reset || hg::detect_reset(b, a)
                         }
                     }
                     _ => true,
@@ -1259,8 +1297,10 @@ fn hist_rate(
     // A counter reset between the 1st and 2nd sample makes the 1st
     // irrelevant (its bucket layout included): start from an empty
     // histogram shaped like the 2nd.
+    let sts = w.hst;
+    let reset_at = |k: usize| st_reset_at(sts, k, s[k].0, s[k + 1].0);
     let mut start = std::borrow::Cow::Borrowed(&*first.1);
-    if is_counter && s.len() > 1 && hg::detect_reset(&s[1].1, &first.1) {
+    if is_counter && s.len() > 1 && (reset_at(0) || hg::detect_reset(&s[1].1, &first.1)) {
         start = std::borrow::Cow::Owned(stratus_model::FloatHistogram {
             schema: s[1].1.schema,
             custom_values: s[1].1.custom_values.clone(),
@@ -1274,7 +1314,7 @@ fn hist_rate(
     }
     let mut min_schema = last.1.schema.min(start.schema);
     if is_counter {
-        for (_, h) in &s[1..s.len() - 1] {
+        for (_, h) in s.get(1..s.len().saturating_sub(1)).unwrap_or(&[]) {
             if h.reset_hint == GAUGE {
                 warn("this native histogram metric is not a counter: {NAME}".into());
             }
@@ -1297,8 +1337,8 @@ fn hist_rate(
     };
     if is_counter {
         let mut prev: &stratus_model::FloatHistogram = &start;
-        for (_, cur) in &s[1..] {
-            if hg::detect_reset(cur, prev) {
+        for (k, (_, cur)) in s[1..].iter().enumerate() {
+            if reset_at(k) || hg::detect_reset(cur, prev) {
                 if hg::custom_mismatch(&h, prev) {
                     warn(format!("{INFO}{RECONCILED} addition"));
                 }
@@ -1318,23 +1358,46 @@ fn hist_rate(
     h.reset_hint = GAUGE;
     let mut to_start = (first.0 - w.range_start) as f64 / 1000.0;
     let mut to_end = (w.range_end - last.0) as f64 / 1000.0;
-    let sampled = (last.0 - first.0) as f64 / 1000.0;
-    let avg = sampled / (s.len() - 1) as f64;
+    let mut sampled = (last.0 - first.0) as f64 / 1000.0;
+    let avg = if s.len() > 1 {
+        sampled / (s.len() - 1) as f64
+    } else {
+        0.0
+    };
     let threshold = avg * 1.1;
-    if to_start >= threshold {
-        to_start = avg / 2.0;
-    }
-    if is_counter && h.count > 0.0 && first.1.count >= 0.0 {
-        let to_zero = sampled * (first.1.count / h.count);
-        if to_zero < to_start {
-            to_start = to_zero;
+    if is_counter && st_bounds_start(sts, w.range_start, first.0) {
+        // A zero sample is assumed at the first sample's start time
+        // instead of extrapolating to the left.
+        to_start = 0.0;
+        sampled = (last.0 - sts[0]) as f64 / 1000.0;
+        h = match hg::add(&h, &first.1) {
+            Ok(r) => r,
+            Err(_) => {
+                warn(MIX_SCHEMA.into());
+                return None;
+            }
+        };
+        h.reset_hint = GAUGE;
+    } else {
+        if to_start >= threshold {
+            to_start = avg / 2.0;
+        }
+        if is_counter && h.count > 0.0 && first.1.count >= 0.0 {
+            let to_zero = sampled * (first.1.count / h.count);
+            if to_zero < to_start {
+                to_start = to_zero;
+            }
         }
     }
     if to_end >= threshold {
         to_end = avg / 2.0;
     }
     let interval = sampled + to_start + to_end;
-    let mut factor = interval / sampled;
+    let mut factor = if sampled != 0.0 {
+        interval / sampled
+    } else {
+        1.0
+    };
     if is_rate {
         factor /= range_secs;
     }
@@ -1351,15 +1414,19 @@ fn extrapolated_rate(
     is_rate: bool,
 ) -> Option<f64> {
     let s = w.points;
-    if s.len() < 2 {
+    let sts = w.fst;
+    let (Some(&first), Some(&last)) = (s.first(), s.last()) else {
+        return None;
+    };
+    let st_start = is_counter && st_bounds_start(sts, w.range_start, first.0);
+    if s.len() < 2 && !st_start {
         return None;
     }
-    let (first, last) = (s[0], s[s.len() - 1]);
     let mut result = last.1 - first.1;
     if is_counter {
         let mut prev = first.1;
-        for p in &s[1..] {
-            if p.1 < prev {
+        for (k, p) in s[1..].iter().enumerate() {
+            if p.1 < prev || st_reset_at(sts, k, s[k].0, p.0) {
                 result += prev;
             }
             prev = p.1;
@@ -1367,38 +1434,109 @@ fn extrapolated_rate(
     }
     let mut to_start = (first.0 - w.range_start) as f64 / 1000.0;
     let mut to_end = (w.range_end - last.0) as f64 / 1000.0;
-    let sampled = (last.0 - first.0) as f64 / 1000.0;
-    let avg = sampled / (s.len() - 1) as f64;
+    let mut sampled = (last.0 - first.0) as f64 / 1000.0;
+    let avg = if s.len() > 1 {
+        sampled / (s.len() - 1) as f64
+    } else {
+        0.0
+    };
     let threshold = avg * 1.1;
-    let mut interval = sampled;
-    if to_start >= threshold {
-        to_start = avg / 2.0;
-    }
-    if is_counter && result > 0.0 && first.1 >= 0.0 {
-        let to_zero = sampled * (first.1 / result);
-        if to_zero < to_start {
-            to_start = to_zero;
+    if st_start {
+        // A zero sample is assumed at the first sample's start time
+        // instead of extrapolating to the left.
+        to_start = 0.0;
+        sampled = (last.0 - sts[0]) as f64 / 1000.0;
+        result += first.1;
+    } else {
+        if to_start >= threshold {
+            to_start = avg / 2.0;
+        }
+        if is_counter && result > 0.0 && first.1 >= 0.0 {
+            let to_zero = sampled * (first.1 / result);
+            if to_zero < to_start {
+                to_start = to_zero;
+            }
         }
     }
-    interval += to_start;
     if to_end >= threshold {
         to_end = avg / 2.0;
     }
-    interval += to_end;
-    let mut factor = interval / sampled;
+    let interval = sampled + to_start + to_end;
+    let mut factor = if sampled != 0.0 {
+        interval / sampled
+    } else {
+        1.0
+    };
     if is_rate {
         factor /= range_secs;
     }
     Some(result * factor)
 }
 
+/// Prometheus' `isStartTimestampReset`: whether the start timestamp
+/// `cur_st` of the sample at `cur_t` says the counter restarted after the
+/// previous sample (at `prev_t`, start `prev_st`). 0 is unknown; a start
+/// at or after its own sample is invalid or OTel's unknown start; a
+/// start on the previous sample is a reset for delta series only (the
+/// previous start known and before its sample).
+fn is_st_reset(prev_st: i64, prev_t: i64, cur_st: i64, cur_t: i64) -> bool {
+    if cur_st == 0 || cur_st >= cur_t || cur_st < prev_t {
+        return false;
+    }
+    if cur_st > prev_t {
+        return true;
+    }
+    prev_st <= prev_t && prev_st != 0 && prev_st != prev_t
+}
+
+/// [`is_st_reset`] between samples `k` and `k + 1` when their start
+/// timestamps are known (`sts` empty means none are).
+fn st_reset_at(sts: &[i64], k: usize, prev_t: i64, cur_t: i64) -> bool {
+    match (sts.get(k), sts.get(k + 1)) {
+        (Some(&a), Some(&b)) => is_st_reset(a, prev_t, b, cur_t),
+        _ => false,
+    }
+}
+
+/// Whether the first sample's start timestamp lies inside the range
+/// (after its exclusive start) and before the sample itself: then a zero
+/// is assumed there instead of extrapolating to the left.
+fn st_bounds_start(sts: &[i64], range_start: i64, first_t: i64) -> bool {
+    sts.first()
+        .is_some_and(|&st| st != 0 && st > range_start && st < first_t)
+}
+
+/// Prometheus' start-time overlap check over a window: a sample's start
+/// time before the previous sample that is not the previous start time.
+fn st_overlap(ts: impl Iterator<Item = i64>, sts: &[i64]) -> bool {
+    if sts.len() < 2 {
+        return false;
+    }
+    let mut prev: Option<(i64, i64)> = None;
+    for (t, &st) in ts.zip(sts) {
+        if let Some((pt, pst)) = prev {
+            if st != 0 && st < pt && st != pst {
+                return true;
+            }
+        }
+        prev = Some((t, st));
+    }
+    false
+}
+
+/// Warning for [`st_overlap`].
+const ST_OVERLAP: &str =
+    "sample has start time that overlaps with previous sample timestamp for metric {NAME}";
+
 /// `irate` / `idelta`: the last two samples.
-fn instant_value(s: &[(i64, f64)], is_rate: bool) -> Option<f64> {
+fn instant_value(s: &[(i64, f64)], sts: &[i64], is_rate: bool) -> Option<f64> {
     if s.len() < 2 {
         return None;
     }
-    let (prev, last) = (s[s.len() - 2], s[s.len() - 1]);
-    let mut v = if is_rate && last.1 < prev.1 {
+    let n = s.len();
+    let (prev, last) = (s[n - 2], s[n - 1]);
+    let st_reset = is_rate && st_reset_at(sts, n - 2, prev.0, last.0);
+    let mut v = if is_rate && (last.1 < prev.1 || st_reset) {
         last.1
     } else {
         last.1 - prev.1
@@ -1985,6 +2123,8 @@ mod tests {
                         step,
                         points: &points[a..b],
                         hpoints: &[],
+                        fst: &[],
+                        hst: &[],
                         range_start: start,
                         range_end: end,
                     };

@@ -24,7 +24,7 @@ use stratus_model::{
     reset_hint, stale_nan,
 };
 use stratus_objstore::Bucket;
-use stratus_tsdb::{Db, DbConfig, SeriesHistograms, SeriesSamples};
+use stratus_tsdb::{Db, DbConfig, SeriesHistograms, SeriesSamples, StartTimestamps};
 
 use crate::ast::{Expr, ValueType};
 use crate::engine::{Engine, EngineOptions};
@@ -86,6 +86,7 @@ pub fn run_script(text: &str, report: &mut FileReport) {
             default_subquery_step: Duration::from_secs(60),
             max_series: 0,
             enable_experimental: true,
+            use_start_timestamps: true,
         }),
     };
     let mut i = 0;
@@ -211,6 +212,9 @@ impl State {
         }
         let mut series: Vec<(Labels, Vec<(i64, f64)>)> = Vec::new();
         let mut hseries: Vec<(Labels, Vec<(i64, FloatHistogram)>)> = Vec::new();
+        // Start timestamps by series and sample time (from `@st` lines).
+        let mut starts: Vec<(Labels, Vec<(i64, i64)>)> = Vec::new();
+        let mut pending_st: Option<(Labels, Vec<Option<i64>>)> = None;
         let mut k = 0;
         while k < block.len() {
             let (ln, line) = block[k];
@@ -218,12 +222,30 @@ impl State {
             let (labels, rest, st_line) =
                 parse_series_desc(line).map_err(|e| format!("line {ln}: {e}"))?;
             if st_line {
-                // Start-timestamp lines (`name{...}@st`) are not supported:
-                // skip this line; the sample line follows as usual.
-                self.has_hist = true;
+                // Start-timestamp offsets for the sample line that follows.
+                let offs = parse_st_offsets(rest).map_err(|e| format!("line {ln}: {e}"))?;
+                pending_st = Some((labels, offs));
                 continue;
             }
             let vals = parse_typed_values(rest).map_err(|e| format!("line {ln}: {e}"))?;
+            let mut sts: Vec<(i64, i64)> = Vec::new();
+            if let Some((sl, offs)) = pending_st.take() {
+                if sl != labels {
+                    return Err(format!(
+                        "line {ln}: @st line for {sl} not followed by its samples"
+                    ));
+                }
+                for (i, o) in offs.iter().enumerate() {
+                    if let (Some(o), Some(Some(_))) = (o, vals.get(i)) {
+                        let t = i as i64 * step;
+                        sts.push((t, t.saturating_add(*o)));
+                    }
+                }
+            }
+            match starts.iter_mut().find(|s| s.0 == labels) {
+                Some(s) => s.1 = sts,
+                None => starts.push((labels.clone(), sts)),
+            }
             let mut samples = Vec::new();
             let mut hists = Vec::new();
             for (i, v) in vals.into_iter().enumerate() {
@@ -292,8 +314,35 @@ impl State {
                 float_histograms: h,
             })
             .collect();
+        let st_for = |l: &Labels, times: &mut dyn Iterator<Item = i64>| -> Vec<i64> {
+            let list = starts
+                .iter()
+                .find(|s| &s.0 == l)
+                .map_or(&[][..], |s| &s.1[..]);
+            times
+                .map(|t| list.iter().find(|x| x.0 == t).map_or(0, |x| x.1))
+                .collect()
+        };
+        let f_sts: Vec<Vec<i64>> = owned
+            .iter()
+            .map(|(l, s)| st_for(l, &mut s.iter().map(|x| x.t)))
+            .collect();
+        let h_sts: Vec<Vec<i64>> = hbatch
+            .iter()
+            .map(|h| st_for(h.labels, &mut h.float_histograms.iter().map(|x| x.0)))
+            .collect();
+        let f_refs: Vec<&[i64]> = f_sts.iter().map(Vec::as_slice).collect();
+        let h_refs: Vec<&[i64]> = h_sts.iter().map(Vec::as_slice).collect();
         let r = db
-            .append_with_histograms(&batch, &hbatch)
+            .append_with_start_timestamps(
+                &batch,
+                &hbatch,
+                &StartTimestamps {
+                    samples: &f_refs,
+                    histograms: &[],
+                    float_histograms: &h_refs,
+                },
+            )
             .map_err(|e| format!("append: {e}"))?;
         if r.rejected > 0 {
             let first = r.errors.first().map(|e| e.to_string()).unwrap_or_default();
@@ -324,7 +373,15 @@ impl State {
                         samples: &fs[i..end],
                     };
                     i = end;
-                    db.append_with_histograms(&[run], &[])
+                    let sts = st_for(l, &mut run.samples.iter().map(|x| x.t));
+                    db.append_with_start_timestamps(
+                        &[run],
+                        &[],
+                        &StartTimestamps {
+                            samples: &[&sts],
+                            ..Default::default()
+                        },
+                    )
                 } else {
                     let end = match f_next {
                         Some(a) => j + hs[j..].partition_point(|x| x.0 < a),
@@ -336,7 +393,15 @@ impl State {
                         float_histograms: &hs[j..end],
                     };
                     j = end;
-                    db.append_with_histograms(&[], &[run])
+                    let sts = st_for(l, &mut run.float_histograms.iter().map(|x| x.0));
+                    db.append_with_start_timestamps(
+                        &[],
+                        &[run],
+                        &StartTimestamps {
+                            float_histograms: &[&sts],
+                            ..Default::default()
+                        },
+                    )
                 }
                 .map_err(|e| format!("append: {e}"))?;
                 if r.rejected > 0 {
@@ -925,6 +990,57 @@ impl<'a> WordSplitter<'a> {
     }
 }
 
+/// The values of a start-timestamp (`@st`) line: per position, the
+/// signed offset from the sample's time to its start time, or `None`.
+/// Items: `_`, `_xN` (N gaps), `<d>`, `<d>xN` (N+1 copies), `<d>+<e>xN`
+/// and `<d>-<e>xN` (N+1 values stepping by `e`).
+fn parse_st_offsets(s: &str) -> Result<Vec<Option<i64>>, String> {
+    fn signed(d: &str) -> Result<i64, String> {
+        parse_duration(d.strip_prefix('+').unwrap_or(d))
+    }
+    let mut out = Vec::new();
+    for tok in s.split_whitespace() {
+        if tok == "_" {
+            out.push(None);
+            continue;
+        }
+        let (body, n) = match tok.rsplit_once('x') {
+            Some((b, n)) => (
+                b,
+                Some(
+                    n.parse::<usize>()
+                        .map_err(|_| format!("invalid @st item {tok:?}"))?,
+                ),
+            ),
+            None => (tok, None),
+        };
+        if body == "_" {
+            out.extend(std::iter::repeat_n(None, n.unwrap_or(1)));
+            continue;
+        }
+        // The operator is the first sign after the first character.
+        let op = body
+            .char_indices()
+            .skip(1)
+            .find(|(_, c)| *c == '+' || *c == '-')
+            .map(|(i, _)| i);
+        let (a, e) = match op {
+            Some(i) => (signed(&body[..i])?, signed(&body[i..])?),
+            None => (signed(body)?, 0),
+        };
+        let count = n.map_or(1, |n| n + 1);
+        if count > 1_000_000 {
+            return Err(format!("@st item {tok:?} is too long"));
+        }
+        let mut v = a;
+        for _ in 0..count {
+            out.push(Some(v));
+            v = v.saturating_add(e);
+        }
+    }
+    Ok(out)
+}
+
 /// Parses a Prometheus duration (`1h30m`, `10s53ms`, `0`, `-5m`) into ms.
 pub fn parse_duration(s: &str) -> Result<i64, String> {
     let (neg, body) = match s.strip_prefix('-') {
@@ -1319,6 +1435,8 @@ fn parse_values(s: &str) -> Result<Vec<Option<f64>>, String> {
 
 /// Parses `name{l="v", ...}` at the start of `s`; returns the labels, the
 /// rest of the line, and whether the descriptor carried `@st`.
+///
+/// (See [`parse_st_offsets`] for the values of an `@st` line.)
 fn parse_series_desc(s: &str) -> Result<(Labels, &str, bool), String> {
     let b = s.as_bytes();
     let mut i = 0;
@@ -1479,6 +1597,27 @@ fn unquote(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn st_offsets() {
+        let v = parse_st_offsets("_ _x2 -30s-1mx2 1ms +1m -0msx1").unwrap();
+        assert_eq!(
+            v,
+            vec![
+                None,
+                None,
+                None,
+                Some(-30_000),
+                Some(-90_000),
+                Some(-150_000),
+                Some(1),
+                Some(60_000),
+                Some(0),
+                Some(0)
+            ]
+        );
+        assert!(parse_st_offsets("1q").is_err());
+    }
 
     #[test]
     fn durations() {

@@ -396,6 +396,7 @@ fn experimental_features_are_gated() {
     }
     let e = Engine::new(EngineOptions {
         enable_experimental: true,
+        use_start_timestamps: false,
         ..EngineOptions::default()
     });
     let v = |q: &str| match e.instant(f.db.as_ref(), q, 90_000).unwrap().value {

@@ -31,6 +31,7 @@ mod any;
 mod bstream;
 mod compact;
 mod histogram;
+mod st;
 mod xor;
 
 use snafu::Snafu;
@@ -43,6 +44,9 @@ pub use compact::{
 pub use histogram::{
     Appendable, CounterResetHeader, FloatHistogramAppender, HISTOGRAM_HEADER_LEN,
     HistogramAppender, decode_float_histogram, decode_histogram, fuzz_histogram_decode,
+};
+pub use st::{
+    decode_st_column, encode_st_chunk, fuzz_st_decode, is_st_encoding, split_st_chunk, with_st,
 };
 pub use xor::{
     XOR_SAMPLE_ROOM, XorAppender, XorIterator, chunk_num_samples, decode_xor, fuzz_xor_decode,
@@ -66,6 +70,13 @@ pub enum Encoding {
     /// written by compaction. Not a Prometheus encoding: remote read
     /// converts it with [`to_xor_chunks`].
     Compact = 0x81,
+    /// An XOR chunk with a start-timestamp column (Stratus only, see
+    /// `docs/format/chunks.md` section 5).
+    XorSt = 0x82,
+    /// An integer histogram chunk with a start-timestamp column.
+    HistogramSt = 0x83,
+    /// A float histogram chunk with a start-timestamp column.
+    FloatHistogramSt = 0x84,
 }
 
 impl Encoding {
@@ -76,6 +87,9 @@ impl Encoding {
             2 => Some(Encoding::Histogram),
             3 => Some(Encoding::FloatHistogram),
             0x81 => Some(Encoding::Compact),
+            0x82 => Some(Encoding::XorSt),
+            0x83 => Some(Encoding::HistogramSt),
+            0x84 => Some(Encoding::FloatHistogramSt),
             _ => None,
         }
     }
@@ -87,7 +101,18 @@ impl Encoding {
 
     /// Whether chunks of this encoding hold native histograms.
     pub fn is_histogram(self) -> bool {
-        matches!(self, Encoding::Histogram | Encoding::FloatHistogram)
+        matches!(self.inner(), Encoding::Histogram | Encoding::FloatHistogram)
+    }
+
+    /// The encoding of the chunk inside a start-timestamp chunk (itself
+    /// for every other encoding).
+    pub fn inner(self) -> Encoding {
+        match self {
+            Encoding::XorSt => Encoding::Xor,
+            Encoding::HistogramSt => Encoding::Histogram,
+            Encoding::FloatHistogramSt => Encoding::FloatHistogram,
+            e => e,
+        }
     }
 }
 
@@ -133,6 +158,10 @@ pub enum Error {
         "{bits} trailing bits after the last of {total} samples are not zero padding"
     ))]
     TrailingData { bits: u64, total: u16 },
+
+    /// A corrupt start-timestamp column or wrapper (encodings 0x82..0x84).
+    #[snafu(display("corrupt start-timestamp chunk: {reason}"))]
+    StColumn { reason: &'static str },
 
     /// A corrupt native histogram chunk.
     #[snafu(display("corrupt histogram chunk at sample {sample}, bit {bit_offset}: {reason}"))]

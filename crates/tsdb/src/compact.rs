@@ -323,6 +323,24 @@ pub(crate) fn merge_blocks(
             }
             parts.extend(p);
         }
+        if parts.iter().any(Part::has_start_timestamps) {
+            // Start timestamps survive: typed samples with them, re-encoded
+            // into chunks with a start-timestamp column where needed.
+            let samples = crate::querier::merge_typed_st(&parts, i64::MIN, i64::MAX)?;
+            let encoded = crate::querier::encode_st_chunks(&samples, HISTOGRAM_CHUNK_SAMPLES);
+            let inputs: Vec<ChunkInput<'_>> = encoded
+                .iter()
+                .map(|(mint, maxt, enc, data)| ChunkInput {
+                    mint: *mint,
+                    maxt: *maxt,
+                    encoding: *enc,
+                    data,
+                    num_samples: chunk_num_samples_any(*enc, data).unwrap_or(0) as u32,
+                })
+                .collect();
+            w.add_series(&labels, &inputs)?;
+            continue;
+        }
         let has_hist = parts.iter().any(Part::is_histogram);
         let s = Series {
             labels: Labels::empty(),

@@ -114,6 +114,23 @@ pub struct SeriesHistograms<'a> {
     pub float_histograms: &'a [(i64, FloatHistogram)],
 }
 
+/// Start ("created") timestamps of the samples of an append, parallel to
+/// its lists: `samples[i][j]` belongs to `batch[i].samples[j]`,
+/// `histograms[i][j]` to `hists[i].histograms[j]` and
+/// `float_histograms[i][j]` to `hists[i].float_histograms[j]`. Missing
+/// entries and 0 mean unknown. Series given start timestamps store them
+/// in chunks with a start-timestamp column (see `docs/format/chunks.md`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartTimestamps<'a> {
+    pub samples: &'a [&'a [i64]],
+    pub histograms: &'a [&'a [i64]],
+    pub float_histograms: &'a [&'a [i64]],
+}
+
+fn st_at(list: &[&[i64]], i: usize, j: usize) -> i64 {
+    list.get(i).and_then(|v| v.get(j)).copied().unwrap_or(0)
+}
+
 /// A sample that was refused.
 #[derive(Debug, Clone)]
 pub struct SampleError {
@@ -262,6 +279,7 @@ impl Db {
             let head = &head;
             let metadata = &metadata;
             let exemplars = &exemplars;
+            let mut pending_sts = std::collections::HashMap::new();
             crate::wal::replay(
                 &wal_dir,
                 &ReplayOptions {
@@ -275,7 +293,7 @@ impl Db {
                         crate::wal::Record::Exemplars(e) => {
                             exemplars.add_all(e.iter().map(|(s, ex)| (s, ex.clone())));
                         }
-                        rec => replay_record(head, rec),
+                        rec => replay_record(head, rec, &mut pending_sts),
                     }
                     Ok(())
                 },
@@ -405,7 +423,21 @@ impl Db {
         batch: &[SeriesSamples<'_>],
         hists: &[SeriesHistograms<'_>],
     ) -> Result<AppendReport> {
+        self.append_with_start_timestamps(batch, hists, &StartTimestamps::default())
+    }
+
+    /// [`Db::append_with_histograms`] with the samples' start timestamps
+    /// (`sts`, parallel to `batch` and `hists`). In-order samples keep
+    /// them (queries read them through [`Series::st_samples`](crate::Series));
+    /// out-of-order samples are stored without.
+    pub fn append_with_start_timestamps(
+        &self,
+        batch: &[SeriesSamples<'_>],
+        hists: &[SeriesHistograms<'_>],
+        sts: &StartTimestamps<'_>,
+    ) -> Result<AppendReport> {
         self.touch();
+        let mut rec_sts: Vec<crate::wal::RefStartTimestamp> = Vec::new();
         let max_future = now_ms().saturating_add(self.cfg.max_future.as_millis() as i64);
         let window = self.ooo_window.load(Ordering::Relaxed);
         let inorder_window = window.max(self.cfg.head.block_range / 2);
@@ -414,7 +446,7 @@ impl Db {
         let mut new_ids = Vec::new();
         let mut rec_samples = Vec::with_capacity(batch.iter().map(|s| s.samples.len()).sum());
         let (mut bmin, mut bmax) = (i64::MAX, i64::MIN);
-        for ss in batch {
+        for (bi, ss) in batch.iter().enumerate() {
             if ss.samples.is_empty() {
                 continue;
             }
@@ -441,7 +473,8 @@ impl Db {
                     }
                 }
                 let min_valid = self.head.min_valid();
-                for s in ss.samples {
+                for (j, s) in ss.samples.iter().enumerate() {
+                    let st = st_at(sts.samples, bi, j);
                     if s.t > max_future {
                         report.reject(ss.labels, s.t, RejectReason::TooFarInFuture);
                         continue;
@@ -457,10 +490,17 @@ impl Db {
                         report.reject(ss.labels, s.t, RejectReason::TooOld);
                         continue;
                     }
-                    match self.head.append_locked(&mut d, s.t, s.v) {
+                    match self.head.append_locked_st(&mut d, s.t, s.v, st) {
                         Ok(Appended::Noop) => report.accepted += 1,
                         Ok(Appended::InOrder | Appended::OutOfOrder) => {
                             report.accepted += 1;
+                            if st != 0 {
+                                rec_sts.push(crate::wal::RefStartTimestamp {
+                                    sref: h.series.id,
+                                    t: s.t,
+                                    st,
+                                });
+                            }
                             bmin = bmin.min(s.t);
                             bmax = bmax.max(s.t);
                             rec_samples.push(RefSample {
@@ -477,7 +517,7 @@ impl Db {
         }
         let mut rec_hists = Vec::new();
         let mut rec_fhists = Vec::new();
-        for sh in hists {
+        for (bi, sh) in hists.iter().enumerate() {
             let n = sh.histograms.len() + sh.float_histograms.len();
             if n == 0 {
                 continue;
@@ -519,14 +559,17 @@ impl Db {
                         (None, Some(b)) => HistRef::Float(&b.1),
                         (None, None) => break,
                     };
-                    let t = match next {
+                    let (t, st) = match next {
                         HistRef::Int(_) => {
                             i += 1;
-                            sh.histograms[i - 1].0
+                            (sh.histograms[i - 1].0, st_at(sts.histograms, bi, i - 1))
                         }
                         HistRef::Float(_) => {
                             j += 1;
-                            sh.float_histograms[j - 1].0
+                            (
+                                sh.float_histograms[j - 1].0,
+                                st_at(sts.float_histograms, bi, j - 1),
+                            )
                         }
                     };
                     if t > max_future {
@@ -546,10 +589,17 @@ impl Db {
                         report.reject(sh.labels, t, RejectReason::TooOld);
                         continue;
                     }
-                    match self.head.append_histogram_locked(&mut d, t, next) {
+                    match self.head.append_histogram_locked_st(&mut d, t, next, st) {
                         Ok(Appended::Noop) => report.histograms_accepted += 1,
                         Ok(Appended::InOrder | Appended::OutOfOrder) => {
                             report.histograms_accepted += 1;
+                            if st != 0 {
+                                rec_sts.push(crate::wal::RefStartTimestamp {
+                                    sref: h.series.id,
+                                    t,
+                                    st,
+                                });
+                            }
                             bmin = bmin.min(t);
                             bmax = bmax.max(t);
                             match next {
@@ -576,8 +626,13 @@ impl Db {
             || !rec_hists.is_empty()
             || !rec_fhists.is_empty()
         {
-            self.wal
-                .log_with_histograms(&rec_series, &rec_samples, &rec_hists, &rec_fhists)?;
+            self.wal.log_with_start_timestamps(
+                &rec_series,
+                &rec_sts,
+                &rec_samples,
+                &rec_hists,
+                &rec_fhists,
+            )?;
         }
         self.head.mark_logged(&new_ids);
         self.head.observe_times(bmin, bmax);
@@ -1019,6 +1074,30 @@ fn split_by_window(
             );
             continue;
         }
+        if chunks
+            .iter()
+            .any(|c| crate::chunks::is_st_encoding(c.encoding))
+        {
+            // Start timestamps: merge typed samples with them and
+            // re-encode (out-of-order floats have none).
+            let mut parts: Vec<Part> = chunks
+                .iter()
+                .map(|c| Part::Chunk {
+                    mint: c.mint,
+                    maxt: c.maxt,
+                    encoding: c.encoding,
+                    data: c.data.clone(),
+                })
+                .collect();
+            parts.push(Part::Floats(ooo.into()));
+            let samples: Vec<_> = crate::querier::merge_typed_st(&parts, w, end - 1)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|s| !is_deleted(s.0, &x.tombstones))
+                .collect();
+            out.insert(w, crate::querier::encode_st_chunks(&samples, chunk_samples));
+            continue;
+        }
         // Histogram chunks are kept as they are (filtered when deleted
         // data overlaps them); float chunks and out-of-order floats are
         // merged and re-encoded.
@@ -1102,8 +1181,16 @@ fn reject_reason(r: Reject) -> RejectReason {
 }
 
 /// Applies one WAL record to the head during replay.
-fn replay_record(head: &Head, rec: crate::wal::Record) {
+///
+/// `pending` holds the start timestamps of the last start-timestamps
+/// record, keyed by series ref and time, until the samples they belong to
+/// (logged after it in the same write) are replayed.
+fn replay_record(head: &Head, rec: crate::wal::Record, pending: &mut HashMap<(u64, i64), i64>) {
     match rec {
+        crate::wal::Record::StartTimestamps(v) => {
+            pending.clear();
+            pending.extend(v.into_iter().map(|x| ((x.sref, x.t), x.st)));
+        }
         crate::wal::Record::Series(v) => {
             for s in v {
                 head.replay_series(s.sref, &s.labels);
@@ -1118,7 +1205,12 @@ fn replay_record(head: &Head, rec: crate::wal::Record) {
                     continue;
                 };
                 let mut d = series.data.lock();
-                if head.append_locked(&mut d, s.t, s.v).is_ok() {
+                let st = if pending.is_empty() {
+                    0
+                } else {
+                    pending.remove(&(s.sref, s.t)).unwrap_or(0)
+                };
+                if head.append_locked_st(&mut d, s.t, s.v, st).is_ok() {
                     lo = lo.min(s.t);
                     hi = hi.max(s.t);
                 }
@@ -1140,16 +1232,20 @@ fn replay_record(head: &Head, rec: crate::wal::Record) {
         crate::wal::Record::Metadata(_) | crate::wal::Record::Exemplars(_) => {}
         crate::wal::Record::Histograms(v) => {
             let it = v.iter().map(|x| (x.sref, x.t, HistRef::Int(&x.h)));
-            replay_histograms(head, it);
+            replay_histograms(head, it, pending);
         }
         crate::wal::Record::FloatHistograms(v) => {
             let it = v.iter().map(|x| (x.sref, x.t, HistRef::Float(&x.h)));
-            replay_histograms(head, it);
+            replay_histograms(head, it, pending);
         }
     }
 }
 
-fn replay_histograms<'a>(head: &Head, it: impl Iterator<Item = (u64, i64, HistRef<'a>)>) {
+fn replay_histograms<'a>(
+    head: &Head,
+    it: impl Iterator<Item = (u64, i64, HistRef<'a>)>,
+    pending: &mut HashMap<(u64, i64), i64>,
+) {
     let (mut lo, mut hi) = (i64::MAX, i64::MIN);
     let mut unknown = 0u64;
     for (sref, t, h) in it {
@@ -1158,7 +1254,12 @@ fn replay_histograms<'a>(head: &Head, it: impl Iterator<Item = (u64, i64, HistRe
             continue;
         };
         let mut d = series.data.lock();
-        if head.append_histogram_locked(&mut d, t, h).is_ok() {
+        let st = if pending.is_empty() {
+            0
+        } else {
+            pending.remove(&(sref, t)).unwrap_or(0)
+        };
+        if head.append_histogram_locked_st(&mut d, t, h, st).is_ok() {
             lo = lo.min(t);
             hi = hi.max(t);
         }

@@ -415,33 +415,38 @@ impl Head {
         }
     }
 
-    /// Appends one sample to a locked series. `Err(None)` means the series
-    /// was removed meanwhile and must be looked up again.
-    pub(crate) fn append_locked(
+    /// Appends one float sample with its start timestamp (0 = unknown)
+    /// to a locked series.
+    pub(crate) fn append_locked_st(
         &self,
         data: &mut series::SeriesData,
         t: i64,
         v: f64,
+        st: i64,
     ) -> Result<Appended, Reject> {
-        data.append(
+        data.append_st(
             t,
             v,
+            st,
             self.min_valid(),
             self.cfg.chunk_samples,
             self.cfg.block_range,
         )
     }
 
-    /// Appends one native histogram to a locked series.
-    pub(crate) fn append_histogram_locked(
+    /// Appends one native histogram with its start timestamp (0 =
+    /// unknown) to a locked series.
+    pub(crate) fn append_histogram_locked_st(
         &self,
         data: &mut series::SeriesData,
         t: i64,
         h: HistRef<'_>,
+        st: i64,
     ) -> Result<Appended, Reject> {
-        data.append_histogram(
+        data.append_histogram_st(
             t,
             h,
+            st,
             self.min_valid(),
             self.cfg.chunk_samples,
             self.cfg.block_range,
@@ -546,7 +551,16 @@ impl Head {
                             data: c.data.clone(),
                         });
                     }
-                    if let Some(a) = d.app() {
+                    if let Some(c) = d.open_st_chunk() {
+                        if c.maxt >= mint && c.mint <= maxt {
+                            parts.push(Part::Chunk {
+                                mint: c.mint,
+                                maxt: c.maxt,
+                                encoding: c.encoding,
+                                data: c.data,
+                            });
+                        }
+                    } else if let Some(a) = d.app() {
                         if let (Some(f), Some(l)) = (a.first_t(), a.last_t()) {
                             if l >= mint && f <= maxt {
                                 parts.push(Part::Chunk {
@@ -558,7 +572,7 @@ impl Head {
                             }
                         }
                     }
-                    if let Some(a) = d.happ() {
+                    if let Some(a) = d.happ().filter(|_| !d.has_open_st()) {
                         if let (Some(f), Some(l)) = (a.first_t(), a.last_t()) {
                             if l >= mint && f <= maxt {
                                 parts.push(Part::Chunk {
@@ -827,7 +841,13 @@ impl Head {
                 }
                 let group = &snap[i..j];
                 i = j;
-                if group.iter().all(|c| c.encoding != xor) {
+                // Chunks with start timestamps keep their encoding (the
+                // compact encoding has no start-timestamp column).
+                if group.iter().all(|c| c.encoding != xor)
+                    || group
+                        .iter()
+                        .any(|c| crate::chunks::is_st_encoding(c.encoding))
+                {
                     continue;
                 }
                 let mut samples = Vec::new();

@@ -43,7 +43,13 @@ pub use chunks::{
     encode_compact_with_level, fuzz_compact_decode, fuzz_histogram_decode, fuzz_xor_decode,
     to_xor_chunks,
 };
-pub use db::{AppendReport, Db, DbConfig, DbStats, SampleError, SeriesHistograms, SeriesSamples};
+pub use chunks::{
+    decode_st_column, encode_st_chunk, fuzz_st_decode, is_st_encoding, split_st_chunk, with_st,
+};
+pub use db::{
+    AppendReport, Db, DbConfig, DbStats, SampleError, SeriesHistograms, SeriesSamples,
+    StartTimestamps,
+};
 pub use error::{Error, RejectReason, Result};
 pub use exemplars::{ExemplarOutcome, ExemplarReport, ExemplarStats, ExemplarStore};
 pub use head::HeadConfig;
@@ -51,12 +57,12 @@ pub use head::HeadMemory;
 pub use index::{MemPostings, Postings, PostingsSource, select_postings};
 pub use metadata::{MetadataStore, MetricMetadata, MetricType};
 pub use querier::{
-    Part, Queryable, SelectHints, Series, SeriesIter, Value, encode_histogram_chunks, merge_series,
-    merge_typed,
+    Part, Queryable, SelectHints, Series, SeriesIter, Value, encode_histogram_chunks,
+    encode_st_chunks, merge_series, merge_typed, merge_typed_st,
 };
 pub use stats::{HeadStats, StatEntry};
 pub use tenants::{TenantOverrides, Tenants};
 pub use wal::{
     CheckpointStats, FsyncPolicy, Record, RefFloatHistogram, RefHistogram, RefSample, RefSeries,
-    RefTombstone, ReplayOptions, ReplayStats, Wal, WalConfig, fuzz_wal_read,
+    RefStartTimestamp, RefTombstone, ReplayOptions, ReplayStats, Wal, WalConfig, fuzz_wal_read,
 };

@@ -103,6 +103,11 @@ impl Part {
     /// error.
     pub fn typed_samples(&self) -> Result<Vec<(i64, Value)>, crate::chunks::Error> {
         Ok(match self {
+            Part::Chunk { encoding, .. } if crate::chunks::is_st_encoding(*encoding) => self
+                .st_samples()?
+                .into_iter()
+                .map(|(t, v, _)| (t, v))
+                .collect(),
             Part::Chunk { encoding, data, .. } => match Encoding::from_u8(*encoding) {
                 Some(Encoding::Histogram) => crate::chunks::decode_histogram(data)?
                     .into_iter()
@@ -120,6 +125,45 @@ impl Part {
             Part::Floats(f) => f.iter().map(|&(t, v)| (t, Value::Float(v))).collect(),
             Part::Histograms(h) => h.to_vec(),
         })
+    }
+
+    /// Decodes every sample of the part, typed, with its start timestamp
+    /// (0 when unknown, and for every sample of a part stored without
+    /// start timestamps).
+    pub fn st_samples(&self) -> Result<Vec<(i64, Value, i64)>, crate::chunks::Error> {
+        let (enc, data) = match self {
+            Part::Chunk { encoding, data, .. } if crate::chunks::is_st_encoding(*encoding) => {
+                (*encoding, data)
+            }
+            _ => {
+                return Ok(self
+                    .typed_samples()?
+                    .into_iter()
+                    .map(|(t, v)| (t, v, 0))
+                    .collect());
+            }
+        };
+        let (inner, col) = crate::chunks::split_st_chunk(data)?;
+        let inner_enc = Encoding::from_u8(enc).map_or(enc, |e| e.inner().as_u8());
+        let typed = Part::Chunk {
+            mint: i64::MIN,
+            maxt: i64::MAX,
+            encoding: inner_enc,
+            data: Arc::from(inner),
+        }
+        .typed_samples()?;
+        let ts: Vec<i64> = typed.iter().map(|x| x.0).collect();
+        let sts = crate::chunks::decode_st_column(col, &ts)?;
+        Ok(typed
+            .into_iter()
+            .zip(sts)
+            .map(|((t, v), st)| (t, v, st))
+            .collect())
+    }
+
+    /// Whether the part stores start timestamps (cheap: no decoding).
+    pub fn has_start_timestamps(&self) -> bool {
+        matches!(self, Part::Chunk { encoding, .. } if crate::chunks::is_st_encoding(*encoding))
     }
 
     /// Whether the part holds native histograms.
@@ -156,6 +200,91 @@ pub fn merge_typed(
     all.sort_by_key(|x| (x.0, x.1));
     all.dedup_by_key(|x| x.0);
     Ok(all.into_iter().map(|(t, _, v)| (t, v)).collect())
+}
+
+/// [`merge_typed`] with every sample's start timestamp (0 when unknown).
+pub fn merge_typed_st(
+    parts: &[Part],
+    mint: i64,
+    maxt: i64,
+) -> Result<Vec<(i64, Value, i64)>, crate::chunks::Error> {
+    let mut all: Vec<(i64, usize, Value, i64)> = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        if !p.bounds().is_some_and(|(lo, hi)| hi >= mint && lo <= maxt) {
+            continue;
+        }
+        all.extend(
+            p.st_samples()?
+                .into_iter()
+                .filter(|(t, _, _)| (mint..=maxt).contains(t))
+                .map(|(t, v, st)| (t, i, v, st)),
+        );
+    }
+    all.sort_by_key(|x| (x.0, x.1));
+    all.dedup_by_key(|x| x.0);
+    Ok(all.into_iter().map(|(t, _, v, st)| (t, v, st)).collect())
+}
+
+/// Encodes typed samples with start timestamps (sorted, unique
+/// timestamps) into chunks: floats into XOR chunks of at most
+/// `max_samples`, histograms as [`encode_histogram_chunks`] does. A chunk
+/// holding a known start timestamp is wrapped into its start-timestamp
+/// encoding (0x82..0x84); the others stay plain.
+pub fn encode_st_chunks(
+    samples: &[(i64, Value, i64)],
+    max_samples: usize,
+) -> Vec<(i64, i64, u8, Vec<u8>)> {
+    let max = max_samples.clamp(1, crate::chunks::MAX_SAMPLES_PER_CHUNK);
+    let mut out: Vec<(i64, i64, u8, Vec<u8>)> = Vec::new();
+    // Floats: runs between histograms, cut at `max`.
+    let floats: Vec<(i64, f64)> = samples
+        .iter()
+        .filter_map(|(t, v, _)| match v {
+            Value::Float(f) => Some((*t, *f)),
+            _ => None,
+        })
+        .collect();
+    for run in floats.chunks(max) {
+        let mut app = crate::chunks::XorAppender::new();
+        for &(t, v) in run {
+            app.append(t, v);
+        }
+        if let (Some(a), Some(b)) = (run.first(), run.last()) {
+            out.push((a.0, b.0, Encoding::Xor as u8, app.into_bytes()));
+        }
+    }
+    let hs: Vec<(i64, Value)> = samples
+        .iter()
+        .filter(|x| x.1.is_histogram())
+        .map(|(t, v, _)| (*t, v.clone()))
+        .collect();
+    out.extend(encode_histogram_chunks(&hs, max_samples));
+    let st_at = |t: i64| {
+        samples
+            .binary_search_by_key(&t, |x| x.0)
+            .map_or(0, |i| samples[i].2)
+    };
+    for c in &mut out {
+        let Some(st_enc) = Encoding::from_u8(c.2).and_then(crate::chunks::with_st) else {
+            continue;
+        };
+        let ts: Vec<i64> = Part::Chunk {
+            mint: c.0,
+            maxt: c.1,
+            encoding: c.2,
+            data: Arc::from(&c.3[..]),
+        }
+        .typed_samples()
+        .map(|v| v.into_iter().map(|x| x.0).collect())
+        .unwrap_or_default();
+        let sts: Vec<i64> = ts.iter().map(|&t| st_at(t)).collect();
+        if sts.iter().any(|&st| st != 0) {
+            c.3 = crate::chunks::encode_st_chunk(&c.3, &ts, &sts);
+            c.2 = st_enc.as_u8();
+        }
+    }
+    out.sort_by_key(|c| (c.0, c.1));
+    out
 }
 
 /// Encodes histogram samples (sorted, unique timestamps; floats are
@@ -277,6 +406,23 @@ impl Series {
     /// Whether any part holds native histograms (cheap: no decoding).
     pub fn has_histograms(&self) -> bool {
         self.parts.iter().any(Part::is_histogram)
+    }
+
+    /// Whether any part stores start timestamps (cheap: no decoding).
+    pub fn has_start_timestamps(&self) -> bool {
+        self.parts.iter().any(Part::has_start_timestamps)
+    }
+
+    /// Every sample in `[mint, maxt]`, typed, with its start timestamp
+    /// (0 when unknown), merged and deduplicated like
+    /// [`Series::typed_samples`]. The slow path for series that have
+    /// start timestamps ([`Series::has_start_timestamps`]).
+    pub fn st_samples(
+        &self,
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<(i64, Value, i64)>, crate::chunks::Error> {
+        merge_typed_st(&self.parts, mint, maxt)
     }
 
     /// Every sample in `[mint, maxt]`, floats and native histograms,

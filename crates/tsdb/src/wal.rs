@@ -103,6 +103,15 @@ pub struct RefSample {
     pub v: f64,
 }
 
+/// The start ("created") timestamp `st` of the sample of series `sref`
+/// at `t` (a float or histogram sample logged after it in the same write).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefStartTimestamp {
+    pub sref: u64,
+    pub t: i64,
+    pub st: i64,
+}
+
 /// An integer native histogram sample of a series.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RefHistogram {
@@ -143,6 +152,9 @@ pub enum Record {
     /// Exemplars with their series' labels, in the order they were
     /// stored; format version 4.
     Exemplars(Vec<(stratus_model::Labels, stratus_model::Exemplar)>),
+    /// Start timestamps of samples logged by the records that follow in
+    /// the same write; format version 5.
+    StartTimestamps(Vec<RefStartTimestamp>),
 }
 
 /// Options of [`replay`].
@@ -286,6 +298,38 @@ impl Wal {
             if !series.is_empty() {
                 record::encode_series(buf, series)?;
             }
+            if !samples.is_empty() {
+                record::encode_samples(buf, samples)?;
+            }
+            if !histograms.is_empty() {
+                record::encode_histograms(buf, histograms)?;
+            }
+            if !float_histograms.is_empty() {
+                record::encode_float_histograms(buf, float_histograms)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// [`Wal::log_with_histograms`] with the start timestamps of some of
+    /// the samples, logged first in the same write (replay applies them
+    /// to the samples that follow).
+    pub fn log_with_start_timestamps(
+        &self,
+        series: &[RefSeries],
+        sts: &[RefStartTimestamp],
+        samples: &[RefSample],
+        histograms: &[RefHistogram],
+        float_histograms: &[RefFloatHistogram],
+    ) -> Result<(), Error> {
+        if sts.is_empty() {
+            return self.log_with_histograms(series, samples, histograms, float_histograms);
+        }
+        self.append(|buf| {
+            if !series.is_empty() {
+                record::encode_series(buf, series)?;
+            }
+            record::encode_start_timestamps(buf, sts)?;
             if !samples.is_empty() {
                 record::encode_samples(buf, samples)?;
             }

@@ -40,10 +40,23 @@ impl<B: AsRef<[u8]>> ChunkIter<B> {
             },
             // Float iteration skips histogram chunks: they hold no float
             // samples (see `querier::TypedIter` for typed samples).
-            Some(Encoding::Histogram | Encoding::FloatHistogram) => ChunkIter::Decoded {
+            Some(
+                Encoding::Histogram
+                | Encoding::FloatHistogram
+                | Encoding::HistogramSt
+                | Encoding::FloatHistogramSt,
+            ) => ChunkIter::Decoded {
                 samples: Vec::new(),
                 pos: 0,
             },
+            // Chunks with start timestamps are rare: decoded whole, the
+            // start timestamps ignored (see `querier::Series::st_samples`).
+            Some(Encoding::XorSt) => {
+                match super::split_st_chunk(data.as_ref()).and_then(|(x, _)| decode_xor(x)) {
+                    Ok(samples) => ChunkIter::Decoded { samples, pos: 0 },
+                    Err(e) => ChunkIter::Failed(e),
+                }
+            }
             None => ChunkIter::Failed(UnknownEncodingSnafu { encoding }.build()),
         }
     }
@@ -116,6 +129,9 @@ pub fn chunk_num_samples_any(encoding: u8, data: &[u8]) -> Result<usize, Error> 
         Some(Encoding::Xor) => chunk_num_samples(data).map(usize::from),
         Some(Encoding::Compact) => compact_num_samples(data),
         Some(Encoding::Histogram | Encoding::FloatHistogram) => histogram_num_samples(data),
+        Some(e @ (Encoding::XorSt | Encoding::HistogramSt | Encoding::FloatHistogramSt)) => {
+            chunk_num_samples_any(e.inner().as_u8(), super::split_st_chunk(data)?.0)
+        }
         None => UnknownEncodingSnafu { encoding }.fail(),
     }
 }
@@ -126,7 +142,13 @@ pub fn decode_any(encoding: u8, data: &[u8]) -> Result<Vec<(i64, f64)>, Error> {
     match Encoding::from_u8(encoding) {
         Some(Encoding::Xor) => decode_xor(data),
         Some(Encoding::Compact) => decode_compact(data),
-        Some(Encoding::Histogram | Encoding::FloatHistogram) => NotFloatSnafu { encoding }.fail(),
+        Some(Encoding::XorSt) => decode_xor(super::split_st_chunk(data)?.0),
+        Some(
+            Encoding::Histogram
+            | Encoding::FloatHistogram
+            | Encoding::HistogramSt
+            | Encoding::FloatHistogramSt,
+        ) => NotFloatSnafu { encoding }.fail(),
         None => UnknownEncodingSnafu { encoding }.fail(),
     }
 }

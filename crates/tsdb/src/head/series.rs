@@ -199,6 +199,44 @@ pub(crate) enum Open {
     None,
     Xor(XorAppender),
     Hist(Box<HistApp>),
+    /// The open chunk of a series that has start timestamps (boxed: most
+    /// series never have any, and they keep the variants above).
+    St(Box<StOpen>),
+}
+
+/// An open chunk with start timestamps: the chunk (never `St` itself)
+/// and `(t, st)` of the samples appended in order to it.
+#[derive(Debug)]
+pub(crate) struct StOpen {
+    pub(crate) inner: Open,
+    pub(crate) sts: Vec<(i64, i64)>,
+}
+
+/// Wraps sealed chunk `c` with the start timestamps of its samples
+/// (looked up by time in `sts`, 0 where missing).
+fn wrap_st(c: &mut HeadChunk, sts: &[(i64, i64)]) {
+    let Some(enc) = Encoding::from_u8(c.encoding).and_then(crate::chunks::with_st) else {
+        return;
+    };
+    let part = crate::querier::Part::Chunk {
+        mint: c.mint,
+        maxt: c.maxt,
+        encoding: c.encoding,
+        data: c.data.clone(),
+    };
+    let Ok(samples) = part.typed_samples() else {
+        return;
+    };
+    let ts: Vec<i64> = samples.iter().map(|x| x.0).collect();
+    let col: Vec<i64> = ts
+        .iter()
+        .map(|&t| {
+            sts.binary_search_by_key(&t, |x| x.0)
+                .map_or(0, |i| sts[i].1)
+        })
+        .collect();
+    c.data = crate::chunks::encode_st_chunk(&c.data, &ts, &col).into();
+    c.encoding = enc.as_u8();
 }
 
 /// The mutable state of a series, behind its mutex.
@@ -259,20 +297,147 @@ pub(crate) fn window_start(t: i64, range: i64) -> i64 {
 }
 
 impl SeriesData {
-    /// The open float chunk, if that is the open one.
+    /// The open float chunk, if that is the open one (also inside a
+    /// chunk with start timestamps).
     pub(crate) fn app(&self) -> Option<&XorAppender> {
         match &self.open {
             Open::Xor(a) => Some(a),
+            Open::St(b) => match &b.inner {
+                Open::Xor(a) => Some(a),
+                _ => None,
+            },
             _ => None,
         }
     }
 
-    /// The open histogram chunk, if that is the open one.
+    /// The open histogram chunk, if that is the open one (also inside a
+    /// chunk with start timestamps).
     pub(crate) fn happ(&self) -> Option<&HistApp> {
         match &self.open {
             Open::Hist(a) => Some(a),
+            Open::St(b) => match &b.inner {
+                Open::Hist(a) => Some(a),
+                _ => None,
+            },
             _ => None,
         }
+    }
+
+    /// Whether the open chunk records start timestamps.
+    pub(crate) fn has_open_st(&self) -> bool {
+        matches!(self.open, Open::St(_))
+    }
+
+    /// The open chunk as a sealed chunk with start timestamps, when the
+    /// open chunk has them (encoded on each call: only series with start
+    /// timestamps pay).
+    pub(crate) fn open_st_chunk(&self) -> Option<HeadChunk> {
+        let Open::St(b) = &self.open else {
+            return None;
+        };
+        let (mint, maxt, encoding, data) = match &b.inner {
+            Open::Xor(a) => (a.first_t()?, a.last_t()?, Encoding::Xor, a.bytes()),
+            Open::Hist(a) => (a.first_t()?, a.last_t()?, a.encoding(), a.bytes()),
+            _ => return None,
+        };
+        let mut c = HeadChunk {
+            mint,
+            maxt,
+            encoding: encoding as u8,
+            data: Arc::from(data),
+        };
+        wrap_st(&mut c, &b.sts);
+        Some(c)
+    }
+
+    /// [`SeriesData::append`] with the sample's start timestamp `st`
+    /// (0 = unknown). A series switches to chunks with start timestamps
+    /// at its first in-order sample that has one; until then (and for
+    /// `st == 0`) this is [`SeriesData::append`]. Out-of-order samples
+    /// keep their value but lose the start timestamp.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn append_st(
+        &mut self,
+        t: i64,
+        v: f64,
+        st: i64,
+        min_valid: i64,
+        chunk_samples: usize,
+        range: i64,
+    ) -> Result<Appended, Reject> {
+        if st == 0 && !matches!(self.open, Open::St(_)) {
+            return self.append(t, v, min_valid, chunk_samples, range);
+        }
+        self.with_st(t, st, min_valid, |d| {
+            d.append(t, v, min_valid, chunk_samples, range)
+        })
+    }
+
+    /// [`SeriesData::append_histogram`] with a start timestamp, as
+    /// [`SeriesData::append_st`].
+    pub(crate) fn append_histogram_st(
+        &mut self,
+        t: i64,
+        h: HistRef<'_>,
+        st: i64,
+        min_valid: i64,
+        chunk_samples: usize,
+        range: i64,
+    ) -> Result<Appended, Reject> {
+        if st == 0 && !matches!(self.open, Open::St(_)) {
+            return self.append_histogram(t, h, min_valid, chunk_samples, range);
+        }
+        self.with_st(t, st, min_valid, |d| {
+            d.append_histogram(t, h, min_valid, chunk_samples, range)
+        })
+    }
+
+    /// Runs an append `f` on the chunk inside the start-timestamp state,
+    /// wrapping the chunk it seals (if any) and recording `st`.
+    fn with_st(
+        &mut self,
+        t: i64,
+        st: i64,
+        min_valid: i64,
+        f: impl FnOnce(&mut Self) -> Result<Appended, Reject>,
+    ) -> Result<Appended, Reject> {
+        let mut sts = match std::mem::take(&mut self.open) {
+            Open::St(b) => {
+                self.open = b.inner;
+                Some(b.sts)
+            }
+            other => {
+                self.open = other;
+                None
+            }
+        };
+        if sts.is_none() && t > self.last_t && t >= min_valid {
+            // First start timestamp: the plain chunk ends here.
+            self.seal_open_chunk();
+            sts = Some(Vec::new());
+        }
+        let before = self.chunks.len();
+        let r = f(self);
+        if let Some(list) = sts.as_mut() {
+            if self.chunks.len() > before && !list.is_empty() {
+                // The append sealed the previous chunk: it takes the
+                // start timestamps recorded so far.
+                if let Some(c) = self.chunks.last_mut() {
+                    wrap_st(c, list);
+                }
+                list.clear();
+            }
+            if r == Ok(Appended::InOrder) {
+                list.push((t, st));
+            }
+        }
+        if let Some(list) = sts {
+            if !matches!(self.open, Open::None) {
+                let inner = std::mem::take(&mut self.open);
+                self.open = Open::St(Box::new(StOpen { inner, sts: list }));
+            }
+        }
+        r
     }
 
     /// Appends a sample. `min_valid` is the end of the time already cut
@@ -458,6 +623,17 @@ impl SeriesData {
     pub(crate) fn seal_open_chunk(&mut self) {
         match std::mem::take(&mut self.open) {
             Open::None => {}
+            Open::St(b) => {
+                let StOpen { inner, sts } = *b;
+                let before = self.chunks.len();
+                self.open = inner;
+                self.seal_open_chunk();
+                if self.chunks.len() > before {
+                    if let Some(c) = self.chunks.last_mut() {
+                        wrap_st(c, &sts);
+                    }
+                }
+            }
             Open::Hist(a) => {
                 if let (Some(mint), Some(maxt)) = (a.first_t(), a.last_t()) {
                     let encoding = a.encoding() as u8;

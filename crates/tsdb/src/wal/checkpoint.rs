@@ -202,6 +202,10 @@ fn filter(rec: Record, keep: &dyn Fn(u64) -> bool, min_t: i64, st: &mut Checkpoi
             st.samples_dropped += before - v.len() as u64;
             Record::Histograms(v)
         }
+        Record::StartTimestamps(mut v) => {
+            v.retain(|s| s.t >= min_t && keep(s.sref));
+            Record::StartTimestamps(v)
+        }
         Record::FloatHistograms(mut v) => {
             let before = v.len() as u64;
             v.retain(|s| s.t >= min_t && keep(s.sref));
@@ -242,6 +246,7 @@ impl Writer<'_> {
             Record::Exemplars(v) => v.is_empty(),
             Record::Histograms(v) => v.is_empty(),
             Record::FloatHistograms(v) => v.is_empty(),
+            Record::StartTimestamps(v) => v.is_empty(),
         };
         if empty {
             return Ok(());

@@ -272,7 +272,7 @@ fn replay_segment(
             Record::Series(s) => stats.series += s.len() as u64,
             Record::Samples(s) => stats.samples += s.len() as u64,
             Record::Tombstones(t) => stats.tombstones += t.len() as u64,
-            Record::Metadata(_) | Record::Exemplars(_) => {}
+            Record::Metadata(_) | Record::Exemplars(_) | Record::StartTimestamps(_) => {}
             Record::Histograms(h) => stats.samples += h.len() as u64,
             Record::FloatHistograms(h) => stats.samples += h.len() as u64,
         }

@@ -13,7 +13,9 @@ use stratus_model::{Label, Labels};
 use super::error::{Error, RecordTooLargeSnafu};
 use stratus_model::{BucketSpan, FloatHistogram, Histogram};
 
-use super::{Record, RefFloatHistogram, RefHistogram, RefSample, RefSeries, RefTombstone};
+use super::{
+    Record, RefFloatHistogram, RefHistogram, RefSample, RefSeries, RefStartTimestamp, RefTombstone,
+};
 
 /// Size of a frame header: length (4), type (1), CRC-32C (4).
 pub(crate) const FRAME_HEADER_LEN: usize = 9;
@@ -28,6 +30,9 @@ pub(crate) const TYPE_TOMBSTONES: u8 = 3;
 pub(crate) const TYPE_HISTOGRAMS: u8 = 4;
 /// Record type: float native histogram samples (format version 3).
 pub(crate) const TYPE_FLOAT_HISTOGRAMS: u8 = 5;
+/// Record type: start timestamps of the samples in the records that
+/// follow it in the same write (format version 5).
+pub(crate) const TYPE_START_TIMESTAMPS: u8 = 8;
 /// Record type: exemplars (format version 4).
 pub(crate) const TYPE_EXEMPLARS: u8 = 6;
 /// Record type: metric family metadata (format version 2).
@@ -44,6 +49,7 @@ pub(crate) fn type_name(t: u8) -> &'static str {
         TYPE_FLOAT_HISTOGRAMS => "float histogram samples",
         TYPE_EXEMPLARS => "exemplars",
         TYPE_METADATA => "metadata",
+        TYPE_START_TIMESTAMPS => "start timestamps",
         _ => "unknown record type",
     }
 }
@@ -82,6 +88,27 @@ pub(crate) fn encode_samples(buf: &mut Vec<u8>, samples: &[RefSample]) -> Result
         }
     }
     finish_frame(buf, start, TYPE_SAMPLES)
+}
+
+/// Appends a start-timestamps record frame to `buf`: base ref and base
+/// timestamp of the first entry, then per entry the zigzag deltas of ref
+/// and timestamp against that base and `t - st` zigzagged.
+pub(crate) fn encode_start_timestamps(
+    buf: &mut Vec<u8>,
+    sts: &[RefStartTimestamp],
+) -> Result<(), Error> {
+    let start = begin_frame(buf);
+    if let Some(first) = sts.first() {
+        buf.reserve(20 + sts.len() * 6);
+        put_uvarint(buf, first.sref);
+        put_uvarint(buf, zigzag(first.t));
+        for s in sts {
+            put_uvarint(buf, zigzag(s.sref.wrapping_sub(first.sref) as i64));
+            put_uvarint(buf, zigzag(s.t.wrapping_sub(first.t)));
+            put_uvarint(buf, zigzag(s.t.wrapping_sub(s.st)));
+        }
+    }
+    finish_frame(buf, start, TYPE_START_TIMESTAMPS)
 }
 
 fn put_varint(buf: &mut Vec<u8>, v: i64) {
@@ -242,6 +269,7 @@ pub(crate) fn encode_record(buf: &mut Vec<u8>, rec: &Record) -> Result<(), Error
         Record::Exemplars(e) => encode_exemplars(buf, e),
         Record::Histograms(h) => encode_histograms(buf, h),
         Record::FloatHistograms(h) => encode_float_histograms(buf, h),
+        Record::StartTimestamps(s) => encode_start_timestamps(buf, s),
     }
 }
 
@@ -317,6 +345,25 @@ pub(crate) fn decode(typ: u8, p: &[u8]) -> Result<Record, String> {
                 }
             }
             Ok(Record::Samples(out))
+        }
+        TYPE_START_TIMESTAMPS => {
+            // Each entry takes at least 3 bytes.
+            let mut out = Vec::with_capacity(p.len() / 3);
+            if !d.done() {
+                let base_ref = d.uvarint()?;
+                let base_t = unzigzag(d.uvarint()?);
+                while !d.done() {
+                    let dref = unzigzag(d.uvarint()?);
+                    let t = base_t.wrapping_add(unzigzag(d.uvarint()?));
+                    let back = unzigzag(d.uvarint()?);
+                    out.push(RefStartTimestamp {
+                        sref: base_ref.wrapping_add(dref as u64),
+                        t,
+                        st: t.wrapping_sub(back),
+                    });
+                }
+            }
+            Ok(Record::StartTimestamps(out))
         }
         TYPE_TOMBSTONES => {
             let mut out = Vec::with_capacity(p.len() / 3);

@@ -378,13 +378,13 @@ fn unknown_record_type_is_corruption_even_at_the_tail() {
     let tmp = tempfile::tempdir().unwrap();
     two_segment_wal(tmp.path());
     let p = seg_path(tmp.path(), 2);
-    // Append a checksum-valid frame of unassigned type 8.
+    // Append a checksum-valid frame of unassigned type 9.
     let mut data = std::fs::read(&p).unwrap();
     let at = data.len() as u64;
     let payload = [1u8, 2, 3];
     let mut frame = Vec::new();
     frame.extend_from_slice(&3u32.to_le_bytes());
-    frame.push(8);
+    frame.push(9);
     let crc = record::frame_crc(&frame[..5], &payload);
     frame.extend_from_slice(&crc.to_le_bytes());
     frame.extend_from_slice(&payload);
