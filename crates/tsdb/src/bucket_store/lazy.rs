@@ -121,6 +121,10 @@ impl FetchCtx {
 }
 
 type CacheKey = (u128, u64);
+/// One decoded chunk: encoding and data.
+type Chunk = (u8, Arc<[u8]>);
+/// Per segment, the ranges read and their bytes.
+type Fetched = Vec<(usize, Vec<(Range<u64>, Bytes)>)>;
 
 /// Least-recently-used chunks within a byte budget.
 #[derive(Debug)]
@@ -307,10 +311,7 @@ impl LazyChunks {
 
     /// Reads `ranges` of each segment (already coalesced): per segment,
     /// the ranges and their bytes, every answer checked for length.
-    fn read(
-        &self,
-        ranges: BTreeMap<usize, Vec<Range<u64>>>,
-    ) -> Result<Vec<(usize, Vec<(Range<u64>, Bytes)>)>> {
+    fn read(&self, ranges: BTreeMap<usize, Vec<Range<u64>>>) -> Result<Fetched> {
         let jobs: Vec<(usize, String, Vec<Range<u64>>)> = ranges
             .into_iter()
             .map(|(seg, rs)| (seg, self.seg_key(seg), rs))
@@ -346,7 +347,7 @@ impl LazyChunks {
         Ok(got)
     }
 
-    fn fetch_misses(&self, wants: Vec<Want>, out: &mut [Option<(u8, Arc<[u8]>)>]) -> Result<()> {
+    fn fetch_misses(&self, wants: Vec<Want>, out: &mut [Option<Chunk>]) -> Result<()> {
         let mut ranges: BTreeMap<usize, Vec<Range<u64>>> = BTreeMap::new();
         for w in &wants {
             ranges.entry(w.seg).or_default().push(w.off..w.end);
@@ -406,7 +407,7 @@ impl LazyChunks {
         Ok(())
     }
 
-    fn decode(&self, w: &Want, rec: &[u8], out: &mut [Option<(u8, Arc<[u8]>)>]) -> Result<()> {
+    fn decode(&self, w: &Want, rec: &[u8], out: &mut [Option<Chunk>]) -> Result<()> {
         let r = chunk_ref(w.seg, w.off);
         let (enc, data) = decode_record(rec, w.off, &self.seg_path(w.seg), r)?;
         let data: Arc<[u8]> = Arc::from(data);
@@ -436,7 +437,7 @@ fn corrupt(path: PathBuf, offset: u64, reason: &'static str) -> Error {
 }
 
 /// The bytes of `want` inside the fetched ranges of segment `seg`.
-fn find(got: &[(usize, Vec<(Range<u64>, Bytes)>)], seg: usize, want: Range<u64>) -> Option<Bytes> {
+fn find(got: &Fetched, seg: usize, want: Range<u64>) -> Option<Bytes> {
     let (_, parts) = got.iter().find(|(s, _)| *s == seg)?;
     let (r, b) = parts
         .iter()
@@ -448,7 +449,7 @@ fn find(got: &[(usize, Vec<(Range<u64>, Bytes)>)], seg: usize, want: Range<u64>)
 
 impl RemoteChunks for LazyChunks {
     fn fetch(&self, refs: &[u64]) -> Result<Vec<(u8, Arc<[u8]>)>> {
-        let mut out: Vec<Option<(u8, Arc<[u8]>)>> = vec![None; refs.len()];
+        let mut out: Vec<Option<Chunk>> = vec![None; refs.len()];
         let mut missing: BTreeMap<(usize, u64), Vec<usize>> = BTreeMap::new();
         let c = &self.ctx.counters;
         for (i, &r) in refs.iter().enumerate() {
