@@ -226,8 +226,12 @@ pub(crate) async fn run(
     let mut background = None;
     if cfg.target == "store" {
         let bucket = stratus_api::open_bucket(&cfg).await?;
-        let store = Arc::new(BucketStore::new(bucket, &cfg.data_dir.join("store-cache")));
+        let store = Arc::new(
+            BucketStore::new(bucket, &cfg.data_dir.join("store-cache"))
+                .with_chunk_cache_bytes(cfg.store_chunk_cache_bytes),
+        );
         sync_store(&store).await;
+        backends.extra_metrics = Some(Arc::new(StoreMetricsExport(store.clone())));
         let gl = tokio::net::TcpListener::bind(cfg.grpc_listen.as_str())
             .await
             .with_context(|| format!("cannot listen for gRPC on {}", cfg.grpc_listen))?;
@@ -319,6 +323,85 @@ pub(crate) async fn periodic<F, Fut>(
                 }
             }
         }
+    }
+}
+
+/// A store's counters and gauges on `/metrics`.
+#[derive(Debug)]
+struct StoreMetricsExport(Arc<BucketStore>);
+
+impl stratus_api::ExtraMetrics for StoreMetricsExport {
+    fn encode(&self) -> String {
+        let m = self.0.metrics();
+        let mut o = String::new();
+        for (name, kind, help, v) in [
+            (
+                "stratus_store_chunk_fetched_bytes",
+                "counter",
+                "Bytes of chunk segments read from the bucket with ranged GETs.",
+                m.chunk_bytes_fetched,
+            ),
+            (
+                "stratus_store_chunk_gets",
+                "counter",
+                "Ranged GETs of chunk segments (nearby ranges merged).",
+                m.chunk_gets,
+            ),
+            (
+                "stratus_store_chunk_cache_hits",
+                "counter",
+                "Chunks served from the in-memory chunk cache.",
+                m.chunk_cache_hits,
+            ),
+            (
+                "stratus_store_chunk_cache_misses",
+                "counter",
+                "Chunks read from the bucket.",
+                m.chunk_cache_misses,
+            ),
+            (
+                "stratus_store_chunk_fetch_failures",
+                "counter",
+                "Chunk fetches that failed (bucket error, short or corrupt read).",
+                m.chunk_fetch_failures,
+            ),
+            (
+                "stratus_store_index_downloaded_bytes",
+                "counter",
+                "Bytes of block meta.json, index and tombstones downloaded.",
+                m.index_bytes_downloaded,
+            ),
+            (
+                "stratus_store_chunk_cache_bytes",
+                "gauge",
+                "Bytes held by the in-memory chunk cache.",
+                m.chunk_cache_bytes,
+            ),
+            (
+                "stratus_store_chunk_cache_items",
+                "gauge",
+                "Chunks held by the in-memory chunk cache.",
+                m.chunk_cache_items,
+            ),
+            (
+                "stratus_store_chunk_cache_max_bytes",
+                "gauge",
+                "Byte budget of the in-memory chunk cache.",
+                m.chunk_cache_budget,
+            ),
+            (
+                "stratus_store_index_cache_bytes",
+                "gauge",
+                "Bytes of the served blocks' index files in the local cache.",
+                m.index_cache_bytes,
+            ),
+        ] {
+            let suffix = if kind == "counter" { "_total" } else { "" };
+            o.push_str(&format!(
+                "# TYPE {name} {kind}\n# HELP {name} {help}\n{name}{suffix} {v}\n"
+            ));
+        }
+        o
     }
 }
 

@@ -373,6 +373,14 @@ pub(crate) struct ServerArgs {
     #[arg(long = "store.sync-interval", env = "STRATUS_STORE_SYNC_INTERVAL", value_parser = duration)]
     pub(crate) store_sync_interval: Option<Duration>,
 
+    /// A store's in-memory cache of chunks read from the bucket, bytes;
+    /// 0 disables [default: 256 MiB].
+    #[arg(
+        long = "store.chunk-cache-bytes",
+        env = "STRATUS_STORE_CHUNK_CACHE_BYTES"
+    )]
+    pub(crate) store_chunk_cache_bytes: Option<u64>,
+
     /// How often the compactor looks for blocks to merge [default: 1m].
     #[arg(long = "compactor.interval", env = "STRATUS_COMPACTOR_INTERVAL", value_parser = duration)]
     pub(crate) compactor_interval: Option<Duration>,
@@ -630,6 +638,10 @@ impl ServerArgs {
         set(&mut c.store_addrs, &self.store_addrs);
         set(&mut c.query_ingesters_within, &self.query_ingesters_within);
         set(&mut c.store_sync_interval, &self.store_sync_interval);
+        set(
+            &mut c.store_chunk_cache_bytes,
+            &self.store_chunk_cache_bytes,
+        );
         set(&mut c.compactor_interval, &self.compactor_interval);
         set(&mut c.compactor_block_ranges, &self.compactor_block_ranges);
         set(

@@ -204,6 +204,67 @@ impl Bucket {
         }
     }
 
+    /// Reads bytes `range` of the object at `key` (one ranged GET). A
+    /// missing object is an error; a range past the object's end is an
+    /// error (the caller knows the object's size from a listing).
+    pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let p = self.full(key)?;
+        self.store.get_range(&p, range).await.context(StoreSnafu {
+            op: "get range",
+            key,
+        })
+    }
+
+    /// Reads several byte ranges of the object at `key`, as given (no
+    /// merging: the caller coalesces), at most `concurrency` GETs in
+    /// flight; the answers are in the order of `ranges`.
+    pub async fn get_ranges(
+        &self,
+        key: &str,
+        ranges: &[std::ops::Range<u64>],
+        concurrency: usize,
+    ) -> Result<Vec<Bytes>> {
+        use futures::StreamExt;
+        futures::stream::iter(ranges.iter().cloned())
+            .map(|r| self.get_range(key, r))
+            .buffered(concurrency.max(1))
+            .try_collect()
+            .await
+    }
+
+    /// Downloads the object at `key` into the local file `path` (streamed,
+    /// fsynced). `Ok(false)` when the object does not exist (no file is
+    /// created then).
+    pub async fn download_file(&self, key: &str, path: &Path) -> Result<bool> {
+        let p = self.full(key)?;
+        let got = match self.store.get(&p).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(source) => {
+                return Err(Error::Store {
+                    op: "get",
+                    key: key.to_string(),
+                    source,
+                });
+            }
+        };
+        let mut stream = got.into_stream();
+        let mut f = tokio::fs::File::create(path)
+            .await
+            .context(LocalIoSnafu { path })?;
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .context(StoreSnafu { op: "get", key })?
+        {
+            tokio::io::AsyncWriteExt::write_all(&mut f, &chunk)
+                .await
+                .context(LocalIoSnafu { path })?;
+        }
+        f.sync_all().await.context(LocalIoSnafu { path })?;
+        Ok(true)
+    }
+
     /// Uploads a local file to `key`, streaming it in parts.
     pub async fn upload_file(&self, key: &str, file: &Path) -> Result<()> {
         let p = self.full(key)?;
@@ -362,6 +423,19 @@ impl Bucket {
         Ok(out)
     }
 
+    /// The objects directly under `prefix` with their sizes in bytes,
+    /// sorted by name.
+    pub async fn list_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let listing = self.list_level(prefix).await?;
+        let mut out: Vec<(String, u64)> = listing
+            .objects
+            .iter()
+            .filter_map(|o| Some((o.location.filename()?.to_string(), o.size)))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Deletes every object under `prefix/`.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<()> {
         let base = self.full(prefix)?;
@@ -462,6 +536,24 @@ mod tests {
             std::fs::read(dst.path().join("chunks/000001")).unwrap(),
             b"abc"
         );
+        assert_eq!(
+            t.list_sizes("01BLOCK/chunks").await.unwrap(),
+            vec![("000001".to_string(), 3)]
+        );
+        assert_eq!(
+            &t.get_range("01BLOCK/chunks/000001", 1..3).await.unwrap()[..],
+            b"bc"
+        );
+        let parts = t
+            .get_ranges("01BLOCK/chunks/000001", &[2..3, 0..1], 2)
+            .await
+            .unwrap();
+        assert_eq!((&parts[0][..], &parts[1][..]), (&b"c"[..], &b"a"[..]));
+        assert!(t.get_range("01BLOCK/nope", 0..1).await.is_err());
+        let f = dst.path().join("one");
+        assert!(t.download_file("01BLOCK/meta.json", &f).await.unwrap());
+        assert_eq!(std::fs::read(&f).unwrap(), b"{}");
+        assert!(!t.download_file("01BLOCK/nope", &f).await.unwrap());
         t.delete_prefix("01BLOCK").await.unwrap();
         assert!(t.list_dirs("").await.unwrap().is_empty());
         assert!(t.get("01BLOCK/meta.json").await.unwrap().is_none());

@@ -15,6 +15,11 @@
 //! - A series id is the byte offset of the series' entry within the index's
 //!   series section: ids are sorted like label sets and need no offset
 //!   table. They are not dense.
+//! - Chunk bytes come from a `ChunkSource`: the block's own segment
+//!   files, memory-mapped ([`BlockReader::open`]), or a `RemoteChunks`
+//!   fetcher for a block whose segments stay in the bucket
+//!   ([`BlockReader::open_lazy`], the store's lazily opened blocks). Both
+//!   decode records with the same function, CRC included.
 //! - Readers trust nothing: magic numbers, versions, section bounds and
 //!   CRC-32C checksums are checked; corrupt bytes become an [`Error`] naming
 //!   file, section and offset, never a panic. Opening validates the small
@@ -32,6 +37,7 @@ mod tombstones;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use snafu::{ResultExt, ensure};
 use stratus_model::Labels;
@@ -48,6 +54,7 @@ pub use tombstones::{
 };
 
 use chunk_segments::{DEFAULT_SEGMENT_SIZE, SegmentWriter, Segments};
+pub(crate) use chunk_segments::{SEGMENT_HEADER_LEN, decode_record, record_len, segment_name};
 use error::{CreateDirSnafu, DirExistsSnafu, InvalidChunkSnafu, SeriesOrderSnafu, SyncSnafu};
 use index_reader::{Backing, IndexReader};
 
@@ -218,13 +225,34 @@ impl BlockWriter {
     }
 }
 
+/// Fetches the chunk records of a block whose segment files are not on
+/// local disk (a store reads them from the bucket with ranged GETs).
+pub(crate) trait RemoteChunks: std::fmt::Debug + Send + Sync {
+    /// The chunks at `refs`, in the order given (a ref may repeat):
+    /// `(encoding, data)` each, CRC-checked. Any failure fails the whole
+    /// call: no partial answers.
+    fn fetch(&self, refs: &[u64]) -> crate::Result<Vec<(u8, Arc<[u8]>)>>;
+
+    /// Number of chunk segment files.
+    fn num_segments(&self) -> usize;
+}
+
+/// Where a block's chunk bytes come from.
+#[derive(Debug)]
+enum ChunkSource {
+    /// The segment files in the block directory, memory-mapped.
+    Local(Segments),
+    /// Fetched on demand from elsewhere (the bucket).
+    Remote(Arc<dyn RemoteChunks>),
+}
+
 /// A block opened for reading. Cheap to share in an `Arc`.
 #[derive(Debug)]
 pub struct BlockReader {
     dir: PathBuf,
     meta: BlockMeta,
     index: IndexReader,
-    segments: Segments,
+    chunks: ChunkSource,
     tombstones: Tombstones,
 }
 
@@ -232,6 +260,21 @@ impl BlockReader {
     /// Reads `meta.json`, opens the index, the chunk segments and the
     /// tombstones, and validates them.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, || {
+            Ok(ChunkSource::Local(Segments::open(
+                &dir.join(CHUNKS_DIRNAME),
+            )?))
+        })
+    }
+
+    /// Opens a block whose directory holds only `meta.json`, `index` and
+    /// optionally `tombstones`; chunk bytes come from `chunks`. Read its
+    /// chunks with [`BlockReader::chunks`].
+    pub(crate) fn open_lazy(dir: &Path, chunks: Arc<dyn RemoteChunks>) -> Result<Self> {
+        Self::open_with(dir, || Ok(ChunkSource::Remote(chunks)))
+    }
+
+    fn open_with(dir: &Path, chunks: impl FnOnce() -> Result<ChunkSource>) -> Result<Self> {
         let meta = BlockMeta::read(dir)?;
         if let Some(name) = dir.file_name().and_then(|n| n.to_str()) {
             if let Ok(u) = ulid::Ulid::from_string(name) {
@@ -245,13 +288,13 @@ impl BlockReader {
             }
         }
         let index = IndexReader::open(&dir.join(INDEX_FILENAME))?;
-        let segments = Segments::open(&dir.join(CHUNKS_DIRNAME))?;
+        let chunks = chunks()?;
         let tombstones = Tombstones::read(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             meta,
             index,
-            segments,
+            chunks,
             tombstones,
         })
     }
@@ -273,8 +316,54 @@ impl BlockReader {
     }
 
     /// The chunk at reference `r`: `(encoding, data)` after the CRC check.
+    /// Only for blocks with local segments ([`BlockReader::open`]); a
+    /// lazily opened block answers with an error (use
+    /// [`BlockReader::chunks`]).
     pub fn chunk(&self, r: u64) -> Result<(u8, &[u8])> {
-        self.segments.chunk(r)
+        match &self.chunks {
+            ChunkSource::Local(s) => s.chunk(r),
+            ChunkSource::Remote(_) => error::InvalidChunkRefSnafu {
+                path: self.dir.clone(),
+                chunk_ref: r,
+                reason: "the block's chunks are remote: read them with BlockReader::chunks",
+            }
+            .fail(),
+        }
+    }
+
+    /// The chunks at `refs`, in order: `(encoding, data)` each, after the
+    /// CRC check; one batch, so a remote source fetches them together
+    /// (nearby ranges merged). Works for every block.
+    pub fn chunks(&self, refs: &[u64]) -> crate::Result<Vec<(u8, Arc<[u8]>)>> {
+        match &self.chunks {
+            ChunkSource::Local(s) => refs
+                .iter()
+                .map(|&r| {
+                    let (e, d) = s.chunk(r)?;
+                    Ok((e, Arc::from(d)))
+                })
+                .collect(),
+            ChunkSource::Remote(f) => {
+                let got = f.fetch(refs)?;
+                if got.len() != refs.len() {
+                    return Err(crate::Error::Remote {
+                        message: format!(
+                            "block {}: {} chunks fetched for {} references",
+                            self.meta.ulid,
+                            got.len(),
+                            refs.len()
+                        ),
+                    });
+                }
+                Ok(got)
+            }
+        }
+    }
+
+    /// Whether the chunk segments are read from elsewhere (the bucket)
+    /// rather than from local files.
+    pub fn is_lazy(&self) -> bool {
+        matches!(self.chunks, ChunkSource::Remote(_))
     }
 
     /// All label names, sorted.
@@ -299,7 +388,10 @@ impl BlockReader {
 
     /// Number of chunk segment files.
     pub fn num_segments(&self) -> usize {
-        self.segments.len()
+        match &self.chunks {
+            ChunkSource::Local(s) => s.len(),
+            ChunkSource::Remote(f) => f.num_segments(),
+        }
     }
 
     /// Size of the index file in bytes.

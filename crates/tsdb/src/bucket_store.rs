@@ -3,10 +3,16 @@
 //! - [`BucketStore`] (the `store` component): for every tenant prefix of
 //!   the bucket, the live blocks of the merged bucket indexes
 //!   ([`crate::bucket_index::read_all`] + [`crate::bucket_index::merge`]),
-//!   downloaded once into a local cache directory and memory-mapped;
-//!   [`BucketStore::sync`] refreshes the set (new blocks are fetched,
-//!   deleted or marked ones dropped). Each tenant's blocks are a
-//!   [`Queryable`] ([`StoreTenant`]).
+//!   opened lazily: only `meta.json`, the `index` and `tombstones` are
+//!   downloaded into a local cache directory (`<cache>/<tenant>/<ulid>/`)
+//!   and memory-mapped; chunk segments stay in the bucket and a select
+//!   reads the chunks it needs with ranged GETs, nearby ranges merged,
+//!   through an in-memory LRU chunk cache of bounded size (module
+//!   `lazy`). [`BucketStore::sync`] refreshes the set (new blocks are
+//!   opened, deleted or marked ones dropped with their cache files, and
+//!   anything else in the cache directory removed, so it holds the live
+//!   blocks' indexes only). Each tenant's blocks are a [`Queryable`]
+//!   ([`StoreTenant`]).
 //! - [`compact_tenant`] (the `compactor` component, [`CompactorConfig`]):
 //!   marks blocks past the retention, merges every group of
 //!   time-overlapping blocks of a tenant — the replicas the ingesters
@@ -23,9 +29,12 @@
 //! progress (or a deletion): the store skips it and the compactor leaves
 //! its group alone until the next run.
 
+mod lazy;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
 use stratus_model::{Matcher, TenantId};
@@ -33,18 +42,53 @@ use stratus_objstore::Bucket;
 use tracing::{info, warn};
 use ulid::Ulid;
 
-use crate::block::{BlockReader, ThanosMeta};
+use crate::block::{
+    BlockReader, CHUNKS_DIRNAME, INDEX_FILENAME, META_FILENAME, TOMBSTONES_FILENAME, ThanosMeta,
+    segment_name,
+};
 use crate::bucket_index::{self, BucketIndex, INDEX_KEY};
 use crate::db::{now_ms, select_block};
 use crate::error::Result;
 use crate::querier::{Queryable, SelectHints, Series, merge_series};
 
-/// The blocks of every tenant of a bucket, cached locally.
+/// Default byte budget of a store's in-memory chunk cache (256 MiB).
+pub const DEFAULT_CHUNK_CACHE_BYTES: u64 = 256 << 20;
+
+/// The blocks of every tenant of a bucket: indexes cached locally, chunks
+/// read from the bucket on demand.
 #[derive(Debug)]
 pub struct BucketStore {
     bucket: Bucket,
     cache: PathBuf,
+    chunk_cache_bytes: u64,
+    /// Set by the first sync (it needs the runtime).
+    ctx: OnceLock<Arc<lazy::FetchCtx>>,
     tenants: RwLock<HashMap<TenantId, Arc<StoreTenant>>>,
+}
+
+/// Counters and gauges of a [`BucketStore`], for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreMetrics {
+    /// Bytes of chunk segments read from the bucket with ranged GETs.
+    pub chunk_bytes_fetched: u64,
+    /// Ranged GETs of chunk segments.
+    pub chunk_gets: u64,
+    /// Chunks served from the in-memory cache.
+    pub chunk_cache_hits: u64,
+    /// Chunks read from the bucket.
+    pub chunk_cache_misses: u64,
+    /// Chunk fetches that failed (bucket error, short or corrupt read).
+    pub chunk_fetch_failures: u64,
+    /// Bytes of `meta.json`, `index` and `tombstones` downloaded.
+    pub index_bytes_downloaded: u64,
+    /// Bytes the chunk cache holds now.
+    pub chunk_cache_bytes: u64,
+    /// Chunks the chunk cache holds now.
+    pub chunk_cache_items: u64,
+    /// The chunk cache's byte budget.
+    pub chunk_cache_budget: u64,
+    /// Bytes of the index files of the served blocks (the local cache).
+    pub index_cache_bytes: u64,
 }
 
 /// What a [`BucketStore::sync`] did.
@@ -73,8 +117,56 @@ impl BucketStore {
         Self {
             bucket,
             cache: cache.to_path_buf(),
+            chunk_cache_bytes: DEFAULT_CHUNK_CACHE_BYTES,
+            ctx: OnceLock::new(),
             tenants: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Sets the byte budget of the in-memory chunk cache (default
+    /// [`DEFAULT_CHUNK_CACHE_BYTES`]; 0 turns it off). Before the first
+    /// sync.
+    pub fn with_chunk_cache_bytes(mut self, bytes: u64) -> Self {
+        self.chunk_cache_bytes = bytes;
+        self
+    }
+
+    fn ctx(&self) -> Arc<lazy::FetchCtx> {
+        self.ctx
+            .get_or_init(|| {
+                Arc::new(lazy::FetchCtx::new(
+                    self.chunk_cache_bytes,
+                    tokio::runtime::Handle::current(),
+                ))
+            })
+            .clone()
+    }
+
+    /// The store's counters and gauges now.
+    pub fn metrics(&self) -> StoreMetrics {
+        let mut m = StoreMetrics {
+            chunk_cache_budget: self.chunk_cache_bytes,
+            ..StoreMetrics::default()
+        };
+        if let Some(ctx) = self.ctx.get() {
+            let c = &ctx.counters;
+            let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            m.chunk_bytes_fetched = g(&c.chunk_bytes_fetched);
+            m.chunk_gets = g(&c.chunk_gets);
+            m.chunk_cache_hits = g(&c.cache_hits);
+            m.chunk_cache_misses = g(&c.cache_misses);
+            m.chunk_fetch_failures = g(&c.fetch_failures);
+            m.index_bytes_downloaded = g(&c.index_bytes_downloaded);
+            m.chunk_cache_bytes = ctx.cache.bytes();
+            m.chunk_cache_items = ctx.cache.len() as u64;
+            m.chunk_cache_budget = ctx.cache.budget();
+        }
+        for t in self.tenants.read().values() {
+            for b in t.blocks.read().iter() {
+                m.index_cache_bytes += b.index_size();
+            }
+        }
+        m
     }
 
     /// The blocks of `tenant`, `None` when it has none.
@@ -84,10 +176,13 @@ impl BucketStore {
 
     /// Refreshes every tenant's block set from the bucket indexes: one
     /// LIST of tenants, per tenant one LIST and a GET per index file, and
-    /// downloads of new blocks. A block that fails to download is skipped
+    /// per new block GETs of `meta.json`, `index` and `tombstones` and one
+    /// LIST of its chunk segments. A block that fails to open is skipped
     /// (and retried next time); a tenant whose indexes cannot be read
-    /// keeps its current blocks.
+    /// keeps its current blocks. Cache files of blocks no longer served,
+    /// and of tenants gone from the bucket, are removed.
     pub async fn sync(&self) -> Result<SyncStats> {
+        let ctx = self.ctx();
         let mut stats = SyncStats::default();
         let names = self.bucket.list_dirs("").await?;
         let mut seen = HashSet::new();
@@ -125,21 +220,28 @@ impl BucketStore {
                     next.push(r.clone());
                     continue;
                 }
-                match fetch_block(&b, &dir, ulid).await {
+                match open_lazy_block(&b, &ctx, &tenant, &dir, ulid).await {
                     Ok(Some(r)) => {
                         stats.downloaded += 1;
                         next.push(r);
                     }
                     Ok(None) => {}
-                    Err(e) => warn!(tenant = %tenant, block = %ulid, error = %e, "fetching block"),
+                    Err(e) => {
+                        warn!(tenant = %tenant, block = %ulid, error = %e, "opening block lazily")
+                    }
                 }
             }
             for r in &have {
                 if !next.iter().any(|n| Arc::ptr_eq(n, r)) {
                     stats.dropped += 1;
+                    ctx.cache.drop_block(r.meta().ulid);
                     let _ = std::fs::remove_dir_all(r.dir());
                 }
             }
+            // Whatever else is in the tenant's cache directory (blocks
+            // dropped while the store was down, interrupted downloads).
+            let keep: HashSet<String> = next.iter().map(|r| r.meta().ulid.to_string()).collect();
+            remove_others(&dir, &keep);
             next.sort_by_key(|b| (b.meta().min_time, b.meta().max_time, b.meta().ulid));
             stats.tenants += 1;
             stats.blocks += next.len();
@@ -148,8 +250,106 @@ impl BucketStore {
             seen.insert(tenant);
         }
         self.tenants.write().retain(|t, _| seen.contains(t));
+        let keep: HashSet<String> = seen.iter().map(|t| t.as_str().to_string()).collect();
+        remove_others(&self.cache, &keep);
         Ok(stats)
     }
+}
+
+/// Removes every entry of directory `dir` whose name is not in `keep`.
+fn remove_others(dir: &Path, keep: &HashSet<String>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        if keep.contains(name.to_string_lossy().as_ref()) {
+            continue;
+        }
+        let p = e.path();
+        let _ = match e.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p),
+            _ => std::fs::remove_file(&p),
+        };
+    }
+}
+
+/// Opens block `ulid` lazily: `meta.json`, `index` and `tombstones` from
+/// the local cache under `dir`, downloaded first when missing; the chunk
+/// segments' sizes from one LIST. `None` when the bucket has no complete
+/// block (no `meta.json`: an upload in progress or a deletion).
+async fn open_lazy_block(
+    b: &Bucket,
+    ctx: &Arc<lazy::FetchCtx>,
+    tenant: &TenantId,
+    dir: &Path,
+    ulid: &str,
+) -> Result<Option<Arc<BlockReader>>> {
+    let d = dir.join(ulid);
+    let io = |path: &Path, source| crate::Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if !d.join(META_FILENAME).exists() || !d.join(INDEX_FILENAME).exists() {
+        let tmp = dir.join(format!("{ulid}.download"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        let mut complete = true;
+        for (name, needed) in [
+            (META_FILENAME, true),
+            (INDEX_FILENAME, true),
+            (TOMBSTONES_FILENAME, false),
+        ] {
+            let path = tmp.join(name);
+            let there = b.download_file(&format!("{ulid}/{name}"), &path).await?;
+            if there {
+                let n = std::fs::metadata(&path).map_or(0, |m| m.len());
+                ctx.counters
+                    .index_bytes_downloaded
+                    .fetch_add(n, Ordering::Relaxed);
+            } else if needed {
+                complete = false;
+                break;
+            }
+        }
+        if !complete {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Ok(None);
+        }
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::rename(&tmp, &d).map_err(|e| io(&d, e))?;
+    }
+    // A cache written by a store that downloaded whole blocks.
+    let _ = std::fs::remove_dir_all(d.join(CHUNKS_DIRNAME));
+    let listed = b.list_sizes(&format!("{ulid}/{CHUNKS_DIRNAME}")).await?;
+    let mut sizes = Vec::new();
+    for (name, size) in listed {
+        if name.len() != 6 || !name.bytes().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if name != segment_name(sizes.len() as u32) {
+            return Err(crate::Error::Index {
+                message: format!(
+                    "block {tenant}/{ulid}: chunk segment {name} in the bucket is out of sequence"
+                ),
+            });
+        }
+        sizes.push(size);
+    }
+    let id = ulid.parse::<Ulid>().map_err(|e| crate::Error::Index {
+        message: format!("block {tenant}/{ulid}: {e}"),
+    })?;
+    let chunks = lazy::LazyChunks::new(
+        b.clone(),
+        format!("{tenant}/{ulid}"),
+        id,
+        sizes,
+        ctx.clone(),
+    );
+    Ok(Some(Arc::new(BlockReader::open_lazy(
+        &d,
+        Arc::new(chunks),
+    )?)))
 }
 
 /// Opens block `ulid` from the local cache under `dir`, downloading it
@@ -663,7 +863,7 @@ mod tests {
         out
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn replicas_then_levels_merged_and_inputs_deleted_after_the_delay() {
         let tmp = tempfile::tempdir().unwrap();
         let root = Bucket::local(&tmp.path().join("bucket")).unwrap();
@@ -764,7 +964,7 @@ mod tests {
         assert_eq!(store_samples(&store, &t), want);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn retention_marks_old_blocks_and_deletes_them_later() {
         let tmp = tempfile::tempdir().unwrap();
         let root = Bucket::memory();
@@ -820,5 +1020,363 @@ mod tests {
         compact_tenant_at(&b, &work, &c, now + 2 * H).await.unwrap();
         let ix = bucket_index::read(&b).await.unwrap().unwrap();
         assert!(ix.deletion_marks.is_empty(), "{ix:?}");
+    }
+
+    /// Writes a block of `series` series (one sample a minute over
+    /// `[BASE, BASE + 2h)`, chunks of 30 samples, segments of at most
+    /// 4 KiB) with tombstones on a few series, uploads it under tenant
+    /// prefix `b`, lists it in the tenant index; returns the local dir.
+    async fn tombstoned_block(b: &Bucket, tmp: &Path, series: usize) -> PathBuf {
+        let id = Ulid::new();
+        let dir = tmp.join(id.to_string());
+        let (min, max) = (BASE, BASE + 2 * H);
+        let mut w = BlockWriter::create(&dir, id, min, max)
+            .unwrap()
+            .with_segment_size(4096);
+        for s in 0..series {
+            let l = Labels::from_pairs([
+                ("__name__", "m".to_string()),
+                ("s", format!("{s:03}")),
+                ("x_odd", (s % 2).to_string()),
+            ]);
+            let samples = (min / STEP..max / STEP).map(|k| {
+                (
+                    k * STEP,
+                    ((s as i64 * 7919 + k * 104_729) % 1_000_003) as f64 / 7.0,
+                )
+            });
+            let chunks = crate::db::encode_chunks(samples, 30);
+            let inputs: Vec<ChunkInput<'_>> = chunks
+                .iter()
+                .map(|(mint, maxt, data)| ChunkInput {
+                    mint: *mint,
+                    maxt: *maxt,
+                    encoding: Encoding::Xor as u8,
+                    data,
+                    num_samples: crate::chunks::chunk_num_samples(data).unwrap().into(),
+                })
+                .collect();
+            w.add_series(&l, &inputs).unwrap();
+        }
+        let meta = w
+            .finish(BlockCompaction {
+                level: 1,
+                sources: vec![id],
+                parents: vec![],
+                deletable: false,
+            })
+            .unwrap();
+        // Delete a middle stretch of series 1 and all of series 2.
+        let r = BlockReader::open(&dir).unwrap();
+        let mut ts = crate::block::Tombstones::new();
+        for (s, lo, hi) in [
+            ("001", BASE + 20 * STEP, BASE + 50 * STEP),
+            ("002", i64::MIN, i64::MAX),
+        ] {
+            let ids = crate::index::select_postings(&r, &[Matcher::eq("s", s)]).unwrap();
+            ts.add(ids[0], lo, hi);
+        }
+        crate::block::write_tombstones(&dir, &ts).unwrap();
+        b.upload_dir(&id.to_string(), &dir, &["meta.json"])
+            .await
+            .unwrap();
+        let mut ix = bucket_index::read(b).await.unwrap().unwrap_or_default();
+        ix.add(&meta);
+        bucket_index::write(b, &ix, BASE).await.unwrap();
+        dir
+    }
+
+    type Dump = Vec<(String, Vec<(i64, f64)>)>;
+
+    fn dump(series: Vec<Series>, mint: i64, maxt: i64) -> Dump {
+        series
+            .into_iter()
+            .map(|s| (s.labels.to_string(), s.iter(mint, maxt).collect()))
+            .collect()
+    }
+
+    fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                files_under(&e.path(), out);
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lazy_blocks_answer_like_local_ones_without_chunk_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Bucket::local(&tmp.path().join("bucket")).unwrap();
+        let t = TenantId::new("lazy").unwrap();
+        let b = root.with_prefix(t.as_str());
+        let dir = tombstoned_block(&b, &tmp.path().join("src"), 40).await;
+        let local = BlockReader::open(&dir).unwrap();
+        assert!(local.num_segments() > 3, "{}", local.num_segments());
+        let cache = tmp.path().join("cache");
+        let store = BucketStore::new(root.clone(), &cache).with_chunk_cache_bytes(1 << 20);
+        let s = store.sync().await.unwrap();
+        assert_eq!((s.blocks, s.downloaded), (1, 1));
+        let st = store.tenant(&t).unwrap();
+        let m0 = store.metrics();
+        assert_eq!(m0.chunk_bytes_fetched, 0, "opening reads no chunk");
+        assert!(m0.index_bytes_downloaded >= local.index_size());
+
+        // Only meta.json, index and tombstones are on disk.
+        let mut files = Vec::new();
+        files_under(&cache, &mut files);
+        let mut names: Vec<String> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["index", "meta.json", "tombstones"], "{files:?}");
+
+        let ranges = [
+            (i64::MIN, i64::MAX),
+            (BASE, BASE + 2 * H),
+            (BASE + 25 * STEP, BASE + 26 * STEP),
+            (BASE + 59 * STEP, BASE + 61 * STEP),
+            (BASE + 2 * H - 1, BASE + 3 * H),
+            (BASE + 3 * H, BASE + 4 * H),
+        ];
+        let matchers = [
+            vec![Matcher::eq("__name__", "m")],
+            vec![Matcher::eq("s", "001")],
+            vec![Matcher::eq("s", "002")],
+            vec![
+                Matcher::eq("x_odd", "1"),
+                Matcher::new(stratus_model::MatchType::RegexMatch, "s", "00.").unwrap(),
+            ],
+            vec![Matcher::new(stratus_model::MatchType::NotEqual, "x_odd", "1").unwrap()],
+            vec![Matcher::eq("s", "nope")],
+        ];
+        for (mint, maxt) in ranges {
+            for ms in &matchers {
+                let want = dump(
+                    merge_series(vec![select_block(&local, ms, mint, maxt, false).unwrap()]),
+                    mint,
+                    maxt,
+                );
+                let got = dump(
+                    st.select(ms, &SelectHints::range(mint, maxt)).unwrap(),
+                    mint,
+                    maxt,
+                );
+                assert_eq!(got, want, "{ms:?} [{mint}, {maxt}]");
+                let labels =
+                    |v: &[Series]| v.iter().map(|s| s.labels.to_string()).collect::<Vec<_>>();
+                let hints = SelectHints {
+                    labels_only: true,
+                    ..SelectHints::range(mint, maxt)
+                };
+                assert_eq!(
+                    labels(&st.select(ms, &hints).unwrap()),
+                    labels(&merge_series(vec![
+                        select_block(&local, ms, mint, maxt, true).unwrap()
+                    ])),
+                );
+            }
+        }
+        // Tombstones applied: series 002 is gone, 001 has a hole.
+        let all = dump(
+            st.select(
+                &[Matcher::eq("__name__", "m")],
+                &SelectHints::range(i64::MIN, i64::MAX),
+            )
+            .unwrap(),
+            i64::MIN,
+            i64::MAX,
+        );
+        assert_eq!(all.len(), 39);
+        assert_eq!(all[1].1.len(), 120 - 31);
+
+        // One narrow series: a few small GETs, far below the segments.
+        let seg_bytes: u64 = std::fs::read_dir(dir.join("chunks"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        let before = store.metrics();
+        let fresh = BucketStore::new(root.clone(), &tmp.path().join("cache2"));
+        fresh.sync().await.unwrap();
+        let ft = fresh.tenant(&t).unwrap();
+        let got = ft
+            .select(
+                &[Matcher::eq("s", "007")],
+                &SelectHints::range(i64::MIN, i64::MAX),
+            )
+            .unwrap();
+        assert_eq!(dump(got, i64::MIN, i64::MAX)[0].1.len(), 120);
+        let m = fresh.metrics();
+        assert!(
+            m.chunk_bytes_fetched > 0 && m.chunk_bytes_fetched * 4 < seg_bytes,
+            "{m:?} of {seg_bytes}"
+        );
+        // The series' 4 chunks in one coalesced GET per segment it spans.
+        assert!(m.chunk_gets <= 2, "{m:?}");
+        assert_eq!((m.chunk_cache_misses, m.chunk_cache_hits), (4, 0));
+        // Again: all from the cache.
+        let _ = ft
+            .select(
+                &[Matcher::eq("s", "007")],
+                &SelectHints::range(i64::MIN, i64::MAX),
+            )
+            .unwrap();
+        let m2 = fresh.metrics();
+        assert_eq!(
+            (m2.chunk_bytes_fetched, m2.chunk_cache_hits),
+            (m.chunk_bytes_fetched, 4)
+        );
+        // The production path: select on the blocking pool.
+        let ft2 = ft.clone();
+        let via_pool = tokio::task::spawn_blocking(move || {
+            ft2.select(
+                &[Matcher::eq("s", "007")],
+                &SelectHints::range(i64::MIN, i64::MAX),
+            )
+            .map(|v| v.len())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(via_pool, 1);
+        // The first store's cache stayed within its budget.
+        assert!(
+            before.chunk_cache_bytes <= 1 << 20 && before.chunk_cache_items > 0,
+            "{before:?}"
+        );
+        println!(
+            "block: index {} B, chunk segments {seg_bytes} B; one series read {} B in {} GET(s); \
+             the whole block (every select above) read {} B",
+            local.index_size(),
+            m.chunk_bytes_fetched,
+            m.chunk_gets,
+            before.chunk_bytes_fetched
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_chunk_cache_stays_within_budget() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Bucket::memory();
+        let t = TenantId::new("small").unwrap();
+        let b = root.with_prefix(t.as_str());
+        let dir = tombstoned_block(&b, &tmp.path().join("src"), 30).await;
+        let local = BlockReader::open(&dir).unwrap();
+        let budget = 2_000;
+        let store =
+            BucketStore::new(root, &tmp.path().join("cache")).with_chunk_cache_bytes(budget);
+        store.sync().await.unwrap();
+        let st = store.tenant(&t).unwrap();
+        for s in 0..30 {
+            let ms = [Matcher::eq("s", format!("{s:03}"))];
+            let h = SelectHints::range(i64::MIN, i64::MAX);
+            let want = dump(
+                merge_series(vec![
+                    select_block(&local, &ms, i64::MIN, i64::MAX, false).unwrap(),
+                ]),
+                i64::MIN,
+                i64::MAX,
+            );
+            assert_eq!(dump(st.select(&ms, &h).unwrap(), i64::MIN, i64::MAX), want);
+            let m = store.metrics();
+            assert!(m.chunk_cache_bytes <= budget, "{m:?}");
+        }
+        assert!(store.metrics().chunk_cache_items > 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn corrupt_short_or_missing_chunks_are_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let broot = tmp.path().join("bucket");
+        let root = Bucket::local(&broot).unwrap();
+        let t = TenantId::new("bad").unwrap();
+        let b = root.with_prefix(t.as_str());
+        let dir = tombstoned_block(&b, &tmp.path().join("src"), 10).await;
+        let ulid = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let store =
+            BucketStore::new(root.clone(), &tmp.path().join("cache")).with_chunk_cache_bytes(0);
+        store.sync().await.unwrap();
+        let st = store.tenant(&t).unwrap();
+        let all = [Matcher::eq("__name__", "m")];
+        let h = SelectHints::range(i64::MIN, i64::MAX);
+        assert_eq!(st.select(&all, &h).unwrap().len(), 9);
+        let seg = broot.join("bad").join(&ulid).join("chunks/000001");
+        let good = std::fs::read(&seg).unwrap();
+        // A flipped byte: CRC mismatch.
+        let mut bad = good.clone();
+        bad[40] ^= 0xff;
+        std::fs::write(&seg, &bad).unwrap();
+        let e = st.select(&all, &h).unwrap_err().to_string();
+        assert!(e.contains("checksum") || e.contains("corrupt"), "{e}");
+        assert!(e.contains("chunks/000001"), "{e}");
+        // Truncated after the listing: the ranged read fails or is short.
+        std::fs::write(&seg, &good[..good.len() / 2]).unwrap();
+        assert!(st.select(&all, &h).is_err());
+        // Gone (a bucket error).
+        std::fs::remove_file(&seg).unwrap();
+        let e = st.select(&all, &h).unwrap_err().to_string();
+        assert!(e.contains("object store"), "{e}");
+        assert!(store.metrics().chunk_fetch_failures >= 3);
+        // Back: answers again.
+        std::fs::write(&seg, &good).unwrap();
+        assert_eq!(st.select(&all, &h).unwrap().len(), 9);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropped_blocks_and_strays_leave_the_cache_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Bucket::memory();
+        let t = TenantId::new("drop").unwrap();
+        let b = root.with_prefix(t.as_str());
+        let d1 = tombstoned_block(&b, &tmp.path().join("src"), 5).await;
+        let d2 = tombstoned_block(&b, &tmp.path().join("src"), 6).await;
+        let cache = tmp.path().join("cache");
+        std::fs::create_dir_all(cache.join("gone-tenant/01ARZ3NDEKTSV4RRFFQ69G5FAV")).unwrap();
+        std::fs::create_dir_all(cache.join("drop/01ARZ3NDEKTSV4RRFFQ69G5FAV.download")).unwrap();
+        std::fs::write(cache.join("drop/stray"), b"x").unwrap();
+        let store = BucketStore::new(root.clone(), &cache);
+        store.sync().await.unwrap();
+        let listing = |p: &Path| {
+            let mut v: Vec<String> = std::fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let name = |d: &Path| d.file_name().unwrap().to_string_lossy().into_owned();
+        let mut want = vec![name(&d1), name(&d2)];
+        want.sort();
+        assert_eq!(listing(&cache), ["drop"]);
+        assert_eq!(listing(&cache.join("drop")), want);
+        let m = store.metrics();
+        let ix = BlockReader::open(&d1).unwrap().index_size()
+            + BlockReader::open(&d2).unwrap().index_size();
+        assert_eq!(m.index_cache_bytes, ix);
+        // Mark d1 deleted: its cache files go at the next sync.
+        let mut index = bucket_index::read(&b).await.unwrap().unwrap();
+        index.mark_deleted(&name(&d1), BASE);
+        bucket_index::write(&b, &index, BASE).await.unwrap();
+        let s = store.sync().await.unwrap();
+        assert_eq!((s.blocks, s.dropped), (1, 1));
+        assert_eq!(listing(&cache.join("drop")), [name(&d2)]);
+        // A restart reuses the cached index (nothing downloaded).
+        let again = BucketStore::new(root, &cache);
+        again.sync().await.unwrap();
+        assert_eq!(again.metrics().index_bytes_downloaded, 0);
+        assert_eq!(
+            again
+                .tenant(&t)
+                .unwrap()
+                .select(
+                    &[Matcher::eq("__name__", "m")],
+                    &SelectHints::range(i64::MIN, i64::MAX)
+                )
+                .unwrap()
+                .len(),
+            5
+        );
     }
 }

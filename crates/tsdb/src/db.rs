@@ -1377,7 +1377,9 @@ async fn load_blocks(
     Ok((out, index))
 }
 
-/// Reads the series of one block for a select.
+/// Reads the series of one block for a select. The chunks of all
+/// matching series are read in one batch ([`BlockReader::chunks`]), so a
+/// lazily opened block fetches them from the bucket together.
 pub(crate) fn select_block(
     b: &BlockReader,
     matchers: &[Matcher],
@@ -1386,27 +1388,49 @@ pub(crate) fn select_block(
     labels_only: bool,
 ) -> Result<Vec<Series>> {
     let ids = select_postings(b, matchers)?;
-    let mut out = Vec::with_capacity(ids.len());
+    let mut found = Vec::with_capacity(ids.len());
     let mut metas = Vec::new();
     for id in ids {
         metas.clear();
         let labels = b.series(id, &mut metas)?;
-        let mut parts = Vec::new();
-        for m in metas.iter().filter(|m| m.maxt >= mint && m.mint <= maxt) {
-            if labels_only {
-                parts.push(Part::Floats(Arc::from(&[][..])));
-                break;
-            }
-            let (encoding, data) = b.chunk(m.chunk_ref)?;
-            parts.push(Part::Chunk {
-                mint: m.mint,
-                maxt: m.maxt,
-                encoding,
-                data: Arc::from(data),
-            });
+        let keep: Vec<crate::block::ChunkMeta> = metas
+            .iter()
+            .filter(|m| m.maxt >= mint && m.mint <= maxt)
+            .copied()
+            .collect();
+        if !keep.is_empty() {
+            found.push((labels, id, keep));
         }
-        if parts.is_empty() {
-            continue;
+    }
+    let mut data = if labels_only {
+        Vec::new()
+    } else {
+        let refs: Vec<u64> = found
+            .iter()
+            .flat_map(|(_, _, keep)| keep.iter().map(|m| m.chunk_ref))
+            .collect();
+        b.chunks(&refs)?
+    }
+    .into_iter();
+    let mut out = Vec::with_capacity(found.len());
+    for (labels, id, keep) in found {
+        let mut parts = Vec::with_capacity(keep.len());
+        if labels_only {
+            parts.push(Part::Floats(Arc::from(&[][..])));
+        } else {
+            for m in &keep {
+                let Some((encoding, data)) = data.next() else {
+                    return Err(crate::Error::Index {
+                        message: format!("block {}: chunk batch too short", b.meta().ulid),
+                    });
+                };
+                parts.push(Part::Chunk {
+                    mint: m.mint,
+                    maxt: m.maxt,
+                    encoding,
+                    data,
+                });
+            }
         }
         let ts = b.tombstones().get(id);
         if !ts.is_empty() && !labels_only {

@@ -236,35 +236,58 @@ impl Segments {
             }
             .fail();
         }
-        let mut d = Dec::new(&m[off..], off as u64);
-        let rec = (|| {
-            let n = d.len(1)?;
-            let body = d.bytes(n + 1)?;
-            let crc_at = d.offset();
-            let stored = d.be_u32()?;
-            Ok((body, crc_at, stored))
-        })();
-        let (body, crc_at, stored) =
-            rec.map_err(|e: super::encoding::DecErr| e.into_error(path, SECTION))?;
-        let computed = crc32c::crc32c(body);
-        ensure!(
-            stored == computed,
-            ChecksumSnafu {
-                path: path.clone(),
-                section: SECTION,
-                offset: crc_at,
-                stored,
-                computed
-            }
-        );
-        match body.split_first() {
-            Some((&encoding, data)) => Ok((encoding, data)),
-            None => InvalidChunkRefSnafu {
-                path: path.clone(),
-                chunk_ref: r,
-                reason: "empty chunk record",
-            }
-            .fail(),
+        decode_record(&m[off..], off as u64, path, r)
+    }
+}
+
+/// Total bytes of the chunk record starting at `buf[0]` (length varint,
+/// encoding byte, data, CRC), from its length varint alone; `None` when
+/// `buf` ends inside the varint or the varint is malformed. Lets a reader
+/// that fetched only a prefix of a record tell how much more it needs.
+pub(crate) fn record_len(buf: &[u8]) -> Option<u64> {
+    let mut d = Dec::new(buf, 0);
+    let n = d.uvarint().ok()?;
+    (d.offset()).checked_add(n)?.checked_add(1 + 4)
+}
+
+/// Decodes the chunk record at the start of `buf` — which sits at byte
+/// `off` of segment `path` and holds at least the whole record — checking
+/// its CRC: `(encoding, data)`. The one record decoder, shared by the
+/// memory-mapped segments and ranged reads from a bucket.
+pub(crate) fn decode_record<'a>(
+    buf: &'a [u8],
+    off: u64,
+    path: &Path,
+    r: u64,
+) -> Result<(u8, &'a [u8])> {
+    let mut d = Dec::new(buf, off);
+    let rec = (|| {
+        let n = d.len(1)?;
+        let body = d.bytes(n + 1)?;
+        let crc_at = d.offset();
+        let stored = d.be_u32()?;
+        Ok((body, crc_at, stored))
+    })();
+    let (body, crc_at, stored) =
+        rec.map_err(|e: super::encoding::DecErr| e.into_error(path, SECTION))?;
+    let computed = crc32c::crc32c(body);
+    ensure!(
+        stored == computed,
+        ChecksumSnafu {
+            path,
+            section: SECTION,
+            offset: crc_at,
+            stored,
+            computed
         }
+    );
+    match body.split_first() {
+        Some((&encoding, data)) => Ok((encoding, data)),
+        None => InvalidChunkRefSnafu {
+            path,
+            chunk_ref: r,
+            reason: "empty chunk record",
+        }
+        .fail(),
     }
 }
