@@ -666,6 +666,10 @@ async fn run(st: &AppState, headers: &HeaderMap, c: Common, what: Eval) -> Respo
         timeout,
         default_subquery_step: st.cfg.evaluation_interval,
         enable_experimental: st.cfg.promql_experimental,
+        parallelism: match st.cfg.query_parallelism {
+            0 => EngineOptions::default().parallelism,
+            n => n,
+        },
     });
     let expr = c.expr;
     let slots = st.query_slots.clone();

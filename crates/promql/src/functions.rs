@@ -671,10 +671,6 @@ fn range_function(
         Expr::Subquery(s) => s.range as f64 / 1000.0,
         _ => 0.0,
     };
-    let mut pts: Vec<Vec<(i64, f64)>> = Vec::new();
-    let mut hpts: Vec<Vec<(i64, Hist)>> = Vec::new();
-    let mut annos: Vec<(bool, String, usize)> = Vec::new();
-    let mut non_counter = false;
     // `Some(smoothed)` for an anchored/smoothed rate, increase or delta.
     let extended = match marg_u {
         Expr::MatrixSelector { vs, .. }
@@ -685,12 +681,22 @@ fn range_function(
         }
         _ => None,
     };
-    let mut sliding = match name {
-        "max_over_time" => Some(SlidingExtreme::new(true)),
-        "min_over_time" => Some(SlidingExtreme::new(false)),
-        _ => None,
+    let init = || RangeState {
+        sliding: match name {
+            "max_over_time" => Some(SlidingExtreme::new(true)),
+            "min_over_time" => Some(SlidingExtreme::new(false)),
+            _ => None,
+        },
+        ..RangeState::default()
     };
-    let labels = ev.windows(marg, ctx, &mut |w: Window<'_>| {
+    let f = |st: &mut RangeState, w: Window<'_>| {
+        let RangeState {
+            pts,
+            hpts,
+            annos,
+            non_counter,
+            sliding,
+        } = st;
         let i = w.step;
         if let Some(smoothed) = extended {
             let mut warn = |m: String| annos.push((true, m, w.series));
@@ -769,7 +775,7 @@ fn range_function(
         let v = match name {
             "rate" | "increase" | "delta" => {
                 if w.points.len() >= 2 && is_counter {
-                    non_counter = true;
+                    *non_counter = true;
                 }
                 extrapolated_rate(&w, range_secs, is_counter, is_rate)
             }
@@ -831,8 +837,20 @@ fn range_function(
             pts[w.series].push((ctx.ts(i), v));
         }
         Ok(())
-    })?;
-    let _ = non_counter;
+    };
+    let (labels, states) = crate::par::windows_par(ev, marg, ctx, &init, &f)?;
+    let mut states = states.into_iter();
+    let RangeState {
+        mut pts,
+        mut hpts,
+        mut annos,
+        ..
+    } = states.next().unwrap_or_default();
+    for st in states {
+        crate::par::merge_indexed(&mut pts, st.pts);
+        crate::par::merge_indexed(&mut hpts, st.hpts);
+        annos.extend(st.annos);
+    }
     let keep_name = matches!(name, "last_over_time" | "first_over_time");
     pts.resize_with(labels.len(), Vec::new);
     hpts.resize_with(labels.len(), Vec::new);
@@ -880,6 +898,18 @@ fn range_function(
         });
     }
     Ok(Val::Vector(out))
+}
+
+/// What [`range_function`] gathers from the windows of a chunk of series:
+/// points and histogram points indexed by series number, annotations
+/// `(warning, text, series)`, and the sliding extreme of min/max_over_time.
+#[derive(Debug, Default)]
+struct RangeState {
+    pts: Vec<Vec<(i64, f64)>>,
+    hpts: Vec<Vec<(i64, Hist)>>,
+    annos: Vec<(bool, String, usize)>,
+    non_counter: bool,
+    sliding: Option<SlidingExtreme>,
 }
 
 /// `max_over_time`/`min_over_time` over the windows of one range-function

@@ -86,6 +86,7 @@ pub fn run_script(text: &str, report: &mut FileReport) {
             default_subquery_step: Duration::from_secs(60),
             max_series: 0,
             enable_experimental: true,
+            parallelism: crate::par::default_parallelism(),
         }),
     };
     let mut i = 0;
