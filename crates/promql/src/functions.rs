@@ -689,6 +689,20 @@ fn range_function(
         },
         ..RangeState::default()
     };
+    let float_only = matches!(
+        name,
+        "deriv"
+            | "predict_linear"
+            | "double_exponential_smoothing"
+            | "quantile_over_time"
+            | "stddev_over_time"
+            | "stdvar_over_time"
+            | "mad_over_time"
+            | "min_over_time"
+            | "max_over_time"
+            | "ts_of_min_over_time"
+            | "ts_of_max_over_time"
+    );
     let f = |st: &mut RangeState, w: Window<'_>| {
         let RangeState {
             pts,
@@ -722,20 +736,6 @@ fn range_function(
             }
             return Ok(());
         }
-        let float_only = matches!(
-            name,
-            "deriv"
-                | "predict_linear"
-                | "double_exponential_smoothing"
-                | "quantile_over_time"
-                | "stddev_over_time"
-                | "stdvar_over_time"
-                | "mad_over_time"
-                | "min_over_time"
-                | "max_over_time"
-                | "ts_of_min_over_time"
-                | "ts_of_max_over_time"
-        );
         if float_only && !w.hpoints.is_empty() {
             if w.points.is_empty() {
                 return Ok(());
