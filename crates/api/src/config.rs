@@ -265,6 +265,11 @@ pub struct ServerConfig {
     pub query_timeout: Duration,
     /// Most samples one PromQL query may hold in memory (default 50M).
     pub query_max_samples: usize,
+    /// Threads one PromQL query may use to evaluate large selections (range
+    /// functions and instant selectors over many series) in chunks of
+    /// series; 0 = the available cores, at most 4 (the default); 1 = one
+    /// thread. Results do not depend on it.
+    pub query_parallelism: usize,
     /// Default lookback of instant selectors; a request's
     /// `lookback_delta` overrides it (default 5m).
     #[serde(with = "humantime_serde")]
@@ -427,6 +432,7 @@ impl Default for ServerConfig {
             max_form_bytes: 8 << 20,
             query_timeout: Duration::from_secs(120),
             query_max_samples: 50_000_000,
+            query_parallelism: 0,
             lookback_delta: Duration::from_secs(300),
             evaluation_interval: Duration::from_secs(60),
             promql_experimental: false,

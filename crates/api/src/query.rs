@@ -311,8 +311,84 @@ fn write_hist_point(out: &mut String, t: i64, h: &stratus_model::FloatHistogram)
     out.push_str("}]");
 }
 
-fn write_matrix(out: &mut String, m: &[RangeSeries]) {
+/// Points (a histogram counted as 8) from which a matrix is written on
+/// several threads.
+const PAR_ENCODE_POINTS: usize = 20_000;
+
+/// Writes a matrix; a large one in contiguous chunks of series on up to
+/// `threads` threads, joined in order (the same text as on one thread).
+fn write_matrix(out: &mut String, m: &[RangeSeries], threads: usize) {
+    let weight = |s: &RangeSeries| 1 + s.points.len() + 8 * s.histograms.len();
+    let total: usize = m.iter().map(weight).sum();
+    let threads = threads.min(m.len() / 2);
+    if threads <= 1 || total < PAR_ENCODE_POINTS {
+        write_series_list(out, m);
+        return;
+    }
+    // Cut where the running weight passes each thread's share.
+    let mut cuts = vec![0usize];
+    let mut acc = 0usize;
+    for (i, s) in m.iter().enumerate() {
+        acc += weight(s);
+        if acc.saturating_mul(threads) >= total.saturating_mul(cuts.len())
+            && cuts.len() < threads
+            && i + 1 < m.len()
+        {
+            cuts.push(i + 1);
+        }
+    }
+    cuts.push(m.len());
+    let parts: Vec<String> = std::thread::scope(|sc| {
+        let handles: Vec<_> = cuts
+            .windows(2)
+            .skip(1)
+            .map(|c| {
+                let chunk = m.get(c[0]..c[1]).unwrap_or(&[]);
+                sc.spawn(move || {
+                    let mut o = String::with_capacity(
+                        chunk
+                            .iter()
+                            .map(|s| 64 + 40 * weight(s))
+                            .fold(0usize, usize::saturating_add),
+                    );
+                    write_series_list_items(&mut o, chunk);
+                    o
+                })
+            })
+            .collect();
+        let mut first = String::new();
+        let head = m.get(..cuts.get(1).copied().unwrap_or(0)).unwrap_or(&[]);
+        write_series_list_items(&mut first, head);
+        let mut parts = vec![first];
+        for h in handles {
+            match h.join() {
+                Ok(p) => parts.push(p),
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        }
+        parts
+    });
     out.push('[');
+    let mut first = true;
+    for p in parts.iter().filter(|p| !p.is_empty()) {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(p);
+    }
+    out.push(']');
+}
+
+/// `[` series `,` ... `]`
+fn write_series_list(out: &mut String, m: &[RangeSeries]) {
+    out.push('[');
+    write_series_list_items(out, m);
+    out.push(']');
+}
+
+/// The series of a matrix, comma-separated.
+fn write_series_list_items(out: &mut String, m: &[RangeSeries]) {
     for (i, s) in m.iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -341,7 +417,6 @@ fn write_matrix(out: &mut String, m: &[RangeSeries]) {
         }
         out.push('}');
     }
-    out.push(']');
 }
 
 /// Writes `,"key":[...]` (JSON strings) unless `list` is empty: the
@@ -360,9 +435,35 @@ pub fn write_string_list(out: &mut String, key: &str, list: &[String]) {
     out.push(']');
 }
 
+/// About the size of a result's JSON (a little over for float points), so
+/// that the response is written into one allocation instead of growing
+/// (and copying) a multi-megabyte string a dozen times.
+fn encoded_size_hint(v: &Value) -> usize {
+    const POINT: usize = 40;
+    let series = |labels: &stratus_model::Labels| 32 + 48 * labels.len();
+    let n = match v {
+        Value::Matrix(m) => m
+            .iter()
+            .map(|s| series(&s.labels) + POINT * s.points.len() + 256 * s.histograms.len())
+            .fold(0usize, usize::saturating_add),
+        Value::Vector(v) => v
+            .iter()
+            .map(|s| series(&s.labels) + POINT + if s.h.is_some() { 256 } else { 0 })
+            .fold(0usize, usize::saturating_add),
+        _ => 0,
+    };
+    n.saturating_add(256).min(1 << 30)
+}
+
 /// The success envelope of a query result, as Prometheus writes it.
+#[cfg(test)]
 pub(crate) fn encode_result(r: &QueryResult) -> String {
-    let mut out = String::with_capacity(256);
+    encode_result_on(r, 1)
+}
+
+/// [`encode_result`] writing a large matrix on up to `threads` threads.
+pub(crate) fn encode_result_on(r: &QueryResult, threads: usize) -> String {
+    let mut out = String::with_capacity(encoded_size_hint(&r.value));
     out.push_str("{\"status\":\"success\",\"data\":{\"resultType\":");
     match &r.value {
         Value::Scalar { t, v } => {
@@ -403,7 +504,7 @@ pub(crate) fn encode_result(r: &QueryResult) -> String {
         }
         Value::Matrix(m) => {
             out.push_str("\"matrix\",\"result\":");
-            write_matrix(&mut out, m);
+            write_matrix(&mut out, m, threads);
         }
     }
     if let Some(st) = &r.stats {
@@ -630,6 +731,15 @@ fn apply_limit(r: &mut QueryResult, limit: usize) {
     }
 }
 
+/// Threads one query may use (`query_parallelism`, 0 = the engine's
+/// default).
+fn query_threads(cfg: &crate::config::ServerConfig) -> usize {
+    match cfg.query_parallelism {
+        0 => EngineOptions::default().parallelism,
+        n => n,
+    }
+}
+
 /// Resolves the tenant, evaluates on the blocking pool under the
 /// timeout, and encodes the answer.
 async fn run(st: &AppState, headers: &HeaderMap, c: Common, what: Eval) -> Response {
@@ -667,6 +777,7 @@ async fn run(st: &AppState, headers: &HeaderMap, c: Common, what: Eval) -> Respo
         default_subquery_step: st.cfg.evaluation_interval,
         enable_experimental: st.cfg.promql_experimental,
         use_start_timestamps: st.cfg.promql_use_start_timestamps,
+        parallelism: query_threads(&st.cfg),
     });
     let expr = c.expr;
     let slots = st.query_slots.clone();
@@ -763,7 +874,7 @@ async fn run(st: &AppState, headers: &HeaderMap, c: Common, what: Eval) -> Respo
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],
-                encode_result(&r),
+                encode_result_on(&r, query_threads(&st.cfg)),
             )
                 .into_response()
         }
@@ -1379,6 +1490,44 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&got).unwrap();
         assert_eq!(v["data"]["result"][0]["values"][1][1], "+Inf");
+    }
+
+    #[test]
+    fn matrix_written_on_threads_is_the_same_text() {
+        let r = |v| QueryResult {
+            value: v,
+            warnings: vec![],
+            infos: vec![],
+            stats: None,
+        };
+        for (series, points) in [(1usize, 30_000usize), (7, 3_000), (300, 121), (1000, 25)] {
+            let m: Vec<RangeSeries> = (0..series)
+                .map(|i| {
+                    let inst = format!("i{i}");
+                    RangeSeries {
+                        labels: Labels::from_pairs([
+                            ("__name__", "m"),
+                            ("instance", inst.as_str()),
+                        ]),
+                        points: (0..points - i % 3)
+                            .map(|k| (k as i64 * 15_000, (i * 31 + k) as f64 / 7.0))
+                            .collect(),
+                        histograms: vec![],
+                    }
+                })
+                .collect();
+            let res = r(Value::Matrix(m));
+            let one = encode_result_on(&res, 1);
+            for threads in [2, 3, 4] {
+                assert_eq!(
+                    encode_result_on(&res, threads),
+                    one,
+                    "{series} series, {threads} threads"
+                );
+            }
+            let v: serde_json::Value = serde_json::from_str(&one).unwrap();
+            assert_eq!(v["data"]["result"].as_array().map(Vec::len), Some(series));
+        }
     }
 
     #[test]

@@ -140,7 +140,10 @@ async fn renew_loop(
         {
             Ok(CasOutcome::Done { version: nv }) => version.store(nv, Ordering::Release),
             Ok(CasOutcome::Conflict { .. }) => {
-                warn!(key, "compactor: lease taken over by another compactor while compacting");
+                warn!(
+                    key,
+                    "compactor: lease taken over by another compactor while compacting"
+                );
                 return;
             }
             Err(e) => warn!(key, error = %e, "compactor: lease renewal failed; retrying"),
@@ -186,7 +189,12 @@ mod tests {
             panic!("other tenant busy");
         };
         a.release().await;
-        assert!(kv.get("/stratus/compactor-leases/t1").await.unwrap().is_none());
+        assert!(
+            kv.get("/stratus/compactor-leases/t1")
+                .await
+                .unwrap()
+                .is_none()
+        );
         let Acquired::Held(b) = acquire(kv.clone(), "t1", "b", ttl).await.unwrap() else {
             panic!("released lease not taken");
         };

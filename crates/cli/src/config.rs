@@ -189,6 +189,11 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "STRATUS_QUERY_MAX_SAMPLES")]
     pub(crate) query_max_samples: Option<usize>,
 
+    /// Threads one PromQL query may use for large selections; 0 = the
+    /// available cores, at most 4; 1 = one thread [default: 0].
+    #[arg(long, env = "STRATUS_QUERY_PARALLELISM")]
+    pub(crate) query_parallelism: Option<usize>,
+
     /// Default lookback of instant selectors [default: 5m].
     #[arg(long, env = "STRATUS_LOOKBACK_DELTA", value_parser = duration)]
     pub(crate) lookback_delta: Option<Duration>,
@@ -573,6 +578,7 @@ impl ServerArgs {
         set(&mut c.max_form_bytes, &self.max_form_bytes);
         set(&mut c.query_timeout, &self.query_timeout);
         set(&mut c.query_max_samples, &self.query_max_samples);
+        set(&mut c.query_parallelism, &self.query_parallelism);
         set(&mut c.lookback_delta, &self.lookback_delta);
         set(&mut c.max_concurrent_queries, &self.max_concurrent_queries);
         set(&mut c.evaluation_interval, &self.evaluation_interval);

@@ -17,7 +17,7 @@
 //! names are removed when the final result is built, where two series with
 //! the same label set are an error.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use stratus_model::{Labels, METRIC_NAME, is_stale_nan, reset_hint};
@@ -48,6 +48,10 @@ pub struct EngineOptions {
     /// Enables experimental PromQL: the `anchored`/`smoothed` modifiers
     /// and the `info()` function (default off, as in Prometheus).
     pub enable_experimental: bool,
+    /// Threads one query may use to evaluate large selections, split into
+    /// chunks of series (default: the available cores, at most 4; 0 or 1
+    /// = one thread). Results are identical whatever the setting.
+    pub parallelism: usize,
     /// Uses the samples' start ("created") timestamps: `rate`, `increase`,
     /// `irate` and `resets` see a start timestamp after the previous
     /// sample as a counter reset and bound extrapolation by it, and
@@ -65,6 +69,7 @@ impl Default for EngineOptions {
             default_subquery_step: Duration::from_secs(60),
             max_series: 0,
             enable_experimental: false,
+            parallelism: crate::par::default_parallelism(),
             use_start_timestamps: false,
         }
     }
@@ -578,13 +583,15 @@ impl OutBuilder {
 pub(crate) struct Evaluator<'a> {
     q: &'a dyn Queryable,
     pub(crate) lookback: i64,
-    max_samples: usize,
+    pub(crate) max_samples: usize,
     max_series: usize,
     /// Series selected so far (for `max_series`).
     series_selected: std::cell::Cell<usize>,
     /// Series returned by the storage so far (for the statistics).
     series_touched: std::cell::Cell<u64>,
-    deadline: Instant,
+    pub(crate) deadline: Instant,
+    /// Threads for splitting large selections (see [`crate::par`]).
+    pub(crate) parallelism: usize,
     subquery_step: i64,
     pub(crate) query_start: i64,
     pub(crate) query_end: i64,
@@ -635,6 +642,7 @@ impl<'a> Evaluator<'a> {
             series_selected: std::cell::Cell::new(0),
             series_touched: std::cell::Cell::new(0),
             deadline: Instant::now() + o.timeout,
+            parallelism: o.parallelism.max(1),
             subquery_step: (o.default_subquery_step.as_millis() as i64).max(1),
             query_start: start,
             query_end: end,
@@ -721,17 +729,11 @@ impl<'a> Evaluator<'a> {
     }
 
     pub(crate) fn check_deadline(&self) -> Result<()> {
-        if Instant::now() > self.deadline {
-            return Err(PromqlError::Timeout);
-        }
-        Ok(())
+        check_deadline(self.deadline)
     }
 
     pub(crate) fn check_samples(&self, n: usize) -> Result<()> {
-        if n > self.max_samples {
-            return Err(PromqlError::TooManySamples);
-        }
-        Ok(())
+        check_samples(self.max_samples, n)
     }
 
     pub(crate) fn at_time(&self, at: &Option<AtModifier>) -> Option<i64> {
@@ -1061,6 +1063,7 @@ impl<'a> Evaluator<'a> {
     /// An instant vector selector: per step, the newest sample in
     /// `(ref - lookback, ref]` unless it is a stale marker. With `ts_mode`
     /// the value is the sample's timestamp in seconds (for `timestamp()`).
+    /// Large selections are split across threads ([`crate::par`]).
     pub(crate) fn eval_selector(
         &mut self,
         vs: &VectorSelector,
@@ -1078,7 +1081,6 @@ impl<'a> Evaluator<'a> {
         ctx: &Ctx,
         mode: u8,
     ) -> Result<Vec<Series>> {
-        let ts_mode = mode == 1;
         let n = ctx.n();
         if n == 0 {
             return Ok(Vec::new());
@@ -1087,128 +1089,44 @@ impl<'a> Evaluator<'a> {
         let lo = refs[0].saturating_sub(self.lookback).saturating_add(1);
         let hi = refs[n - 1];
         let selected = self.select(vs, lo, hi, 0)?;
+        let walk = InstantWalk {
+            refs,
+            lo,
+            hi,
+            lookback: self.lookback,
+            deadline: self.deadline,
+            hist_stats: self.hist_stats == StatsDecoding::On,
+            mode,
+            ctx: *ctx,
+        };
+        let chunks = crate::par::plan(self.parallelism, selected.len(), n);
+        if chunks.len() > 1 {
+            let counts0 = self.win_counts(0);
+            let (out, counts) = crate::par::instant_par(
+                self.parallelism,
+                &chunks,
+                &selected,
+                &walk,
+                self.max_samples,
+                counts0,
+            )?;
+            for c in counts {
+                self.merge_win_counts(c);
+            }
+            return Ok(out);
+        }
+        let mut counts = self.win_counts(0);
         let mut out = Vec::with_capacity(selected.len());
         let mut total = 0usize;
-        for s in selected {
-            self.check_deadline()?;
-            if s.has_histograms() || mode == 2 {
-                let series = self.typed_instant(&s, lo, hi, &refs, ctx, mode)?;
-                if let Some(c) = self.stats.as_deref_mut() {
-                    for p in &series.points {
-                        c.add_at(step_index(ctx, p.0), 1);
-                    }
-                    for (t, h) in &series.hist {
-                        c.add_at(step_index(ctx, *t), hist_size(h));
-                    }
-                }
-                total += series.points.len() + series.hist.len();
-                self.check_samples(total)?;
-                if !series.points.is_empty() || !series.hist.is_empty() {
-                    out.push(series);
-                }
-                continue;
-            }
-            let mut it = s.iter(lo, hi);
-            let mut peek = it.next();
-            let mut last: Option<(i64, f64)> = None;
-            let mut pts = Vec::new();
-            for (i, &r) in refs.iter().enumerate() {
-                let lo_i = r.saturating_sub(self.lookback);
-                if last.is_some_and(|l| l.0 <= lo_i) {
-                    last = None;
-                }
-                if peek.is_some_and(|p| p.0 <= lo_i) {
-                    peek = it.seek(lo_i.saturating_add(1));
-                }
-                while let Some(p) = peek {
-                    if p.0 > r {
-                        break;
-                    }
-                    last = Some(p);
-                    peek = it.next();
-                }
-                if let Some((t, v)) = last {
-                    if t > lo_i && !is_stale_nan(v) {
-                        let v = if ts_mode { t as f64 / 1000.0 } else { v };
-                        pts.push((ctx.ts(i), v));
-                    }
-                }
-            }
-            total += pts.len();
+        for s in &selected {
+            let series = walk.series(s, counts.as_mut())?;
+            total += series.points.len() + series.hist.len();
             self.check_samples(total)?;
-            if let Some(c) = self.stats.as_deref_mut() {
-                for p in &pts {
-                    c.add_at(step_index(ctx, p.0), 1);
-                }
-            }
-            if !pts.is_empty() {
-                out.push(Series::floats(s.labels, false, pts));
+            if !series.points.is_empty() || !series.hist.is_empty() {
+                out.push(series);
             }
         }
-        Ok(out)
-    }
-
-    /// [`Evaluator::eval_selector`] for one series holding native
-    /// histograms (decoded whole, typed).
-    fn typed_instant(
-        &mut self,
-        s: &stratus_tsdb::Series,
-        lo: i64,
-        hi: i64,
-        refs: &[i64],
-        ctx: &Ctx,
-        mode: u8,
-    ) -> Result<Series> {
-        let ts_mode = mode == 1;
-        let mut sts = Vec::new();
-        let samples = if mode == 2 {
-            typed_st(s, lo, hi, self.hist_stats == StatsDecoding::On, &mut sts)?
-        } else {
-            typed(s, lo, hi, self.hist_stats == StatsDecoding::On)?
-        };
-        let mut out = Series::floats(s.labels.clone(), false, Vec::new());
-        let mut k = 0usize;
-        for (i, &r) in refs.iter().enumerate() {
-            // Newest sample at or before r.
-            let lo_i = r.saturating_sub(self.lookback);
-            let idx = samples.partition_point(|x| x.0 <= r);
-            let _ = &mut k;
-            if idx == 0 {
-                continue;
-            }
-            let (t, v) = &samples[idx - 1];
-            if *t <= lo_i {
-                continue;
-            }
-            if mode == 2 {
-                let stale = match v {
-                    TypedV::F(f) => is_stale_nan(*f),
-                    TypedV::H(h) => h.is_stale(),
-                };
-                if !stale {
-                    let st = sts.get(idx - 1).copied().unwrap_or(0);
-                    out.points.push((ctx.ts(i), st as f64 / 1000.0));
-                }
-                continue;
-            }
-            match v {
-                TypedV::F(f) => {
-                    if !is_stale_nan(*f) {
-                        let f = if ts_mode { *t as f64 / 1000.0 } else { *f };
-                        out.points.push((ctx.ts(i), f));
-                    }
-                }
-                TypedV::H(h) => {
-                    if !h.is_stale() {
-                        if ts_mode {
-                            out.points.push((ctx.ts(i), *t as f64 / 1000.0));
-                        } else {
-                            out.hist.push((ctx.ts(i), h.clone()));
-                        }
-                    }
-                }
-            }
-        }
+        self.merge_win_counts(counts);
         Ok(out)
     }
 
@@ -1241,113 +1159,90 @@ impl<'a> Evaluator<'a> {
         ctx: &Ctx,
         f: &mut dyn FnMut(Window<'_>) -> Result<()>,
     ) -> Result<Vec<Labels>> {
+        let Some((walk, selected)) = self.range_walk(vs, range, ctx)? else {
+            return Ok(Vec::new());
+        };
+        let mut counts = self.win_counts(0);
+        let mut buf = WindowBuf::default();
+        let mut labels = Vec::with_capacity(selected.len());
+        for (si, s) in selected.into_iter().enumerate() {
+            walk.series(si, &s, &mut buf, counts.as_mut(), f)?;
+            labels.push(s.labels);
+        }
+        self.merge_win_counts(counts);
+        Ok(labels)
+    }
+
+    /// Selects the series of a plain range selector and returns what walking
+    /// their windows needs (no evaluator state, so that chunks of the
+    /// series can be walked on other threads); `None` when there are no
+    /// steps.
+    pub(crate) fn range_walk(
+        &self,
+        vs: &VectorSelector,
+        range: i64,
+        ctx: &Ctx,
+    ) -> Result<Option<(RangeWalk, Vec<stratus_tsdb::Series>)>> {
         let n = ctx.n();
         if n == 0 {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let refs = self.refs(&vs.at, vs.offset, ctx);
         let lo = refs[0].saturating_sub(range).saturating_add(1);
         let hi = refs[n - 1];
         let selected = self.select(vs, lo, hi, range)?;
-        let mut labels = Vec::with_capacity(selected.len());
-        let mut buf: VecDeque<(i64, f64)> = VecDeque::new();
-        for (si, s) in selected.into_iter().enumerate() {
-            self.check_deadline()?;
-            let with_st = self.use_st && s.has_start_timestamps();
-            if s.has_histograms() || with_st {
-                let mut sts = Vec::new();
-                let samples = if with_st {
-                    typed_st(&s, lo, hi, self.hist_stats == StatsDecoding::On, &mut sts)?
-                } else {
-                    typed(&s, lo, hi, self.hist_stats == StatsDecoding::On)?
-                };
-                let mut fl: Vec<(i64, f64)> = Vec::new();
-                let mut hs: Vec<(i64, Hist)> = Vec::new();
-                let mut fst: Vec<i64> = Vec::new();
-                let mut hst: Vec<i64> = Vec::new();
-                for (i, &r) in refs.iter().enumerate() {
-                    let start = r.saturating_sub(range);
-                    let a = samples.partition_point(|x| x.0 <= start);
-                    let b = samples.partition_point(|x| x.0 <= r);
-                    fl.clear();
-                    hs.clear();
-                    fst.clear();
-                    hst.clear();
-                    for (k, (t, v)) in samples.get(a..b).unwrap_or(&[]).iter().enumerate() {
-                        let st = sts.get(a + k).copied();
-                        match v {
-                            TypedV::F(f) if !is_stale_nan(*f) => {
-                                fl.push((*t, *f));
-                                fst.extend(st);
-                            }
-                            TypedV::H(h) if !h.is_stale() => {
-                                hs.push((*t, h.clone()));
-                                hst.extend(st);
-                            }
-                            _ => {}
-                        }
-                    }
-                    self.check_samples(fl.len() + hs.len())?;
-                    if let Some(c) = self.stats.as_deref_mut() {
-                        let sz =
-                            fl.len() as i64 + hs.iter().map(|(_, h)| hist_size(h)).sum::<i64>();
-                        c.add_at(i, sz);
-                        note_window(c, si, sz);
-                    }
-                    f(Window {
-                        series: si,
-                        step: i,
-                        points: &fl,
-                        hpoints: &hs,
-                        fst: &fst,
-                        hst: &hst,
-                        range_start: start,
-                        range_end: r,
-                    })?;
-                }
-                labels.push(s.labels);
+        let walk = RangeWalk {
+            refs,
+            range,
+            lo,
+            hi,
+            max_samples: self.max_samples,
+            deadline: self.deadline,
+            hist_stats: self.hist_stats == StatsDecoding::On,
+            use_st: self.use_st,
+        };
+        Ok(Some((walk, selected)))
+    }
+
+    /// Window counters for series numbered from `base`, when statistics
+    /// are gathered.
+    pub(crate) fn win_counts(&self, base: usize) -> Option<WinCounts> {
+        let c = self.stats.as_deref()?;
+        Some(WinCounts {
+            base,
+            total: 0,
+            per_step: vec![0; c.per_step.len()],
+            windows: Vec::new(),
+        })
+    }
+
+    /// Adds window counters gathered by [`RangeWalk::series`] to the query
+    /// statistics (as if each window had been counted as it was made).
+    pub(crate) fn merge_win_counts(&mut self, counts: Option<WinCounts>) {
+        let (Some(c), Some(w)) = (self.stats.as_deref_mut(), counts) else {
+            return;
+        };
+        c.total += w.total;
+        for (a, b) in c.per_step.iter_mut().zip(&w.per_step) {
+            *a += b;
+        }
+        let Some(f) = c.frames.last_mut() else {
+            return;
+        };
+        for (j, ws) in w.windows.iter().enumerate() {
+            if !ws.noted {
                 continue;
             }
-            buf.clear();
-            let mut it = s.iter(lo, hi);
-            let mut peek = it.next();
-            for (i, &r) in refs.iter().enumerate() {
-                let start = r.saturating_sub(range);
-                while buf.front().is_some_and(|p| p.0 <= start) {
-                    buf.pop_front();
-                }
-                if buf.is_empty() && peek.is_some_and(|p| p.0 <= start) {
-                    peek = it.seek(start.saturating_add(1));
-                }
-                while let Some(p) = peek {
-                    if p.0 > r {
-                        break;
-                    }
-                    if p.0 > start && !is_stale_nan(p.1) {
-                        buf.push_back(p);
-                    }
-                    peek = it.next();
-                }
-                self.check_samples(buf.len())?;
-                if let Some(c) = self.stats.as_deref_mut() {
-                    c.add_at(i, buf.len() as i64);
-                    note_window(c, si, buf.len() as i64);
-                }
-                let points = buf.make_contiguous();
-                f(Window {
-                    series: si,
-                    step: i,
-                    points,
-                    hpoints: &[],
-                    fst: &[],
-                    hst: &[],
-                    range_start: start,
-                    range_end: r,
-                })?;
+            let si = w.base + j;
+            if f.windows.len() <= si {
+                f.windows.resize(si + 1, WinStat::default());
             }
-            labels.push(s.labels);
+            if let Some(fw) = f.windows.get_mut(si) {
+                fw.max = fw.max.max(ws.stat.max);
+                fw.last = ws.stat.last;
+                fw.nonempty |= ws.stat.nonempty;
+            }
         }
-        Ok(labels)
     }
 
     fn subquery_windows(
@@ -1488,6 +1383,376 @@ impl<'a> Evaluator<'a> {
         }
         Ok(labels)
     }
+}
+
+/// Everything evaluating an instant selector over one selected series
+/// needs (no evaluator state, so that chunks of the series can be
+/// evaluated on other threads).
+#[derive(Debug)]
+pub(crate) struct InstantWalk {
+    refs: Vec<i64>,
+    lo: i64,
+    hi: i64,
+    lookback: i64,
+    deadline: Instant,
+    hist_stats: bool,
+    /// 0: values, 1: sample timestamps (`timestamp()`), 2: start
+    /// timestamps (`start_timestamp()`).
+    mode: u8,
+    ctx: Ctx,
+}
+
+impl InstantWalk {
+    /// The selector's points of series `s` (maybe none), counting them
+    /// per step in `counts`.
+    pub(crate) fn series(
+        &self,
+        s: &stratus_tsdb::Series,
+        mut counts: Option<&mut WinCounts>,
+    ) -> Result<Series> {
+        check_deadline(self.deadline)?;
+        let (refs, lo, hi, ctx) = (&self.refs, self.lo, self.hi, &self.ctx);
+        let ts_mode = self.mode == 1;
+        if s.has_histograms() || self.mode == 2 {
+            let series = self.typed_instant(s)?;
+            if let Some(c) = counts.as_deref_mut() {
+                for p in &series.points {
+                    c.add_step(step_index(ctx, p.0), 1);
+                }
+                for (t, h) in &series.hist {
+                    c.add_step(step_index(ctx, *t), hist_size(h));
+                }
+            }
+            return Ok(series);
+        }
+        let mut it = s.iter(lo, hi);
+        let mut peek = it.next();
+        let mut last: Option<(i64, f64)> = None;
+        let mut pts = Vec::new();
+        for (i, &r) in refs.iter().enumerate() {
+            let lo_i = r.saturating_sub(self.lookback);
+            if last.is_some_and(|l| l.0 <= lo_i) {
+                last = None;
+            }
+            if peek.is_some_and(|p| p.0 <= lo_i) {
+                peek = it.seek(lo_i.saturating_add(1));
+            }
+            while let Some(p) = peek {
+                if p.0 > r {
+                    break;
+                }
+                last = Some(p);
+                peek = it.next();
+            }
+            if let Some((t, v)) = last {
+                if t > lo_i && !is_stale_nan(v) {
+                    let v = if ts_mode { t as f64 / 1000.0 } else { v };
+                    pts.push((ctx.ts(i), v));
+                }
+            }
+        }
+        if let Some(c) = counts {
+            for p in &pts {
+                c.add_step(step_index(ctx, p.0), 1);
+            }
+        }
+        Ok(Series::floats(s.labels.clone(), false, pts))
+    }
+
+    /// [`InstantWalk::series`] for one series holding native histograms
+    /// (decoded whole, typed).
+    fn typed_instant(&self, s: &stratus_tsdb::Series) -> Result<Series> {
+        let (refs, ctx, mode) = (&self.refs, &self.ctx, self.mode);
+        let ts_mode = mode == 1;
+        let mut sts = Vec::new();
+        let samples = if mode == 2 {
+            typed_st(s, self.lo, self.hi, self.hist_stats, &mut sts)?
+        } else {
+            typed(s, self.lo, self.hi, self.hist_stats)?
+        };
+        let mut out = Series::floats(s.labels.clone(), false, Vec::new());
+        for (i, &r) in refs.iter().enumerate() {
+            // Newest sample at or before r.
+            let lo_i = r.saturating_sub(self.lookback);
+            let idx = samples.partition_point(|x| x.0 <= r);
+            if idx == 0 {
+                continue;
+            }
+            let (t, v) = &samples[idx - 1];
+            if *t <= lo_i {
+                continue;
+            }
+            if mode == 2 {
+                let stale = match v {
+                    TypedV::F(f) => is_stale_nan(*f),
+                    TypedV::H(h) => h.is_stale(),
+                };
+                if !stale {
+                    let st = sts.get(idx - 1).copied().unwrap_or(0);
+                    out.points.push((ctx.ts(i), st as f64 / 1000.0));
+                }
+                continue;
+            }
+            match v {
+                TypedV::F(f) => {
+                    if !is_stale_nan(*f) {
+                        let f = if ts_mode { *t as f64 / 1000.0 } else { *f };
+                        out.points.push((ctx.ts(i), f));
+                    }
+                }
+                TypedV::H(h) => {
+                    if !h.is_stale() {
+                        if ts_mode {
+                            out.points.push((ctx.ts(i), *t as f64 / 1000.0));
+                        } else {
+                            out.hist.push((ctx.ts(i), h.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Everything walking the windows of one selected series needs: the
+/// reference time of every step, the range and the query's limits. Built
+/// by [`Evaluator::range_walk`]; shared by the threads of [`crate::par`].
+#[derive(Debug)]
+pub(crate) struct RangeWalk {
+    refs: Vec<i64>,
+    range: i64,
+    lo: i64,
+    hi: i64,
+    max_samples: usize,
+    deadline: Instant,
+    /// Histograms are decoded for `histogram_count`/`_sum`/`_avg` only.
+    hist_stats: bool,
+    /// Start timestamps are read for series that have them.
+    use_st: bool,
+}
+
+impl RangeWalk {
+    /// Calls `f` with the window of series `s` (number `si`) at every step,
+    /// in step order; `buf` is scratch space reused across series.
+    pub(crate) fn series(
+        &self,
+        si: usize,
+        s: &stratus_tsdb::Series,
+        buf: &mut WindowBuf,
+        mut counts: Option<&mut WinCounts>,
+        f: &mut dyn FnMut(Window<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let (refs, range, lo, hi) = (&self.refs, self.range, self.lo, self.hi);
+        check_deadline(self.deadline)?;
+        let with_st = self.use_st && s.has_start_timestamps();
+        if s.has_histograms() || with_st {
+            let mut sts = Vec::new();
+            let samples = if with_st {
+                typed_st(s, lo, hi, self.hist_stats, &mut sts)?
+            } else {
+                typed(s, lo, hi, self.hist_stats)?
+            };
+            let mut fl: Vec<(i64, f64)> = Vec::new();
+            let mut hs: Vec<(i64, Hist)> = Vec::new();
+            let mut fst: Vec<i64> = Vec::new();
+            let mut hst: Vec<i64> = Vec::new();
+            for (i, &r) in refs.iter().enumerate() {
+                let start = r.saturating_sub(range);
+                let a = samples.partition_point(|x| x.0 <= start);
+                let b = samples.partition_point(|x| x.0 <= r);
+                fl.clear();
+                hs.clear();
+                fst.clear();
+                hst.clear();
+                for (k, (t, v)) in samples.get(a..b).unwrap_or(&[]).iter().enumerate() {
+                    let st = sts.get(a + k).copied();
+                    match v {
+                        TypedV::F(f) if !is_stale_nan(*f) => {
+                            fl.push((*t, *f));
+                            fst.extend(st);
+                        }
+                        TypedV::H(h) if !h.is_stale() => {
+                            hs.push((*t, h.clone()));
+                            hst.extend(st);
+                        }
+                        _ => {}
+                    }
+                }
+                check_samples(self.max_samples, fl.len() + hs.len())?;
+                if let Some(c) = counts.as_deref_mut() {
+                    let sz = fl.len() as i64 + hs.iter().map(|(_, h)| hist_size(h)).sum::<i64>();
+                    c.add(i, si, sz);
+                }
+                f(Window {
+                    series: si,
+                    step: i,
+                    points: &fl,
+                    hpoints: &hs,
+                    fst: &fst,
+                    hst: &hst,
+                    range_start: start,
+                    range_end: r,
+                })?;
+            }
+            return Ok(());
+        }
+        buf.clear();
+        let mut it = s.iter(lo, hi);
+        let mut peek = it.next();
+        for (i, &r) in refs.iter().enumerate() {
+            let start = r.saturating_sub(range);
+            while buf.front().is_some_and(|p| p.0 <= start) {
+                buf.pop_front();
+            }
+            if buf.is_empty() && peek.is_some_and(|p| p.0 <= start) {
+                peek = it.seek(start.saturating_add(1));
+            }
+            while let Some(p) = peek {
+                if p.0 > r {
+                    break;
+                }
+                if p.0 > start && !is_stale_nan(p.1) {
+                    buf.push_back(p);
+                }
+                peek = it.next();
+            }
+            check_samples(self.max_samples, buf.len())?;
+            if let Some(c) = counts.as_deref_mut() {
+                c.add(i, si, buf.len() as i64);
+            }
+            let points = buf.as_slice();
+            f(Window {
+                series: si,
+                step: i,
+                points,
+                hpoints: &[],
+                fst: &[],
+                hst: &[],
+                range_start: start,
+                range_end: r,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The samples of a sliding window in time order: a vector whose front is
+/// dropped by moving a start index and compacted when it is full and at
+/// least half of it has been dropped (contiguous without the copying of a
+/// `VecDeque::make_contiguous`).
+#[derive(Debug, Default)]
+pub(crate) struct WindowBuf {
+    v: Vec<(i64, f64)>,
+    head: usize,
+}
+
+impl WindowBuf {
+    fn clear(&mut self) {
+        self.v.clear();
+        self.head = 0;
+    }
+
+    fn front(&self) -> Option<&(i64, f64)> {
+        self.v.get(self.head)
+    }
+
+    fn pop_front(&mut self) {
+        if self.head < self.v.len() {
+            self.head += 1;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.head >= self.v.len()
+    }
+
+    fn len(&self) -> usize {
+        self.v.len() - self.head
+    }
+
+    fn push_back(&mut self, p: (i64, f64)) {
+        if self.v.len() == self.v.capacity() && self.head > 0 && 2 * self.head >= self.v.len() {
+            self.v.drain(..self.head);
+            self.head = 0;
+        }
+        self.v.push(p);
+    }
+
+    fn as_slice(&self) -> &[(i64, f64)] {
+        self.v.get(self.head..).unwrap_or(&[])
+    }
+}
+
+/// Statistics of the windows walked for series numbered from `base`,
+/// gathered apart (one per chunk of series) and merged into the query's
+/// counters by [`Evaluator::merge_win_counts`]: the figures are sums and
+/// per-series maxima, so the totals are exact in any order.
+#[derive(Debug, Clone)]
+pub(crate) struct WinCounts {
+    base: usize,
+    total: i64,
+    /// Per top-level step (empty when not tracked).
+    per_step: Vec<i64>,
+    windows: Vec<NotedWin>,
+}
+
+/// [`WinStat`] of one series, and whether any window was counted.
+#[derive(Debug, Clone, Copy, Default)]
+struct NotedWin {
+    stat: WinStat,
+    noted: bool,
+}
+
+impl WinCounts {
+    /// The same counters for series numbered from `base`.
+    pub(crate) fn rebase(&mut self, base: usize) {
+        self.base = base;
+    }
+
+    /// Counts `n` samples loaded at step `i` (no window).
+    #[inline]
+    fn add_step(&mut self, i: usize, n: i64) {
+        self.total += n;
+        if let Some(c) = self.per_step.get_mut(i) {
+            *c += n;
+        }
+    }
+
+    /// Counts a window of `size` samples of series `si` at step `i`.
+    #[inline]
+    fn add(&mut self, i: usize, si: usize, size: i64) {
+        self.total += size;
+        if let Some(c) = self.per_step.get_mut(i) {
+            *c += size;
+        }
+        let j = si.saturating_sub(self.base);
+        if self.windows.len() <= j {
+            self.windows.resize(j + 1, NotedWin::default());
+        }
+        if let Some(w) = self.windows.get_mut(j) {
+            w.stat.max = w.stat.max.max(size);
+            w.stat.last = size;
+            w.stat.nonempty |= size > 0;
+            w.noted = true;
+        }
+    }
+}
+
+/// Fails with [`PromqlError::Timeout`] past `deadline`.
+pub(crate) fn check_deadline(deadline: Instant) -> Result<()> {
+    if Instant::now() > deadline {
+        return Err(PromqlError::Timeout);
+    }
+    Ok(())
+}
+
+/// Fails with [`PromqlError::TooManySamples`] when `n` is over `max`.
+pub(crate) fn check_samples(max: usize, n: usize) -> Result<()> {
+    if n > max {
+        return Err(PromqlError::TooManySamples);
+    }
+    Ok(())
 }
 
 /// True for comparison and set operators, which keep `__name__`.

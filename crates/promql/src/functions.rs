@@ -687,10 +687,6 @@ fn range_function(
         Expr::Subquery(s) => s.range as f64 / 1000.0,
         _ => 0.0,
     };
-    let mut pts: Vec<Vec<(i64, f64)>> = Vec::new();
-    let mut hpts: Vec<Vec<(i64, Hist)>> = Vec::new();
-    let mut annos: Vec<(bool, String, usize)> = Vec::new();
-    let mut non_counter = false;
     // `Some(smoothed)` for an anchored/smoothed rate, increase or delta.
     let extended = match marg_u {
         Expr::MatrixSelector { vs, .. }
@@ -701,12 +697,36 @@ fn range_function(
         }
         _ => None,
     };
-    let mut sliding = match name {
-        "max_over_time" => Some(SlidingExtreme::new(true)),
-        "min_over_time" => Some(SlidingExtreme::new(false)),
-        _ => None,
+    let init = || RangeState {
+        sliding: match name {
+            "max_over_time" => Some(SlidingExtreme::new(true)),
+            "min_over_time" => Some(SlidingExtreme::new(false)),
+            _ => None,
+        },
+        ..RangeState::default()
     };
-    let labels = ev.windows(marg, ctx, &mut |w: Window<'_>| {
+    let float_only = matches!(
+        name,
+        "deriv"
+            | "predict_linear"
+            | "double_exponential_smoothing"
+            | "quantile_over_time"
+            | "stddev_over_time"
+            | "stdvar_over_time"
+            | "mad_over_time"
+            | "min_over_time"
+            | "max_over_time"
+            | "ts_of_min_over_time"
+            | "ts_of_max_over_time"
+    );
+    let f = |st: &mut RangeState, w: Window<'_>| {
+        let RangeState {
+            pts,
+            hpts,
+            annos,
+            non_counter,
+            sliding,
+        } = st;
         let i = w.step;
         if let Some(smoothed) = extended {
             let mut warn = |m: String| annos.push((true, m, w.series));
@@ -732,20 +752,6 @@ fn range_function(
             }
             return Ok(());
         }
-        let float_only = matches!(
-            name,
-            "deriv"
-                | "predict_linear"
-                | "double_exponential_smoothing"
-                | "quantile_over_time"
-                | "stddev_over_time"
-                | "stdvar_over_time"
-                | "mad_over_time"
-                | "min_over_time"
-                | "max_over_time"
-                | "ts_of_min_over_time"
-                | "ts_of_max_over_time"
-        );
         if float_only && !w.hpoints.is_empty() {
             if w.points.is_empty() {
                 return Ok(());
@@ -785,7 +791,7 @@ fn range_function(
         let v = match name {
             "rate" | "increase" | "delta" => {
                 if w.points.len() >= 2 && is_counter {
-                    non_counter = true;
+                    *non_counter = true;
                 }
                 if is_counter && st_overlap(w.points.iter().map(|p| p.0), w.fst) {
                     annos.push((true, ST_OVERLAP.into(), w.series));
@@ -850,8 +856,20 @@ fn range_function(
             pts[w.series].push((ctx.ts(i), v));
         }
         Ok(())
-    })?;
-    let _ = non_counter;
+    };
+    let (labels, states) = crate::par::windows_par(ev, marg, ctx, &init, &f)?;
+    let mut states = states.into_iter();
+    let RangeState {
+        mut pts,
+        mut hpts,
+        mut annos,
+        ..
+    } = states.next().unwrap_or_default();
+    for st in states {
+        crate::par::merge_indexed(&mut pts, st.pts);
+        crate::par::merge_indexed(&mut hpts, st.hpts);
+        annos.extend(st.annos);
+    }
     let keep_name = matches!(name, "last_over_time" | "first_over_time");
     pts.resize_with(labels.len(), Vec::new);
     hpts.resize_with(labels.len(), Vec::new);
@@ -899,6 +917,18 @@ fn range_function(
         });
     }
     Ok(Val::Vector(out))
+}
+
+/// What [`range_function`] gathers from the windows of a chunk of series:
+/// points and histogram points indexed by series number, annotations
+/// `(warning, text, series)`, and the sliding extreme of min/max_over_time.
+#[derive(Debug, Default)]
+struct RangeState {
+    pts: Vec<Vec<(i64, f64)>>,
+    hpts: Vec<Vec<(i64, Hist)>>,
+    annos: Vec<(bool, String, usize)>,
+    non_counter: bool,
+    sliding: Option<SlidingExtreme>,
 }
 
 /// `max_over_time`/`min_over_time` over the windows of one range-function

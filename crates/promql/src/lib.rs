@@ -18,6 +18,7 @@ mod extended;
 mod functions;
 mod histogram;
 mod info;
+mod par;
 pub mod parser;
 mod prepare;
 pub mod promqltest;

@@ -87,6 +87,7 @@ pub fn run_script(text: &str, report: &mut FileReport) {
             max_series: 0,
             enable_experimental: true,
             use_start_timestamps: true,
+            parallelism: crate::par::default_parallelism(),
         }),
     };
     let mut i = 0;

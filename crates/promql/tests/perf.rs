@@ -117,3 +117,63 @@ fn stats_overhead() {
         println!("{q}: stats off {off:?}, stats=all {on:?}");
     }
 }
+
+/// The 1,000-series dashboard queries of `bench/query-compare.sh quick`
+/// (1 h range, 30 s step, off the 15 s sample grid) over `req_total`:
+/// median of `PERF_REPS` (default 9) runs with the default parallelism and
+/// with one thread, checking both give the same answer. Also the loop to
+/// attach `perf record` to.
+#[test]
+#[ignore]
+fn dashboard_queries() {
+    let (db, end, _dir) = req_total_db(1000, 480, 15_000);
+    let reps: usize = std::env::var("PERF_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(9);
+    let q_end = end - 8_000;
+    let q_start = q_end - 3_600_000;
+    let par = Engine::new(EngineOptions::default());
+    let one = Engine::new(EngineOptions {
+        parallelism: 1,
+        ..EngineOptions::default()
+    });
+    for q in [
+        "rate(req_total[5m])",
+        "irate(req_total[5m])",
+        "increase(req_total[10m])",
+        "sum by (job) (rate(req_total[5m]))",
+        "topk(5, rate(req_total[5m]))",
+        "count by (job) (req_total)",
+        "max_over_time(req_total[10m])",
+        "avg_over_time(req_total[10m])",
+    ] {
+        let expr = stratus_promql::parse(q).unwrap();
+        let median = |e: &Engine| {
+            let mut times: Vec<Duration> = (0..reps)
+                .map(|_| {
+                    let t = Instant::now();
+                    let r = e
+                        .range_expr(db.as_ref(), &expr, q_start, q_end, 30_000)
+                        .unwrap();
+                    std::hint::black_box(r);
+                    t.elapsed()
+                })
+                .collect();
+            times.sort();
+            times[times.len() / 2]
+        };
+        let a = par
+            .range_expr(db.as_ref(), &expr, q_start, q_end, 30_000)
+            .unwrap();
+        let b = one
+            .range_expr(db.as_ref(), &expr, q_start, q_end, 30_000)
+            .unwrap();
+        assert_eq!(format!("{:?}", a.value), format!("{:?}", b.value), "{q}");
+        let (tp, t1) = (median(&par), median(&one));
+        println!(
+            "{q}: parallelism {} {tp:?}, one thread {t1:?}",
+            par.options().parallelism
+        );
+    }
+}
