@@ -3,12 +3,12 @@
 //! same value bits, the same annotations, statistics and errors.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use stratus_model::{BucketSpan, FloatHistogram, Labels, Sample, reset_hint, stale_nan};
-use stratus_objstore::Bucket;
 use stratus_promql::{Engine, EngineOptions, PromqlError, QueryResult, StatsMode, Value};
-use stratus_tsdb::{Db, DbConfig, SeriesHistograms, SeriesSamples};
+use stratus_tsdb::{Db, SeriesHistograms, SeriesSamples};
+
+mod common;
 
 const SCRAPE: i64 = 15_000;
 /// Two hours of samples.
@@ -17,17 +17,7 @@ const SAMPLES: i64 = 480;
 /// 300 counters (with resets), 300 gauges (with NaNs, stale markers and
 /// gaps) and 40 native-histogram counters, 2 h at 15 s.
 fn db() -> (Arc<Db>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = DbConfig::default();
-    cfg.head.ooo_window = i64::MAX / 4;
-    cfg.max_future = Duration::from_secs(1 << 40);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let db = Arc::new(
-        rt.block_on(Db::open(dir.path(), Bucket::memory(), cfg))
-            .unwrap(),
-    );
+    let (db, dir) = common::open_test_db();
     let mut labels = Vec::new();
     let mut samples = Vec::new();
     for s in 0..300i64 {

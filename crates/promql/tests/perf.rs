@@ -5,25 +5,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stratus_model::{Labels, Sample};
-use stratus_objstore::Bucket;
 use stratus_promql::{Engine, EngineOptions, StatsMode, Value};
-use stratus_tsdb::{Db, DbConfig, SeriesSamples};
+use stratus_tsdb::{Db, SeriesSamples};
+
+mod common;
 
 /// `req_total` of `n_series` series over 10 jobs, `n_samples` samples
 /// every `scrape` ms from 0 (each series rising at its own rate), in a
 /// fresh database. Returns the database and the last sample time.
 fn req_total_db(n_series: usize, n_samples: i64, scrape: i64) -> (Arc<Db>, i64, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = DbConfig::default();
-    cfg.head.ooo_window = i64::MAX / 4;
-    cfg.max_future = Duration::from_secs(1 << 40);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let db = Arc::new(
-        rt.block_on(Db::open(dir.path(), Bucket::memory(), cfg))
-            .unwrap(),
-    );
+    let (db, dir) = common::open_test_db();
     let labels: Vec<Labels> = (0..n_series)
         .map(|i| {
             let inst = format!("i{i}");

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use stratus_model::{Labels, Sample, stale_nan};
-use stratus_objstore::Bucket;
 use stratus_promql::{Engine, EngineOptions, PromqlError, Value};
-use stratus_tsdb::{Db, DbConfig, SeriesSamples};
+use stratus_tsdb::{Db, SeriesSamples};
+
+mod common;
 
 struct Fixture {
     db: Arc<Db>,
@@ -21,17 +22,7 @@ struct Fixture {
 type SeriesDef<'a> = (&'a [(&'a str, &'a str)], &'a [(i64, f64)]);
 
 fn fixture(series: &[SeriesDef<'_>]) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = DbConfig::default();
-    cfg.head.ooo_window = i64::MAX / 4;
-    cfg.max_future = Duration::from_secs(1 << 40);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let db = Arc::new(
-        rt.block_on(Db::open(dir.path(), Bucket::memory(), cfg))
-            .unwrap(),
-    );
+    let (db, dir) = common::open_test_db();
     let owned: Vec<(Labels, Vec<Sample>)> = series
         .iter()
         .map(|(l, s)| {

@@ -5,12 +5,12 @@
 //! (checked by hand with `stats=all`) where 2.42 and 3.x agree.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use stratus_model::{Labels, Sample};
-use stratus_objstore::Bucket;
 use stratus_promql::{Engine, EngineOptions, QueryStats, StatsMode};
-use stratus_tsdb::{Db, DbConfig, SeriesSamples};
+use stratus_tsdb::{Db, SeriesSamples};
+
+mod common;
 
 /// Data start (ms).
 const BASE: i64 = 1_700_000_000_000;
@@ -18,17 +18,7 @@ const BASE: i64 = 1_700_000_000_000;
 /// `a{i="1"}` = k and `a{i="2"}` = 2k every 15 s, `b{i="1"}` every 30 s,
 /// for 10 minutes from `BASE`.
 fn fixture() -> (Arc<Db>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = DbConfig::default();
-    cfg.head.ooo_window = i64::MAX / 4;
-    cfg.max_future = Duration::from_secs(1 << 40);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let db = Arc::new(
-        rt.block_on(Db::open(dir.path(), Bucket::memory(), cfg))
-            .unwrap(),
-    );
+    let (db, dir) = common::open_test_db();
     let pts = |every: i64, mul: f64| -> Vec<Sample> {
         (0..=40)
             .step_by(every as usize)
