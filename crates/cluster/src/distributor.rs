@@ -13,8 +13,10 @@
 //! - quorum everywhere: the samples the ingesters refused (out of order,
 //!   too old, series limits — the client's fault) come back as the HTTP
 //!   API's 400 naming each series, deduplicated across replicas;
-//! - an ingester answering INVALID_ARGUMENT / RESOURCE_EXHAUSTED: 400 /
-//!   429 with its message;
+//! - an ingester refusing the request itself (INVALID_ARGUMENT marked
+//!   as its refusal): 400 with its message; other errors, whatever their
+//!   gRPC code (an HTTP/2 ENHANCE_YOUR_CALM reset arrives as
+//!   RESOURCE_EXHAUSTED), are failures of that replica;
 //! - some series without a quorum (ingesters down, hung past the timeout,
 //!   failing): 503 listing the ingesters and errors, so senders retry.
 //!
@@ -169,24 +171,18 @@ impl Distributor {
                 break;
             }
         }
-        // Client faults first: they would fail on every retry.
+        // The request's own faults first: they would fail on every retry.
+        // Any other error (transport resets included, whatever their
+        // code) is a failed replica, judged by the quorum below.
         for a in answers.iter().flatten() {
-            if let Err(s) = a {
-                match s.code() {
-                    Code::InvalidArgument => {
-                        return Err(WriteFailure {
-                            status: 400,
-                            message: format!("{}\n", s.message()),
-                        });
-                    }
-                    Code::ResourceExhausted => {
-                        return Err(WriteFailure {
-                            status: 429,
-                            message: format!("{}\n", s.message()),
-                        });
-                    }
-                    _ => {}
-                }
+            if let Err(s) = a
+                && s.code() == Code::InvalidArgument
+                && crate::ingester::is_refusal(s)
+            {
+                return Err(WriteFailure {
+                    status: 400,
+                    message: format!("{}\n", s.message()),
+                });
             }
         }
         let ok = |k: &u32| matches!(answers.get(*k as usize), Some(Some(Ok(_))));

@@ -86,6 +86,12 @@ impl IngesterService {
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         tonic::transport::Server::builder()
+            // Distributors cancel pushes that time out. After a pause (GC,
+            // SIGSTOP, a slow disk) the cancellations of streams this server
+            // had not yet accepted arrive together; past h2's default of 20
+            // it would end the connection with ENHANCE_YOUR_CALM, failing the
+            // healthy pushes sharing it too.
+            .http2_max_pending_accept_reset_streams(Some(4096))
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;
@@ -96,7 +102,7 @@ impl IngesterService {
     }
 
     fn tenant(s: &str) -> Result<TenantId, Status> {
-        TenantId::new(s).map_err(|e| Status::invalid_argument(format!("tenant {s:?}: {e}")))
+        TenantId::new(s).map_err(|e| refused(format!("tenant {s:?}: {e}")))
     }
 
     /// The tenant's data for a read, `None` when it has none.
@@ -137,6 +143,27 @@ impl IngesterService {
     }
 }
 
+/// Metadata key marking a status as the ingester's refusal of the
+/// request itself (see `ingester.proto`).
+pub(crate) const REFUSAL_KEY: &str = "stratus-refusal";
+
+/// INVALID_ARGUMENT for a request the ingester refuses: retrying it
+/// cannot help.
+fn refused(msg: String) -> Status {
+    let mut s = Status::invalid_argument(msg);
+    s.metadata_mut().insert(
+        REFUSAL_KEY,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    s
+}
+
+/// Whether `s` is an ingester's [`refused`] answer rather than a failure
+/// of the replica or of the transport to it.
+pub(crate) fn is_refusal(s: &Status) -> bool {
+    s.metadata().contains_key(REFUSAL_KEY)
+}
+
 fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
@@ -163,7 +190,7 @@ impl Ingester for IngesterService {
             req.timeseries.iter().map(|b| &b[..]),
             &req.metadata,
         )
-        .map_err(|e| Status::invalid_argument(format!("push: {e}")))?;
+        .map_err(|e| refused(format!("push: {e}")))?;
         let db = tenants.get(&tenant).await.map_err(|e| {
             error!(tenant = %tenant, error = %e, "opening tenant database");
             internal(format!("opening the tenant database failed: {e}"))
