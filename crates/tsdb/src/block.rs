@@ -85,6 +85,22 @@ pub struct ChunkInput<'a> {
     pub num_samples: u32,
 }
 
+impl<'a> ChunkInput<'a> {
+    /// A chunk whose sample count is read from its bytes (0 when they
+    /// cannot be read: the count is a statistic, the bytes are copied
+    /// as they are).
+    pub fn counted(mint: i64, maxt: i64, encoding: u8, data: &'a [u8]) -> Self {
+        Self {
+            mint,
+            maxt,
+            encoding,
+            data,
+            num_samples: crate::chunks::chunk_num_samples_any(encoding, data)
+                .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+        }
+    }
+}
+
 /// Fsyncs a directory so renames and new entries in it are durable.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
     let f = fs::File::open(dir).context(SyncSnafu { path: dir })?;

@@ -30,7 +30,7 @@ use ulid::Ulid;
 
 use crate::block::{BlockCompaction, BlockMeta, BlockReader, BlockWriter, ChunkInput, Tombstones};
 use crate::bucket_index::BucketIndex;
-use crate::chunks::{XorAppender, chunk_num_samples_any};
+use crate::chunks::XorAppender;
 use crate::error::{RejectReason, Result};
 use crate::head::{
     Appended, Extracted, Head, HeadConfig, HeadMemory, HistRef, Reject, is_deleted, window_start,
@@ -830,13 +830,7 @@ impl Db {
                 if let Some((_, _, bw)) = writers.get_mut(&w) {
                     let inputs: Vec<ChunkInput<'_>> = chunks
                         .iter()
-                        .map(|c| ChunkInput {
-                            mint: c.0,
-                            maxt: c.1,
-                            encoding: c.2,
-                            data: &c.3,
-                            num_samples: chunk_num_samples_any(c.2, &c.3).unwrap_or(0) as u32,
-                        })
+                        .map(|c| ChunkInput::counted(c.0, c.1, c.2, &c.3))
                         .collect();
                     bw.add_series(&x.labels, &inputs)?;
                 }

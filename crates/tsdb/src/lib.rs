@@ -24,6 +24,7 @@ pub mod metadata;
 pub mod querier;
 mod stats;
 mod tenants;
+mod varint;
 pub mod wal;
 
 pub use block::{
