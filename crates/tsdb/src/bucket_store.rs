@@ -43,8 +43,8 @@ use tracing::{info, warn};
 use ulid::Ulid;
 
 use crate::block::{
-    BlockReader, CHUNKS_DIRNAME, INDEX_FILENAME, META_FILENAME, TOMBSTONES_FILENAME, ThanosMeta,
-    segment_name,
+    BlockReader, CHUNKS_DIRNAME, INDEX_FILENAME, INDEX_HEADER_FILENAME, META_FILENAME,
+    TOMBSTONES_FILENAME, ThanosMeta, segment_name,
 };
 use crate::bucket_index::{self, BucketIndex, INDEX_KEY};
 use crate::db::{now_ms, select_block};
@@ -53,6 +53,9 @@ use crate::querier::{Queryable, SelectHints, Series, merge_series};
 
 /// Default byte budget of a store's in-memory chunk cache (256 MiB).
 pub const DEFAULT_CHUNK_CACHE_BYTES: u64 = 256 << 20;
+/// Default byte budget of a store's in-memory cache of series entries and
+/// postings lists read from block indexes in the bucket (128 MiB).
+pub const DEFAULT_INDEX_CACHE_BYTES: u64 = 128 << 20;
 
 /// The blocks of every tenant of a bucket: indexes cached locally, chunks
 /// read from the bucket on demand.
@@ -61,6 +64,7 @@ pub struct BucketStore {
     bucket: Bucket,
     cache: PathBuf,
     chunk_cache_bytes: u64,
+    index_cache_bytes: u64,
     /// Set by the first sync (it needs the runtime).
     ctx: OnceLock<Arc<lazy::FetchCtx>>,
     tenants: RwLock<HashMap<TenantId, Arc<StoreTenant>>>,
@@ -79,15 +83,36 @@ pub struct StoreMetrics {
     pub chunk_cache_misses: u64,
     /// Chunk fetches that failed (bucket error, short or corrupt read).
     pub chunk_fetch_failures: u64,
-    /// Bytes of `meta.json`, `index` and `tombstones` downloaded.
+    /// Bytes downloaded to open blocks: `meta.json`, `tombstones` and
+    /// the parts of `index` an index header holds (TOC, symbols, label
+    /// index).
     pub index_bytes_downloaded: u64,
+    /// Index headers built (a block's first use, or a damaged file).
+    pub index_header_builds: u64,
+    /// Ranged GETs of index objects (header builds, series entries,
+    /// postings lists; nearby ranges merged).
+    pub index_gets: u64,
+    /// Bytes of index objects read with ranged GETs.
+    pub index_bytes_fetched: u64,
+    /// Series entries and postings lists served from the index cache.
+    pub index_cache_hits: u64,
+    /// Series entries and postings lists read from the bucket.
+    pub index_cache_misses: u64,
+    /// Index reads that failed (bucket error, object gone, short read).
+    pub index_fetch_failures: u64,
+    /// Bytes the index cache holds now.
+    pub index_cache_used_bytes: u64,
+    /// Entries the index cache holds now.
+    pub index_cache_items: u64,
+    /// The index cache's byte budget.
+    pub index_cache_budget: u64,
     /// Bytes the chunk cache holds now.
     pub chunk_cache_bytes: u64,
     /// Chunks the chunk cache holds now.
     pub chunk_cache_items: u64,
     /// The chunk cache's byte budget.
     pub chunk_cache_budget: u64,
-    /// Bytes of the index files of the served blocks (the local cache).
+    /// Bytes of the index headers of the served blocks (the local cache).
     pub index_cache_bytes: u64,
 }
 
@@ -118,6 +143,7 @@ impl BucketStore {
             bucket,
             cache: cache.to_path_buf(),
             chunk_cache_bytes: DEFAULT_CHUNK_CACHE_BYTES,
+            index_cache_bytes: DEFAULT_INDEX_CACHE_BYTES,
             ctx: OnceLock::new(),
             tenants: RwLock::new(HashMap::new()),
         }
@@ -131,11 +157,21 @@ impl BucketStore {
         self
     }
 
+    /// Sets the byte budget of the in-memory cache of series entries and
+    /// postings lists read from the bucket (default
+    /// [`DEFAULT_INDEX_CACHE_BYTES`]; 0 turns it off). Before the first
+    /// sync.
+    pub fn with_index_cache_bytes(mut self, bytes: u64) -> Self {
+        self.index_cache_bytes = bytes;
+        self
+    }
+
     fn ctx(&self) -> Arc<lazy::FetchCtx> {
         self.ctx
             .get_or_init(|| {
                 Arc::new(lazy::FetchCtx::new(
                     self.chunk_cache_bytes,
+                    self.index_cache_bytes,
                     tokio::runtime::Handle::current(),
                 ))
             })
@@ -146,6 +182,7 @@ impl BucketStore {
     pub fn metrics(&self) -> StoreMetrics {
         let mut m = StoreMetrics {
             chunk_cache_budget: self.chunk_cache_bytes,
+            index_cache_budget: self.index_cache_bytes,
             ..StoreMetrics::default()
         };
         if let Some(ctx) = self.ctx.get() {
@@ -160,6 +197,15 @@ impl BucketStore {
             m.chunk_cache_bytes = ctx.cache.bytes();
             m.chunk_cache_items = ctx.cache.len() as u64;
             m.chunk_cache_budget = ctx.cache.budget();
+            m.index_header_builds = g(&c.header_builds);
+            m.index_gets = g(&c.index_gets);
+            m.index_bytes_fetched = g(&c.index_bytes_fetched);
+            m.index_cache_hits = g(&c.index_cache_hits);
+            m.index_cache_misses = g(&c.index_cache_misses);
+            m.index_fetch_failures = g(&c.index_fetch_failures);
+            m.index_cache_used_bytes = ctx.index_cache.bytes();
+            m.index_cache_items = ctx.index_cache.len() as u64;
+            m.index_cache_budget = ctx.index_cache.budget();
         }
         for t in self.tenants.read().values() {
             for b in t.blocks.read().iter() {
@@ -235,6 +281,7 @@ impl BucketStore {
                 if !next.iter().any(|n| Arc::ptr_eq(n, r)) {
                     stats.dropped += 1;
                     ctx.cache.drop_block(r.meta().ulid);
+                    ctx.index_cache.drop_block(r.meta().ulid);
                     let _ = std::fs::remove_dir_all(r.dir());
                 }
             }
@@ -274,10 +321,52 @@ fn remove_others(dir: &Path, keep: &HashSet<String>) {
     }
 }
 
-/// Opens block `ulid` lazily: `meta.json`, `index` and `tombstones` from
-/// the local cache under `dir`, downloaded first when missing; the chunk
-/// segments' sizes from one LIST. `None` when the bucket has no complete
-/// block (no `meta.json`: an upload in progress or a deletion).
+/// Builds the index header of the block's index object (`index_len`
+/// bytes) at `path`: one ranged GET of the TOC, then one round for the
+/// symbols and the label index. Returns the header's size.
+async fn build_header(
+    b: &Bucket,
+    ctx: &lazy::FetchCtx,
+    name: &Path,
+    ulid: &str,
+    index_len: u64,
+    path: &Path,
+) -> Result<u64> {
+    let key = format!("{ulid}/{INDEX_FILENAME}");
+    let toc_r = crate::block::toc_range(name, index_len)?;
+    let toc = lazy::LazyIndex::read_async(b, ctx, name, &key, &[toc_r]).await?;
+    let toc = toc.first().cloned().unwrap_or_default();
+    let plan = crate::block::index_header_plan(name, &toc, index_len)?;
+    let parts = lazy::LazyIndex::read_async(
+        b,
+        ctx,
+        name,
+        &key,
+        &[plan.head_and_symbols.clone(), plan.labels.clone()],
+    )
+    .await?;
+    let (Some(head), Some(labels)) = (parts.first(), parts.get(1)) else {
+        return Err(crate::Error::Remote {
+            message: format!("{}: index header parts not read", name.display()),
+        });
+    };
+    let c = &ctx.counters;
+    c.header_builds.fetch_add(1, Ordering::Relaxed);
+    c.index_bytes_downloaded.fetch_add(
+        (toc.len() + head.len() + labels.len()) as u64,
+        Ordering::Relaxed,
+    );
+    Ok(crate::block::write_header(
+        path, index_len, &toc, head, labels,
+    )?)
+}
+
+/// Opens block `ulid` lazily: `meta.json`, `tombstones` and the index
+/// header from the local cache under `dir`, downloaded (built) first when
+/// missing; one LIST of the block's objects (the index's size) and one of
+/// its chunk segments. A header that fails its checks is rebuilt once.
+/// `None` when the bucket has no complete block (no `meta.json` or no
+/// `index`: an upload in progress or a deletion).
 async fn open_lazy_block(
     b: &Bucket,
     ctx: &Arc<lazy::FetchCtx>,
@@ -290,16 +379,21 @@ async fn open_lazy_block(
         path: path.to_path_buf(),
         source,
     };
-    if !d.join(META_FILENAME).exists() || !d.join(INDEX_FILENAME).exists() {
+    let objects = b.list_sizes(ulid).await?;
+    let Some(index_len) = objects
+        .iter()
+        .find(|(n, _)| n == INDEX_FILENAME)
+        .map(|o| o.1)
+    else {
+        return Ok(None);
+    };
+    let name = PathBuf::from(format!("{tenant}/{ulid}/{INDEX_FILENAME}"));
+    let mut built = false;
+    if !d.join(META_FILENAME).exists() || !d.join(INDEX_HEADER_FILENAME).exists() {
         let tmp = dir.join(format!("{ulid}.download"));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-        let mut complete = true;
-        for (name, needed) in [
-            (META_FILENAME, true),
-            (INDEX_FILENAME, true),
-            (TOMBSTONES_FILENAME, false),
-        ] {
+        for (name, needed) in [(META_FILENAME, true), (TOMBSTONES_FILENAME, false)] {
             let path = tmp.join(name);
             let there = b.download_file(&format!("{ulid}/{name}"), &path).await?;
             if there {
@@ -308,18 +402,21 @@ async fn open_lazy_block(
                     .index_bytes_downloaded
                     .fetch_add(n, Ordering::Relaxed);
             } else if needed {
-                complete = false;
-                break;
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Ok(None);
             }
         }
-        if !complete {
+        let built_at = tmp.join(INDEX_HEADER_FILENAME);
+        if let Err(e) = build_header(b, ctx, &name, ulid, index_len, &built_at).await {
             let _ = std::fs::remove_dir_all(&tmp);
-            return Ok(None);
+            return Err(e);
         }
+        built = true;
         let _ = std::fs::remove_dir_all(&d);
         std::fs::rename(&tmp, &d).map_err(|e| io(&d, e))?;
     }
-    // A cache written by a store that downloaded whole blocks.
+    // A cache written by a store that downloaded whole indexes or blocks.
+    let _ = std::fs::remove_file(d.join(INDEX_FILENAME));
     let _ = std::fs::remove_dir_all(d.join(CHUNKS_DIRNAME));
     let listed = b.list_sizes(&format!("{ulid}/{CHUNKS_DIRNAME}")).await?;
     let mut sizes = Vec::new();
@@ -339,17 +436,37 @@ async fn open_lazy_block(
     let id = ulid.parse::<Ulid>().map_err(|e| crate::Error::Index {
         message: format!("block {tenant}/{ulid}: {e}"),
     })?;
-    let chunks = lazy::LazyChunks::new(
+    let chunks: Arc<dyn crate::block::RemoteChunks> = Arc::new(lazy::LazyChunks::new(
         b.clone(),
         format!("{tenant}/{ulid}"),
         id,
         sizes,
         ctx.clone(),
-    );
-    Ok(Some(Arc::new(BlockReader::open_lazy(
-        &d,
-        Arc::new(chunks),
-    )?)))
+    ));
+    let index: Arc<dyn crate::block::RemoteIndex> = Arc::new(lazy::LazyIndex::new(
+        b.clone(),
+        format!("{tenant}/{ulid}"),
+        id,
+        index_len,
+        ctx.clone(),
+    ));
+    match BlockReader::open_with_header(&d, index.clone(), chunks.clone()) {
+        Ok(r) => Ok(Some(Arc::new(r))),
+        Err(e) if !built => {
+            // A damaged or truncated header on local disk: build it anew.
+            warn!(tenant = %tenant, block = %ulid, error = %e, "index header unusable; rebuilding it");
+            let h = d.join(INDEX_HEADER_FILENAME);
+            let _ = std::fs::remove_file(&h);
+            build_header(b, ctx, &name, ulid, index_len, &h).await?;
+            Ok(Some(Arc::new(BlockReader::open_with_header(
+                &d, index, chunks,
+            )?)))
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(d.join(INDEX_HEADER_FILENAME));
+            Err(e.into())
+        }
+    }
 }
 
 /// Opens block `ulid` from the local cache under `dir`, downloading it
@@ -1121,9 +1238,10 @@ mod tests {
         let st = store.tenant(&t).unwrap();
         let m0 = store.metrics();
         assert_eq!(m0.chunk_bytes_fetched, 0, "opening reads no chunk");
-        assert!(m0.index_bytes_downloaded >= local.index_size());
+        assert_eq!(m0.index_header_builds, 1);
+        assert!(m0.index_bytes_downloaded > 0);
 
-        // Only meta.json, index and tombstones are on disk.
+        // Only meta.json, the index header and tombstones are on disk.
         let mut files = Vec::new();
         files_under(&cache, &mut files);
         let mut names: Vec<String> = files
@@ -1131,7 +1249,11 @@ mod tests {
             .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, ["index", "meta.json", "tombstones"], "{files:?}");
+        assert_eq!(
+            names,
+            ["index-header", "meta.json", "tombstones"],
+            "{files:?}"
+        );
 
         let ranges = [
             (i64::MIN, i64::MAX),
@@ -1352,9 +1474,13 @@ mod tests {
         assert_eq!(listing(&cache), ["drop"]);
         assert_eq!(listing(&cache.join("drop")), want);
         let m = store.metrics();
-        let ix = BlockReader::open(&d1).unwrap().index_size()
-            + BlockReader::open(&d2).unwrap().index_size();
-        assert_eq!(m.index_cache_bytes, ix);
+        let header = |d: &Path| {
+            std::fs::metadata(cache.join("drop").join(name(d)).join(INDEX_HEADER_FILENAME))
+                .unwrap()
+                .len()
+        };
+        assert_eq!(m.index_cache_bytes, header(&d1) + header(&d2));
+        assert!(header(&d1) < BlockReader::open(&d1).unwrap().index_size());
         // Mark d1 deleted: its cache files go at the next sync.
         let mut index = bucket_index::read(&b).await.unwrap().unwrap();
         index.mark_deleted(&name(&d1), BASE);
