@@ -291,6 +291,14 @@ impl BlockReader {
         )
     }
 
+    /// Opens a block whose directory holds `meta.json` and the whole
+    /// `index`, chunk bytes from `chunks` (how the store opened blocks
+    /// before index headers; the benchmark compares both).
+    #[cfg(test)]
+    pub(crate) fn open_lazy(dir: &Path, chunks: Arc<dyn RemoteChunks>) -> Result<Self> {
+        Self::open_with(dir, || Ok(ChunkSource::Remote(chunks)))
+    }
+
     fn open_with(dir: &Path, chunks: impl FnOnce() -> Result<ChunkSource>) -> Result<Self> {
         Self::open_inner(dir, || IndexReader::open(&dir.join(INDEX_FILENAME)), chunks)
     }

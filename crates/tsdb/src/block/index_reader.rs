@@ -90,7 +90,7 @@ enum Body {
 
 /// Bytes read for a series entry whose end is not bounded by the next
 /// wanted series (most entries are far smaller; longer ones are re-read).
-const SERIES_ESTIMATE: usize = 4 << 10;
+const SERIES_ESTIMATE: usize = 1 << 10;
 
 /// One entry to read from a remote index.
 #[derive(Debug, Clone, Copy)]
@@ -600,11 +600,13 @@ impl IndexReader {
                     .collect();
                 let bodies = self.remote_entries(remote.as_ref(), &wants, "series")?;
                 for (&id, at) in ids.iter().zip(ats) {
-                    let Ok(i) = sorted.binary_search(&at) else {
-                        continue;
-                    };
-                    let Some((body, body_at)) = bodies.get(i) else {
-                        continue;
+                    let found = sorted.binary_search(&at).ok().and_then(|i| bodies.get(i));
+                    let Some((body, body_at)) = found else {
+                        return Err(Error::InvalidSeriesId {
+                            path: remote.name().to_path_buf(),
+                            id,
+                        }
+                        .into());
                     };
                     let l = self.decode_series(body, *body_at, &mut metas)?;
                     f(id, l, &metas)?;
@@ -852,7 +854,11 @@ impl IndexReader {
                 })
                 .map_err(|e| e.into_error(remote.name(), "postings"))?;
             let Some((body, body_at)) = bodies.get(i) else {
-                continue;
+                return Err(DecErr {
+                    offset: o.0 as u64,
+                    reason: "postings list not read",
+                }
+                .into_error(remote.name(), "postings"));
             };
             out.push(self.decode_postings(body, *body_at)?);
         }
