@@ -473,19 +473,35 @@ impl crate::index::PostingsSource for BlockReader {
 }
 
 /// Fuzz entry point: treats `data` as an index file, opens it and walks
-/// every label name, value, postings list and series. Must never panic.
+/// every label name, value, postings list and series; then builds its
+/// index header as a store would and walks it again through ranged reads
+/// of `data`. Must never panic.
 pub fn fuzz_block_index(data: &[u8]) {
-    let Ok(ix) =
+    if let Ok(ix) =
         IndexReader::from_backing(PathBuf::from("fuzz/index"), Backing::Owned(data.to_vec()))
-    else {
-        return;
-    };
+    {
+        fuzz_walk(&ix);
+    }
+    let name = Path::new("fuzz/index");
+    if let Some(h) = index_header::header_of(name, data) {
+        let remote = Arc::new(index_header::SliceIndex {
+            data: data.to_vec(),
+            name: name.to_path_buf(),
+        });
+        if let Ok(ix) = IndexReader::from_header_bytes(PathBuf::from("fuzz/header"), h, remote) {
+            fuzz_walk(&ix);
+        }
+    }
+}
+
+fn fuzz_walk(ix: &IndexReader) {
     let _ = ix.path();
     let mut chunks = Vec::new();
     let mut walk = |ids: &[u64]| {
         for &id in ids {
             let _ = ix.series(id, &mut chunks);
         }
+        let _ = ix.for_each_series(ids, |_, _, _| Ok::<_, Error>(()));
     };
     if let Ok(all) = ix.all_postings() {
         walk(&all);
@@ -502,6 +518,8 @@ pub fn fuzz_block_index(data: &[u8]) {
                 walk(&p);
             }
         }
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let _ = ix.postings_many(&name, &refs);
         let _ = ix.postings(&name, "no such value");
     }
     for id in [0u64, 1, 7, u32::MAX as u64, u64::MAX] {

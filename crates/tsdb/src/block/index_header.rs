@@ -23,7 +23,7 @@ use super::error::{
     BadMagicSnafu, BadVersionSnafu, ChecksumSnafu, CreateFileSnafu, Error, RenameSnafu, Result,
     SyncSnafu, WriteSnafu,
 };
-use super::index_reader::{Sections, check_index_head, parse_toc};
+use super::index_reader::{RemoteIndex, Sections, check_index_head, parse_toc};
 use super::index_writer::{HEADER_LEN, TOC_LEN};
 
 /// Magic number at the start of an index header ("STIH").
@@ -89,15 +89,7 @@ pub(crate) fn write_header(
     head_and_symbols: &[u8],
     labels: &[u8],
 ) -> Result<u64> {
-    let mut buf = Vec::with_capacity(FIXED_LEN + head_and_symbols.len() + labels.len());
-    put_be32(&mut buf, INDEX_HEADER_MAGIC);
-    buf.extend_from_slice(&[INDEX_HEADER_VERSION, 0, 0, 0]);
-    put_be64(&mut buf, index_len);
-    buf.extend_from_slice(toc);
-    buf.extend_from_slice(head_and_symbols);
-    buf.extend_from_slice(labels);
-    let crc = crc32c::crc32c(&buf);
-    put_be32(&mut buf, crc);
+    let buf = header_bytes(index_len, toc, head_and_symbols, labels);
     let tmp = path.with_extension("tmp");
     {
         let mut f = std::fs::File::create(&tmp).context(CreateFileSnafu { path: &tmp })?;
@@ -109,6 +101,73 @@ pub(crate) fn write_header(
         super::fsync_dir(dir)?;
     }
     Ok(buf.len() as u64)
+}
+
+/// The bytes of an index header (see [`write_header`]).
+pub(crate) fn header_bytes(
+    index_len: u64,
+    toc: &[u8],
+    head_and_symbols: &[u8],
+    labels: &[u8],
+) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(FIXED_LEN + head_and_symbols.len() + labels.len());
+    put_be32(&mut buf, INDEX_HEADER_MAGIC);
+    buf.extend_from_slice(&[INDEX_HEADER_VERSION, 0, 0, 0]);
+    put_be64(&mut buf, index_len);
+    buf.extend_from_slice(toc);
+    buf.extend_from_slice(head_and_symbols);
+    buf.extend_from_slice(labels);
+    let crc = crc32c::crc32c(&buf);
+    put_be32(&mut buf, crc);
+    buf
+}
+
+/// An index object held in memory as a [`RemoteIndex`] (fuzzing, tests):
+/// reads slice it, nothing is cached.
+#[derive(Debug)]
+pub(crate) struct SliceIndex {
+    pub(crate) data: Vec<u8>,
+    pub(crate) name: std::path::PathBuf,
+}
+
+impl RemoteIndex for SliceIndex {
+    fn read(&self, ranges: &[Range<u64>]) -> crate::Result<Vec<bytes::Bytes>> {
+        ranges
+            .iter()
+            .map(|r| {
+                let (Ok(a), Ok(b)) = (usize::try_from(r.start), usize::try_from(r.end)) else {
+                    return Err(crate::Error::Remote {
+                        message: "range out of bounds".into(),
+                    });
+                };
+                self.data
+                    .get(a..b)
+                    .map(bytes::Bytes::copy_from_slice)
+                    .ok_or_else(|| crate::Error::Remote {
+                        message: "range out of bounds".into(),
+                    })
+            })
+            .collect()
+    }
+    fn cached(&self, _: u64) -> Option<std::sync::Arc<[u8]>> {
+        None
+    }
+    fn cache(&self, _: u64, _: std::sync::Arc<[u8]>) {}
+    fn name(&self) -> &Path {
+        &self.name
+    }
+}
+
+/// Builds the index header of the index object `index` in memory, as a
+/// store does from ranged reads; `None` when its TOC is unusable.
+pub(crate) fn header_of(name: &Path, index: &[u8]) -> Option<Vec<u8>> {
+    let len = index.len() as u64;
+    let t = toc_range(name, len).ok()?;
+    let toc = index.get(t.start as usize..t.end as usize)?;
+    let p = plan(name, toc, len).ok()?;
+    let hs = index.get(p.head_and_symbols.start as usize..p.head_and_symbols.end as usize)?;
+    let l = index.get(p.labels.start as usize..p.labels.end as usize)?;
+    Some(header_bytes(len, toc, hs, l))
 }
 
 /// Checks an index header's framing (magic, version, whole-file CRC, the

@@ -354,13 +354,17 @@ impl IndexReader {
             path: path.to_path_buf(),
             source,
         })?;
-        let sections = super::index_header::parse_header(path, &data)?;
-        Self::from_sections(
-            path.to_path_buf(),
-            Backing::Owned(data),
-            sections,
-            Body::Remote(remote),
-        )
+        Self::from_header_bytes(path.to_path_buf(), data, remote)
+    }
+
+    /// Validates the index header `data`; `path` is used in errors.
+    pub(crate) fn from_header_bytes(
+        path: PathBuf,
+        data: Vec<u8>,
+        remote: Arc<dyn RemoteIndex>,
+    ) -> Result<Self> {
+        let sections = super::index_header::parse_header(&path, &data)?;
+        Self::from_sections(path, Backing::Owned(data), sections, Body::Remote(remote))
     }
 
     fn from_sections(path: PathBuf, data: Backing, sec: Sections, body: Body) -> Result<Self> {

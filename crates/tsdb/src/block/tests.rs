@@ -601,6 +601,7 @@ fn fuzz_block_index_no_panics() {
     }
     // Mutations of a valid index, with and without fixed-up checksums.
     let mut deep_ok = 0;
+    let mut both_ok = 0;
     for i in 0..4000 {
         let mut b = good.clone();
         for _ in 0..1 + rng.below(4) {
@@ -624,12 +625,29 @@ fn fuzz_block_index_no_panics() {
             if ix.is_ok_and(|ix| walk_index(&ix).is_ok()) {
                 deep_ok += 1;
             }
+            // Through an index header: where both readers answer, they
+            // answer the same.
+            let full = IndexReader::from_backing(PathBuf::from("f"), Backing::Owned(b.clone()))
+                .and_then(|ix| collect_all(&ix));
+            let hdr = index_header::header_of(Path::new("f"), &b).map(|h| {
+                let remote = MemIndex::new(b.clone(), None);
+                IndexReader::from_header_bytes(PathBuf::from("h"), h, remote)
+                    .and_then(|ix| collect_all(&ix))
+            });
+            if let (Ok(f), Some(Ok(h))) = (full, hdr) {
+                assert_eq!(f, h, "mutation {i}");
+                both_ok += 1;
+            }
         }
         fuzz_block_index(&b);
     }
     // Some checksum-fixed mutations decode fine (e.g. a changed chunk
     // time); the rest are errors, and none panicked.
-    eprintln!("checksum-fixed mutations that still decode: {deep_ok} of 2000");
+    eprintln!(
+        "checksum-fixed mutations that still decode: {deep_ok} of 2000, \
+         {both_ok} through both the index and its header"
+    );
+    assert!(both_ok > 0);
     assert!(deep_ok < 2000);
 }
 
@@ -978,4 +996,33 @@ fn damaged_index_headers_and_remote_entries_are_errors() {
     assert!(h.series(u64::MAX, &mut Vec::new()).is_err());
     let e = h.all_postings().unwrap_err().to_string();
     assert!(e.contains("reading from the bucket"), "{e}");
+}
+
+type Everything = (
+    Vec<u64>,
+    Vec<(String, Vec<String>, Vec<Vec<u64>>)>,
+    Vec<(Labels, Vec<ChunkMeta>)>,
+);
+
+/// Everything an index answers: all postings, per name its values and
+/// their postings, every series.
+fn collect_all(ix: &IndexReader) -> Result<Everything> {
+    let all = ix.all_postings()?;
+    let mut per_name = Vec::new();
+    for name in ix.label_names() {
+        let mut values = Vec::new();
+        ix.for_each_value(&name, "", &mut |v| {
+            values.push(v.to_string());
+            true
+        })?;
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let lists = ix.postings_many(&name, &refs)?;
+        per_name.push((name, values, lists));
+    }
+    let mut series = Vec::new();
+    ix.for_each_series(&all, |_, l, m| {
+        series.push((l, m.to_vec()));
+        Ok::<_, Error>(())
+    })?;
+    Ok((all, per_name, series))
 }
