@@ -369,6 +369,9 @@ pub struct ServerConfig {
     /// A store's in-memory chunk cache budget in bytes (0 = off;
     /// default 256 MiB). Chunks are read from the bucket on demand.
     pub store_chunk_cache_bytes: u64,
+    /// A store's in-memory cache of series entries and postings lists read
+    /// from block indexes in the bucket, bytes (0 = off; default 128 MiB).
+    pub store_index_cache_bytes: u64,
     /// How often the compactor looks for blocks to merge (default 1m).
     #[serde(with = "humantime_serde")]
     pub compactor_interval: Duration,
@@ -461,6 +464,7 @@ impl Default for ServerConfig {
             query_ingesters_within: Duration::from_secs(13 * 3600),
             store_sync_interval: Duration::from_secs(60),
             store_chunk_cache_bytes: stratus_tsdb::DEFAULT_CHUNK_CACHE_BYTES,
+            store_index_cache_bytes: stratus_tsdb::DEFAULT_INDEX_CACHE_BYTES,
             compactor_interval: Duration::from_secs(60),
             compactor_block_ranges: [2, 12, 24]
                 .iter()

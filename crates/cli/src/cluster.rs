@@ -230,7 +230,8 @@ pub(crate) async fn run(
         let bucket = stratus_api::open_bucket(&cfg).await?;
         let store = Arc::new(
             BucketStore::new(bucket, &cfg.data_dir.join("store-cache"))
-                .with_chunk_cache_bytes(cfg.store_chunk_cache_bytes),
+                .with_chunk_cache_bytes(cfg.store_chunk_cache_bytes)
+                .with_index_cache_bytes(cfg.store_index_cache_bytes),
         );
         sync_store(&store).await;
         backends.extra_metrics = Some(Arc::new(StoreMetricsExport(store.clone())));
@@ -387,7 +388,7 @@ impl stratus_api::ExtraMetrics for StoreMetricsExport {
             (
                 "stratus_store_index_downloaded_bytes",
                 "counter",
-                "Bytes of block meta.json, index and tombstones downloaded.",
+                "Bytes downloaded to open blocks: meta.json, tombstones and index-header parts.",
                 m.index_bytes_downloaded,
             ),
             (
@@ -411,8 +412,62 @@ impl stratus_api::ExtraMetrics for StoreMetricsExport {
             (
                 "stratus_store_index_cache_bytes",
                 "gauge",
-                "Bytes of the served blocks' index files in the local cache.",
+                "Bytes of the served blocks' index headers in the local cache.",
                 m.index_cache_bytes,
+            ),
+            (
+                "stratus_store_index_header_builds",
+                "counter",
+                "Index headers built from ranged reads of block indexes.",
+                m.index_header_builds,
+            ),
+            (
+                "stratus_store_index_gets",
+                "counter",
+                "Ranged GETs of block indexes (header builds, series, postings; nearby ranges merged).",
+                m.index_gets,
+            ),
+            (
+                "stratus_store_index_fetched_bytes",
+                "counter",
+                "Bytes of block indexes read with ranged GETs.",
+                m.index_bytes_fetched,
+            ),
+            (
+                "stratus_store_index_entry_cache_hits",
+                "counter",
+                "Series entries and postings lists served from the in-memory index cache.",
+                m.index_cache_hits,
+            ),
+            (
+                "stratus_store_index_entry_cache_misses",
+                "counter",
+                "Series entries and postings lists read from the bucket.",
+                m.index_cache_misses,
+            ),
+            (
+                "stratus_store_index_fetch_failures",
+                "counter",
+                "Index reads that failed (bucket error, block gone, short or corrupt read).",
+                m.index_fetch_failures,
+            ),
+            (
+                "stratus_store_index_entry_cache_bytes",
+                "gauge",
+                "Bytes held by the in-memory index cache.",
+                m.index_cache_used_bytes,
+            ),
+            (
+                "stratus_store_index_entry_cache_items",
+                "gauge",
+                "Entries held by the in-memory index cache.",
+                m.index_cache_items,
+            ),
+            (
+                "stratus_store_index_entry_cache_max_bytes",
+                "gauge",
+                "Byte budget of the in-memory index cache (--store.index-cache-bytes).",
+                m.index_cache_budget,
             ),
         ] {
             let suffix = if kind == "counter" { "_total" } else { "" };

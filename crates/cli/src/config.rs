@@ -386,6 +386,15 @@ pub(crate) struct ServerArgs {
     )]
     pub(crate) store_chunk_cache_bytes: Option<u64>,
 
+    /// A store's in-memory cache of series entries and postings lists read
+    /// from block indexes in the bucket (next to each block's local index
+    /// header), bytes; 0 disables [default: 128 MiB].
+    #[arg(
+        long = "store.index-cache-bytes",
+        env = "STRATUS_STORE_INDEX_CACHE_BYTES"
+    )]
+    pub(crate) store_index_cache_bytes: Option<u64>,
+
     /// How often the compactor looks for blocks to merge [default: 1m].
     #[arg(long = "compactor.interval", env = "STRATUS_COMPACTOR_INTERVAL", value_parser = duration)]
     pub(crate) compactor_interval: Option<Duration>,
@@ -647,6 +656,10 @@ impl ServerArgs {
         set(
             &mut c.store_chunk_cache_bytes,
             &self.store_chunk_cache_bytes,
+        );
+        set(
+            &mut c.store_index_cache_bytes,
+            &self.store_index_cache_bytes,
         );
         set(&mut c.compactor_interval, &self.compactor_interval);
         set(&mut c.compactor_block_ranges, &self.compactor_block_ranges);

@@ -1383,10 +1383,7 @@ pub(crate) fn select_block(
 ) -> Result<Vec<Series>> {
     let ids = select_postings(b, matchers)?;
     let mut found = Vec::with_capacity(ids.len());
-    let mut metas = Vec::new();
-    for id in ids {
-        metas.clear();
-        let labels = b.series(id, &mut metas)?;
+    b.for_each_series(&ids, |id, labels, metas| {
         let keep: Vec<crate::block::ChunkMeta> = metas
             .iter()
             .filter(|m| m.maxt >= mint && m.mint <= maxt)
@@ -1395,7 +1392,8 @@ pub(crate) fn select_block(
         if !keep.is_empty() {
             found.push((labels, id, keep));
         }
-    }
+        Ok::<_, crate::Error>(())
+    })?;
     let mut data = if labels_only {
         Vec::new()
     } else {
