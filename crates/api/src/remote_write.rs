@@ -806,6 +806,26 @@ pub fn fuzz_remote_write_v1_fast(data: &[u8]) {
     }
 }
 
+/// Differential fuzz entry point of an ingester's series decoding
+/// ([`batch_from_v1_encoded`], which also reads the start-timestamp
+/// extension fields of `stratus_proto::push`): `data` is one encoded
+/// series; the batch must keep the invariants and, start timestamps
+/// aside, equal what prost decodes. Panics on a difference.
+pub fn fuzz_ingester_series(data: &[u8]) {
+    let got = batch_from_v1_encoded([data], &[]);
+    let want = prometheus::TimeSeries::decode(data);
+    match (got, want) {
+        (Ok(mut a), Ok(ts)) => {
+            check_batch(&a);
+            a.clear_start_timestamps();
+            let b = batch_from_v1(std::slice::from_ref(&ts), &[]);
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "batches differ");
+        }
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!("ingester decoder {a:?} vs prost {b:?}"),
+    }
+}
+
 fn fuzz(version: RwVersion, data: &[u8]) {
     if let Ok(b) = decode(version, data) {
         check_batch(&b);
@@ -1170,6 +1190,50 @@ mod tests {
         let body = v1_body(vec![v1_series(&[("__name__", "up")], &[(1, 1.0)])]);
         let b = decode_v2(&body).unwrap();
         assert!(b.series.is_empty());
+    }
+
+    #[test]
+    fn fuzz_ingester_series_with_start_timestamps() {
+        use stratus_proto::push;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x57);
+        let mut seed = v1_series(&[("__name__", "up")], &[(10, 1.0), (20, 2.0)]).encode_to_vec();
+        push::encode_start_timestamps(
+            push::SAMPLE_START_TIMESTAMPS_FIELD,
+            [5i64, 25].into_iter(),
+            &mut seed,
+        );
+        let b = batch_from_v1_encoded([&seed[..]], &[]).unwrap();
+        assert_eq!(b.sample_sts, [5, 0], "a start after its sample is unknown");
+        let mut with_hist = v1_series(&[("__name__", "h")], &[]);
+        with_hist.histograms.push(prometheus::Histogram {
+            timestamp: 7,
+            count: Some(prometheus::histogram::Count::CountInt(1)),
+            zero_count: Some(prometheus::histogram::ZeroCount::ZeroCountInt(1)),
+            ..Default::default()
+        });
+        let mut hseed = with_hist.encode_to_vec();
+        push::encode_start_timestamps(
+            push::HISTOGRAM_START_TIMESTAMPS_FIELD,
+            [3i64].into_iter(),
+            &mut hseed,
+        );
+        let b = batch_from_v1_encoded([&hseed[..]], &[]).unwrap();
+        assert_eq!(b.hist_series[0].histogram_sts, [3]);
+        for i in 0..3000 {
+            let mut d = if i % 2 == 0 {
+                seed.clone()
+            } else {
+                hseed.clone()
+            };
+            for _ in 0..rng.random_range(0..4) {
+                let p = rng.random_range(0..d.len());
+                d[p] = rng.random();
+            }
+            if i % 5 == 0 {
+                d.truncate(rng.random_range(0..d.len()));
+            }
+            fuzz_ingester_series(&d);
+        }
     }
 
     #[test]
