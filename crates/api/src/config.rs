@@ -312,6 +312,13 @@ pub struct ServerConfig {
     /// `created-timestamp-zero-ingestion` feature. Costs one index lookup
     /// per series that carries a created timestamp. Default off.
     pub created_timestamp_zero_ingestion: bool,
+    /// Store the samples' start timestamps (remote write 2.0
+    /// `start_timestamp`, OTLP `start_time_unix_nano`) with them, for
+    /// `promql_use_start_timestamps`, as Prometheus' `st-storage`
+    /// feature. Independent of `created_timestamp_zero_ingestion`. Series
+    /// given start timestamps use chunks with a start-timestamp column;
+    /// the others pay nothing. Default off.
+    pub start_timestamp_storage: bool,
     /// Exemplars kept in memory per tenant (0 disables; default 100k).
     pub max_exemplars: usize,
     /// Default per-tenant limits; a tenant's plan and own overrides in the
@@ -447,6 +454,7 @@ impl Default for ServerConfig {
             remote_read_max_frame_bytes: 1 << 20,
             enable_admin_api: false,
             created_timestamp_zero_ingestion: false,
+            start_timestamp_storage: false,
             max_exemplars: stratus_tsdb::exemplars::DEFAULT_MAX_EXEMPLARS,
             limits: stratus_tenancy::Limits::default(),
             target: "all".to_string(),

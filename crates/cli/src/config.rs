@@ -241,6 +241,12 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "STRATUS_CREATED_TIMESTAMP_ZERO_INGESTION", num_args = 0..=1, default_missing_value = "true")]
     pub(crate) created_timestamp_zero_ingestion: Option<bool>,
 
+    /// Store samples' start timestamps (remote write 2.0, OTLP) for
+    /// `--query.use-start-timestamps`, as Prometheus' `st-storage`
+    /// feature [default: off].
+    #[arg(long = "storage.start-timestamps", env = "STRATUS_STORE_START_TIMESTAMPS", num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) start_timestamp_storage: Option<bool>,
+
     /// Exemplars kept in memory per tenant; 0 disables exemplar storage
     /// [default: 100000].
     #[arg(long, env = "STRATUS_MAX_EXEMPLARS")]
@@ -600,6 +606,10 @@ impl ServerArgs {
         set(
             &mut c.created_timestamp_zero_ingestion,
             &self.created_timestamp_zero_ingestion,
+        );
+        set(
+            &mut c.start_timestamp_storage,
+            &self.start_timestamp_storage,
         );
         set(&mut c.max_exemplars, &self.max_exemplars);
         set(&mut c.flush_on_shutdown, &self.flush_on_shutdown);
