@@ -17,9 +17,13 @@
 //!   [`FsyncPolicy::Always`] fsyncs before every append returns.
 //! - Reading is at-least-once: the consumer (the endpoint's sender) reads
 //!   records in order with a [`QueueReader`] and calls [`Queue::commit`]
-//!   once a prefix is acknowledged; the cursor is written and fsynced at
-//!   most every 100 ms and on close. After a restart reading resumes at the
-//!   cursor, so only batches sent but not yet committed are sent again.
+//!   once a prefix is acknowledged; the cursor is written at most every
+//!   100 ms and on close, and fsynced (file and directory) on close and
+//!   otherwise as segment data is (at most once per interval, or every
+//!   write with [`FsyncPolicy::Always`]). After a restart reading resumes
+//!   at the cursor, so only batches sent but not yet committed are sent
+//!   again (after a power loss, also what was committed since the last
+//!   fsynced cursor: an older or torn cursor means resending, never loss).
 //! - A disk budget bounds the segment files; past it the oldest segments
 //!   are deleted (even if unsent), counted in
 //!   `stratus_agent_queue_dropped_samples_total` and logged.
@@ -193,6 +197,50 @@ impl QueuedRecord {
     }
 }
 
+/// A record's payload lent to the closure of
+/// [`QueueReader::next_record_with`]: walk it there, once.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordPayload<'p>(&'p [u8]);
+
+impl<'p> RecordPayload<'p> {
+    /// As [`QueuedRecord::walk`]: visits every series with the record's
+    /// symbol table, its labels as (name, value) indexes (sorted by name)
+    /// and its samples; returns the metadata. An error means the record
+    /// does not decode (the reader then treats it as corrupt).
+    pub fn walk(
+        self,
+        series: impl FnMut(&[&'p str], &[(usize, usize)], &[Sample]),
+    ) -> std::result::Result<Vec<Metadata>, String> {
+        codec::walk_payload(self.0, series)
+            .map(|w| w.metadata)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Bytes of the payload (a size hint for the caller's buffers).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True for an empty payload (never the case for a record read).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Where a record read by [`QueueReader::next_record_with`] sits, and
+/// its head.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordInfo {
+    /// Where the record starts.
+    pub start: Position,
+    /// Where the next record starts: commit this once the batch is sent.
+    pub end: Position,
+    /// Wall-clock time of the append (ms since the epoch).
+    pub append_ms: i64,
+    /// Samples in the batch.
+    pub samples: u64,
+}
+
 /// Sizes and positions of a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueStats {
@@ -219,6 +267,9 @@ struct State {
     read: Position,
     committed: Position,
     cursor_dirty: bool,
+    /// The cursor file was last written without fsync.
+    cursor_unsynced: bool,
+    last_cursor_sync: Instant,
     data_dirty: bool,
     last_data_sync: Instant,
     force_roll: bool,
@@ -232,6 +283,8 @@ struct Shared {
     max_bytes: u64,
     fsync: FsyncPolicy,
     state: Mutex<State>,
+    /// Held while the cursor file is written.
+    cursor_io: Mutex<()>,
     notify: tokio::sync::Notify,
     metrics: QueueHandles,
     /// Holds the directory's `flock` for the queue's lifetime.
@@ -427,18 +480,43 @@ impl Shared {
         }
     }
 
-    fn write_cursor_if_dirty(&self) {
-        let pos = {
+    /// Writes the cursor when it moved; fsyncs it (file and directory)
+    /// when `force`, with [`FsyncPolicy::Always`], or once the fsync
+    /// interval passed since the last fsynced write (rewriting it then if
+    /// the last write was not fsynced). Between those the file is only
+    /// replaced in the page cache: a killed process loses nothing of it,
+    /// and after a power loss an older (or torn, hence ignored) cursor
+    /// only means sending acknowledged data again.
+    fn write_cursor_if_dirty(&self, force: bool) {
+        // One writer at a time, so positions reach the file in order.
+        let _io = self.cursor_io.lock().unwrap_or_else(|e| e.into_inner());
+        let (pos, durable) = {
             let mut st = self.lock();
-            if !st.cursor_dirty {
+            let due = force
+                || match self.fsync {
+                    FsyncPolicy::Interval(iv) => st.last_cursor_sync.elapsed() >= iv,
+                    FsyncPolicy::Always => true,
+                };
+            if !st.cursor_dirty && !(st.cursor_unsynced && due) {
                 return;
             }
             st.cursor_dirty = false;
-            st.committed
+            (st.committed, due)
         };
-        if let Err(e) = write_cursor(&self.dir, pos) {
-            warn!(queue = %self.name, error = %e, "could not write the queue cursor; will retry");
-            self.lock().cursor_dirty = true;
+        match write_cursor(&self.dir, pos, durable) {
+            Ok(()) => {
+                let mut st = self.lock();
+                if durable {
+                    st.cursor_unsynced = false;
+                    st.last_cursor_sync = Instant::now();
+                } else {
+                    st.cursor_unsynced = true;
+                }
+            }
+            Err(e) => {
+                warn!(queue = %self.name, error = %e, "could not write the queue cursor; will retry");
+                self.lock().cursor_dirty = true;
+            }
         }
     }
 }
@@ -549,15 +627,19 @@ fn decode_cursor(b: &[u8]) -> Option<Position> {
     })
 }
 
-fn write_cursor(dir: &Path, pos: Position) -> std::io::Result<()> {
+/// Replaces the cursor file (write a temporary file, rename it over);
+/// `durable`: fsync the file before the rename and the directory after.
+fn write_cursor(dir: &Path, pos: Position, durable: bool) -> std::io::Result<()> {
     let tmp = dir.join(CURSOR_TMP);
     {
         let mut f = File::create(&tmp)?;
         f.write_all(&encode_cursor(pos))?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
     }
     fs::rename(&tmp, dir.join(CURSOR_FILE))?;
-    sync_dir(dir)
+    if durable { sync_dir(dir) } else { Ok(()) }
 }
 
 /// What the open-time check of the last segment decided.
@@ -763,11 +845,14 @@ impl Queue {
                 read: start,
                 committed: start,
                 cursor_dirty: cursor != Some(start),
+                cursor_unsynced: false,
+                last_cursor_sync: Instant::now(),
                 data_dirty: false,
                 last_data_sync: Instant::now(),
                 force_roll: false,
                 reader_taken: false,
             }),
+            cursor_io: Mutex::new(()),
             notify: tokio::sync::Notify::new(),
             metrics: QueueHandles::new(metrics, name),
             _lock: lock,
@@ -783,7 +868,7 @@ impl Queue {
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
                         _ => return,
                     }
-                    bg.write_cursor_if_dirty();
+                    bg.write_cursor_if_dirty(false);
                     bg.sync_data_if_due(false);
                 }
             })
@@ -865,7 +950,7 @@ impl Queue {
     /// Fsyncs segment data and writes the cursor now.
     pub fn sync(&self) {
         self.shared().sync_data_if_due(true);
-        self.shared().write_cursor_if_dirty();
+        self.shared().write_cursor_if_dirty(true);
     }
 
     /// Sizes and positions.
@@ -915,7 +1000,7 @@ impl Drop for Handle {
             let _ = t.join();
         }
         self.shared.sync_data_if_due(true);
-        self.shared.write_cursor_if_dirty();
+        self.shared.write_cursor_if_dirty(true);
     }
 }
 
@@ -993,7 +1078,7 @@ impl QueueReader {
     /// records make it skip to the next segment (logged, counted); I/O
     /// errors are returned and the same record is tried again next call.
     pub fn next_batch(&mut self) -> Result<Option<QueuedBatch>> {
-        let r = self.next_with(codec::decode_payload)?;
+        let r = self.next_with(|p| codec::decode_payload(p).map_err(|e| e.to_string()))?;
         Ok(r.map(|(start, end, d)| QueuedBatch {
             batch: d.batch,
             start,
@@ -1007,7 +1092,7 @@ impl QueueReader {
     /// [`Batch`] (it is checked to decode): the sender walks it.
     pub fn next_record(&mut self) -> Result<Option<QueuedRecord>> {
         let r = self.next_with(|p| {
-            let w = codec::walk_payload(p, |_, _, _| {})?;
+            let w = codec::walk_payload(p, |_, _, _| {}).map_err(|e| e.to_string())?;
             Ok((w.append_ms, w.samples, p.to_vec()))
         })?;
         Ok(
@@ -1021,9 +1106,39 @@ impl QueueReader {
         )
     }
 
+    /// The next record, or `None` when caught up with the writer, handed
+    /// to `f` in place (no copy): `f` walks it once (with
+    /// [`RecordPayload::walk`]), turning it into whatever the caller
+    /// sends. An error from `f` means the record does not decode: it is
+    /// treated as a corrupt record, as [`QueueReader::next_batch`] does
+    /// (logged, counted, the rest of its segment skipped). `f` may run for
+    /// a record that is then dropped by the disk budget before it is
+    /// returned; its result is discarded and the next record read.
+    pub fn next_record_with<T>(
+        &mut self,
+        mut f: impl FnMut(RecordPayload<'_>) -> std::result::Result<T, String>,
+    ) -> Result<Option<(RecordInfo, T)>> {
+        let r = self.next_with(|p| {
+            let (append_ms, samples) = codec::decode_head(p).map_err(|e| e.to_string())?;
+            let t = f(RecordPayload(p))?;
+            Ok((append_ms, samples, t))
+        })?;
+        Ok(r.map(|(start, end, (append_ms, samples, t))| {
+            (
+                RecordInfo {
+                    start,
+                    end,
+                    append_ms,
+                    samples,
+                },
+                t,
+            )
+        }))
+    }
+
     fn next_with<T>(
         &mut self,
-        decode: impl Fn(&[u8]) -> std::result::Result<T, codec::DecodeError>,
+        mut decode: impl FnMut(&[u8]) -> std::result::Result<T, String>,
     ) -> Result<Option<(Position, Position, T)>> {
         let sh = self.queue.0.shared.clone();
         loop {
@@ -1056,7 +1171,7 @@ impl QueueReader {
                 }
                 size
             };
-            match self.read_at(&sh, limit, &decode) {
+            match self.read_at(&sh, limit, &mut decode) {
                 Ok((len, d)) => {
                     let start = self.pos;
                     let end = Position {
@@ -1108,7 +1223,7 @@ impl QueueReader {
         &mut self,
         sh: &Shared,
         limit: u64,
-        decode: impl Fn(&[u8]) -> std::result::Result<T, codec::DecodeError>,
+        decode: &mut impl FnMut(&[u8]) -> std::result::Result<T, String>,
     ) -> Result<(u64, T), Fault> {
         let seg = self.pos.segment;
         if self.file.as_ref().map(|(id, _)| *id) != Some(seg) {
@@ -1147,7 +1262,7 @@ impl QueueReader {
         if crc32c::crc32c(&self.buf) != crc {
             return Err(Fault::Corrupt("CRC mismatch".into()));
         }
-        let d = decode(&self.buf).map_err(|e| Fault::Corrupt(e.to_string()))?;
+        let d = decode(&self.buf).map_err(Fault::Corrupt)?;
         Ok((fh + len as u64, d))
     }
 }

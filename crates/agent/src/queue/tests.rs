@@ -329,3 +329,55 @@ fn records_walk_as_the_batches_decode() {
     assert_eq!((next.start, next.batch), (rec.end, batch(8, 2)));
     assert!(r.next_record().unwrap().is_none());
 }
+
+#[test]
+fn cursor_reaches_the_file_within_ticks_without_a_close() {
+    // What a killed process leaves: the cursor file is rewritten by the
+    // background thread (fsynced only at the data's cadence), so reading
+    // it while the queue is still open finds the committed position.
+    let dir = tempfile::tempdir().unwrap();
+    let m = metrics();
+    let q = open(dir.path(), &m);
+    for i in 0..4 {
+        q.append_batch(&batch(i, 2)).unwrap();
+    }
+    let mut r = q.reader().unwrap();
+    let got = read_all(&mut r);
+    q.commit(got[2].end);
+    let mut found = None;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(20));
+        found = fs::read(dir.path().join(CURSOR_FILE))
+            .ok()
+            .and_then(|b| decode_cursor(&b));
+        if found == Some(got[2].end) {
+            break;
+        }
+    }
+    assert_eq!(found, Some(got[2].end));
+}
+
+#[test]
+fn next_record_with_walks_in_place_and_a_failing_walk_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = metrics();
+    let q = open(dir.path(), &m);
+    q.append_batch(&batch(1, 3)).unwrap();
+    q.append_batch(&batch(2, 2)).unwrap();
+    let mut r = q.reader().unwrap();
+    let (info, n) = r
+        .next_record_with(|p| {
+            let mut n = 0;
+            p.walk(|_, _, s| n += s.len())?;
+            Ok(n)
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!((info.samples, n, info.start.offset), (3, 3, SEGMENT_HEADER));
+    // A closure error skips the rest of the segment, as a corrupt record.
+    let none = r
+        .next_record_with(|_| Err::<(), _>("bad".to_string()))
+        .unwrap();
+    assert!(none.is_none());
+    assert_eq!(m.queue_corruptions("t"), 1);
+}
