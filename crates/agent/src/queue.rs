@@ -17,13 +17,23 @@
 //!   [`FsyncPolicy::Always`] fsyncs before every append returns.
 //! - Reading is at-least-once: the consumer (the endpoint's sender) reads
 //!   records in order with a [`QueueReader`] and calls [`Queue::commit`]
-//!   once a prefix is acknowledged; the cursor is written at most every
-//!   100 ms and on close, and fsynced (file and directory) on close and
-//!   otherwise as segment data is (at most once per interval, or every
-//!   write with [`FsyncPolicy::Always`]). After a restart reading resumes
-//!   at the cursor, so only batches sent but not yet committed are sent
-//!   again (after a power loss, also what was committed since the last
-//!   fsynced cursor: an older or torn cursor means resending, never loss).
+//!   once a prefix is acknowledged. The cursor file holds two slots
+//!   overwritten in place in turn (the newer valid one wins on open); the
+//!   cursor is written at most every 100 ms when it moved and on close,
+//!   and fsynced on close and otherwise at the segment data's cadence (at
+//!   most once per interval when it moved, or every write with
+//!   [`FsyncPolicy::Always`]). After a restart reading resumes at the
+//!   cursor, so only what was sent but not yet acknowledged, plus what
+//!   was acknowledged in the last ≤ 100 ms, is sent again.
+//! - Kill -9 vs. power loss: a killed process loses nothing appended and
+//!   its last cursor write (in the page cache) survives: it re-sends at
+//!   most ~100 ms of acknowledged data. After an operating-system crash or
+//!   power loss the segments may lose up to the fsync interval of
+//!   appended data, and the cursor found is at least the one of the write
+//!   before the last fsync (a slot torn mid-write fails its CRC and the
+//!   other slot is used): at most about the fsync interval plus 100 ms of
+//!   acknowledged data is re-sent (remote write accepts duplicates), and
+//!   nothing acknowledged is lost because of the cursor.
 //! - A disk budget bounds the segment files; past it the oldest segments
 //!   are deleted (even if unsent), counted in
 //!   `stratus_agent_queue_dropped_samples_total` and logged.
@@ -38,7 +48,6 @@ mod codec;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -59,8 +68,12 @@ const SEGMENT_MAGIC: &[u8; 4] = b"STRQ";
 const CURSOR_MAGIC: &[u8; 4] = b"STRC";
 const FORMAT_VERSION: u8 = 1;
 const CURSOR_FILE: &str = "cursor";
+/// The cursor file of versions before the two-slot cursor; deleted on open.
 const CURSOR_TMP: &str = "cursor.tmp";
 const CURSOR_LEN: usize = 28;
+/// Offset of the cursor file's second slot (the first is at 0): another
+/// disk sector, so a write torn at a sector boundary spoils one slot only.
+const CURSOR_SLOT_2: u64 = 512;
 /// How often the background thread looks for work (cursor, fsync).
 const TICK: Duration = Duration::from_millis(100);
 
@@ -283,12 +296,19 @@ struct Shared {
     max_bytes: u64,
     fsync: FsyncPolicy,
     state: Mutex<State>,
-    /// Held while the cursor file is written.
-    cursor_io: Mutex<()>,
+    /// The cursor file, held while it is written.
+    cursor: Mutex<CursorFile>,
     notify: tokio::sync::Notify,
     metrics: QueueHandles,
     /// Holds the directory's `flock` for the queue's lifetime.
     _lock: File,
+}
+
+/// The open cursor file and the slot its next write goes to.
+struct CursorFile {
+    file: File,
+    /// Offset of the slot not holding the newest cursor.
+    next_slot: u64,
 }
 
 struct Handle {
@@ -480,17 +500,18 @@ impl Shared {
         }
     }
 
-    /// Writes the cursor when it moved; fsyncs it (file and directory)
-    /// when `force`, with [`FsyncPolicy::Always`], or once the fsync
-    /// interval passed since the last fsynced write (rewriting it then if
-    /// the last write was not fsynced). Between those the file is only
-    /// replaced in the page cache: a killed process loses nothing of it,
-    /// and after a power loss an older (or torn, hence ignored) cursor
-    /// only means sending acknowledged data again.
+    /// Writes the cursor (in place, into the older slot) when it moved;
+    /// fsyncs the file when `force`, with [`FsyncPolicy::Always`], or once
+    /// the fsync interval passed since the last fsync (also when nothing
+    /// moved since an unsynced write). Between fsyncs a write only reaches
+    /// the page cache: a killed process loses none of it; after a power
+    /// loss the cursor found is at least the one of the write before the
+    /// last fsync (see the module docs), so acknowledged data may be sent
+    /// again, never lost.
     fn write_cursor_if_dirty(&self, force: bool) {
         // One writer at a time, so positions reach the file in order.
-        let _io = self.cursor_io.lock().unwrap_or_else(|e| e.into_inner());
-        let (pos, durable) = {
+        let mut cf = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        let (pos, dirty, durable) = {
             let mut st = self.lock();
             let due = force
                 || match self.fsync {
@@ -500,22 +521,32 @@ impl Shared {
             if !st.cursor_dirty && !(st.cursor_unsynced && due) {
                 return;
             }
-            st.cursor_dirty = false;
-            (st.committed, due)
+            let dirty = std::mem::take(&mut st.cursor_dirty);
+            (st.committed, dirty, due)
         };
-        match write_cursor(&self.dir, pos, durable) {
-            Ok(()) => {
-                let mut st = self.lock();
-                if durable {
-                    st.cursor_unsynced = false;
-                    st.last_cursor_sync = Instant::now();
-                } else {
-                    st.cursor_unsynced = true;
-                }
+        let mut res = Ok(());
+        if dirty {
+            res = cf.file.write_all_at(&encode_cursor(pos), cf.next_slot);
+            if res.is_ok() {
+                cf.next_slot = CURSOR_SLOT_2 - cf.next_slot;
             }
+        }
+        if durable && res.is_ok() {
+            res = cf.file.sync_data();
+        }
+        let mut st = self.lock();
+        match res {
+            Ok(()) if durable => {
+                st.cursor_unsynced = false;
+                st.last_cursor_sync = Instant::now();
+            }
+            Ok(()) => st.cursor_unsynced = true,
             Err(e) => {
+                drop(st);
                 warn!(queue = %self.name, error = %e, "could not write the queue cursor; will retry");
-                self.lock().cursor_dirty = true;
+                let mut st = self.lock();
+                st.cursor_dirty = true;
+                st.cursor_unsynced = true;
             }
         }
     }
@@ -627,19 +658,50 @@ fn decode_cursor(b: &[u8]) -> Option<Position> {
     })
 }
 
-/// Replaces the cursor file (write a temporary file, rename it over);
-/// `durable`: fsync the file before the rename and the directory after.
-fn write_cursor(dir: &Path, pos: Position, durable: bool) -> std::io::Result<()> {
-    let tmp = dir.join(CURSOR_TMP);
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&encode_cursor(pos))?;
-        if durable {
-            f.sync_all()?;
+/// The newer valid cursor of a cursor file's two slots (bytes
+/// `0..28` and `512..540`; a file of an older version has only the first)
+/// and the offset of its slot; `None` when neither slot is valid.
+fn read_cursor(b: &[u8]) -> Option<(Position, u64)> {
+    let slot = |at: u64| {
+        let at_us = usize::try_from(at).ok()?;
+        b.get(at_us..at_us.checked_add(CURSOR_LEN)?)
+            .and_then(decode_cursor)
+            .map(|p| (p, at))
+    };
+    // The cursor only moves forward: the further position is the newer.
+    match (slot(0), slot(CURSOR_SLOT_2)) {
+        (Some(a), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Creates or opens the cursor file; a new one gets `pos` in its first
+/// slot and is made durable (file and directory fsynced) before use.
+fn open_cursor(dir: &Path, existing: Option<(Position, u64)>, pos: Position) -> Result<CursorFile> {
+    let path = dir.join(CURSOR_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .context(DirSnafu { path: &path })?;
+    match existing {
+        Some((_, slot)) => Ok(CursorFile {
+            file,
+            next_slot: CURSOR_SLOT_2 - slot,
+        }),
+        None => {
+            file.write_all_at(&encode_cursor(pos), 0)
+                .and_then(|()| file.sync_data())
+                .and_then(|()| sync_dir(dir))
+                .context(DirSnafu { path: &path })?;
+            Ok(CursorFile {
+                file,
+                next_slot: CURSOR_SLOT_2,
+            })
         }
     }
-    fs::rename(&tmp, dir.join(CURSOR_FILE))?;
-    if durable { sync_dir(dir) } else { Ok(()) }
 }
 
 /// What the open-time check of the last segment decided.
@@ -743,9 +805,10 @@ impl Queue {
             }
         }
         ids.sort_unstable();
-        let cursor = match fs::read(dir.join(CURSOR_FILE)) {
-            Ok(b) => match decode_cursor(&b) {
+        let found = match fs::read(dir.join(CURSOR_FILE)) {
+            Ok(b) => match read_cursor(&b) {
                 Some(p) => Some(p),
+                None if b.iter().all(|&x| x == 0) => None,
                 None => {
                     warn!(queue = %name, "queue cursor file is corrupt: resending from the oldest segment");
                     None
@@ -754,6 +817,7 @@ impl Queue {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e).context(DirSnafu { path: &dir }),
         };
+        let cursor = found.map(|(p, _)| p);
         // Segments wholly before the cursor were acknowledged.
         if let Some(c) = cursor {
             ids.retain(|&id| {
@@ -852,7 +916,7 @@ impl Queue {
                 force_roll: false,
                 reader_taken: false,
             }),
-            cursor_io: Mutex::new(()),
+            cursor: Mutex::new(open_cursor(&dir, found, start)?),
             notify: tokio::sync::Notify::new(),
             metrics: QueueHandles::new(metrics, name),
             _lock: lock,

@@ -2,6 +2,7 @@
 //! disk budget.
 
 use super::*;
+use std::io::Write;
 use stratus_model::{Labels, Sample};
 
 use crate::sink::SeriesSamples;
@@ -349,7 +350,8 @@ fn cursor_reaches_the_file_within_ticks_without_a_close() {
         std::thread::sleep(Duration::from_millis(20));
         found = fs::read(dir.path().join(CURSOR_FILE))
             .ok()
-            .and_then(|b| decode_cursor(&b));
+            .and_then(|b| read_cursor(&b))
+            .map(|(p, _)| p);
         if found == Some(got[2].end) {
             break;
         }
@@ -380,4 +382,55 @@ fn next_record_with_walks_in_place_and_a_failing_walk_is_corruption() {
         .unwrap();
     assert!(none.is_none());
     assert_eq!(m.queue_corruptions("t"), 1);
+}
+
+#[test]
+fn the_newer_valid_cursor_slot_wins() {
+    let pos = |segment, offset| Position { segment, offset };
+    let (a, b) = (pos(3, 100), pos(4, 8));
+    let mut file = vec![0u8; CURSOR_SLOT_2 as usize + CURSOR_LEN];
+    file[..CURSOR_LEN].copy_from_slice(&encode_cursor(a));
+    // A file of the one-slot version.
+    assert_eq!(read_cursor(&file[..CURSOR_LEN]), Some((a, 0)));
+    assert_eq!(read_cursor(&file), Some((a, 0)));
+    file[CURSOR_SLOT_2 as usize..].copy_from_slice(&encode_cursor(b));
+    assert_eq!(read_cursor(&file), Some((b, CURSOR_SLOT_2)));
+    // A torn newer slot: the older one is used.
+    file[CURSOR_SLOT_2 as usize + 20] ^= 0xff;
+    assert_eq!(read_cursor(&file), Some((a, 0)));
+    file[3] ^= 0xff;
+    assert_eq!(read_cursor(&file), None);
+    assert_eq!(read_cursor(&[]), None);
+}
+
+#[test]
+fn cursor_writes_alternate_slots_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = metrics();
+    let q = open(dir.path(), &m);
+    for i in 0..4 {
+        q.append_batch(&batch(i, 2)).unwrap();
+    }
+    let got = read_all(&mut q.reader().unwrap());
+    let file = || fs::read(dir.path().join(CURSOR_FILE)).unwrap();
+    q.commit(got[0].end);
+    q.sync();
+    let first = read_cursor(&file()).unwrap();
+    assert_eq!(first.0, got[0].end);
+    q.commit(got[1].end);
+    q.sync();
+    let second = read_cursor(&file()).unwrap();
+    assert_eq!(second.0, got[1].end);
+    assert_ne!(first.1, second.1, "slots alternate");
+    // The older slot still holds the previous cursor.
+    let older = if second.1 == 0 { CURSOR_SLOT_2 } else { 0 } as usize;
+    assert_eq!(
+        decode_cursor(&file()[older..older + CURSOR_LEN]),
+        Some(got[0].end)
+    );
+    drop(q);
+    let q = open(dir.path(), &m);
+    let rest = read_all(&mut q.reader().unwrap());
+    assert_eq!(rest.len(), 2);
+    assert_eq!(rest[0].start, got[1].end);
 }
