@@ -518,7 +518,7 @@ impl Shared {
                     FsyncPolicy::Interval(iv) => st.last_cursor_sync.elapsed() >= iv,
                     FsyncPolicy::Always => true,
                 };
-            if !st.cursor_dirty && !(st.cursor_unsynced && due) {
+            if !(st.cursor_dirty || st.cursor_unsynced && due) {
                 return;
             }
             let dirty = std::mem::take(&mut st.cursor_dirty);
