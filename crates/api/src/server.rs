@@ -435,6 +435,11 @@ pub(crate) async fn append_decoded(
         batch.clear_start_timestamps();
     }
     let ct_zero = st.cfg.created_timestamp_zero_ingestion;
+    if !ct_zero {
+        // Only used for zero injection; a write backend (the cluster's
+        // distributor) forwards what is left.
+        batch.created.clear();
+    }
     let (batch, applied) = if batch.series.is_empty()
         && batch.hist_series.is_empty()
         && batch.exemplars.is_empty()

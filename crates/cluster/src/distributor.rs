@@ -124,17 +124,51 @@ impl Distributor {
                 }
             }
         }
+        // Created timestamps go with their series to its replicas (the
+        // HTTP API leaves them in the batch only with
+        // --created-timestamp-zero-ingestion).
+        let mut per_inst_created: Vec<Vec<pb::CreatedZero>> =
+            vec![Vec::new(); placed.instances.len()];
+        if !batch.created.is_empty() {
+            let by_hash: HashMap<u64, usize> = joined
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.hash, i))
+                .collect();
+            for c in &batch.created {
+                let Some(&i) = by_hash.get(&c.series.stable_hash()) else {
+                    continue;
+                };
+                if joined.get(i).is_none_or(|s| *s.labels != c.series) {
+                    continue;
+                }
+                let z = pb::CreatedZero {
+                    labels: convert::labels_to_proto(&c.series),
+                    created_ms: c.ct,
+                };
+                for &k in placed.replicas(i) {
+                    if let Some(v) = per_inst_created.get_mut(k as usize) {
+                        v.push(z.clone());
+                    }
+                }
+            }
+        }
         let n_series = joined.len();
         drop(joined);
         let instances = placed.instances.clone();
         // One push per instance, each in its own task so it completes
         // even when the quorum answered first.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Answer)>(instances.len().max(1));
-        for ((k, inst), timeseries) in instances.iter().enumerate().zip(per_inst) {
+        for ((k, inst), (timeseries, created)) in instances
+            .iter()
+            .enumerate()
+            .zip(per_inst.into_iter().zip(per_inst_created))
+        {
             let req = pb::PushRequest {
                 tenant: tenant.as_str().to_string(),
                 timeseries,
                 metadata: metadata.clone(),
+                created,
             };
             let client = self.clients.get(&inst.addr);
             let timeout = self.clients.timeout();

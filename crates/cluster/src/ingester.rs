@@ -200,17 +200,28 @@ impl Ingester for IngesterService {
         };
         let req = request.into_inner();
         let tenant = Self::tenant(&req.tenant)?;
-        let batch = stratus_api::batch_from_v1_encoded(
+        let mut batch = stratus_api::batch_from_v1_encoded(
             req.timeseries.iter().map(|b| &b[..]),
             &req.metadata,
         )
         .map_err(|e| refused(format!("push: {e}")))?;
+        // Created timestamps (sent only when the distributor injects
+        // zero samples at them).
+        let ct_zero = !req.created.is_empty();
+        batch.created = req
+            .created
+            .iter()
+            .map(|c| stratus_api::CreatedTimestamp {
+                series: convert::labels_from_proto(&c.labels),
+                ct: c.created_ms,
+            })
+            .collect();
         let db = tenants.get(&tenant).await.map_err(|e| {
             error!(tenant = %tenant, error = %e, "opening tenant database");
             internal(format!("opening the tenant database failed: {e}"))
         })?;
         let res = tokio::task::spawn_blocking(move || {
-            stratus_api::apply_batch(&db, &batch, false).map(|o| (batch, o))
+            stratus_api::apply_batch(&db, &batch, ct_zero).map(|o| (batch, o))
         })
         .await
         .map_err(|e| Status::internal(format!("append task failed: {e}")))?;

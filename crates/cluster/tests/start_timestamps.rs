@@ -1,7 +1,10 @@
 //! Start timestamps through the cluster write and read paths, in one
 //! process over real gRPC on loopback: a distributor pushes a remote
 //! write 2.0 batch with start timestamps to an ingester, which stores
-//! them; a querier reads them back from the streamed chunks.
+//! them; a querier reads them back from the streamed chunks. Created
+//! timestamps left in a batch (the HTTP API does so only with
+//! `--created-timestamp-zero-ingestion`) become zero samples on the
+//! ingester.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,11 +23,18 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn distributor_carries_start_timestamps_to_the_ingester() {
-    let dir = tempfile::tempdir().unwrap();
+/// An ingester gRPC server over a fresh data dir: its tenants, address,
+/// stop switch and task.
+async fn start_ingester(
+    dir: &std::path::Path,
+) -> (
+    Arc<stratus_tsdb::Tenants>,
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<stratus_cluster::Result<()>>,
+) {
     let cfg = ServerConfig {
-        data_dir: dir.path().to_path_buf(),
+        data_dir: dir.to_path_buf(),
         ..ServerConfig::default()
     };
     let tenants = stratus_api::open_tenants(&cfg).await.unwrap();
@@ -37,6 +47,13 @@ async fn distributor_carries_start_timestamps_to_the_ingester() {
                 let _ = stopped.await;
             }),
         );
+    (tenants, addr, stop, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributor_carries_start_timestamps_to_the_ingester() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tenants, addr, stop, server) = start_ingester(dir.path()).await;
     let placement = Arc::new(StaticPlacement::new(std::slice::from_ref(&addr), 1));
     let d = Distributor::new(placement.clone(), ClientConfig::default());
 
@@ -69,7 +86,9 @@ async fn distributor_carries_start_timestamps_to_the_ingester() {
             },
         ],
     };
-    let batch = stratus_api::decode_v2(&req.encode_to_vec()).unwrap();
+    let mut batch = stratus_api::decode_v2(&req.encode_to_vec()).unwrap();
+    // Zero injection off, as the HTTP API leaves it by default.
+    batch.created.clear();
     let tenant = TenantId::new("t1").unwrap();
     let out = d
         .write(&tenant, &batch)
@@ -110,6 +129,61 @@ async fn distributor_carries_start_timestamps_to_the_ingester() {
         .map(|x| x.2)
         .collect();
     assert_eq!(remote, sts);
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_timestamps_become_zero_samples_on_the_ingester() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tenants, addr, stop, server) = start_ingester(dir.path()).await;
+    let placement = Arc::new(StaticPlacement::new(std::slice::from_ref(&addr), 1));
+    let d = Distributor::new(placement, ClientConfig::default());
+    let t0 = now_ms() - 60_000;
+    let series = |name: &str, v: f64| write_v2::Request {
+        symbols: ["", "__name__", name]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        timeseries: vec![write_v2::TimeSeries {
+            labels_refs: vec![1, 2],
+            samples: vec![write_v2::Sample {
+                value: v,
+                timestamp: t0 + 10_000,
+                start_timestamp: t0,
+            }],
+            ..Default::default()
+        }],
+    };
+    let tenant = TenantId::new("t1").unwrap();
+    // With the created timestamp kept: a zero at t0, then the sample.
+    let batch = stratus_api::decode_v2(&series("with_ct", 5.0).encode_to_vec()).unwrap();
+    assert_eq!(
+        batch.created.len(),
+        1,
+        "the decoder keeps the created timestamp"
+    );
+    d.write(&tenant, &batch)
+        .await
+        .map_err(|f| f.message)
+        .unwrap();
+    // Cleared (zero injection off): the sample alone.
+    let mut batch = stratus_api::decode_v2(&series("without_ct", 5.0).encode_to_vec()).unwrap();
+    batch.created.clear();
+    d.write(&tenant, &batch)
+        .await
+        .map_err(|f| f.message)
+        .unwrap();
+
+    let db = tenants.get(&tenant).await.unwrap();
+    let hints = SelectHints::range(t0 - 1, t0 + 60_000);
+    let samples = |name: &str| -> Vec<(i64, f64)> {
+        let got = db.select(&[Matcher::eq("__name__", name)], &hints).unwrap();
+        got[0].iter(hints.start, hints.end).collect()
+    };
+    assert_eq!(samples("with_ct"), [(t0, 0.0), (t0 + 10_000, 5.0)]);
+    assert_eq!(samples("without_ct"), [(t0 + 10_000, 5.0)]);
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();

@@ -109,6 +109,9 @@ pub struct PushRequest {
     pub timeseries: Vec<Bytes>,
     /// Metric family metadata (type, help, unit).
     pub metadata: Vec<MetricMetadata>,
+    /// Created timestamps for zero-sample injection (only with
+    /// `--created-timestamp-zero-ingestion` on the distributor).
+    pub created: Vec<crate::ingester::CreatedZero>,
 }
 
 impl PushRequest {
@@ -136,6 +139,7 @@ impl Message for PushRequest {
             encoding::bytes::encode(2, s, buf);
         }
         encoding::message::encode_repeated(3, &self.metadata, buf);
+        encoding::message::encode_repeated(4, &self.created, buf);
     }
 
     fn merge_field(
@@ -154,6 +158,7 @@ impl Message for PushRequest {
                 Ok(())
             }
             3 => encoding::message::merge_repeated(wire_type, &mut self.metadata, buf, ctx),
+            4 => encoding::message::merge_repeated(wire_type, &mut self.created, buf, ctx),
             _ => encoding::skip_field(wire_type, tag, buf, ctx),
         }
     }
@@ -169,13 +174,17 @@ impl Message for PushRequest {
             .iter()
             .map(|s| encoding::key_len(2) + encoding::encoded_len_varint(s.len() as u64) + s.len())
             .sum();
-        tenant + series + encoding::message::encoded_len_repeated(3, &self.metadata)
+        tenant
+            + series
+            + encoding::message::encoded_len_repeated(3, &self.metadata)
+            + encoding::message::encoded_len_repeated(4, &self.created)
     }
 
     fn clear(&mut self) {
         self.tenant.clear();
         self.timeseries.clear();
         self.metadata.clear();
+        self.created.clear();
     }
 }
 
@@ -193,6 +202,8 @@ mod tests {
         timeseries: Vec<TimeSeries>,
         #[prost(message, repeated, tag = "3")]
         metadata: Vec<MetricMetadata>,
+        #[prost(message, repeated, tag = "4")]
+        created: Vec<crate::ingester::CreatedZero>,
     }
 
     #[test]
@@ -258,15 +269,21 @@ mod tests {
             help: "h".into(),
             unit: String::new(),
         };
+        let created = vec![crate::ingester::CreatedZero {
+            labels: ts.labels.clone(),
+            created_ms: 7,
+        }];
         let g = Generated {
             tenant: "t".into(),
             timeseries: vec![ts.clone(), TimeSeries::default()],
             metadata: vec![md.clone()],
+            created: created.clone(),
         };
         let h = PushRequest {
             tenant: "t".into(),
             timeseries: vec![PushRequest::encode_series(&ts), Bytes::new()],
             metadata: vec![md],
+            created,
         };
         let wire = g.encode_to_vec();
         assert_eq!(h.encode_to_vec(), wire);
