@@ -1136,7 +1136,10 @@ mod tests {
         let sets: [&[(&str, &str)]; 4] = [
             &[("__name__", "up"), ("job", "node")],
             &[("__name__", "up"), ("job", "nod"), ("x", "e")],
-            &[("__name__", "node_cpu_seconds_total"), ("cpu", "12345678901")],
+            &[
+                ("__name__", "node_cpu_seconds_total"),
+                ("cpu", "12345678901"),
+            ],
             &[("__name__", "a".repeat(100).leak())],
         ];
         for pairs in sets {
