@@ -79,12 +79,115 @@ pub enum RwVersion {
     V2,
 }
 
-/// One valid series of a request: its labels and its samples' place in
-/// [`WriteBatch::samples`].
+/// One valid series of a request: its labels' place in the batch's
+/// label arena (read them with [`WriteBatch::labels_of`]) and its
+/// samples' place in [`WriteBatch::samples`].
 #[derive(Debug, Clone)]
 pub struct BatchSeries {
-    pub labels: Labels,
+    labels: Range<u32>,
     pub samples: Range<usize>,
+}
+
+/// Where one label pair's strings are in a batch's label text: the name
+/// at `start`, the value right after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PairSpan {
+    start: u32,
+    name_len: u32,
+    value_len: u32,
+}
+
+/// The labels of a batch's float series, borrowed from the batch (valid:
+/// sorted, unique non-empty names, no empty values, a metric name).
+/// Appended as they are: the storage engine builds an owned [`Labels`]
+/// only for a new series ([`stratus_tsdb::SeriesLabels`]).
+#[derive(Clone, Copy)]
+pub struct BatchLabels<'a> {
+    text: &'a str,
+    pairs: &'a [PairSpan],
+}
+
+impl<'a> BatchLabels<'a> {
+    /// The (name, value) pairs in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + Clone + use<'a> {
+        let text = self.text;
+        self.pairs.iter().map(move |p| {
+            let (s, n, v) = (p.start as usize, p.name_len as usize, p.value_len as usize);
+            (
+                text.get(s..s + n).unwrap_or(""),
+                text.get(s + n..s + n + v).unwrap_or(""),
+            )
+        })
+    }
+
+    /// Number of labels.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Whether there are no labels.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// The value of `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// The metric name.
+    pub fn metric_name(&self) -> Option<&'a str> {
+        self.get(METRIC_NAME)
+    }
+
+    /// The labels as an owned [`Labels`].
+    pub fn to_labels(&self) -> Labels {
+        Labels::from_sorted_unchecked(
+            self.iter()
+                .map(|(n, v)| Label::new(Arc::<str>::from(n), Arc::<str>::from(v)))
+                .collect(),
+        )
+    }
+
+    /// [`Labels::stable_hash`] of these labels, without building them.
+    pub fn stable_hash(&self) -> u64 {
+        stratus_model::hash_pairs(self.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+    }
+}
+
+impl stratus_tsdb::SeriesLabels for BatchLabels<'_> {
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
+        self.iter()
+    }
+
+    fn len(&self) -> usize {
+        self.pairs.len()
+    }
+}
+
+impl PartialEq for BatchLabels<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl PartialEq<Labels> for BatchLabels<'_> {
+    fn eq(&self, other: &Labels) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter().map(|l| (&*l.name, &*l.value)))
+    }
+}
+
+impl std::fmt::Display for BatchLabels<'_> {
+    /// Prometheus' notation, as [`Labels`] shows it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.to_labels(), f)
+    }
+}
+
+impl std::fmt::Debug for BatchLabels<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// An exemplar of a valid series.
@@ -226,9 +329,100 @@ pub struct WriteBatch {
     pub metadata: Vec<(String, MetricMetadata)>,
     /// Created timestamps of series, for zero-sample injection.
     pub created: Vec<CreatedTimestamp>,
+    /// Label arena of `series`: names and values back to back.
+    label_text: String,
+    /// Label pairs of `series` (each series a range of this).
+    label_pairs: Vec<PairSpan>,
 }
 
 impl WriteBatch {
+    /// The labels of a series of this batch.
+    pub fn labels_of(&self, s: &BatchSeries) -> BatchLabels<'_> {
+        BatchLabels {
+            text: &self.label_text,
+            pairs: self
+                .label_pairs
+                .get(s.labels.start as usize..s.labels.end as usize)
+                .unwrap_or(&[]),
+        }
+    }
+
+    /// Adds a float series with already valid `labels` (sorted, unique,
+    /// no empty values, a metric name) and its samples' range in
+    /// [`WriteBatch::samples`]. `None` when the batch's label text would
+    /// pass 4 GiB.
+    pub fn push_series(&mut self, labels: &Labels, samples: Range<usize>) -> Option<()> {
+        let labels = self.push_labels(labels.iter().map(|l| (&*l.name, &*l.value)))?;
+        self.series.push(BatchSeries { labels, samples });
+        Some(())
+    }
+
+    /// Copies label pairs into the arena; their range of `label_pairs`.
+    fn push_labels<'a>(
+        &mut self,
+        pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> Option<Range<u32>> {
+        let first = u32::try_from(self.label_pairs.len()).ok()?;
+        for (n, v) in pairs {
+            self.push_pair(n, v)?;
+        }
+        Some(first..u32::try_from(self.label_pairs.len()).ok()?)
+    }
+
+    fn push_pair(&mut self, n: &str, v: &str) -> Option<()> {
+        let start = u32::try_from(self.label_text.len()).ok()?;
+        let name_len = u32::try_from(n.len()).ok()?;
+        let value_len = u32::try_from(v.len()).ok()?;
+        start.checked_add(name_len)?.checked_add(value_len)?;
+        self.label_text.push_str(n);
+        self.label_text.push_str(v);
+        self.label_pairs.push(PairSpan {
+            start,
+            name_len,
+            value_len,
+        });
+        Some(())
+    }
+
+    /// Keeps the float series for which `keep` returns true.
+    pub fn retain_series(&mut self, mut keep: impl FnMut(BatchLabels<'_>, &BatchSeries) -> bool) {
+        let (text, pairs) = (&self.label_text, &self.label_pairs);
+        self.series.retain(|s| {
+            let l = BatchLabels {
+                text,
+                pairs: pairs
+                    .get(s.labels.start as usize..s.labels.end as usize)
+                    .unwrap_or(&[]),
+            };
+            keep(l, s)
+        });
+    }
+
+    /// Removes label `name` from every float series that has it.
+    pub fn remove_series_label(&mut self, name: &str) {
+        let has = |b: &Self, s: &BatchSeries| b.labels_of(s).get(name).is_some();
+        if !self.series.iter().any(|s| has(self, s)) {
+            return;
+        }
+        let old = std::mem::take(&mut self.label_pairs);
+        let text = &self.label_text;
+        let mut pairs = Vec::with_capacity(old.len());
+        for s in &mut self.series {
+            let first = pairs.len() as u32;
+            for p in old
+                .get(s.labels.start as usize..s.labels.end as usize)
+                .unwrap_or(&[])
+            {
+                let (st, n) = (p.start as usize, p.name_len as usize);
+                if text.get(st..st + n) != Some(name) {
+                    pairs.push(*p);
+                }
+            }
+            s.labels = first..pairs.len() as u32;
+        }
+        self.label_pairs = pairs;
+    }
+
     /// Samples of a valid series.
     pub fn samples_of(&self, s: &BatchSeries) -> &[Sample] {
         self.samples.get(s.samples.clone()).unwrap_or(&[])
@@ -340,6 +534,9 @@ pub(crate) fn add_v1_series(batch: &mut WriteBatch, ts: &prometheus::TimeSeries)
         .map(|h| convert_histogram!(h, prometheus))
         .collect();
     let labels = add_series(batch, pairs, hists, ts.exemplars.len(), samples);
+    let labels = labels
+        .filter(|_| !ts.exemplars.is_empty())
+        .map(|l| l.owned(batch));
     for e in &ts.exemplars {
         let pairs = e.labels.iter().map(|l| (&*l.name, &*l.value));
         add_exemplar(batch, labels.as_ref(), pairs, e.value, e.timestamp);
@@ -347,17 +544,15 @@ pub(crate) fn add_v1_series(batch: &mut WriteBatch, ts: &prometheus::TimeSeries)
 }
 
 /// Validates a series of label pairs and float samples only (the
-/// borrowing decoder's common case) into `batch`; `name` gives the shared
-/// string of a label name.
+/// borrowing decoder's common case) into `batch`.
 pub(crate) fn add_v1_series_parts<'a, I>(
     batch: &mut WriteBatch,
     pairs: impl Fn() -> I,
-    name: impl FnMut(&str) -> Arc<str>,
     samples: impl ExactSizeIterator<Item = Sample>,
 ) where
     I: Iterator<Item = (&'a str, &'a str)>,
 {
-    add_series_with(batch, pairs, name, Vec::new(), 0, samples);
+    add_series(batch, pairs, Vec::new(), 0, samples);
 }
 
 /// Validates remote write 1.0 metadata into `batch`.
@@ -430,7 +625,17 @@ pub fn decode_v2(buf: &[u8]) -> Result<WriteBatch, DecodeError> {
             .iter()
             .map(|h| convert_histogram!(h, write_v2))
             .collect();
-        let labels = add_series(&mut batch, pairs, hists, ts.exemplars.len(), samples);
+        // An owned label set only for what needs one (exemplars, a
+        // created timestamp, metadata); the samples append from the arena.
+        let needs_owned = !ts.exemplars.is_empty()
+            || ts.metadata.is_some()
+            || ts
+                .samples
+                .first()
+                .is_some_and(|f| f.start_timestamp != 0 && f.start_timestamp < f.timestamp);
+        let labels = add_series(&mut batch, pairs, hists, ts.exemplars.len(), samples)
+            .filter(|_| needs_owned)
+            .map(|l| l.owned(&batch));
         for e in &ts.exemplars {
             if e.labels_refs.len() % 2 != 0
                 || e.labels_refs.iter().any(|&r| r as usize >= syms.len())
@@ -516,37 +721,40 @@ fn add_exemplar<'a>(
     });
 }
 
-/// Validates one series and appends it to the batch; returns its labels
-/// when valid. `pairs` is called again only to render an error message.
+/// The labels of a valid series just added by [`add_series`]: its range
+/// of the label arena, with the owned label set if one was built.
+pub(crate) struct Added {
+    pairs: Range<u32>,
+    owned: Option<Labels>,
+}
+
+impl Added {
+    /// The owned label set (built now unless histograms needed it).
+    pub(crate) fn owned(self, batch: &WriteBatch) -> Labels {
+        self.owned.unwrap_or_else(|| {
+            BatchLabels {
+                text: &batch.label_text,
+                pairs: batch
+                    .label_pairs
+                    .get(self.pairs.start as usize..self.pairs.end as usize)
+                    .unwrap_or(&[]),
+            }
+            .to_labels()
+        })
+    }
+}
+
+/// Validates one series and appends it to the batch (its labels copied
+/// into the batch's label arena, no owned [`Labels`] unless it has native
+/// histograms); returns where its labels are when valid. `pairs` is
+/// called again only to render an error message.
 fn add_series<'a, I>(
     batch: &mut WriteBatch,
     pairs: impl Fn() -> I,
     histograms: Vec<(i64, Result<HistIn, String>)>,
     exemplars: usize,
     samples: impl ExactSizeIterator<Item = Sample>,
-) -> Option<Labels>
-where
-    I: Iterator<Item = (&'a str, &'a str)>,
-{
-    add_series_with(
-        batch,
-        pairs,
-        |n: &str| Arc::from(n),
-        histograms,
-        exemplars,
-        samples,
-    )
-}
-
-/// [`add_series`] with the label names' strings from `name`.
-fn add_series_with<'a, I>(
-    batch: &mut WriteBatch,
-    pairs: impl Fn() -> I,
-    name: impl FnMut(&str) -> Arc<str>,
-    histograms: Vec<(i64, Result<HistIn, String>)>,
-    exemplars: usize,
-    samples: impl ExactSizeIterator<Item = Sample>,
-) -> Option<Labels>
+) -> Option<Added>
 where
     I: Iterator<Item = (&'a str, &'a str)>,
 {
@@ -554,8 +762,8 @@ where
     if n == 0 && histograms.is_empty() && exemplars == 0 {
         return None;
     }
-    let labels = match build_labels(pairs(), name) {
-        Ok(l) => l,
+    let range = match push_valid_labels(batch, pairs()) {
+        Ok(r) => r,
         Err(why) => {
             batch.invalid_samples += n as u64;
             batch.histograms_refused += histograms.len() as u64;
@@ -563,7 +771,16 @@ where
             return None;
         }
     };
+    let mut added = Added {
+        pairs: range.clone(),
+        owned: None,
+    };
     if !histograms.is_empty() {
+        let labels = Added {
+            pairs: range.clone(),
+            owned: None,
+        }
+        .owned(batch);
         let mut hs = BatchHistSeries {
             labels: labels.clone(),
             histograms: Vec::new(),
@@ -586,16 +803,17 @@ where
         if !hs.histograms.is_empty() || !hs.float_histograms.is_empty() {
             batch.hist_series.push(hs);
         }
+        added.owned = Some(labels);
     }
     if n > 0 {
         let start = batch.samples.len();
         batch.samples.extend(samples);
         batch.series.push(BatchSeries {
-            labels: labels.clone(),
+            labels: range,
             samples: start..batch.samples.len(),
         });
     }
-    Some(labels)
+    Some(added)
 }
 
 /// Renders raw label pairs for error messages: `{a="1", b="2"}`, cut at
@@ -616,13 +834,30 @@ fn render_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
     s
 }
 
-/// Builds a label set from raw pairs, checking the remote-write rules.
-fn build_labels<'a>(
+/// Checks raw pairs against the remote-write rules and copies the pairs
+/// with non-empty values into the batch's label arena; their range of
+/// it. On an error the arena is left as it was.
+fn push_valid_labels<'a>(
+    batch: &mut WriteBatch,
     pairs: impl Iterator<Item = (&'a str, &'a str)>,
-    mut name: impl FnMut(&str) -> Arc<str>,
-) -> Result<Labels, String> {
-    let mut out: Vec<Label> = Vec::with_capacity(pairs.size_hint().0);
+) -> Result<Range<u32>, String> {
+    let (text_len, pairs_len) = (batch.label_text.len(), batch.label_pairs.len());
+    let res = check_and_push(batch, pairs);
+    if res.is_err() {
+        batch.label_text.truncate(text_len);
+        batch.label_pairs.truncate(pairs_len);
+    }
+    res
+}
+
+fn check_and_push<'a>(
+    batch: &mut WriteBatch,
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<Range<u32>, String> {
+    const TOO_LARGE: &str = "request labels pass 4 GiB";
+    let first = u32::try_from(batch.label_pairs.len()).map_err(|_| TOO_LARGE.to_string())?;
     let mut prev: Option<&str> = None;
+    let mut has_name = false;
     for (n, v) in pairs {
         if n.is_empty() {
             return Err("label with an empty name".into());
@@ -637,14 +872,15 @@ fn build_labels<'a>(
         }
         prev = Some(n);
         if !v.is_empty() {
-            out.push(Label::new(name(n), Arc::<str>::from(v)));
+            has_name |= n == METRIC_NAME;
+            batch.push_pair(n, v).ok_or_else(|| TOO_LARGE.to_string())?;
         }
     }
-    let labels = Labels::from_sorted_unchecked(out);
-    if labels.get(METRIC_NAME).is_none_or(str::is_empty) {
+    if !has_name {
         return Err("missing metric name (__name__ label)".into());
     }
-    Ok(labels)
+    let end = u32::try_from(batch.label_pairs.len()).map_err(|_| TOO_LARGE.to_string())?;
+    Ok(first..end)
 }
 
 /// Fuzz entry point for remote write 1.0: decodes `data` as an
@@ -692,13 +928,14 @@ fn check_batch(b: &WriteBatch) {
         assert_eq!(s.samples.start, end, "series sample ranges are contiguous");
         assert!(s.samples.end > s.samples.start, "series has samples");
         end = s.samples.end;
-        assert!(Labels::is_sorted_unique(s.labels.as_slice()));
+        let labels = b.labels_of(s).to_labels();
+        assert!(Labels::is_sorted_unique(labels.as_slice()));
         assert!(
-            s.labels
+            labels
                 .iter()
                 .all(|l| !l.name.is_empty() && !l.value.is_empty())
         );
-        assert!(s.labels.metric_name().is_some());
+        assert!(labels.metric_name().is_some());
     }
     assert_eq!(end, b.samples.len());
     assert!(b.errors.len() as u64 <= b.num_errors);
@@ -762,7 +999,7 @@ mod tests {
         assert_eq!(s[1].v.to_bits(), STALE_NAN_BITS);
         assert_eq!(s[2].v.to_bits(), weird_nan.to_bits());
         assert_eq!(b.samples_of(&b.series[1])[0].v, f64::NEG_INFINITY);
-        assert_eq!(b.series[1].labels.get("job"), Some("b"));
+        assert_eq!(b.labels_of(&b.series[1]).get("job"), Some("b"));
     }
 
     #[test]
@@ -781,8 +1018,8 @@ mod tests {
         assert_eq!(b.num_errors, 5, "{:?}", b.errors);
         assert_eq!(b.invalid_samples, 5);
         assert_eq!(b.series.len(), 2);
-        assert_eq!(b.series[0].labels.len(), 1);
-        assert_eq!(b.series[1].labels.get("ünï"), Some("✓"));
+        assert_eq!(b.labels_of(&b.series[0]).len(), 1);
+        assert_eq!(b.labels_of(&b.series[1]).get("ünï"), Some("✓"));
         assert!(
             b.errors[0].contains("missing metric name"),
             "{}",
@@ -884,7 +1121,7 @@ mod tests {
         assert_eq!(b.samples[0].v.to_bits(), STALE_NAN_BITS);
         assert_eq!(b.samples[0].t, 7);
         assert_eq!(
-            b.series[0].labels,
+            b.labels_of(&b.series[0]),
             Labels::from_pairs([("__name__", "up"), ("job", "a")])
         );
     }

@@ -273,7 +273,7 @@ fn inject_created_zeros(db: &Db, batch: &WriteBatch) -> stratus_tsdb::Result<u64
     let refs: Vec<SeriesSamples<'_>> = zeros
         .iter()
         .map(|(l, s)| SeriesSamples {
-            labels: l,
+            labels: *l,
             samples: s,
         })
         .collect();
@@ -305,13 +305,15 @@ pub(crate) fn apply_batch(
     Ok(Applied { report, exemplars })
 }
 
-/// Appends a decoded batch (blocking).
+/// Appends a decoded batch (blocking). Float series go with their labels
+/// borrowed from the batch: the head builds owned labels only for new
+/// series.
 fn append_batch(db: &Db, batch: &WriteBatch) -> stratus_tsdb::Result<AppendReport> {
-    let refs: Vec<SeriesSamples<'_>> = batch
+    let refs: Vec<SeriesSamples<'_, crate::remote_write::BatchLabels<'_>>> = batch
         .series
         .iter()
         .map(|s| SeriesSamples {
-            labels: &s.labels,
+            labels: batch.labels_of(s),
             samples: batch.samples_of(s),
         })
         .collect();
@@ -327,7 +329,7 @@ fn append_batch(db: &Db, batch: &WriteBatch) -> stratus_tsdb::Result<AppendRepor
             float_histograms: &s.float_histograms,
         })
         .collect();
-    db.append_with_histograms(&refs, &hists)
+    db.append_batch(&refs, &hists)
 }
 
 /// The answer to a body that could not be decoded.
