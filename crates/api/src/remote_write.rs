@@ -329,19 +329,81 @@ pub struct WriteBatch {
     pub metadata: Vec<(String, MetricMetadata)>,
     /// Created timestamps of series, for zero-sample injection.
     pub created: Vec<CreatedTimestamp>,
-    /// Label arena of `series`: names and values back to back.
-    label_text: String,
-    /// Label pairs of `series` (each series a range of this).
-    label_pairs: Vec<PairSpan>,
+    /// Label arena of `series`.
+    labels: LabelArena,
+}
+
+/// The labels of a batch's float series: names and values back to back
+/// in `text`, one [`PairSpan`] per label in `pairs` (each series a range
+/// of it).
+///
+/// A request of a few thousand series fills a few hundred KiB, so an
+/// arena is taken from a small shared pool when a batch is created and
+/// given back, emptied, when the batch is dropped: allocating and freeing
+/// that much per request leaves the allocator holding the freed pages on
+/// every thread that decoded or appended a request (hundreds of MiB of
+/// resident memory under steady ingestion). The pool keeps at most
+/// [`ARENA_POOL_MAX`] arenas of at most [`ARENA_KEEP_BYTES`] each; others
+/// are freed as usual.
+#[derive(Debug)]
+struct LabelArena {
+    text: String,
+    pairs: Vec<PairSpan>,
+}
+
+/// Most arenas kept for reuse.
+const ARENA_POOL_MAX: usize = 8;
+/// Largest arena (text plus pair bytes of capacity) kept for reuse.
+const ARENA_KEEP_BYTES: usize = 2 << 20;
+
+/// Emptied arenas of dropped batches.
+static ARENA_POOL: std::sync::Mutex<Vec<LabelArena>> = std::sync::Mutex::new(Vec::new());
+
+impl LabelArena {
+    /// Capacity in bytes.
+    fn capacity_bytes(&self) -> usize {
+        self.text
+            .capacity()
+            .saturating_add(self.pairs.capacity() * std::mem::size_of::<PairSpan>())
+    }
+}
+
+impl Default for LabelArena {
+    fn default() -> Self {
+        let pooled = ARENA_POOL.lock().ok().and_then(|mut p| p.pop());
+        pooled.unwrap_or(Self {
+            text: String::new(),
+            pairs: Vec::new(),
+        })
+    }
+}
+
+impl Drop for LabelArena {
+    fn drop(&mut self) {
+        if self.pairs.capacity() == 0 || self.capacity_bytes() > ARENA_KEEP_BYTES {
+            return;
+        }
+        let Ok(mut pool) = ARENA_POOL.lock() else {
+            return;
+        };
+        if pool.len() < ARENA_POOL_MAX {
+            let mut text = std::mem::take(&mut self.text);
+            let mut pairs = std::mem::take(&mut self.pairs);
+            text.clear();
+            pairs.clear();
+            pool.push(Self { text, pairs });
+        }
+    }
 }
 
 impl WriteBatch {
     /// The labels of a series of this batch.
     pub fn labels_of(&self, s: &BatchSeries) -> BatchLabels<'_> {
         BatchLabels {
-            text: &self.label_text,
+            text: &self.labels.text,
             pairs: self
-                .label_pairs
+                .labels
+                .pairs
                 .get(s.labels.start as usize..s.labels.end as usize)
                 .unwrap_or(&[]),
         }
@@ -357,26 +419,26 @@ impl WriteBatch {
         Some(())
     }
 
-    /// Copies label pairs into the arena; their range of `label_pairs`.
+    /// Copies label pairs into the arena; their range of the pair spans.
     fn push_labels<'a>(
         &mut self,
         pairs: impl Iterator<Item = (&'a str, &'a str)>,
     ) -> Option<Range<u32>> {
-        let first = u32::try_from(self.label_pairs.len()).ok()?;
+        let first = u32::try_from(self.labels.pairs.len()).ok()?;
         for (n, v) in pairs {
             self.push_pair(n, v)?;
         }
-        Some(first..u32::try_from(self.label_pairs.len()).ok()?)
+        Some(first..u32::try_from(self.labels.pairs.len()).ok()?)
     }
 
     fn push_pair(&mut self, n: &str, v: &str) -> Option<()> {
-        let start = u32::try_from(self.label_text.len()).ok()?;
+        let start = u32::try_from(self.labels.text.len()).ok()?;
         let name_len = u32::try_from(n.len()).ok()?;
         let value_len = u32::try_from(v.len()).ok()?;
         start.checked_add(name_len)?.checked_add(value_len)?;
-        self.label_text.push_str(n);
-        self.label_text.push_str(v);
-        self.label_pairs.push(PairSpan {
+        self.labels.text.push_str(n);
+        self.labels.text.push_str(v);
+        self.labels.pairs.push(PairSpan {
             start,
             name_len,
             value_len,
@@ -386,7 +448,7 @@ impl WriteBatch {
 
     /// Keeps the float series for which `keep` returns true.
     pub fn retain_series(&mut self, mut keep: impl FnMut(BatchLabels<'_>, &BatchSeries) -> bool) {
-        let (text, pairs) = (&self.label_text, &self.label_pairs);
+        let (text, pairs) = (&self.labels.text, &self.labels.pairs);
         self.series.retain(|s| {
             let l = BatchLabels {
                 text,
@@ -404,8 +466,8 @@ impl WriteBatch {
         if !self.series.iter().any(|s| has(self, s)) {
             return;
         }
-        let old = std::mem::take(&mut self.label_pairs);
-        let text = &self.label_text;
+        let old = std::mem::take(&mut self.labels.pairs);
+        let text = &self.labels.text;
         let mut pairs = Vec::with_capacity(old.len());
         for s in &mut self.series {
             let first = pairs.len() as u32;
@@ -420,7 +482,7 @@ impl WriteBatch {
             }
             s.labels = first..pairs.len() as u32;
         }
-        self.label_pairs = pairs;
+        self.labels.pairs = pairs;
     }
 
     /// Samples of a valid series.
@@ -733,9 +795,10 @@ impl Added {
     pub(crate) fn owned(self, batch: &WriteBatch) -> Labels {
         self.owned.unwrap_or_else(|| {
             BatchLabels {
-                text: &batch.label_text,
+                text: &batch.labels.text,
                 pairs: batch
-                    .label_pairs
+                    .labels
+                    .pairs
                     .get(self.pairs.start as usize..self.pairs.end as usize)
                     .unwrap_or(&[]),
             }
@@ -841,11 +904,11 @@ fn push_valid_labels<'a>(
     batch: &mut WriteBatch,
     pairs: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Result<Range<u32>, String> {
-    let (text_len, pairs_len) = (batch.label_text.len(), batch.label_pairs.len());
+    let (text_len, pairs_len) = (batch.labels.text.len(), batch.labels.pairs.len());
     let res = check_and_push(batch, pairs);
     if res.is_err() {
-        batch.label_text.truncate(text_len);
-        batch.label_pairs.truncate(pairs_len);
+        batch.labels.text.truncate(text_len);
+        batch.labels.pairs.truncate(pairs_len);
     }
     res
 }
@@ -855,7 +918,7 @@ fn check_and_push<'a>(
     pairs: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Result<Range<u32>, String> {
     const TOO_LARGE: &str = "request labels pass 4 GiB";
-    let first = u32::try_from(batch.label_pairs.len()).map_err(|_| TOO_LARGE.to_string())?;
+    let first = u32::try_from(batch.labels.pairs.len()).map_err(|_| TOO_LARGE.to_string())?;
     let mut prev: Option<&str> = None;
     let mut has_name = false;
     for (n, v) in pairs {
@@ -879,7 +942,7 @@ fn check_and_push<'a>(
     if !has_name {
         return Err("missing metric name (__name__ label)".into());
     }
-    let end = u32::try_from(batch.label_pairs.len()).map_err(|_| TOO_LARGE.to_string())?;
+    let end = u32::try_from(batch.labels.pairs.len()).map_err(|_| TOO_LARGE.to_string())?;
     Ok(first..end)
 }
 
