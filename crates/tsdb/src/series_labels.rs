@@ -99,7 +99,7 @@ mod tests {
         assert_eq!(SeriesLabels::len(borrowed), 3);
         assert_eq!(borrowed.metric_name(), Some("up"));
         assert_eq!(borrowed.to_labels(), owned);
-        assert_eq!((&owned).to_labels(), owned);
+        assert_eq!(<&Labels as SeriesLabels>::to_labels(&&owned), owned);
         let unnamed: &[(&str, &str)] = &[("job", "a")];
         assert_eq!(unnamed.metric_name(), None);
     }
