@@ -17,9 +17,23 @@
 //!   [`FsyncPolicy::Always`] fsyncs before every append returns.
 //! - Reading is at-least-once: the consumer (the endpoint's sender) reads
 //!   records in order with a [`QueueReader`] and calls [`Queue::commit`]
-//!   once a prefix is acknowledged; the cursor is written and fsynced at
-//!   most every 100 ms and on close. After a restart reading resumes at the
-//!   cursor, so only batches sent but not yet committed are sent again.
+//!   once a prefix is acknowledged. The cursor file holds two slots
+//!   overwritten in place in turn (the newer valid one wins on open); the
+//!   cursor is written at most every 100 ms when it moved and on close,
+//!   and fsynced on close and otherwise at the segment data's cadence (at
+//!   most once per interval when it moved, or every write with
+//!   [`FsyncPolicy::Always`]). After a restart reading resumes at the
+//!   cursor, so only what was sent but not yet acknowledged, plus what
+//!   was acknowledged in the last ≤ 100 ms, is sent again.
+//! - Kill -9 vs. power loss: a killed process loses nothing appended and
+//!   its last cursor write (in the page cache) survives: it re-sends at
+//!   most ~100 ms of acknowledged data. After an operating-system crash or
+//!   power loss the segments may lose up to the fsync interval of
+//!   appended data, and the cursor found is at least the one of the write
+//!   before the last fsync (a slot torn mid-write fails its CRC and the
+//!   other slot is used): at most about the fsync interval plus 100 ms of
+//!   acknowledged data is re-sent (remote write accepts duplicates), and
+//!   nothing acknowledged is lost because of the cursor.
 //! - A disk budget bounds the segment files; past it the oldest segments
 //!   are deleted (even if unsent), counted in
 //!   `stratus_agent_queue_dropped_samples_total` and logged.
@@ -34,7 +48,6 @@ mod codec;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -55,8 +68,12 @@ const SEGMENT_MAGIC: &[u8; 4] = b"STRQ";
 const CURSOR_MAGIC: &[u8; 4] = b"STRC";
 const FORMAT_VERSION: u8 = 1;
 const CURSOR_FILE: &str = "cursor";
+/// The cursor file of versions before the two-slot cursor; deleted on open.
 const CURSOR_TMP: &str = "cursor.tmp";
 const CURSOR_LEN: usize = 28;
+/// Offset of the cursor file's second slot (the first is at 0): another
+/// disk sector, so a write torn at a sector boundary spoils one slot only.
+const CURSOR_SLOT_2: u64 = 512;
 /// How often the background thread looks for work (cursor, fsync).
 const TICK: Duration = Duration::from_millis(100);
 
@@ -193,6 +210,50 @@ impl QueuedRecord {
     }
 }
 
+/// A record's payload lent to the closure of
+/// [`QueueReader::next_record_with`]: walk it there, once.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordPayload<'p>(&'p [u8]);
+
+impl<'p> RecordPayload<'p> {
+    /// As [`QueuedRecord::walk`]: visits every series with the record's
+    /// symbol table, its labels as (name, value) indexes (sorted by name)
+    /// and its samples; returns the metadata. An error means the record
+    /// does not decode (the reader then treats it as corrupt).
+    pub fn walk(
+        self,
+        series: impl FnMut(&[&'p str], &[(usize, usize)], &[Sample]),
+    ) -> std::result::Result<Vec<Metadata>, String> {
+        codec::walk_payload(self.0, series)
+            .map(|w| w.metadata)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Bytes of the payload (a size hint for the caller's buffers).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True for an empty payload (never the case for a record read).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Where a record read by [`QueueReader::next_record_with`] sits, and
+/// its head.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordInfo {
+    /// Where the record starts.
+    pub start: Position,
+    /// Where the next record starts: commit this once the batch is sent.
+    pub end: Position,
+    /// Wall-clock time of the append (ms since the epoch).
+    pub append_ms: i64,
+    /// Samples in the batch.
+    pub samples: u64,
+}
+
 /// Sizes and positions of a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueStats {
@@ -219,6 +280,9 @@ struct State {
     read: Position,
     committed: Position,
     cursor_dirty: bool,
+    /// The cursor file was last written without fsync.
+    cursor_unsynced: bool,
+    last_cursor_sync: Instant,
     data_dirty: bool,
     last_data_sync: Instant,
     force_roll: bool,
@@ -232,10 +296,19 @@ struct Shared {
     max_bytes: u64,
     fsync: FsyncPolicy,
     state: Mutex<State>,
+    /// The cursor file, held while it is written.
+    cursor: Mutex<CursorFile>,
     notify: tokio::sync::Notify,
     metrics: QueueHandles,
     /// Holds the directory's `flock` for the queue's lifetime.
     _lock: File,
+}
+
+/// The open cursor file and the slot its next write goes to.
+struct CursorFile {
+    file: File,
+    /// Offset of the slot not holding the newest cursor.
+    next_slot: u64,
 }
 
 struct Handle {
@@ -427,18 +500,54 @@ impl Shared {
         }
     }
 
-    fn write_cursor_if_dirty(&self) {
-        let pos = {
+    /// Writes the cursor (in place, into the older slot) when it moved;
+    /// fsyncs the file when `force`, with [`FsyncPolicy::Always`], or once
+    /// the fsync interval passed since the last fsync (also when nothing
+    /// moved since an unsynced write). Between fsyncs a write only reaches
+    /// the page cache: a killed process loses none of it; after a power
+    /// loss the cursor found is at least the one of the write before the
+    /// last fsync (see the module docs), so acknowledged data may be sent
+    /// again, never lost.
+    fn write_cursor_if_dirty(&self, force: bool) {
+        // One writer at a time, so positions reach the file in order.
+        let mut cf = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        let (pos, dirty, durable) = {
             let mut st = self.lock();
-            if !st.cursor_dirty {
+            let due = force
+                || match self.fsync {
+                    FsyncPolicy::Interval(iv) => st.last_cursor_sync.elapsed() >= iv,
+                    FsyncPolicy::Always => true,
+                };
+            if !(st.cursor_dirty || st.cursor_unsynced && due) {
                 return;
             }
-            st.cursor_dirty = false;
-            st.committed
+            let dirty = std::mem::take(&mut st.cursor_dirty);
+            (st.committed, dirty, due)
         };
-        if let Err(e) = write_cursor(&self.dir, pos) {
-            warn!(queue = %self.name, error = %e, "could not write the queue cursor; will retry");
-            self.lock().cursor_dirty = true;
+        let mut res = Ok(());
+        if dirty {
+            res = cf.file.write_all_at(&encode_cursor(pos), cf.next_slot);
+            if res.is_ok() {
+                cf.next_slot = CURSOR_SLOT_2 - cf.next_slot;
+            }
+        }
+        if durable && res.is_ok() {
+            res = cf.file.sync_data();
+        }
+        let mut st = self.lock();
+        match res {
+            Ok(()) if durable => {
+                st.cursor_unsynced = false;
+                st.last_cursor_sync = Instant::now();
+            }
+            Ok(()) => st.cursor_unsynced = true,
+            Err(e) => {
+                drop(st);
+                warn!(queue = %self.name, error = %e, "could not write the queue cursor; will retry");
+                let mut st = self.lock();
+                st.cursor_dirty = true;
+                st.cursor_unsynced = true;
+            }
         }
     }
 }
@@ -549,15 +658,50 @@ fn decode_cursor(b: &[u8]) -> Option<Position> {
     })
 }
 
-fn write_cursor(dir: &Path, pos: Position) -> std::io::Result<()> {
-    let tmp = dir.join(CURSOR_TMP);
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&encode_cursor(pos))?;
-        f.sync_all()?;
+/// The newer valid cursor of a cursor file's two slots (bytes
+/// `0..28` and `512..540`; a file of an older version has only the first)
+/// and the offset of its slot; `None` when neither slot is valid.
+fn read_cursor(b: &[u8]) -> Option<(Position, u64)> {
+    let slot = |at: u64| {
+        let at_us = usize::try_from(at).ok()?;
+        b.get(at_us..at_us.checked_add(CURSOR_LEN)?)
+            .and_then(decode_cursor)
+            .map(|p| (p, at))
+    };
+    // The cursor only moves forward: the further position is the newer.
+    match (slot(0), slot(CURSOR_SLOT_2)) {
+        (Some(a), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
+        (a, b) => a.or(b),
     }
-    fs::rename(&tmp, dir.join(CURSOR_FILE))?;
-    sync_dir(dir)
+}
+
+/// Creates or opens the cursor file; a new one gets `pos` in its first
+/// slot and is made durable (file and directory fsynced) before use.
+fn open_cursor(dir: &Path, existing: Option<(Position, u64)>, pos: Position) -> Result<CursorFile> {
+    let path = dir.join(CURSOR_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .context(DirSnafu { path: &path })?;
+    match existing {
+        Some((_, slot)) => Ok(CursorFile {
+            file,
+            next_slot: CURSOR_SLOT_2 - slot,
+        }),
+        None => {
+            file.write_all_at(&encode_cursor(pos), 0)
+                .and_then(|()| file.sync_data())
+                .and_then(|()| sync_dir(dir))
+                .context(DirSnafu { path: &path })?;
+            Ok(CursorFile {
+                file,
+                next_slot: CURSOR_SLOT_2,
+            })
+        }
+    }
 }
 
 /// What the open-time check of the last segment decided.
@@ -661,9 +805,10 @@ impl Queue {
             }
         }
         ids.sort_unstable();
-        let cursor = match fs::read(dir.join(CURSOR_FILE)) {
-            Ok(b) => match decode_cursor(&b) {
+        let found = match fs::read(dir.join(CURSOR_FILE)) {
+            Ok(b) => match read_cursor(&b) {
                 Some(p) => Some(p),
+                None if b.iter().all(|&x| x == 0) => None,
                 None => {
                     warn!(queue = %name, "queue cursor file is corrupt: resending from the oldest segment");
                     None
@@ -672,6 +817,7 @@ impl Queue {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e).context(DirSnafu { path: &dir }),
         };
+        let cursor = found.map(|(p, _)| p);
         // Segments wholly before the cursor were acknowledged.
         if let Some(c) = cursor {
             ids.retain(|&id| {
@@ -763,11 +909,14 @@ impl Queue {
                 read: start,
                 committed: start,
                 cursor_dirty: cursor != Some(start),
+                cursor_unsynced: false,
+                last_cursor_sync: Instant::now(),
                 data_dirty: false,
                 last_data_sync: Instant::now(),
                 force_roll: false,
                 reader_taken: false,
             }),
+            cursor: Mutex::new(open_cursor(&dir, found, start)?),
             notify: tokio::sync::Notify::new(),
             metrics: QueueHandles::new(metrics, name),
             _lock: lock,
@@ -783,7 +932,7 @@ impl Queue {
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
                         _ => return,
                     }
-                    bg.write_cursor_if_dirty();
+                    bg.write_cursor_if_dirty(false);
                     bg.sync_data_if_due(false);
                 }
             })
@@ -865,7 +1014,7 @@ impl Queue {
     /// Fsyncs segment data and writes the cursor now.
     pub fn sync(&self) {
         self.shared().sync_data_if_due(true);
-        self.shared().write_cursor_if_dirty();
+        self.shared().write_cursor_if_dirty(true);
     }
 
     /// Sizes and positions.
@@ -915,7 +1064,7 @@ impl Drop for Handle {
             let _ = t.join();
         }
         self.shared.sync_data_if_due(true);
-        self.shared.write_cursor_if_dirty();
+        self.shared.write_cursor_if_dirty(true);
     }
 }
 
@@ -993,7 +1142,7 @@ impl QueueReader {
     /// records make it skip to the next segment (logged, counted); I/O
     /// errors are returned and the same record is tried again next call.
     pub fn next_batch(&mut self) -> Result<Option<QueuedBatch>> {
-        let r = self.next_with(codec::decode_payload)?;
+        let r = self.next_with(|p| codec::decode_payload(p).map_err(|e| e.to_string()))?;
         Ok(r.map(|(start, end, d)| QueuedBatch {
             batch: d.batch,
             start,
@@ -1007,7 +1156,7 @@ impl QueueReader {
     /// [`Batch`] (it is checked to decode): the sender walks it.
     pub fn next_record(&mut self) -> Result<Option<QueuedRecord>> {
         let r = self.next_with(|p| {
-            let w = codec::walk_payload(p, |_, _, _| {})?;
+            let w = codec::walk_payload(p, |_, _, _| {}).map_err(|e| e.to_string())?;
             Ok((w.append_ms, w.samples, p.to_vec()))
         })?;
         Ok(
@@ -1021,9 +1170,39 @@ impl QueueReader {
         )
     }
 
+    /// The next record, or `None` when caught up with the writer, handed
+    /// to `f` in place (no copy): `f` walks it once (with
+    /// [`RecordPayload::walk`]), turning it into whatever the caller
+    /// sends. An error from `f` means the record does not decode: it is
+    /// treated as a corrupt record, as [`QueueReader::next_batch`] does
+    /// (logged, counted, the rest of its segment skipped). `f` may run for
+    /// a record that is then dropped by the disk budget before it is
+    /// returned; its result is discarded and the next record read.
+    pub fn next_record_with<T>(
+        &mut self,
+        mut f: impl FnMut(RecordPayload<'_>) -> std::result::Result<T, String>,
+    ) -> Result<Option<(RecordInfo, T)>> {
+        let r = self.next_with(|p| {
+            let (append_ms, samples) = codec::decode_head(p).map_err(|e| e.to_string())?;
+            let t = f(RecordPayload(p))?;
+            Ok((append_ms, samples, t))
+        })?;
+        Ok(r.map(|(start, end, (append_ms, samples, t))| {
+            (
+                RecordInfo {
+                    start,
+                    end,
+                    append_ms,
+                    samples,
+                },
+                t,
+            )
+        }))
+    }
+
     fn next_with<T>(
         &mut self,
-        decode: impl Fn(&[u8]) -> std::result::Result<T, codec::DecodeError>,
+        mut decode: impl FnMut(&[u8]) -> std::result::Result<T, String>,
     ) -> Result<Option<(Position, Position, T)>> {
         let sh = self.queue.0.shared.clone();
         loop {
@@ -1056,7 +1235,7 @@ impl QueueReader {
                 }
                 size
             };
-            match self.read_at(&sh, limit, &decode) {
+            match self.read_at(&sh, limit, &mut decode) {
                 Ok((len, d)) => {
                     let start = self.pos;
                     let end = Position {
@@ -1108,7 +1287,7 @@ impl QueueReader {
         &mut self,
         sh: &Shared,
         limit: u64,
-        decode: impl Fn(&[u8]) -> std::result::Result<T, codec::DecodeError>,
+        decode: &mut impl FnMut(&[u8]) -> std::result::Result<T, String>,
     ) -> Result<(u64, T), Fault> {
         let seg = self.pos.segment;
         if self.file.as_ref().map(|(id, _)| *id) != Some(seg) {
@@ -1147,7 +1326,7 @@ impl QueueReader {
         if crc32c::crc32c(&self.buf) != crc {
             return Err(Fault::Corrupt("CRC mismatch".into()));
         }
-        let d = decode(&self.buf).map_err(|e| Fault::Corrupt(e.to_string()))?;
+        let d = decode(&self.buf).map_err(Fault::Corrupt)?;
         Ok((fh + len as u64, d))
     }
 }

@@ -43,7 +43,7 @@ pub use metrics::PushMetrics;
 
 use self::encode::{Item, ItemSeries};
 use self::shard::{Ctx, Sent};
-use crate::queue::{Position, Queue, QueueReader, QueuedRecord};
+use crate::queue::{Position, Queue, QueueReader, RecordInfo, RecordPayload};
 use crate::sink::Metadata;
 
 /// The write-relabel hook: returns the labels to send, or `None` to drop
@@ -266,6 +266,7 @@ impl Sender {
             shards: Vec::new(),
             meta: Arc::new(Mutex::new(MetaState::default())),
             progress: progress.clone(),
+            hints: Vec::new(),
         };
         let task = tokio::spawn(d.run());
         Ok(Sender {
@@ -327,6 +328,9 @@ struct Dispatcher {
     shards: Vec<(mpsc::Sender<Vec<Item>>, JoinHandle<()>)>,
     meta: Arc<Mutex<MetaState>>,
     progress: Arc<Mutex<Progress>>,
+    /// Bytes each shard's buffer took for recent records (capacity hint
+    /// for the next one).
+    hints: Vec<usize>,
 }
 
 /// Inputs of the shard computation, sampled each interval.
@@ -383,9 +387,16 @@ impl Dispatcher {
                     }
                 }
             }
-            match self.reader.next_record() {
-                Ok(Some(rec)) => {
-                    if !self.dispatch(rec).await {
+            let walker = Walker {
+                v2: self.ctx.settings.protocol == ProtocolVersion::V2,
+                shards: self.shards.len().max(1),
+                relabel: self.relabel.as_ref(),
+                external: &self.external,
+                hints: &self.hints,
+            };
+            match self.reader.next_record_with(|p| walker.walk(p)) {
+                Ok(Some((info, walked))) => {
+                    if !self.dispatch(info, walked).await {
                         break;
                     }
                 }
@@ -534,8 +545,8 @@ impl Dispatcher {
     }
 
     /// Spreads one record's series over the shards. False when stopped.
-    async fn dispatch(&mut self, rec: QueuedRecord) -> bool {
-        let per_shard = self.stage(rec);
+    async fn dispatch(&mut self, info: RecordInfo, walked: WalkedRecord) -> bool {
+        let per_shard = self.stage(info, walked);
         self.set_progress();
         let mut stop = self.stop.clone();
         for (k, items) in per_shard.into_iter().enumerate() {
@@ -562,70 +573,17 @@ impl Dispatcher {
         true
     }
 
-    /// Labels, metadata and shard of each series of a record, registered
-    /// with the tracker.
-    ///
-    /// 1.0 without write relabeling (the common case) builds no label
-    /// sets: each series' `TimeSeries` message is written straight from
-    /// the record's symbols, merged with the external labels on the fly,
-    /// into one buffer per shard, and its shard is chosen by a hash of
-    /// those label bytes. 2.0 and write relabeling go through [`Labels`].
-    fn stage(&mut self, rec: QueuedRecord) -> Vec<Vec<Item>> {
+    /// Registers a walked record with the tracker, keeps its metadata and
+    /// makes its series the shards' items.
+    fn stage(&mut self, info: RecordInfo, walked: WalkedRecord) -> Vec<Vec<Item>> {
         let v2 = self.ctx.settings.protocol == ProtocolVersion::V2;
-        let n = self.shards.len().max(1);
-        let mut dropped = 0u64;
-        let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); n];
-        let mut staged: Vec<Staged> = Vec::new();
-        let mut scratch: Vec<u8> = Vec::new();
-        let walked = rec.walk(|table, refs, samples| {
-            if samples.is_empty() {
-                return;
-            }
-            scratch.clear();
-            if v2 || self.relabel.is_some() {
-                // `walk` checked the indexes and the order.
-                let labels = Labels::from_sorted_unchecked(
-                    refs.iter()
-                        .map(|&(n, v)| Label::new(table[n], table[v]))
-                        .collect(),
-                );
-                let Some(labels) = self.final_labels(&labels) else {
-                    dropped += samples.len() as u64;
-                    return;
-                };
-                if v2 {
-                    let k = (labels.stable_hash() % n as u64) as usize;
-                    staged.push(Staged::Labels(k, labels, samples.to_vec()));
-                    return;
-                }
-                for l in labels.iter() {
-                    encode::put_v1_label(&mut scratch, &l.name, &l.value);
-                }
-            } else {
-                merge_external(&self.external, table, refs, |name, value| {
-                    encode::put_v1_label(&mut scratch, name, value);
-                });
-            }
-            let k = (xxhash_rust::xxh3::xxh3_64(&scratch) % n as u64) as usize;
-            let Some(buf) = bufs.get_mut(k) else { return };
-            let start = buf.len();
-            buf.extend_from_slice(&scratch);
-            encode::put_v1_samples(buf, samples);
-            staged.push(Staged::V1 {
-                shard: k,
-                range: start..buf.len(),
-                samples: samples.len() as u32,
-                newest: samples.iter().map(|s| s.t).max().unwrap_or(0),
-            });
-        });
-        let metadata = match walked {
-            Ok(m) => m,
-            Err(e) => {
-                // Cannot happen: the reader checked that the record decodes.
-                error!(remote = %self.ctx.settings.name, error = %e, "queued record does not decode");
-                Vec::new()
-            }
-        };
+        let WalkedRecord {
+            bufs,
+            staged,
+            dropped,
+            metadata,
+        } = walked;
+        let n = bufs.len();
         if !metadata.is_empty() && self.ctx.settings.send_metadata {
             if let Ok(mut m) = self.meta.lock() {
                 for md in metadata {
@@ -641,7 +599,7 @@ impl Dispatcher {
         let (id, done) =
             self.ctx
                 .tracker()
-                .register(staged.len(), rec.end, rec.append_ms, rec.samples);
+                .register(staged.len(), info.end, info.append_ms, info.samples);
         if let Some(p) = done {
             self.ctx.queue.commit(p);
         }
@@ -650,6 +608,12 @@ impl Dispatcher {
         } else {
             None
         };
+        // The larger of this record's bytes and the last hint less an
+        // eighth, per shard.
+        self.hints.resize(n, 0);
+        for (h, b) in self.hints.iter_mut().zip(&bufs) {
+            *h = b.len().max(*h - *h / 8);
+        }
         let bufs: Vec<Bytes> = bufs.into_iter().map(Bytes::from).collect();
         let mut per_shard: Vec<Vec<Item>> = vec![Vec::new(); n];
         for st in staged {
@@ -692,26 +656,118 @@ impl Dispatcher {
         }
         per_shard
     }
+}
 
-    /// External labels (series labels win), then the relabel hook.
-    fn final_labels(&self, l: &Labels) -> Option<Labels> {
-        let with_ext = if self.external.is_empty() {
-            l.clone()
-        } else {
-            let mut b: LabelsBuilder = l.builder();
-            let mut added = false;
-            for e in self.external.iter() {
-                if l.get(&e.name).is_none() {
-                    b.set(e.name.clone(), e.value.clone());
-                    added = true;
-                }
+/// A record walked once, in the queue reader (which checks it decodes):
+/// each series' shard and form, the 1.0 bytes per shard, its metadata.
+struct WalkedRecord {
+    bufs: Vec<Vec<u8>>,
+    staged: Vec<Staged>,
+    dropped: u64,
+    metadata: Vec<Metadata>,
+}
+
+/// What walking a record needs of the dispatcher.
+struct Walker<'a> {
+    v2: bool,
+    shards: usize,
+    relabel: Option<&'a WriteRelabel>,
+    external: &'a Labels,
+    hints: &'a [usize],
+}
+
+impl Walker<'_> {
+    /// Labels and shard of each series of a record.
+    ///
+    /// 1.0 without write relabeling (the common case) builds no label
+    /// sets: each series' `TimeSeries` message is written straight from
+    /// the record's symbols, merged with the external labels on the fly,
+    /// into one buffer per shard, and its shard is chosen by a hash of
+    /// those label bytes. 2.0 and write relabeling go through [`Labels`].
+    fn walk(&self, rec: RecordPayload<'_>) -> Result<WalkedRecord, String> {
+        let (v2, n) = (self.v2, self.shards);
+        let mut dropped = 0u64;
+        // Size each shard's buffer from the last record's (records of
+        // one agent are alike), so it is not grown and copied as it fills.
+        let mut bufs: Vec<Vec<u8>> = (0..n)
+            .map(|k| {
+                let hint = match self.hints.get(k) {
+                    Some(&h) if self.hints.len() == n => h,
+                    _ => rec.len() * 4 / n,
+                };
+                Vec::with_capacity(hint)
+            })
+            .collect();
+        let mut staged: Vec<Staged> = Vec::new();
+        let mut scratch: Vec<u8> = Vec::new();
+        let metadata = rec.walk(|table, refs, samples| {
+            if samples.is_empty() {
+                return;
             }
-            if added { b.build() } else { l.clone() }
-        };
-        match &self.relabel {
-            Some(f) => f(&with_ext).filter(|x| !x.is_empty()),
-            None => Some(with_ext),
+            scratch.clear();
+            if v2 || self.relabel.is_some() {
+                // `walk` checked the indexes and the order.
+                let labels = Labels::from_sorted_unchecked(
+                    refs.iter()
+                        .map(|&(n, v)| Label::new(table[n], table[v]))
+                        .collect(),
+                );
+                let Some(labels) = final_labels(self.external, self.relabel, &labels) else {
+                    dropped += samples.len() as u64;
+                    return;
+                };
+                if v2 {
+                    let k = (labels.stable_hash() % n as u64) as usize;
+                    staged.push(Staged::Labels(k, labels, samples.to_vec()));
+                    return;
+                }
+                for l in labels.iter() {
+                    encode::put_v1_label(&mut scratch, &l.name, &l.value);
+                }
+            } else {
+                merge_external(self.external, table, refs, |name, value| {
+                    encode::put_v1_label(&mut scratch, name, value);
+                });
+            }
+            let k = (xxhash_rust::xxh3::xxh3_64(&scratch) % n as u64) as usize;
+            let Some(buf) = bufs.get_mut(k) else { return };
+            let start = buf.len();
+            buf.extend_from_slice(&scratch);
+            encode::put_v1_samples(buf, samples);
+            staged.push(Staged::V1 {
+                shard: k,
+                range: start..buf.len(),
+                samples: samples.len() as u32,
+                newest: samples.iter().map(|s| s.t).max().unwrap_or(0),
+            });
+        })?;
+        Ok(WalkedRecord {
+            bufs,
+            staged,
+            dropped,
+            metadata,
+        })
+    }
+}
+
+/// External labels (series labels win), then the relabel hook.
+fn final_labels(external: &Labels, relabel: Option<&WriteRelabel>, l: &Labels) -> Option<Labels> {
+    let with_ext = if external.is_empty() {
+        l.clone()
+    } else {
+        let mut b: LabelsBuilder = l.builder();
+        let mut added = false;
+        for e in external.iter() {
+            if l.get(&e.name).is_none() {
+                b.set(e.name.clone(), e.value.clone());
+                added = true;
+            }
         }
+        if added { b.build() } else { l.clone() }
+    };
+    match relabel {
+        Some(f) => f(&with_ext).filter(|x| !x.is_empty()),
+        None => Some(with_ext),
     }
 }
 
@@ -731,7 +787,7 @@ enum Staged {
 /// Calls `put` with a series' labels (indexes into `table`, sorted by
 /// name) and the external labels, in name order; a series label wins over
 /// an external label of the same name (the external labels hold no empty
-/// values). The result equals [`Dispatcher::final_labels`] without write
+/// values). The result equals [`final_labels`] without write
 /// relabeling, without building a label set.
 fn merge_external(
     external: &Labels,

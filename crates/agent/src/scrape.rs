@@ -424,6 +424,41 @@ pub(crate) struct LoopState {
     report_labels: Vec<Labels>,
     /// The format of the scrape the cache was filled from.
     format: Option<Format>,
+    /// One shared string per distinct label name and value of the cached
+    /// series (the queue's record encoder then finds most symbols by
+    /// address instead of hashing their bytes).
+    interner: HashSet<Arc<str>, FastBuild>,
+}
+
+impl LoopState {
+    fn intern(&mut self, s: &Arc<str>) -> Arc<str> {
+        match self.interner.get(&**s) {
+            Some(a) => a.clone(),
+            None => {
+                self.interner.insert(s.clone());
+                s.clone()
+            }
+        }
+    }
+
+    /// `l` with its strings replaced by the interned ones.
+    fn intern_labels(&mut self, l: Labels) -> Labels {
+        let v = l
+            .iter()
+            .map(|x| stratus_model::Label {
+                name: self.intern(&x.name),
+                value: self.intern(&x.value),
+            })
+            .collect();
+        Labels::from_sorted_unchecked(v)
+    }
+
+    /// Forgets interned strings no cached series uses any more.
+    fn prune_interner(&mut self) {
+        if self.interner.len() > 64 + 4 * self.cache.len() {
+            self.interner.retain(|a| Arc::strong_count(a) > 1);
+        }
+    }
 }
 
 struct Scraper {
@@ -613,6 +648,7 @@ impl Scraper {
                             break;
                         }
                     }
+                    let res = res.map(|l| st.intern_labels(l));
                     let hash = res.as_ref().map_or(0, Labels::stable_hash);
                     st.cache.insert(
                         s.series.into(),
@@ -717,6 +753,7 @@ impl Scraper {
                 st.prev = parsed.cur;
                 let it = st.iteration;
                 st.cache.retain(|_, c| c.seen == it);
+                st.prune_interner();
                 (1.0, parsed.total, parsed.added, parsed.series_added, None)
             }
             Err((e, total, added)) => {

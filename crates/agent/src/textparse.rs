@@ -313,7 +313,11 @@ impl<'a> Parser<'a> {
             .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_' || c == b':'))
             .unwrap_or(b.len());
         let name = &line[..name_end];
-        check_metric_name(name)?;
+        // Every byte of `name` is a metric-name byte by construction, so
+        // only an empty name or a leading digit can make it invalid.
+        if name.as_bytes().first().is_none_or(u8::is_ascii_digit) {
+            check_metric_name(name)?;
+        }
         let mut i = name_end;
         let brace = if om { i } else { skip_ws(b, i) };
         self.labels.clear();

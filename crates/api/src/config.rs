@@ -312,6 +312,13 @@ pub struct ServerConfig {
     /// `created-timestamp-zero-ingestion` feature. Costs one index lookup
     /// per series that carries a created timestamp. Default off.
     pub created_timestamp_zero_ingestion: bool,
+    /// Store the samples' start timestamps (remote write 2.0
+    /// `start_timestamp`, OTLP `start_time_unix_nano`) with them, for
+    /// `promql_use_start_timestamps`, as Prometheus' `st-storage`
+    /// feature. Independent of `created_timestamp_zero_ingestion`. Series
+    /// given start timestamps use chunks with a start-timestamp column;
+    /// the others pay nothing. Default off.
+    pub start_timestamp_storage: bool,
     /// Exemplars kept in memory per tenant (0 disables; default 100k).
     pub max_exemplars: usize,
     /// Default per-tenant limits; a tenant's plan and own overrides in the
@@ -369,6 +376,9 @@ pub struct ServerConfig {
     /// A store's in-memory chunk cache budget in bytes (0 = off;
     /// default 256 MiB). Chunks are read from the bucket on demand.
     pub store_chunk_cache_bytes: u64,
+    /// A store's in-memory cache of series entries and postings lists read
+    /// from block indexes in the bucket, bytes (0 = off; default 128 MiB).
+    pub store_index_cache_bytes: u64,
     /// How often the compactor looks for blocks to merge (default 1m).
     #[serde(with = "humantime_serde")]
     pub compactor_interval: Duration,
@@ -444,6 +454,7 @@ impl Default for ServerConfig {
             remote_read_max_frame_bytes: 1 << 20,
             enable_admin_api: false,
             created_timestamp_zero_ingestion: false,
+            start_timestamp_storage: false,
             max_exemplars: stratus_tsdb::exemplars::DEFAULT_MAX_EXEMPLARS,
             limits: stratus_tenancy::Limits::default(),
             target: "all".to_string(),
@@ -461,6 +472,7 @@ impl Default for ServerConfig {
             query_ingesters_within: Duration::from_secs(13 * 3600),
             store_sync_interval: Duration::from_secs(60),
             store_chunk_cache_bytes: stratus_tsdb::DEFAULT_CHUNK_CACHE_BYTES,
+            store_index_cache_bytes: stratus_tsdb::DEFAULT_INDEX_CACHE_BYTES,
             compactor_interval: Duration::from_secs(60),
             compactor_block_ranges: [2, 12, 24]
                 .iter()

@@ -67,6 +67,7 @@ pub use query::{
 };
 pub use read::{parse_selector, parse_time, unescape_label_name};
 pub use remote_write::BatchLabels;
+pub use remote_write::fuzz_ingester_series;
 pub use remote_write::{
     BatchExemplar, BatchSeries, CreatedTimestamp, DEFAULT_MAX_COMPRESSED_BYTES,
     DEFAULT_MAX_DECOMPRESSED_BYTES, DecodeError, RwVersion, WriteBatch, batch_from_v1, decode,

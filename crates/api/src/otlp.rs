@@ -25,7 +25,11 @@
 //!
 //! Exemplars (trace/span ids as hex labels) and metadata (type, help from
 //! the description, unit) are carried in the [`WriteBatch`] like remote
-//! write's.
+//! write's. A point's `start_time_unix_nano` (sums, histograms' series,
+//! summaries' `_sum`/`_count`, exponential histograms) becomes its
+//! samples' start timestamp (ms; 0 or later than the point = unknown)
+//! and, when older than the point, a created timestamp for zero
+//! injection.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -43,6 +47,7 @@ use stratus_proto::otlp_metrics as pb;
 use stratus_tsdb::{MetricMetadata, MetricType};
 
 use crate::query::format_value;
+use crate::remote_write::checked_st;
 use crate::remote_write::{BatchExemplar, BatchHistSeries, CreatedTimestamp, WriteBatch};
 
 /// Error messages kept for `partial_success.error_message`.
@@ -164,9 +169,11 @@ impl OtlpBatch {
 /// Collects samples before they are grouped into series.
 #[derive(Debug, Default)]
 struct Collector {
-    points: Vec<(Labels, Sample)>,
-    /// Native histograms (from exponential histograms).
-    hists: Vec<(Labels, i64, Histogram)>,
+    /// Points with their start timestamps (0 = unknown).
+    points: Vec<(Labels, Sample, i64)>,
+    /// Native histograms (from exponential histograms): labels,
+    /// timestamp, histogram, start timestamp (0 = unknown).
+    hists: Vec<(Labels, i64, Histogram, i64)>,
     exemplars: Vec<BatchExemplar>,
     created: Vec<CreatedTimestamp>,
 }
@@ -460,6 +467,9 @@ fn exemplar_of(e: &pb::Exemplar) -> Exemplar {
 const NO_RECORDED_VALUE: u32 = 1;
 
 impl Collector {
+    /// Adds a point; `ct` is its start time (ms), kept as the sample's
+    /// start timestamp and, when older than the point, as a created
+    /// timestamp for zero injection.
     fn push(&mut self, labels: Labels, t: i64, v: f64, ct: Option<i64>) {
         if let Some(ct) = ct
             && ct != 0
@@ -470,7 +480,8 @@ impl Collector {
                 ct,
             });
         }
-        self.points.push((labels, Sample::new(t, v)));
+        let st = checked_st(ct.unwrap_or(0), t);
+        self.points.push((labels, Sample::new(t, v), st));
     }
 }
 
@@ -555,11 +566,18 @@ fn finish(out: &mut OtlpBatch, col: Collector, meta: BTreeMap<String, MetricMeta
     points.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.t.cmp(&b.1.t)));
     let b = &mut out.batch;
     b.samples.reserve(points.len());
+    let with_sts = points.iter().any(|p| p.2 != 0);
+    if with_sts {
+        b.sample_sts.reserve(points.len());
+    }
     let mut prev: Option<Labels> = None;
-    for (labels, s) in points {
+    for (labels, s, st) in points {
         match b.series.last_mut() {
             Some(last) if prev.as_ref() == Some(&labels) => {
                 b.samples.push(s);
+                if with_sts {
+                    b.sample_sts.push(st);
+                }
                 last.samples.end = b.samples.len();
             }
             _ => {
@@ -571,20 +589,32 @@ fn finish(out: &mut OtlpBatch, col: Collector, meta: BTreeMap<String, MetricMeta
                     b.samples.pop();
                     continue;
                 }
+                if with_sts {
+                    b.sample_sts.push(st);
+                }
                 prev = Some(labels);
             }
         }
     }
     let mut hists = col.hists;
     hists.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-    for (labels, t, h) in hists {
+    for (labels, t, h, st) in hists {
         match b.hist_series.last_mut() {
-            Some(last) if last.labels == labels => last.histograms.push((t, h)),
+            Some(last) if last.labels == labels => {
+                last.histograms.push((t, h));
+                last.histogram_sts.push(st);
+            }
             _ => b.hist_series.push(BatchHistSeries {
                 labels,
                 histograms: vec![(t, h)],
-                float_histograms: Vec::new(),
+                histogram_sts: vec![st],
+                ..Default::default()
             }),
+        }
+    }
+    for h in &mut b.hist_series {
+        if h.histogram_sts.iter().all(|&st| st == 0) {
+            h.histogram_sts = Vec::new();
         }
     }
     b.exemplars = col.exemplars;
@@ -860,7 +890,8 @@ fn translate_metric(
                     Ok(h) => {
                         see(t);
                         let l = point_labels(base, &p.attributes, &name, None);
-                        col.hists.push((l, t, h));
+                        let st = checked_st(ct_of(p.start_time_unix_nano).unwrap_or(0), t);
+                        col.hists.push((l, t, h, st));
                     }
                     Err(why) => out.reject(1, || {
                         format!(
@@ -1508,6 +1539,93 @@ mod tests {
         assert!(exponential_to_native(&bad).is_err());
     }
     use super::*;
+
+    #[test]
+    fn start_times_become_start_timestamps() {
+        use pb::metric::Data;
+        let ms = 1_000_000u64;
+        let point = |start: u64, t: u64, v: f64| pb::NumberDataPoint {
+            start_time_unix_nano: start * ms,
+            time_unix_nano: t * ms,
+            value: Some(pb::number_data_point::Value::AsDouble(v)),
+            ..Default::default()
+        };
+        let cumulative = pb::AggregationTemporality::Cumulative as i32;
+        let metric = |name: &str, data| pb::Metric {
+            name: name.into(),
+            data: Some(data),
+            ..Default::default()
+        };
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: vec![pb::ResourceMetrics {
+                scope_metrics: vec![pb::ScopeMetrics {
+                    metrics: vec![
+                        metric(
+                            "reqs",
+                            Data::Sum(pb::Sum {
+                                data_points: vec![
+                                    point(1000, 2000, 1.0),
+                                    point(1000, 3000, 2.0),
+                                    // A start after the point is unknown.
+                                    point(5000, 4000, 3.0),
+                                ],
+                                aggregation_temporality: cumulative,
+                                is_monotonic: true,
+                            }),
+                        ),
+                        metric(
+                            "temp",
+                            Data::Gauge(pb::Gauge {
+                                data_points: vec![point(1000, 2000, 20.0)],
+                            }),
+                        ),
+                        metric(
+                            "lat",
+                            Data::ExponentialHistogram(pb::ExponentialHistogram {
+                                data_points: vec![pb::ExponentialHistogramDataPoint {
+                                    start_time_unix_nano: 1500 * ms,
+                                    time_unix_nano: 2000 * ms,
+                                    count: 1,
+                                    zero_count: 1,
+                                    ..Default::default()
+                                }],
+                                aggregation_temporality: cumulative,
+                            }),
+                        ),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let b = translate(&req).batch;
+        let by_name = |n: &str| {
+            b.series
+                .iter()
+                .find(|s| b.labels_of(s).metric_name() == Some(n))
+                .unwrap()
+        };
+        assert_eq!(b.sts_of(by_name("reqs_total")), &[1000, 1000, 0]);
+        // Gauges have no start time: zeros in the parallel list.
+        assert_eq!(b.sts_of(by_name("temp")), &[0]);
+        assert_eq!(b.hist_series[0].histogram_sts, vec![1500]);
+        // Zero injection still sees the first point's start.
+        assert!(b.created.iter().any(|c| c.ct == 1000));
+
+        // Without start times nothing is allocated.
+        let mut plain = req.clone();
+        plain.resource_metrics[0].scope_metrics[0]
+            .metrics
+            .truncate(2);
+        if let Some(Data::Sum(s)) = &mut plain.resource_metrics[0].scope_metrics[0].metrics[0].data
+        {
+            for p in &mut s.data_points {
+                p.start_time_unix_nano = 0;
+            }
+        }
+        let b = translate(&plain).batch;
+        assert!(!b.has_start_timestamps());
+    }
 
     #[test]
     fn names_like_prometheus() {

@@ -24,9 +24,14 @@
 //! invalid one is reported naming its series and refused. Exemplars of valid series (label
 //! sets sorted, names unique and non-empty) and metric metadata (1.0: the
 //! `metadata` list; 2.0: per series, keyed by the metric name) are carried
-//! in the batch for the tenant's in-memory stores. For 2.0, a sample's
-//! `start_timestamp` (created timestamp) older than the sample is kept per
-//! series so the server can inject a zero sample there.
+//! in the batch for the tenant's in-memory stores. For 2.0, the
+//! `start_timestamp` of samples and histograms (when the counter began)
+//! is kept per sample ([`WriteBatch::sample_sts`],
+//! [`BatchHistSeries::histogram_sts`]; 0 = unknown, a start after its
+//! sample's timestamp is dropped as unknown), and the first sample's,
+//! when older than the sample, per series ([`WriteBatch::created`]) so
+//! the server can inject a zero sample there. Per-sample start
+//! timestamps cost nothing when no sample has one: the lists stay empty.
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -209,13 +214,18 @@ pub struct CreatedTimestamp {
 }
 
 /// Native histogram samples of one valid series.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BatchHistSeries {
     pub labels: Labels,
     /// Integer-count histograms, in request order.
     pub histograms: Vec<(i64, Histogram)>,
     /// Float-count histograms, in request order.
     pub float_histograms: Vec<(i64, FloatHistogram)>,
+    /// Start timestamps of `histograms` (ms, 0 = unknown): empty when
+    /// none has one, else parallel to it.
+    pub histogram_sts: Vec<i64>,
+    /// Start timestamps of `float_histograms`, as `histogram_sts`.
+    pub float_histogram_sts: Vec<i64>,
 }
 
 /// A converted native histogram sample.
@@ -331,6 +341,10 @@ pub struct WriteBatch {
     pub created: Vec<CreatedTimestamp>,
     /// Label arena of `series`.
     labels: LabelArena,
+    /// Start timestamps of `samples` (ms, 0 = unknown; never after the
+    /// sample's timestamp): empty when no sample of the batch has one,
+    /// else parallel to `samples`.
+    pub sample_sts: Vec<i64>,
 }
 
 /// The labels of a batch's float series: names and values back to back
@@ -490,6 +504,30 @@ impl WriteBatch {
         self.samples.get(s.samples.clone()).unwrap_or(&[])
     }
 
+    /// Start timestamps of a valid series' samples (empty: none known).
+    pub fn sts_of(&self, s: &BatchSeries) -> &[i64] {
+        self.sample_sts.get(s.samples.clone()).unwrap_or(&[])
+    }
+
+    /// Whether any sample or histogram of the batch has a start timestamp.
+    pub fn has_start_timestamps(&self) -> bool {
+        !self.sample_sts.is_empty()
+            || self
+                .hist_series
+                .iter()
+                .any(|h| !h.histogram_sts.is_empty() || !h.float_histogram_sts.is_empty())
+    }
+
+    /// Forgets every per-sample start timestamp (start timestamp storage
+    /// off); the created timestamps for zero injection stay.
+    pub fn clear_start_timestamps(&mut self) {
+        self.sample_sts = Vec::new();
+        for h in &mut self.hist_series {
+            h.histogram_sts = Vec::new();
+            h.float_histogram_sts = Vec::new();
+        }
+    }
+
     /// Float samples received (valid or not).
     pub fn samples_received(&self) -> u64 {
         self.samples.len() as u64 + self.invalid_samples
@@ -559,7 +597,7 @@ pub fn batch_from_v1(
         ..Default::default()
     };
     for ts in timeseries {
-        add_v1_series(&mut batch, ts);
+        add_v1_series(&mut batch, ts, &[], &[]);
     }
     add_v1_metadata(&mut batch, metadata);
     batch
@@ -586,8 +624,15 @@ pub fn batch_from_v1_encoded<'a>(
     Ok(batch_from_v1(&decoded, metadata))
 }
 
-/// Validates one decoded remote write 1.0 series into `batch`.
-pub(crate) fn add_v1_series(batch: &mut WriteBatch, ts: &prometheus::TimeSeries) {
+/// Validates one decoded remote write 1.0 series into `batch`, with the
+/// start timestamps of its samples and histograms (`sts`, `hist_sts`:
+/// parallel to them, or empty; see [`add_series_with`]).
+pub(crate) fn add_v1_series(
+    batch: &mut WriteBatch,
+    ts: &prometheus::TimeSeries,
+    sts: &[i64],
+    hist_sts: &[i64],
+) {
     let pairs = || ts.labels.iter().map(|l| (&*l.name, &*l.value));
     let samples = ts.samples.iter().map(|s| Sample::new(s.timestamp, s.value));
     let hists: Vec<_> = ts
@@ -595,7 +640,15 @@ pub(crate) fn add_v1_series(batch: &mut WriteBatch, ts: &prometheus::TimeSeries)
         .iter()
         .map(|h| convert_histogram!(h, prometheus))
         .collect();
-    let labels = add_series(batch, pairs, hists, ts.exemplars.len(), samples);
+    let labels = add_series(
+        batch,
+        pairs,
+        hists,
+        ts.exemplars.len(),
+        samples,
+        sts,
+        hist_sts,
+    );
     let labels = labels
         .filter(|_| !ts.exemplars.is_empty())
         .map(|l| l.owned(batch));
@@ -606,15 +659,17 @@ pub(crate) fn add_v1_series(batch: &mut WriteBatch, ts: &prometheus::TimeSeries)
 }
 
 /// Validates a series of label pairs and float samples only (the
-/// borrowing decoder's common case) into `batch`.
+/// borrowing decoder's common case) into `batch`; `sts` are the
+/// samples' start timestamps (or empty).
 pub(crate) fn add_v1_series_parts<'a, I>(
     batch: &mut WriteBatch,
     pairs: impl Fn() -> I,
     samples: impl ExactSizeIterator<Item = Sample>,
+    sts: &[i64],
 ) where
     I: Iterator<Item = (&'a str, &'a str)>,
 {
-    add_series(batch, pairs, Vec::new(), 0, samples);
+    add_series(batch, pairs, Vec::new(), 0, samples, sts, &[]);
 }
 
 /// Validates remote write 1.0 metadata into `batch`.
@@ -687,6 +742,18 @@ pub fn decode_v2(buf: &[u8]) -> Result<WriteBatch, DecodeError> {
             .iter()
             .map(|h| convert_histogram!(h, write_v2))
             .collect();
+        // Start timestamps only when one is set (the lists stay empty,
+        // unallocated, otherwise).
+        let sts: Vec<i64> = if ts.samples.iter().any(|s| s.start_timestamp != 0) {
+            ts.samples.iter().map(|s| s.start_timestamp).collect()
+        } else {
+            Vec::new()
+        };
+        let hist_sts: Vec<i64> = if ts.histograms.iter().any(|h| h.start_timestamp != 0) {
+            ts.histograms.iter().map(|h| h.start_timestamp).collect()
+        } else {
+            Vec::new()
+        };
         // An owned label set only for what needs one (exemplars, a
         // created timestamp, metadata); the samples append from the arena.
         let needs_owned = !ts.exemplars.is_empty()
@@ -695,9 +762,17 @@ pub fn decode_v2(buf: &[u8]) -> Result<WriteBatch, DecodeError> {
                 .samples
                 .first()
                 .is_some_and(|f| f.start_timestamp != 0 && f.start_timestamp < f.timestamp);
-        let labels = add_series(&mut batch, pairs, hists, ts.exemplars.len(), samples)
-            .filter(|_| needs_owned)
-            .map(|l| l.owned(&batch));
+        let labels = add_series(
+            &mut batch,
+            pairs,
+            hists,
+            ts.exemplars.len(),
+            samples,
+            &sts,
+            &hist_sts,
+        )
+        .filter(|_| needs_owned)
+        .map(|l| l.owned(&batch));
         for e in &ts.exemplars {
             if e.labels_refs.len() % 2 != 0
                 || e.labels_refs.iter().any(|&r| r as usize >= syms.len())
@@ -783,6 +858,34 @@ fn add_exemplar<'a>(
     });
 }
 
+/// A start timestamp as stored: one after its sample's timestamp is
+/// meaningless and dropped (0 = unknown).
+#[inline]
+pub(crate) fn checked_st(st: i64, t: i64) -> i64 {
+    if st <= t { st } else { 0 }
+}
+
+/// Appends the start timestamps of `samples[start..]` (just added) to
+/// `out`, keeping it empty while no sample has one and parallel to
+/// `samples` once one has.
+fn push_sample_sts(out: &mut Vec<i64>, samples: &[Sample], start: usize, sts: &[i64]) {
+    let end = samples.len();
+    if sts.iter().all(|&st| st == 0) {
+        if !out.is_empty() {
+            out.resize(end, 0);
+        }
+        return;
+    }
+    out.resize(start, 0);
+    let added = samples.get(start..).unwrap_or(&[]);
+    out.extend(
+        added
+            .iter()
+            .zip(sts.iter().copied().chain(std::iter::repeat(0)))
+            .map(|(s, st)| checked_st(st, s.t)),
+    );
+}
+
 /// The labels of a valid series just added by [`add_series`]: its range
 /// of the label arena, with the owned label set if one was built.
 pub(crate) struct Added {
@@ -817,6 +920,8 @@ fn add_series<'a, I>(
     histograms: Vec<(i64, Result<HistIn, String>)>,
     exemplars: usize,
     samples: impl ExactSizeIterator<Item = Sample>,
+    sts: &[i64],
+    hist_sts: &[i64],
 ) -> Option<Added>
 where
     I: Iterator<Item = (&'a str, &'a str)>,
@@ -846,13 +951,24 @@ where
         .owned(batch);
         let mut hs = BatchHistSeries {
             labels: labels.clone(),
-            histograms: Vec::new(),
-            float_histograms: Vec::new(),
+            ..Default::default()
         };
-        for (t, h) in histograms {
+        let with_sts = hist_sts.iter().any(|&st| st != 0);
+        for (i, (t, h)) in histograms.into_iter().enumerate() {
+            let st = checked_st(hist_sts.get(i).copied().unwrap_or(0), t);
             match h {
-                Ok(HistIn::Int(h)) => hs.histograms.push((t, h)),
-                Ok(HistIn::Float(h)) => hs.float_histograms.push((t, h)),
+                Ok(HistIn::Int(h)) => {
+                    hs.histograms.push((t, h));
+                    if with_sts {
+                        hs.histogram_sts.push(st);
+                    }
+                }
+                Ok(HistIn::Float(h)) => {
+                    hs.float_histograms.push((t, h));
+                    if with_sts {
+                        hs.float_histogram_sts.push(st);
+                    }
+                }
                 Err(why) => {
                     batch.histograms_refused += 1;
                     batch.error(|| {
@@ -863,6 +979,11 @@ where
                 }
             }
         }
+        for v in [&mut hs.histogram_sts, &mut hs.float_histogram_sts] {
+            if v.iter().all(|&st| st == 0) {
+                *v = Vec::new();
+            }
+        }
         if !hs.histograms.is_empty() || !hs.float_histograms.is_empty() {
             batch.hist_series.push(hs);
         }
@@ -871,6 +992,9 @@ where
     if n > 0 {
         let start = batch.samples.len();
         batch.samples.extend(samples);
+        if !sts.is_empty() || !batch.sample_sts.is_empty() {
+            push_sample_sts(&mut batch.sample_sts, &batch.samples, start, sts);
+        }
         batch.series.push(BatchSeries {
             labels: range,
             samples: start..batch.samples.len(),
@@ -973,6 +1097,26 @@ pub fn fuzz_remote_write_v1_fast(data: &[u8]) {
     }
 }
 
+/// Differential fuzz entry point of an ingester's series decoding
+/// ([`batch_from_v1_encoded`], which also reads the start-timestamp
+/// extension fields of `stratus_proto::push`): `data` is one encoded
+/// series; the batch must keep the invariants and, start timestamps
+/// aside, equal what prost decodes. Panics on a difference.
+pub fn fuzz_ingester_series(data: &[u8]) {
+    let got = batch_from_v1_encoded([data], &[]);
+    let want = prometheus::TimeSeries::decode(data);
+    match (got, want) {
+        (Ok(mut a), Ok(ts)) => {
+            check_batch(&a);
+            a.clear_start_timestamps();
+            let b = batch_from_v1(std::slice::from_ref(&ts), &[]);
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "batches differ");
+        }
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!("ingester decoder {a:?} vs prost {b:?}"),
+    }
+}
+
 fn fuzz(version: RwVersion, data: &[u8]) {
     if let Ok(b) = decode(version, data) {
         check_batch(&b);
@@ -1001,6 +1145,17 @@ fn check_batch(b: &WriteBatch) {
         assert!(labels.metric_name().is_some());
     }
     assert_eq!(end, b.samples.len());
+    assert!(b.sample_sts.is_empty() || b.sample_sts.len() == b.samples.len());
+    for (s, st) in b.samples.iter().zip(&b.sample_sts) {
+        assert!(*st <= s.t, "start timestamp after its sample");
+    }
+    for h in &b.hist_series {
+        assert!(h.histogram_sts.is_empty() || h.histogram_sts.len() == h.histograms.len());
+        assert!(
+            h.float_histogram_sts.is_empty()
+                || h.float_histogram_sts.len() == h.float_histograms.len()
+        );
+    }
     assert!(b.errors.len() as u64 <= b.num_errors);
     for e in &b.exemplars {
         assert!(e.series.metric_name().is_some());
@@ -1190,6 +1345,89 @@ mod tests {
     }
 
     #[test]
+    fn v2_start_timestamps_are_kept_per_sample() {
+        let sample = |t: i64, st: i64| write_v2::Sample {
+            value: 1.0,
+            timestamp: t,
+            start_timestamp: st,
+        };
+        let hist = |t: i64, st: i64, float: bool| write_v2::Histogram {
+            timestamp: t,
+            start_timestamp: st,
+            count: Some(if float {
+                write_v2::histogram::Count::CountFloat(1.0)
+            } else {
+                write_v2::histogram::Count::CountInt(1)
+            }),
+            zero_count: Some(if float {
+                write_v2::histogram::ZeroCount::ZeroCountFloat(1.0)
+            } else {
+                write_v2::histogram::ZeroCount::ZeroCountInt(1)
+            }),
+            ..Default::default()
+        };
+        let req = write_v2::Request {
+            symbols: ["", "__name__", "a", "b", "c", "h"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            timeseries: vec![
+                // No start timestamps: nothing allocated.
+                write_v2::TimeSeries {
+                    labels_refs: vec![1, 2],
+                    samples: vec![sample(10, 0), sample(20, 0)],
+                    ..Default::default()
+                },
+                // Starts; one after its sample is dropped as unknown.
+                write_v2::TimeSeries {
+                    labels_refs: vec![1, 3],
+                    samples: vec![sample(30, 5), sample(40, 5), sample(50, 60)],
+                    ..Default::default()
+                },
+                write_v2::TimeSeries {
+                    labels_refs: vec![1, 4],
+                    samples: vec![sample(70, 0)],
+                    ..Default::default()
+                },
+                write_v2::TimeSeries {
+                    labels_refs: vec![1, 5],
+                    histograms: vec![
+                        hist(100, 90, false),
+                        hist(110, 0, true),
+                        hist(120, 90, false),
+                    ],
+                    ..Default::default()
+                },
+            ],
+        };
+        let b = decode_v2(&req.encode_to_vec()).unwrap();
+        assert_eq!(b.num_errors, 0, "{:?}", b.errors);
+        assert_eq!(b.sample_sts, vec![0, 0, 5, 5, 0, 0]);
+        assert!(b.sts_of(&b.series[0]).iter().all(|&st| st == 0));
+        assert_eq!(b.sts_of(&b.series[1]), &[5, 5, 0]);
+        let h = &b.hist_series[0];
+        assert_eq!(h.histogram_sts, vec![90, 90]);
+        assert!(h.float_histogram_sts.is_empty());
+        assert!(b.has_start_timestamps());
+        check_batch(&b);
+        // The zero-injection hint is unchanged: the first sample's start.
+        assert_eq!(b.created.len(), 1);
+        assert_eq!(b.created[0].ct, 5);
+
+        // A batch without any start timestamp allocates no list.
+        let plain = write_v2::Request {
+            symbols: req.symbols.clone(),
+            timeseries: vec![req.timeseries[0].clone()],
+        };
+        let b = decode_v2(&plain.encode_to_vec()).unwrap();
+        assert!(b.sample_sts.is_empty() && b.sample_sts.capacity() == 0);
+        assert!(!b.has_start_timestamps());
+        let mut b = decode_v2(&req.encode_to_vec()).unwrap();
+        b.clear_start_timestamps();
+        assert!(!b.has_start_timestamps());
+    }
+
+    #[test]
     fn exemplars_and_metadata_are_carried() {
         let ex = |pairs: &[(&str, &str)], t: i64| prometheus::Exemplar {
             labels: pairs
@@ -1244,6 +1482,50 @@ mod tests {
         let body = v1_body(vec![v1_series(&[("__name__", "up")], &[(1, 1.0)])]);
         let b = decode_v2(&body).unwrap();
         assert!(b.series.is_empty());
+    }
+
+    #[test]
+    fn fuzz_ingester_series_with_start_timestamps() {
+        use stratus_proto::push;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x57);
+        let mut seed = v1_series(&[("__name__", "up")], &[(10, 1.0), (20, 2.0)]).encode_to_vec();
+        push::encode_start_timestamps(
+            push::SAMPLE_START_TIMESTAMPS_FIELD,
+            [5i64, 25].into_iter(),
+            &mut seed,
+        );
+        let b = batch_from_v1_encoded([&seed[..]], &[]).unwrap();
+        assert_eq!(b.sample_sts, [5, 0], "a start after its sample is unknown");
+        let mut with_hist = v1_series(&[("__name__", "h")], &[]);
+        with_hist.histograms.push(prometheus::Histogram {
+            timestamp: 7,
+            count: Some(prometheus::histogram::Count::CountInt(1)),
+            zero_count: Some(prometheus::histogram::ZeroCount::ZeroCountInt(1)),
+            ..Default::default()
+        });
+        let mut hseed = with_hist.encode_to_vec();
+        push::encode_start_timestamps(
+            push::HISTOGRAM_START_TIMESTAMPS_FIELD,
+            [3i64].into_iter(),
+            &mut hseed,
+        );
+        let b = batch_from_v1_encoded([&hseed[..]], &[]).unwrap();
+        assert_eq!(b.hist_series[0].histogram_sts, [3]);
+        for i in 0..3000 {
+            let mut d = if i % 2 == 0 {
+                seed.clone()
+            } else {
+                hseed.clone()
+            };
+            for _ in 0..rng.random_range(0..4) {
+                let p = rng.random_range(0..d.len());
+                d[p] = rng.random();
+            }
+            if i % 5 == 0 {
+                d.truncate(rng.random_range(0..d.len()));
+            }
+            fuzz_ingester_series(&d);
+        }
     }
 
     #[test]

@@ -13,10 +13,18 @@
 //! decoding problem makes the whole body go through prost, so errors and
 //! results are exactly those of the prost decoder (a differential fuzz
 //! target, `remote_write_v1_fast`, checks that).
+//!
+//! Series of an ingester's push ([`batch_from_encoded`]) may also carry
+//! Stratus' start-timestamp fields (`stratus_proto::push`); the HTTP
+//! path does not look for them (they are unknown fields there, left to
+//! prost, which skips them).
 
 use prost::Message;
 use stratus_model::Sample;
 use stratus_proto::prometheus;
+use stratus_proto::push::{
+    SAMPLE_START_TIMESTAMPS_FIELD, decode_start_timestamps, scan_start_timestamps,
+};
 
 use crate::remote_write::{WriteBatch, add_v1_metadata, add_v1_series, add_v1_series_parts};
 
@@ -96,6 +104,10 @@ impl<'a> Reader<'a> {
 pub(crate) struct Scratch<'a> {
     pairs: Vec<(&'a str, &'a str)>,
     samples: Vec<Sample>,
+    /// Read the start-timestamp extension fields (an ingester's push).
+    ext: bool,
+    /// The samples' start timestamps (extension field; empty: none).
+    sts: Vec<i64>,
 }
 
 /// Reads a `prometheus.TimeSeries` made only of labels and samples into
@@ -103,6 +115,7 @@ pub(crate) struct Scratch<'a> {
 fn series_fast<'a>(buf: &'a [u8], s: &mut Scratch<'a>) -> Option<()> {
     s.pairs.clear();
     s.samples.clear();
+    s.sts.clear();
     let mut r = Reader::new(buf);
     while !r.is_empty() {
         match r.key()? {
@@ -130,6 +143,9 @@ fn series_fast<'a>(buf: &'a [u8], s: &mut Scratch<'a>) -> Option<()> {
                 }
                 s.samples.push(Sample::new(t, f64::from_bits(v)));
             }
+            (f, LEN) if s.ext && f == u64::from(SAMPLE_START_TIMESTAMPS_FIELD) => {
+                s.sts = decode_start_timestamps(r.bytes()?)?;
+            }
             _ => return None,
         }
     }
@@ -150,11 +166,17 @@ fn add_encoded_series<'a>(
             batch,
             || pairs.iter().copied(),
             scratch.samples.iter().copied(),
+            &scratch.sts,
         );
         return Some(());
     }
     let ts = prometheus::TimeSeries::decode(buf).ok()?;
-    add_v1_series(batch, &ts);
+    let (sts, hist_sts) = if scratch.ext {
+        scan_start_timestamps(buf)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    add_v1_series(batch, &ts, &sts, &hist_sts);
     Some(())
 }
 
@@ -184,7 +206,10 @@ pub(crate) fn batch_from_encoded<'a>(
     metadata: &[prometheus::MetricMetadata],
 ) -> Option<WriteBatch> {
     let mut batch = WriteBatch::default();
-    let mut scratch = Scratch::default();
+    let mut scratch = Scratch {
+        ext: true,
+        ..Default::default()
+    };
     for s in series {
         add_encoded_series(&mut batch, s, &mut scratch)?;
     }

@@ -37,7 +37,7 @@ use stratus_objstore::{Bucket, StorageBackend};
 use stratus_tenancy::{FileRegistry, Registry};
 use stratus_tsdb::{
     AppendReport, Db, DbConfig, HeadConfig, Queryable, SelectHints, SeriesHistograms,
-    SeriesSamples, Tenants,
+    SeriesSamples, StartTimestamps, Tenants,
 };
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
@@ -305,9 +305,9 @@ pub(crate) fn apply_batch(
     Ok(Applied { report, exemplars })
 }
 
-/// Appends a decoded batch (blocking). Float series go with their labels
-/// borrowed from the batch: the head builds owned labels only for new
-/// series.
+/// Appends a decoded batch (blocking), with its start timestamps when
+/// it has any. Float series go with their labels borrowed from the
+/// batch: the head builds owned labels only for new series.
 fn append_batch(db: &Db, batch: &WriteBatch) -> stratus_tsdb::Result<AppendReport> {
     let refs: Vec<SeriesSamples<'_, crate::remote_write::BatchLabels<'_>>> = batch
         .series
@@ -317,7 +317,8 @@ fn append_batch(db: &Db, batch: &WriteBatch) -> stratus_tsdb::Result<AppendRepor
             samples: batch.samples_of(s),
         })
         .collect();
-    if batch.hist_series.is_empty() {
+    let with_sts = batch.has_start_timestamps();
+    if batch.hist_series.is_empty() && !with_sts {
         return db.append(&refs);
     }
     let hists: Vec<SeriesHistograms<'_>> = batch
@@ -329,7 +330,26 @@ fn append_batch(db: &Db, batch: &WriteBatch) -> stratus_tsdb::Result<AppendRepor
             float_histograms: &s.float_histograms,
         })
         .collect();
-    db.append_batch(&refs, &hists)
+    if !with_sts {
+        return db.append_batch(&refs, &hists);
+    }
+    let samples: Vec<&[i64]> = batch.series.iter().map(|s| batch.sts_of(s)).collect();
+    let histograms: Vec<&[i64]> = batch
+        .hist_series
+        .iter()
+        .map(|s| s.histogram_sts.as_slice())
+        .collect();
+    let float_histograms: Vec<&[i64]> = batch
+        .hist_series
+        .iter()
+        .map(|s| s.float_histogram_sts.as_slice())
+        .collect();
+    let sts = StartTimestamps {
+        samples: &samples,
+        histograms: &histograms,
+        float_histograms: &float_histograms,
+    };
+    db.append_labels_with_start_timestamps(&refs, &hists, &sts)
 }
 
 /// The answer to a body that could not be decoded.
@@ -412,6 +432,9 @@ pub(crate) async fn append_decoded(
     let n = batch.samples.len() as u64 + batch.histograms_valid();
     crate::limits::check_ingestion_rate(st, tenant, &limits, n).map_err(|r| *r)?;
     let limit_refused = crate::limits::enforce_label_limits(st, tenant, &mut batch, &limits);
+    if !st.cfg.start_timestamp_storage && batch.has_start_timestamps() {
+        batch.clear_start_timestamps();
+    }
     let ct_zero = st.cfg.created_timestamp_zero_ingestion;
     let (batch, applied) = if batch.series.is_empty()
         && batch.hist_series.is_empty()

@@ -4,7 +4,9 @@
 //! requests get 202 and are counted on `/metrics`; after the (shortened)
 //! failover timeout the other replica takes over; new clusters over
 //! `ha_max_clusters` get 400; requests with only one of the labels are
-//! stored unchanged; tenants without `accept_ha_samples` are untouched.
+//! stored unchanged; tenants without `accept_ha_samples` are untouched;
+//! remote write 2.0 and OTLP (labels from data point attributes) go
+//! through the same election.
 
 use std::time::Duration;
 
@@ -231,5 +233,170 @@ async fn one_label_only_or_feature_off_is_stored_as_is() {
     let (s, _) = push(&srv, "t", vec![up("c", "b", t0, 2.0)]).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(raw(&srv, "t", t0 + 5000).await.len(), 2);
+    srv.stop().await;
+}
+
+/// Posts `body` as `content_type` (snappy for remote write, plain for
+/// OTLP) for `tenant`.
+async fn post(
+    srv: &Server,
+    path: &str,
+    tenant: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (StatusCode, String) {
+    let mut rb = srv
+        .client
+        .post(format!("{}{path}", srv.base))
+        .header("X-Scope-OrgID", tenant)
+        .header("Content-Type", content_type);
+    if path != "/otlp/v1/metrics" {
+        rb = rb
+            .header("Content-Encoding", "snappy")
+            .header("X-Prometheus-Remote-Write-Version", "2.0.0");
+    }
+    let r = rb.body(body).send().await.unwrap();
+    let status = r.status();
+    (status, r.text().await.unwrap())
+}
+
+/// `up{cluster, __replica__, job="node"}` as a remote write 2.0 request.
+fn up_v2(cluster: &str, replica: &str, t: i64, v: f64) -> Vec<u8> {
+    use stratus_proto::write_v2;
+    let symbols = [
+        "",
+        "__name__",
+        "up",
+        "__replica__",
+        replica,
+        "cluster",
+        cluster,
+        "job",
+        "node",
+    ];
+    let req = write_v2::Request {
+        symbols: symbols.iter().map(|s| s.to_string()).collect(),
+        timeseries: vec![write_v2::TimeSeries {
+            labels_refs: vec![1, 2, 3, 4, 5, 6, 7, 8],
+            samples: vec![write_v2::Sample {
+                value: v,
+                timestamp: t,
+                start_timestamp: 0,
+            }],
+            ..Default::default()
+        }],
+    };
+    snappy(&req.encode_to_vec())
+}
+
+/// The same `up` as an OTLP gauge whose data point carries the labels.
+fn up_otlp(cluster: &str, replica: &str, t: i64, v: f64) -> Vec<u8> {
+    use stratus_proto::otlp_collector::ExportMetricsServiceRequest;
+    use stratus_proto::otlp_metrics as om;
+    let kv = |k: &str, v: &str| om::KeyValue {
+        key: k.into(),
+        value: Some(om::AnyValue {
+            value: Some(om::any_value::Value::StringValue(v.into())),
+        }),
+    };
+    let point = om::NumberDataPoint {
+        attributes: vec![
+            kv("__replica__", replica),
+            kv("cluster", cluster),
+            kv("job", "node"),
+        ],
+        time_unix_nano: (t as u64) * 1_000_000,
+        value: Some(om::number_data_point::Value::AsDouble(v)),
+        ..Default::default()
+    };
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![om::ResourceMetrics {
+            scope_metrics: vec![om::ScopeMetrics {
+                metrics: vec![om::Metric {
+                    name: "up".into(),
+                    data: Some(om::metric::Data::Gauge(om::Gauge {
+                        data_points: vec![point],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_pairs_over_remote_write_2_and_otlp_are_deduplicated() {
+    const CT_V2: &str = "application/x-protobuf;proto=io.prometheus.write.v2.Request";
+    const OTLP: &str = "/otlp/v1/metrics";
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start_with(cfg(dir.path(), true)).await;
+    let t0 = now_ms() - 10_000;
+
+    // Remote write 2.0: "a" elected, "b" answered 202 and not stored.
+    let (s, b) = post(&srv, "/api/v1/write", "t", CT_V2, up_v2("c", "a", t0, 1.0)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let (s, b) = post(
+        &srv,
+        "/api/v1/write",
+        "t",
+        CT_V2,
+        up_v2("c", "b", t0 + 1, 2.0),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert!(b.contains("not the elected replica"), "{b}");
+
+    // OTLP, another tenant: the same election from data point attributes;
+    // the dropped replica's request is a 202 partial success.
+    let (s, b) = post(
+        &srv,
+        OTLP,
+        "o",
+        "application/x-protobuf",
+        up_otlp("c", "x", t0, 3.0),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = post(
+        &srv,
+        OTLP,
+        "o",
+        "application/x-protobuf",
+        up_otlp("c", "y", t0 + 1, 4.0),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    // And the elected one keeps being stored.
+    let (s, b) = post(
+        &srv,
+        OTLP,
+        "o",
+        "application/x-protobuf",
+        up_otlp("c", "x", t0 + 1000, 5.0),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    let want = serde_json::json!({"__name__": "up", "cluster": "c", "job": "node"});
+    let got = raw(&srv, "t", t0 + 5000).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, want, "replica label stripped (rw2)");
+    assert_eq!(got[0].1, vec![(t0, "1".to_string())]);
+    let got = raw(&srv, "o", t0 + 5000).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, want, "replica label stripped (otlp)");
+    assert_eq!(
+        got[0].1,
+        vec![(t0, "3".to_string()), (t0 + 1000, "5".to_string())]
+    );
+    let m = metrics(&srv).await;
+    for tenant in ["t", "o"] {
+        let line =
+            format!(r#"stratus_ha_dropped_samples_total{{tenant="{tenant}",cluster="c"}} 1"#);
+        assert!(m.contains(&line), "{line} in {m}");
+    }
     srv.stop().await;
 }

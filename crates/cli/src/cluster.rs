@@ -34,7 +34,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use stratus_api::{Backends, ServerConfig};
 use stratus_cluster::{
-    ClientConfig, Distributor, IngesterService, Placement, Querier, RingPlacement, StaticPlacement,
+    ClientConfig, Distributor, GrpcMetrics, IngesterService, Placement, Querier, RingPlacement,
+    StaticPlacement,
 };
 use stratus_tsdb::BucketStore;
 use tracing::info;
@@ -135,6 +136,7 @@ pub(crate) async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
+    let grpc_metrics = Arc::new(GrpcMetrics::new());
     let client = ClientConfig {
         timeout: cfg.ingester_client_timeout,
         ..ClientConfig::default()
@@ -195,7 +197,7 @@ pub(crate) async fn run(
         let gl = tokio::net::TcpListener::bind(cfg.grpc_listen.as_str())
             .await
             .with_context(|| format!("cannot listen for gRPC on {}", cfg.grpc_listen))?;
-        let svc = IngesterService::new(tenants.clone());
+        let svc = IngesterService::new(tenants.clone()).with_metrics(grpc_metrics.clone());
         let max = client.max_message_bytes;
         grpc = Some(tokio::spawn(svc.serve(gl, max, stopped(stop_rx.clone()))));
         if let Some(lc) = &lifecycler {
@@ -213,13 +215,13 @@ pub(crate) async fn run(
         // Distributors agree on HA pairs' elected replicas through the
         // ring's store (etcd); with static membership each keeps its own.
         backends.ha_kv = kv.clone();
-        backends.write = Some(Arc::new(Distributor::new(
-            placement.clone(),
-            client.clone(),
-        )));
+        backends.write = Some(Arc::new(
+            Distributor::new(placement.clone(), client.clone()).with_metrics(grpc_metrics.clone()),
+        ));
     }
     if quer {
         let q = Querier::new(placement.clone(), client.clone())
+            .with_metrics(grpc_metrics.clone())
             .with_stores(cfg.store_addrs.clone(), cfg.query_ingesters_within);
         backends.read = Some(Arc::new(q));
     }
@@ -228,14 +230,15 @@ pub(crate) async fn run(
         let bucket = stratus_api::open_bucket(&cfg).await?;
         let store = Arc::new(
             BucketStore::new(bucket, &cfg.data_dir.join("store-cache"))
-                .with_chunk_cache_bytes(cfg.store_chunk_cache_bytes),
+                .with_chunk_cache_bytes(cfg.store_chunk_cache_bytes)
+                .with_index_cache_bytes(cfg.store_index_cache_bytes),
         );
         sync_store(&store).await;
         backends.extra_metrics = Some(Arc::new(StoreMetricsExport(store.clone())));
         let gl = tokio::net::TcpListener::bind(cfg.grpc_listen.as_str())
             .await
             .with_context(|| format!("cannot listen for gRPC on {}", cfg.grpc_listen))?;
-        let svc = IngesterService::store(store.clone());
+        let svc = IngesterService::store(store.clone()).with_metrics(grpc_metrics.clone());
         let max = client.max_message_bytes;
         grpc = Some(tokio::spawn(svc.serve(gl, max, stopped(stop_rx.clone()))));
         let every = cfg.store_sync_interval;
@@ -279,6 +282,11 @@ pub(crate) async fn run(
             }
         }
     };
+    // The gRPC metrics beside the component's own (store, compactor).
+    backends.extra_metrics = Some(match backends.extra_metrics.take() {
+        Some(own) => Arc::new(BothMetrics(grpc_metrics, own)),
+        None => grpc_metrics,
+    });
     // serve_with syncs and closes the tenant databases (WAL flushed)
     // before it returns; only then does the ingester leave the ring.
     let served = stratus_api::serve_with(cfg, listener, backends, http_stop).await;
@@ -326,6 +334,18 @@ pub(crate) async fn periodic<F, Fut>(
     }
 }
 
+/// Two components' metrics on one `/metrics`.
+#[derive(Debug)]
+struct BothMetrics(Arc<GrpcMetrics>, Arc<dyn stratus_api::ExtraMetrics>);
+
+impl stratus_api::ExtraMetrics for BothMetrics {
+    fn encode(&self) -> String {
+        let mut o = self.0.encode();
+        o.push_str(&self.1.encode());
+        o
+    }
+}
+
 /// A store's counters and gauges on `/metrics`.
 #[derive(Debug)]
 struct StoreMetricsExport(Arc<BucketStore>);
@@ -368,7 +388,7 @@ impl stratus_api::ExtraMetrics for StoreMetricsExport {
             (
                 "stratus_store_index_downloaded_bytes",
                 "counter",
-                "Bytes of block meta.json, index and tombstones downloaded.",
+                "Bytes downloaded to open blocks: meta.json, tombstones and index-header parts.",
                 m.index_bytes_downloaded,
             ),
             (
@@ -392,8 +412,62 @@ impl stratus_api::ExtraMetrics for StoreMetricsExport {
             (
                 "stratus_store_index_cache_bytes",
                 "gauge",
-                "Bytes of the served blocks' index files in the local cache.",
+                "Bytes of the served blocks' index headers in the local cache.",
                 m.index_cache_bytes,
+            ),
+            (
+                "stratus_store_index_header_builds",
+                "counter",
+                "Index headers built from ranged reads of block indexes.",
+                m.index_header_builds,
+            ),
+            (
+                "stratus_store_index_gets",
+                "counter",
+                "Ranged GETs of block indexes (header builds, series, postings; nearby ranges merged).",
+                m.index_gets,
+            ),
+            (
+                "stratus_store_index_fetched_bytes",
+                "counter",
+                "Bytes of block indexes read with ranged GETs.",
+                m.index_bytes_fetched,
+            ),
+            (
+                "stratus_store_index_entry_cache_hits",
+                "counter",
+                "Series entries and postings lists served from the in-memory index cache.",
+                m.index_cache_hits,
+            ),
+            (
+                "stratus_store_index_entry_cache_misses",
+                "counter",
+                "Series entries and postings lists read from the bucket.",
+                m.index_cache_misses,
+            ),
+            (
+                "stratus_store_index_fetch_failures",
+                "counter",
+                "Index reads that failed (bucket error, block gone, short or corrupt read).",
+                m.index_fetch_failures,
+            ),
+            (
+                "stratus_store_index_entry_cache_bytes",
+                "gauge",
+                "Bytes held by the in-memory index cache.",
+                m.index_cache_used_bytes,
+            ),
+            (
+                "stratus_store_index_entry_cache_items",
+                "gauge",
+                "Entries held by the in-memory index cache.",
+                m.index_cache_items,
+            ),
+            (
+                "stratus_store_index_entry_cache_max_bytes",
+                "gauge",
+                "Byte budget of the in-memory index cache (--store.index-cache-bytes).",
+                m.index_cache_budget,
             ),
         ] {
             let suffix = if kind == "counter" { "_total" } else { "" };

@@ -241,6 +241,12 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "STRATUS_CREATED_TIMESTAMP_ZERO_INGESTION", num_args = 0..=1, default_missing_value = "true")]
     pub(crate) created_timestamp_zero_ingestion: Option<bool>,
 
+    /// Store samples' start timestamps (remote write 2.0, OTLP) for
+    /// `--query.use-start-timestamps`, as Prometheus' `st-storage`
+    /// feature [default: off].
+    #[arg(long = "storage.start-timestamps", env = "STRATUS_STORE_START_TIMESTAMPS", num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) start_timestamp_storage: Option<bool>,
+
     /// Exemplars kept in memory per tenant; 0 disables exemplar storage
     /// [default: 100000].
     #[arg(long, env = "STRATUS_MAX_EXEMPLARS")]
@@ -385,6 +391,15 @@ pub(crate) struct ServerArgs {
         env = "STRATUS_STORE_CHUNK_CACHE_BYTES"
     )]
     pub(crate) store_chunk_cache_bytes: Option<u64>,
+
+    /// A store's in-memory cache of series entries and postings lists read
+    /// from block indexes in the bucket (next to each block's local index
+    /// header), bytes; 0 disables [default: 128 MiB].
+    #[arg(
+        long = "store.index-cache-bytes",
+        env = "STRATUS_STORE_INDEX_CACHE_BYTES"
+    )]
+    pub(crate) store_index_cache_bytes: Option<u64>,
 
     /// How often the compactor looks for blocks to merge [default: 1m].
     #[arg(long = "compactor.interval", env = "STRATUS_COMPACTOR_INTERVAL", value_parser = duration)]
@@ -592,6 +607,10 @@ impl ServerArgs {
             &mut c.created_timestamp_zero_ingestion,
             &self.created_timestamp_zero_ingestion,
         );
+        set(
+            &mut c.start_timestamp_storage,
+            &self.start_timestamp_storage,
+        );
         set(&mut c.max_exemplars, &self.max_exemplars);
         set(&mut c.flush_on_shutdown, &self.flush_on_shutdown);
         set(&mut c.max_inflight_writes, &self.max_inflight_writes);
@@ -647,6 +666,10 @@ impl ServerArgs {
         set(
             &mut c.store_chunk_cache_bytes,
             &self.store_chunk_cache_bytes,
+        );
+        set(
+            &mut c.store_index_cache_bytes,
+            &self.store_index_cache_bytes,
         );
         set(&mut c.compactor_interval, &self.compactor_interval);
         set(&mut c.compactor_block_ranges, &self.compactor_block_ranges);

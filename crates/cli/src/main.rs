@@ -206,6 +206,11 @@ mod tests {
         assert_eq!(c.max_concurrent_queries, 4);
         let c = parse(&["stratus", "--retention=0"]).resolve().unwrap();
         assert_eq!(c.retention, None);
+        assert!(!c.start_timestamp_storage);
+        let c = parse(&["stratus", "--storage.start-timestamps"])
+            .resolve()
+            .unwrap();
+        assert!(c.start_timestamp_storage);
         assert!(Cli::try_parse_from(["stratus", "--auth=basic"]).is_err());
         assert!(Cli::try_parse_from(["stratus", "--retention=soon"]).is_err());
         assert!(

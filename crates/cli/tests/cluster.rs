@@ -211,4 +211,41 @@ async fn kill9_one_of_three_ingesters_loses_nothing() {
         load.acked.len().to_string(),
         "{b}"
     );
+
+    // The gRPC hops on /metrics: the distributor counted its pushes to the
+    // killed ingester that failed, the querier its streams, an ingester
+    // the pushes it served.
+    let metrics = |base: String| {
+        let client = client.clone();
+        async move {
+            let r = client.get(format!("{base}/metrics")).send().await.unwrap();
+            r.text().await.unwrap()
+        }
+    };
+    let m = metrics(dist.base.clone()).await;
+    let killed = format!("127.0.0.1:{}", ports[0]);
+    assert!(
+        m.contains(&format!(
+            "stratus_distributor_ingester_append_failures_total{{ingester=\"{killed}\",code=\"Unavailable\"}}"
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            r#"stratus_ingester_client_request_duration_seconds_count{method="Push",code="OK"}"#
+        ),
+        "{m}"
+    );
+    let m = metrics(querier.base.clone()).await;
+    assert!(
+        m.contains(r#"stratus_ingester_client_request_duration_seconds_count{method="QueryStream",code="OK"}"#),
+        "{m}"
+    );
+    let m = metrics(ings[2].as_ref().unwrap().base.clone()).await;
+    assert!(
+        m.contains(
+            r#"stratus_ingester_grpc_request_duration_seconds_count{method="Push",code="OK"}"#
+        ),
+        "{m}"
+    );
 }

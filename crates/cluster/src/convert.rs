@@ -1,7 +1,9 @@
 //! Conversions between model types and the wire messages of
 //! `stratus.ingester.v1`: validated series of a [`WriteBatch`] joined
 //! per label set and encoded once as remote write 1.0 `TimeSeries` bytes
-//! (histograms keep their integer or float kind bit for bit), matchers, label sets, chunks and refusal reasons.
+//! (histograms keep their integer or float kind bit for bit; start
+//! timestamps, when known, in the extension fields of
+//! `stratus_proto::push`), matchers, label sets, chunks and refusal reasons.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -13,6 +15,7 @@ use stratus_api::{BatchExemplar, BatchHistSeries, BatchLabels, WriteBatch};
 use stratus_model::{BucketSpan, FloatHistogram, Histogram, Labels, MatchType, Matcher, Sample};
 use stratus_proto::ingester as pb;
 use stratus_proto::prometheus as prom;
+use stratus_proto::push;
 use stratus_tsdb::{Part, RejectReason, Series};
 
 use crate::error::{BadMatcherSnafu, Result};
@@ -133,6 +136,8 @@ pub(crate) struct Joined<'b> {
     pub(crate) hash: u64,
     /// Float samples (one slice per occurrence of the label set).
     samples: Vec<&'b [Sample]>,
+    /// Start timestamps of `samples`, run by run (empty: unknown).
+    sts: Vec<&'b [i64]>,
     hists: Vec<&'b BatchHistSeries>,
     pub(crate) exemplars: Vec<&'b BatchExemplar>,
 }
@@ -177,6 +182,7 @@ pub(crate) fn join_series(batch: &WriteBatch) -> Vec<Joined<'_>> {
             labels: l,
             hash,
             samples: Vec::new(),
+            sts: Vec::new(),
             hists: Vec::new(),
             exemplars: Vec::new(),
         });
@@ -191,6 +197,7 @@ pub(crate) fn join_series(batch: &WriteBatch) -> Vec<Joined<'_>> {
         );
         if let Some(j) = out.get_mut(i) {
             j.samples.push(batch.samples_of(s));
+            j.sts.push(batch.sts_of(s));
         }
     }
     for s in &batch.hist_series {
@@ -228,7 +235,9 @@ fn put_str_field(key: u8, s: &str, buf: &mut Vec<u8>) {
 
 /// Appends one series as an encoded `prometheus.TimeSeries`: labels and
 /// float samples written directly (a sample always carries both fields,
-/// so -0.0 keeps its sign), exemplars and histograms through prost.
+/// so -0.0 keeps its sign), exemplars and histograms through prost, then
+/// the start timestamps of samples and histograms (in the order they were
+/// written) when any is known.
 fn encode_joined(s: &Joined<'_>, buf: &mut Vec<u8>) {
     s.labels.encode(buf);
     // TimeSeries.samples = 2, Sample.value = 1 (fixed64),
@@ -260,6 +269,25 @@ fn encode_joined(s: &Joined<'_>, buf: &mut Vec<u8>) {
             prost_encoding::message::encode(4, &float_histogram_to_proto(*t, x), buf);
         }
     }
+    // Start timestamps: the known ones, 0 for the rest.
+    if s.sts.iter().any(|v| v.iter().any(|&st| st != 0)) {
+        let all = s
+            .samples
+            .iter()
+            .zip(&s.sts)
+            .flat_map(|(run, sts)| padded(sts, run.len()));
+        push::encode_start_timestamps(push::SAMPLE_START_TIMESTAMPS_FIELD, all, buf);
+    }
+    if s.hists
+        .iter()
+        .any(|h| !h.histogram_sts.is_empty() || !h.float_histogram_sts.is_empty())
+    {
+        let all = s.hists.iter().flat_map(|h| {
+            padded(&h.histogram_sts, h.histograms.len())
+                .chain(padded(&h.float_histogram_sts, h.float_histograms.len()))
+        });
+        push::encode_start_timestamps(push::HISTOGRAM_START_TIMESTAMPS_FIELD, all, buf);
+    }
 }
 
 /// Every joined series encoded as a `prometheus.TimeSeries`, all in one
@@ -281,6 +309,11 @@ pub(crate) fn encode_series(joined: &[Joined<'_>]) -> Vec<Bytes> {
             b
         })
         .collect()
+}
+
+/// `n` start timestamps from `sts`, 0 where it has none.
+fn padded(sts: &[i64], n: usize) -> impl Iterator<Item = i64> + Clone + '_ {
+    (0..n).map(move |k| sts.get(k).copied().unwrap_or(0))
 }
 
 /// A hasher for keys that already are good 64-bit hashes.
@@ -467,4 +500,106 @@ pub(crate) fn reason_from_proto(v: i32) -> Option<RejectReason> {
         pb::RejectReason::InvalidHistogram => RejectReason::InvalidHistogram,
         pb::RejectReason::Invalid | pb::RejectReason::Unspecified => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratus_proto::Message;
+    use stratus_proto::write_v2;
+
+    /// A remote write 2.0 request: series `a` with start timestamps on
+    /// its samples, `b` without, `h` with integer and float histograms
+    /// (only the integer ones with starts).
+    fn request() -> write_v2::Request {
+        let sample = |t: i64, st: i64| write_v2::Sample {
+            value: t as f64,
+            timestamp: t,
+            start_timestamp: st,
+        };
+        let hist = |t: i64, st: i64, float: bool| write_v2::Histogram {
+            timestamp: t,
+            start_timestamp: st,
+            count: Some(if float {
+                write_v2::histogram::Count::CountFloat(1.0)
+            } else {
+                write_v2::histogram::Count::CountInt(1)
+            }),
+            zero_count: Some(if float {
+                write_v2::histogram::ZeroCount::ZeroCountFloat(1.0)
+            } else {
+                write_v2::histogram::ZeroCount::ZeroCountInt(1)
+            }),
+            ..Default::default()
+        };
+        write_v2::Request {
+            symbols: ["", "__name__", "a", "b", "h"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            timeseries: vec![
+                write_v2::TimeSeries {
+                    labels_refs: vec![1, 2],
+                    samples: vec![sample(10, 5), sample(20, 5), sample(30, 25)],
+                    ..Default::default()
+                },
+                write_v2::TimeSeries {
+                    labels_refs: vec![1, 3],
+                    samples: vec![sample(10, 0)],
+                    ..Default::default()
+                },
+                // `a` again: joined with its first occurrence.
+                write_v2::TimeSeries {
+                    labels_refs: vec![1, 2],
+                    samples: vec![sample(40, 0)],
+                    ..Default::default()
+                },
+                write_v2::TimeSeries {
+                    labels_refs: vec![1, 4],
+                    histograms: vec![hist(10, 1, false), hist(20, 0, true), hist(30, 1, false)],
+                    ..Default::default()
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn start_timestamps_survive_the_push_encoding() {
+        let batch = stratus_api::decode_v2(&request().encode_to_vec()).unwrap();
+        assert!(batch.has_start_timestamps());
+        let joined = join_series(&batch);
+        let encoded = encode_series(&joined);
+        let got = stratus_api::batch_from_v1_encoded(encoded.iter().map(|b| &b[..]), &[]).unwrap();
+        let sts = |n: &str| {
+            let s = got
+                .series
+                .iter()
+                .find(|s| got.labels_of(s).metric_name() == Some(n))
+                .unwrap();
+            got.sts_of(s).to_vec()
+        };
+        assert_eq!(sts("a"), [5, 5, 25, 0]);
+        assert!(sts("b").iter().all(|&st| st == 0));
+        let h = &got.hist_series[0];
+        assert_eq!(h.histograms.len(), 2);
+        assert_eq!(h.histogram_sts, [1, 1]);
+        assert!(h.float_histogram_sts.is_empty());
+        assert_eq!(h.float_histograms.len(), 1);
+        // The series bytes stay valid remote write 1.0 messages.
+        for b in &encoded {
+            prom::TimeSeries::decode(&b[..]).unwrap();
+        }
+
+        // Without start timestamps the encoding is unchanged: no
+        // extension field, the fast decoder's plain shape.
+        let mut plain = batch;
+        plain.clear_start_timestamps();
+        let joined = join_series(&plain);
+        let encoded = encode_series(&joined);
+        let got = stratus_api::batch_from_v1_encoded(encoded.iter().map(|b| &b[..]), &[]).unwrap();
+        assert!(!got.has_start_timestamps());
+        let a = &encoded[0];
+        let reencoded = prom::TimeSeries::decode(&a[..]).unwrap().encode_to_vec();
+        assert_eq!(a.len(), reencoded.len());
+    }
 }

@@ -37,6 +37,7 @@ use tracing::warn;
 
 use crate::client::{ClientConfig, Clients};
 use crate::convert;
+use crate::metrics::GrpcMetrics;
 use crate::placement::Placement;
 
 /// Samples, histograms and exemplars of one write.
@@ -52,6 +53,7 @@ struct Counts {
 pub struct Distributor {
     placement: Arc<dyn Placement>,
     clients: Arc<Clients>,
+    metrics: Arc<GrpcMetrics>,
 }
 
 /// What one ingester answered.
@@ -63,7 +65,14 @@ impl Distributor {
         Self {
             placement,
             clients: Arc::new(Clients::new(cfg)),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Records the pushes to ingesters in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<GrpcMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Pushes `batch` for `tenant` to the ingesters (see the module docs).
@@ -130,7 +139,10 @@ impl Distributor {
             let client = self.clients.get(&inst.addr);
             let timeout = self.clients.timeout();
             let tx = tx.clone();
+            let metrics = self.metrics.clone();
+            let addr = inst.addr.clone();
             tokio::spawn(async move {
+                let start = std::time::Instant::now();
                 let ans = match client {
                     Ok(mut c) => match tokio::time::timeout(timeout, c.push(req)).await {
                         Ok(r) => r.map(tonic::Response::into_inner),
@@ -140,6 +152,9 @@ impl Distributor {
                     },
                     Err(e) => Err(e),
                 };
+                let code = ans.as_ref().err().map(tonic::Status::code);
+                metrics.called("Push", start, code.unwrap_or(Code::Ok));
+                metrics.pushed(&addr, code);
                 let _ = tx.send((k, ans)).await;
             });
         }

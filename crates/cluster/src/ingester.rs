@@ -29,6 +29,7 @@ use tracing::{error, info};
 
 use crate::convert;
 use crate::error::{Result, ServeSnafu};
+use crate::metrics::{GrpcMetrics, Timed};
 
 /// Series per streamed query message.
 const SERIES_PER_MESSAGE: usize = 128;
@@ -38,6 +39,7 @@ const SERIES_PER_MESSAGE: usize = 128;
 pub struct IngesterService {
     source: Source,
     ready: Arc<AtomicBool>,
+    metrics: Arc<GrpcMetrics>,
 }
 
 /// What the service reads from.
@@ -55,6 +57,7 @@ impl IngesterService {
         Self {
             source: Source::Tenants(tenants),
             ready: Arc::new(AtomicBool::new(true)),
+            metrics: Arc::default(),
         }
     }
 
@@ -64,7 +67,14 @@ impl IngesterService {
         Self {
             source: Source::Store(store),
             ready: Arc::new(AtomicBool::new(true)),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Records the requests served in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<GrpcMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Runs the gRPC server on `listener` until `shutdown` resolves; then
@@ -80,6 +90,7 @@ impl IngesterService {
             .map_or_else(|_| "?".to_string(), |a: SocketAddr| a.to_string());
         info!(grpc = %addr, "ingester gRPC server listening");
         let ready = self.ready.clone();
+        let metrics = self.metrics.clone();
         let svc = IngesterServer::new(self)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
@@ -92,7 +103,10 @@ impl IngesterService {
             // it would end the connection with ENHANCE_YOUR_CALM, failing the
             // healthy pushes sharing it too.
             .http2_max_pending_accept_reset_streams(Some(4096))
-            .add_service(svc)
+            .add_service(Timed {
+                inner: svc,
+                metrics,
+            })
             .serve_with_incoming_shutdown(incoming, async move {
                 shutdown.await;
                 ready.store(false, Ordering::Relaxed);

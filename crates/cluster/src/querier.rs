@@ -38,6 +38,7 @@ use tonic::transport::Channel;
 
 use crate::client::{ClientConfig, Clients};
 use crate::convert;
+use crate::metrics::GrpcMetrics;
 use crate::placement::Placement;
 
 /// Reads from all ingesters.
@@ -51,6 +52,7 @@ pub struct Querier {
     /// Ingesters are asked only for ranges ending after now minus this
     /// (zero: always).
     ingesters_within: Duration,
+    metrics: Arc<GrpcMetrics>,
 }
 
 impl Querier {
@@ -63,7 +65,14 @@ impl Querier {
             rt: tokio::runtime::Handle::current(),
             stores: Vec::new(),
             ingesters_within: Duration::ZERO,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Records the calls to ingesters and stores in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<GrpcMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Also reads history from the stores at `stores` (gRPC addresses);
@@ -99,7 +108,12 @@ impl Querier {
     /// `end_ms`: the ingesters (all but the tolerated failures must
     /// answer) and the stores (all must answer). Returns the answers.
     /// Blocks the calling thread (which must not be a runtime worker).
-    fn fan_out<T, F, Fut>(&self, what: &str, end_ms: i64, call: F) -> stratus_tsdb::Result<Vec<T>>
+    fn fan_out<T, F, Fut>(
+        &self,
+        what: &'static str,
+        end_ms: i64,
+        call: F,
+    ) -> stratus_tsdb::Result<Vec<T>>
     where
         T: Send + 'static,
         F: Fn(IngesterClient<Channel>) -> Fut,
@@ -137,7 +151,9 @@ impl Querier {
                 let client = self.clients.get(addr);
                 let fut = client.map(&call);
                 let addr = addr.clone();
+                let metrics = self.metrics.clone();
                 self.rt.spawn(async move {
+                    let start = Instant::now();
                     let r = match fut {
                         Ok(f) => match tokio::time::timeout(timeout, f).await {
                             Ok(r) => r,
@@ -147,6 +163,11 @@ impl Querier {
                         },
                         Err(e) => Err(e),
                     };
+                    let code = r
+                        .as_ref()
+                        .err()
+                        .map_or(tonic::Code::Ok, tonic::Status::code);
+                    metrics.called(method_of_read(what), start, code);
                     let _ = tx.send((g, addr, r));
                 });
             }
@@ -218,6 +239,17 @@ impl ReadBackend for Querier {
 pub struct TenantQuerier {
     q: Querier,
     tenant: TenantId,
+}
+
+/// The gRPC method behind a [`Querier::fan_out`] read.
+fn method_of_read(what: &str) -> &'static str {
+    match what {
+        "series" => "Series",
+        "select" => "QueryStream",
+        "label names" => "LabelNames",
+        "label values" => "LabelValues",
+        _ => "other",
+    }
 }
 
 fn sorted_union(lists: Vec<Vec<String>>) -> Vec<String> {

@@ -1070,16 +1070,20 @@ impl<'a> Evaluator<'a> {
         ctx: &Ctx,
         ts_mode: bool,
     ) -> Result<Vec<Series>> {
-        self.eval_selector_mode(vs, ctx, if ts_mode { 1 } else { 0 })
+        let mode = if ts_mode {
+            SelectorOutput::Timestamps
+        } else {
+            SelectorOutput::Values
+        };
+        self.eval_selector_mode(vs, ctx, mode)
     }
 
-    /// [`Evaluator::eval_selector`] with `mode` 0 (values), 1 (sample
-    /// timestamps) or 2 (start timestamps, for `start_timestamp()`).
+    /// [`Evaluator::eval_selector`] returning what `mode` says.
     pub(crate) fn eval_selector_mode(
         &mut self,
         vs: &VectorSelector,
         ctx: &Ctx,
-        mode: u8,
+        mode: SelectorOutput,
     ) -> Result<Vec<Series>> {
         let n = ctx.n();
         if n == 0 {
@@ -1396,10 +1400,19 @@ pub(crate) struct InstantWalk {
     lookback: i64,
     deadline: Instant,
     hist_stats: bool,
-    /// 0: values, 1: sample timestamps (`timestamp()`), 2: start
-    /// timestamps (`start_timestamp()`).
-    mode: u8,
+    mode: SelectorOutput,
     ctx: Ctx,
+}
+
+/// What an instant selector's points hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SelectorOutput {
+    /// The samples' values.
+    Values,
+    /// The samples' timestamps in seconds (`timestamp()`).
+    Timestamps,
+    /// The samples' start timestamps in seconds (`start_timestamp()`).
+    StartTimestamps,
 }
 
 impl InstantWalk {
@@ -1412,8 +1425,8 @@ impl InstantWalk {
     ) -> Result<Series> {
         check_deadline(self.deadline)?;
         let (refs, lo, hi, ctx) = (&self.refs, self.lo, self.hi, &self.ctx);
-        let ts_mode = self.mode == 1;
-        if s.has_histograms() || self.mode == 2 {
+        let ts_mode = self.mode == SelectorOutput::Timestamps;
+        if s.has_histograms() || self.mode == SelectorOutput::StartTimestamps {
             let series = self.typed_instant(s)?;
             if let Some(c) = counts.as_deref_mut() {
                 for p in &series.points {
@@ -1463,9 +1476,10 @@ impl InstantWalk {
     /// (decoded whole, typed).
     fn typed_instant(&self, s: &stratus_tsdb::Series) -> Result<Series> {
         let (refs, ctx, mode) = (&self.refs, &self.ctx, self.mode);
-        let ts_mode = mode == 1;
+        let ts_mode = mode == SelectorOutput::Timestamps;
+        let st_mode = mode == SelectorOutput::StartTimestamps;
         let mut sts = Vec::new();
-        let samples = if mode == 2 {
+        let samples = if st_mode {
             typed_st(s, self.lo, self.hi, self.hist_stats, &mut sts)?
         } else {
             typed(s, self.lo, self.hi, self.hist_stats)?
@@ -1482,7 +1496,7 @@ impl InstantWalk {
             if *t <= lo_i {
                 continue;
             }
-            if mode == 2 {
+            if st_mode {
                 let stale = match v {
                     TypedV::F(f) => is_stale_nan(*f),
                     TypedV::H(h) => h.is_stale(),

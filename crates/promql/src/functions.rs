@@ -276,7 +276,9 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call, ctx: &Ctx) -> Result<V
             // with the engine option): anything else gives no result.
             let a = unparen(arg(0)?);
             let mut v = match a {
-                Expr::VectorSelector(vs) if ev.use_st => ev.eval_selector_mode(vs, ctx, 2)?,
+                Expr::VectorSelector(vs) if ev.use_st => {
+                    ev.eval_selector_mode(vs, ctx, crate::engine::SelectorOutput::StartTimestamps)?
+                }
                 _ => {
                     ev.eval_vector(a, ctx)?;
                     Vec::new()

@@ -18,8 +18,12 @@
 //! - Chunk bytes come from a `ChunkSource`: the block's own segment
 //!   files, memory-mapped ([`BlockReader::open`]), or a `RemoteChunks`
 //!   fetcher for a block whose segments stay in the bucket
-//!   ([`BlockReader::open_lazy`], the store's lazily opened blocks). Both
-//!   decode records with the same function, CRC included.
+//!   ([`BlockReader::open_with_header`], the store's lazily opened
+//!   blocks). Both decode records with the same function, CRC included.
+//! - The index is the block's own `index` file, memory-mapped, or an index
+//!   header (`index_header`: TOC, symbols, label index) with series
+//!   entries and postings lists read through a `RemoteIndex` (ranged
+//!   reads of the index object in the bucket, in batches).
 //! - Readers trust nothing: magic numbers, versions, section bounds and
 //!   CRC-32C checksums are checked; corrupt bytes become an [`Error`] naming
 //!   file, section and offset, never a panic. Opening validates the small
@@ -28,6 +32,7 @@
 mod chunk_segments;
 mod encoding;
 mod error;
+mod index_header;
 mod index_reader;
 mod index_writer;
 mod meta;
@@ -44,6 +49,9 @@ use stratus_model::Labels;
 
 pub use chunk_segments::{SEGMENT_MAGIC, SEGMENT_VERSION};
 pub use error::{Error, Result};
+pub use index_header::{INDEX_HEADER_FILENAME, INDEX_HEADER_MAGIC, INDEX_HEADER_VERSION};
+pub(crate) use index_header::{plan as index_header_plan, toc_range, write_header};
+pub(crate) use index_reader::RemoteIndex;
 pub use index_writer::{INDEX_MAGIC, INDEX_VERSION};
 pub use meta::{
     BlockCompaction, BlockMeta, BlockStats, INGESTER_ID_LABEL, META_FILENAME, META_VERSION,
@@ -83,6 +91,22 @@ pub struct ChunkInput<'a> {
     pub encoding: u8,
     pub data: &'a [u8],
     pub num_samples: u32,
+}
+
+impl<'a> ChunkInput<'a> {
+    /// A chunk whose sample count is read from its bytes (0 when they
+    /// cannot be read: the count is a statistic, the bytes are copied
+    /// as they are).
+    pub fn counted(mint: i64, maxt: i64, encoding: u8, data: &'a [u8]) -> Self {
+        Self {
+            mint,
+            maxt,
+            encoding,
+            data,
+            num_samples: crate::chunks::chunk_num_samples_any(encoding, data)
+                .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+        }
+    }
 }
 
 /// Fsyncs a directory so renames and new entries in it are durable.
@@ -267,14 +291,39 @@ impl BlockReader {
         })
     }
 
-    /// Opens a block whose directory holds only `meta.json`, `index` and
-    /// optionally `tombstones`; chunk bytes come from `chunks`. Read its
-    /// chunks with [`BlockReader::chunks`].
+    /// Opens a block whose directory holds `meta.json`, an index header
+    /// ([`INDEX_HEADER_FILENAME`]) and optionally `tombstones`; series
+    /// entries and postings lists come from `index`, chunk bytes from
+    /// `chunks`. A damaged header is an error (the caller rebuilds it).
+    pub(crate) fn open_with_header(
+        dir: &Path,
+        index: Arc<dyn RemoteIndex>,
+        chunks: Arc<dyn RemoteChunks>,
+    ) -> Result<Self> {
+        Self::open_inner(
+            dir,
+            || IndexReader::open_header(&dir.join(INDEX_HEADER_FILENAME), index),
+            || Ok(ChunkSource::Remote(chunks)),
+        )
+    }
+
+    /// Opens a block whose directory holds `meta.json` and the whole
+    /// `index`, chunk bytes from `chunks` (how the store opened blocks
+    /// before index headers; the benchmark compares both).
+    #[cfg(test)]
     pub(crate) fn open_lazy(dir: &Path, chunks: Arc<dyn RemoteChunks>) -> Result<Self> {
         Self::open_with(dir, || Ok(ChunkSource::Remote(chunks)))
     }
 
     fn open_with(dir: &Path, chunks: impl FnOnce() -> Result<ChunkSource>) -> Result<Self> {
+        Self::open_inner(dir, || IndexReader::open(&dir.join(INDEX_FILENAME)), chunks)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        index: impl FnOnce() -> Result<IndexReader>,
+        chunks: impl FnOnce() -> Result<ChunkSource>,
+    ) -> Result<Self> {
         let meta = BlockMeta::read(dir)?;
         if let Some(name) = dir.file_name().and_then(|n| n.to_str()) {
             if let Ok(u) = ulid::Ulid::from_string(name) {
@@ -287,7 +336,7 @@ impl BlockReader {
                 );
             }
         }
-        let index = IndexReader::open(&dir.join(INDEX_FILENAME))?;
+        let index = index()?;
         let chunks = chunks()?;
         let tombstones = Tombstones::read(dir)?;
         Ok(Self {
@@ -313,6 +362,18 @@ impl BlockReader {
     /// `chunks` with its chunk metas, sorted by `mint`.
     pub fn series(&self, id: u64, chunks: &mut Vec<ChunkMeta>) -> Result<Labels> {
         self.index.series(id, chunks)
+    }
+
+    /// Calls `f` with each of the series `ids` (sorted, from this block's
+    /// postings): its id, labels and chunk metas (sorted by `mint`). A
+    /// block opened from an index header reads the entries in one batch
+    /// of ranged reads first.
+    pub fn for_each_series<E: From<Error>>(
+        &self,
+        ids: &[u64],
+        f: impl FnMut(u64, Labels, &[ChunkMeta]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        self.index.for_each_series(ids, f)
     }
 
     /// The chunk at reference `r`: `(encoding, data)` after the CRC check.
@@ -417,22 +478,46 @@ impl crate::index::PostingsSource for BlockReader {
     fn postings(&self, name: &str, value: &str) -> crate::Result<crate::index::Postings> {
         Ok(self.index.postings(name, value)?)
     }
+
+    fn postings_many(
+        &self,
+        name: &str,
+        values: &[&str],
+    ) -> crate::Result<Vec<crate::index::Postings>> {
+        Ok(self.index.postings_many(name, values)?)
+    }
 }
 
 /// Fuzz entry point: treats `data` as an index file, opens it and walks
-/// every label name, value, postings list and series. Must never panic.
+/// every label name, value, postings list and series; then builds its
+/// index header as a store would and walks it again through ranged reads
+/// of `data`. Must never panic.
 pub fn fuzz_block_index(data: &[u8]) {
-    let Ok(ix) =
+    if let Ok(ix) =
         IndexReader::from_backing(PathBuf::from("fuzz/index"), Backing::Owned(data.to_vec()))
-    else {
-        return;
-    };
+    {
+        fuzz_walk(&ix);
+    }
+    let name = Path::new("fuzz/index");
+    if let Some(h) = index_header::header_of(name, data) {
+        let remote = Arc::new(index_header::SliceIndex {
+            data: data.to_vec(),
+            name: name.to_path_buf(),
+        });
+        if let Ok(ix) = IndexReader::from_header_bytes(PathBuf::from("fuzz/header"), h, remote) {
+            fuzz_walk(&ix);
+        }
+    }
+}
+
+fn fuzz_walk(ix: &IndexReader) {
     let _ = ix.path();
     let mut chunks = Vec::new();
     let mut walk = |ids: &[u64]| {
         for &id in ids {
             let _ = ix.series(id, &mut chunks);
         }
+        let _ = ix.for_each_series(ids, |_, _, _| Ok::<_, Error>(()));
     };
     if let Ok(all) = ix.all_postings() {
         walk(&all);
@@ -449,6 +534,8 @@ pub fn fuzz_block_index(data: &[u8]) {
                 walk(&p);
             }
         }
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let _ = ix.postings_many(&name, &refs);
         let _ = ix.postings(&name, "no such value");
     }
     for id in [0u64, 1, 7, u32::MAX as u64, u64::MAX] {

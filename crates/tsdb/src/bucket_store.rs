@@ -43,8 +43,8 @@ use tracing::{info, warn};
 use ulid::Ulid;
 
 use crate::block::{
-    BlockReader, CHUNKS_DIRNAME, INDEX_FILENAME, META_FILENAME, TOMBSTONES_FILENAME, ThanosMeta,
-    segment_name,
+    BlockReader, CHUNKS_DIRNAME, INDEX_FILENAME, INDEX_HEADER_FILENAME, META_FILENAME,
+    TOMBSTONES_FILENAME, ThanosMeta, segment_name,
 };
 use crate::bucket_index::{self, BucketIndex, INDEX_KEY};
 use crate::db::{now_ms, select_block};
@@ -53,6 +53,9 @@ use crate::querier::{Queryable, SelectHints, Series, merge_series};
 
 /// Default byte budget of a store's in-memory chunk cache (256 MiB).
 pub const DEFAULT_CHUNK_CACHE_BYTES: u64 = 256 << 20;
+/// Default byte budget of a store's in-memory cache of series entries and
+/// postings lists read from block indexes in the bucket (128 MiB).
+pub const DEFAULT_INDEX_CACHE_BYTES: u64 = 128 << 20;
 
 /// The blocks of every tenant of a bucket: indexes cached locally, chunks
 /// read from the bucket on demand.
@@ -61,6 +64,7 @@ pub struct BucketStore {
     bucket: Bucket,
     cache: PathBuf,
     chunk_cache_bytes: u64,
+    index_cache_bytes: u64,
     /// Set by the first sync (it needs the runtime).
     ctx: OnceLock<Arc<lazy::FetchCtx>>,
     tenants: RwLock<HashMap<TenantId, Arc<StoreTenant>>>,
@@ -79,15 +83,36 @@ pub struct StoreMetrics {
     pub chunk_cache_misses: u64,
     /// Chunk fetches that failed (bucket error, short or corrupt read).
     pub chunk_fetch_failures: u64,
-    /// Bytes of `meta.json`, `index` and `tombstones` downloaded.
+    /// Bytes downloaded to open blocks: `meta.json`, `tombstones` and
+    /// the parts of `index` an index header holds (TOC, symbols, label
+    /// index).
     pub index_bytes_downloaded: u64,
+    /// Index headers built (a block's first use, or a damaged file).
+    pub index_header_builds: u64,
+    /// Ranged GETs of index objects (header builds, series entries,
+    /// postings lists; nearby ranges merged).
+    pub index_gets: u64,
+    /// Bytes of index objects read with ranged GETs.
+    pub index_bytes_fetched: u64,
+    /// Series entries and postings lists served from the index cache.
+    pub index_cache_hits: u64,
+    /// Series entries and postings lists read from the bucket.
+    pub index_cache_misses: u64,
+    /// Index reads that failed (bucket error, object gone, short read).
+    pub index_fetch_failures: u64,
+    /// Bytes the index cache holds now.
+    pub index_cache_used_bytes: u64,
+    /// Entries the index cache holds now.
+    pub index_cache_items: u64,
+    /// The index cache's byte budget.
+    pub index_cache_budget: u64,
     /// Bytes the chunk cache holds now.
     pub chunk_cache_bytes: u64,
     /// Chunks the chunk cache holds now.
     pub chunk_cache_items: u64,
     /// The chunk cache's byte budget.
     pub chunk_cache_budget: u64,
-    /// Bytes of the index files of the served blocks (the local cache).
+    /// Bytes of the index headers of the served blocks (the local cache).
     pub index_cache_bytes: u64,
 }
 
@@ -118,6 +143,7 @@ impl BucketStore {
             bucket,
             cache: cache.to_path_buf(),
             chunk_cache_bytes: DEFAULT_CHUNK_CACHE_BYTES,
+            index_cache_bytes: DEFAULT_INDEX_CACHE_BYTES,
             ctx: OnceLock::new(),
             tenants: RwLock::new(HashMap::new()),
         }
@@ -131,11 +157,21 @@ impl BucketStore {
         self
     }
 
+    /// Sets the byte budget of the in-memory cache of series entries and
+    /// postings lists read from the bucket (default
+    /// [`DEFAULT_INDEX_CACHE_BYTES`]; 0 turns it off). Before the first
+    /// sync.
+    pub fn with_index_cache_bytes(mut self, bytes: u64) -> Self {
+        self.index_cache_bytes = bytes;
+        self
+    }
+
     fn ctx(&self) -> Arc<lazy::FetchCtx> {
         self.ctx
             .get_or_init(|| {
                 Arc::new(lazy::FetchCtx::new(
                     self.chunk_cache_bytes,
+                    self.index_cache_bytes,
                     tokio::runtime::Handle::current(),
                 ))
             })
@@ -146,6 +182,7 @@ impl BucketStore {
     pub fn metrics(&self) -> StoreMetrics {
         let mut m = StoreMetrics {
             chunk_cache_budget: self.chunk_cache_bytes,
+            index_cache_budget: self.index_cache_bytes,
             ..StoreMetrics::default()
         };
         if let Some(ctx) = self.ctx.get() {
@@ -160,6 +197,15 @@ impl BucketStore {
             m.chunk_cache_bytes = ctx.cache.bytes();
             m.chunk_cache_items = ctx.cache.len() as u64;
             m.chunk_cache_budget = ctx.cache.budget();
+            m.index_header_builds = g(&c.header_builds);
+            m.index_gets = g(&c.index_gets);
+            m.index_bytes_fetched = g(&c.index_bytes_fetched);
+            m.index_cache_hits = g(&c.index_cache_hits);
+            m.index_cache_misses = g(&c.index_cache_misses);
+            m.index_fetch_failures = g(&c.index_fetch_failures);
+            m.index_cache_used_bytes = ctx.index_cache.bytes();
+            m.index_cache_items = ctx.index_cache.len() as u64;
+            m.index_cache_budget = ctx.index_cache.budget();
         }
         for t in self.tenants.read().values() {
             for b in t.blocks.read().iter() {
@@ -235,6 +281,7 @@ impl BucketStore {
                 if !next.iter().any(|n| Arc::ptr_eq(n, r)) {
                     stats.dropped += 1;
                     ctx.cache.drop_block(r.meta().ulid);
+                    ctx.index_cache.drop_block(r.meta().ulid);
                     let _ = std::fs::remove_dir_all(r.dir());
                 }
             }
@@ -274,10 +321,52 @@ fn remove_others(dir: &Path, keep: &HashSet<String>) {
     }
 }
 
-/// Opens block `ulid` lazily: `meta.json`, `index` and `tombstones` from
-/// the local cache under `dir`, downloaded first when missing; the chunk
-/// segments' sizes from one LIST. `None` when the bucket has no complete
-/// block (no `meta.json`: an upload in progress or a deletion).
+/// Builds the index header of the block's index object (`index_len`
+/// bytes) at `path`: one ranged GET of the TOC, then one round for the
+/// symbols and the label index. Returns the header's size.
+async fn build_header(
+    b: &Bucket,
+    ctx: &lazy::FetchCtx,
+    name: &Path,
+    ulid: &str,
+    index_len: u64,
+    path: &Path,
+) -> Result<u64> {
+    let key = format!("{ulid}/{INDEX_FILENAME}");
+    let toc_r = crate::block::toc_range(name, index_len)?;
+    let toc = lazy::LazyIndex::read_async(b, ctx, name, &key, &[toc_r]).await?;
+    let toc = toc.first().cloned().unwrap_or_default();
+    let plan = crate::block::index_header_plan(name, &toc, index_len)?;
+    let parts = lazy::LazyIndex::read_async(
+        b,
+        ctx,
+        name,
+        &key,
+        &[plan.head_and_symbols.clone(), plan.labels.clone()],
+    )
+    .await?;
+    let (Some(head), Some(labels)) = (parts.first(), parts.get(1)) else {
+        return Err(crate::Error::Remote {
+            message: format!("{}: index header parts not read", name.display()),
+        });
+    };
+    let c = &ctx.counters;
+    c.header_builds.fetch_add(1, Ordering::Relaxed);
+    c.index_bytes_downloaded.fetch_add(
+        (toc.len() + head.len() + labels.len()) as u64,
+        Ordering::Relaxed,
+    );
+    Ok(crate::block::write_header(
+        path, index_len, &toc, head, labels,
+    )?)
+}
+
+/// Opens block `ulid` lazily: `meta.json`, `tombstones` and the index
+/// header from the local cache under `dir`, downloaded (built) first when
+/// missing; one LIST of the block's objects (the index's size) and one of
+/// its chunk segments. A header that fails its checks is rebuilt once.
+/// `None` when the bucket has no complete block (no `meta.json` or no
+/// `index`: an upload in progress or a deletion).
 async fn open_lazy_block(
     b: &Bucket,
     ctx: &Arc<lazy::FetchCtx>,
@@ -290,16 +379,21 @@ async fn open_lazy_block(
         path: path.to_path_buf(),
         source,
     };
-    if !d.join(META_FILENAME).exists() || !d.join(INDEX_FILENAME).exists() {
+    let objects = b.list_sizes(ulid).await?;
+    let Some(index_len) = objects
+        .iter()
+        .find(|(n, _)| n == INDEX_FILENAME)
+        .map(|o| o.1)
+    else {
+        return Ok(None);
+    };
+    let name = PathBuf::from(format!("{tenant}/{ulid}/{INDEX_FILENAME}"));
+    let mut built = false;
+    if !d.join(META_FILENAME).exists() || !d.join(INDEX_HEADER_FILENAME).exists() {
         let tmp = dir.join(format!("{ulid}.download"));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-        let mut complete = true;
-        for (name, needed) in [
-            (META_FILENAME, true),
-            (INDEX_FILENAME, true),
-            (TOMBSTONES_FILENAME, false),
-        ] {
+        for (name, needed) in [(META_FILENAME, true), (TOMBSTONES_FILENAME, false)] {
             let path = tmp.join(name);
             let there = b.download_file(&format!("{ulid}/{name}"), &path).await?;
             if there {
@@ -308,18 +402,21 @@ async fn open_lazy_block(
                     .index_bytes_downloaded
                     .fetch_add(n, Ordering::Relaxed);
             } else if needed {
-                complete = false;
-                break;
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Ok(None);
             }
         }
-        if !complete {
+        let built_at = tmp.join(INDEX_HEADER_FILENAME);
+        if let Err(e) = build_header(b, ctx, &name, ulid, index_len, &built_at).await {
             let _ = std::fs::remove_dir_all(&tmp);
-            return Ok(None);
+            return Err(e);
         }
+        built = true;
         let _ = std::fs::remove_dir_all(&d);
         std::fs::rename(&tmp, &d).map_err(|e| io(&d, e))?;
     }
-    // A cache written by a store that downloaded whole blocks.
+    // A cache written by a store that downloaded whole indexes or blocks.
+    let _ = std::fs::remove_file(d.join(INDEX_FILENAME));
     let _ = std::fs::remove_dir_all(d.join(CHUNKS_DIRNAME));
     let listed = b.list_sizes(&format!("{ulid}/{CHUNKS_DIRNAME}")).await?;
     let mut sizes = Vec::new();
@@ -339,17 +436,37 @@ async fn open_lazy_block(
     let id = ulid.parse::<Ulid>().map_err(|e| crate::Error::Index {
         message: format!("block {tenant}/{ulid}: {e}"),
     })?;
-    let chunks = lazy::LazyChunks::new(
+    let chunks: Arc<dyn crate::block::RemoteChunks> = Arc::new(lazy::LazyChunks::new(
         b.clone(),
         format!("{tenant}/{ulid}"),
         id,
         sizes,
         ctx.clone(),
-    );
-    Ok(Some(Arc::new(BlockReader::open_lazy(
-        &d,
-        Arc::new(chunks),
-    )?)))
+    ));
+    let index: Arc<dyn crate::block::RemoteIndex> = Arc::new(lazy::LazyIndex::new(
+        b.clone(),
+        format!("{tenant}/{ulid}"),
+        id,
+        index_len,
+        ctx.clone(),
+    ));
+    match BlockReader::open_with_header(&d, index.clone(), chunks.clone()) {
+        Ok(r) => Ok(Some(Arc::new(r))),
+        Err(e) if !built => {
+            // A damaged or truncated header on local disk: build it anew.
+            warn!(tenant = %tenant, block = %ulid, error = %e, "index header unusable; rebuilding it");
+            let h = d.join(INDEX_HEADER_FILENAME);
+            let _ = std::fs::remove_file(&h);
+            build_header(b, ctx, &name, ulid, index_len, &h).await?;
+            Ok(Some(Arc::new(BlockReader::open_with_header(
+                &d, index, chunks,
+            )?)))
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(d.join(INDEX_HEADER_FILENAME));
+            Err(e.into())
+        }
+    }
 }
 
 /// Opens block `ulid` from the local cache under `dir`, downloading it
@@ -1121,9 +1238,10 @@ mod tests {
         let st = store.tenant(&t).unwrap();
         let m0 = store.metrics();
         assert_eq!(m0.chunk_bytes_fetched, 0, "opening reads no chunk");
-        assert!(m0.index_bytes_downloaded >= local.index_size());
+        assert_eq!(m0.index_header_builds, 1);
+        assert!(m0.index_bytes_downloaded > 0);
 
-        // Only meta.json, index and tombstones are on disk.
+        // Only meta.json, the index header and tombstones are on disk.
         let mut files = Vec::new();
         files_under(&cache, &mut files);
         let mut names: Vec<String> = files
@@ -1131,7 +1249,11 @@ mod tests {
             .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, ["index", "meta.json", "tombstones"], "{files:?}");
+        assert_eq!(
+            names,
+            ["index-header", "meta.json", "tombstones"],
+            "{files:?}"
+        );
 
         let ranges = [
             (i64::MIN, i64::MAX),
@@ -1352,9 +1474,13 @@ mod tests {
         assert_eq!(listing(&cache), ["drop"]);
         assert_eq!(listing(&cache.join("drop")), want);
         let m = store.metrics();
-        let ix = BlockReader::open(&d1).unwrap().index_size()
-            + BlockReader::open(&d2).unwrap().index_size();
-        assert_eq!(m.index_cache_bytes, ix);
+        let header = |d: &Path| {
+            std::fs::metadata(cache.join("drop").join(name(d)).join(INDEX_HEADER_FILENAME))
+                .unwrap()
+                .len()
+        };
+        assert_eq!(m.index_cache_bytes, header(&d1) + header(&d2));
+        assert!(header(&d1) < BlockReader::open(&d1).unwrap().index_size());
         // Mark d1 deleted: its cache files go at the next sync.
         let mut index = bucket_index::read(&b).await.unwrap().unwrap();
         index.mark_deleted(&name(&d1), BASE);
@@ -1378,5 +1504,377 @@ mod tests {
                 .len(),
             5
         );
+    }
+
+    /// Writes a block of `series` series with many label values (a unique
+    /// `s`, `pod` shared by three, `job` of 7, `opt` on a third of them;
+    /// one sample every 10 minutes over `[BASE, BASE + 2h)`) and
+    /// tombstones on a few, uploads it under tenant prefix `b` and lists
+    /// it in the tenant index; returns the local dir.
+    async fn rich_block(b: &Bucket, tmp: &Path, series: usize) -> PathBuf {
+        let id = Ulid::new();
+        let dir = tmp.join(id.to_string());
+        let (min, max) = (BASE, BASE + 2 * H);
+        let mut w = BlockWriter::create(&dir, id, min, max).unwrap();
+        let mut all: Vec<Labels> = (0..series)
+            .map(|s| {
+                let mut p = vec![
+                    ("__name__", format!("metric_{}", s % 5)),
+                    ("s", format!("{s:06}")),
+                    ("job", format!("job-{}", s % 7)),
+                    ("pod", format!("pod-{:05}", s / 3)),
+                ];
+                if s % 3 == 0 {
+                    p.push(("opt", format!("o{}", s % 11)));
+                }
+                Labels::from_pairs(p)
+            })
+            .collect();
+        all.sort();
+        for (k, l) in all.iter().enumerate() {
+            let samples = (0..12).map(|i| (min + i * 10 * STEP, (k as i64 * 31 + i) as f64));
+            let chunks = crate::db::encode_chunks(samples, 6);
+            let inputs: Vec<ChunkInput<'_>> = chunks
+                .iter()
+                .map(|(mint, maxt, data)| ChunkInput {
+                    mint: *mint,
+                    maxt: *maxt,
+                    encoding: Encoding::Xor as u8,
+                    data,
+                    num_samples: crate::chunks::chunk_num_samples(data).unwrap().into(),
+                })
+                .collect();
+            w.add_series(l, &inputs).unwrap();
+        }
+        let meta = w
+            .finish(BlockCompaction {
+                level: 1,
+                sources: vec![id],
+                parents: vec![],
+                deletable: false,
+            })
+            .unwrap();
+        let r = BlockReader::open(&dir).unwrap();
+        let mut ts = crate::block::Tombstones::new();
+        for (s, lo, hi) in [
+            ("000010", BASE + 20 * STEP, BASE + 50 * STEP),
+            ("000011", i64::MIN, i64::MAX),
+            ("000100", BASE, BASE + 30 * STEP),
+        ] {
+            let ids = crate::index::select_postings(&r, &[Matcher::eq("s", s)]).unwrap();
+            ts.add(ids[0], lo, hi);
+        }
+        crate::block::write_tombstones(&dir, &ts).unwrap();
+        b.upload_dir(&id.to_string(), &dir, &["meta.json"])
+            .await
+            .unwrap();
+        let mut ix = bucket_index::read(b).await.unwrap().unwrap_or_default();
+        ix.add(&meta);
+        bucket_index::write(b, &ix, BASE).await.unwrap();
+        dir
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn index_header_answers_equal_the_whole_index() {
+        use stratus_model::MatchType::{Equal, NotEqual, RegexMatch, RegexNoMatch};
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Bucket::memory();
+        let t = TenantId::new("hdr").unwrap();
+        let b = root.with_prefix(t.as_str());
+        let dir = rich_block(&b, &tmp.path().join("src"), 3000).await;
+        let local = BlockReader::open(&dir).unwrap();
+        // A small index cache: entries come and go while queries run.
+        let store = BucketStore::new(root.clone(), &tmp.path().join("cache"))
+            .with_index_cache_bytes(64 << 10);
+        store.sync().await.unwrap();
+        let st = store.tenant(&t).unwrap();
+        let m = |t, n: &str, v: &str| Matcher::new(t, n, v).unwrap();
+        let sets = [
+            vec![m(Equal, "__name__", "metric_1")],
+            vec![m(Equal, "s", "000011")],
+            vec![m(Equal, "s", "000010")],
+            vec![m(Equal, "job", "job-3"), m(NotEqual, "opt", "o3")],
+            vec![m(NotEqual, "job", "job-3")],
+            vec![m(Equal, "opt", ""), m(Equal, "__name__", "metric_2")],
+            vec![m(RegexMatch, "pod", "pod-0(0|1).*")],
+            vec![
+                m(RegexMatch, "s", "0001.."),
+                m(RegexNoMatch, "job", "job-[0-3]"),
+            ],
+            vec![
+                m(RegexNoMatch, "opt", "o1.*"),
+                m(RegexMatch, "job", "job-1|job-5"),
+            ],
+            vec![
+                m(RegexMatch, "opt", ".+"),
+                m(NotEqual, "__name__", "metric_0"),
+            ],
+            vec![m(RegexMatch, "__name__", ".*")],
+            vec![m(Equal, "job", "nope")],
+            vec![m(RegexMatch, "nope", ".+")],
+        ];
+        let ranges = [
+            (i64::MIN, i64::MAX),
+            (BASE + 25 * STEP, BASE + 45 * STEP),
+            (BASE + 3 * H, BASE + 4 * H),
+        ];
+        let labels = |v: &[Series]| v.iter().map(|s| s.labels.to_string()).collect::<Vec<_>>();
+        for (mint, maxt) in ranges {
+            for ms in &sets {
+                let want = merge_series(vec![select_block(&local, ms, mint, maxt, false).unwrap()]);
+                let got = st.select(ms, &SelectHints::range(mint, maxt)).unwrap();
+                assert_eq!(dump(got, mint, maxt), dump(want, mint, maxt), "{ms:?}");
+                let hints = SelectHints {
+                    labels_only: true,
+                    ..SelectHints::range(mint, maxt)
+                };
+                assert_eq!(
+                    labels(&st.select(ms, &hints).unwrap()),
+                    labels(&select_block(&local, ms, mint, maxt, true).unwrap()),
+                    "{ms:?}"
+                );
+                let lv = st.label_values("pod", ms, mint, maxt).unwrap();
+                let mut want: Vec<String> = select_block(&local, ms, mint, maxt, true)
+                    .unwrap()
+                    .iter()
+                    .filter_map(|s| s.labels.get("pod").map(str::to_string))
+                    .collect();
+                want.sort();
+                want.dedup();
+                assert_eq!(lv, want, "{ms:?}");
+            }
+        }
+        let (a, z) = (i64::MIN, i64::MAX);
+        assert_eq!(
+            st.label_names(&[], a, z).unwrap(),
+            local.label_names().unwrap()
+        );
+        assert_eq!(
+            st.label_values("s", &[], a, z).unwrap(),
+            local.label_values("s").unwrap()
+        );
+        let mt = store.metrics();
+        assert!(mt.index_cache_used_bytes <= 64 << 10, "{mt:?}");
+        assert!(
+            mt.index_cache_hits > 0 && mt.index_cache_misses > 0,
+            "{mt:?}"
+        );
+        assert_eq!(mt.index_header_builds, 1);
+        assert_eq!(mt.index_fetch_failures, 0);
+        // The header on disk is a fraction of the index.
+        assert!(mt.index_cache_bytes * 3 < local.index_size(), "{mt:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn damaged_headers_are_rebuilt_and_deleted_blocks_are_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let broot = tmp.path().join("bucket");
+        let root = Bucket::local(&broot).unwrap();
+        let t = TenantId::new("dmg").unwrap();
+        let b = root.with_prefix(t.as_str());
+        let dir = rich_block(&b, &tmp.path().join("src"), 300).await;
+        let ulid = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let cache = tmp.path().join("cache");
+        let header = cache.join("dmg").join(&ulid).join(INDEX_HEADER_FILENAME);
+        let all = [Matcher::eq("job", "job-2")];
+        let h = SelectHints::range(i64::MIN, i64::MAX);
+        let count = |store: &BucketStore| store.tenant(&t).unwrap().select(&all, &h).unwrap().len();
+        let store = BucketStore::new(root.clone(), &cache);
+        store.sync().await.unwrap();
+        let want = count(&store);
+        assert!(want > 30, "{want}");
+        let good = std::fs::read(&header).unwrap();
+        // A flipped byte, then a truncation: the next start rebuilds.
+        let mut bad = good.clone();
+        bad[good.len() / 2] ^= 1;
+        for damaged in [bad, good[..good.len() - 7].to_vec()] {
+            std::fs::write(&header, &damaged).unwrap();
+            let again = BucketStore::new(root.clone(), &cache);
+            let s = again.sync().await.unwrap();
+            assert_eq!(s.blocks, 1);
+            assert_eq!(again.metrics().index_header_builds, 1);
+            assert_eq!(std::fs::read(&header).unwrap(), good);
+            assert_eq!(count(&again), want);
+        }
+        // An intact header is reused.
+        let again = BucketStore::new(root.clone(), &cache).with_index_cache_bytes(0);
+        again.sync().await.unwrap();
+        assert_eq!(again.metrics().index_header_builds, 0);
+        // The block deleted from the bucket under a running store: a clear
+        // error naming the object, no panic.
+        std::fs::remove_dir_all(broot.join("dmg").join(&ulid)).unwrap();
+        let e = again
+            .tenant(&t)
+            .unwrap()
+            .select(&[Matcher::eq("job", "job-4")], &h)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("gone from the bucket") && e.contains(&ulid),
+            "{e}"
+        );
+        assert!(again.metrics().index_fetch_failures >= 1);
+        // A store starting now skips it (no index object: not complete).
+        let fresh = BucketStore::new(root, &tmp.path().join("cache2"));
+        assert_eq!(fresh.sync().await.unwrap().blocks, 0);
+    }
+
+    /// Figures for BENCHMARKS.md: a block of ~100k series (override with
+    /// `STRATUS_BENCH_SERIES`) in a local-filesystem bucket; first query
+    /// through an index header vs. through the whole downloaded index.
+    /// `cargo test -p stratus-tsdb --lib index_header_figures -- --ignored --nocapture`
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "benchmark: prints figures"]
+    async fn index_header_figures() {
+        use std::time::Instant;
+        let n: usize = std::env::var("STRATUS_BENCH_SERIES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Bucket::local(&tmp.path().join("bucket")).unwrap();
+        let t = TenantId::new("bench").unwrap();
+        let b = root.with_prefix(t.as_str());
+        let id = Ulid::new();
+        let dir = tmp.path().join("src").join(id.to_string());
+        let (min, max) = (BASE, BASE + 2 * H);
+        let mut w = BlockWriter::create(&dir, id, min, max).unwrap();
+        let mut all: Vec<Labels> = (0..n)
+            .map(|i| {
+                Labels::from_pairs([
+                    ("__name__", format!("metric_{:03}", i % 100)),
+                    ("instance", format!("host-{:04}:9100", i % 1000)),
+                    ("job", format!("job-{:02}", i % 20)),
+                    ("pod", format!("pod-{:06}", i / 2)),
+                ])
+            })
+            .collect();
+        all.sort();
+        for (k, l) in all.iter().enumerate() {
+            let samples = (0..12).map(|i| (min + i * 10 * STEP, (k as i64 + i) as f64));
+            let chunks = crate::db::encode_chunks(samples, 120);
+            let inputs: Vec<ChunkInput<'_>> = chunks
+                .iter()
+                .map(|(mint, maxt, data)| ChunkInput {
+                    mint: *mint,
+                    maxt: *maxt,
+                    encoding: Encoding::Xor as u8,
+                    data,
+                    num_samples: 12,
+                })
+                .collect();
+            w.add_series(l, &inputs).unwrap();
+        }
+        let meta = w
+            .finish(BlockCompaction {
+                level: 1,
+                sources: vec![id],
+                parents: vec![],
+                deletable: false,
+            })
+            .unwrap();
+        b.upload_dir(&id.to_string(), &dir, &["meta.json"])
+            .await
+            .unwrap();
+        let mut ix = BucketIndex::default();
+        ix.add(&meta);
+        bucket_index::write(&b, &ix, BASE).await.unwrap();
+        let index_size = std::fs::metadata(dir.join(INDEX_FILENAME)).unwrap().len();
+        let queries: [(&str, Vec<Matcher>); 2] = [
+            (
+                "{__name__=\"metric_007\", job=\"job-07\"} (1000 series)",
+                vec![
+                    Matcher::eq("__name__", "metric_007"),
+                    Matcher::eq("job", "job-07"),
+                ],
+            ),
+            (
+                "{pod=~\"pod-0123.*\"} (200 series)",
+                vec![
+                    Matcher::new(stratus_model::MatchType::RegexMatch, "pod", "pod-0123.*")
+                        .unwrap(),
+                ],
+            ),
+        ];
+        let disk = |d: &Path| {
+            let mut f = Vec::new();
+            files_under(d, &mut f);
+            f.iter()
+                .map(|p| std::fs::metadata(p).unwrap().len())
+                .sum::<u64>()
+        };
+        println!("block: {n} series, index {index_size} B");
+        for (q, ms) in &queries {
+            // Index header.
+            let cache = tmp.path().join("cache-hdr");
+            let _ = std::fs::remove_dir_all(&cache);
+            let store = BucketStore::new(root.clone(), &cache);
+            let t0 = Instant::now();
+            store.sync().await.unwrap();
+            let open = t0.elapsed();
+            let st = store.tenant(&t).unwrap();
+            let t1 = Instant::now();
+            let got = st
+                .select(ms, &SelectHints::range(i64::MIN, i64::MAX))
+                .unwrap();
+            let first = t1.elapsed();
+            let m = store.metrics();
+            let hdr = (
+                got.len(),
+                open,
+                first,
+                m.index_bytes_fetched,
+                m.index_gets,
+                m.chunk_bytes_fetched,
+                disk(&cache),
+            );
+            // The whole index downloaded (the store before index headers).
+            let cache = tmp.path().join("cache-full");
+            let _ = std::fs::remove_dir_all(&cache);
+            // Its own chunk cache, as cold as the header store's was.
+            let ctx = Arc::new(lazy::FetchCtx::new(
+                DEFAULT_CHUNK_CACHE_BYTES,
+                0,
+                tokio::runtime::Handle::current(),
+            ));
+            let t0 = Instant::now();
+            let d = cache.join(id.to_string());
+            std::fs::create_dir_all(&d).unwrap();
+            for f in [META_FILENAME, INDEX_FILENAME] {
+                b.download_file(&format!("{id}/{f}"), &d.join(f))
+                    .await
+                    .unwrap();
+            }
+            let sizes: Vec<u64> = b
+                .list_sizes(&format!("{id}/{CHUNKS_DIRNAME}"))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.1)
+                .collect();
+            let chunks =
+                lazy::LazyChunks::new(b.clone(), format!("bench/{id}"), id, sizes, ctx.clone());
+            let r = BlockReader::open_lazy(&d, Arc::new(chunks)).unwrap();
+            let open_full = t0.elapsed();
+            let t1 = Instant::now();
+            let want = select_block(&r, ms, i64::MIN, i64::MAX, false).unwrap();
+            let first_full = t1.elapsed();
+            let chunk_full = ctx.counters.chunk_bytes_fetched.load(Ordering::Relaxed);
+            assert_eq!(
+                dump(got, i64::MIN, i64::MAX),
+                dump(want, i64::MIN, i64::MAX)
+            );
+            println!("query {q}: {} series", hdr.0);
+            println!(
+                "  index header: open {:?}, first query {:?}; index bytes read {} in {} GETs \
+                 (header build included), chunk bytes {}; local disk {} B",
+                hdr.1, hdr.2, hdr.3, hdr.4, hdr.5, hdr.6
+            );
+            println!(
+                "  whole index:  open {open_full:?}, first query {first_full:?}; index bytes \
+                 downloaded {index_size}, chunk bytes {chunk_full}; local disk {} B",
+                disk(&cache)
+            );
+        }
     }
 }

@@ -290,13 +290,7 @@ pub(crate) fn merge_blocks(
                 // to 0x81): copy the chunks untouched.
                 let inputs: Vec<ChunkInput<'_>> = owned
                     .iter()
-                    .map(|(mint, maxt, enc, data)| ChunkInput {
-                        mint: *mint,
-                        maxt: *maxt,
-                        encoding: *enc,
-                        data,
-                        num_samples: chunk_num_samples_any(*enc, data).unwrap_or(0) as u32,
-                    })
+                    .map(|(mint, maxt, enc, data)| ChunkInput::counted(*mint, *maxt, *enc, data))
                     .collect();
                 w.add_series(&labels, &inputs)?;
                 continue;
@@ -330,13 +324,7 @@ pub(crate) fn merge_blocks(
             let encoded = crate::querier::encode_st_chunks(&samples, HISTOGRAM_CHUNK_SAMPLES);
             let inputs: Vec<ChunkInput<'_>> = encoded
                 .iter()
-                .map(|(mint, maxt, enc, data)| ChunkInput {
-                    mint: *mint,
-                    maxt: *maxt,
-                    encoding: *enc,
-                    data,
-                    num_samples: chunk_num_samples_any(*enc, data).unwrap_or(0) as u32,
-                })
+                .map(|(mint, maxt, enc, data)| ChunkInput::counted(*mint, *maxt, *enc, data))
                 .collect();
             w.add_series(&labels, &inputs)?;
             continue;

@@ -30,7 +30,7 @@ use ulid::Ulid;
 
 use crate::block::{BlockCompaction, BlockMeta, BlockReader, BlockWriter, ChunkInput, Tombstones};
 use crate::bucket_index::BucketIndex;
-use crate::chunks::{XorAppender, chunk_num_samples_any};
+use crate::chunks::XorAppender;
 use crate::error::{RejectReason, Result};
 use crate::head::{
     Appended, Extracted, Head, HeadConfig, HeadMemory, HistRef, Reject, is_deleted, window_start,
@@ -858,13 +858,7 @@ impl Db {
                 if let Some((_, _, bw)) = writers.get_mut(&w) {
                     let inputs: Vec<ChunkInput<'_>> = chunks
                         .iter()
-                        .map(|c| ChunkInput {
-                            mint: c.0,
-                            maxt: c.1,
-                            encoding: c.2,
-                            data: &c.3,
-                            num_samples: chunk_num_samples_any(c.2, &c.3).unwrap_or(0) as u32,
-                        })
+                        .map(|c| ChunkInput::counted(c.0, c.1, c.2, &c.3))
                         .collect();
                     bw.add_series(&x.labels, &inputs)?;
                 }
@@ -1417,10 +1411,7 @@ pub(crate) fn select_block(
 ) -> Result<Vec<Series>> {
     let ids = select_postings(b, matchers)?;
     let mut found = Vec::with_capacity(ids.len());
-    let mut metas = Vec::new();
-    for id in ids {
-        metas.clear();
-        let labels = b.series(id, &mut metas)?;
+    b.for_each_series(&ids, |id, labels, metas| {
         let keep: Vec<crate::block::ChunkMeta> = metas
             .iter()
             .filter(|m| m.maxt >= mint && m.mint <= maxt)
@@ -1429,7 +1420,8 @@ pub(crate) fn select_block(
         if !keep.is_empty() {
             found.push((labels, id, keep));
         }
-    }
+        Ok::<_, crate::Error>(())
+    })?;
     let mut data = if labels_only {
         Vec::new()
     } else {

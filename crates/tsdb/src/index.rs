@@ -44,4 +44,10 @@ pub trait PostingsSource {
     /// The series ids that have label `name` = `value`, sorted. Empty when
     /// the pair is not in the index.
     fn postings(&self, name: &str, value: &str) -> Result<Postings>;
+
+    /// The postings of `name` = each of `values`, in order. Sources that
+    /// read from far away (a store's remote index) answer in one batch.
+    fn postings_many(&self, name: &str, values: &[&str]) -> Result<Vec<Postings>> {
+        values.iter().map(|v| self.postings(name, v)).collect()
+    }
 }

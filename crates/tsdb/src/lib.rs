@@ -25,6 +25,7 @@ pub mod querier;
 mod series_labels;
 mod stats;
 mod tenants;
+mod varint;
 pub mod wal;
 
 pub use block::{
@@ -33,8 +34,9 @@ pub use block::{
 };
 pub use bucket_index::BucketIndex;
 pub use bucket_store::{
-    BucketStore, CompactStats, CompactorConfig, DEFAULT_CHUNK_CACHE_BYTES, StoreMetrics,
-    StoreTenant, SyncStats, compact_tenant, compact_tenant_at,
+    BucketStore, CompactStats, CompactorConfig, DEFAULT_CHUNK_CACHE_BYTES,
+    DEFAULT_INDEX_CACHE_BYTES, StoreMetrics, StoreTenant, SyncStats, compact_tenant,
+    compact_tenant_at,
 };
 pub use chunks::{
     Appendable, COMPACT_CHUNK_SAMPLES, COMPACT_ZSTD_LEVEL, ChunkIter, CounterResetHeader, Encoding,

@@ -98,19 +98,57 @@ impl std::hash::Hasher for SymHasher {
     }
 }
 
+/// Hashes a (pointer, length) key: one multiply, no string bytes.
+#[derive(Default)]
+struct PtrHasher(u64);
+
+impl std::hash::Hasher for PtrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u8(b);
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 struct Symbols<'a> {
     index: HashMap<&'a str, u64, std::hash::BuildHasherDefault<SymHasher>>,
+    /// The same ids by the string's address and length: label strings are
+    /// shared `Arc<str>`s (the scrape loop interns them per target), so
+    /// most lookups need neither hashing nor comparing their bytes. Equal
+    /// (address, length) of borrowed strings means equal bytes; different
+    /// addresses fall back to `index`, so ids are the same as by content.
+    by_ptr: HashMap<(usize, usize), u64, std::hash::BuildHasherDefault<PtrHasher>>,
     list: Vec<&'a str>,
 }
 
 impl<'a> Symbols<'a> {
     fn get(&mut self, s: &'a str) -> u64 {
-        if let Some(&i) = self.index.get(s) {
+        let key = (s.as_ptr() as usize, s.len());
+        if let Some(&i) = self.by_ptr.get(&key) {
             return i;
         }
-        let i = self.list.len() as u64;
-        self.list.push(s);
-        self.index.insert(s, i);
+        let i = match self.index.get(s) {
+            Some(&i) => i,
+            None => {
+                let i = self.list.len() as u64;
+                self.list.push(s);
+                self.index.insert(s, i);
+                i
+            }
+        };
+        self.by_ptr.insert(key, i);
         i
     }
 }
@@ -119,6 +157,7 @@ impl<'a> Symbols<'a> {
 pub(crate) fn encode_record(batch: &Batch, append_ms: i64) -> Vec<u8> {
     let mut syms = Symbols {
         index: HashMap::with_capacity_and_hasher(256, Default::default()),
+        by_ptr: HashMap::with_capacity_and_hasher(256, Default::default()),
         list: Vec::new(),
     };
     // Body first (it assigns symbol ids), then the head with the table.

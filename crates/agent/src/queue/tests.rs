@@ -2,6 +2,7 @@
 //! disk budget.
 
 use super::*;
+use std::io::Write;
 use stratus_model::{Labels, Sample};
 
 use crate::sink::SeriesSamples;
@@ -328,4 +329,108 @@ fn records_walk_as_the_batches_decode() {
     let next = r.next_batch().unwrap().unwrap();
     assert_eq!((next.start, next.batch), (rec.end, batch(8, 2)));
     assert!(r.next_record().unwrap().is_none());
+}
+
+#[test]
+fn cursor_reaches_the_file_within_ticks_without_a_close() {
+    // What a killed process leaves: the cursor file is rewritten by the
+    // background thread (fsynced only at the data's cadence), so reading
+    // it while the queue is still open finds the committed position.
+    let dir = tempfile::tempdir().unwrap();
+    let m = metrics();
+    let q = open(dir.path(), &m);
+    for i in 0..4 {
+        q.append_batch(&batch(i, 2)).unwrap();
+    }
+    let mut r = q.reader().unwrap();
+    let got = read_all(&mut r);
+    q.commit(got[2].end);
+    let mut found = None;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(20));
+        found = fs::read(dir.path().join(CURSOR_FILE))
+            .ok()
+            .and_then(|b| read_cursor(&b))
+            .map(|(p, _)| p);
+        if found == Some(got[2].end) {
+            break;
+        }
+    }
+    assert_eq!(found, Some(got[2].end));
+}
+
+#[test]
+fn next_record_with_walks_in_place_and_a_failing_walk_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = metrics();
+    let q = open(dir.path(), &m);
+    q.append_batch(&batch(1, 3)).unwrap();
+    q.append_batch(&batch(2, 2)).unwrap();
+    let mut r = q.reader().unwrap();
+    let (info, n) = r
+        .next_record_with(|p| {
+            let mut n = 0;
+            p.walk(|_, _, s| n += s.len())?;
+            Ok(n)
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!((info.samples, n, info.start.offset), (3, 3, SEGMENT_HEADER));
+    // A closure error skips the rest of the segment, as a corrupt record.
+    let none = r
+        .next_record_with(|_| Err::<(), _>("bad".to_string()))
+        .unwrap();
+    assert!(none.is_none());
+    assert_eq!(m.queue_corruptions("t"), 1);
+}
+
+#[test]
+fn the_newer_valid_cursor_slot_wins() {
+    let pos = |segment, offset| Position { segment, offset };
+    let (a, b) = (pos(3, 100), pos(4, 8));
+    let mut file = vec![0u8; CURSOR_SLOT_2 as usize + CURSOR_LEN];
+    file[..CURSOR_LEN].copy_from_slice(&encode_cursor(a));
+    // A file of the one-slot version.
+    assert_eq!(read_cursor(&file[..CURSOR_LEN]), Some((a, 0)));
+    assert_eq!(read_cursor(&file), Some((a, 0)));
+    file[CURSOR_SLOT_2 as usize..].copy_from_slice(&encode_cursor(b));
+    assert_eq!(read_cursor(&file), Some((b, CURSOR_SLOT_2)));
+    // A torn newer slot: the older one is used.
+    file[CURSOR_SLOT_2 as usize + 20] ^= 0xff;
+    assert_eq!(read_cursor(&file), Some((a, 0)));
+    file[3] ^= 0xff;
+    assert_eq!(read_cursor(&file), None);
+    assert_eq!(read_cursor(&[]), None);
+}
+
+#[test]
+fn cursor_writes_alternate_slots_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = metrics();
+    let q = open(dir.path(), &m);
+    for i in 0..4 {
+        q.append_batch(&batch(i, 2)).unwrap();
+    }
+    let got = read_all(&mut q.reader().unwrap());
+    let file = || fs::read(dir.path().join(CURSOR_FILE)).unwrap();
+    q.commit(got[0].end);
+    q.sync();
+    let first = read_cursor(&file()).unwrap();
+    assert_eq!(first.0, got[0].end);
+    q.commit(got[1].end);
+    q.sync();
+    let second = read_cursor(&file()).unwrap();
+    assert_eq!(second.0, got[1].end);
+    assert_ne!(first.1, second.1, "slots alternate");
+    // The older slot still holds the previous cursor.
+    let older = if second.1 == 0 { CURSOR_SLOT_2 } else { 0 } as usize;
+    assert_eq!(
+        decode_cursor(&file()[older..older + CURSOR_LEN]),
+        Some(got[0].end)
+    );
+    drop(q);
+    let q = open(dir.path(), &m);
+    let rest = read_all(&mut q.reader().unwrap());
+    assert_eq!(rest.len(), 2);
+    assert_eq!(rest[0].start, got[1].end);
 }

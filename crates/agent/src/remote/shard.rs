@@ -150,13 +150,18 @@ fn ack(ctx: &Ctx, items: &[Item]) {
 }
 
 /// Encodes and sends one request's items; false when stopped.
-async fn send_items(ctx: &Ctx, stop: &mut watch::Receiver<bool>, items: Vec<Item>) -> bool {
+async fn send_items(
+    ctx: &Ctx,
+    stop: &mut watch::Receiver<bool>,
+    items: Vec<Item>,
+    bufs: &mut encode::BodyBufs,
+) -> bool {
     let samples: u64 = items.iter().map(|i| i.samples() as u64).sum();
     let body = match ctx.settings.protocol {
-        ProtocolVersion::V1 => encode::encode_v1(&items),
-        ProtocolVersion::V2 => encode::encode_v2(&items),
+        ProtocolVersion::V1 => encode::encode_v1_with(&items, bufs),
+        ProtocolVersion::V2 => Bytes::from(encode::encode_v2(&items)),
     };
-    match send_with_retry(ctx, stop, Bytes::from(body), samples, "samples").await {
+    match send_with_retry(ctx, stop, body, samples, "samples").await {
         Sent::Done => {
             ctx.metrics.sent.inc_by(samples);
             let newest = items.iter().filter_map(Item::newest).max();
@@ -202,10 +207,11 @@ pub(crate) async fn run_shard(
     let mut pending: Vec<Item> = Vec::new();
     let mut n = 0usize;
     let mut deadline: Option<tokio::time::Instant> = None;
+    let mut bufs = encode::BodyBufs::default();
     loop {
         while n >= max {
             let batch = take(&mut pending, &mut n, max);
-            if !send_items(&ctx, &mut stop, batch).await {
+            if !send_items(&ctx, &mut stop, batch, &mut bufs).await {
                 return;
             }
         }
@@ -228,7 +234,7 @@ pub(crate) async fn run_shard(
                 None => {
                     while !pending.is_empty() {
                         let batch = take(&mut pending, &mut n, max);
-                        if !send_items(&ctx, &mut stop, batch).await {
+                        if !send_items(&ctx, &mut stop, batch, &mut bufs).await {
                             return;
                         }
                     }
@@ -239,7 +245,7 @@ pub(crate) async fn run_shard(
                 let all = std::mem::take(&mut pending);
                 n = 0;
                 deadline = None;
-                if !all.is_empty() && !send_items(&ctx, &mut stop, all).await {
+                if !all.is_empty() && !send_items(&ctx, &mut stop, all, &mut bufs).await {
                     return;
                 }
             }

@@ -10,19 +10,7 @@ use std::path::Path;
 
 use super::error::Error;
 
-/// Appends `v` as an unsigned LEB128 varint (1 to 10 bytes).
-pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Appends `v` zigzag-encoded as an unsigned varint.
-pub(crate) fn put_varint(out: &mut Vec<u8>, v: i64) {
-    put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
-}
+pub(crate) use crate::varint::{put_uvarint, put_varint};
 
 /// Appends `v` as 4 big-endian bytes.
 pub(crate) fn put_be32(out: &mut Vec<u8>, v: u32) {

@@ -129,6 +129,14 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// Reading part of a remote index from the bucket failed (the object
+    /// is gone — the block was deleted —, a bucket error, a short read).
+    #[snafu(display("{}: reading from the bucket: {source}", path.display()))]
+    Fetch {
+        path: PathBuf,
+        source: Box<crate::Error>,
+    },
+
     /// `meta.json` is not valid JSON of the expected shape.
     #[snafu(display("{}: invalid meta.json: {source}", path.display()))]
     MetaJson {

@@ -59,17 +59,164 @@ struct NameEntry {
     count: usize,
 }
 
-/// A validated, lazily decoded index.
+/// Reads the series entries and postings lists of an index that is not
+/// on local disk (a store's block in the bucket, opened from its index
+/// header): ranged reads of the index object, and a cache of entries.
+pub(crate) trait RemoteIndex: std::fmt::Debug + Send + Sync {
+    /// The bytes of each of `ranges` (absolute offsets in the index
+    /// object, sorted by start, not overlapping), in order, each exactly
+    /// as long as its range. Nearby ranges may be read together.
+    fn read(&self, ranges: &[Range<u64>]) -> crate::Result<Vec<bytes::Bytes>>;
+
+    /// The body of the entry at absolute offset `at`, if cached (it was
+    /// CRC-checked when cached).
+    fn cached(&self, at: u64) -> Option<Arc<[u8]>>;
+
+    /// Caches the (CRC-checked) body of the entry at absolute offset `at`.
+    fn cache(&self, at: u64, body: Arc<[u8]>);
+
+    /// The index object's name, for errors (`<tenant>/<ulid>/index`).
+    fn name(&self) -> &Path;
+}
+
+/// Where series entries and postings lists are read from.
+#[derive(Debug)]
+enum Body {
+    /// From `data`, at their offsets in the index file.
+    Local,
+    /// With ranged reads of the index object; `data` is an index header.
+    Remote(Arc<dyn RemoteIndex>),
+}
+
+/// Bytes read for a series entry whose end is not bounded by the next
+/// wanted series (most entries are far smaller; longer ones are re-read).
+const SERIES_ESTIMATE: usize = 1 << 10;
+
+/// One entry to read from a remote index.
+#[derive(Debug, Clone, Copy)]
+struct Want {
+    /// Absolute offset of the entry.
+    at: usize,
+    /// End of the first read.
+    first_end: usize,
+    /// The entry must end at or before this offset.
+    limit: usize,
+}
+
+/// Bytes of `n` as a uvarint.
+fn uvarint_len(n: u64) -> usize {
+    (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// A validated, lazily decoded index: a whole `index` file, or an index
+/// header (symbols and label index only) with series and postings read
+/// through a [`RemoteIndex`].
 #[derive(Debug)]
 pub(crate) struct IndexReader {
     path: PathBuf,
     data: Backing,
-    /// Whole symbol section (refs are relative to its start), without CRC.
+    /// Whole symbol section (refs are relative to its start), without
+    /// CRC; positions in `data`.
     symbols: Range<usize>,
+    /// The series section, as offsets in the index file.
     series: Range<usize>,
+    /// The postings section, as offsets in the index file.
     postings: Range<usize>,
+    /// The value-table rows of the label index, positions in `data`.
+    rows: Range<usize>,
+    /// Offset in the index file of the first value-table row.
+    rows_index_off: usize,
     names: Vec<NameEntry>,
     cache: RwLock<HashMap<u32, Arc<str>>>,
+    body: Body,
+}
+
+/// Where the sections of an index are: positions in the bytes held
+/// (`symbols`, `labels`, both including their CRC) and offsets in the
+/// index file (`labels_index_off`, `series`, `postings`).
+#[derive(Debug, Clone)]
+pub(crate) struct Sections {
+    pub(crate) symbols: Range<usize>,
+    pub(crate) labels: Range<usize>,
+    pub(crate) labels_index_off: usize,
+    pub(crate) series: Range<usize>,
+    pub(crate) postings: Range<usize>,
+}
+
+/// Checks an index's 8-byte header (magic, version, padding).
+pub(crate) fn check_index_head(path: &Path, head: &[u8]) -> Result<()> {
+    let Some(h) = head.get(..HEADER_LEN) else {
+        return Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            section: "header",
+            offset: 0,
+            reason: "file too short",
+        });
+    };
+    let magic = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+    ensure!(
+        magic == INDEX_MAGIC,
+        BadMagicSnafu {
+            path,
+            found: magic,
+            expected: INDEX_MAGIC
+        }
+    );
+    ensure!(
+        h[4..8] == [INDEX_VERSION, 0, 0, 0],
+        BadVersionSnafu {
+            path,
+            version: u32::from_be_bytes([h[4], h[5], h[6], h[7]])
+        }
+    );
+    Ok(())
+}
+
+/// Checks an index's TOC (`toc`: its last [`TOC_LEN`] bytes, CRC
+/// included) against the index length `len`; returns the symbols, series,
+/// postings and label index sections as offsets in the index file.
+pub(crate) fn parse_toc(path: &Path, toc: &[u8], len: usize) -> Result<[Range<usize>; 4]> {
+    let corrupt = |offset: usize, reason| Error::Corrupt {
+        path: path.to_path_buf(),
+        section: "TOC",
+        offset: offset as u64,
+        reason,
+    };
+    if len < HEADER_LEN + TOC_LEN || toc.len() != TOC_LEN {
+        return Err(corrupt(len, "file too short"));
+    }
+    let toc_at = len - TOC_LEN;
+    let mut d = Dec::new(toc, toc_at as u64);
+    let e = |e: DecErr| e.into_error(path, "TOC");
+    let body = d.bytes(TOC_LEN - 4).map_err(e)?;
+    let stored = d.be_u32().map_err(e)?;
+    let computed = crc32c::crc32c(body);
+    ensure!(
+        stored == computed,
+        ChecksumSnafu {
+            path,
+            section: "TOC",
+            offset: (len - 4) as u64,
+            stored,
+            computed
+        }
+    );
+    let mut d = Dec::new(body, toc_at as u64);
+    let mut sections = [0usize..0, 0..0, 0..0, 0..0];
+    let mut expect = HEADER_LEN;
+    for s in &mut sections {
+        let off = d.be_u64().map_err(e)?;
+        let l = d.be_u64().map_err(e)?;
+        if off != expect as u64 || l > (toc_at - expect) as u64 {
+            return Err(corrupt(toc_at, "sections do not tile the file"));
+        }
+        *s = expect..expect + l as usize;
+        expect = s.end;
+    }
+    if expect != toc_at {
+        return Err(corrupt(toc_at, "sections do not tile the file"));
+    }
+    Ok(sections)
 }
 
 /// Reads `uvarint(len) | body | CRC-32C(body)` at absolute offset `at`
@@ -81,7 +228,13 @@ fn read_entry(data: &[u8], at: usize, end: usize) -> Result<(&[u8], u64), EntryE
             reason: "entry offset out of range",
         }));
     };
-    let mut d = Dec::new(slice, at as u64);
+    read_entry_in(slice, at as u64)
+}
+
+/// Reads the entry at the start of `slice`, whose first byte is at
+/// absolute offset `base`.
+fn read_entry_in(slice: &[u8], base: u64) -> Result<(&[u8], u64), EntryErr> {
+    let mut d = Dec::new(slice, base);
     let n = d.len(1).map_err(EntryErr::Dec)?;
     let body_at = d.offset();
     let body = d.bytes(n).map_err(EntryErr::Dec)?;
@@ -173,52 +326,64 @@ impl IndexReader {
     /// Validates an index held in memory; `path` is used in errors.
     pub(crate) fn from_backing(path: PathBuf, data: Backing) -> Result<Self> {
         let len = data.len();
+        if len < HEADER_LEN + TOC_LEN {
+            return Err(Error::Corrupt {
+                path,
+                section: "header",
+                offset: len as u64,
+                reason: "file too short",
+            });
+        }
+        check_index_head(&path, &data)?;
+        let [symbols, series, postings, labels] = parse_toc(&path, &data[len - TOC_LEN..], len)?;
+        let sections = Sections {
+            symbols,
+            labels_index_off: labels.start,
+            labels,
+            series,
+            postings,
+        };
+        Self::from_sections(path, data, sections, Body::Local)
+    }
+
+    /// Reads and validates the index header at `path` (read into memory,
+    /// so a file changed later cannot fault the process); series and
+    /// postings are read through `remote`.
+    pub(crate) fn open_header(path: &Path, remote: Arc<dyn RemoteIndex>) -> Result<Self> {
+        let data = std::fs::read(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_header_bytes(path.to_path_buf(), data, remote)
+    }
+
+    /// Validates the index header `data`; `path` is used in errors.
+    pub(crate) fn from_header_bytes(
+        path: PathBuf,
+        data: Vec<u8>,
+        remote: Arc<dyn RemoteIndex>,
+    ) -> Result<Self> {
+        let sections = super::index_header::parse_header(&path, &data)?;
+        Self::from_sections(path, Backing::Owned(data), sections, Body::Remote(remote))
+    }
+
+    fn from_sections(path: PathBuf, data: Backing, sec: Sections, body: Body) -> Result<Self> {
         let corrupt = |section, offset: usize, reason| Error::Corrupt {
             path: path.clone(),
             section,
             offset: offset as u64,
             reason,
         };
-        if len < HEADER_LEN + TOC_LEN {
-            return Err(corrupt("header", len, "file too short"));
+        let Sections {
+            symbols,
+            labels,
+            labels_index_off,
+            series,
+            postings,
+        } = sec;
+        if symbols.end > data.len() || labels.end > data.len() {
+            return Err(corrupt("TOC", data.len(), "sections exceed the file"));
         }
-        let magic = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
-        ensure!(
-            magic == INDEX_MAGIC,
-            BadMagicSnafu {
-                path: &path,
-                found: magic,
-                expected: INDEX_MAGIC
-            }
-        );
-        ensure!(
-            data[4..8] == [INDEX_VERSION, 0, 0, 0],
-            BadVersionSnafu {
-                path: &path,
-                version: u32::from_be_bytes([data[4], data[5], data[6], data[7]])
-            }
-        );
-
-        // TOC.
-        let toc_at = len - TOC_LEN;
-        check_section_crc(&path, &data, &(toc_at..len), "TOC")?;
-        let mut d = Dec::new(&data[toc_at..len - 4], toc_at as u64);
-        let mut sections = [0usize..0, 0..0, 0..0, 0..0];
-        let mut expect = HEADER_LEN;
-        for s in &mut sections {
-            let off = d.be_u64().map_err(|e| e.into_error(&path, "TOC"))?;
-            let l = d.be_u64().map_err(|e| e.into_error(&path, "TOC"))?;
-            if off != expect as u64 || l > (toc_at - expect) as u64 {
-                return Err(corrupt("TOC", toc_at, "sections do not tile the file"));
-            }
-            *s = expect..expect + l as usize;
-            expect = s.end;
-        }
-        if expect != toc_at {
-            return Err(corrupt("TOC", toc_at, "sections do not tile the file"));
-        }
-        let [symbols, series, postings, labels] = sections;
-
         // Symbols: validate CRC, UTF-8, strict order.
         check_section_crc(&path, &data, &symbols, "symbols")?;
         let sym_body = symbols.start..symbols.end - 4;
@@ -248,31 +413,36 @@ impl IndexReader {
             }
         }
 
+        // Label index: geometry, names.
+        check_section_crc(&path, &data, &labels, "label index")?;
+        let lbody = labels.start..labels.end - 4;
         let mut r = Self {
             path: path.clone(),
             data,
             symbols: sym_body,
             series,
             postings,
+            rows: lbody.clone(),
+            rows_index_off: labels_index_off,
             names: Vec::new(),
             cache: RwLock::new(HashMap::new()),
+            body,
         };
-
-        // Label index: geometry, names.
-        check_section_crc(&path, &r.data, &labels, "label index")?;
-        let body = labels.start..labels.end - 4;
-        let mut d = Dec::new(&r.data[body.clone()], body.start as u64);
+        let mut d = Dec::new(&r.data[lbody.clone()], lbody.start as u64);
         let e = |e: DecErr| e.into_error(&path, "label index");
         let n = d.be_u32().map_err(e)? as usize;
         if n.saturating_mul(16) > d.remaining() {
             return Err(corrupt(
                 "label index",
-                body.start,
+                lbody.start,
                 "name table exceeds section",
             ));
         }
+        let rows_start = lbody.start + 4 + 16 * n;
+        // Value rows: their offsets in the index file.
+        let rows_index_off = labels_index_off + 4 + 16 * n;
         let mut names = Vec::with_capacity(n);
-        let mut expect = body.start + 4 + 16 * n;
+        let mut expect = rows_start;
         let mut prev_ref: Option<u32> = None;
         for _ in 0..n {
             let at = d.offset() as usize;
@@ -287,8 +457,8 @@ impl IndexReader {
                 ));
             }
             prev_ref = Some(name_ref);
-            if values_off != expect as u64
-                || count.saturating_mul(VALUE_ENTRY_LEN) > body.end - expect
+            if values_off != (expect - rows_start + rows_index_off) as u64
+                || count.saturating_mul(VALUE_ENTRY_LEN) > lbody.end - expect
             {
                 return Err(corrupt("label index", at, "value table out of place"));
             }
@@ -300,11 +470,25 @@ impl IndexReader {
             });
             expect += count * VALUE_ENTRY_LEN;
         }
-        if expect != body.end {
+        if expect != lbody.end {
             return Err(corrupt("label index", expect, "trailing bytes"));
         }
         r.names = names;
+        r.rows = rows_start..lbody.end;
+        r.rows_index_off = rows_index_off;
         Ok(r)
+    }
+
+    /// The series section's offsets in the index file.
+    #[cfg(test)]
+    pub(crate) fn series_section(&self) -> Range<usize> {
+        self.series.clone()
+    }
+
+    /// The postings section's offsets in the index file.
+    #[cfg(test)]
+    pub(crate) fn postings_section(&self) -> Range<usize> {
+        self.postings.clone()
     }
 
     /// The file path (for errors).
@@ -352,7 +536,21 @@ impl IndexReader {
 
     /// Decodes series `id`: its labels, and its chunk metas into `chunks`.
     pub(crate) fn series(&self, id: u64, chunks: &mut Vec<ChunkMeta>) -> Result<Labels> {
-        chunks.clear();
+        let mut out = None;
+        self.for_each_series(&[id], |_, labels, metas| {
+            chunks.clear();
+            chunks.extend_from_slice(metas);
+            out = Some(labels);
+            Ok::<_, Error>(())
+        })?;
+        out.ok_or_else(|| Error::InvalidSeriesId {
+            path: self.path.clone(),
+            id,
+        })
+    }
+
+    /// The absolute offset of series `id`'s entry in the index file.
+    fn series_at(&self, id: u64) -> Result<usize> {
         let span = self.series.end - self.series.start;
         ensure!(
             id < span as u64,
@@ -361,10 +559,179 @@ impl IndexReader {
                 id
             }
         );
-        let at = self.series.start + id as usize;
-        let (body, body_at) = read_entry(&self.data, at, self.series.end)
-            .map_err(|e| e.into_error(&self.path, "series"))?;
-        let e = |e: DecErr| e.into_error(&self.path, "series");
+        Ok(self.series.start + id as usize)
+    }
+
+    /// Decodes the series `ids` (sorted ascending, as postings are) and
+    /// calls `f` with each id, its labels and its chunk metas, in order. A
+    /// remote index reads every entry not cached with one batch of ranged
+    /// reads first.
+    pub(crate) fn for_each_series<E: From<Error>>(
+        &self,
+        ids: &[u64],
+        mut f: impl FnMut(u64, Labels, &[ChunkMeta]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut metas = Vec::new();
+        match &self.body {
+            Body::Local => {
+                for &id in ids {
+                    let at = self.series_at(id)?;
+                    let (body, body_at) = read_entry(&self.data, at, self.series.end)
+                        .map_err(|e| e.into_error(&self.path, "series"))?;
+                    let l = self.decode_series(body, body_at, &mut metas)?;
+                    f(id, l, &metas)?;
+                }
+            }
+            Body::Remote(remote) => {
+                let mut ats = Vec::with_capacity(ids.len());
+                for &id in ids {
+                    ats.push(self.series_at(id)?);
+                }
+                let mut sorted = ats.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                let wants: Vec<Want> = sorted
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &at)| {
+                        let limit = sorted.get(i + 1).copied().unwrap_or(self.series.end);
+                        Want {
+                            at,
+                            first_end: limit.min(at.saturating_add(SERIES_ESTIMATE)),
+                            limit,
+                        }
+                    })
+                    .collect();
+                let bodies = self.remote_entries(remote.as_ref(), &wants, "series")?;
+                for (&id, at) in ids.iter().zip(ats) {
+                    let found = sorted.binary_search(&at).ok().and_then(|i| bodies.get(i));
+                    let Some((body, body_at)) = found else {
+                        return Err(Error::InvalidSeriesId {
+                            path: remote.name().to_path_buf(),
+                            id,
+                        }
+                        .into());
+                    };
+                    let l = self.decode_series(body, *body_at, &mut metas)?;
+                    f(id, l, &metas)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the entries `wants` (sorted by `at`, not overlapping) of the
+    /// remote index: cached bodies, the rest with one batch of ranged
+    /// reads (a second for entries longer than their first read); checks
+    /// each CRC and caches the bodies. Returns each body with the absolute
+    /// offset of its first byte.
+    fn remote_entries(
+        &self,
+        remote: &dyn RemoteIndex,
+        wants: &[Want],
+        section: &'static str,
+    ) -> Result<Vec<(Arc<[u8]>, u64)>> {
+        let path = remote.name();
+        let corrupt = |offset: usize, reason| Error::Corrupt {
+            path: path.to_path_buf(),
+            section,
+            offset: offset as u64,
+            reason,
+        };
+        let mut out: Vec<Option<(Arc<[u8]>, u64)>> = vec![None; wants.len()];
+        let mut miss = Vec::new();
+        for (i, w) in wants.iter().enumerate() {
+            if w.at >= w.limit || w.first_end > w.limit {
+                return Err(corrupt(w.at, "entry offset out of range"));
+            }
+            match remote.cached(w.at as u64) {
+                Some(b) => {
+                    let body_at = w.at + uvarint_len(b.len() as u64);
+                    out[i] = Some((b, body_at as u64));
+                }
+                None => miss.push(i),
+            }
+        }
+        let fetch = |ranges: Vec<Range<u64>>| -> Result<Vec<bytes::Bytes>> {
+            let n = ranges.len();
+            let got = remote.read(&ranges).map_err(|e| Error::Fetch {
+                path: path.to_path_buf(),
+                source: Box::new(e),
+            })?;
+            if got.len() != n {
+                return Err(corrupt(
+                    0,
+                    "ranged reads answered the wrong number of ranges",
+                ));
+            }
+            Ok(got)
+        };
+        let mut again = Vec::new();
+        if !miss.is_empty() {
+            let ranges = miss
+                .iter()
+                .map(|&i| wants[i].at as u64..wants[i].first_end as u64)
+                .collect();
+            let got = fetch(ranges)?;
+            for (&i, buf) in miss.iter().zip(got) {
+                let w = &wants[i];
+                let mut d = Dec::new(&buf, w.at as u64);
+                let n = d.uvarint().map_err(|e| e.into_error(path, section))?;
+                let total = (d.offset() - w.at as u64)
+                    .saturating_add(n)
+                    .saturating_add(4);
+                if total > (w.limit - w.at) as u64 {
+                    return Err(corrupt(w.at, "entry extends past its bounds"));
+                }
+                if total > buf.len() as u64 {
+                    again.push((i, total));
+                    continue;
+                }
+                out[i] = Some(self.checked_body(remote, w.at, &buf, section)?);
+            }
+        }
+        if !again.is_empty() {
+            let ranges = again
+                .iter()
+                .map(|&(i, total)| wants[i].at as u64..wants[i].at as u64 + total)
+                .collect();
+            let got = fetch(ranges)?;
+            for (&(i, _), buf) in again.iter().zip(got) {
+                out[i] = Some(self.checked_body(remote, wants[i].at, &buf, section)?);
+            }
+        }
+        out.into_iter()
+            .zip(wants)
+            .map(|(o, w)| o.ok_or_else(|| corrupt(w.at, "entry not read")))
+            .collect()
+    }
+
+    /// Checks the entry at the start of `buf` (at absolute offset `at`)
+    /// and caches its body.
+    fn checked_body(
+        &self,
+        remote: &dyn RemoteIndex,
+        at: usize,
+        buf: &[u8],
+        section: &'static str,
+    ) -> Result<(Arc<[u8]>, u64)> {
+        let (body, body_at) =
+            read_entry_in(buf, at as u64).map_err(|e| e.into_error(remote.name(), section))?;
+        let body: Arc<[u8]> = Arc::from(body);
+        remote.cache(at as u64, body.clone());
+        Ok((body, body_at))
+    }
+
+    /// Decodes a series entry's body (at absolute offset `body_at`): its
+    /// labels, and its chunk metas into `chunks`.
+    fn decode_series(
+        &self,
+        body: &[u8],
+        body_at: u64,
+        chunks: &mut Vec<ChunkMeta>,
+    ) -> Result<Labels> {
+        chunks.clear();
+        let e = |e: DecErr| e.into_error(self.entries_path(), "series");
         let mut d = Dec::new(body, body_at);
         let nl = d.len(2).map_err(e)?;
         let mut labels = Vec::with_capacity(nl);
@@ -436,23 +803,88 @@ impl IndexReader {
         Ok(Labels::from_sorted_unchecked(labels))
     }
 
-    /// Decodes the postings list at absolute offset `at`.
-    fn postings_at(&self, at: u64) -> Result<Vec<u64>> {
-        let e = |e: DecErr| e.into_error(&self.path, "postings");
-        let Ok(at) = usize::try_from(at) else {
-            return Err(e(DecErr {
+    /// Checks a postings offset (absolute, from the label index).
+    fn postings_off(&self, at: u64) -> Result<usize> {
+        match usize::try_from(at) {
+            Ok(at) if at >= self.postings.start && at < self.postings.end => Ok(at),
+            _ => Err(DecErr {
                 offset: at,
                 reason: "postings offset out of range",
-            }));
-        };
-        if at < self.postings.start || at >= self.postings.end {
-            return Err(e(DecErr {
-                offset: at as u64,
-                reason: "postings offset out of range",
-            }));
+            }
+            .into_error(self.entries_path(), "postings")),
         }
+    }
+
+    /// Decodes the postings list at absolute offset `at`.
+    fn postings_at(&self, at: u64) -> Result<Vec<u64>> {
+        let at = self.postings_off(at)?;
         let (body, body_at) = read_entry(&self.data, at, self.postings.end)
             .map_err(|e| e.into_error(&self.path, "postings"))?;
+        self.decode_postings(body, body_at)
+    }
+
+    /// The postings lists at absolute offsets `offs`, each with the offset
+    /// where it must end (the next list's start), read remotely in one
+    /// batch.
+    fn remote_postings(
+        &self,
+        remote: &dyn RemoteIndex,
+        offs: &[(usize, usize)],
+    ) -> Result<Vec<Vec<u64>>> {
+        let mut sorted: Vec<(usize, usize)> = offs.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let wants: Vec<Want> = sorted
+            .iter()
+            .enumerate()
+            .map(|(i, &(at, end))| {
+                let next = sorted.get(i + 1).map_or(usize::MAX, |n| n.0);
+                let limit = end.min(next);
+                Want {
+                    at,
+                    first_end: limit,
+                    limit,
+                }
+            })
+            .collect();
+        let bodies = self.remote_entries(remote, &wants, "postings")?;
+        let mut out = Vec::with_capacity(offs.len());
+        for o in offs {
+            let i = sorted
+                .binary_search(o)
+                .map_err(|_| DecErr {
+                    offset: o.0 as u64,
+                    reason: "postings list not read",
+                })
+                .map_err(|e| e.into_error(remote.name(), "postings"))?;
+            let Some((body, body_at)) = bodies.get(i) else {
+                return Err(DecErr {
+                    offset: o.0 as u64,
+                    reason: "postings list not read",
+                }
+                .into_error(remote.name(), "postings"));
+            };
+            out.push(self.decode_postings(body, *body_at)?);
+        }
+        Ok(out)
+    }
+
+    /// Where the postings list of value row `p` (a position in `data`)
+    /// starts and must end (the next row's list, or the section's end).
+    fn row_postings(&self, p: usize) -> Result<(usize, usize)> {
+        let (_, at) = self.row(p)?;
+        let at = self.postings_off(at)?;
+        let end = if p + VALUE_ENTRY_LEN < self.rows.end {
+            self.postings_off(self.row(p + VALUE_ENTRY_LEN)?.1)?
+        } else {
+            self.postings.end
+        };
+        Ok((at, end))
+    }
+
+    /// Decodes a postings list body (at absolute offset `body_at`).
+    fn decode_postings(&self, body: &[u8], body_at: u64) -> Result<Vec<u64>> {
+        let e = |e: DecErr| e.into_error(self.entries_path(), "postings");
         let mut d = Dec::new(body, body_at);
         let n = d.len(1).map_err(e)?;
         let span = (self.series.end - self.series.start) as u64;
@@ -482,7 +914,27 @@ impl IndexReader {
 
     /// Every series id, sorted.
     pub(crate) fn all_postings(&self) -> Result<Vec<u64>> {
-        self.postings_at(self.postings.start as u64)
+        match &self.body {
+            Body::Local => self.postings_at(self.postings.start as u64),
+            Body::Remote(remote) => {
+                let end = if self.rows.start < self.rows.end {
+                    self.postings_off(self.row(self.rows.start)?.1)?
+                } else {
+                    self.postings.end
+                };
+                let mut v = self.remote_postings(remote.as_ref(), &[(self.postings.start, end)])?;
+                Ok(v.pop().unwrap_or_default())
+            }
+        }
+    }
+
+    /// Where series entries and postings lists come from (for errors):
+    /// the index file, or the index object in the bucket.
+    fn entries_path(&self) -> &Path {
+        match &self.body {
+            Body::Local => &self.path,
+            Body::Remote(r) => r.name(),
+        }
     }
 
     /// Label names, sorted.
@@ -499,7 +951,11 @@ impl IndexReader {
 
     /// Value entry `i` of `n`: (value symbol ref, postings offset).
     fn value_entry(&self, n: &NameEntry, i: usize) -> Result<(u32, u64)> {
-        let at = n.values_off + i * VALUE_ENTRY_LEN;
+        self.row(n.values_off + i * VALUE_ENTRY_LEN)
+    }
+
+    /// The value row at position `at` of `data`.
+    fn row(&self, at: usize) -> Result<(u32, u64)> {
         let e = |e: DecErr| e.into_error(&self.path, "label index");
         let b = self.data.get(at..at + VALUE_ENTRY_LEN).unwrap_or_default();
         let mut d = Dec::new(b, at as u64);
@@ -541,19 +997,58 @@ impl IndexReader {
         Ok(())
     }
 
-    /// The series ids with `name` = `value`, sorted.
-    pub(crate) fn postings(&self, name: &str, value: &str) -> Result<Vec<u64>> {
+    /// The value row of `name` = `value`: its position in `data`.
+    fn find_row(&self, name: &str, value: &str) -> Result<Option<usize>> {
         let Some(n) = self.name(name) else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let i = self.lower_bound(n, value)?;
         if i >= n.count {
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        let (r, at) = self.value_entry(n, i)?;
+        let (r, _) = self.value_entry(n, i)?;
         if self.symbol(r)? != value {
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        self.postings_at(at)
+        Ok(Some(n.values_off + i * VALUE_ENTRY_LEN))
+    }
+
+    /// The series ids with `name` = `value`, sorted.
+    pub(crate) fn postings(&self, name: &str, value: &str) -> Result<Vec<u64>> {
+        let mut v = self.postings_many(name, &[value])?;
+        Ok(v.pop().unwrap_or_default())
+    }
+
+    /// The series ids of each `name` = `values[i]`, sorted, in the order
+    /// of `values` (empty for a pair not in the index). A remote index
+    /// reads the lists not cached with one batch of ranged reads.
+    pub(crate) fn postings_many(&self, name: &str, values: &[&str]) -> Result<Vec<Vec<u64>>> {
+        let mut rows = Vec::with_capacity(values.len());
+        for v in values {
+            rows.push(self.find_row(name, v)?);
+        }
+        match &self.body {
+            Body::Local => rows
+                .into_iter()
+                .map(|r| match r {
+                    Some(p) => self.postings_at(self.row(p)?.1),
+                    None => Ok(Vec::new()),
+                })
+                .collect(),
+            Body::Remote(remote) => {
+                let mut offs = Vec::new();
+                for p in rows.iter().flatten() {
+                    offs.push(self.row_postings(*p)?);
+                }
+                let mut lists = self.remote_postings(remote.as_ref(), &offs)?.into_iter();
+                Ok(rows
+                    .iter()
+                    .map(|r| match r {
+                        Some(_) => lists.next().unwrap_or_default(),
+                        None => Vec::new(),
+                    })
+                    .collect())
+            }
+        }
     }
 }

@@ -601,6 +601,7 @@ fn fuzz_block_index_no_panics() {
     }
     // Mutations of a valid index, with and without fixed-up checksums.
     let mut deep_ok = 0;
+    let mut both_ok = 0;
     for i in 0..4000 {
         let mut b = good.clone();
         for _ in 0..1 + rng.below(4) {
@@ -624,12 +625,29 @@ fn fuzz_block_index_no_panics() {
             if ix.is_ok_and(|ix| walk_index(&ix).is_ok()) {
                 deep_ok += 1;
             }
+            // Through an index header: where both readers answer, they
+            // answer the same.
+            let full = IndexReader::from_backing(PathBuf::from("f"), Backing::Owned(b.clone()))
+                .and_then(|ix| collect_all(&ix));
+            let hdr = index_header::header_of(Path::new("f"), &b).map(|h| {
+                let remote = MemIndex::new(b.clone(), None);
+                IndexReader::from_header_bytes(PathBuf::from("h"), h, remote)
+                    .and_then(|ix| collect_all(&ix))
+            });
+            if let (Ok(f), Some(Ok(h))) = (full, hdr) {
+                assert_eq!(f, h, "mutation {i}");
+                both_ok += 1;
+            }
         }
         fuzz_block_index(&b);
     }
     // Some checksum-fixed mutations decode fine (e.g. a changed chunk
     // time); the rest are errors, and none panicked.
-    eprintln!("checksum-fixed mutations that still decode: {deep_ok} of 2000");
+    eprintln!(
+        "checksum-fixed mutations that still decode: {deep_ok} of 2000, \
+         {both_ok} through both the index and its header"
+    );
+    assert!(both_ok > 0);
     assert!(deep_ok < 2000);
 }
 
@@ -726,4 +744,285 @@ mod props {
             prop_assert_eq!(back, t);
         }
     }
+}
+
+/// A block's index served from memory as a [`RemoteIndex`], counting
+/// reads; `damage` flips a byte of every answer at that offset.
+#[derive(Debug)]
+struct MemIndex {
+    data: Vec<u8>,
+    name: PathBuf,
+    reads: std::sync::atomic::AtomicU64,
+    cache: parking_lot::Mutex<std::collections::HashMap<u64, Arc<[u8]>>>,
+    damage: Option<u64>,
+}
+
+impl MemIndex {
+    fn new(data: Vec<u8>, damage: Option<u64>) -> Arc<Self> {
+        Arc::new(Self {
+            data,
+            name: PathBuf::from("mem/index"),
+            reads: Default::default(),
+            cache: Default::default(),
+            damage,
+        })
+    }
+    fn reads(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl RemoteIndex for MemIndex {
+    fn read(&self, ranges: &[std::ops::Range<u64>]) -> crate::Result<Vec<bytes::Bytes>> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ranges
+            .iter()
+            .map(|r| {
+                let mut b = self
+                    .data
+                    .get(r.start as usize..r.end as usize)
+                    .ok_or_else(|| crate::Error::Remote {
+                        message: "out of range".into(),
+                    })?
+                    .to_vec();
+                if let Some(d) = self.damage.filter(|d| r.contains(d)) {
+                    b[(d - r.start) as usize] ^= 0x40;
+                }
+                Ok(bytes::Bytes::from(b))
+            })
+            .collect()
+    }
+    fn cached(&self, at: u64) -> Option<Arc<[u8]>> {
+        self.cache.lock().get(&at).cloned()
+    }
+    fn cache(&self, at: u64, body: Arc<[u8]>) {
+        self.cache.lock().insert(at, body);
+    }
+    fn name(&self) -> &Path {
+        &self.name
+    }
+}
+
+/// Builds `dir/index-header` from `dir/index` as a store does.
+fn build_header_file(dir: &Path) -> Vec<u8> {
+    let index = std::fs::read(dir.join(INDEX_FILENAME)).unwrap();
+    let len = index.len() as u64;
+    let name = Path::new("mem/index");
+    let toc_r = toc_range(name, len).unwrap();
+    let toc = &index[toc_r.start as usize..toc_r.end as usize];
+    let p = index_header_plan(name, toc, len).unwrap();
+    let slice = |r: std::ops::Range<u64>| &index[r.start as usize..r.end as usize];
+    write_header(
+        &dir.join(INDEX_HEADER_FILENAME),
+        len,
+        toc,
+        slice(p.head_and_symbols),
+        slice(p.labels),
+    )
+    .unwrap();
+    index
+}
+
+#[test]
+fn index_header_answers_like_the_whole_index() {
+    use stratus_model::{MatchType, Matcher};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("b");
+    let series = gen_series(3000, 3, 11);
+    write_block(&dir, &series, None);
+    let index = build_header_file(&dir);
+    let header_len = std::fs::metadata(dir.join(INDEX_HEADER_FILENAME))
+        .unwrap()
+        .len();
+    assert!(
+        header_len * 3 < index.len() as u64,
+        "{header_len} vs {}",
+        index.len()
+    );
+    let full = IndexReader::open(&dir.join(INDEX_FILENAME)).unwrap();
+    let remote = MemIndex::new(index.clone(), None);
+    let hdr = IndexReader::open_header(&dir.join(INDEX_HEADER_FILENAME), remote.clone()).unwrap();
+
+    assert_eq!(hdr.label_names(), full.label_names());
+    let all = full.all_postings().unwrap();
+    assert_eq!(hdr.all_postings().unwrap(), all);
+    // Every series, in one batch: one read (the entries are contiguous,
+    // so everything coalesces; the remote sees one call).
+    let before = remote.reads();
+    let mut got = Vec::new();
+    hdr.for_each_series(&all, |id, l, m| {
+        got.push((id, l, m.to_vec()));
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    assert!(remote.reads() - before <= 2, "{}", remote.reads() - before);
+    let mut metas = Vec::new();
+    for (id, l, m) in &got {
+        assert_eq!(&full.series(*id, &mut metas).unwrap(), l);
+        assert_eq!(&metas, m);
+    }
+    assert_eq!(got.len(), series.len());
+    // Cached now: no more reads.
+    let before = remote.reads();
+    for id in all.iter().step_by(97) {
+        hdr.series(*id, &mut metas).unwrap();
+    }
+    assert_eq!(remote.reads(), before);
+    // Every pair's postings, singly and batched per name.
+    for name in full.label_names() {
+        let mut values = Vec::new();
+        full.for_each_value(&name, "", &mut |v| {
+            values.push(v.to_string());
+            true
+        })
+        .unwrap();
+        let mut hv = Vec::new();
+        hdr.for_each_value(&name, "", &mut |v| {
+            hv.push(v.to_string());
+            true
+        })
+        .unwrap();
+        assert_eq!(hv, values);
+        let refs: Vec<&str> = values
+            .iter()
+            .map(String::as_str)
+            .chain(["zz-none"])
+            .collect();
+        let want = full.postings_many(&name, &refs).unwrap();
+        assert_eq!(hdr.postings_many(&name, &refs).unwrap(), want, "{name}");
+        for (v, w) in refs.iter().zip(&want).step_by(7) {
+            assert_eq!(&hdr.postings(&name, v).unwrap(), w);
+        }
+    }
+    assert!(hdr.postings("nope", "x").unwrap().is_empty());
+    // Matchers of all four types through the selection code.
+    let src_full = BlockReader::open(&dir).unwrap();
+    let src_hdr =
+        BlockReader::open_with_header(&dir, MemIndex::new(index.clone(), None), Arc::new(NoChunks))
+            .unwrap();
+    let m = |t, n: &str, v: &str| Matcher::new(t, n, v).unwrap();
+    use MatchType::*;
+    let sets = [
+        vec![m(Equal, "job", "api")],
+        vec![m(Equal, "job", "api"), m(NotEqual, "code", "200")],
+        vec![m(RegexMatch, "pod", "app-1.*")],
+        vec![
+            m(RegexMatch, "__name__", "http.+|up"),
+            m(RegexNoMatch, "namespace", "kube.*|auth"),
+        ],
+        vec![m(NotEqual, "namespace", "default")],
+        vec![
+            m(RegexMatch, "instance", "10\\.1\\.[0-2]\\..*"),
+            m(Equal, "le", ""),
+        ],
+        vec![m(RegexNoMatch, "job", "api|node")],
+        vec![m(Equal, "job", "nope")],
+        vec![m(RegexMatch, "cpu", "1|3|5"), m(Equal, "mode", "idle")],
+    ];
+    for ms in &sets {
+        let want = crate::index::select_postings(&src_full, ms).unwrap();
+        assert_eq!(
+            crate::index::select_postings(&src_hdr, ms).unwrap(),
+            want,
+            "{ms:?}"
+        );
+    }
+}
+
+/// A chunk source for index-only tests.
+#[derive(Debug)]
+struct NoChunks;
+
+impl RemoteChunks for NoChunks {
+    fn fetch(&self, _: &[u64]) -> crate::Result<Vec<(u8, Arc<[u8]>)>> {
+        Err(crate::Error::Remote {
+            message: "no chunks".into(),
+        })
+    }
+    fn num_segments(&self) -> usize {
+        0
+    }
+}
+
+#[test]
+fn damaged_index_headers_and_remote_entries_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("b");
+    let series = gen_series(200, 2, 5);
+    write_block(&dir, &series, None);
+    let index = build_header_file(&dir);
+    let path = dir.join(INDEX_HEADER_FILENAME);
+    let good = std::fs::read(&path).unwrap();
+    let remote = MemIndex::new(index.clone(), None);
+    // Every flipped byte and every truncation is caught at open.
+    for i in (0..good.len())
+        .step_by(good.len() / 200 + 1)
+        .chain([good.len() - 1])
+    {
+        let mut bad = good.clone();
+        bad[i] ^= 0x10;
+        std::fs::write(&path, &bad).unwrap();
+        assert!(
+            IndexReader::open_header(&path, remote.clone()).is_err(),
+            "byte {i}"
+        );
+    }
+    for n in [0, 10, 95, good.len() / 2, good.len() - 1] {
+        std::fs::write(&path, &good[..n]).unwrap();
+        let e = IndexReader::open_header(&path, remote.clone()).unwrap_err();
+        assert!(e.to_string().contains("index-header"), "{e}");
+    }
+    std::fs::write(&path, &good).unwrap();
+    let hdr = IndexReader::open_header(&path, remote).unwrap();
+    let all = hdr.all_postings().unwrap();
+    assert_eq!(all.len(), 200);
+    // Damaged series and postings bytes in the bucket: CRC errors naming
+    // the remote object, never a panic.
+    let full = IndexReader::open(&dir.join(INDEX_FILENAME)).unwrap();
+    for at in [
+        full.series_section().start as u64 + all[5] + 3,
+        full.postings_section().start as u64 + 2,
+    ] {
+        let bad = MemIndex::new(index.clone(), Some(at));
+        let h = IndexReader::open_header(&path, bad).unwrap();
+        let r1 = h.for_each_series(&all, |_, _, _| Ok::<_, Error>(()));
+        let r2 = h.all_postings();
+        let e = r1.err().or(r2.err()).expect("damage noticed");
+        assert!(e.to_string().contains("mem/index"), "{e}");
+    }
+    // Out of range ids and a remote that fails.
+    let h = IndexReader::open_header(&path, MemIndex::new(vec![], None)).unwrap();
+    assert!(h.series(u64::MAX, &mut Vec::new()).is_err());
+    let e = h.all_postings().unwrap_err().to_string();
+    assert!(e.contains("reading from the bucket"), "{e}");
+}
+
+type Everything = (
+    Vec<u64>,
+    Vec<(String, Vec<String>, Vec<Vec<u64>>)>,
+    Vec<(Labels, Vec<ChunkMeta>)>,
+);
+
+/// Everything an index answers: all postings, per name its values and
+/// their postings, every series.
+fn collect_all(ix: &IndexReader) -> Result<Everything> {
+    let all = ix.all_postings()?;
+    let mut per_name = Vec::new();
+    for name in ix.label_names() {
+        let mut values = Vec::new();
+        ix.for_each_value(&name, "", &mut |v| {
+            values.push(v.to_string());
+            true
+        })?;
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let lists = ix.postings_many(&name, &refs)?;
+        per_name.push((name, values, lists));
+    }
+    let mut series = Vec::new();
+    ix.for_each_series(&all, |_, l, m| {
+        series.push((l, m.to_vec()));
+        Ok::<_, Error>(())
+    })?;
+    Ok((all, per_name, series))
 }

@@ -37,7 +37,8 @@ use stratus_objstore::Bucket;
 use ulid::Ulid;
 
 use crate::block::{
-    CHUNKS_DIRNAME, RemoteChunks, SEGMENT_HEADER_LEN, decode_record, record_len, segment_name,
+    CHUNKS_DIRNAME, INDEX_FILENAME, RemoteChunks, RemoteIndex, SEGMENT_HEADER_LEN, decode_record,
+    record_len, segment_name,
 };
 use crate::error::{Error, Result};
 
@@ -66,22 +67,42 @@ pub(crate) struct StoreCounters {
     pub(crate) cache_misses: AtomicU64,
     /// Fetches that failed (bucket error, short or corrupt read).
     pub(crate) fetch_failures: AtomicU64,
-    /// Bytes of block indexes (and metas, tombstones) downloaded.
+    /// Bytes of block metas, tombstones and index-header parts downloaded.
     pub(crate) index_bytes_downloaded: AtomicU64,
+    /// Index headers built (first use of a block, or a damaged file).
+    pub(crate) header_builds: AtomicU64,
+    /// Ranged GETs of index objects (header builds, series, postings).
+    pub(crate) index_gets: AtomicU64,
+    /// Bytes of index objects read with ranged GETs.
+    pub(crate) index_bytes_fetched: AtomicU64,
+    /// Series entries and postings lists served from the index cache.
+    pub(crate) index_cache_hits: AtomicU64,
+    /// Series entries and postings lists read from the bucket.
+    pub(crate) index_cache_misses: AtomicU64,
+    /// Index reads that failed (bucket error, object gone, short read).
+    pub(crate) index_fetch_failures: AtomicU64,
 }
 
 /// What every lazily opened block of a store shares.
 #[derive(Debug)]
 pub(crate) struct FetchCtx {
     pub(crate) cache: ChunkCache,
+    /// Series entry and postings list bodies of remote indexes, keyed by
+    /// block and offset.
+    pub(crate) index_cache: ChunkCache,
     pub(crate) counters: StoreCounters,
     rt: tokio::runtime::Handle,
 }
 
 impl FetchCtx {
-    pub(crate) fn new(cache_bytes: u64, rt: tokio::runtime::Handle) -> Self {
+    pub(crate) fn new(
+        cache_bytes: u64,
+        index_cache_bytes: u64,
+        rt: tokio::runtime::Handle,
+    ) -> Self {
         Self {
             cache: ChunkCache::new(cache_bytes),
+            index_cache: ChunkCache::new(index_cache_bytes),
             counters: StoreCounters::default(),
             rt,
         }
@@ -89,7 +110,7 @@ impl FetchCtx {
 
     /// Runs `fut` on the runtime and waits for it on this thread, at most
     /// [`FETCH_TIMEOUT`].
-    fn block_on<T: Send + 'static>(
+    pub(crate) fn block_on<T: Send + 'static>(
         &self,
         fut: impl Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
@@ -445,6 +466,152 @@ fn find(got: &Fetched, seg: usize, want: Range<u64>) -> Option<Bytes> {
     let from = usize::try_from(want.start - r.start).ok()?;
     let to = usize::try_from(want.end - r.start).ok()?;
     (to <= b.len()).then(|| b.slice(from..to))
+}
+
+/// A block's `index` object in the bucket, read in ranges for the series
+/// entries and postings lists its index header does not hold.
+#[derive(Debug)]
+pub(crate) struct LazyIndex {
+    bucket: Bucket,
+    /// `<tenant>/<ulid>/index`, for messages.
+    name: PathBuf,
+    ulid: Ulid,
+    /// Size of the index object.
+    size: u64,
+    ctx: Arc<FetchCtx>,
+}
+
+impl LazyIndex {
+    pub(crate) fn new(
+        bucket: Bucket,
+        name: String,
+        ulid: Ulid,
+        size: u64,
+        ctx: Arc<FetchCtx>,
+    ) -> Self {
+        Self {
+            bucket,
+            name: PathBuf::from(format!("{name}/{INDEX_FILENAME}")),
+            ulid,
+            size,
+            ctx,
+        }
+    }
+
+    /// Reads `ranges` (sorted, within the object) with ranged GETs, those
+    /// less than [`COALESCE_GAP`] apart merged; awaits on the runtime.
+    pub(crate) async fn read_async(
+        bucket: &Bucket,
+        ctx: &FetchCtx,
+        name: &std::path::Path,
+        key: &str,
+        ranges: &[Range<u64>],
+    ) -> Result<Vec<Bytes>> {
+        let merged = coalesce(ranges, COALESCE_GAP);
+        let c = &ctx.counters;
+        c.index_gets
+            .fetch_add(merged.len() as u64, Ordering::Relaxed);
+        let got = match bucket.get_ranges(key, &merged, GET_CONCURRENCY).await {
+            Ok(g) => g,
+            Err(e) => {
+                c.index_fetch_failures.fetch_add(1, Ordering::Relaxed);
+                let message = if e.is_not_found() {
+                    format!(
+                        "{}: the object is gone from the bucket (block deleted?): {e}",
+                        name.display()
+                    )
+                } else {
+                    format!("{}: {e}", name.display())
+                };
+                return Err(Error::Remote { message });
+            }
+        };
+        let mut out = Vec::with_capacity(ranges.len());
+        for (m, b) in merged.iter().zip(&got) {
+            c.index_bytes_fetched
+                .fetch_add(b.len() as u64, Ordering::Relaxed);
+            if b.len() as u64 != m.end - m.start {
+                c.index_fetch_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::Block {
+                    source: crate::block::Error::Corrupt {
+                        path: name.to_path_buf(),
+                        section: "index",
+                        offset: m.start,
+                        reason: "short ranged read from the bucket",
+                    },
+                });
+            }
+        }
+        let parts: Vec<(Range<u64>, Bytes)> = merged.into_iter().zip(got).collect();
+        for r in ranges {
+            let b = parts
+                .iter()
+                .find(|(m, _)| m.start <= r.start && r.end <= m.end)
+                .and_then(|(m, b)| {
+                    let from = usize::try_from(r.start - m.start).ok()?;
+                    let to = usize::try_from(r.end - m.start).ok()?;
+                    (to <= b.len()).then(|| b.slice(from..to))
+                })
+                .ok_or_else(|| Error::Remote {
+                    message: format!(
+                        "{}: fetched ranges do not cover {}..{}",
+                        name.display(),
+                        r.start,
+                        r.end
+                    ),
+                })?;
+            out.push(b);
+        }
+        Ok(out)
+    }
+}
+
+impl RemoteIndex for LazyIndex {
+    fn read(&self, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        for (i, r) in ranges.iter().enumerate() {
+            let sorted = i == 0 || ranges[i - 1].end <= r.start;
+            if r.start >= r.end || r.end > self.size || !sorted {
+                return Err(Error::Block {
+                    source: crate::block::Error::Corrupt {
+                        path: self.name.clone(),
+                        section: "index",
+                        offset: r.start,
+                        reason: "read outside the index object",
+                    },
+                });
+            }
+        }
+        let bucket = self.bucket.clone();
+        let ctx = self.ctx.clone();
+        let name = self.name.clone();
+        let key = format!("{}/{INDEX_FILENAME}", self.ulid);
+        let ranges = ranges.to_vec();
+        self.ctx.block_on(async move {
+            LazyIndex::read_async(&bucket, &ctx, &name, &key, &ranges).await
+        })
+    }
+
+    fn cached(&self, at: u64) -> Option<Arc<[u8]>> {
+        let c = &self.ctx.counters;
+        match self.ctx.index_cache.get(self.ulid, at) {
+            Some((_, b)) => {
+                c.index_cache_hits.fetch_add(1, Ordering::Relaxed);
+                Some(b)
+            }
+            None => {
+                c.index_cache_misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    fn cache(&self, at: u64, body: Arc<[u8]>) {
+        self.ctx.index_cache.insert(self.ulid, at, 0, body);
+    }
+
+    fn name(&self) -> &std::path::Path {
+        &self.name
+    }
 }
 
 impl RemoteChunks for LazyChunks {

@@ -50,6 +50,7 @@ use super::{
     CompactTrailingSnafu, CompactTruncatedSnafu, CompactVarintSnafu, CompactVersionSnafu, Error,
     UnorderedSnafu,
 };
+use crate::varint::{put_uvarint, put_varint, unzigzag, zigzag};
 
 /// Format version, the first byte of every compact chunk.
 pub const COMPACT_VERSION: u8 = 1;
@@ -167,30 +168,6 @@ const I64_POW10: [i64; 19] = [
     100_000_000_000_000_000,
     1_000_000_000_000_000_000,
 ];
-
-#[inline]
-fn zigzag(x: i64) -> u64 {
-    ((x << 1) ^ (x >> 63)) as u64
-}
-
-#[inline]
-fn unzigzag(u: u64) -> i64 {
-    ((u >> 1) as i64) ^ -((u & 1) as i64)
-}
-
-#[inline]
-fn put_uvarint(out: &mut Vec<u8>, mut x: u64) {
-    while x >= 0x80 {
-        out.push((x as u8) | 0x80);
-        x >>= 7;
-    }
-    out.push(x as u8);
-}
-
-#[inline]
-fn put_varint(out: &mut Vec<u8>, x: i64) {
-    put_uvarint(out, zigzag(x));
-}
 
 /// Bit length of `zigzag(x)`, the size estimate used to pick delta or
 /// delta-of-delta.

@@ -12,39 +12,7 @@
 
 use super::{Encoding, Error, StColumnSnafu};
 
-/// Appends `x` as a zigzag LEB128 varint.
-fn put_varint(out: &mut Vec<u8>, x: i64) {
-    let mut v = ((x << 1) ^ (x >> 63)) as u64;
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Reads a LEB128 varint at `*pos`, advancing it.
-fn get_uvarint(data: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut x = 0u64;
-    let mut shift = 0u32;
-    for i in 0..10 {
-        let b = *data.get(*pos + i)?;
-        if b < 0x80 {
-            if i == 9 && b > 1 {
-                return None;
-            }
-            *pos += i + 1;
-            return Some(x | (u64::from(b) << shift));
-        }
-        x |= u64::from(b & 0x7f) << shift;
-        shift += 7;
-    }
-    None
-}
-
-fn get_varint(data: &[u8], pos: &mut usize) -> Option<i64> {
-    let u = get_uvarint(data, pos)?;
-    Some(((u >> 1) as i64) ^ -((u & 1) as i64))
-}
+use crate::varint::{get_uvarint, get_varint, put_varint};
 
 fn bad(reason: &'static str) -> Error {
     StColumnSnafu { reason }.build()

@@ -12,6 +12,7 @@
 //! by an eighth at a time, so little capacity is unused.
 
 use super::Postings;
+use crate::varint::{get_uvarint, put_uvarint};
 
 /// Elements between restart points.
 const SKIP: usize = 64;
@@ -27,29 +28,6 @@ pub(crate) struct DeltaList {
     /// The largest id (valid when `len > 0`).
     last: u64,
     len: usize,
-}
-
-fn put_varint(out: &mut Vec<u8>, mut x: u64) {
-    while x >= 0x80 {
-        out.push((x as u8) | 0x80);
-        x >>= 7;
-    }
-    out.push(x as u8);
-}
-
-/// Decodes one varint at `*pos`, advancing it.
-fn get_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut x = 0u64;
-    let mut shift = 0u32;
-    loop {
-        let byte = *b.get(*pos)?;
-        *pos += 1;
-        x |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
-        if byte < 0x80 {
-            return Some(x);
-        }
-        shift += 7;
-    }
 }
 
 impl DeltaList {
@@ -87,7 +65,7 @@ impl DeltaList {
         if self.bytes.capacity() - self.bytes.len() < 10 {
             self.bytes.reserve_exact((self.bytes.len() / 8).max(16));
         }
-        put_varint(&mut self.bytes, gap);
+        put_uvarint(&mut self.bytes, gap);
         self.last = id;
         self.len += 1;
     }
@@ -112,7 +90,7 @@ impl DeltaList {
         let mut first = k == 0;
         loop {
             let start = pos;
-            let Some(gap) = get_varint(&self.bytes, &mut pos) else {
+            let Some(gap) = get_uvarint(&self.bytes, &mut pos) else {
                 return; // unreachable: id < last is in range
             };
             let v = if first { gap } else { prev.wrapping_add(gap) };
@@ -123,8 +101,8 @@ impl DeltaList {
             if v > id {
                 // Replace the gap prev→v with prev→id, id→v.
                 let mut repl = Vec::with_capacity(20);
-                put_varint(&mut repl, if start == 0 { id } else { id - prev });
-                put_varint(&mut repl, v - id);
+                put_uvarint(&mut repl, if start == 0 { id } else { id - prev });
+                put_uvarint(&mut repl, v - id);
                 let grown = repl.len() - (pos - start);
                 self.bytes.splice(start..pos, repl);
                 for s in &mut self.skips[k..] {
@@ -155,7 +133,7 @@ impl DeltaList {
         let mut pos = 0usize;
         let mut prev = 0u64;
         std::iter::from_fn(move || {
-            let gap = get_varint(&self.bytes, &mut pos)?;
+            let gap = get_uvarint(&self.bytes, &mut pos)?;
             prev = prev.wrapping_add(gap);
             Some(prev)
         })

@@ -93,12 +93,12 @@ fn cost_class(m: &Matcher) -> u8 {
 fn postings_matching(src: &dyn PostingsSource, m: &Matcher) -> Result<Postings> {
     let name = &*m.name;
     if let Some(values) = m.set_matches() {
-        let lists = values
-            .into_iter()
+        let values: Vec<&str> = values
+            .iter()
+            .map(|v| &**v)
             .filter(|v| !v.is_empty())
-            .map(|v| src.postings(name, v))
-            .collect::<Result<Vec<_>>>()?;
-        return Ok(union_many(lists));
+            .collect();
+        return Ok(union_many(src.postings_many(name, &values)?));
     }
     let prefix = m.prefix().unwrap_or("");
     let mut values: Vec<String> = Vec::new();
@@ -111,11 +111,8 @@ fn postings_matching(src: &dyn PostingsSource, m: &Matcher) -> Result<Postings> 
         }
         true
     })?;
-    let lists = values
-        .iter()
-        .map(|v| src.postings(name, v))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(union_many(lists))
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    Ok(union_many(src.postings_many(name, &values)?))
 }
 
 #[cfg(test)]

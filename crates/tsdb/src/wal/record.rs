@@ -485,24 +485,7 @@ pub(crate) fn decode(typ: u8, p: &[u8]) -> Result<Record, String> {
     }
 }
 
-#[inline]
-pub(crate) fn put_uvarint(buf: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
-}
-
-#[inline]
-pub(crate) fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-#[inline]
-pub(crate) fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
+pub(crate) use crate::varint::{put_uvarint, unzigzag, zigzag};
 
 /// A bounds-checked cursor over a payload.
 struct Dec<'a> {
