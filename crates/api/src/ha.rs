@@ -47,12 +47,12 @@ pub(crate) enum HaReject {
 
 /// The first series' labels of a request (float series first, then
 /// native histogram series; Mimir looks at `timeseries[0]`).
-fn first_labels(batch: &WriteBatch) -> Option<&Labels> {
+fn first_labels(batch: &WriteBatch) -> Option<Labels> {
     batch
         .series
         .first()
-        .map(|s| &s.labels)
-        .or_else(|| batch.hist_series.first().map(|s| &s.labels))
+        .map(|s| batch.labels_of(s).to_labels())
+        .or_else(|| batch.hist_series.first().map(|s| s.labels.clone()))
 }
 
 /// `labels` without `name`, reusing it when the label is absent.
@@ -64,9 +64,7 @@ fn strip(labels: &mut Labels, name: &str) {
 
 /// Removes the replica label from everything in the request.
 fn strip_replica(batch: &mut WriteBatch, name: &str) {
-    for s in &mut batch.series {
-        strip(&mut s.labels, name);
-    }
+    batch.remove_series_label(name);
     for s in &mut batch.hist_series {
         strip(&mut s.labels, name);
     }
@@ -153,30 +151,27 @@ pub(crate) async fn dedup(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remote_write::BatchSeries;
 
     #[test]
     fn first_series_and_stripping() {
         let mut b = WriteBatch::default();
         assert!(first_labels(&b).is_none());
-        b.series.push(BatchSeries {
-            labels: Labels::from_pairs([
-                ("__name__", "up"),
-                ("__replica__", "a"),
-                ("cluster", "c"),
-            ]),
-            samples: 0..0,
-        });
-        b.series.push(BatchSeries {
-            labels: Labels::from_pairs([("__name__", "x")]),
-            samples: 0..0,
-        });
+        b.push_series(
+            &Labels::from_pairs([("__name__", "up"), ("__replica__", "a"), ("cluster", "c")]),
+            0..0,
+        )
+        .unwrap();
+        b.push_series(&Labels::from_pairs([("__name__", "x")]), 0..0)
+            .unwrap();
         assert_eq!(first_labels(&b).unwrap().get("__replica__"), Some("a"));
         strip_replica(&mut b, "__replica__");
         assert_eq!(
-            b.series[0].labels,
+            b.labels_of(&b.series[0]),
             Labels::from_pairs([("__name__", "up"), ("cluster", "c")])
         );
-        assert_eq!(b.series[1].labels, Labels::from_pairs([("__name__", "x")]));
+        assert_eq!(
+            b.labels_of(&b.series[1]),
+            Labels::from_pairs([("__name__", "x")])
+        );
     }
 }

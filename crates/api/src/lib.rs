@@ -66,6 +66,7 @@ pub use query::{
     format_value, parse_duration, write_str as write_json_str, write_string_list, write_timestamp,
 };
 pub use read::{parse_selector, parse_time, unescape_label_name};
+pub use remote_write::BatchLabels;
 pub use remote_write::fuzz_ingester_series;
 pub use remote_write::{
     BatchExemplar, BatchSeries, CreatedTimestamp, DEFAULT_MAX_COMPRESSED_BYTES,

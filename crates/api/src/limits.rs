@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use stratus_model::{Labels, TenantId};
+use stratus_model::TenantId;
 use stratus_tenancy::{Limits, limit_of};
 use stratus_tsdb::TenantOverrides;
 use tokio::sync::Semaphore;
@@ -204,7 +204,10 @@ fn clip(s: &str, max: usize) -> &str {
 }
 
 /// Why a series breaks a label limit, naming the limit.
-fn label_violation(labels: &Labels, l: &Limits) -> Option<(&'static str, String)> {
+fn label_violation(
+    labels: &impl stratus_tsdb::SeriesLabels,
+    l: &Limits,
+) -> Option<(&'static str, String)> {
     let name = clip(labels.metric_name().unwrap_or(""), 200);
     if let Some(max) = limit_of(l.max_label_names_per_series)
         && labels.len() as u64 > max
@@ -217,29 +220,29 @@ fn label_violation(labels: &Labels, l: &Limits) -> Option<(&'static str, String)
             ),
         ));
     }
-    for lb in labels.iter() {
+    for (lname, lvalue) in labels.pairs() {
         if let Some(max) = limit_of(l.max_label_name_length)
-            && lb.name.len() as u64 > max
+            && lname.len() as u64 > max
         {
             return Some((
                 "max_label_name_length",
                 format!(
                     "label name {:?}... of series {name:?} is {} bytes, longer than max_label_name_length={max}; raise the tenant's max_label_name_length limit",
-                    clip(&lb.name, 64),
-                    lb.name.len()
+                    clip(lname, 64),
+                    lname.len()
                 ),
             ));
         }
         if let Some(max) = limit_of(l.max_label_value_length)
-            && lb.value.len() as u64 > max
+            && lvalue.len() as u64 > max
         {
             return Some((
                 "max_label_value_length",
                 format!(
                     "value {:?}... of label {:?} of series {name:?} is {} bytes, longer than max_label_value_length={max}; raise the tenant's max_label_value_length limit",
-                    clip(&lb.value, 64),
-                    clip(&lb.name, 64),
-                    lb.value.len()
+                    clip(lvalue, 64),
+                    clip(lname, 64),
+                    lvalue.len()
                 ),
             ));
         }
@@ -265,18 +268,16 @@ pub(crate) fn enforce_label_limits(
     }
     let mut dropped = 0u64;
     let mut msgs = Vec::new();
-    batch
-        .series
-        .retain(|s| match label_violation(&s.labels, l) {
-            None => true,
-            Some((reason, msg)) => {
-                let n = s.samples.len() as u64;
-                dropped += n;
-                st.count_rejected(t, reason, n);
-                msgs.push(msg);
-                false
-            }
-        });
+    batch.retain_series(|labels, s| match label_violation(&labels, l) {
+        None => true,
+        Some((reason, msg)) => {
+            let n = s.samples.len() as u64;
+            dropped += n;
+            st.count_rejected(t, reason, n);
+            msgs.push(msg);
+            false
+        }
+    });
     batch
         .hist_series
         .retain(|s| match label_violation(&s.labels, l) {
@@ -315,6 +316,8 @@ impl AppState {
 
 #[cfg(test)]
 mod tests {
+    use stratus_model::Labels;
+
     use super::*;
 
     #[test]

@@ -48,9 +48,7 @@ use stratus_tsdb::{MetricMetadata, MetricType};
 
 use crate::query::format_value;
 use crate::remote_write::checked_st;
-use crate::remote_write::{
-    BatchExemplar, BatchHistSeries, BatchSeries, CreatedTimestamp, WriteBatch,
-};
+use crate::remote_write::{BatchExemplar, BatchHistSeries, CreatedTimestamp, WriteBatch};
 
 /// Error messages kept for `partial_success.error_message`.
 const MAX_MESSAGES: usize = 8;
@@ -568,22 +566,33 @@ fn finish(out: &mut OtlpBatch, col: Collector, meta: BTreeMap<String, MetricMeta
     points.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.t.cmp(&b.1.t)));
     let b = &mut out.batch;
     b.samples.reserve(points.len());
-    if points.iter().any(|p| p.2 != 0) {
-        b.sample_sts = points.iter().map(|p| p.2).collect();
+    let with_sts = points.iter().any(|p| p.2 != 0);
+    if with_sts {
+        b.sample_sts.reserve(points.len());
     }
-    for (labels, s, _) in points {
+    let mut prev: Option<Labels> = None;
+    for (labels, s, st) in points {
         match b.series.last_mut() {
-            Some(last) if last.labels == labels => {
+            Some(last) if prev.as_ref() == Some(&labels) => {
                 b.samples.push(s);
+                if with_sts {
+                    b.sample_sts.push(st);
+                }
                 last.samples.end = b.samples.len();
             }
             _ => {
                 let start = b.samples.len();
                 b.samples.push(s);
-                b.series.push(BatchSeries {
-                    labels,
-                    samples: start..start + 1,
-                });
+                if b.push_series(&labels, start..start + 1).is_none() {
+                    // Over 4 GiB of label text: cannot happen within the
+                    // body limits; the point is dropped.
+                    b.samples.pop();
+                    continue;
+                }
+                if with_sts {
+                    b.sample_sts.push(st);
+                }
+                prev = Some(labels);
             }
         }
     }
@@ -949,13 +958,14 @@ fn check(b: &OtlpBatch) {
         assert_eq!(s.samples.start, end);
         assert!(s.samples.end > s.samples.start);
         end = s.samples.end;
-        assert!(Labels::is_sorted_unique(s.labels.as_slice()));
+        let labels = b.batch.labels_of(s).to_labels();
+        assert!(Labels::is_sorted_unique(labels.as_slice()));
         assert!(
-            s.labels
+            labels
                 .iter()
                 .all(|l| !l.name.is_empty() && !l.value.is_empty())
         );
-        let name = s.labels.metric_name().unwrap_or("");
+        let name = labels.metric_name().unwrap_or("");
         assert!(!name.is_empty());
         assert!(
             name.chars()
@@ -1592,7 +1602,7 @@ mod tests {
         let by_name = |n: &str| {
             b.series
                 .iter()
-                .find(|s| s.labels.metric_name() == Some(n))
+                .find(|s| b.labels_of(s).metric_name() == Some(n))
                 .unwrap()
         };
         assert_eq!(b.sts_of(by_name("reqs_total")), &[1000, 1000, 0]);
@@ -1680,7 +1690,10 @@ mod tests {
         let b = translate(&req);
         assert_eq!(b.rejected_points, 0, "{:?}", b.messages);
         assert_eq!(b.batch.series.len(), 1);
-        assert_eq!(b.batch.series[0].labels.metric_name(), Some("c_total"));
+        assert_eq!(
+            b.batch.labels_of(&b.batch.series[0]).metric_name(),
+            Some("c_total")
+        );
         assert_eq!(b.batch.samples[0], Sample::new(1000, 7.0));
         assert!(b.batch.samples[1].v.is_nan());
         assert!(decode_otlp(OtlpEncoding::Json, b"{\"resourceMetrics\":7}").is_err());
@@ -1761,7 +1774,7 @@ mod tests {
             .batch
             .series
             .iter()
-            .map(|s| s.labels.to_string())
+            .map(|s| b.batch.labels_of(s).to_string())
             .collect();
         assert!(
             names

@@ -84,12 +84,115 @@ pub enum RwVersion {
     V2,
 }
 
-/// One valid series of a request: its labels and its samples' place in
-/// [`WriteBatch::samples`].
+/// One valid series of a request: its labels' place in the batch's
+/// label arena (read them with [`WriteBatch::labels_of`]) and its
+/// samples' place in [`WriteBatch::samples`].
 #[derive(Debug, Clone)]
 pub struct BatchSeries {
-    pub labels: Labels,
+    labels: Range<u32>,
     pub samples: Range<usize>,
+}
+
+/// Where one label pair's strings are in a batch's label text: the name
+/// at `start`, the value right after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PairSpan {
+    start: u32,
+    name_len: u32,
+    value_len: u32,
+}
+
+/// The labels of a batch's float series, borrowed from the batch (valid:
+/// sorted, unique non-empty names, no empty values, a metric name).
+/// Appended as they are: the storage engine builds an owned [`Labels`]
+/// only for a new series ([`stratus_tsdb::SeriesLabels`]).
+#[derive(Clone, Copy)]
+pub struct BatchLabels<'a> {
+    text: &'a str,
+    pairs: &'a [PairSpan],
+}
+
+impl<'a> BatchLabels<'a> {
+    /// The (name, value) pairs in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + Clone + use<'a> {
+        let text = self.text;
+        self.pairs.iter().map(move |p| {
+            let (s, n, v) = (p.start as usize, p.name_len as usize, p.value_len as usize);
+            (
+                text.get(s..s + n).unwrap_or(""),
+                text.get(s + n..s + n + v).unwrap_or(""),
+            )
+        })
+    }
+
+    /// Number of labels.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Whether there are no labels.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// The value of `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// The metric name.
+    pub fn metric_name(&self) -> Option<&'a str> {
+        self.get(METRIC_NAME)
+    }
+
+    /// The labels as an owned [`Labels`].
+    pub fn to_labels(&self) -> Labels {
+        Labels::from_sorted_unchecked(
+            self.iter()
+                .map(|(n, v)| Label::new(Arc::<str>::from(n), Arc::<str>::from(v)))
+                .collect(),
+        )
+    }
+
+    /// [`Labels::stable_hash`] of these labels, without building them.
+    pub fn stable_hash(&self) -> u64 {
+        stratus_model::hash_pairs(self.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+    }
+}
+
+impl stratus_tsdb::SeriesLabels for BatchLabels<'_> {
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
+        self.iter()
+    }
+
+    fn len(&self) -> usize {
+        self.pairs.len()
+    }
+}
+
+impl PartialEq for BatchLabels<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl PartialEq<Labels> for BatchLabels<'_> {
+    fn eq(&self, other: &Labels) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter().map(|l| (&*l.name, &*l.value)))
+    }
+}
+
+impl std::fmt::Display for BatchLabels<'_> {
+    /// Prometheus' notation, as [`Labels`] shows it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.to_labels(), f)
+    }
+}
+
+impl std::fmt::Debug for BatchLabels<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// An exemplar of a valid series.
@@ -236,13 +339,166 @@ pub struct WriteBatch {
     pub metadata: Vec<(String, MetricMetadata)>,
     /// Created timestamps of series, for zero-sample injection.
     pub created: Vec<CreatedTimestamp>,
+    /// Label arena of `series`.
+    labels: LabelArena,
     /// Start timestamps of `samples` (ms, 0 = unknown; never after the
     /// sample's timestamp): empty when no sample of the batch has one,
     /// else parallel to `samples`.
     pub sample_sts: Vec<i64>,
 }
 
+/// The labels of a batch's float series: names and values back to back
+/// in `text`, one [`PairSpan`] per label in `pairs` (each series a range
+/// of it).
+///
+/// A request of a few thousand series fills a few hundred KiB, so an
+/// arena is taken from a small shared pool when a batch is created and
+/// given back, emptied, when the batch is dropped: allocating and freeing
+/// that much per request leaves the allocator holding the freed pages on
+/// every thread that decoded or appended a request (hundreds of MiB of
+/// resident memory under steady ingestion). The pool keeps at most
+/// [`ARENA_POOL_MAX`] arenas of at most [`ARENA_KEEP_BYTES`] each; others
+/// are freed as usual.
+#[derive(Debug)]
+struct LabelArena {
+    text: String,
+    pairs: Vec<PairSpan>,
+}
+
+/// Most arenas kept for reuse.
+const ARENA_POOL_MAX: usize = 8;
+/// Largest arena (text plus pair bytes of capacity) kept for reuse.
+const ARENA_KEEP_BYTES: usize = 2 << 20;
+
+/// Emptied arenas of dropped batches.
+static ARENA_POOL: std::sync::Mutex<Vec<LabelArena>> = std::sync::Mutex::new(Vec::new());
+
+impl LabelArena {
+    /// Capacity in bytes.
+    fn capacity_bytes(&self) -> usize {
+        self.text
+            .capacity()
+            .saturating_add(self.pairs.capacity() * std::mem::size_of::<PairSpan>())
+    }
+}
+
+impl Default for LabelArena {
+    fn default() -> Self {
+        let pooled = ARENA_POOL.lock().ok().and_then(|mut p| p.pop());
+        pooled.unwrap_or(Self {
+            text: String::new(),
+            pairs: Vec::new(),
+        })
+    }
+}
+
+impl Drop for LabelArena {
+    fn drop(&mut self) {
+        if self.pairs.capacity() == 0 || self.capacity_bytes() > ARENA_KEEP_BYTES {
+            return;
+        }
+        let Ok(mut pool) = ARENA_POOL.lock() else {
+            return;
+        };
+        if pool.len() < ARENA_POOL_MAX {
+            let mut text = std::mem::take(&mut self.text);
+            let mut pairs = std::mem::take(&mut self.pairs);
+            text.clear();
+            pairs.clear();
+            pool.push(Self { text, pairs });
+        }
+    }
+}
+
 impl WriteBatch {
+    /// The labels of a series of this batch.
+    pub fn labels_of(&self, s: &BatchSeries) -> BatchLabels<'_> {
+        BatchLabels {
+            text: &self.labels.text,
+            pairs: self
+                .labels
+                .pairs
+                .get(s.labels.start as usize..s.labels.end as usize)
+                .unwrap_or(&[]),
+        }
+    }
+
+    /// Adds a float series with already valid `labels` (sorted, unique,
+    /// no empty values, a metric name) and its samples' range in
+    /// [`WriteBatch::samples`]. `None` when the batch's label text would
+    /// pass 4 GiB.
+    pub fn push_series(&mut self, labels: &Labels, samples: Range<usize>) -> Option<()> {
+        let labels = self.push_labels(labels.iter().map(|l| (&*l.name, &*l.value)))?;
+        self.series.push(BatchSeries { labels, samples });
+        Some(())
+    }
+
+    /// Copies label pairs into the arena; their range of the pair spans.
+    fn push_labels<'a>(
+        &mut self,
+        pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> Option<Range<u32>> {
+        let first = u32::try_from(self.labels.pairs.len()).ok()?;
+        for (n, v) in pairs {
+            self.push_pair(n, v)?;
+        }
+        Some(first..u32::try_from(self.labels.pairs.len()).ok()?)
+    }
+
+    fn push_pair(&mut self, n: &str, v: &str) -> Option<()> {
+        let start = u32::try_from(self.labels.text.len()).ok()?;
+        let name_len = u32::try_from(n.len()).ok()?;
+        let value_len = u32::try_from(v.len()).ok()?;
+        start.checked_add(name_len)?.checked_add(value_len)?;
+        self.labels.text.push_str(n);
+        self.labels.text.push_str(v);
+        self.labels.pairs.push(PairSpan {
+            start,
+            name_len,
+            value_len,
+        });
+        Some(())
+    }
+
+    /// Keeps the float series for which `keep` returns true.
+    pub fn retain_series(&mut self, mut keep: impl FnMut(BatchLabels<'_>, &BatchSeries) -> bool) {
+        let (text, pairs) = (&self.labels.text, &self.labels.pairs);
+        self.series.retain(|s| {
+            let l = BatchLabels {
+                text,
+                pairs: pairs
+                    .get(s.labels.start as usize..s.labels.end as usize)
+                    .unwrap_or(&[]),
+            };
+            keep(l, s)
+        });
+    }
+
+    /// Removes label `name` from every float series that has it.
+    pub fn remove_series_label(&mut self, name: &str) {
+        let has = |b: &Self, s: &BatchSeries| b.labels_of(s).get(name).is_some();
+        if !self.series.iter().any(|s| has(self, s)) {
+            return;
+        }
+        let old = std::mem::take(&mut self.labels.pairs);
+        let text = &self.labels.text;
+        let mut pairs = Vec::with_capacity(old.len());
+        for s in &mut self.series {
+            let first = pairs.len() as u32;
+            for p in old
+                .get(s.labels.start as usize..s.labels.end as usize)
+                .unwrap_or(&[])
+            {
+                let (st, n) = (p.start as usize, p.name_len as usize);
+                if text.get(st..st + n) != Some(name) {
+                    pairs.push(*p);
+                }
+            }
+            s.labels = first..pairs.len() as u32;
+        }
+        self.labels.pairs = pairs;
+    }
+
     /// Samples of a valid series.
     pub fn samples_of(&self, s: &BatchSeries) -> &[Sample] {
         self.samples.get(s.samples.clone()).unwrap_or(&[])
@@ -393,6 +649,9 @@ pub(crate) fn add_v1_series(
         sts,
         hist_sts,
     );
+    let labels = labels
+        .filter(|_| !ts.exemplars.is_empty())
+        .map(|l| l.owned(batch));
     for e in &ts.exemplars {
         let pairs = e.labels.iter().map(|l| (&*l.name, &*l.value));
         add_exemplar(batch, labels.as_ref(), pairs, e.value, e.timestamp);
@@ -400,19 +659,17 @@ pub(crate) fn add_v1_series(
 }
 
 /// Validates a series of label pairs and float samples only (the
-/// borrowing decoder's common case) into `batch`; `name` gives the shared
-/// string of a label name, `sts` the samples' start timestamps (or is
-/// empty).
+/// borrowing decoder's common case) into `batch`; `sts` are the
+/// samples' start timestamps (or empty).
 pub(crate) fn add_v1_series_parts<'a, I>(
     batch: &mut WriteBatch,
     pairs: impl Fn() -> I,
-    name: impl FnMut(&str) -> Arc<str>,
     samples: impl ExactSizeIterator<Item = Sample>,
     sts: &[i64],
 ) where
     I: Iterator<Item = (&'a str, &'a str)>,
 {
-    add_series_with(batch, pairs, name, Vec::new(), 0, samples, sts, &[]);
+    add_series(batch, pairs, Vec::new(), 0, samples, sts, &[]);
 }
 
 /// Validates remote write 1.0 metadata into `batch`.
@@ -497,6 +754,14 @@ pub fn decode_v2(buf: &[u8]) -> Result<WriteBatch, DecodeError> {
         } else {
             Vec::new()
         };
+        // An owned label set only for what needs one (exemplars, a
+        // created timestamp, metadata); the samples append from the arena.
+        let needs_owned = !ts.exemplars.is_empty()
+            || ts.metadata.is_some()
+            || ts
+                .samples
+                .first()
+                .is_some_and(|f| f.start_timestamp != 0 && f.start_timestamp < f.timestamp);
         let labels = add_series(
             &mut batch,
             pairs,
@@ -505,7 +770,9 @@ pub fn decode_v2(buf: &[u8]) -> Result<WriteBatch, DecodeError> {
             samples,
             &sts,
             &hist_sts,
-        );
+        )
+        .filter(|_| needs_owned)
+        .map(|l| l.owned(&batch));
         for e in &ts.exemplars {
             if e.labels_refs.len() % 2 != 0
                 || e.labels_refs.iter().any(|&r| r as usize >= syms.len())
@@ -591,32 +858,6 @@ fn add_exemplar<'a>(
     });
 }
 
-/// Validates one series and appends it to the batch; returns its labels
-/// when valid. `pairs` is called again only to render an error message.
-fn add_series<'a, I>(
-    batch: &mut WriteBatch,
-    pairs: impl Fn() -> I,
-    histograms: Vec<(i64, Result<HistIn, String>)>,
-    exemplars: usize,
-    samples: impl ExactSizeIterator<Item = Sample>,
-    sts: &[i64],
-    hist_sts: &[i64],
-) -> Option<Labels>
-where
-    I: Iterator<Item = (&'a str, &'a str)>,
-{
-    add_series_with(
-        batch,
-        pairs,
-        |n: &str| Arc::from(n),
-        histograms,
-        exemplars,
-        samples,
-        sts,
-        hist_sts,
-    )
-}
-
 /// A start timestamp as stored: one after its sample's timestamp is
 /// meaningless and dropped (0 = unknown).
 #[inline]
@@ -645,21 +886,43 @@ fn push_sample_sts(out: &mut Vec<i64>, samples: &[Sample], start: usize, sts: &[
     );
 }
 
-/// [`add_series`] with the label names' strings from `name`. `sts` are
-/// the samples' start timestamps and `hist_sts` the histograms' (each
-/// parallel to its list, or empty when none is known; a shorter list
-/// means unknown for the rest).
-#[allow(clippy::too_many_arguments)]
-fn add_series_with<'a, I>(
+/// The labels of a valid series just added by [`add_series`]: its range
+/// of the label arena, with the owned label set if one was built.
+pub(crate) struct Added {
+    pairs: Range<u32>,
+    owned: Option<Labels>,
+}
+
+impl Added {
+    /// The owned label set (built now unless histograms needed it).
+    pub(crate) fn owned(self, batch: &WriteBatch) -> Labels {
+        self.owned.unwrap_or_else(|| {
+            BatchLabels {
+                text: &batch.labels.text,
+                pairs: batch
+                    .labels
+                    .pairs
+                    .get(self.pairs.start as usize..self.pairs.end as usize)
+                    .unwrap_or(&[]),
+            }
+            .to_labels()
+        })
+    }
+}
+
+/// Validates one series and appends it to the batch (its labels copied
+/// into the batch's label arena, no owned [`Labels`] unless it has native
+/// histograms); returns where its labels are when valid. `pairs` is
+/// called again only to render an error message.
+fn add_series<'a, I>(
     batch: &mut WriteBatch,
     pairs: impl Fn() -> I,
-    name: impl FnMut(&str) -> Arc<str>,
     histograms: Vec<(i64, Result<HistIn, String>)>,
     exemplars: usize,
     samples: impl ExactSizeIterator<Item = Sample>,
     sts: &[i64],
     hist_sts: &[i64],
-) -> Option<Labels>
+) -> Option<Added>
 where
     I: Iterator<Item = (&'a str, &'a str)>,
 {
@@ -667,8 +930,8 @@ where
     if n == 0 && histograms.is_empty() && exemplars == 0 {
         return None;
     }
-    let labels = match build_labels(pairs(), name) {
-        Ok(l) => l,
+    let range = match push_valid_labels(batch, pairs()) {
+        Ok(r) => r,
         Err(why) => {
             batch.invalid_samples += n as u64;
             batch.histograms_refused += histograms.len() as u64;
@@ -676,7 +939,16 @@ where
             return None;
         }
     };
+    let mut added = Added {
+        pairs: range.clone(),
+        owned: None,
+    };
     if !histograms.is_empty() {
+        let labels = Added {
+            pairs: range.clone(),
+            owned: None,
+        }
+        .owned(batch);
         let mut hs = BatchHistSeries {
             labels: labels.clone(),
             ..Default::default()
@@ -715,6 +987,7 @@ where
         if !hs.histograms.is_empty() || !hs.float_histograms.is_empty() {
             batch.hist_series.push(hs);
         }
+        added.owned = Some(labels);
     }
     if n > 0 {
         let start = batch.samples.len();
@@ -723,11 +996,11 @@ where
             push_sample_sts(&mut batch.sample_sts, &batch.samples, start, sts);
         }
         batch.series.push(BatchSeries {
-            labels: labels.clone(),
+            labels: range,
             samples: start..batch.samples.len(),
         });
     }
-    Some(labels)
+    Some(added)
 }
 
 /// Renders raw label pairs for error messages: `{a="1", b="2"}`, cut at
@@ -748,13 +1021,30 @@ fn render_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
     s
 }
 
-/// Builds a label set from raw pairs, checking the remote-write rules.
-fn build_labels<'a>(
+/// Checks raw pairs against the remote-write rules and copies the pairs
+/// with non-empty values into the batch's label arena; their range of
+/// it. On an error the arena is left as it was.
+fn push_valid_labels<'a>(
+    batch: &mut WriteBatch,
     pairs: impl Iterator<Item = (&'a str, &'a str)>,
-    mut name: impl FnMut(&str) -> Arc<str>,
-) -> Result<Labels, String> {
-    let mut out: Vec<Label> = Vec::with_capacity(pairs.size_hint().0);
+) -> Result<Range<u32>, String> {
+    let (text_len, pairs_len) = (batch.labels.text.len(), batch.labels.pairs.len());
+    let res = check_and_push(batch, pairs);
+    if res.is_err() {
+        batch.labels.text.truncate(text_len);
+        batch.labels.pairs.truncate(pairs_len);
+    }
+    res
+}
+
+fn check_and_push<'a>(
+    batch: &mut WriteBatch,
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<Range<u32>, String> {
+    const TOO_LARGE: &str = "request labels pass 4 GiB";
+    let first = u32::try_from(batch.labels.pairs.len()).map_err(|_| TOO_LARGE.to_string())?;
     let mut prev: Option<&str> = None;
+    let mut has_name = false;
     for (n, v) in pairs {
         if n.is_empty() {
             return Err("label with an empty name".into());
@@ -769,14 +1059,15 @@ fn build_labels<'a>(
         }
         prev = Some(n);
         if !v.is_empty() {
-            out.push(Label::new(name(n), Arc::<str>::from(v)));
+            has_name |= n == METRIC_NAME;
+            batch.push_pair(n, v).ok_or_else(|| TOO_LARGE.to_string())?;
         }
     }
-    let labels = Labels::from_sorted_unchecked(out);
-    if labels.get(METRIC_NAME).is_none_or(str::is_empty) {
+    if !has_name {
         return Err("missing metric name (__name__ label)".into());
     }
-    Ok(labels)
+    let end = u32::try_from(batch.labels.pairs.len()).map_err(|_| TOO_LARGE.to_string())?;
+    Ok(first..end)
 }
 
 /// Fuzz entry point for remote write 1.0: decodes `data` as an
@@ -844,13 +1135,14 @@ fn check_batch(b: &WriteBatch) {
         assert_eq!(s.samples.start, end, "series sample ranges are contiguous");
         assert!(s.samples.end > s.samples.start, "series has samples");
         end = s.samples.end;
-        assert!(Labels::is_sorted_unique(s.labels.as_slice()));
+        let labels = b.labels_of(s).to_labels();
+        assert!(Labels::is_sorted_unique(labels.as_slice()));
         assert!(
-            s.labels
+            labels
                 .iter()
                 .all(|l| !l.name.is_empty() && !l.value.is_empty())
         );
-        assert!(s.labels.metric_name().is_some());
+        assert!(labels.metric_name().is_some());
     }
     assert_eq!(end, b.samples.len());
     assert!(b.sample_sts.is_empty() || b.sample_sts.len() == b.samples.len());
@@ -925,7 +1217,7 @@ mod tests {
         assert_eq!(s[1].v.to_bits(), STALE_NAN_BITS);
         assert_eq!(s[2].v.to_bits(), weird_nan.to_bits());
         assert_eq!(b.samples_of(&b.series[1])[0].v, f64::NEG_INFINITY);
-        assert_eq!(b.series[1].labels.get("job"), Some("b"));
+        assert_eq!(b.labels_of(&b.series[1]).get("job"), Some("b"));
     }
 
     #[test]
@@ -944,8 +1236,8 @@ mod tests {
         assert_eq!(b.num_errors, 5, "{:?}", b.errors);
         assert_eq!(b.invalid_samples, 5);
         assert_eq!(b.series.len(), 2);
-        assert_eq!(b.series[0].labels.len(), 1);
-        assert_eq!(b.series[1].labels.get("ünï"), Some("✓"));
+        assert_eq!(b.labels_of(&b.series[0]).len(), 1);
+        assert_eq!(b.labels_of(&b.series[1]).get("ünï"), Some("✓"));
         assert!(
             b.errors[0].contains("missing metric name"),
             "{}",
@@ -1047,7 +1339,7 @@ mod tests {
         assert_eq!(b.samples[0].v.to_bits(), STALE_NAN_BITS);
         assert_eq!(b.samples[0].t, 7);
         assert_eq!(
-            b.series[0].labels,
+            b.labels_of(&b.series[0]),
             Labels::from_pairs([("__name__", "up"), ("job", "a")])
         );
     }

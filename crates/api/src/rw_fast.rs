@@ -2,7 +2,9 @@
 //! label pairs and float samples are read straight from the request bytes
 //! (no `String` per label name and value, no intermediate
 //! `prometheus::TimeSeries`) and validated by the same code as the prost
-//! path ([`crate::remote_write`]).
+//! path ([`crate::remote_write`]), which copies them into the batch's
+//! label arena (no `Labels` per series: the storage engine looks series
+//! up by the borrowed pairs).
 //!
 //! The fast path accepts only what it fully understands: the known fields
 //! with their declared wire types, valid UTF-8 and well-formed varints.
@@ -16,8 +18,6 @@
 //! Stratus' start-timestamp fields (`stratus_proto::push`); the HTTP
 //! path does not look for them (they are unknown fields there, left to
 //! prost, which skips them).
-
-use std::sync::Arc;
 
 use prost::Message;
 use stratus_model::Sample;
@@ -159,14 +159,12 @@ fn add_encoded_series<'a>(
     batch: &mut WriteBatch,
     buf: &'a [u8],
     scratch: &mut Scratch<'a>,
-    names: &mut NameCache,
 ) -> Option<()> {
     if series_fast(buf, scratch).is_some() {
         let pairs = &scratch.pairs;
         add_v1_series_parts(
             batch,
             || pairs.iter().copied(),
-            |n| names.get(n),
             scratch.samples.iter().copied(),
             &scratch.sts,
         );
@@ -187,12 +185,11 @@ fn add_encoded_series<'a>(
 pub(crate) fn decode_v1_fast(buf: &[u8]) -> Option<WriteBatch> {
     let mut batch = WriteBatch::default();
     let mut scratch = Scratch::default();
-    let mut names = NameCache::default();
     let mut metadata: Vec<prometheus::MetricMetadata> = Vec::new();
     let mut r = Reader::new(buf);
     while !r.is_empty() {
         match r.key()? {
-            (1, LEN) => add_encoded_series(&mut batch, r.bytes()?, &mut scratch, &mut names)?,
+            (1, LEN) => add_encoded_series(&mut batch, r.bytes()?, &mut scratch)?,
             (3, LEN) => metadata.push(prometheus::MetricMetadata::decode(r.bytes()?).ok()?),
             _ => return None,
         }
@@ -213,47 +210,11 @@ pub(crate) fn batch_from_encoded<'a>(
         ext: true,
         ..Default::default()
     };
-    let mut names = NameCache::default();
     for s in series {
-        add_encoded_series(&mut batch, s, &mut scratch, &mut names)?;
+        add_encoded_series(&mut batch, s, &mut scratch)?;
     }
     add_v1_metadata(&mut batch, metadata);
     Some(batch)
-}
-
-/// Label names seen in one request, shared: a request repeats a few
-/// dozen names across thousands of series, so each is allocated once.
-#[derive(Debug, Default)]
-pub(crate) struct NameCache {
-    names: Vec<Arc<str>>,
-    /// Where the previous name was found: the next one of a sorted label
-    /// set usually comes right after it.
-    next: usize,
-}
-
-impl NameCache {
-    /// Most names kept (a request with more distinct names allocates the
-    /// rest per use).
-    const MAX: usize = 64;
-
-    pub(crate) fn get(&mut self, name: &str) -> Arc<str> {
-        if let Some(n) = self.names.get(self.next)
-            && &**n == name
-        {
-            self.next += 1;
-            return n.clone();
-        }
-        if let Some(i) = self.names.iter().position(|n| &**n == name) {
-            self.next = i + 1;
-            return self.names[i].clone();
-        }
-        let n: Arc<str> = Arc::from(name);
-        if self.names.len() < Self::MAX {
-            self.names.push(n.clone());
-            self.next = self.names.len();
-        }
-        n
-    }
 }
 
 #[cfg(test)]
@@ -358,18 +319,15 @@ mod tests {
         let body = req.encode_to_vec();
         let b = super::decode_v1_fast(&body).expect("fast path");
         assert_eq!(b.series.len(), 1);
-        assert_eq!(b.series[0].labels.get("job"), Some("a"));
+        assert_eq!(b.labels_of(&b.series[0]).get("job"), Some("a"));
         same_as_prost(&body);
-        // Shared label names across series of one request.
         let two = pb::WriteRequest {
             timeseries: vec![req.timeseries[0].clone(), req.timeseries[0].clone()],
             metadata: Vec::new(),
         }
         .encode_to_vec();
         let b = super::decode_v1_fast(&two).expect("fast path");
-        let n0 = &b.series[0].labels.as_slice()[0].name;
-        let n1 = &b.series[1].labels.as_slice()[0].name;
-        assert!(std::sync::Arc::ptr_eq(n0, n1));
+        assert_eq!(b.labels_of(&b.series[0]), b.labels_of(&b.series[1]));
     }
 
     #[test]

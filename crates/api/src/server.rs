@@ -273,7 +273,7 @@ fn inject_created_zeros(db: &Db, batch: &WriteBatch) -> stratus_tsdb::Result<u64
     let refs: Vec<SeriesSamples<'_>> = zeros
         .iter()
         .map(|(l, s)| SeriesSamples {
-            labels: l,
+            labels: *l,
             samples: s,
         })
         .collect();
@@ -306,13 +306,14 @@ pub(crate) fn apply_batch(
 }
 
 /// Appends a decoded batch (blocking), with its start timestamps when
-/// it has any.
+/// it has any. Float series go with their labels borrowed from the
+/// batch: the head builds owned labels only for new series.
 fn append_batch(db: &Db, batch: &WriteBatch) -> stratus_tsdb::Result<AppendReport> {
-    let refs: Vec<SeriesSamples<'_>> = batch
+    let refs: Vec<SeriesSamples<'_, crate::remote_write::BatchLabels<'_>>> = batch
         .series
         .iter()
         .map(|s| SeriesSamples {
-            labels: &s.labels,
+            labels: batch.labels_of(s),
             samples: batch.samples_of(s),
         })
         .collect();
@@ -330,7 +331,7 @@ fn append_batch(db: &Db, batch: &WriteBatch) -> stratus_tsdb::Result<AppendRepor
         })
         .collect();
     if !with_sts {
-        return db.append_with_histograms(&refs, &hists);
+        return db.append_batch(&refs, &hists);
     }
     let samples: Vec<&[i64]> = batch.series.iter().map(|s| batch.sts_of(s)).collect();
     let histograms: Vec<&[i64]> = batch
@@ -348,7 +349,7 @@ fn append_batch(db: &Db, batch: &WriteBatch) -> stratus_tsdb::Result<AppendRepor
         histograms: &histograms,
         float_histograms: &float_histograms,
     };
-    db.append_with_start_timestamps(&refs, &hists, &sts)
+    db.append_labels_with_start_timestamps(&refs, &hists, &sts)
 }
 
 /// The answer to a body that could not be decoded.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use prost::bytes::Bytes;
 use prost::encoding::{self as prost_encoding, encode_varint, encoded_len_varint};
-use stratus_api::{BatchExemplar, BatchHistSeries, WriteBatch};
+use stratus_api::{BatchExemplar, BatchHistSeries, BatchLabels, WriteBatch};
 use stratus_model::{BucketSpan, FloatHistogram, Histogram, Labels, MatchType, Matcher, Sample};
 use stratus_proto::ingester as pb;
 use stratus_proto::prometheus as prom;
@@ -85,11 +85,53 @@ pub(crate) fn float_histogram_to_proto(t: i64, h: &FloatHistogram) -> prom::Hist
     }
 }
 
+/// The label set of a joined series: borrowed from the batch's label
+/// arena (float series) or an owned set (histogram and exemplar series).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum JoinedLabels<'b> {
+    Batch(BatchLabels<'b>),
+    Owned(&'b Labels),
+}
+
+impl JoinedLabels<'_> {
+    /// [`Labels::stable_hash`], equal for equal sets in either form.
+    fn stable_hash(&self) -> u64 {
+        match self {
+            Self::Batch(b) => b.stable_hash(),
+            Self::Owned(l) => l.stable_hash(),
+        }
+    }
+
+    fn same(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Batch(a), Self::Batch(b)) => a == b,
+            (Self::Batch(a), Self::Owned(b)) | (Self::Owned(b), Self::Batch(a)) => a == *b,
+            (Self::Owned(a), Self::Owned(b)) => a == b,
+        }
+    }
+
+    /// Appends the labels as `TimeSeries.labels` fields.
+    fn encode(&self, buf: &mut Vec<u8>) {
+        // TimeSeries.labels = 1, Label.name = 1, Label.value = 2.
+        let mut put = |name: &str, value: &str| {
+            let inner = str_field_len(name.len()) + str_field_len(value.len());
+            buf.push(0x0a);
+            encode_varint(inner as u64, buf);
+            put_str_field(0x0a, name, buf);
+            put_str_field(0x12, value, buf);
+        };
+        match self {
+            Self::Batch(b) => b.iter().for_each(|(n, v)| put(n, v)),
+            Self::Owned(l) => l.iter().for_each(|l| put(&l.name, &l.value)),
+        }
+    }
+}
+
 /// One series of a batch with everything it carries (floats, native
 /// histograms, exemplars), joined by label set.
 #[derive(Debug)]
 pub(crate) struct Joined<'b> {
-    pub(crate) labels: &'b Labels,
+    pub(crate) labels: JoinedLabels<'b>,
     /// The labels' [`Labels::stable_hash`].
     pub(crate) hash: u64,
     /// Float samples (one slice per occurrence of the label set).
@@ -125,13 +167,13 @@ pub(crate) fn join_series(batch: &WriteBatch) -> Vec<Joined<'_>> {
     fn slot<'b>(
         index: &mut HashMap<u64, usize, BuildHasherDefault<IdentityHasher>>,
         out: &mut Vec<Joined<'b>>,
-        l: &'b Labels,
+        l: JoinedLabels<'b>,
     ) -> usize {
         let hash = l.stable_hash();
         let mut key = hash;
         loop {
             match index.get(&key) {
-                Some(&i) if out.get(i).is_some_and(|x| x.labels == l) => return i,
+                Some(&i) if out.get(i).is_some_and(|x| x.labels.same(&l)) => return i,
                 Some(_) => key = key.wrapping_add(0x9e37_79b9_7f4a_7c15),
                 None => break,
             }
@@ -148,20 +190,24 @@ pub(crate) fn join_series(batch: &WriteBatch) -> Vec<Joined<'_>> {
         out.len() - 1
     }
     for s in &batch.series {
-        let i = slot(&mut index, &mut out, &s.labels);
+        let i = slot(
+            &mut index,
+            &mut out,
+            JoinedLabels::Batch(batch.labels_of(s)),
+        );
         if let Some(j) = out.get_mut(i) {
             j.samples.push(batch.samples_of(s));
             j.sts.push(batch.sts_of(s));
         }
     }
     for s in &batch.hist_series {
-        let i = slot(&mut index, &mut out, &s.labels);
+        let i = slot(&mut index, &mut out, JoinedLabels::Owned(&s.labels));
         if let Some(j) = out.get_mut(i) {
             j.hists.push(s);
         }
     }
     for e in &batch.exemplars {
-        let i = slot(&mut index, &mut out, &e.series);
+        let i = slot(&mut index, &mut out, JoinedLabels::Owned(&e.series));
         if let Some(j) = out.get_mut(i) {
             j.exemplars.push(e);
         }
@@ -193,14 +239,7 @@ fn put_str_field(key: u8, s: &str, buf: &mut Vec<u8>) {
 /// the start timestamps of samples and histograms (in the order they were
 /// written) when any is known.
 fn encode_joined(s: &Joined<'_>, buf: &mut Vec<u8>) {
-    // TimeSeries.labels = 1, Label.name = 1, Label.value = 2.
-    for l in s.labels.iter() {
-        let inner = str_field_len(l.name.len()) + str_field_len(l.value.len());
-        buf.push(0x0a);
-        encode_varint(inner as u64, buf);
-        put_str_field(0x0a, &l.name, buf);
-        put_str_field(0x12, &l.value, buf);
-    }
+    s.labels.encode(buf);
     // TimeSeries.samples = 2, Sample.value = 1 (fixed64),
     // Sample.timestamp = 2 (varint).
     for run in &s.samples {
@@ -535,7 +574,7 @@ mod tests {
             let s = got
                 .series
                 .iter()
-                .find(|s| s.labels.metric_name() == Some(n))
+                .find(|s| got.labels_of(s).metric_name() == Some(n))
                 .unwrap();
             got.sts_of(s).to_vec()
         };

@@ -37,6 +37,7 @@ use crate::head::{
 };
 use crate::index::select_postings;
 use crate::querier::{Part, Queryable, SelectHints, Series, merge_series};
+use crate::series_labels::SeriesLabels;
 use crate::wal::{
     RefFloatHistogram, RefHistogram, RefSample, RefSeries, RefTombstone, ReplayOptions, Wal,
     WalConfig,
@@ -93,11 +94,13 @@ impl Default for DbConfig {
     }
 }
 
-/// Samples of one series to append.
+/// Samples of one series to append. The labels are a `&Labels` by
+/// default, or any [`SeriesLabels`] (e.g. pairs borrowed from a request):
+/// the head looks the series up without building an owned label set.
 #[derive(Debug, Clone, Copy)]
-pub struct SeriesSamples<'a> {
+pub struct SeriesSamples<'a, L = &'a Labels> {
     /// Valid label set (sorted, unique names, no empty values, has a name).
-    pub labels: &'a Labels,
+    pub labels: L,
     /// Samples, normally in time order.
     pub samples: &'a [Sample],
 }
@@ -173,7 +176,7 @@ impl AppendReport {
     /// Refusals kept with details.
     pub const MAX_ERRORS: usize = 32;
 
-    fn reject(&mut self, labels: &Labels, t: i64, reason: RejectReason) {
+    fn reject(&mut self, labels: &(impl SeriesLabels + ?Sized), t: i64, reason: RejectReason) {
         self.rejected += 1;
         if matches!(
             reason,
@@ -183,7 +186,7 @@ impl AppendReport {
         }
         if self.errors.len() < Self::MAX_ERRORS {
             self.errors.push(SampleError {
-                labels: labels.clone(),
+                labels: labels.to_labels(),
                 t,
                 reason,
             });
@@ -408,8 +411,11 @@ impl Db {
     /// Appends samples. Returns after the accepted samples are in the WAL.
     /// Refused samples are reported, not fatal: the rest is stored. An
     /// `Err` means a storage fault; nothing is acknowledged then.
-    pub fn append(&self, batch: &[SeriesSamples<'_>]) -> Result<AppendReport> {
-        self.append_with_histograms(batch, &[])
+    ///
+    /// The labels may be borrowed ([`SeriesLabels`]): an owned `Labels`
+    /// is built only for a new series and for a refused sample's report.
+    pub fn append<L: SeriesLabels>(&self, batch: &[SeriesSamples<'_, L>]) -> Result<AppendReport> {
+        self.append_batch(batch, &[])
     }
 
     /// [`Db::append`] with native histograms too: floats and histograms
@@ -426,13 +432,34 @@ impl Db {
         self.append_with_start_timestamps(batch, hists, &StartTimestamps::default())
     }
 
-    /// [`Db::append_with_histograms`] with the samples' start timestamps
+    /// [`Db::append_with_histograms`] with the float series' labels in any
+    /// [`SeriesLabels`] form (borrowed pairs are looked up in place).
+    pub fn append_batch<L: SeriesLabels>(
+        &self,
+        batch: &[SeriesSamples<'_, L>],
+        hists: &[SeriesHistograms<'_>],
+    ) -> Result<AppendReport> {
+        self.append_labels_with_start_timestamps(batch, hists, &StartTimestamps::default())
+    }
+
+    /// [`Db::append_batch`] with the samples' start timestamps
     /// (`sts`, parallel to `batch` and `hists`). In-order samples keep
     /// them (queries read them through [`Series::st_samples`](crate::Series));
     /// out-of-order samples are stored without.
     pub fn append_with_start_timestamps(
         &self,
         batch: &[SeriesSamples<'_>],
+        hists: &[SeriesHistograms<'_>],
+        sts: &StartTimestamps<'_>,
+    ) -> Result<AppendReport> {
+        self.append_labels_with_start_timestamps(batch, hists, sts)
+    }
+
+    /// [`Db::append_with_start_timestamps`] with the float series' labels
+    /// in any [`SeriesLabels`] form.
+    pub fn append_labels_with_start_timestamps<L: SeriesLabels>(
+        &self,
+        batch: &[SeriesSamples<'_, L>],
         hists: &[SeriesHistograms<'_>],
         sts: &StartTimestamps<'_>,
     ) -> Result<AppendReport> {
@@ -450,14 +477,15 @@ impl Db {
             if ss.samples.is_empty() {
                 continue;
             }
-            if let Some(reason) = self.head.series_limit_hit(ss.labels) {
+            let labels = &ss.labels;
+            if let Some(reason) = self.head.series_limit_hit(labels) {
                 for s in ss.samples {
-                    report.reject(ss.labels, s.t, reason);
+                    report.reject(labels, s.t, reason);
                 }
                 continue;
             }
             loop {
-                let h = self.head.get_or_create(ss.labels);
+                let h = self.head.get_or_create(labels);
                 let mut d = h.series.data.lock();
                 if d.removed {
                     continue;
@@ -465,7 +493,7 @@ impl Db {
                 if h.needs_record {
                     rec_series.push(RefSeries {
                         sref: h.series.id,
-                        labels: ss.labels.clone(),
+                        labels: h.created.unwrap_or_else(|| labels.to_labels()),
                     });
                     new_ids.push(h.series.id);
                     if d.is_empty() && d.last_t == i64::MIN {
@@ -476,18 +504,18 @@ impl Db {
                 for (j, s) in ss.samples.iter().enumerate() {
                     let st = st_at(sts.samples, bi, j);
                     if s.t > max_future {
-                        report.reject(ss.labels, s.t, RejectReason::TooFarInFuture);
+                        report.reject(labels, s.t, RejectReason::TooFarInFuture);
                         continue;
                     }
                     let head_max = self.head.max_t().max(bmax);
                     let ooo = s.t < d.last_t || (s.t > d.last_t && s.t < min_valid);
                     if ooo && window == 0 {
-                        report.reject(ss.labels, s.t, RejectReason::OutOfOrder);
+                        report.reject(labels, s.t, RejectReason::OutOfOrder);
                         continue;
                     }
                     let limit = head_max.saturating_sub(if ooo { window } else { inorder_window });
                     if head_max != i64::MIN && s.t < limit {
-                        report.reject(ss.labels, s.t, RejectReason::TooOld);
+                        report.reject(labels, s.t, RejectReason::TooOld);
                         continue;
                     }
                     match self.head.append_locked_st(&mut d, s.t, s.v, st) {
@@ -509,7 +537,7 @@ impl Db {
                                 v: s.v,
                             });
                         }
-                        Err(r) => report.reject(ss.labels, s.t, reject_reason(r)),
+                        Err(r) => report.reject(labels, s.t, reject_reason(r)),
                     }
                 }
                 break;
@@ -542,7 +570,7 @@ impl Db {
                 if h.needs_record {
                     rec_series.push(RefSeries {
                         sref: h.series.id,
-                        labels: sh.labels.clone(),
+                        labels: h.created.unwrap_or_else(|| sh.labels.clone()),
                     });
                     new_ids.push(h.series.id);
                     if d.is_empty() && d.last_t == i64::MIN {

@@ -22,6 +22,7 @@ use crate::chunks::{COMPACT_CHUNK_SAMPLES, Encoding};
 use crate::error::{RejectReason, Result};
 use crate::index::{MemPostings, select_postings};
 use crate::querier::Part;
+use crate::series_labels::SeriesLabels;
 pub(crate) use series::{Appended, HeadChunk, HistRef, MemSeries, Reject, window_start};
 use symbols::Symbols;
 
@@ -80,9 +81,10 @@ type ByHash = HashMap<u64, Arc<MemSeries>, std::hash::BuildHasherDefault<PreHash
 /// eight bytes at a time in place, with each string's length folded in so
 /// that `("ab", "c")` and `("a", "bc")` differ, then avalanches the result.
 /// Cheaper than [`Labels::stable_hash`], whose streaming XXH3 copies every
-/// piece into its buffer; equal label sets always hash equally and
-/// collisions are resolved by comparing labels.
-pub(crate) fn series_hash(labels: &Labels) -> u64 {
+/// piece into its buffer; equal label sets always hash equally, owned or
+/// borrowed (only the pairs' bytes count), and collisions are resolved by
+/// comparing labels.
+pub(crate) fn series_hash(labels: &(impl SeriesLabels + ?Sized)) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     fn step(h: u64, x: u64) -> u64 {
         (h ^ x).wrapping_mul(K).rotate_left(29)
@@ -100,9 +102,9 @@ pub(crate) fn series_hash(labels: &Labels) -> u64 {
         step(h, u64::from_le_bytes(tail) ^ ((b.len() as u64) << 56))
     }
     let mut h = labels.len() as u64;
-    for l in labels.iter() {
-        h = bytes(h, l.name.as_bytes());
-        h = bytes(h, l.value.as_bytes());
+    for (n, v) in labels.pairs() {
+        h = bytes(h, n.as_bytes());
+        h = bytes(h, v.as_bytes());
     }
     // fmix64 (MurmurHash3 finaliser): every input bit reaches every output
     // bit, so both the stripe (low bits) and the map's tag bits vary.
@@ -127,6 +129,9 @@ pub(crate) struct SeriesHandle {
     /// The WAL may not yet hold this series' definition: the caller must
     /// log it with its samples.
     pub(crate) needs_record: bool,
+    /// The owned label set built when this call created the series (for
+    /// the WAL record), so the caller does not build it again.
+    pub(crate) created: Option<Labels>,
 }
 
 /// What a block cut takes out of one series.
@@ -173,12 +178,12 @@ struct SeriesLimits {
 }
 
 impl SeriesLimits {
-    fn name_of(labels: &Labels) -> &str {
+    fn name_of(labels: &(impl SeriesLabels + ?Sized)) -> &str {
         labels.metric_name().unwrap_or("")
     }
 
     fn count(&self, labels: &Labels, delta: i64) {
-        let name = Self::name_of(labels);
+        let name = labels.metric_name().unwrap_or("");
         let mut m = self.per_metric.lock();
         if let Some(n) = m.get_mut(name) {
             *n = n.saturating_add_signed(delta);
@@ -224,7 +229,10 @@ impl Head {
     /// count is at its limit, so the cost below the limits is two atomic
     /// loads (and a map probe when a per-metric limit is set). Concurrent
     /// creations may overshoot a limit by the number of racing appenders.
-    pub(crate) fn series_limit_hit(&self, labels: &Labels) -> Option<RejectReason> {
+    pub(crate) fn series_limit_hit(
+        &self,
+        labels: &(impl SeriesLabels + ?Sized),
+    ) -> Option<RejectReason> {
         let l = &self.series_limits;
         let max = l.max_series.load(Ordering::Relaxed);
         let per = l.max_per_metric.load(Ordering::Relaxed);
@@ -261,7 +269,12 @@ impl Head {
     /// Finds the series with exactly `labels` in a hash stripe. Compares
     /// symbol by symbol (no `Labels` is built: this runs once per appended
     /// series).
-    fn find_in(&self, stripe: &HashStripe, hash: u64, labels: &Labels) -> Option<Arc<MemSeries>> {
+    fn find_in(
+        &self,
+        stripe: &HashStripe,
+        hash: u64,
+        labels: &(impl SeriesLabels + ?Sized),
+    ) -> Option<Arc<MemSeries>> {
         let same = |s: &Arc<MemSeries>| self.symbols.matches(&s.syms, labels);
         if let Some(s) = stripe.by_hash.get(&hash) {
             if same(s) {
@@ -272,8 +285,10 @@ impl Head {
     }
 
     /// The series with `labels`, created if new. Labels must be valid
-    /// (sorted, unique names, no empty values).
-    pub(crate) fn get_or_create(&self, labels: &Labels) -> SeriesHandle {
+    /// (sorted, unique names, no empty values). Borrowed labels are hashed
+    /// and compared in place; an owned [`Labels`] is built only for a new
+    /// series (and handed back in [`SeriesHandle::created`]).
+    pub(crate) fn get_or_create(&self, labels: &(impl SeriesLabels + ?Sized)) -> SeriesHandle {
         let hash = series_hash(labels);
         {
             let stripe = self.hash_stripe(hash).read();
@@ -288,7 +303,8 @@ impl Head {
             return self.handle(s);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let s = self.insert_locked(&mut stripe, id, hash, labels);
+        let owned = labels.to_labels();
+        let s = self.insert_locked(&mut stripe, id, hash, &owned);
         {
             let mut u = self.unlogged.write();
             u.insert(id, Arc::new(AtomicBool::new(false)));
@@ -300,6 +316,7 @@ impl Head {
         SeriesHandle {
             series: s,
             needs_record: true,
+            created: Some(owned),
         }
     }
 
@@ -313,6 +330,7 @@ impl Head {
         SeriesHandle {
             series: s,
             needs_record,
+            created: None,
         }
     }
 
@@ -1130,6 +1148,43 @@ mod tests {
         }
         let max = *stripes.iter().max().unwrap();
         assert!(max < 3 * 20_000 / STRIPES as u32, "max per stripe {max}");
+    }
+
+    #[test]
+    fn borrowed_and_owned_labels_hash_and_find_alike() {
+        let head = Head::new(HeadConfig::default());
+        let sets: [&[(&str, &str)]; 4] = [
+            &[("__name__", "up"), ("job", "node")],
+            &[("__name__", "up"), ("job", "nod"), ("x", "e")],
+            &[
+                ("__name__", "node_cpu_seconds_total"),
+                ("cpu", "12345678901"),
+            ],
+            &[("__name__", "a".repeat(100).leak())],
+        ];
+        for pairs in sets {
+            let owned = fresh(pairs);
+            assert_eq!(series_hash(pairs), series_hash(&owned), "{owned}");
+            assert_eq!(series_hash(&pairs), series_hash(&&owned));
+        }
+        // Created from borrowed pairs: the handle carries the owned set,
+        // and the owned form finds the same series (and vice versa).
+        let pairs: &[(&str, &str)] = &[("__name__", "up"), ("job", "node")];
+        let h = head.get_or_create(pairs);
+        assert_eq!(h.created, Some(fresh(pairs)));
+        let again = head.get_or_create(&fresh(pairs));
+        assert_eq!(again.series.id, h.series.id);
+        assert!(again.created.is_none());
+        let owned = fresh(&[("__name__", "up"), ("job", "other")]);
+        let o = head.get_or_create(&owned);
+        let b = head.get_or_create(&[("__name__", "up"), ("job", "other")][..]);
+        assert_eq!(o.series.id, b.series.id);
+        assert!(b.created.is_none());
+        // A prefix or an extension is another series.
+        let short = head.get_or_create(&[("__name__", "up")][..]);
+        assert_ne!(short.series.id, h.series.id);
+        let long = head.get_or_create(&[("__name__", "up"), ("job", "node"), ("z", "1")][..]);
+        assert_ne!(long.series.id, h.series.id);
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod head;
 pub mod index;
 pub mod metadata;
 pub mod querier;
+mod series_labels;
 mod stats;
 mod tenants;
 mod varint;
@@ -62,6 +63,7 @@ pub use querier::{
     Part, Queryable, SelectHints, Series, SeriesIter, Value, encode_histogram_chunks,
     encode_st_chunks, merge_series, merge_typed, merge_typed_st,
 };
+pub use series_labels::SeriesLabels;
 pub use stats::{HeadStats, StatEntry};
 pub use tenants::{TenantOverrides, Tenants};
 pub use wal::{

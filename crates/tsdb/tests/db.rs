@@ -162,6 +162,52 @@ async fn series_limits_refuse_only_new_series() {
     assert_eq!(db.stats().head_series, 4);
 }
 
+#[tokio::test]
+async fn borrowed_labels_append_like_owned_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), Bucket::memory(), DbConfig::default()).await;
+    let t = now();
+    let pairs: &[(&str, &str)] = &[("__name__", "up"), ("instance", "a"), ("job", "node")];
+    let s = [Sample::new(t, 1.0)];
+    let r = db
+        .append(&[SeriesSamples {
+            labels: pairs,
+            samples: &s,
+        }])
+        .unwrap();
+    assert_eq!((r.accepted, r.new_series), (1, 1));
+    // The owned form names the same series; a duplicate timestamp with
+    // another value is refused and reported with owned labels.
+    assert_eq!(push(&db, &labels("up", "a"), &[(t + 1, 2.0)]).new_series, 0);
+    let dup = [Sample::new(t, 5.0)];
+    let r = db
+        .append(&[SeriesSamples {
+            labels: pairs,
+            samples: &dup,
+        }])
+        .unwrap();
+    assert_eq!(r.rejected, 1);
+    assert_eq!(r.errors[0].labels, labels("up", "a"));
+    // Series limits see borrowed labels too.
+    db.set_series_limits(1, 0);
+    let other: &[(&str, &str)] = &[("__name__", "up"), ("instance", "b"), ("job", "node")];
+    let r = db
+        .append(&[SeriesSamples {
+            labels: other,
+            samples: &s,
+        }])
+        .unwrap();
+    assert_eq!(r.errors[0].reason, RejectReason::MaxSeries);
+    assert_eq!(db.stats().head_series, 1);
+    // Restart: the series definition logged from borrowed labels replays.
+    drop(db);
+    let db = open(dir.path(), Bucket::memory(), DbConfig::default()).await;
+    let got = all(&db, t - 1, t + 10);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, labels("up", "a"));
+    assert_eq!(got[0].1.len(), 2);
+}
+
 /// Pushes `hours` of 15s data for `n` series ending near now, oldest first.
 fn fill(db: &Db, n: usize, start: i64, end: i64) -> usize {
     let ls: Vec<Labels> = (0..n).map(|i| labels("m", &format!("i{i}"))).collect();

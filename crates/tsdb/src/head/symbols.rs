@@ -166,17 +166,22 @@ impl Symbols {
         )
     }
 
-    /// Whether an encoded label set equals `labels`, compared in place (no
-    /// allocation, no lock).
-    pub(crate) fn matches(&self, syms: &[u8], labels: &Labels) -> bool {
-        let eq = |id: u32, s: &Arc<str>| {
-            self.get(id)
-                .is_some_and(|x| Arc::ptr_eq(x, s) || **x == **s)
+    /// Whether an encoded label set equals `labels` (owned or borrowed),
+    /// compared in place (no allocation, no lock).
+    pub(crate) fn matches(
+        &self,
+        syms: &[u8],
+        labels: &(impl crate::series_labels::SeriesLabels + ?Sized),
+    ) -> bool {
+        let eq = |id: u32, s: &str| {
+            self.get(id).is_some_and(|x| {
+                std::ptr::eq(x.as_ptr(), s.as_ptr()) && x.len() == s.len() || **x == *s
+            })
         };
-        let mut ls = labels.iter();
+        let mut ls = labels.pairs();
         for (n, v) in pairs(syms) {
             match ls.next() {
-                Some(l) if eq(n, &l.name) && eq(v, &l.value) => {}
+                Some((ln, lv)) if eq(n, ln) && eq(v, lv) => {}
                 _ => return false,
             }
         }
