@@ -102,6 +102,14 @@ impl JoinedLabels<'_> {
         }
     }
 
+    /// Whether these are the labels `l`.
+    pub(crate) fn is(&self, l: &Labels) -> bool {
+        match self {
+            Self::Batch(b) => b == l,
+            Self::Owned(o) => *o == l,
+        }
+    }
+
     fn same(&self, other: &Self) -> bool {
         match (self, other) {
             (Self::Batch(a), Self::Batch(b)) => a == b,

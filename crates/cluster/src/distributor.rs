@@ -139,7 +139,7 @@ impl Distributor {
                 let Some(&i) = by_hash.get(&c.series.stable_hash()) else {
                     continue;
                 };
-                if joined.get(i).is_none_or(|s| *s.labels != c.series) {
+                if joined.get(i).is_none_or(|s| !s.labels.is(&c.series)) {
                     continue;
                 }
                 let z = pb::CreatedZero {
