@@ -918,12 +918,8 @@ mod tests {
             let chunks = crate::db::encode_chunks(samples, 120);
             let inputs: Vec<ChunkInput<'_>> = chunks
                 .iter()
-                .map(|(mint, maxt, data)| ChunkInput {
-                    mint: *mint,
-                    maxt: *maxt,
-                    encoding: Encoding::Xor as u8,
-                    data,
-                    num_samples: crate::chunks::chunk_num_samples(data).unwrap().into(),
+                .map(|(mint, maxt, data)| {
+                    ChunkInput::counted(*mint, *maxt, Encoding::Xor as u8, data)
                 })
                 .collect();
             w.add_series(&l, &inputs).unwrap();
@@ -1165,12 +1161,8 @@ mod tests {
             let chunks = crate::db::encode_chunks(samples, 30);
             let inputs: Vec<ChunkInput<'_>> = chunks
                 .iter()
-                .map(|(mint, maxt, data)| ChunkInput {
-                    mint: *mint,
-                    maxt: *maxt,
-                    encoding: Encoding::Xor as u8,
-                    data,
-                    num_samples: crate::chunks::chunk_num_samples(data).unwrap().into(),
+                .map(|(mint, maxt, data)| {
+                    ChunkInput::counted(*mint, *maxt, Encoding::Xor as u8, data)
                 })
                 .collect();
             w.add_series(&l, &inputs).unwrap();
@@ -1536,12 +1528,8 @@ mod tests {
             let chunks = crate::db::encode_chunks(samples, 6);
             let inputs: Vec<ChunkInput<'_>> = chunks
                 .iter()
-                .map(|(mint, maxt, data)| ChunkInput {
-                    mint: *mint,
-                    maxt: *maxt,
-                    encoding: Encoding::Xor as u8,
-                    data,
-                    num_samples: crate::chunks::chunk_num_samples(data).unwrap().into(),
+                .map(|(mint, maxt, data)| {
+                    ChunkInput::counted(*mint, *maxt, Encoding::Xor as u8, data)
                 })
                 .collect();
             w.add_series(l, &inputs).unwrap();

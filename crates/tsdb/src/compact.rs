@@ -419,12 +419,8 @@ mod tests {
             let chunks = crate::db::encode_chunks(samples.iter().copied(), 120);
             let inputs: Vec<ChunkInput<'_>> = chunks
                 .iter()
-                .map(|(mint, maxt, data)| ChunkInput {
-                    mint: *mint,
-                    maxt: *maxt,
-                    encoding: Encoding::Xor as u8,
-                    data,
-                    num_samples: crate::chunks::chunk_num_samples(data).unwrap().into(),
+                .map(|(mint, maxt, data)| {
+                    ChunkInput::counted(*mint, *maxt, Encoding::Xor as u8, data)
                 })
                 .collect();
             w.add_series(l, &inputs).unwrap();
