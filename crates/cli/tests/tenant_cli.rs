@@ -15,13 +15,7 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use stratus_testkit::loopback_port as free_port;
 
 /// Runs `stratus ARGS` against the server; (success, stdout, stderr).
 fn cli(url: &str, data: &std::path::Path, args: &[&str]) -> (bool, String, String) {

@@ -105,11 +105,7 @@ async fn broken_endpoint_and_credentials_are_clear_errors() {
     assert!(e.contains("s3://nope") && e.contains("not usable"), "{e}");
 
     // Nothing listens: fails within the bounded retries.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = stratus_testkit::loopback_port();
     let mut cfg = srv.config("real");
     cfg.endpoint = format!("http://127.0.0.1:{port}");
     let b = Bucket::s3(&cfg).unwrap();

@@ -2,7 +2,6 @@
 //! Debian `etcd-server`): joining, convergence, CAS conflicts, heartbeat
 //! timeout, graceful leave, and the `/ring` page over real HTTP.
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,12 +12,7 @@ use stratus_ring::{
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use stratus_testkit::loopback_port as free_port;
 
 /// A throwaway etcd and a client of it.
 async fn start_etcd() -> (EtcdServer, EtcdKv) {

@@ -378,10 +378,7 @@ async fn scrapes_node_exporter() {
             "{bin} missing: install the Debian package prometheus-node-exporter (scripts/apt-packages.txt)"
         );
     }
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = stratus_testkit::loopback_port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = tokio::process::Command::new(bin)
         .arg(format!("--web.listen-address={addr}"))

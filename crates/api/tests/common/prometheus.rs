@@ -31,11 +31,7 @@ pub(crate) async fn start_prometheus(dir: &Path, config: &str, flags: &[&str]) -
         Path::new(bin).exists(),
         "{bin} is missing: scripts/test installs it (Debian package prometheus, see scripts/apt-packages.txt)"
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = stratus_testkit::loopback_port();
     let cfg = dir.join("prometheus.yml");
     std::fs::write(&cfg, config).unwrap();
     let child = Command::new(bin)

@@ -83,13 +83,10 @@ pub(crate) fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released).
+/// A free TCP port on 127.0.0.1 for a child process to listen on, outside
+/// the kernel's ephemeral range (see `stratus_testkit`).
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    stratus_testkit::loopback_port()
 }
 
 /// Milliseconds since the Unix epoch.

@@ -26,19 +26,13 @@ impl Drop for EtcdServer {
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
-    std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()
-        .map(|a| a.port())
-}
-
 impl EtcdServer {
     /// Starts etcd on 127.0.0.1 and waits (at most 10 s) until a client
     /// connects. The error says what failed (the binary missing: install
     /// the Debian package `etcd-server`).
     pub async fn start() -> Result<EtcdServer, String> {
-        let port = free_port().map_err(|e| format!("no free port: {e}"))?;
-        let peer_port = free_port().map_err(|e| format!("no free port: {e}"))?;
+        let port = stratus_testkit::loopback_port();
+        let peer_port = stratus_testkit::loopback_port();
         let url = format!("http://127.0.0.1:{port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let data_dir =
