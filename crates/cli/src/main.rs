@@ -23,6 +23,11 @@ mod config;
 
 use config::ServerArgs;
 
+/// mimalloc, built without transparent huge pages (the workspace's
+/// `no_thp` feature): with them, the allocator's eagerly committed arena is
+/// advised `MADV_HUGEPAGE` and the kernel backs a few live bytes with
+/// whole 2 MiB pages (10k series: 134 MiB resident instead of 48 MiB, for
+/// no gain in CPU; see BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
