@@ -721,6 +721,7 @@ fn range_function(
             | "ts_of_min_over_time"
             | "ts_of_max_over_time"
     );
+    let steps = ctx.n();
     let f = |st: &mut RangeState, w: Window<'_>| {
         let RangeState {
             pts,
@@ -855,7 +856,12 @@ fn range_function(
             if w.series >= pts.len() {
                 pts.resize_with(w.series + 1, Vec::new);
             }
-            pts[w.series].push((ctx.ts(i), v));
+            let out = &mut pts[w.series];
+            if out.capacity() == 0 {
+                // At most one point per remaining step.
+                out.reserve_exact(steps.saturating_sub(i));
+            }
+            out.push((ctx.ts(i), v));
         }
         Ok(())
     };
@@ -1457,11 +1463,22 @@ fn extrapolated_rate(
     let mut result = last.1 - first.1;
     if is_counter {
         let mut prev = first.1;
-        for (k, p) in s[1..].iter().enumerate() {
-            if p.1 < prev || st_reset_at(sts, k, s[k].0, p.0) {
-                result += prev;
+        let rest = s.get(1..).unwrap_or(&[]);
+        if sts.is_empty() {
+            // No start timestamps: only value drops are resets.
+            for p in rest {
+                if p.1 < prev {
+                    result += prev;
+                }
+                prev = p.1;
             }
-            prev = p.1;
+        } else {
+            for (k, p) in rest.iter().enumerate() {
+                if p.1 < prev || st_reset_at(sts, k, s[k].0, p.0) {
+                    result += prev;
+                }
+                prev = p.1;
+            }
         }
     }
     let mut to_start = (first.0 - w.range_start) as f64 / 1000.0;
