@@ -994,7 +994,7 @@ impl CounterResets {
         // Only a sample with its predecessor in the window can be a reset
         // here; one that is the window's first sample stays first in every
         // later window that holds it.
-        let fresh = s.partition_point(|p| p.0 <= self.last_t).max(1);
+        let fresh = fresh_from(s, self.last_t).max(1);
         for pair in s.get(fresh - 1..).unwrap_or(&[]).windows(2) {
             if pair[1].1 < pair[0].1 {
                 self.found.push_back((pair[1].0, pair[0].1));
@@ -1056,7 +1056,7 @@ impl SlidingExtreme {
         while self.deque.front().is_some_and(|p| p.0 < first.0) {
             self.deque.pop_front();
         }
-        let fresh = w.points.partition_point(|p| p.0 <= self.last_t);
+        let fresh = fresh_from(w.points, self.last_t);
         for &(t, v) in w.points.get(fresh..).unwrap_or(&[]) {
             if v.is_nan() {
                 continue;
@@ -1073,6 +1073,16 @@ impl SlidingExtreme {
         self.last_t = last.0;
         Some(self.deque.front().map_or(last.1, |p| p.1))
     }
+}
+
+/// Index of the first point of `s` (sorted by time) newer than `last_t`,
+/// searched from the end: a sliding window holds few new points.
+fn fresh_from(s: &[(i64, f64)], last_t: i64) -> usize {
+    let mut i = s.len();
+    while i > 0 && s.get(i - 1).is_some_and(|p| p.0 > last_t) {
+        i -= 1;
+    }
+    i
 }
 
 fn over_time(name: &str, s: &[(i64, f64)]) -> Option<f64> {
