@@ -1,7 +1,9 @@
 //! Parallel evaluation across series.
 //!
 //! A large selection (many series times many steps) of an instant
-//! selector, or of a range selector under a range function, is split into contiguous chunks of series; the chunks are
+//! selector, or of a range selector or subquery under a range function
+//! (for a subquery: the windows over its evaluated series), is split into
+//! contiguous chunks of series; the chunks are
 //! walked on up to [`crate::EngineOptions::parallelism`] threads (scoped
 //! `std` threads, the calling thread among them, taking chunks in turn),
 //! each with its own state, and the states come back in chunk order. Every
@@ -154,9 +156,9 @@ fn abandoned() -> PromqlError {
 /// [`Evaluator::windows`] for callers whose per-window work can run on
 /// several threads: `f` gets the windows with a state made by `init`, one
 /// state per chunk of series; the states come back in series order (one
-/// when not split). Plain range selectors over enough series are split;
-/// anything else (subqueries, `anchored`/`smoothed`, small selections) is
-/// walked on this thread with one state.
+/// when not split). Plain range selectors and subqueries over enough
+/// series are split; anything else (`anchored`/`smoothed`, small
+/// selections, `parallelism = 1`) is walked on this thread with one state.
 pub(crate) fn windows_par<S: Send>(
     ev: &mut Evaluator<'_>,
     arg: &Expr,
