@@ -158,6 +158,7 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &Aggregate, ctx: &Ctx) -
     let mut cur = StepCursor::new(&input);
     let mut vals = Vec::new();
     let mut groups: Vec<Group> = Vec::new();
+    let mut spare: Vec<Vec<(usize, f64)>> = Vec::new();
     let mut hvals = Vec::new();
     let hist_agg = has_hist && matches!(a.op, AggOp::Sum | AggOp::Avg);
     let mut hcur = StepCursor::new(&input);
@@ -195,7 +196,12 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &Aggregate, ctx: &Ctx) -
             slot[k] = usize::MAX;
         }
         active.clear();
-        groups.clear();
+        // The member lists of the last step are kept for reuse.
+        for g in groups.drain(..) {
+            let mut m = g.members;
+            m.clear();
+            spare.push(m);
+        }
         for &(si, v) in &vals {
             let k = gid[si];
             match slot[k] {
@@ -203,6 +209,9 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &Aggregate, ctx: &Ctx) -
                     slot[k] = groups.len();
                     active.push(k);
                     let mut g = new_group(a.op, keys[si].clone(), v);
+                    if let Some(m) = spare.pop() {
+                        g.members = m;
+                    }
                     g.members.push((si, v));
                     groups.push(g);
                 }
@@ -511,18 +520,51 @@ fn select_k(
             };
             match op {
                 AggOp::LimitK => members[..k].to_vec(),
-                AggOp::TopK => {
-                    // Descending, NaN last; stable so ties keep input order.
-                    members.sort_by(|a, b| desc_nan_last(a.1, b.1));
-                    members[..k].to_vec()
-                }
-                _ => {
-                    members.sort_by(|a, b| asc_nan_last(a.1, b.1));
-                    members[..k].to_vec()
-                }
+                // Descending, NaN last; ties keep input order.
+                AggOp::TopK => first_k(members, k, desc_nan_last),
+                _ => first_k(members, k, asc_nan_last),
             }
         }
     }
+}
+
+/// Largest `k` for which [`first_k`] keeps a sorted list of the best `k`
+/// members seen so far instead of sorting all members.
+const SMALL_K: usize = 32;
+
+/// The first `k` members (`k <= members.len()`) of a stable sort of
+/// `members` by `cmp`, in that order. For a small `k` the members are
+/// scanned once, keeping the best `k` so far sorted (a member enters only
+/// when it sorts strictly before the last one kept, and after any kept
+/// member it ties with), which selects the same members in the same order
+/// as the stable sort without sorting, or copying, the rest.
+fn first_k(
+    members: &mut [(usize, f64)],
+    k: usize,
+    cmp: fn(f64, f64) -> std::cmp::Ordering,
+) -> Vec<(usize, f64)> {
+    use std::cmp::Ordering::Less;
+    if k == 0 {
+        return Vec::new();
+    }
+    if k > SMALL_K || k >= members.len() {
+        members.sort_by(|a, b| cmp(a.1, b.1));
+        return members.get(..k).unwrap_or(members).to_vec();
+    }
+    let mut best: Vec<(usize, f64)> = Vec::with_capacity(k + 1);
+    for &m in members.iter() {
+        if best.len() == k {
+            match best.last() {
+                Some(last) if cmp(m.1, last.1) == Less => {}
+                _ => continue,
+            }
+            best.pop();
+        }
+        // After every kept member that does not sort after `m`.
+        let at = best.partition_point(|b| cmp(m.1, b.1) != Less);
+        best.insert(at, m);
+    }
+    best
 }
 
 pub(crate) fn desc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
@@ -639,5 +681,46 @@ pub(crate) fn go_g(v: f64) -> String {
         }
     } else {
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Values with many ties, NaNs, infinities and both zeros.
+    fn value() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            (0i32..6).prop_map(f64::from),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(-0.0),
+            any::<f64>(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn first_k_is_the_stable_sort_prefix(
+            vals in proptest::collection::vec(value(), 1..80),
+            k in 1usize..90,
+        ) {
+            let members: Vec<(usize, f64)> = vals.iter().copied().enumerate().collect();
+            let k = k.min(members.len());
+            for cmp in [desc_nan_last as fn(f64, f64) -> std::cmp::Ordering, asc_nan_last] {
+                let mut sorted = members.clone();
+                sorted.sort_by(|a, b| cmp(a.1, b.1));
+                let mut m = members.clone();
+                let got = first_k(&mut m, k, cmp);
+                let want = &sorted[..k];
+                prop_assert_eq!(got.len(), want.len());
+                for (g, w) in got.iter().zip(want) {
+                    prop_assert_eq!(g.0, w.0);
+                    prop_assert_eq!(g.1.to_bits(), w.1.to_bits());
+                }
+            }
+        }
     }
 }

@@ -1255,9 +1255,29 @@ impl<'a> Evaluator<'a> {
         ctx: &Ctx,
         f: &mut dyn FnMut(Window<'_>) -> Result<()>,
     ) -> Result<Vec<Labels>> {
+        let Some((walk, series)) = self.subquery_walk(sq, ctx)? else {
+            return Ok(Vec::new());
+        };
+        let mut counts = walk.counted.then(|| self.win_counts(0)).flatten();
+        for (si, s) in series.iter().enumerate() {
+            walk.series(si, s, counts.as_mut(), f)?;
+        }
+        self.merge_win_counts(counts);
+        Ok(subquery_labels(series))
+    }
+
+    /// Evaluates the inner expression of a subquery at its own steps and
+    /// returns its series with what walking their windows at the steps of
+    /// `ctx` needs (no evaluator state, so that chunks of the series can be
+    /// walked on other threads); `None` when there are no steps.
+    pub(crate) fn subquery_walk(
+        &mut self,
+        sq: &Subquery,
+        ctx: &Ctx,
+    ) -> Result<Option<(SubqueryWalk, Vec<Series>)>> {
         let n = ctx.n();
         if n == 0 {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let refs = self.refs(&sq.at, sq.offset, ctx);
         let step = sq.step.unwrap_or(self.subquery_step).max(1);
@@ -1335,57 +1355,94 @@ impl<'a> Evaluator<'a> {
                     .sum::<i64>();
             }
         }
-        let mut labels = Vec::with_capacity(series.len());
-        for (si, s) in series.into_iter().enumerate() {
-            self.check_deadline()?;
-            let (mut a, mut b) = (0usize, 0usize);
-            let (mut ha, mut hb) = (0usize, 0usize);
-            for (i, &r) in refs.iter().enumerate() {
-                let start = r.saturating_sub(sq.range);
-                while a < s.points.len() && s.points[a].0 <= start {
-                    a += 1;
-                }
-                b = b.max(a);
-                while b < s.points.len() && s.points[b].0 <= r {
-                    b += 1;
-                }
-                while ha < s.hist.len() && s.hist[ha].0 <= start {
-                    ha += 1;
-                }
-                hb = hb.max(ha);
-                while hb < s.hist.len() && s.hist[hb].0 <= r {
-                    hb += 1;
-                }
-                self.check_samples(b - a + hb - ha)?;
-                if !bare {
-                    if let Some(c) = self.stats.as_deref_mut() {
-                        let sz = (b - a) as i64
-                            + s.hist[ha..hb]
-                                .iter()
-                                .map(|(_, h)| hist_size(h))
-                                .sum::<i64>();
-                        c.add_at(i, sz);
-                        note_window(c, si, sz);
-                    }
-                }
-                f(Window {
-                    series: si,
-                    step: i,
-                    points: &s.points[a..b],
-                    hpoints: &s.hist[ha..hb],
-                    fst: &[],
-                    hst: &[],
-                    range_start: start,
-                    range_end: r,
-                })?;
-            }
-            let mut l = s.labels;
+        let walk = SubqueryWalk {
+            refs,
+            range: sq.range,
+            max_samples: self.max_samples,
+            deadline: self.deadline,
+            counted: !bare,
+        };
+        Ok(Some((walk, series)))
+    }
+}
+
+/// The labels of a subquery's series, indexed like `Window::series`
+/// (names removed where the inner expression flagged them).
+pub(crate) fn subquery_labels(series: Vec<Series>) -> Vec<Labels> {
+    series
+        .into_iter()
+        .map(|s| {
             if s.drop_name {
-                l = drop_name(&l);
+                drop_name(&s.labels)
+            } else {
+                s.labels
             }
-            labels.push(l);
+        })
+        .collect()
+}
+
+/// Everything walking the windows of a subquery's series needs (no
+/// evaluator state, so that chunks of the series can be walked on other
+/// threads).
+#[derive(Debug)]
+pub(crate) struct SubqueryWalk {
+    refs: Vec<i64>,
+    range: i64,
+    max_samples: usize,
+    deadline: Instant,
+    /// Windows are counted for the statistics (not when the subquery is
+    /// the result itself).
+    pub(crate) counted: bool,
+}
+
+impl SubqueryWalk {
+    /// Calls `f` with the window of series `s` (number `si`) of the
+    /// subquery at every step, in step order: the points in
+    /// `(ref - range, ref]`, as slices of the series' own points.
+    pub(crate) fn series(
+        &self,
+        si: usize,
+        s: &Series,
+        mut counts: Option<&mut WinCounts>,
+        f: &mut dyn FnMut(Window<'_>) -> Result<()>,
+    ) -> Result<()> {
+        check_deadline(self.deadline)?;
+        let (mut a, mut b) = (0usize, 0usize);
+        let (mut ha, mut hb) = (0usize, 0usize);
+        for (i, &r) in self.refs.iter().enumerate() {
+            let start = r.saturating_sub(self.range);
+            while a < s.points.len() && s.points[a].0 <= start {
+                a += 1;
+            }
+            b = b.max(a);
+            while b < s.points.len() && s.points[b].0 <= r {
+                b += 1;
+            }
+            while ha < s.hist.len() && s.hist[ha].0 <= start {
+                ha += 1;
+            }
+            hb = hb.max(ha);
+            while hb < s.hist.len() && s.hist[hb].0 <= r {
+                hb += 1;
+            }
+            check_samples(self.max_samples, b - a + hb - ha)?;
+            let hpoints = s.hist.get(ha..hb).unwrap_or(&[]);
+            if let Some(c) = counts.as_deref_mut() {
+                let sz = (b - a) as i64 + hpoints.iter().map(|(_, h)| hist_size(h)).sum::<i64>();
+                c.add(i, si, sz);
+            }
+            f(Window {
+                series: si,
+                step: i,
+                points: s.points.get(a..b).unwrap_or(&[]),
+                hpoints,
+                fst: &[],
+                hst: &[],
+                range_start: start,
+                range_end: r,
+            })?;
         }
-        Ok(labels)
+        Ok(())
     }
 }
 
@@ -1866,22 +1923,6 @@ fn typed_from(raw: Vec<(i64, stratus_tsdb::Value)>, stats: bool) -> Vec<(i64, Ty
 #[inline]
 fn step_index(ctx: &Ctx, t: i64) -> usize {
     usize::try_from((t - ctx.start) / ctx.step.max(1)).unwrap_or(usize::MAX)
-}
-
-/// Records the window of series `si` at the next step for the peak of the
-/// range function being evaluated (the innermost frame).
-fn note_window(c: &mut Counters, si: usize, size: i64) {
-    let Some(f) = c.frames.last_mut() else {
-        return;
-    };
-    if f.windows.len() <= si {
-        f.windows.resize(si + 1, WinStat::default());
-    }
-    if let Some(w) = f.windows.get_mut(si) {
-        w.max = w.max.max(size);
-        w.last = size;
-        w.nonempty |= size > 0;
-    }
 }
 
 /// `e` without enclosing parentheses.

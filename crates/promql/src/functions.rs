@@ -705,6 +705,7 @@ fn range_function(
             "min_over_time" => Some(SlidingExtreme::new(false)),
             _ => None,
         },
+        resets: is_counter.then(CounterResets::default),
         ..RangeState::default()
     };
     let float_only = matches!(
@@ -721,6 +722,7 @@ fn range_function(
             | "ts_of_min_over_time"
             | "ts_of_max_over_time"
     );
+    let steps = ctx.n();
     let f = |st: &mut RangeState, w: Window<'_>| {
         let RangeState {
             pts,
@@ -728,6 +730,7 @@ fn range_function(
             annos,
             non_counter,
             sliding,
+            resets,
         } = st;
         let i = w.step;
         if let Some(smoothed) = extended {
@@ -798,7 +801,13 @@ fn range_function(
                 if is_counter && st_overlap(w.points.iter().map(|p| p.0), w.fst) {
                     annos.push((true, ST_OVERLAP.into(), w.series));
                 }
-                extrapolated_rate(&w, range_secs, is_counter, is_rate)
+                let delta = match resets.as_mut() {
+                    Some(r) if is_counter && w.fst.is_empty() && w.points.len() >= 2 => {
+                        Some(r.delta(&w))
+                    }
+                    _ => None,
+                };
+                extrapolated_rate(&w, range_secs, is_counter, is_rate, delta)
             }
             "irate" | "idelta" => instant_value(w.points, w.fst, name == "irate"),
             "deriv" => {
@@ -855,7 +864,12 @@ fn range_function(
             if w.series >= pts.len() {
                 pts.resize_with(w.series + 1, Vec::new);
             }
-            pts[w.series].push((ctx.ts(i), v));
+            let out = &mut pts[w.series];
+            if out.capacity() == 0 {
+                // At most one point per remaining step.
+                out.reserve_exact(steps.saturating_sub(i));
+            }
+            out.push((ctx.ts(i), v));
         }
         Ok(())
     };
@@ -931,6 +945,68 @@ struct RangeState {
     annos: Vec<(bool, String, usize)>,
     non_counter: bool,
     sliding: Option<SlidingExtreme>,
+    /// The counter resets of rate/increase windows.
+    resets: Option<CounterResets>,
+}
+
+/// The counter resets in the windows of one `rate`/`increase` call,
+/// found once per sample rather than once per window holding it.
+///
+/// As for [`SlidingExtreme`], the windows of a series come in step order
+/// as slices of one sample sequence whose bounds only move forward, so
+/// the points of a window newer than the previous window's last one are
+/// the only ones not yet looked at. A reset is noted as `(time of the
+/// sample that dropped, value before it)`; the resets of a window are
+/// then the noted ones after its first sample, in time order, and adding
+/// their values to `last - first` in that order gives the same sum, bit
+/// for bit, as the per-window scan of [`extrapolated_rate`]. Any other
+/// window (a new series, bounds moving back) starts afresh.
+#[derive(Debug, Default)]
+struct CounterResets {
+    /// Series and bounds of the previous window, `None` before the first.
+    prev: Option<(usize, i64, i64)>,
+    /// Timestamp of the newest point looked at.
+    last_t: i64,
+    /// Resets at or after the current window's first sample.
+    found: VecDeque<(i64, f64)>,
+}
+
+impl CounterResets {
+    /// `last - first` of the window's values plus the value before each
+    /// counter reset in it (a window of two or more float samples without
+    /// start timestamps).
+    fn delta(&mut self, w: &Window<'_>) -> f64 {
+        let s = w.points;
+        let (Some(&first), Some(&last)) = (s.first(), s.last()) else {
+            return 0.0;
+        };
+        let monotonic = self.prev.is_some_and(|(series, start, end)| {
+            series == w.series && w.range_start >= start && w.range_end >= end
+        });
+        if !monotonic {
+            self.found.clear();
+            self.last_t = i64::MIN;
+        }
+        self.prev = Some((w.series, w.range_start, w.range_end));
+        while self.found.front().is_some_and(|r| r.0 <= first.0) {
+            self.found.pop_front();
+        }
+        // Only a sample with its predecessor in the window can be a reset
+        // here; one that is the window's first sample stays first in every
+        // later window that holds it.
+        let fresh = fresh_from(s, self.last_t).max(1);
+        for pair in s.get(fresh - 1..).unwrap_or(&[]).windows(2) {
+            if pair[1].1 < pair[0].1 {
+                self.found.push_back((pair[1].0, pair[0].1));
+            }
+        }
+        self.last_t = last.0;
+        let mut result = last.1 - first.1;
+        for r in &self.found {
+            result += r.1;
+        }
+        result
+    }
 }
 
 /// `max_over_time`/`min_over_time` over the windows of one range-function
@@ -980,7 +1056,7 @@ impl SlidingExtreme {
         while self.deque.front().is_some_and(|p| p.0 < first.0) {
             self.deque.pop_front();
         }
-        let fresh = w.points.partition_point(|p| p.0 <= self.last_t);
+        let fresh = fresh_from(w.points, self.last_t);
         for &(t, v) in w.points.get(fresh..).unwrap_or(&[]) {
             if v.is_nan() {
                 continue;
@@ -997,6 +1073,16 @@ impl SlidingExtreme {
         self.last_t = last.0;
         Some(self.deque.front().map_or(last.1, |p| p.1))
     }
+}
+
+/// Index of the first point of `s` (sorted by time) newer than `last_t`,
+/// searched from the end: a sliding window holds few new points.
+fn fresh_from(s: &[(i64, f64)], last_t: i64) -> usize {
+    let mut i = s.len();
+    while i > 0 && s.get(i - 1).is_some_and(|p| p.0 > last_t) {
+        i -= 1;
+    }
+    i
 }
 
 fn over_time(name: &str, s: &[(i64, f64)]) -> Option<f64> {
@@ -1439,11 +1525,16 @@ fn hist_rate(
 }
 
 /// `rate`, `increase` and `delta` with Prometheus' extrapolation.
+///
+/// `delta`, when given, is the window's increase with counter resets
+/// already accounted for (as [`CounterResets::delta`] computes it for a
+/// window without start timestamps).
 fn extrapolated_rate(
     w: &Window<'_>,
     range_secs: f64,
     is_counter: bool,
     is_rate: bool,
+    delta: Option<f64>,
 ) -> Option<f64> {
     let s = w.points;
     let sts = w.fst;
@@ -1455,13 +1546,26 @@ fn extrapolated_rate(
         return None;
     }
     let mut result = last.1 - first.1;
-    if is_counter {
+    if let Some(d) = delta {
+        result = d;
+    } else if is_counter {
         let mut prev = first.1;
-        for (k, p) in s[1..].iter().enumerate() {
-            if p.1 < prev || st_reset_at(sts, k, s[k].0, p.0) {
-                result += prev;
+        let rest = s.get(1..).unwrap_or(&[]);
+        if sts.is_empty() {
+            // No start timestamps: only value drops are resets.
+            for p in rest {
+                if p.1 < prev {
+                    result += prev;
+                }
+                prev = p.1;
             }
-            prev = p.1;
+        } else {
+            for (k, p) in rest.iter().enumerate() {
+                if p.1 < prev || st_reset_at(sts, k, s[k].0, p.0) {
+                    result += prev;
+                }
+                prev = p.1;
+            }
         }
     }
     let mut to_start = (first.0 - w.range_start) as f64 / 1000.0;
@@ -2164,6 +2268,68 @@ mod tests {
                     let got = sl.window(&w).map(f64::to_bits);
                     assert_eq!(got, want, "{name} series {series} step {step}");
                 }
+            }
+        }
+    }
+
+    /// `rate` from the incremental counter resets equals the per-window
+    /// scan bit for bit over windows that advance, stay put, move back,
+    /// change series or are left out (as windows holding histograms are),
+    /// on counters with resets, NaNs and large jumps.
+    #[test]
+    fn counter_resets_match_scan() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut rnd = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut cr = CounterResets::default();
+        for series in 0..60usize {
+            let mut points: Vec<(i64, f64)> = Vec::new();
+            let mut v = 0.0f64;
+            for t in 0..80 {
+                v = match rnd(12) {
+                    0 => rnd(5) as f64 * 0.3,
+                    1 => f64::NAN,
+                    2 => v + 1e17,
+                    _ if v.is_nan() => 1.0,
+                    _ => v + rnd(7) as f64 * 0.1,
+                };
+                if rnd(5) != 0 {
+                    points.push((t * 10, v));
+                }
+            }
+            let range = 10 + 10 * rnd(10) as i64;
+            let mut end = -20i64;
+            for step in 0..100 {
+                end += match rnd(12) {
+                    0 => -30,
+                    1 => 0,
+                    _ => 5 + 5 * rnd(3) as i64,
+                };
+                let start = end - range;
+                let a = points.partition_point(|p| p.0 <= start);
+                let b = points.partition_point(|p| p.0 <= end).max(a);
+                let w = Window {
+                    series,
+                    step,
+                    points: &points[a..b],
+                    hpoints: &[],
+                    fst: &[],
+                    hst: &[],
+                    range_start: start,
+                    range_end: end,
+                };
+                if w.points.len() < 2 || rnd(6) == 0 {
+                    continue;
+                }
+                let want = extrapolated_rate(&w, range as f64, true, true, None).map(f64::to_bits);
+                let delta = cr.delta(&w);
+                let got =
+                    extrapolated_rate(&w, range as f64, true, true, Some(delta)).map(f64::to_bits);
+                assert_eq!(got, want, "series {series} step {step}");
             }
         }
     }

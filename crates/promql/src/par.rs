@@ -1,7 +1,9 @@
 //! Parallel evaluation across series.
 //!
 //! A large selection (many series times many steps) of an instant
-//! selector, or of a range selector under a range function, is split into contiguous chunks of series; the chunks are
+//! selector, or of a range selector or subquery under a range function
+//! (for a subquery: the windows over its evaluated series), is split into
+//! contiguous chunks of series; the chunks are
 //! walked on up to [`crate::EngineOptions::parallelism`] threads (scoped
 //! `std` threads, the calling thread among them, taking chunks in turn),
 //! each with its own state, and the states come back in chunk order. Every
@@ -22,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use stratus_model::Labels;
 
-use crate::ast::Expr;
+use crate::ast::{Expr, Subquery};
 use crate::engine::{
     Ctx, Evaluator, InstantWalk, Result, Series, WinCounts, Window, WindowBuf, check_samples,
 };
@@ -154,9 +156,9 @@ fn abandoned() -> PromqlError {
 /// [`Evaluator::windows`] for callers whose per-window work can run on
 /// several threads: `f` gets the windows with a state made by `init`, one
 /// state per chunk of series; the states come back in series order (one
-/// when not split). Plain range selectors over enough series are split;
-/// anything else (subqueries, `anchored`/`smoothed`, small selections) is
-/// walked on this thread with one state.
+/// when not split). Plain range selectors and subqueries over enough
+/// series are split; anything else (`anchored`/`smoothed`, small
+/// selections, `parallelism = 1`) is walked on this thread with one state.
 pub(crate) fn windows_par<S: Send>(
     ev: &mut Evaluator<'_>,
     arg: &Expr,
@@ -174,6 +176,11 @@ pub(crate) fn windows_par<S: Send>(
         }
         _ => None,
     };
+    if let Expr::Subquery(sq) = e {
+        if ev.parallelism > 1 {
+            return subquery_par(ev, sq, ctx, init, f);
+        }
+    }
     let Some((vs, range)) = plain.filter(|_| ev.parallelism > 1) else {
         let mut s = init();
         let labels = ev.windows(arg, ctx, &mut |w| f(&mut s, w))?;
@@ -224,6 +231,47 @@ pub(crate) fn windows_par<S: Send>(
     }
     let labels = selected.into_iter().map(|s| s.labels).collect();
     Ok((labels, states))
+}
+
+/// [`windows_par`] over a subquery: the inner expression is evaluated
+/// once (itself split where it can be), then the windows of its series are
+/// walked in chunks of series as for a range selector.
+fn subquery_par<S: Send>(
+    ev: &mut Evaluator<'_>,
+    sq: &Subquery,
+    ctx: &Ctx,
+    init: &(dyn Fn() -> S + Sync),
+    f: &(dyn Fn(&mut S, Window<'_>) -> Result<()> + Sync),
+) -> Result<(Vec<Labels>, Vec<S>)> {
+    let Some((walk, series)) = ev.subquery_walk(sq, ctx)? else {
+        return Ok((Vec::new(), vec![init()]));
+    };
+    let chunks = plan(ev.parallelism, series.len(), ctx.n());
+    let counts0 = walk.counted.then(|| ev.win_counts(0)).flatten();
+    let work = |k: usize, chunk: Range<usize>, stop: &Stop| {
+        let mut s = init();
+        let mut counts = counts0.clone().map(|mut c| {
+            c.rebase(chunk.start);
+            c
+        });
+        for si in chunk {
+            if stop.stopped(k) {
+                return Ok(None);
+            }
+            let Some(one) = series.get(si) else {
+                break;
+            };
+            walk.series(si, one, counts.as_mut(), &mut |w| f(&mut s, w))?;
+        }
+        Ok(Some((s, counts)))
+    };
+    let results = run_chunks(ev.parallelism, &chunks, &work)?;
+    let mut states = Vec::with_capacity(results.len());
+    for (s, counts) in results {
+        ev.merge_win_counts(counts);
+        states.push(s);
+    }
+    Ok((crate::engine::subquery_labels(series), states))
 }
 
 /// The instant selector over chunks of `selected` on up to `threads`

@@ -186,6 +186,15 @@ const QUERIES: &[&str] = &[
     "max_over_time({__name__=~\"g|h\"}[5m])",
     "{__name__=~\"g|h\"}",
     "max_over_time(rate(m_total[290s])[30m:1m])",
+    "max_over_time(rate(m_total[290s])[30m:1m] offset 5m)",
+    "sum_over_time(g[10m:1m])",
+    "count_over_time((g > 50)[20m:2m])",
+    "max_over_time({__name__=~\"g|h\"}[10m:1m])",
+    "rate(h[10m:1m])",
+    "topk(3, max_over_time(g[10m:30s]))",
+    "topk by (job) (2, g)",
+    "bottomk(7, g)",
+    "bottomk(400, g)",
     "rate(m_total[5m] offset 10m)",
     "rate(m_total[5m] @ 3600)",
 ];
@@ -228,6 +237,9 @@ fn split_evaluation_keeps_the_sample_limit() {
         // Range selector: the limit applies to each window.
         ("max_over_time(g[10m])", 30),
         ("max_over_time(g[10m])", 50),
+        // Subquery windows: the limit applies to each window too.
+        ("max_over_time(g[10m:1m])", 5),
+        ("max_over_time(g[10m:1m])", 20_000),
     ] {
         let expr = stratus_promql::parse(q).unwrap();
         let run = |threads| {
