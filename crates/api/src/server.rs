@@ -32,12 +32,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use bytes::Bytes;
 use snafu::ResultExt;
-use stratus_model::{Labels, Matcher, Sample, TenantId};
+use stratus_model::{Labels, Sample, TenantId};
 use stratus_objstore::{Bucket, StorageBackend};
 use stratus_tenancy::{FileRegistry, Registry};
 use stratus_tsdb::{
-    AppendReport, Db, DbConfig, HeadConfig, Queryable, SelectHints, SeriesHistograms,
-    SeriesSamples, StartTimestamps, Tenants,
+    AppendReport, Db, DbConfig, HeadConfig, Queryable, SeriesHistograms, SeriesSamples,
+    StartTimestamps, Tenants,
 };
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
@@ -248,22 +248,17 @@ pub(crate) struct Applied {
 }
 
 /// Injects a zero sample at each created timestamp of the batch whose
-/// series has no sample at or after it yet (Prometheus' created-timestamp
-/// zero ingestion). Refusals of these samples are not reported: they are
-/// a hint, not data the sender wrote.
+/// series has no sample at or after it in the head yet (Prometheus'
+/// created-timestamp zero ingestion, which checks the head's newest sample
+/// the same way). Refusals of these samples are not reported: they are a
+/// hint, not data the sender wrote.
 fn inject_created_zeros(db: &Db, batch: &WriteBatch) -> stratus_tsdb::Result<u64> {
     let mut zeros: Vec<(&Labels, [Sample; 1])> = Vec::new();
     for c in &batch.created {
-        let matchers: Vec<Matcher> = c
-            .series
-            .iter()
-            .map(|l| Matcher::eq(l.name.clone(), l.value.clone()))
-            .collect();
-        let found = db.select(&matchers, &SelectHints::range(c.ct, i64::MAX))?;
-        let has_later = found
-            .iter()
-            .any(|s| s.labels == c.series && s.iter(c.ct, i64::MAX).next().is_some());
-        if !has_later {
+        if db
+            .head_newest_timestamp(&c.series)
+            .is_none_or(|newest| newest < c.ct)
+        {
             zeros.push((&c.series, [Sample::new(c.ct, 0.0)]));
         }
     }

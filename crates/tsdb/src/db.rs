@@ -408,6 +408,13 @@ impl Db {
         self.last_used.lock().elapsed()
     }
 
+    /// The newest in-order sample's timestamp of the series with
+    /// `labels` in the head, if it is there and has one (blocks are not
+    /// consulted: what an appender checks against, as in Prometheus).
+    pub fn head_newest_timestamp(&self, labels: &(impl SeriesLabels + ?Sized)) -> Option<i64> {
+        self.head.newest_timestamp(labels)
+    }
+
     /// Appends samples. Returns after the accepted samples are in the WAL.
     /// Refused samples are reported, not fatal: the rest is stored. An
     /// `Err` means a storage fault; nothing is acknowledged then.

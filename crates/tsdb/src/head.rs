@@ -284,6 +284,19 @@ impl Head {
         stripe.collisions.iter().find(|s| same(s)).cloned()
     }
 
+    /// The newest in-order sample's timestamp of the series with
+    /// `labels`, when the head holds that series and it has a sample.
+    /// Out-of-order samples are older by definition.
+    pub(crate) fn newest_timestamp(&self, labels: &(impl SeriesLabels + ?Sized)) -> Option<i64> {
+        let hash = series_hash(labels);
+        let s = {
+            let stripe = self.hash_stripe(hash).read();
+            self.find_in(&stripe, hash, labels)?
+        };
+        let d = s.data.lock();
+        (!d.removed && d.last_t != i64::MIN).then_some(d.last_t)
+    }
+
     /// The series with `labels`, created if new. Labels must be valid
     /// (sorted, unique names, no empty values). Borrowed labels are hashed
     /// and compared in place; an owned [`Labels`] is built only for a new
