@@ -413,12 +413,17 @@ impl Drop for LabelArena {
 impl WriteBatch {
     /// The labels of a series of this batch.
     pub fn labels_of(&self, s: &BatchSeries) -> BatchLabels<'_> {
+        self.labels_at(&s.labels)
+    }
+
+    /// The labels at `pairs` of the label arena.
+    fn labels_at(&self, pairs: &Range<u32>) -> BatchLabels<'_> {
         BatchLabels {
             text: &self.labels.text,
             pairs: self
                 .labels
                 .pairs
-                .get(s.labels.start as usize..s.labels.end as usize)
+                .get(pairs.start as usize..pairs.end as usize)
                 .unwrap_or(&[]),
         }
     }
@@ -896,17 +901,8 @@ pub(crate) struct Added {
 impl Added {
     /// The owned label set (built now unless histograms needed it).
     pub(crate) fn owned(self, batch: &WriteBatch) -> Labels {
-        self.owned.unwrap_or_else(|| {
-            BatchLabels {
-                text: &batch.labels.text,
-                pairs: batch
-                    .labels
-                    .pairs
-                    .get(self.pairs.start as usize..self.pairs.end as usize)
-                    .unwrap_or(&[]),
-            }
-            .to_labels()
-        })
+        self.owned
+            .unwrap_or_else(|| batch.labels_at(&self.pairs).to_labels())
     }
 }
 

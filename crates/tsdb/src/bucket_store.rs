@@ -904,34 +904,71 @@ mod tests {
     /// A day boundary long ago.
     const BASE: i64 = 1_700_006_400_000 / (24 * H) * (24 * H);
 
-    /// Writes a level-1 block of `series` series with one sample a minute
-    /// in `[min, max)` (value = series * 1e6 + t / STEP), uploads it under
-    /// the tenant prefix and lists it in ingester `ing`'s index.
-    async fn ingester_block(b: &Bucket, tmp: &Path, ing: &str, min: i64, max: i64, series: usize) {
-        let id = Ulid::new();
-        let dir = tmp.join(id.to_string());
-        let mut w = BlockWriter::create(&dir, id, min, max).unwrap();
-        for s in 0..series {
-            let l = Labels::from_pairs([("__name__", "m".to_string()), ("s", format!("{s:03}"))]);
-            let samples =
-                (min / STEP..max / STEP).map(|k| (k * STEP, (s as i64 * 1_000_000 + k) as f64));
-            let chunks = crate::db::encode_chunks(samples, 120);
+    /// Adds every series (labels in index order, samples cut into XOR
+    /// chunks of `per_chunk`) to `w` and finishes it as a level-1 block.
+    fn finish_xor_block<L: std::borrow::Borrow<Labels>>(
+        mut w: BlockWriter,
+        id: Ulid,
+        series: impl IntoIterator<Item = (L, Vec<(i64, f64)>)>,
+        per_chunk: usize,
+    ) -> crate::block::BlockMeta {
+        for (l, samples) in series {
+            let chunks = crate::db::encode_chunks(samples.into_iter(), per_chunk);
             let inputs: Vec<ChunkInput<'_>> = chunks
                 .iter()
                 .map(|(mint, maxt, data)| {
                     ChunkInput::counted(*mint, *maxt, Encoding::Xor as u8, data)
                 })
                 .collect();
-            w.add_series(&l, &inputs).unwrap();
+            w.add_series(l.borrow(), &inputs).unwrap();
         }
-        let meta = w
-            .finish(BlockCompaction {
-                level: 1,
-                sources: vec![id],
-                parents: vec![],
-                deletable: false,
-            })
+        w.finish(BlockCompaction {
+            level: 1,
+            sources: vec![id],
+            parents: vec![],
+            deletable: false,
+        })
+        .unwrap()
+    }
+
+    /// Tombstones the `(s label, from, to)` ranges in the block at `dir`,
+    /// uploads it under tenant prefix `b` and lists it in the tenant index.
+    async fn publish_tombstoned(
+        b: &Bucket,
+        dir: &Path,
+        meta: &crate::block::BlockMeta,
+        deleted: &[(&str, i64, i64)],
+    ) {
+        let r = BlockReader::open(dir).unwrap();
+        let mut ts = crate::block::Tombstones::new();
+        for &(s, lo, hi) in deleted {
+            let ids = crate::index::select_postings(&r, &[Matcher::eq("s", s)]).unwrap();
+            ts.add(ids[0], lo, hi);
+        }
+        crate::block::write_tombstones(dir, &ts).unwrap();
+        b.upload_dir(&meta.ulid.to_string(), dir, &["meta.json"])
+            .await
             .unwrap();
+        let mut ix = bucket_index::read(b).await.unwrap().unwrap_or_default();
+        ix.add(meta);
+        bucket_index::write(b, &ix, BASE).await.unwrap();
+    }
+
+    /// Writes a level-1 block of `series` series with one sample a minute
+    /// in `[min, max)` (value = series * 1e6 + t / STEP), uploads it under
+    /// the tenant prefix and lists it in ingester `ing`'s index.
+    async fn ingester_block(b: &Bucket, tmp: &Path, ing: &str, min: i64, max: i64, series: usize) {
+        let id = Ulid::new();
+        let dir = tmp.join(id.to_string());
+        let w = BlockWriter::create(&dir, id, min, max).unwrap();
+        let all = (0..series).map(|s| {
+            let l = Labels::from_pairs([("__name__", "m".to_string()), ("s", format!("{s:03}"))]);
+            let samples = (min / STEP..max / STEP)
+                .map(|k| (k * STEP, (s as i64 * 1_000_000 + k) as f64))
+                .collect();
+            (l, samples)
+        });
+        let meta = finish_xor_block(w, id, all, 120);
         b.upload_dir(&id.to_string(), &dir, &["meta.json"])
             .await
             .unwrap();
@@ -1143,55 +1180,37 @@ mod tests {
         let id = Ulid::new();
         let dir = tmp.join(id.to_string());
         let (min, max) = (BASE, BASE + 2 * H);
-        let mut w = BlockWriter::create(&dir, id, min, max)
+        let w = BlockWriter::create(&dir, id, min, max)
             .unwrap()
             .with_segment_size(4096);
-        for s in 0..series {
+        let all = (0..series).map(|s| {
             let l = Labels::from_pairs([
                 ("__name__", "m".to_string()),
                 ("s", format!("{s:03}")),
                 ("x_odd", (s % 2).to_string()),
             ]);
-            let samples = (min / STEP..max / STEP).map(|k| {
-                (
-                    k * STEP,
-                    ((s as i64 * 7919 + k * 104_729) % 1_000_003) as f64 / 7.0,
-                )
-            });
-            let chunks = crate::db::encode_chunks(samples, 30);
-            let inputs: Vec<ChunkInput<'_>> = chunks
-                .iter()
-                .map(|(mint, maxt, data)| {
-                    ChunkInput::counted(*mint, *maxt, Encoding::Xor as u8, data)
+            let samples = (min / STEP..max / STEP)
+                .map(|k| {
+                    (
+                        k * STEP,
+                        ((s as i64 * 7919 + k * 104_729) % 1_000_003) as f64 / 7.0,
+                    )
                 })
                 .collect();
-            w.add_series(&l, &inputs).unwrap();
-        }
-        let meta = w
-            .finish(BlockCompaction {
-                level: 1,
-                sources: vec![id],
-                parents: vec![],
-                deletable: false,
-            })
-            .unwrap();
+            (l, samples)
+        });
+        let meta = finish_xor_block(w, id, all, 30);
         // Delete a middle stretch of series 1 and all of series 2.
-        let r = BlockReader::open(&dir).unwrap();
-        let mut ts = crate::block::Tombstones::new();
-        for (s, lo, hi) in [
-            ("001", BASE + 20 * STEP, BASE + 50 * STEP),
-            ("002", i64::MIN, i64::MAX),
-        ] {
-            let ids = crate::index::select_postings(&r, &[Matcher::eq("s", s)]).unwrap();
-            ts.add(ids[0], lo, hi);
-        }
-        crate::block::write_tombstones(&dir, &ts).unwrap();
-        b.upload_dir(&id.to_string(), &dir, &["meta.json"])
-            .await
-            .unwrap();
-        let mut ix = bucket_index::read(b).await.unwrap().unwrap_or_default();
-        ix.add(&meta);
-        bucket_index::write(b, &ix, BASE).await.unwrap();
+        publish_tombstoned(
+            b,
+            &dir,
+            &meta,
+            &[
+                ("001", BASE + 20 * STEP, BASE + 50 * STEP),
+                ("002", i64::MIN, i64::MAX),
+            ],
+        )
+        .await;
         dir
     }
 
@@ -1507,7 +1526,7 @@ mod tests {
         let id = Ulid::new();
         let dir = tmp.join(id.to_string());
         let (min, max) = (BASE, BASE + 2 * H);
-        let mut w = BlockWriter::create(&dir, id, min, max).unwrap();
+        let w = BlockWriter::create(&dir, id, min, max).unwrap();
         let mut all: Vec<Labels> = (0..series)
             .map(|s| {
                 let mut p = vec![
@@ -1523,42 +1542,24 @@ mod tests {
             })
             .collect();
         all.sort();
-        for (k, l) in all.iter().enumerate() {
-            let samples = (0..12).map(|i| (min + i * 10 * STEP, (k as i64 * 31 + i) as f64));
-            let chunks = crate::db::encode_chunks(samples, 6);
-            let inputs: Vec<ChunkInput<'_>> = chunks
-                .iter()
-                .map(|(mint, maxt, data)| {
-                    ChunkInput::counted(*mint, *maxt, Encoding::Xor as u8, data)
-                })
+        let with_samples = all.into_iter().enumerate().map(|(k, l)| {
+            let samples = (0..12)
+                .map(|i| (min + i * 10 * STEP, (k as i64 * 31 + i) as f64))
                 .collect();
-            w.add_series(l, &inputs).unwrap();
-        }
-        let meta = w
-            .finish(BlockCompaction {
-                level: 1,
-                sources: vec![id],
-                parents: vec![],
-                deletable: false,
-            })
-            .unwrap();
-        let r = BlockReader::open(&dir).unwrap();
-        let mut ts = crate::block::Tombstones::new();
-        for (s, lo, hi) in [
-            ("000010", BASE + 20 * STEP, BASE + 50 * STEP),
-            ("000011", i64::MIN, i64::MAX),
-            ("000100", BASE, BASE + 30 * STEP),
-        ] {
-            let ids = crate::index::select_postings(&r, &[Matcher::eq("s", s)]).unwrap();
-            ts.add(ids[0], lo, hi);
-        }
-        crate::block::write_tombstones(&dir, &ts).unwrap();
-        b.upload_dir(&id.to_string(), &dir, &["meta.json"])
-            .await
-            .unwrap();
-        let mut ix = bucket_index::read(b).await.unwrap().unwrap_or_default();
-        ix.add(&meta);
-        bucket_index::write(b, &ix, BASE).await.unwrap();
+            (l, samples)
+        });
+        let meta = finish_xor_block(w, id, with_samples, 6);
+        publish_tombstoned(
+            b,
+            &dir,
+            &meta,
+            &[
+                ("000010", BASE + 20 * STEP, BASE + 50 * STEP),
+                ("000011", i64::MIN, i64::MAX),
+                ("000100", BASE, BASE + 30 * STEP),
+            ],
+        )
+        .await;
         dir
     }
 
@@ -1726,7 +1727,7 @@ mod tests {
         let id = Ulid::new();
         let dir = tmp.path().join("src").join(id.to_string());
         let (min, max) = (BASE, BASE + 2 * H);
-        let mut w = BlockWriter::create(&dir, id, min, max).unwrap();
+        let w = BlockWriter::create(&dir, id, min, max).unwrap();
         let mut all: Vec<Labels> = (0..n)
             .map(|i| {
                 Labels::from_pairs([
@@ -1738,29 +1739,13 @@ mod tests {
             })
             .collect();
         all.sort();
-        for (k, l) in all.iter().enumerate() {
-            let samples = (0..12).map(|i| (min + i * 10 * STEP, (k as i64 + i) as f64));
-            let chunks = crate::db::encode_chunks(samples, 120);
-            let inputs: Vec<ChunkInput<'_>> = chunks
-                .iter()
-                .map(|(mint, maxt, data)| ChunkInput {
-                    mint: *mint,
-                    maxt: *maxt,
-                    encoding: Encoding::Xor as u8,
-                    data,
-                    num_samples: 12,
-                })
+        let with_samples = all.into_iter().enumerate().map(|(k, l)| {
+            let samples = (0..12)
+                .map(|i| (min + i * 10 * STEP, (k as i64 + i) as f64))
                 .collect();
-            w.add_series(l, &inputs).unwrap();
-        }
-        let meta = w
-            .finish(BlockCompaction {
-                level: 1,
-                sources: vec![id],
-                parents: vec![],
-                deletable: false,
-            })
-            .unwrap();
+            (l, samples)
+        });
+        let meta = finish_xor_block(w, id, with_samples, 120);
         b.upload_dir(&id.to_string(), &dir, &["meta.json"])
             .await
             .unwrap();
