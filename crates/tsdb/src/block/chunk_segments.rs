@@ -17,8 +17,8 @@ use snafu::{ResultExt, ensure};
 
 use super::encoding::{Dec, put_uvarint};
 use super::error::{
-    BadMagicSnafu, BadVersionSnafu, ChecksumSnafu, CreateFileSnafu, Error, FormatLimitSnafu,
-    InvalidChunkRefSnafu, MapSnafu, ReadSnafu, Result, SyncSnafu, WriteSnafu,
+    ChecksumSnafu, CreateFileSnafu, Error, FormatLimitSnafu, InvalidChunkRefSnafu, MapSnafu,
+    ReadSnafu, Result, SyncSnafu, WriteSnafu, check_format,
 };
 
 /// Magic number at the start of a chunk segment file.
@@ -187,22 +187,13 @@ impl Segments {
                 }
             );
             let m = map_file(&path, SEGMENT_HEADER_LEN, SECTION)?;
-            let magic = u32::from_be_bytes([m[0], m[1], m[2], m[3]]);
-            ensure!(
-                magic == SEGMENT_MAGIC,
-                BadMagicSnafu {
-                    path,
-                    found: magic,
-                    expected: SEGMENT_MAGIC
-                }
-            );
-            ensure!(
-                m[4..8] == [SEGMENT_VERSION, 0, 0, 0],
-                BadVersionSnafu {
-                    path,
-                    version: u32::from_be_bytes([m[4], m[5], m[6], m[7]])
-                }
-            );
+            check_format(
+                &path,
+                u32::from_be_bytes([m[0], m[1], m[2], m[3]]),
+                SEGMENT_MAGIC,
+                [m[4], m[5], m[6], m[7]],
+                SEGMENT_VERSION,
+            )?;
             files.push((path, m));
         }
         Ok(Self {

@@ -4,9 +4,9 @@
 //! and, where one exists, the byte offset, so an operator can find the
 //! damaged spot with a hex dump.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use snafu::Snafu;
+use snafu::{Snafu, ensure};
 
 /// Errors of reading and writing blocks.
 #[derive(Debug, Snafu)]
@@ -151,3 +151,31 @@ pub enum Error {
 
 /// Result alias for this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Checks the 8-byte head every block file starts with: the big-endian
+/// `magic` read from `path` must be `expected`, and the version bytes
+/// `[supported, 0, 0, 0]`.
+pub(crate) fn check_format(
+    path: &Path,
+    magic: u32,
+    expected: u32,
+    version: [u8; 4],
+    supported: u8,
+) -> Result<()> {
+    ensure!(
+        magic == expected,
+        BadMagicSnafu {
+            path,
+            found: magic,
+            expected
+        }
+    );
+    ensure!(
+        version == [supported, 0, 0, 0],
+        BadVersionSnafu {
+            path,
+            version: u32::from_be_bytes(version)
+        }
+    );
+    Ok(())
+}

@@ -20,8 +20,7 @@ use snafu::{ResultExt, ensure};
 
 use super::encoding::{Dec, DecErr, put_be32, put_be64};
 use super::error::{
-    BadMagicSnafu, BadVersionSnafu, ChecksumSnafu, CreateFileSnafu, Error, RenameSnafu, Result,
-    SyncSnafu, WriteSnafu,
+    ChecksumSnafu, CreateFileSnafu, Error, RenameSnafu, Result, SyncSnafu, WriteSnafu, check_format,
 };
 use super::index_reader::{RemoteIndex, Sections, check_index_head, parse_toc};
 use super::index_writer::{HEADER_LEN, TOC_LEN};
@@ -188,22 +187,14 @@ pub(crate) fn parse_header(path: &Path, data: &[u8]) -> Result<Sections> {
     let e = |e: DecErr| e.into_error(path, "index header");
     let mut d = Dec::new(data, 0);
     let magic = d.be_u32().map_err(e)?;
-    ensure!(
-        magic == INDEX_HEADER_MAGIC,
-        BadMagicSnafu {
-            path,
-            found: magic,
-            expected: INDEX_HEADER_MAGIC
-        }
-    );
     let v = d.bytes(4).map_err(e)?;
-    ensure!(
-        v == [INDEX_HEADER_VERSION, 0, 0, 0],
-        BadVersionSnafu {
-            path,
-            version: u32::from_be_bytes([v[0], v[1], v[2], v[3]])
-        }
-    );
+    check_format(
+        path,
+        magic,
+        INDEX_HEADER_MAGIC,
+        [v[0], v[1], v[2], v[3]],
+        INDEX_HEADER_VERSION,
+    )?;
     let body = &data[..len - 4];
     let stored = Dec::new(&data[len - 4..], (len - 4) as u64)
         .be_u32()

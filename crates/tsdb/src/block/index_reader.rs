@@ -21,9 +21,7 @@ use stratus_model::{Label, Labels};
 
 use super::ChunkMeta;
 use super::encoding::{Dec, DecErr};
-use super::error::{
-    BadMagicSnafu, BadVersionSnafu, ChecksumSnafu, Error, InvalidSeriesIdSnafu, Result,
-};
+use super::error::{ChecksumSnafu, Error, InvalidSeriesIdSnafu, Result, check_format};
 use super::index_writer::{HEADER_LEN, INDEX_MAGIC, INDEX_VERSION, TOC_LEN};
 
 /// Most symbols kept in the decoded-symbol cache.
@@ -153,23 +151,13 @@ pub(crate) fn check_index_head(path: &Path, head: &[u8]) -> Result<()> {
             reason: "file too short",
         });
     };
-    let magic = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
-    ensure!(
-        magic == INDEX_MAGIC,
-        BadMagicSnafu {
-            path,
-            found: magic,
-            expected: INDEX_MAGIC
-        }
-    );
-    ensure!(
-        h[4..8] == [INDEX_VERSION, 0, 0, 0],
-        BadVersionSnafu {
-            path,
-            version: u32::from_be_bytes([h[4], h[5], h[6], h[7]])
-        }
-    );
-    Ok(())
+    check_format(
+        path,
+        u32::from_be_bytes([h[0], h[1], h[2], h[3]]),
+        INDEX_MAGIC,
+        [h[4], h[5], h[6], h[7]],
+        INDEX_VERSION,
+    )
 }
 
 /// Checks an index's TOC (`toc`: its last [`TOC_LEN`] bytes, CRC

@@ -14,7 +14,7 @@ use std::path::Path;
 use snafu::{ResultExt, ensure};
 
 use super::encoding::{Dec, put_be32, put_uvarint, put_varint};
-use super::error::{BadMagicSnafu, BadVersionSnafu, ChecksumSnafu, ReadSnafu, Result};
+use super::error::{ChecksumSnafu, ReadSnafu, Result, check_format};
 use super::meta::write_atomic;
 
 /// Name of the tombstones file inside a block directory.
@@ -115,21 +115,7 @@ impl Tombstones {
             Ok((m, [v[0], v[1], v[2], v[3]]))
         };
         let (magic, ver) = hdr(&mut d)?;
-        ensure!(
-            magic == TOMBSTONES_MAGIC,
-            BadMagicSnafu {
-                path,
-                found: magic,
-                expected: TOMBSTONES_MAGIC
-            }
-        );
-        ensure!(
-            ver == [TOMBSTONES_VERSION, 0, 0, 0],
-            BadVersionSnafu {
-                path,
-                version: u32::from_be_bytes(ver)
-            }
-        );
+        check_format(path, magic, TOMBSTONES_MAGIC, ver, TOMBSTONES_VERSION)?;
         if data.len() < 12 {
             return Err(d.err("missing checksum").into_error(path, SECTION));
         }
