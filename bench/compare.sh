@@ -8,8 +8,11 @@
 #   quick:  10k active series, 1h backfill at 15s (2.4M samples), 20s of queries (≈2 min)
 #   full:   1M active series, 30m backfill at 15s (120M samples), 60s of queries
 # Env: SERIES, SPAN, TICKS (samples per series per request; default 4 below 100k series, else 1),
-#      QUERY_DURATION, CONCURRENCY, SYSTEMS ("stratus prometheus vm"),
-#      STRATUS_BIN (default target/release/stratus, built when missing), WORK, KEEP=1.
+#      QUERY_DURATION, QUERY_SOLO_DURATION (the one-client run behind the p50s; 5s), CONCURRENCY, SYSTEMS ("stratus prometheus vm"),
+#      STRATUS_BIN (default target/release/stratus, built when missing), WORK, KEEP=1,
+#      PREGEN_MIB (default 8192: every request is encoded before the push starts, so the
+#      generator does not share the two cores with the server while it is measured; the
+#      push fails if the bodies need more; 0 = encode while pushing, as before 2026-11-24).
 #
 # Per system it records:
 #   ingest    accepted samples/s of the backfill (wall time of the push)
@@ -20,7 +23,8 @@
 #             snapshot with head (POST /api/v1/admin/tsdb/snapshot: index + chunks + meta;
 #             WAL shown apart), VictoriaMetrics data/ + indexdb/ after force_flush and
 #             force_merge (it has no WAL)
-#   query     p50 / p99 of the dashboard range-query set (1h range, 60s step)
+#   query     p50 / p99 of the dashboard range-query set (1h range, 60s step), one client;
+#             a second table gives each query's p50 per system and the ratios
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 preset="${1:-quick}"
@@ -38,6 +42,9 @@ mkdir -p "$WORK"
 PORT="${PORT:-19400}"
 END=$(( $(date +%s) / 60 * 60 ))
 TICKS="${TICKS:-$(( SERIES >= 100000 ? 1 : 4 ))}"
+QUERY_SOLO_DURATION="${QUERY_SOLO_DURATION:-5s}"
+PREGEN_MIB="${PREGEN_MIB:-8192}"
+pregen=""; [ "$PREGEN_MIB" -gt 0 ] && pregen="--pregenerate $PREGEN_MIB"
 pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"; }
 trap cleanup EXIT
@@ -70,7 +77,7 @@ for sys in $SYSTEMS; do
   wait_url "$ready"
   cpu0=$(cpu_s "$pid")
   "$BIN" bench write --url "$write_url" --series "$SERIES" --backfill "$SPAN" --end "$END" \
-    --ticks-per-request "$TICKS" --concurrency "$CONCURRENCY" --json > "$d/write.json"
+    --ticks-per-request "$TICKS" --concurrency "$CONCURRENCY" $pregen --json > "$d/write.json"
   cpu1=$(cpu_s "$pid")
   samples=$(json '["samples"]' < "$d/write.json")
   rate=$(json '["samples_per_s"]' < "$d/write.json")
@@ -81,7 +88,7 @@ for sys in $SYSTEMS; do
   steady_kb=$(status_kb "$pid" VmRSS)
   "$BIN" bench query --url "$base" --end "$END" --range 1h --step 60s --duration "$QUERY_DURATION" \
     --concurrency 2 > "$d/query.txt"
-  "$BIN" bench query --url "$base" --end "$END" --range 1h --step 60s --duration 5s --concurrency 1 --json > "$d/query.json"
+  "$BIN" bench query --url "$base" --end "$END" --range 1h --step 60s --duration "$QUERY_SOLO_DURATION" --concurrency 1 --json > "$d/query.json"
   p50=$(json '["p50_ms"]' < "$d/query.json"); p99=$(json '["p99_ms"]' < "$d/query.json")
   qerr=$(json '["errors"]' < "$d/query.json")
   case "$sys" in
@@ -126,4 +133,31 @@ if "stratus" in by:
             f = lambda i: float(s[i]) / float(p[i]) if float(p[i]) else float("nan")
             print(f"stratus/{peer}: ingest {f(1):.2f}x, cpu/sample {f(2):.2f}x, steady RSS/series {f(5):.2f}x, "
                   f"disk/sample {f(6):.2f}x, query p50 {f(8):.2f}x")
+PY
+python3 - "$WORK" $SYSTEMS <<'PY'
+import json, os, sys
+work, systems = sys.argv[1], sys.argv[2:]
+per = {}
+for s in systems:
+    try:
+        per[s] = {q["query"]: q for q in json.load(open(os.path.join(work, s, "query.json"))).get("queries", [])}
+    except (OSError, ValueError):
+        pass
+if not per:
+    sys.exit(0)
+systems = [s for s in systems if s in per]
+peers = [p for p in systems if p != "stratus"] if "stratus" in per else []
+hdr = ["query"] + [f"{s} p50 ms (n)" for s in systems] + [f"stratus/{p}" for p in peers]
+print()
+print("| " + " | ".join(hdr) + " |")
+print("|" + "---|" * len(hdr))
+for q in per[systems[0]]:
+    row = [f"`{q}`"]
+    for s in systems:
+        x = per[s].get(q)
+        row.append(f"{x['p50_ms']:.1f} ({x['ok']})" if x else "-")
+    for p in peers:
+        a, b = per["stratus"].get(q), per[p].get(q)
+        row.append(f"{a['p50_ms'] / b['p50_ms']:.2f}x" if a and b and b["p50_ms"] > 0 else "-")
+    print("| " + " | ".join(row) + " |")
 PY

@@ -48,7 +48,41 @@ pub struct WriteConfig {
     pub mode: Mode,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Backfill only: encode every request before the clock starts, up to
+    /// this many bytes of compressed bodies, so the generator's CPU does not
+    /// compete with the server's during the measured push (the issue's
+    /// "pre-encode payloads"). `None` encodes while sending.
+    pub pregenerate: Option<u64>,
 }
+
+/// Why a push could not start.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The pre-generated bodies would exceed the budget.
+    PregenerateBudget {
+        /// The budget in bytes.
+        budget: u64,
+        /// Requests encoded when the budget ran out.
+        requests: u64,
+    },
+    /// Pre-generation is for backfill only.
+    PregenerateLive,
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::PregenerateBudget { budget, requests } => write!(
+                f,
+                "pre-generated requests would exceed {budget} bytes (after {requests} requests); \
+                 raise the budget or push without pre-generation"
+            ),
+            Self::PregenerateLive => f.write_str("pre-generation needs backfill mode"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
 
 /// Wall-clock ms since the epoch.
 pub fn now_ms() -> i64 {
@@ -64,10 +98,15 @@ struct Job {
 
 /// Produces every request of the run into the senders' queues; returns
 /// how many live rounds started late (the senders could not keep up).
-fn produce(mut w: Workload, mode: Mode, queues: Vec<mpsc::Sender<Job>>) -> u64 {
-    let interval = w.config().interval.as_millis().max(1) as i64;
+fn produce(w: Workload, mode: Mode, queues: Vec<mpsc::Sender<Job>>) -> u64 {
     let nq = queues.len().max(1);
-    let send = |b: usize, job: Job| queues[b % nq].blocking_send(job).is_ok();
+    produce_into(w, mode, |b, job| queues[b % nq].blocking_send(job).is_ok())
+}
+
+/// Encodes every request of the run in order, handing each to `send`
+/// with its batch number; stops early when `send` returns false.
+fn produce_into(mut w: Workload, mode: Mode, mut send: impl FnMut(usize, Job) -> bool) -> u64 {
+    let interval = w.config().interval.as_millis().max(1) as i64;
     let mut late = 0;
     match mode {
         Mode::Backfill {
@@ -166,15 +205,66 @@ async fn sender(
     st
 }
 
-/// Runs the push and reports accepted samples/s and latencies.
-pub async fn run(w: Workload, cfg: WriteConfig) -> Report {
+/// Encodes every request of a backfill into per-sender lists (batch `b`
+/// to sender `b % senders`, as [`produce`] queues them), within `budget`
+/// bytes of bodies.
+fn pregenerate(
+    w: Workload,
+    mode: Mode,
+    senders: usize,
+    budget: u64,
+) -> Result<Vec<Vec<Job>>, WriteError> {
+    if !matches!(mode, Mode::Backfill { .. }) {
+        return Err(WriteError::PregenerateLive);
+    }
+    let mut lists: Vec<Vec<Job>> = (0..senders).map(|_| Vec::new()).collect();
+    let (mut bytes, mut requests, mut over) = (0u64, 0u64, false);
+    produce_into(w, mode, |b, job| {
+        bytes += job.body.len() as u64;
+        if bytes > budget {
+            over = true;
+            return false;
+        }
+        requests += 1;
+        lists[b % senders].push(job);
+        true
+    });
+    if over {
+        return Err(WriteError::PregenerateBudget { budget, requests });
+    }
+    Ok(lists)
+}
+
+/// Runs the push and reports accepted samples/s and latencies. Fails only
+/// when pre-generation was asked for and cannot be done.
+pub async fn run(w: Workload, cfg: WriteConfig) -> Result<Report, WriteError> {
     let protocol = w.config().protocol;
     let client = crate::http_client();
+    let senders = cfg.concurrency.max(1);
+    let mode = cfg.mode;
+    let (ready, w) = match cfg.pregenerate {
+        Some(budget) => {
+            let lists = tokio::task::block_in_place(|| pregenerate(w, mode, senders, budget))?;
+            (Some(lists), None)
+        }
+        None => (None, Some(w)),
+    };
     let mut queues = Vec::new();
     let mut tasks = Vec::new();
-    for _ in 0..cfg.concurrency.max(1) {
-        let (tx, rx) = mpsc::channel(4);
-        queues.push(tx);
+    let mut ready = ready.map(Vec::into_iter);
+    for _ in 0..senders {
+        // Pre-generated jobs fill a channel that holds them all.
+        let list = ready.as_mut().and_then(Iterator::next);
+        let (tx, rx) = mpsc::channel(list.as_ref().map_or(4, |l| l.len().max(1)));
+        if let Some(list) = list {
+            for job in list {
+                // Cannot fail: the channel has room for every job and its
+                // receiver is alive.
+                let _ = tx.try_send(job);
+            }
+        } else {
+            queues.push(tx);
+        }
         tasks.push(tokio::spawn(sender(
             client.clone(),
             cfg.clone(),
@@ -183,17 +273,83 @@ pub async fn run(w: Workload, cfg: WriteConfig) -> Report {
         )));
     }
     let start = Instant::now();
-    let mode = cfg.mode;
-    let producer = std::thread::spawn(move || produce(w, mode, queues));
+    let producer = w.map(|w| std::thread::spawn(move || produce(w, mode, queues)));
     let mut stats = Stats::default();
     for t in tasks {
         if let Ok(s) = t.await {
             stats.merge(s);
         }
     }
-    let late = producer.join().unwrap_or(0);
+    let late = producer.map_or(0, |p| p.join().unwrap_or(0));
     if late > 0 {
         *stats.errors.entry("live rounds late".into()).or_default() += late;
     }
-    Report::new("write", start.elapsed(), stats)
+    Ok(Report::new("write", start.elapsed(), stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::WorkloadConfig;
+
+    fn workload() -> Workload {
+        Workload::new(WorkloadConfig {
+            series: 250,
+            metrics: 5,
+            batch_series: 100,
+            ..WorkloadConfig::default()
+        })
+    }
+
+    fn backfill() -> Mode {
+        Mode::Backfill {
+            span: Duration::from_secs(300),
+            end_ms: 1_700_000_000_000,
+            ticks_per_request: 2,
+        }
+    }
+
+    #[test]
+    fn pregenerated_requests_are_the_streamed_ones_in_sender_order() {
+        let mut streamed: Vec<(usize, Vec<u8>, u64)> = Vec::new();
+        produce_into(workload(), backfill(), |b, job| {
+            streamed.push((b, job.body, job.samples));
+            true
+        });
+        // 20 ticks in pairs: 10 rounds of 3 batches.
+        assert_eq!(streamed.len(), 30);
+        let Ok(lists) = pregenerate(workload(), backfill(), 2, u64::MAX) else {
+            panic!("pre-generation without a budget failed");
+        };
+        assert_eq!(lists.len(), 2);
+        for (s, list) in lists.iter().enumerate() {
+            let want: Vec<_> = streamed.iter().filter(|(b, ..)| b % 2 == s).collect();
+            assert_eq!(list.len(), want.len());
+            for (job, (_, body, samples)) in list.iter().zip(want) {
+                assert_eq!(&job.body, body);
+                assert_eq!(job.samples, *samples);
+            }
+        }
+        let samples: u64 = lists.iter().flatten().map(|j| j.samples).sum();
+        assert_eq!(samples, 250 * 20);
+    }
+
+    #[test]
+    fn pregeneration_stops_at_the_budget_and_needs_backfill() {
+        let Err(err) = pregenerate(workload(), backfill(), 2, 1_000) else {
+            panic!("a 1,000-byte budget cannot hold the run");
+        };
+        assert!(matches!(
+            err,
+            WriteError::PregenerateBudget { budget: 1_000, .. }
+        ));
+        assert!(err.to_string().contains("exceed 1000 bytes"));
+        let live = Mode::Live {
+            duration: Duration::from_secs(1),
+        };
+        assert!(matches!(
+            pregenerate(workload(), live, 2, u64::MAX),
+            Err(WriteError::PregenerateLive)
+        ));
+    }
 }
