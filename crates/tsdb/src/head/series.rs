@@ -914,6 +914,13 @@ mod tests {
         assert!(size <= 160, "Arc<MemSeries> takes {size} bytes");
     }
 
+    /// A sealed chunk's record stays 40 bytes whether its bytes are in
+    /// memory or in a head chunk file (one per sealed chunk per series).
+    #[test]
+    fn head_chunk_stays_small() {
+        assert_eq!(std::mem::size_of::<HeadChunk>(), 40);
+    }
+
     /// An open XOR chunk never grows past its first allocation.
     #[test]
     fn open_chunk_is_cut_before_it_grows() {
