@@ -1052,7 +1052,8 @@ fn main() {
         "head breakdown / series (estimate)",
         format!(
             "series {:.0} + labels {:.0} + sealed chunks {:.0} + open chunk {:.0} + ooo {:.0} \
-             + maps {:.0} + postings {:.0} + symbols {:.0} B",
+             + maps {:.0} + postings {:.0} + symbols {:.0} B; in head chunk files {:.0} B \
+             (files {:.0} B)",
             per(hm.series_structs),
             per(hm.labels),
             per(hm.sealed_chunks),
@@ -1060,7 +1061,9 @@ fn main() {
             per(hm.ooo),
             per(hm.series_maps),
             per(hm.postings),
-            per(hm.symbols)
+            per(hm.symbols),
+            per(hm.chunk_files),
+            st.head_chunk_file_bytes as f64 / n as f64
         ),
     );
     let live = (live1.0 - live0.0).max(0) as f64;

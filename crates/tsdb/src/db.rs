@@ -62,6 +62,14 @@ pub struct DbConfig {
     /// How often sealed head chunks are re-encoded in the compact encoding
     /// to save memory (default 2 minutes).
     pub head_chunk_compaction_interval: Duration,
+    /// Move sealed head chunks out of the heap into head chunk files
+    /// (`<dir>/chunks_head/`) at each head chunk compaction; they are read
+    /// back with positional reads and live in the page cache. Default
+    /// true; false keeps them in memory.
+    pub head_chunk_files: bool,
+    /// Size at which a new head chunk file is started (default 64 MiB;
+    /// 4 KiB to 1 GiB).
+    pub head_chunk_segment_bytes: u64,
     /// Exemplars kept in memory (all series together; 0 disables
     /// exemplar storage). Default 100k.
     pub max_exemplars: usize,
@@ -87,6 +95,8 @@ impl Default for DbConfig {
             retention: None,
             compaction_ranges: vec![2 * h, 12 * h, 24 * h, 7 * 24 * h],
             head_chunk_compaction_interval: Duration::from_secs(120),
+            head_chunk_files: true,
+            head_chunk_segment_bytes: crate::head::chunk_files::DEFAULT_SEGMENT_BYTES,
             max_exemplars: crate::exemplars::DEFAULT_MAX_EXEMPLARS,
             max_metadata: crate::metadata::DEFAULT_MAX_METADATA,
             uploader: None,
@@ -210,6 +220,8 @@ pub struct DbStats {
     pub head_min_time: i64,
     pub head_max_time: i64,
     pub head_bytes: u64,
+    /// Bytes in the head chunk files (page cache, not heap).
+    pub head_chunk_file_bytes: u64,
     pub blocks: usize,
     pub block_samples: u64,
     pub block_bytes: u64,
@@ -270,7 +282,17 @@ impl Db {
             std::fs::remove_dir_all(&wip).context(crate::error::IoSnafu { path: &wip })?;
         }
         let (blocks, bucket_index) = load_blocks(&bucket, &cache, cfg.uploader.as_deref()).await?;
-        let head = Head::new(cfg.head.clone());
+        let chunks_dir = dir.join("chunks_head");
+        let head = if cfg.head_chunk_files {
+            let files = crate::head::chunk_files::ChunkFiles::open(
+                &chunks_dir,
+                cfg.head_chunk_segment_bytes,
+            )?;
+            Head::with_chunk_files(cfg.head.clone(), files)
+        } else {
+            crate::head::chunk_files::remove_leftovers(&chunks_dir)?;
+            Head::new(cfg.head.clone())
+        };
         if let Some(maxt) = blocks.iter().map(|b| b.meta().max_time).max() {
             head.set_min_valid(maxt);
         }
@@ -845,7 +867,7 @@ impl Db {
         let mut taken: HashMap<u64, Vec<i64>> = HashMap::new();
         let wip = self.dir.join("wip");
         for s in self.head.sorted_series() {
-            let Some(x) = self.head.extract(&s, cut_end) else {
+            let Some(x) = self.head.extract(&s, cut_end)? else {
                 continue;
             };
             if !x.ooo.is_empty() {
@@ -1019,6 +1041,7 @@ impl Db {
             head_min_time: self.head.min_t(),
             head_max_time: self.head.max_t(),
             head_bytes: self.head.approx_bytes() as u64,
+            head_chunk_file_bytes: self.head.chunk_file_bytes(),
             blocks: blocks.len(),
             block_samples: blocks.iter().map(|b| b.meta().stats.num_samples).sum(),
             block_bytes: blocks.iter().map(|b| b.meta().stats.num_bytes).sum(),
@@ -1078,7 +1101,7 @@ fn split_by_window(
     range: i64,
     chunk_samples: usize,
 ) -> BTreeMap<i64, Vec<EncodedChunk>> {
-    type Window<'a> = (Vec<&'a crate::head::HeadChunk>, Vec<(i64, f64)>);
+    type Window<'a> = (Vec<&'a crate::head::LoadedChunk>, Vec<(i64, f64)>);
     let mut wins: BTreeMap<i64, Window<'_>> = BTreeMap::new();
     for c in &x.chunks {
         wins.entry(window_start(c.mint, range))
@@ -1130,7 +1153,7 @@ fn split_by_window(
         // Histogram chunks are kept as they are (filtered when deleted
         // data overlaps them); float chunks and out-of-order floats are
         // merged and re-encoded.
-        let is_hist = |c: &crate::head::HeadChunk| {
+        let is_hist = |c: &crate::head::LoadedChunk| {
             crate::chunks::Encoding::from_u8(c.encoding).is_some_and(|e| e.is_histogram())
         };
         let mut kept: Vec<EncodedChunk> = Vec::new();
@@ -1149,7 +1172,7 @@ fn split_by_window(
                 ));
             }
         }
-        let chunks: Vec<&crate::head::HeadChunk> =
+        let chunks: Vec<&crate::head::LoadedChunk> =
             chunks.into_iter().filter(|c| !is_hist(c)).collect();
         let mut parts: Vec<Part> = chunks
             .iter()
@@ -1206,6 +1229,10 @@ fn reject_reason(r: Reject) -> RejectReason {
     match r {
         Reject::Duplicate => RejectReason::Duplicate,
         Reject::OutOfOrderHistogram => RejectReason::OutOfOrderHistogram,
+        // No reason of its own (the reasons are part of the cluster's
+        // wire format): the nearest, a sample that may collide with a
+        // stored one. The cause is logged where it happens.
+        Reject::Unverifiable => RejectReason::Duplicate,
     }
 }
 

@@ -47,6 +47,24 @@ pub enum Error {
     /// Writing or reading an on-disk block failed.
     #[snafu(display("block: {source}"), context(false))]
     Block { source: crate::block::Error },
+
+    /// A sealed head chunk could not be read back from its head chunk
+    /// file (`chunks_head/`; e.g. the file was truncated).
+    #[snafu(display("head chunk file {} at offset {offset}: {source}", path.display()))]
+    HeadChunkRead {
+        path: std::path::PathBuf,
+        offset: u64,
+        source: std::io::Error,
+    },
+
+    /// A head chunk file holds a damaged record (checksum or header
+    /// mismatch).
+    #[snafu(display("head chunk file {} at offset {offset}: {reason}", path.display()))]
+    HeadChunkCorrupt {
+        path: std::path::PathBuf,
+        offset: u64,
+        reason: String,
+    },
 }
 
 /// Result alias for this crate.

@@ -4,10 +4,13 @@
 //! by id for reads), each behind its own mutex, so appends to different
 //! series never contend on one lock. Label sets are stored as interned
 //! symbol ids ([`symbols`]); the inverted index is a
-//! [`MemPostings`](crate::index::MemPostings). The head owns no I/O: the
-//! database logs to the WAL around calls into it and writes blocks from
-//! what [`Head::extract`] hands out.
+//! [`MemPostings`](crate::index::MemPostings). The database logs to the
+//! WAL around calls into the head and writes blocks from what
+//! [`Head::extract`] hands out. The head's only I/O is its chunk files
+//! ([`chunk_files`]): [`Head::compact_chunks`] moves sealed chunks out of
+//! the heap into them, and readers fetch them back with positional reads.
 
+pub(crate) mod chunk_files;
 mod series;
 pub(crate) mod symbols;
 
@@ -134,11 +137,20 @@ pub(crate) struct SeriesHandle {
     pub(crate) created: Option<Labels>,
 }
 
+/// A sealed chunk's bytes in memory, as a block cut takes them.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadedChunk {
+    pub(crate) mint: i64,
+    pub(crate) maxt: i64,
+    pub(crate) encoding: u8,
+    pub(crate) data: Arc<[u8]>,
+}
+
 /// What a block cut takes out of one series.
 #[derive(Debug)]
 pub(crate) struct Extracted {
     pub(crate) labels: Labels,
-    pub(crate) chunks: Vec<HeadChunk>,
+    pub(crate) chunks: Vec<LoadedChunk>,
     pub(crate) ooo: Vec<(i64, f64)>,
     pub(crate) tombstones: Vec<(i64, i64)>,
 }
@@ -167,6 +179,9 @@ pub(crate) struct Head {
     /// Series limits (0 = none) and live series per metric name, kept on
     /// series creation and removal (see [`Head::series_limit_hit`]).
     series_limits: SeriesLimits,
+    /// Where [`Head::compact_chunks`] moves sealed chunks out of the heap
+    /// (`None`: they stay in memory).
+    files: Option<chunk_files::ChunkFiles>,
 }
 
 /// Per-tenant limits on new series, with the per-metric-name counts.
@@ -214,6 +229,15 @@ impl Head {
             tombstones: RwLock::default(),
             num_series: AtomicU64::new(0),
             series_limits: SeriesLimits::default(),
+            files: None,
+        }
+    }
+
+    /// A head that moves sealed chunks into head chunk files in `files`.
+    pub(crate) fn with_chunk_files(cfg: HeadConfig, files: chunk_files::ChunkFiles) -> Self {
+        Self {
+            files: Some(files),
+            ..Self::new(cfg)
         }
     }
 
@@ -561,7 +585,8 @@ impl Head {
     ) -> Result<Vec<crate::querier::Series>> {
         let mut out = Vec::new();
         for s in self.matching(matchers)? {
-            let mut parts = Vec::new();
+            let mut sealed: Vec<HeadChunk> = Vec::new();
+            let mut rest = Vec::new();
             {
                 let d = s.data.lock();
                 if d.removed {
@@ -574,27 +599,20 @@ impl Head {
                     continue;
                 }
                 if !labels_only {
-                    for c in d.chunks.iter().filter(|c| c.maxt >= mint && c.mint <= maxt) {
-                        parts.push(Part::Chunk {
-                            mint: c.mint,
-                            maxt: c.maxt,
-                            encoding: c.encoding,
-                            data: c.data.clone(),
-                        });
-                    }
+                    sealed.extend(
+                        d.chunks
+                            .iter()
+                            .filter(|c| c.maxt >= mint && c.mint <= maxt)
+                            .cloned(),
+                    );
                     if let Some(c) = d.open_st_chunk() {
                         if c.maxt >= mint && c.mint <= maxt {
-                            parts.push(Part::Chunk {
-                                mint: c.mint,
-                                maxt: c.maxt,
-                                encoding: c.encoding,
-                                data: c.data,
-                            });
+                            rest.push(c.to_part()?);
                         }
                     } else if let Some(a) = d.app() {
                         if let (Some(f), Some(l)) = (a.first_t(), a.last_t()) {
                             if l >= mint && f <= maxt {
-                                parts.push(Part::Chunk {
+                                rest.push(Part::Chunk {
                                     mint: f,
                                     maxt: l,
                                     encoding: Encoding::Xor as u8,
@@ -606,7 +624,7 @@ impl Head {
                     if let Some(a) = d.happ().filter(|_| !d.has_open_st()) {
                         if let (Some(f), Some(l)) = (a.first_t(), a.last_t()) {
                             if l >= mint && f <= maxt {
-                                parts.push(Part::Chunk {
+                                rest.push(Part::Chunk {
                                     mint: f,
                                     maxt: l,
                                     encoding: a.encoding() as u8,
@@ -618,10 +636,17 @@ impl Head {
                     let lo_i = d.ooo.partition_point(|x| x.0 < mint);
                     let hi_i = d.ooo.partition_point(|x| x.0 <= maxt);
                     if lo_i < hi_i {
-                        parts.push(Part::Floats(Arc::from(&d.ooo[lo_i..hi_i])));
+                        rest.push(Part::Floats(Arc::from(&d.ooo[lo_i..hi_i])));
                     }
                 }
             }
+            // Chunks in head chunk files are read here, outside the lock
+            // (the handles keep their files readable).
+            let mut parts = Vec::with_capacity(sealed.len() + rest.len());
+            for c in &sealed {
+                parts.push(c.to_part()?);
+            }
+            parts.extend(rest);
             if parts.is_empty() && !labels_only {
                 // The series spans the range but no chunk overlaps it.
                 continue;
@@ -735,12 +760,13 @@ impl Head {
     }
 
     /// Takes a copy of everything `s` holds before `cut_end` (sealing an
-    /// open chunk that ends before it). Nothing is removed: see
-    /// [`Head::truncate`].
-    pub(crate) fn extract(&self, s: &MemSeries, cut_end: i64) -> Option<Extracted> {
+    /// open chunk that ends before it), chunks in memory (those in head
+    /// chunk files are read, outside the series lock). Nothing is removed:
+    /// see [`Head::truncate`].
+    pub(crate) fn extract(&self, s: &MemSeries, cut_end: i64) -> Result<Option<Extracted>> {
         let mut d = s.data.lock();
         if d.removed {
-            return None;
+            return Ok(None);
         }
         let open_last = d
             .app()
@@ -759,14 +785,25 @@ impl Head {
         let ooo = d.ooo[..n].to_vec();
         drop(d);
         if chunks.is_empty() && ooo.is_empty() {
-            return None;
+            return Ok(None);
         }
-        Some(Extracted {
+        let chunks = chunks
+            .iter()
+            .map(|c| {
+                Ok(LoadedChunk {
+                    mint: c.mint,
+                    maxt: c.maxt,
+                    encoding: c.encoding(),
+                    data: c.load()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Extracted {
             labels: self.symbols.labels(&s.syms),
             chunks,
             ooo,
             tombstones: self.tombstones_of(s.id),
-        })
+        }))
     }
 
     /// Drops what a block cut persisted: sealed chunks before `cut_end`, the
@@ -847,18 +884,32 @@ impl Head {
 
     /// Re-encodes sealed XOR chunks into compact chunks (one per
     /// block-range window, split at [`COMPACT_CHUNK_SAMPLES`]), which take a
-    /// third or less of the memory. Runs beside appends: chunks are copied
-    /// out under the series lock, re-encoded without it, and swapped in only
-    /// if the series still holds exactly those chunks. Returns the number of
-    /// chunks replaced.
+    /// third or less of the memory, and, with head chunk files, moves them
+    /// and every other sealed chunk still in memory (histogram chunks,
+    /// chunks with start timestamps) into the files. Runs beside appends:
+    /// chunks are copied out under the series lock, re-encoded without it,
+    /// and swapped in only if the series still holds exactly those chunks.
+    /// File writes are batched ([`SPILL_BATCH_BYTES`] per write) and a
+    /// batch's chunks are swapped in only after its write. A failed write
+    /// leaves the chunks in memory (logged; the next pass tries again).
+    /// Returns the number of chunks replaced by re-encoding.
     pub(crate) fn compact_chunks(&self) -> usize {
         let range = self.cfg.block_range;
         let xor = Encoding::Xor as u8;
+        if let Some(f) = &self.files {
+            f.release_idle();
+        }
         let mut replaced = 0;
+        let mut batch = SpillBatch::default();
         for s in self.all_series() {
             let snap: Vec<HeadChunk> = {
                 let d = s.data.lock();
-                if d.removed || !d.chunks.iter().any(|c| c.encoding == xor) {
+                let todo = if self.files.is_some() {
+                    d.chunks.iter().any(|c| c.mem_data().is_some())
+                } else {
+                    d.chunks.iter().any(|c| c.encoding() == xor)
+                };
+                if d.removed || !todo {
                     continue;
                 }
                 d.chunks.to_vec()
@@ -872,56 +923,104 @@ impl Head {
                 }
                 let group = &snap[i..j];
                 i = j;
-                // Chunks with start timestamps keep their encoding (the
-                // compact encoding has no start-timestamp column).
-                if group.iter().all(|c| c.encoding != xor)
-                    || group
-                        .iter()
-                        .any(|c| crate::chunks::is_st_encoding(c.encoding))
-                {
-                    continue;
-                }
-                let mut samples = Vec::new();
-                let mut ok = true;
-                for c in group {
-                    match crate::chunks::decode_any(c.encoding, &c.data) {
-                        Ok(v) => samples.extend(v),
-                        Err(_) => ok = false,
+                let fresh = reencode(group);
+                match (fresh, &self.files) {
+                    (Some(fresh), None) => {
+                        let fresh = fresh.into_iter().map(|(mint, maxt, data)| {
+                            HeadChunk::mem(mint, maxt, Encoding::Compact as u8, data.into())
+                        });
+                        if swap_chunks(&s, group, fresh) {
+                            replaced += group.len();
+                        }
                     }
+                    (Some(fresh), Some(_)) => {
+                        let recs = fresh
+                            .iter()
+                            .map(|(mint, maxt, data)| {
+                                batch.add(s.id, *mint, *maxt, Encoding::Compact as u8, data)
+                            })
+                            .collect();
+                        batch.swaps.push(Swap {
+                            series: s.clone(),
+                            old: group.to_vec(),
+                            fresh: recs,
+                            reencoded: true,
+                        });
+                    }
+                    (None, Some(_)) => {
+                        // Kept as they are: moved to the file one by one.
+                        for c in group {
+                            let Some(data) = c.mem_data() else {
+                                continue;
+                            };
+                            let rec = batch.add(s.id, c.mint, c.maxt, c.encoding(), data);
+                            batch.swaps.push(Swap {
+                                series: s.clone(),
+                                old: vec![c.clone()],
+                                fresh: vec![rec],
+                                reencoded: false,
+                            });
+                        }
+                    }
+                    (None, None) => {}
                 }
-                if !ok || samples.windows(2).any(|p| p[0].0 >= p[1].0) {
-                    continue;
-                }
-                let fresh: Vec<HeadChunk> =
-                    crate::compact::encode_compact_chunks(&samples, COMPACT_CHUNK_SAMPLES)
-                        .into_iter()
-                        .map(|(mint, maxt, _, data)| HeadChunk {
-                            mint,
-                            maxt,
-                            encoding: Encoding::Compact as u8,
-                            data: data.into(),
-                        })
-                        .collect();
-                let mut d = s.data.lock();
-                let Some(pos) = d
-                    .chunks
-                    .iter()
-                    .position(|c| Arc::ptr_eq(&c.data, &group[0].data))
-                else {
-                    continue;
-                };
-                let still = d.chunks.len() >= pos + group.len()
-                    && d.chunks[pos..pos + group.len()]
-                        .iter()
-                        .zip(group)
-                        .all(|(a, b)| Arc::ptr_eq(&a.data, &b.data));
-                if still {
-                    d.replace_chunks(pos..pos + group.len(), fresh);
-                    replaced += group.len();
+                if batch.buf.len() >= SPILL_BATCH_BYTES {
+                    replaced += self.flush_spill(&mut batch);
                 }
             }
         }
+        replaced += self.flush_spill(&mut batch);
         replaced
+    }
+
+    /// Writes a batch of chunk records to the head chunk files and swaps
+    /// the written chunks into their series. Returns the chunks replaced
+    /// by re-encoding.
+    fn flush_spill(&self, batch: &mut SpillBatch) -> usize {
+        let Some(files) = &self.files else {
+            return 0;
+        };
+        if batch.swaps.is_empty() {
+            return 0;
+        }
+        let written = files.write(&batch.buf);
+        batch.buf.clear();
+        let swaps = std::mem::take(&mut batch.swaps);
+        let (seg, base) = match written {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not write head chunk file; sealed chunks stay in memory");
+                return 0;
+            }
+        };
+        let mut replaced = 0;
+        for sw in swaps {
+            let fresh = sw.fresh.iter().map(|r| {
+                HeadChunk::file(
+                    r.mint,
+                    r.maxt,
+                    r.encoding,
+                    chunk_files::FileChunk {
+                        seg: seg.clone(),
+                        // `write` keeps every record of a segment below 4 GiB.
+                        off: (base + r.off as u64) as u32,
+                        len: r.len,
+                    },
+                )
+            });
+            if swap_chunks(&sw.series, &sw.old, fresh) && sw.reencoded {
+                replaced += sw.old.len();
+            }
+        }
+        replaced
+    }
+
+    /// Bytes in the head chunk files (live segments, dead records
+    /// included); 0 without files.
+    pub(crate) fn chunk_file_bytes(&self) -> u64 {
+        self.files
+            .as_ref()
+            .map_or(0, chunk_files::ChunkFiles::disk_bytes)
     }
 
     /// Approximate bytes held by series data, index and symbols.
@@ -940,6 +1039,7 @@ impl Head {
             m.labels += s.syms.len() as u64;
             let d = s.data.lock();
             let (sealed, open, ooo) = d.heap_bytes();
+            m.chunk_files += d.chunks.iter().map(|c| c.file_len() as u64).sum::<u64>();
             m.sealed_chunks += sealed as u64;
             m.open_chunks += open as u64;
             m.ooo += ooo as u64;
@@ -959,6 +1059,115 @@ impl Head {
     }
 }
 
+/// Bytes of chunk records gathered before one write to a head chunk file.
+const SPILL_BATCH_BYTES: usize = 4 << 20;
+
+/// A chunk record placed in a [`SpillBatch`] buffer.
+#[derive(Debug)]
+struct SpillRec {
+    mint: i64,
+    maxt: i64,
+    encoding: u8,
+    /// Offset of the record in the batch buffer.
+    off: usize,
+    /// Data length.
+    len: u32,
+}
+
+/// A run of a series' sealed chunks (`old`, as snapshotted) to replace by
+/// chunks written to a head chunk file.
+#[derive(Debug)]
+struct Swap {
+    series: Arc<MemSeries>,
+    old: Vec<HeadChunk>,
+    fresh: Vec<SpillRec>,
+    reencoded: bool,
+}
+
+/// Chunk records waiting for one write, and where they go.
+#[derive(Debug, Default)]
+struct SpillBatch {
+    buf: Vec<u8>,
+    swaps: Vec<Swap>,
+}
+
+impl SpillBatch {
+    fn add(&mut self, series: u64, mint: i64, maxt: i64, encoding: u8, data: &[u8]) -> SpillRec {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(SPILL_BATCH_BYTES + (64 << 10));
+        }
+        let off = chunk_files::encode_record(&mut self.buf, series, mint, maxt, encoding, data);
+        SpillRec {
+            mint,
+            maxt,
+            encoding,
+            off,
+            len: data.len() as u32,
+        }
+    }
+}
+
+/// The compact chunks replacing a window's sealed chunks `group`, when
+/// it has XOR chunks to re-encode (and no start timestamps: the compact
+/// encoding has no start-timestamp column, and no histograms). `None`
+/// leaves the group's chunks as they are.
+fn reencode(group: &[HeadChunk]) -> Option<Vec<(i64, i64, Vec<u8>)>> {
+    let xor = Encoding::Xor as u8;
+    if group.iter().all(|c| c.encoding() != xor)
+        || group
+            .iter()
+            .any(|c| crate::chunks::is_st_encoding(c.encoding()))
+    {
+        return None;
+    }
+    let mut samples = Vec::new();
+    for c in group {
+        let data = match c.load() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "head chunk unreadable; not re-encoding its window");
+                return None;
+            }
+        };
+        samples.extend(crate::chunks::decode_any(c.encoding(), &data).ok()?);
+    }
+    if samples.windows(2).any(|p| p[0].0 >= p[1].0) {
+        return None;
+    }
+    Some(
+        crate::compact::encode_compact_chunks(&samples, COMPACT_CHUNK_SAMPLES)
+            .into_iter()
+            .map(|(mint, maxt, _, data)| (mint, maxt, data))
+            .collect(),
+    )
+}
+
+/// Replaces the run `old` of `s`'s sealed chunks by `fresh` if the
+/// series still holds exactly those chunks (a block cut or an append may
+/// have changed them since they were copied). Returns whether it did.
+fn swap_chunks(
+    s: &MemSeries,
+    old: &[HeadChunk],
+    fresh: impl IntoIterator<Item = HeadChunk>,
+) -> bool {
+    let Some(first) = old.first() else {
+        return false;
+    };
+    let mut d = s.data.lock();
+    let Some(pos) = d.chunks.iter().position(|c| c.same(first)) else {
+        return false;
+    };
+    let still = d.chunks.len() >= pos + old.len()
+        && d.chunks[pos..pos + old.len()]
+            .iter()
+            .zip(old)
+            .all(|(a, b)| a.same(b));
+    if still {
+        d.replace_chunks(pos..pos + old.len(), fresh);
+    }
+    still
+}
+
 /// Estimated heap bytes of a head, by part (from capacities, not counting
 /// allocator rounding). Totals divided by [`HeadMemory::series`] give the
 /// per-series breakdown of the engine benchmark.
@@ -970,8 +1179,12 @@ pub struct HeadMemory {
     pub series_structs: u64,
     /// Label sets as symbol ids.
     pub labels: u64,
-    /// Sealed chunks: encoded bytes plus per-chunk headers.
+    /// Sealed chunks: encoded bytes held in memory plus per-chunk
+    /// headers (every sealed chunk has one, in memory or in a file).
     pub sealed_chunks: u64,
+    /// Data bytes of sealed chunks held in head chunk files (page cache,
+    /// not heap; not part of [`HeadMemory::total`]).
+    pub chunk_files: u64,
     /// Open (appendable) chunks: buffer capacity plus appender state.
     pub open_chunks: u64,
     /// Out-of-order sample buffers.

@@ -3,7 +3,9 @@
 //! Data path of a write: samples are validated against the series' state,
 //! logged to the write-ahead log ([`wal`]) and only then applied to the
 //! in-memory head, where each series appends to a compressed XOR chunk
-//! ([`chunks`]) and is found through an inverted index ([`index`]). The head
+//! ([`chunks`]) and is found through an inverted index ([`index`]); sealed
+//! chunks are moved out of the heap into head chunk files (`chunks_head/`,
+//! read back with positional reads) by the periodic maintenance. The head
 //! is cut into immutable blocks ([`block`]) on fixed time ranges; blocks are
 //! merged and deduplicated by compaction. Reads go through one query
 //! interface over head and blocks that merges and deduplicates sources.

@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 
 use stratus_model::{FloatHistogram, Histogram};
 
+use super::chunk_files::FileChunk;
 use crate::chunks::{
     Appendable, ChunkIter, CounterResetHeader, Encoding, FloatHistogramAppender, HistogramAppender,
     XorAppender,
@@ -121,15 +122,106 @@ impl HistApp {
     }
 }
 
-/// A sealed head chunk.
+/// A sealed head chunk: its time range and its bytes, in memory or in a
+/// head chunk file ([`chunk_files`](super::chunk_files)). 40 bytes, as
+/// when it held only an `Arc<[u8]>`: the encoding byte and the variant
+/// tag share the padding of [`Body`].
 #[derive(Debug, Clone)]
 pub(crate) struct HeadChunk {
     pub(crate) mint: i64,
     pub(crate) maxt: i64,
-    /// [`Encoding`] byte: XOR when sealed, compact once
-    /// [`Head::compact_chunks`](crate::head::Head) has re-encoded it.
-    pub(crate) encoding: u8,
-    pub(crate) data: Arc<[u8]>,
+    body: Body,
+}
+
+/// Where a sealed chunk's bytes are. The encoding is the
+/// [`Encoding`] byte: XOR when sealed, compact once
+/// [`Head::compact_chunks`](crate::head::Head) has re-encoded it.
+#[derive(Debug, Clone)]
+enum Body {
+    Mem { encoding: u8, data: Arc<[u8]> },
+    File { encoding: u8, at: FileChunk },
+}
+
+impl HeadChunk {
+    /// A chunk held in memory.
+    pub(crate) fn mem(mint: i64, maxt: i64, encoding: u8, data: Arc<[u8]>) -> Self {
+        Self {
+            mint,
+            maxt,
+            body: Body::Mem { encoding, data },
+        }
+    }
+
+    /// A chunk stored in a head chunk file.
+    pub(crate) fn file(mint: i64, maxt: i64, encoding: u8, at: FileChunk) -> Self {
+        Self {
+            mint,
+            maxt,
+            body: Body::File { encoding, at },
+        }
+    }
+
+    pub(crate) fn encoding(&self) -> u8 {
+        match &self.body {
+            Body::Mem { encoding, .. } | Body::File { encoding, .. } => *encoding,
+        }
+    }
+
+    /// The bytes, when held in memory.
+    pub(crate) fn mem_data(&self) -> Option<&Arc<[u8]>> {
+        match &self.body {
+            Body::Mem { data, .. } => Some(data),
+            Body::File { .. } => None,
+        }
+    }
+
+    /// The file record, when stored in a head chunk file.
+    pub(crate) fn file_chunk(&self) -> Option<&FileChunk> {
+        match &self.body {
+            Body::Mem { .. } => None,
+            Body::File { at, .. } => Some(at),
+        }
+    }
+
+    /// The bytes: shared when in memory, read (one `pread`, checksum
+    /// checked) when in a file. Call outside the series lock where
+    /// possible.
+    pub(crate) fn load(&self) -> crate::Result<Arc<[u8]>> {
+        match &self.body {
+            Body::Mem { data, .. } => Ok(data.clone()),
+            Body::File { encoding, at } => at.read(self.mint, self.maxt, *encoding),
+        }
+    }
+
+    /// The chunk as a query part (reads it when in a file).
+    pub(crate) fn to_part(&self) -> crate::Result<crate::querier::Part> {
+        Ok(crate::querier::Part::Chunk {
+            mint: self.mint,
+            maxt: self.maxt,
+            encoding: self.encoding(),
+            data: self.load()?,
+        })
+    }
+
+    /// Whether `o` is this very chunk (same allocation or same record),
+    /// not merely equal bytes.
+    pub(crate) fn same(&self, o: &HeadChunk) -> bool {
+        match (&self.body, &o.body) {
+            (Body::Mem { data: a, .. }, Body::Mem { data: b, .. }) => Arc::ptr_eq(a, b),
+            (Body::File { at: a, .. }, Body::File { at: b, .. }) => a.same(b),
+            _ => false,
+        }
+    }
+
+    /// Data bytes held in memory (0 when in a file).
+    pub(crate) fn mem_len(&self) -> usize {
+        self.mem_data().map_or(0, |d| d.len())
+    }
+
+    /// Data bytes stored in a file (0 when in memory).
+    pub(crate) fn file_len(&self) -> usize {
+        self.file_chunk().map_or(0, |f| f.len as usize)
+    }
 }
 
 /// Why a sample was not appended.
@@ -139,6 +231,20 @@ pub(crate) enum Reject {
     Duplicate,
     /// A native histogram older than the series' newest sample.
     OutOfOrderHistogram,
+    /// The sample could not be checked against the stored sample at its
+    /// timestamp: the sealed chunk holding that time could not be read
+    /// back from its head chunk file (logged). Refused rather than risk
+    /// storing a second, different sample at one timestamp.
+    Unverifiable,
+}
+
+/// A stored-sample lookup whose chunk could not be read: logged, and the
+/// sample is refused ([`Reject::Unverifiable`]).
+fn unverified<T>(r: crate::Result<T>) -> Result<T, Reject> {
+    r.map_err(|e| {
+        tracing::warn!(error = %e, "refusing a sample: the stored chunk at its timestamp is unreadable");
+        Reject::Unverifiable
+    })
 }
 
 /// What happened to an accepted sample.
@@ -215,14 +321,18 @@ pub(crate) struct StOpen {
 /// Wraps sealed chunk `c` with the start timestamps of its samples
 /// (looked up by time in `sts`, 0 where missing).
 fn wrap_st(c: &mut HeadChunk, sts: &[(i64, i64)]) {
-    let Some(enc) = Encoding::from_u8(c.encoding).and_then(crate::chunks::with_st) else {
+    // Only chunks just sealed are wrapped: they are in memory.
+    let Some(data) = c.mem_data().cloned() else {
+        return;
+    };
+    let Some(enc) = Encoding::from_u8(c.encoding()).and_then(crate::chunks::with_st) else {
         return;
     };
     let part = crate::querier::Part::Chunk {
         mint: c.mint,
         maxt: c.maxt,
-        encoding: c.encoding,
-        data: c.data.clone(),
+        encoding: c.encoding(),
+        data: data.clone(),
     };
     let Ok(samples) = part.typed_samples() else {
         return;
@@ -235,8 +345,12 @@ fn wrap_st(c: &mut HeadChunk, sts: &[(i64, i64)]) {
                 .map_or(0, |i| sts[i].1)
         })
         .collect();
-    c.data = crate::chunks::encode_st_chunk(&c.data, &ts, &col).into();
-    c.encoding = enc.as_u8();
+    *c = HeadChunk::mem(
+        c.mint,
+        c.maxt,
+        enc.as_u8(),
+        crate::chunks::encode_st_chunk(&data, &ts, &col).into(),
+    );
 }
 
 /// The mutable state of a series, behind its mutex.
@@ -340,12 +454,7 @@ impl SeriesData {
             Open::Hist(a) => (a.first_t()?, a.last_t()?, a.encoding(), a.bytes()),
             _ => return None,
         };
-        let mut c = HeadChunk {
-            mint,
-            maxt,
-            encoding: encoding as u8,
-            data: Arc::from(data),
-        };
+        let mut c = HeadChunk::mem(mint, maxt, encoding as u8, Arc::from(data));
         wrap_st(&mut c, &b.sts);
         Some(c)
     }
@@ -478,10 +587,10 @@ impl SeriesData {
             };
         }
         // Out of order: refuse to overwrite a stored sample.
-        if self.histogram_at(t).is_some() {
+        if unverified(self.histogram_at(t))?.is_some() {
             return Err(Reject::Duplicate);
         }
-        if let Some(existing) = self.find(t) {
+        if let Some(existing) = unverified(self.find(t))? {
             return if existing.to_bits() == bits {
                 Ok(Appended::Noop)
             } else {
@@ -562,61 +671,74 @@ impl SeriesData {
         }
         // Older than the newest sample: a no-op if the same histogram is
         // stored at `t`, else refused.
-        match self.histogram_at(t) {
+        match unverified(self.histogram_at(t))? {
             Some(stored) if stored.equals(h) => Ok(Appended::Noop),
             Some(_) => Err(Reject::Duplicate),
-            None if self.find(t).is_some() => Err(Reject::Duplicate),
+            None if unverified(self.find(t))?.is_some() => Err(Reject::Duplicate),
             None => Err(Reject::OutOfOrderHistogram),
         }
     }
 
-    /// The histogram stored at exactly `t`, if any (slow path: decodes).
-    fn histogram_at(&self, t: i64) -> Option<StoredHist> {
-        let open = self.happ().and_then(|a| {
-            let (f, l) = (a.first_t()?, a.last_t()?);
-            (f <= t && t <= l).then(|| (a.encoding() as u8, a.bytes()))
-        });
+    /// The histogram stored at exactly `t`, if any (slow path: decodes;
+    /// reads a chunk stored in a head chunk file).
+    fn histogram_at(&self, t: i64) -> crate::Result<Option<StoredHist>> {
         // In-order histogram chunks never overlap: at most one covers t.
-        let (enc, data) = self
-            .chunks
-            .iter()
-            .filter(|c| {
-                c.mint <= t
-                    && t <= c.maxt
-                    && Encoding::from_u8(c.encoding).is_some_and(Encoding::is_histogram)
-            })
-            .map(|c| (c.encoding, &c.data[..]))
-            .chain(open)
-            .next()?;
+        let sealed = self.chunks.iter().find(|c| {
+            c.mint <= t
+                && t <= c.maxt
+                && Encoding::from_u8(c.encoding()).is_some_and(Encoding::is_histogram)
+        });
+        let loaded;
+        let (enc, data) = match sealed {
+            Some(c) => {
+                loaded = c.load()?;
+                (c.encoding(), &loaded[..])
+            }
+            None => {
+                let open = self.happ().and_then(|a| {
+                    let (f, l) = (a.first_t()?, a.last_t()?);
+                    (f <= t && t <= l).then(|| (a.encoding() as u8, a.bytes()))
+                });
+                match open {
+                    Some(x) => x,
+                    None => return Ok(None),
+                }
+            }
+        };
         if enc == Encoding::Histogram as u8 {
-            let v = crate::chunks::decode_histogram(data).ok()?;
-            return v
+            let Ok(v) = crate::chunks::decode_histogram(data) else {
+                return Ok(None);
+            };
+            return Ok(v
                 .into_iter()
                 .find(|x| x.0 == t)
-                .map(|x| StoredHist::Int(x.1));
+                .map(|x| StoredHist::Int(x.1)));
         }
-        let v = crate::chunks::decode_float_histogram(data).ok()?;
-        v.into_iter()
+        let Ok(v) = crate::chunks::decode_float_histogram(data) else {
+            return Ok(None);
+        };
+        Ok(v.into_iter()
             .find(|x| x.0 == t)
-            .map(|x| StoredHist::Float(x.1))
+            .map(|x| StoredHist::Float(x.1)))
     }
 
-    /// The stored value at exactly `t`, if any (slow path: decodes).
-    fn find(&self, t: i64) -> Option<f64> {
+    /// The stored value at exactly `t`, if any (slow path: decodes;
+    /// reads a chunk stored in a head chunk file).
+    fn find(&self, t: i64) -> crate::Result<Option<f64>> {
         if let Ok(i) = self.ooo.binary_search_by(|s| s.0.cmp(&t)) {
-            return Some(self.ooo[i].1);
+            return Ok(Some(self.ooo[i].1));
         }
-        for c in &self.chunks {
+        for c in self.chunks.iter() {
             if c.mint <= t && t <= c.maxt {
-                return seek_exact(c.encoding, &c.data[..], t);
+                return Ok(seek_exact(c.encoding(), &c.load()?, t));
             }
         }
         if let Some(a) = self.app() {
             if a.first_t().is_some_and(|f| f <= t) && a.last_t().is_some_and(|l| t <= l) {
-                return seek_exact(Encoding::Xor as u8, a.bytes(), t);
+                return Ok(seek_exact(Encoding::Xor as u8, a.bytes(), t));
             }
         }
-        None
+        Ok(None)
     }
 
     /// Moves the open chunks (if any) to the sealed list.
@@ -641,23 +763,18 @@ impl SeriesData {
                         HistApp::Int(a) => a.into_bytes(),
                         HistApp::Float(a) => a.into_bytes(),
                     };
-                    self.push_chunk(HeadChunk {
-                        mint,
-                        maxt,
-                        encoding,
-                        data: data.into(),
-                    });
+                    self.push_chunk(HeadChunk::mem(mint, maxt, encoding, data.into()));
                 }
             }
             Open::Xor(a) => {
                 if let (Some(mint), Some(maxt)) = (a.first_t(), a.last_t()) {
                     // One copy into the shared chunk, at its exact size.
-                    self.push_chunk(HeadChunk {
+                    self.push_chunk(HeadChunk::mem(
                         mint,
                         maxt,
-                        encoding: Encoding::Xor as u8,
-                        data: Arc::from(a.bytes()),
-                    });
+                        Encoding::Xor as u8,
+                        Arc::from(a.bytes()),
+                    ));
                 }
             }
         }
@@ -729,7 +846,12 @@ impl SeriesData {
     /// Approximate heap bytes held by the samples: (sealed chunks, open
     /// chunk, out-of-order buffer).
     pub(crate) fn heap_bytes(&self) -> (usize, usize, usize) {
-        let sealed = self.chunks.iter().map(|c| c.data.len() + 16).sum::<usize>()
+        let sealed = self
+            .chunks
+            .iter()
+            .filter(|c| c.mem_data().is_some())
+            .map(|c| c.mem_len() + 16)
+            .sum::<usize>()
             + self.chunks.len() * std::mem::size_of::<HeadChunk>();
         let open = self.app().map_or(0, |a| a.capacity())
             + self.happ().map_or(0, |a| a.bytes().len() + 256);
@@ -792,6 +914,13 @@ mod tests {
         assert!(size <= 160, "Arc<MemSeries> takes {size} bytes");
     }
 
+    /// A sealed chunk's record stays 40 bytes whether its bytes are in
+    /// memory or in a head chunk file (one per sealed chunk per series).
+    #[test]
+    fn head_chunk_stays_small() {
+        assert_eq!(std::mem::size_of::<HeadChunk>(), 40);
+    }
+
     /// An open XOR chunk never grows past its first allocation.
     #[test]
     fn open_chunk_is_cut_before_it_grows() {
@@ -809,7 +938,9 @@ mod tests {
         let n: usize = d
             .chunks
             .iter()
-            .map(|c| crate::chunks::chunk_num_samples_any(c.encoding, &c.data).unwrap_or(0))
+            .map(|c| {
+                crate::chunks::chunk_num_samples_any(c.encoding(), &c.load().unwrap()).unwrap_or(0)
+            })
             .sum::<usize>()
             + d.app().map_or(0, XorAppender::num_samples);
         assert_eq!(n, 2000);

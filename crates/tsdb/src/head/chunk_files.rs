@@ -1,0 +1,374 @@
+//! Head chunk files: sealed head chunks kept out of the process heap.
+//!
+//! The maintenance pass ([`Head::compact_chunks`](super::Head)) writes the
+//! compact chunks it encodes, and the other sealed chunks it finds in
+//! memory, to append-only segment files under `<db dir>/chunks_head/`
+//! (format: `docs/format/head-chunks.md`), then swaps a [`FileChunk`]
+//! (segment handle, offset, length) into the series in place of the bytes.
+//! Readers fetch the bytes with a positional read (`pread`) and check the
+//! record's CRC32C: the bytes live in the page cache, not in the resident
+//! heap, and there is no `unsafe` memory map.
+//!
+//! Lifetimes: a [`Segment`] is shared (`Arc`) by every chunk stored in it
+//! and by the writer while it is the current segment; when the last
+//! handle drops (its chunks cut into a block, superseded by a later
+//! re-encode, or the series removed) the file is deleted. A reader that
+//! still holds a handle keeps the open descriptor, so an unlinked file
+//! stays readable for it.
+//!
+//! The files are not a durability mechanism: the WAL is. On open, every
+//! leftover segment is deleted (WAL replay rebuilds the head, and the next
+//! maintenance pass writes the files again).
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use snafu::ResultExt;
+use tracing::warn;
+
+use crate::error::{HeadChunkCorruptSnafu, HeadChunkReadSnafu, IoSnafu, Result};
+
+/// First bytes of a segment file.
+pub(crate) const MAGIC: [u8; 4] = *b"SHCK";
+/// Format version (byte 4 of the header).
+pub(crate) const VERSION: u8 = 1;
+/// Segment header: magic, version, three zero bytes.
+pub(crate) const HEADER_LEN: u64 = 8;
+/// Record header: series id (u64), mint (i64), maxt (i64), encoding (u8),
+/// data length (u32), all big-endian.
+pub(crate) const RECORD_HEAD: usize = 29;
+/// CRC32C (Castagnoli) after the data, over header and data.
+const CRC_LEN: usize = 4;
+/// Default segment size before the writer starts a new file.
+pub(crate) const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+/// Largest segment size accepted (offsets are 32-bit).
+pub(crate) const MAX_SEGMENT_BYTES: u64 = 1 << 30;
+
+/// Bytes a chunk of `len` data bytes takes in a segment.
+pub(crate) fn record_len(len: usize) -> usize {
+    RECORD_HEAD + len + CRC_LEN
+}
+
+/// One segment file, open for reading (and, while current, writing).
+/// Deleted when the last handle drops.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    path: PathBuf,
+    file: File,
+    /// Bytes written (header included).
+    size: AtomicU64,
+    /// The sum over all live segments of the directory, shared with
+    /// [`ChunkFiles`].
+    total: Arc<AtomicU64>,
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        self.total
+            .fetch_sub(self.size.load(Ordering::Relaxed), Ordering::Relaxed);
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!(path = %self.path.display(), error = %e, "could not delete head chunk file");
+            }
+        }
+    }
+}
+
+impl Segment {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Where a spilled chunk's record is: segment, record offset, data length.
+/// 16 bytes (kept small: one per sealed chunk per series).
+#[derive(Debug, Clone)]
+pub(crate) struct FileChunk {
+    pub(crate) seg: Arc<Segment>,
+    pub(crate) off: u32,
+    pub(crate) len: u32,
+}
+
+impl FileChunk {
+    /// Whether both name the same record.
+    pub(crate) fn same(&self, o: &FileChunk) -> bool {
+        Arc::ptr_eq(&self.seg, &o.seg) && self.off == o.off
+    }
+
+    /// Reads the chunk's data with one positional read and checks the
+    /// record (CRC32C, and that its header matches what the head expects).
+    pub(crate) fn read(&self, mint: i64, maxt: i64, encoding: u8) -> Result<Arc<[u8]>> {
+        let path = &self.seg.path;
+        let offset = u64::from(self.off);
+        let len = self.len as usize;
+        let mut buf = vec![0u8; record_len(len)];
+        self.seg
+            .file
+            .read_exact_at(&mut buf, offset)
+            .context(HeadChunkReadSnafu { path, offset })?;
+        let corrupt = |reason: String| {
+            HeadChunkCorruptSnafu {
+                path,
+                offset,
+                reason,
+            }
+            .fail()
+        };
+        let body = RECORD_HEAD + len;
+        let want = u32::from_be_bytes(be(&buf[body..]));
+        let got = crc32c::crc32c(&buf[..body]);
+        if want != got {
+            return corrupt(format!(
+                "checksum mismatch (stored {want:#010x}, computed {got:#010x})"
+            ));
+        }
+        let (m, x) = (
+            i64::from_be_bytes(be(&buf[8..])),
+            i64::from_be_bytes(be(&buf[16..])),
+        );
+        let (e, l) = (buf[24], u32::from_be_bytes(be(&buf[25..])));
+        if (m, x, e, l) != (mint, maxt, encoding, self.len) {
+            return corrupt(format!(
+                "record header ({m}, {x}, encoding {e}, {l} bytes) does not match the head's \
+                 chunk ({mint}, {maxt}, encoding {encoding}, {} bytes)",
+                self.len
+            ));
+        }
+        Ok(Arc::from(&buf[RECORD_HEAD..body]))
+    }
+}
+
+fn be<const N: usize>(b: &[u8]) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&b[..N]);
+    a
+}
+
+/// Appends one chunk record to `buf`; returns its offset in `buf`.
+pub(crate) fn encode_record(
+    buf: &mut Vec<u8>,
+    series: u64,
+    mint: i64,
+    maxt: i64,
+    encoding: u8,
+    data: &[u8],
+) -> usize {
+    let at = buf.len();
+    buf.extend_from_slice(&series.to_be_bytes());
+    buf.extend_from_slice(&mint.to_be_bytes());
+    buf.extend_from_slice(&maxt.to_be_bytes());
+    buf.push(encoding);
+    buf.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    buf.extend_from_slice(data);
+    let crc = crc32c::crc32c(&buf[at..]);
+    buf.extend_from_slice(&crc.to_be_bytes());
+    at
+}
+
+#[derive(Debug)]
+struct Writer {
+    seg: Option<Arc<Segment>>,
+    next_id: u64,
+}
+
+/// The head chunk files of one database: the directory and the writer.
+#[derive(Debug)]
+pub(crate) struct ChunkFiles {
+    dir: PathBuf,
+    segment_bytes: u64,
+    writer: Mutex<Writer>,
+    total: Arc<AtomicU64>,
+}
+
+impl ChunkFiles {
+    /// Opens `dir` (created if missing) after deleting every file in it:
+    /// leftovers of an earlier process, whose chunks the WAL replay has
+    /// rebuilt in memory.
+    /// New segments are numbered after the leftovers, so that a handle
+    /// of an earlier instance in this process dropped late never deletes
+    /// a file of this one.
+    pub(crate) fn open(dir: &Path, segment_bytes: u64) -> Result<Self> {
+        let last = remove_leftovers(dir)?;
+        std::fs::create_dir_all(dir).context(IoSnafu { path: dir })?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            segment_bytes: segment_bytes.clamp(4096, MAX_SEGMENT_BYTES),
+            writer: Mutex::new(Writer {
+                seg: None,
+                next_id: last + 1,
+            }),
+            total: Arc::default(),
+        })
+    }
+
+    /// Bytes in live segment files (headers and dead records included).
+    pub(crate) fn disk_bytes(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Drops the current segment when no chunk refers to it any more (its
+    /// file is then deleted), so a small head does not keep a mostly dead
+    /// file until it fills.
+    pub(crate) fn release_idle(&self) {
+        let mut w = self.writer.lock();
+        if w.seg.as_ref().is_some_and(|s| Arc::strong_count(s) == 1) {
+            w.seg = None;
+        }
+    }
+
+    /// Writes `buf` (whole records) with one write at the end of the
+    /// current segment, starting a new segment first when it would grow
+    /// past the segment size. Returns the segment and the offset of
+    /// `buf[0]` in it.
+    pub(crate) fn write(&self, buf: &[u8]) -> Result<(Arc<Segment>, u64)> {
+        crate::failpoint::hit("head.chunk_files.write")?;
+        let mut w = self.writer.lock();
+        let len = buf.len() as u64;
+        let full = w.seg.as_ref().is_none_or(|s| {
+            let size = s.size.load(Ordering::Relaxed);
+            size > HEADER_LEN && size + len > self.segment_bytes
+        });
+        if full {
+            w.seg = None;
+            let id = w.next_id;
+            w.next_id += 1;
+            w.seg = Some(self.create(id)?);
+        }
+        let Some(seg) = w.seg.clone() else {
+            unreachable!("a segment was just created")
+        };
+        let at = seg.size.load(Ordering::Relaxed);
+        if at + len > u64::from(u32::MAX) {
+            // Only a single batch larger than 4 GiB gets here.
+            return crate::error::ConfigSnafu {
+                message: format!("head chunk batch of {len} bytes does not fit a segment"),
+            }
+            .fail();
+        }
+        seg.file
+            .write_all_at(buf, at)
+            .context(IoSnafu { path: &seg.path })?;
+        seg.size.store(at + len, Ordering::Relaxed);
+        self.total.fetch_add(len, Ordering::Relaxed);
+        Ok((seg, at))
+    }
+
+    fn create(&self, id: u64) -> Result<Arc<Segment>> {
+        let path = self.dir.join(format!("{id:06}"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .context(IoSnafu { path: &path })?;
+        let mut head = [0u8; HEADER_LEN as usize];
+        head[..4].copy_from_slice(&MAGIC);
+        head[4] = VERSION;
+        let seg = Arc::new(Segment {
+            path,
+            file,
+            size: AtomicU64::new(0),
+            total: self.total.clone(),
+        });
+        seg.file
+            .write_all_at(&head, 0)
+            .context(IoSnafu { path: &seg.path })?;
+        seg.size.store(HEADER_LEN, Ordering::Relaxed);
+        self.total.fetch_add(HEADER_LEN, Ordering::Relaxed);
+        Ok(seg)
+    }
+}
+
+/// Deletes the files in `dir` (a missing directory is fine). Returns the
+/// highest segment number seen (0 if none).
+pub(crate) fn remove_leftovers(dir: &Path) -> Result<u64> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).context(IoSnafu { path: dir }),
+    };
+    let mut last = 0;
+    for e in entries {
+        let p = e.context(IoSnafu { path: dir })?.path();
+        if p.is_file() {
+            let n = p.file_name().and_then(|n| n.to_str()?.parse::<u64>().ok());
+            last = last.max(n.unwrap_or(0));
+            std::fs::remove_file(&p).context(IoSnafu { path: &p })?;
+        }
+    }
+    Ok(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_damage_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ChunkFiles::open(dir.path(), 1 << 20).unwrap();
+        let mut buf = Vec::new();
+        let a = encode_record(&mut buf, 7, 10, 20, 1, b"hello");
+        let b = encode_record(&mut buf, 8, 30, 40, 2, b"world!");
+        let (seg, base) = files.write(&buf).unwrap();
+        assert_eq!(base, HEADER_LEN);
+        let ca = FileChunk {
+            seg: seg.clone(),
+            off: (base as usize + a) as u32,
+            len: 5,
+        };
+        let cb = FileChunk {
+            seg: seg.clone(),
+            off: (base as usize + b) as u32,
+            len: 6,
+        };
+        assert_eq!(&*ca.read(10, 20, 1).unwrap(), b"hello");
+        assert_eq!(&*cb.read(30, 40, 2).unwrap(), b"world!");
+        // The head expecting another chunk: a clear error.
+        let e = ca.read(10, 21, 1).unwrap_err().to_string();
+        assert!(e.contains("does not match"), "{e}");
+        // A flipped bit: checksum mismatch.
+        let f = OpenOptions::new().write(true).open(seg.path()).unwrap();
+        f.write_all_at(b"J", base + a as u64 + RECORD_HEAD as u64)
+            .unwrap();
+        let e = ca.read(10, 20, 1).unwrap_err().to_string();
+        assert!(e.contains("checksum mismatch"), "{e}");
+        // Truncated: a read error naming the file.
+        f.set_len(base + b as u64 + 10).unwrap();
+        let e = cb.read(30, 40, 2).unwrap_err().to_string();
+        assert!(e.contains("head chunk file"), "{e}");
+        assert_eq!(files.disk_bytes(), HEADER_LEN + buf.len() as u64);
+        // Deleted with its last handle (the writer's included).
+        let path = seg.path().to_path_buf();
+        drop((ca, cb, seg));
+        assert!(path.exists());
+        files.release_idle();
+        assert!(!path.exists());
+        assert_eq!(files.disk_bytes(), 0);
+    }
+
+    #[test]
+    fn rotates_at_the_segment_size_and_open_deletes_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ChunkFiles::open(dir.path(), 4096).unwrap();
+        let data = vec![0u8; 3000];
+        let mut buf = Vec::new();
+        encode_record(&mut buf, 1, 0, 1, 1, &data);
+        let (s1, _) = files.write(&buf).unwrap();
+        let (s2, _) = files.write(&buf).unwrap();
+        assert!(!Arc::ptr_eq(&s1, &s2));
+        assert!(s1.path().exists() && s2.path().exists());
+        drop(files);
+        let files = ChunkFiles::open(dir.path(), 4096).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // Handles from before still read (the fd keeps the file).
+        drop(files);
+        drop((s1, s2));
+    }
+}
