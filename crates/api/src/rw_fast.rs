@@ -86,9 +86,20 @@ impl<'a> Reader<'a> {
         Some(head)
     }
 
+    /// A length-delimited string of `base`, the message this reader (or
+    /// the reader of a message containing it) started on. When `text` is
+    /// `base`'s leading labels already checked as UTF-8 and it covers the
+    /// string, the string is sliced out of it; otherwise it is checked on
+    /// its own.
     #[inline]
-    fn str(&mut self) -> Option<&'a str> {
-        std::str::from_utf8(self.bytes()?).ok()
+    fn str_in(&mut self, base: &'a [u8], text: Option<&'a str>) -> Option<&'a str> {
+        let b = self.bytes()?;
+        let end = base.len() - self.buf.len();
+        let start = end - b.len();
+        match text.and_then(|t| t.get(start..end)) {
+            Some(s) => Some(s),
+            None => std::str::from_utf8(b).ok(),
+        }
     }
 
     #[inline]
@@ -110,22 +121,48 @@ pub(crate) struct Scratch<'a> {
     sts: Vec<i64>,
 }
 
+/// The labels at the start of an encoded `prometheus.TimeSeries` as text,
+/// when all their bytes (keys and lengths included) are valid UTF-8: one
+/// check then covers every name and value, instead of one per string.
+/// Each string sits between ASCII bytes (a key or a one-byte length before
+/// it, a key or the end after it) whenever the whole is valid UTF-8 with
+/// one-byte lengths, so a slice of the text at a string's bounds is that
+/// string; a string whose bounds fall elsewhere is checked on its own.
+/// `None` when the labels' bytes are not UTF-8 as a whole (a length of 128
+/// or more usually makes them so): every string is then checked alone.
+fn leading_labels_text(buf: &[u8]) -> Option<&str> {
+    let mut r = Reader::new(buf);
+    let mut end = 0;
+    while let Some((1, LEN)) = r.key() {
+        r.bytes()?;
+        end = buf.len() - r.buf.len();
+    }
+    std::str::from_utf8(&buf[..end]).ok()
+}
+
 /// Reads a `prometheus.TimeSeries` made only of labels and samples into
 /// `s`; `None` when it has anything else or is malformed.
 fn series_fast<'a>(buf: &'a [u8], s: &mut Scratch<'a>) -> Option<()> {
     s.pairs.clear();
     s.samples.clear();
     s.sts.clear();
+    let text = leading_labels_text(buf);
     let mut r = Reader::new(buf);
     while !r.is_empty() {
         match r.key()? {
             (1, LEN) => {
-                let mut l = Reader::new(r.bytes()?);
+                let label = r.bytes()?;
+                // `label` is `buf[at..at + len]`; its reader's positions
+                // map back into `buf` through the bytes left after it.
+                let at = buf.len() - r.buf.len() - label.len();
+                let mut l = Reader::new(label);
                 let (mut name, mut value) = ("", "");
                 while !l.is_empty() {
-                    match l.key()? {
-                        (1, LEN) => name = l.str()?,
-                        (2, LEN) => value = l.str()?,
+                    let key = l.key()?;
+                    let base = &buf[..at + label.len()];
+                    match key {
+                        (1, LEN) => name = l.str_in(base, text)?,
+                        (2, LEN) => value = l.str_in(base, text)?,
                         _ => return None,
                     }
                 }
