@@ -8,7 +8,9 @@
 #
 # Usage: bench/cluster-scale.sh [SERIES]        (default 100000)
 # Env: SPAN (backfill, default 30m), CONCURRENCY (4), ROWS (ingesters:RF
-#      pairs, default "1:1 2:1 3:1 3:3"), STRATUS_BIN
+#      pairs, default "1:1 2:1 3:1 3:3"), STRATUS_BIN, SETTLE (seconds between
+#      the push and the RSS reading, default 10; 130 lets one head chunk
+#      compaction pass, every 2 min, move sealed chunks to the head chunk files)
 #      (default target/release/stratus, built when missing), WORK, KEEP=1.
 #
 # Per row:
@@ -18,12 +20,13 @@
 #                  accepted (one sample counted once, not per replica)
 #   dist / ing     the same split into distributor and ingesters
 #   series max/min the ingesters' active series (`/metrics`): max / min
-#   RSS B/series   ingesters' summed steady VmRSS (10 s after the push) per
+#   RSS B/series   ingesters' summed steady VmRSS (SETTLE s after the push) per
 #                  distinct active series: at RF 3 every series is held 3 times
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 SERIES="${1:-100000}"
 SPAN="${SPAN:-30m}"
+SETTLE="${SETTLE:-10}"
 CONCURRENCY="${CONCURRENCY:-4}"
 BIN="${STRATUS_BIN:-$repo/target/release/stratus}"
 if [ ! -x "$BIN" ]; then (cd "$repo" && cargo build --release --locked -p stratus); fi
@@ -84,7 +87,7 @@ run_row() {
   "$BIN" bench write --url "http://127.0.0.1:$PORT/api/v1/push" --tenant bench --series "$SERIES" \
     --backfill "$SPAN" --end "$END" --ticks-per-request 1 --concurrency "$CONCURRENCY" --json > "$d/write.json"
   c1d=$(cpu_s "$dist"); for p in "${ing[@]}"; do c1i=$(awk -v a="$c1i" -v b="$(cpu_s "$p")" 'BEGIN {print a + b}'); done
-  sleep 10
+  sleep "$SETTLE"
   local rss=0 counts=()
   for i in $(seq 1 "$n"); do
     rss=$((rss + $(status_kb "${ing[$((i - 1))]}" VmRSS)))
