@@ -163,6 +163,11 @@ impl Report {
 
     /// One JSON object (for scripts such as bench/compare.sh).
     pub fn json(&self) -> String {
+        self.json_value().to_string()
+    }
+
+    /// The report as a JSON value, for callers that add fields.
+    pub fn json_value(&self) -> serde_json::Value {
         serde_json::json!({
             "kind": self.kind,
             "elapsed_s": self.elapsed.as_secs_f64(),
@@ -174,7 +179,6 @@ impl Report {
             "p50_ms": self.p50.as_secs_f64() * 1e3,
             "p99_ms": self.p99.as_secs_f64() * 1e3,
         })
-        .to_string()
     }
 }
 

@@ -251,7 +251,7 @@ pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             };
             let (all, per) = rt.block_on(query::run(cfg));
             if a.json {
-                let mut v: serde_json::Value = serde_json::from_str(&all.json())?;
+                let mut v = all.json_value();
                 v["queries"] = per
                     .iter()
                     .map(|(q, r)| {
