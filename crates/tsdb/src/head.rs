@@ -11,7 +11,9 @@
 //! the heap into them, and readers fetch them back with positional reads.
 
 pub(crate) mod chunk_files;
+mod label_hash;
 mod series;
+mod series_table;
 pub(crate) mod symbols;
 
 use std::collections::HashMap;
@@ -26,7 +28,9 @@ use crate::error::{RejectReason, Result};
 use crate::index::{MemPostings, select_postings};
 use crate::querier::Part;
 use crate::series_labels::SeriesLabels;
+pub(crate) use label_hash::series_hash;
 pub(crate) use series::{Appended, HeadChunk, HistRef, MemSeries, Reject, window_start};
+use series_table::{SeriesTable, SlotsHint};
 use symbols::Symbols;
 
 const STRIPES: usize = 512;
@@ -54,75 +58,12 @@ impl Default for HeadConfig {
     }
 }
 
-/// Hasher for maps keyed by a label-set hash that is already uniform: no
-/// SipHash round on every lookup. The halves are swapped because the low
-/// bits pick the stripe and are therefore equal within one stripe.
-#[derive(Debug, Default, Clone, Copy)]
-struct PreHashed(u64);
-
-impl std::hash::Hasher for PreHashed {
-    fn finish(&self) -> u64 {
-        self.0.rotate_right(32)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used by `u64` keys; fold anything else in.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, x: u64) {
-        self.0 = x;
-    }
-}
-
-type ByHash = HashMap<u64, Arc<MemSeries>, std::hash::BuildHasherDefault<PreHashed>>;
-
-/// Hash of a label set for the head's series lookup (not stable across
-/// versions, never persisted: only [`Head`] uses it). Reads names and values
-/// eight bytes at a time in place, with each string's length folded in so
-/// that `("ab", "c")` and `("a", "bc")` differ, then avalanches the result.
-/// Cheaper than [`Labels::stable_hash`], whose streaming XXH3 copies every
-/// piece into its buffer; equal label sets always hash equally, owned or
-/// borrowed (only the pairs' bytes count), and collisions are resolved by
-/// comparing labels.
-pub(crate) fn series_hash(labels: &(impl SeriesLabels + ?Sized)) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    fn step(h: u64, x: u64) -> u64 {
-        (h ^ x).wrapping_mul(K).rotate_left(29)
-    }
-    fn bytes(mut h: u64, b: &[u8]) -> u64 {
-        let mut words = b.chunks_exact(8);
-        for w in &mut words {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(w);
-            h = step(h, u64::from_le_bytes(a));
-        }
-        let mut tail = [0u8; 8];
-        let rest = words.remainder();
-        tail[..rest.len()].copy_from_slice(rest);
-        step(h, u64::from_le_bytes(tail) ^ ((b.len() as u64) << 56))
-    }
-    let mut h = labels.len() as u64;
-    for (n, v) in labels.pairs() {
-        h = bytes(h, n.as_bytes());
-        h = bytes(h, v.as_bytes());
-    }
-    // fmix64 (MurmurHash3 finaliser): every input bit reaches every output
-    // bit, so both the stripe (low bits) and the map's tag bits vary.
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
-
+/// One stripe of the hash → series lookup: the table under its lock, and
+/// where its slots are for lock-free prefetching.
 #[derive(Debug, Default)]
 struct HashStripe {
-    by_hash: ByHash,
-    /// Series whose label hash collides with another series' (rare).
-    collisions: Vec<Arc<MemSeries>>,
+    table: RwLock<SeriesTable>,
+    hint: SlotsHint,
 }
 
 /// Handle returned by [`Head::get_or_create`].
@@ -161,7 +102,7 @@ pub(crate) struct Head {
     pub(crate) cfg: HeadConfig,
     pub(crate) symbols: Symbols,
     postings: MemPostings,
-    by_hash: Box<[RwLock<HashStripe>]>,
+    by_hash: Box<[HashStripe]>,
     by_id: Box<[RwLock<IdStripe>]>,
     /// Series definitions logged to the WAL (by id); absent = logged.
     unlogged: RwLock<HashMap<u64, Arc<AtomicBool>>>,
@@ -217,7 +158,7 @@ impl Head {
             cfg,
             symbols: Symbols::default(),
             postings: MemPostings::new(),
-            by_hash: (0..STRIPES).map(|_| RwLock::default()).collect(),
+            by_hash: (0..STRIPES).map(|_| HashStripe::default()).collect(),
             by_id: (0..STRIPES).map(|_| RwLock::default()).collect(),
             unlogged: RwLock::default(),
             unlogged_len: AtomicUsize::new(0),
@@ -277,12 +218,12 @@ impl Head {
         };
         let hash = series_hash(labels);
         let exists = self
-            .find_in(&self.hash_stripe(hash).read(), hash, labels)
+            .find_in(&self.hash_stripe(hash).table.read(), hash, labels)
             .is_some();
         (!exists).then_some(reason)
     }
 
-    fn hash_stripe(&self, hash: u64) -> &RwLock<HashStripe> {
+    fn hash_stripe(&self, hash: u64) -> &HashStripe {
         &self.by_hash[(hash as usize) % STRIPES]
     }
 
@@ -295,17 +236,13 @@ impl Head {
     /// series).
     fn find_in(
         &self,
-        stripe: &HashStripe,
+        table: &SeriesTable,
         hash: u64,
         labels: &(impl SeriesLabels + ?Sized),
     ) -> Option<Arc<MemSeries>> {
-        let same = |s: &Arc<MemSeries>| self.symbols.matches(&s.syms, labels);
-        if let Some(s) = stripe.by_hash.get(&hash) {
-            if same(s) {
-                return Some(s.clone());
-            }
-        }
-        stripe.collisions.iter().find(|s| same(s)).cloned()
+        table
+            .find(hash, |s| self.symbols.matches(&s.syms, labels))
+            .cloned()
     }
 
     /// The newest in-order sample's timestamp of the series with
@@ -314,7 +251,7 @@ impl Head {
     pub(crate) fn newest_timestamp(&self, labels: &(impl SeriesLabels + ?Sized)) -> Option<i64> {
         let hash = series_hash(labels);
         let s = {
-            let stripe = self.hash_stripe(hash).read();
+            let stripe = self.hash_stripe(hash).table.read();
             self.find_in(&stripe, hash, labels)?
         };
         let d = s.data.lock();
@@ -326,22 +263,32 @@ impl Head {
     /// and compared in place; an owned [`Labels`] is built only for a new
     /// series (and handed back in [`SeriesHandle::created`]).
     pub(crate) fn get_or_create(&self, labels: &(impl SeriesLabels + ?Sized)) -> SeriesHandle {
-        let hash = series_hash(labels);
+        self.get_or_create_hashed(series_hash(labels), labels)
+    }
+
+    /// [`Head::get_or_create`] with `hash` = [`series_hash`]`(labels)`
+    /// computed by the caller (which prefetched with it).
+    pub(crate) fn get_or_create_hashed(
+        &self,
+        hash: u64,
+        labels: &(impl SeriesLabels + ?Sized),
+    ) -> SeriesHandle {
+        let stripe = self.hash_stripe(hash);
         {
-            let stripe = self.hash_stripe(hash).read();
-            if let Some(s) = self.find_in(&stripe, hash, labels) {
-                drop(stripe);
+            let table = stripe.table.read();
+            if let Some(s) = self.find_in(&table, hash, labels) {
+                drop(table);
                 return self.handle(s);
             }
         }
-        let mut stripe = self.hash_stripe(hash).write();
-        if let Some(s) = self.find_in(&stripe, hash, labels) {
-            drop(stripe);
+        let mut table = stripe.table.write();
+        if let Some(s) = self.find_in(&table, hash, labels) {
+            drop(table);
             return self.handle(s);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let owned = labels.to_labels();
-        let s = self.insert_locked(&mut stripe, id, hash, &owned);
+        let s = self.insert_locked(stripe, &mut table, id, hash, &owned);
         {
             let mut u = self.unlogged.write();
             u.insert(id, Arc::new(AtomicBool::new(false)));
@@ -349,11 +296,35 @@ impl Head {
             // finds this series sees a non-zero count.
             self.unlogged_len.store(u.len(), Ordering::Release);
         }
-        drop(stripe);
+        drop(table);
         SeriesHandle {
             series: s,
             needs_record: true,
             created: Some(owned),
+        }
+    }
+
+    /// Append prefetching, first stage: the table slot where a lookup of
+    /// `hash` starts (no lock; see [`series_table`]).
+    #[inline]
+    pub(crate) fn prefetch_slot(&self, hash: u64) {
+        self.hash_stripe(hash).hint.prefetch(hash);
+    }
+
+    /// Append prefetching, second stage, once the slot has had time to
+    /// arrive: the series it points to (the first with `hash`; labels are
+    /// not compared), i.e. its reference count, id, symbol pointer and
+    /// lock, and its open chunk's state.
+    #[inline]
+    pub(crate) fn prefetch_series(&self, hash: u64) {
+        let table = self.hash_stripe(hash).table.read();
+        if let Some(s) = table.first_with(hash) {
+            // The allocation starts with the Arc's two counters.
+            let start = (Arc::as_ptr(s) as usize).wrapping_sub(16);
+            let end = start + std::mem::size_of::<MemSeries>() + 16;
+            for line in (start & !63..end).step_by(64) {
+                series_table::prefetch(line);
+            }
         }
     }
 
@@ -373,19 +344,15 @@ impl Head {
 
     fn insert_locked(
         &self,
-        stripe: &mut HashStripe,
+        stripe: &HashStripe,
+        table: &mut SeriesTable,
         id: u64,
         hash: u64,
         labels: &Labels,
     ) -> Arc<MemSeries> {
         let syms = self.symbols.intern_labels(labels);
         let s = Arc::new(MemSeries::new(id, syms));
-        match stripe.by_hash.entry(hash) {
-            std::collections::hash_map::Entry::Occupied(_) => stripe.collisions.push(s.clone()),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(s.clone());
-            }
-        }
+        table.insert(hash, s.clone(), &stripe.hint);
         self.id_stripe(id).write().insert(id, s.clone());
         self.postings.add(id, &self.symbols.labels(&s.syms));
         self.num_series.fetch_add(1, Ordering::Relaxed);
@@ -419,14 +386,15 @@ impl Head {
             return;
         }
         let hash = series_hash(labels);
-        let mut stripe = self.hash_stripe(hash).write();
-        if let Some(s) = self.find_in(&stripe, hash, labels) {
+        let stripe = self.hash_stripe(hash);
+        let mut table = stripe.table.write();
+        if let Some(s) = self.find_in(&table, hash, labels) {
             if s.id != id {
                 self.aliases.write().insert(id, s.id);
             }
             return;
         }
-        self.insert_locked(&mut stripe, id, hash, labels);
+        self.insert_locked(stripe, &mut table, id, hash, labels);
     }
 
     /// The series with WAL ref `id` (following aliases).
@@ -835,22 +803,7 @@ impl Head {
         for s in &removed {
             // The label hash is not stored per series: recompute it.
             let hash = series_hash(&self.symbols.labels(&s.syms));
-            let mut hs = self.hash_stripe(hash).write();
-            if hs.by_hash.get(&hash).is_some_and(|x| x.id == s.id) {
-                hs.by_hash.remove(&hash);
-                let symbols = &self.symbols;
-                if let Some(pos) = hs
-                    .collisions
-                    .iter()
-                    .position(|x| series_hash(&symbols.labels(&x.syms)) == hash)
-                {
-                    let c = hs.collisions.swap_remove(pos);
-                    hs.by_hash.insert(hash, c);
-                }
-            } else {
-                hs.collisions.retain(|x| x.id != s.id);
-            }
-            drop(hs);
+            self.hash_stripe(hash).table.write().remove(hash, s.id);
             self.id_stripe(s.id).write().remove(&s.id);
             self.num_series.fetch_sub(1, Ordering::Relaxed);
             self.series_limits.count(&self.symbols.labels(&s.syms), -1);
@@ -1046,8 +999,7 @@ impl Head {
         }
         let map = |cap: usize, entry: usize| (cap * 8 / 7 * (entry + 1)) as u64;
         for st in self.by_hash.iter() {
-            let st = st.read();
-            m.series_maps += map(st.by_hash.capacity(), 16) + (st.collisions.capacity() * 8) as u64;
+            m.series_maps += (st.table.read().capacity() * 16) as u64;
         }
         for st in self.by_id.iter() {
             m.series_maps += map(st.read().capacity(), 16);
@@ -1318,10 +1270,12 @@ mod tests {
         let b = fresh(&[("__name__", "x"), ("i", "2")]);
         let c = fresh(&[("__name__", "x"), ("i", "3")]);
         let fake = 42u64;
-        let mut stripe = head.hash_stripe(fake).write();
-        let sa = head.insert_locked(&mut stripe, 1, fake, &a);
-        let sb = head.insert_locked(&mut stripe, 2, fake, &b);
-        assert_eq!(stripe.collisions.len(), 1);
+        let stripe = head.hash_stripe(fake);
+        let mut table = stripe.table.write();
+        let sa = head.insert_locked(stripe, &mut table, 1, fake, &a);
+        let sb = head.insert_locked(stripe, &mut table, 2, fake, &b);
+        assert_eq!(table.len(), 2);
+        let stripe = table;
         assert_eq!(head.find_in(&stripe, fake, &a).map(|s| s.id), Some(sa.id));
         assert_eq!(head.find_in(&stripe, fake, &b).map(|s| s.id), Some(sb.id));
         assert!(head.find_in(&stripe, fake, &c).is_none());

@@ -99,6 +99,37 @@ impl Iterator for Ids<'_> {
     }
 }
 
+/// Byte equality without a `memcmp` call for the short strings label names
+/// and values nearly always are: equal lengths, then at most two
+/// overlapping word loads per side, which cover every byte.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if std::ptr::eq(a.as_ptr(), b.as_ptr()) {
+        return true;
+    }
+    let word = |s: &[u8], at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    let half = |s: &[u8], at: usize| {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&s[at..at + 4]);
+        u32::from_le_bytes(w)
+    };
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
+    }
+}
+
 /// The (name, value) id pairs of an encoded label set.
 pub(crate) fn pairs(syms: &[u8]) -> impl Iterator<Item = (u32, u32)> + '_ {
     let mut it = Ids(syms);
@@ -174,9 +205,8 @@ impl Symbols {
         labels: &(impl crate::series_labels::SeriesLabels + ?Sized),
     ) -> bool {
         let eq = |id: u32, s: &str| {
-            self.get(id).is_some_and(|x| {
-                std::ptr::eq(x.as_ptr(), s.as_ptr()) && x.len() == s.len() || **x == *s
-            })
+            self.get(id)
+                .is_some_and(|x| same_bytes(x.as_bytes(), s.as_bytes()))
         };
         let mut ls = labels.pairs();
         for (n, v) in pairs(syms) {
