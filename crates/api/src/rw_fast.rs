@@ -140,6 +140,26 @@ fn leading_labels_text(buf: &[u8]) -> Option<&str> {
     std::str::from_utf8(&buf[..end]).ok()
 }
 
+/// The name and value ranges of an encoded `prometheus.Label` in the form
+/// every encoder writes for short strings: the name (field 1) then the
+/// value (field 2), each with a one-byte length, nothing else. `None`:
+/// anything else (the general walk handles it).
+#[inline]
+fn short_label(label: &[u8]) -> Option<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+    let [0x0a, n, rest @ ..] = label else {
+        return None;
+    };
+    let n = usize::from(*n);
+    match rest.get(n..)? {
+        [0x12, v, value @ ..]
+            if n < 0x80 && usize::from(*v) == value.len() && value.len() < 0x80 =>
+        {
+            Some((2..2 + n, 4 + n..label.len()))
+        }
+        _ => None,
+    }
+}
+
 /// Reads a `prometheus.TimeSeries` made only of labels and samples into
 /// `s`; `None` when it has anything else or is malformed.
 fn series_fast<'a>(buf: &'a [u8], s: &mut Scratch<'a>) -> Option<()> {
@@ -155,6 +175,17 @@ fn series_fast<'a>(buf: &'a [u8], s: &mut Scratch<'a>) -> Option<()> {
                 // `label` is `buf[at..at + len]`; its reader's positions
                 // map back into `buf` through the bytes left after it.
                 let at = buf.len() - r.buf.len() - label.len();
+                // The common form sliced out of the checked text directly
+                // (its bounds sit next to ASCII keys and lengths).
+                if let (Some(t), Some((n, v))) = (text, short_label(label)) {
+                    if let (Some(name), Some(value)) = (
+                        t.get(at + n.start..at + n.end),
+                        t.get(at + v.start..at + v.end),
+                    ) {
+                        s.pairs.push((name, value));
+                        continue;
+                    }
+                }
                 let mut l = Reader::new(label);
                 let (mut name, mut value) = ("", "");
                 while !l.is_empty() {
@@ -365,6 +396,42 @@ mod tests {
         .encode_to_vec();
         let b = super::decode_v1_fast(&two).expect("fast path");
         assert_eq!(b.labels_of(&b.series[0]), b.labels_of(&b.series[1]));
+    }
+
+    #[test]
+    fn short_label_form_and_its_edges_agree_with_prost() {
+        assert_eq!(
+            super::short_label(b"\x0a\x01a\x12\x02bc"),
+            Some((2..3, 5..7))
+        );
+        assert_eq!(super::short_label(b"\x12\x01a\x0a\x01b"), None);
+        assert_eq!(super::short_label(b"\x0a\x01a"), None);
+        assert_eq!(super::short_label(b"\x0a\x01a\x12\x03bc"), None);
+        let long = |n: usize| "é".repeat(n / 2) + &"x".repeat(n % 2);
+        for (n, v) in [(127, 127), (128, 1), (1, 128), (126, 0), (0, 3)] {
+            let mut ts = pb::TimeSeries {
+                labels: vec![label("__name__", "up"), label(&long(n), &long(v))],
+                samples: vec![pb::Sample {
+                    value: 1.0,
+                    timestamp: 5,
+                }],
+                ..Default::default()
+            };
+            ts.labels.sort_by(|a, b| a.name.cmp(&b.name));
+            let body = pb::WriteRequest {
+                timeseries: vec![ts],
+                metadata: Vec::new(),
+            }
+            .encode_to_vec();
+            same_as_prost(&body);
+            // A label whose name field is renumbered (two values) is read
+            // the general way.
+            let mut swapped = body.clone();
+            if let Some(i) = swapped.windows(2).position(|w| w == [0x0a, 0x08]) {
+                swapped[i] = 0x12;
+                same_as_prost(&swapped);
+            }
+        }
     }
 
     #[test]
