@@ -18,7 +18,8 @@
 #   ingest    accepted samples/s of the backfill (wall time of the push)
 #   cpu/Msmp  server CPU seconds (utime+stime from /proc) per million accepted samples
 #   peak RSS  VmHWM after the push; steady RSS: VmRSS 10 s after the push; B/series = steady/series
-#   disk      bytes per sample once persisted: Stratus blocks after POST /ingester/flush?compact=true
+#   disk      bytes per sample once persisted (the span is placed inside one 2 h window
+#             when it fits in one, see END below): Stratus blocks after POST /ingester/flush?compact=true
 #             (index + chunks + meta; WAL excluded and shown apart), Prometheus a
 #             snapshot with head (POST /api/v1/admin/tsdb/snapshot: index + chunks + meta;
 #             WAL shown apart), VictoriaMetrics data/ + indexdb/ after force_flush and
@@ -41,6 +42,16 @@ WORK="${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/stratus-compare.XXXXXX")}"
 mkdir -p "$WORK"
 PORT="${PORT:-19400}"
 END=$(( $(date +%s) / 60 * 60 ))
+# A span that fits in one 2 h block window is kept inside one: ending it on
+# the minute before the last window boundary when it would straddle one (Stratus would then
+# hold two level-1 blocks, each with its own index entry per series, which
+# no compaction at this age merges, and its disk figure would depend on the
+# minute of the run).
+span_s() { local v=${1%[smhd]}; case "$1" in *s) echo "$v" ;; *m) echo $((v * 60)) ;; *h) echo $((v * 3600)) ;; *d) echo $((v * 86400)) ;; *) echo "$1" ;; esac; }
+# (The push's samples run from END − SPAN, exclusive, to END, inclusive.)
+if [ "$(span_s "$SPAN")" -lt 7200 ] && [ $(( (END - $(span_s "$SPAN")) / 7200 )) -ne $(( END / 7200 )) ]; then
+  END=$(( END / 7200 * 7200 - 60 ))
+fi
 TICKS="${TICKS:-$(( SERIES >= 100000 ? 1 : 4 ))}"
 QUERY_SOLO_DURATION="${QUERY_SOLO_DURATION:-5s}"
 PREGEN_MIB="${PREGEN_MIB:-8192}"
