@@ -100,8 +100,8 @@ impl Iterator for Ids<'_> {
 }
 
 /// Byte equality without a `memcmp` call for the short strings label names
-/// and values nearly always are: equal lengths, then at most two
-/// overlapping word loads per side, which cover every byte.
+/// and values nearly always are: equal lengths, then word loads per side
+/// (the last one overlapping the one before), which cover every byte.
 #[inline(always)]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
@@ -126,6 +126,17 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
         1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
         4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
         8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        // Metric names: most are 17–40 bytes.
+        17..=48 => {
+            let mut at = 0;
+            while at + 8 < n {
+                if word(a, at) != word(b, at) {
+                    return false;
+                }
+                at += 8;
+            }
+            word(a, n - 8) == word(b, n - 8)
+        }
         _ => a == b,
     }
 }
@@ -276,6 +287,22 @@ impl Symbols {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_bytes_is_byte_equality_at_every_length_and_position() {
+        for n in 0..=70usize {
+            let a: Vec<u8> = (0..n).map(|i| (i * 7 + 1) as u8).collect();
+            assert!(same_bytes(&a, &a.clone()), "len {n}");
+            for i in 0..n {
+                let mut b = a.clone();
+                b[i] ^= 0x20;
+                assert!(!same_bytes(&a, &b), "len {n}, byte {i}");
+            }
+            let mut longer = a.clone();
+            longer.push(0);
+            assert!(!same_bytes(&a, &longer));
+        }
+    }
 
     #[test]
     fn locate_covers_ids_without_gaps() {
