@@ -1046,11 +1046,12 @@ fn check_and_push<'a>(
             return Err("label with an empty name".into());
         }
         if let Some(p) = prev {
-            if n == p {
-                return Err(format!("duplicate label name {n:?}"));
-            }
-            if n < p {
-                return Err(format!("labels not sorted by name ({n:?} after {p:?})"));
+            match n.cmp(p) {
+                std::cmp::Ordering::Greater => {}
+                std::cmp::Ordering::Equal => return Err(format!("duplicate label name {n:?}")),
+                std::cmp::Ordering::Less => {
+                    return Err(format!("labels not sorted by name ({n:?} after {p:?})"));
+                }
             }
         }
         prev = Some(n);
