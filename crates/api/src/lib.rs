@@ -31,6 +31,7 @@
 //! ([`ReadBackend`]) stand in for the local storage engine.
 
 mod admin;
+pub mod append_pool;
 mod auth;
 mod backend;
 mod config;

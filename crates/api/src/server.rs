@@ -462,7 +462,7 @@ pub(crate) async fn append_decoded(
             error!(tenant = %tenant, error = %e, "opening tenant database");
             internal_error(format!("opening the tenant database failed: {e}\n"))
         })?;
-        let res = tokio::task::spawn_blocking(move || {
+        let res = crate::append_pool::run(move || {
             let r = apply_batch(&db, &batch, ct_zero);
             (batch, r)
         })

@@ -220,7 +220,7 @@ impl Ingester for IngesterService {
             error!(tenant = %tenant, error = %e, "opening tenant database");
             internal(format!("opening the tenant database failed: {e}"))
         })?;
-        let res = tokio::task::spawn_blocking(move || {
+        let res = stratus_api::append_pool::run(move || {
             stratus_api::apply_batch(&db, &batch, ct_zero).map(|o| (batch, o))
         })
         .await
