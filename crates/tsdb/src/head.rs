@@ -1275,11 +1275,10 @@ mod tests {
         let sa = head.insert_locked(stripe, &mut table, 1, fake, &a);
         let sb = head.insert_locked(stripe, &mut table, 2, fake, &b);
         assert_eq!(table.len(), 2);
-        let stripe = table;
-        assert_eq!(head.find_in(&stripe, fake, &a).map(|s| s.id), Some(sa.id));
-        assert_eq!(head.find_in(&stripe, fake, &b).map(|s| s.id), Some(sb.id));
-        assert!(head.find_in(&stripe, fake, &c).is_none());
-        assert!(head.find_in(&stripe, fake + 1, &a).is_none());
+        assert_eq!(head.find_in(&table, fake, &a).map(|s| s.id), Some(sa.id));
+        assert_eq!(head.find_in(&table, fake, &b).map(|s| s.id), Some(sb.id));
+        assert!(head.find_in(&table, fake, &c).is_none());
+        assert!(head.find_in(&table, fake + 1, &a).is_none());
     }
 
     #[test]

@@ -32,15 +32,18 @@ fn fold(a: u64, b: u64) -> u64 {
     (r as u64) ^ ((r >> 64) as u64)
 }
 
+/// The eight bytes of `b` at `at`, little-endian (also used by the
+/// symbol table's string comparison).
 #[inline(always)]
-fn word(b: &[u8], at: usize) -> u64 {
+pub(super) fn word(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)
 }
 
+/// The four bytes of `b` at `at`, little-endian.
 #[inline(always)]
-fn half(b: &[u8], at: usize) -> u64 {
+pub(super) fn half(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[at..at + 4]);
     u64::from(u32::from_le_bytes(a))

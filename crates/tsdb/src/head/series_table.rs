@@ -131,24 +131,26 @@ impl SeriesTable {
             self.grow();
             hint.set(self);
         }
+        let i = self.free_slot(hash);
+        self.slots[i] = Some((hash, s));
+        self.len += 1;
+    }
+
+    /// The first empty slot of `hash`'s run (the table is never full).
+    fn free_slot(&self, hash: u64) -> usize {
         let mask = self.mask();
         let mut i = home(hash) & mask;
         while self.slots[i].is_some() {
             i = (i + 1) & mask;
         }
-        self.slots[i] = Some((hash, s));
-        self.len += 1;
+        i
     }
 
     fn grow(&mut self) {
         let cap = (self.slots.len() * 2).max(16);
         let old = std::mem::replace(&mut self.slots, (0..cap).map(|_| None).collect());
-        let mask = cap - 1;
         for (h, s) in old.into_vec().into_iter().flatten() {
-            let mut i = home(h) & mask;
-            while self.slots[i].is_some() {
-                i = (i + 1) & mask;
-            }
+            let i = self.free_slot(h);
             self.slots[i] = Some((h, s));
         }
     }
