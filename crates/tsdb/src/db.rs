@@ -566,7 +566,10 @@ impl Db {
                         report.reject(labels, s.t, RejectReason::TooOld);
                         continue;
                     }
-                    match self.head.append_locked_st(&mut d, s.t, s.v, st) {
+                    match self
+                        .head
+                        .append_locked_st(h.series.id, &mut d, s.t, s.v, st)
+                    {
                         Ok(Appended::Noop) => report.accepted += 1,
                         Ok(Appended::InOrder | Appended::OutOfOrder) => {
                             report.accepted += 1;
@@ -665,7 +668,10 @@ impl Db {
                         report.reject(sh.labels, t, RejectReason::TooOld);
                         continue;
                     }
-                    match self.head.append_histogram_locked_st(&mut d, t, next, st) {
+                    match self
+                        .head
+                        .append_histogram_locked_st(h.series.id, &mut d, t, next, st)
+                    {
                         Ok(Appended::Noop) => report.histograms_accepted += 1,
                         Ok(Appended::InOrder | Appended::OutOfOrder) => {
                             report.histograms_accepted += 1;
@@ -783,6 +789,10 @@ impl Db {
     /// retention. Call periodically (e.g. every few seconds).
     pub async fn maintain(self: &Arc<Self>) -> Result<()> {
         self.wal.sync_if_due()?;
+        if let Err(e) = self.head.flush_chunk_files() {
+            // The records stay in memory, readable; the next tick retries.
+            warn!(error = %e, "could not write head chunk file");
+        }
         let due = {
             let mut last = self.last_chunk_compaction.lock();
             let due = last.elapsed() >= self.cfg.head_chunk_compaction_interval;
@@ -1285,7 +1295,10 @@ fn replay_record(head: &Head, rec: crate::wal::Record, pending: &mut HashMap<(u6
                 } else {
                     pending.remove(&(s.sref, s.t)).unwrap_or(0)
                 };
-                if head.append_locked_st(&mut d, s.t, s.v, st).is_ok() {
+                if head
+                    .append_locked_st(series.id, &mut d, s.t, s.v, st)
+                    .is_ok()
+                {
                     lo = lo.min(s.t);
                     hi = hi.max(s.t);
                 }
@@ -1334,7 +1347,10 @@ fn replay_histograms<'a>(
         } else {
             pending.remove(&(sref, t)).unwrap_or(0)
         };
-        if head.append_histogram_locked_st(&mut d, t, h, st).is_ok() {
+        if head
+            .append_histogram_locked_st(series.id, &mut d, t, h, st)
+            .is_ok()
+        {
             lo = lo.min(t);
             hi = hi.max(t);
         }

@@ -442,38 +442,76 @@ impl Head {
     /// to a locked series.
     pub(crate) fn append_locked_st(
         &self,
+        id: u64,
         data: &mut series::SeriesData,
         t: i64,
         v: f64,
         st: i64,
     ) -> Result<Appended, Reject> {
-        data.append_st(
+        let sealed = data.chunks.len();
+        let r = data.append_st(
             t,
             v,
             st,
             self.min_valid(),
             self.cfg.chunk_samples,
             self.cfg.block_range,
-        )
+        );
+        if data.chunks.len() > sealed {
+            self.spill_sealed(id, data, sealed);
+        }
+        r
     }
 
     /// Appends one native histogram with its start timestamp (0 =
     /// unknown) to a locked series.
     pub(crate) fn append_histogram_locked_st(
         &self,
+        id: u64,
         data: &mut series::SeriesData,
         t: i64,
         h: HistRef<'_>,
         st: i64,
     ) -> Result<Appended, Reject> {
-        data.append_histogram_st(
+        let sealed = data.chunks.len();
+        let r = data.append_histogram_st(
             t,
             h,
             st,
             self.min_valid(),
             self.cfg.chunk_samples,
             self.cfg.block_range,
-        )
+        );
+        if data.chunks.len() > sealed {
+            self.spill_sealed(id, data, sealed);
+        }
+        r
+    }
+
+    /// Moves the chunks an append just sealed (`data.chunks[from..]`) into
+    /// the head chunk files, when the head has them. A chunk the files
+    /// refuse stays in memory for [`Head::compact_chunks`].
+    fn spill_sealed(&self, id: u64, data: &mut series::SeriesData, from: usize) {
+        let Some(files) = &self.files else {
+            return;
+        };
+        for c in data.chunks.iter_mut().skip(from) {
+            let Some(bytes) = c.mem_data() else {
+                continue;
+            };
+            if let Ok(at) = files.append(id, c.mint, c.maxt, c.encoding(), bytes) {
+                *c = HeadChunk::file(c.mint, c.maxt, c.encoding(), at);
+            }
+        }
+    }
+
+    /// Writes out the head chunk files' buffered records (each
+    /// maintenance tick).
+    pub(crate) fn flush_chunk_files(&self) -> Result<()> {
+        match &self.files {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
     }
 
     /// The head's inverted index (read-only use: statistics).
@@ -858,7 +896,9 @@ impl Head {
             let snap: Vec<HeadChunk> = {
                 let d = s.data.lock();
                 let todo = if self.files.is_some() {
-                    d.chunks.iter().any(|c| c.mem_data().is_some())
+                    d.chunks
+                        .iter()
+                        .any(|c| c.mem_data().is_some() || c.encoding() == xor)
                 } else {
                     d.chunks.iter().any(|c| c.encoding() == xor)
                 };

@@ -1,6 +1,6 @@
 //! Head chunk files (`<dir>/chunks_head/`): sealed head chunks moved out
-//! of the heap by the head chunk compaction read back exactly as they
-//! were, keep out-of-order and duplicate handling unchanged, disappear with
+//! of the heap as they are sealed or by the head chunk compaction read
+//! back exactly as they were, keep out-of-order and duplicate handling unchanged, disappear with
 //! their last chunk, are deleted on restart, and a damaged file is an
 //! error, never a panic.
 
@@ -241,6 +241,42 @@ fn reasons(r: &stratus_tsdb::AppendReport) -> Vec<RejectReason> {
     r.errors.iter().map(|e| e.reason).collect()
 }
 
+/// A float chunk goes to the files as it is sealed, with no compaction
+/// pass: no sealed bytes stay in the heap. Its record waits in the
+/// segment's tail buffer, readable, until the maintenance tick writes it.
+#[tokio::test]
+async fn sealed_chunks_leave_the_heap_at_once() {
+    let on = open(true).await;
+    let off = open(false).await;
+    // 7 samples per chunk: 5 sealed chunks per series, one open.
+    for i in 0..20 {
+        let s: Vec<(i64, f64)> = (0..40).map(|k| (k * 100, (i * k) as f64)).collect();
+        floats(&on.db, i, &s);
+        floats(&off.db, i, &s);
+    }
+    // What stays is the list of 100 chunk handles (40 bytes each).
+    let m = on.db.head_memory();
+    assert_eq!(m.sealed_chunks, 100 * 40, "{m:?}");
+    assert!(m.chunk_files > 0, "{m:?}");
+    assert!(off.db.head_memory().sealed_chunks > m.sealed_chunks + m.chunk_files);
+    assert_eq!(all(&on.db, 0, 100_000), all(&off.db, 0, 100_000));
+    // Written out by the tick (the segments before the current one were
+    // written as the writer moved on): every file holds its records.
+    let on_disk = |db: &Db| -> u64 {
+        seg_files(db)
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum()
+    };
+    let before = on_disk(&on.db);
+    on.db.maintain().await.unwrap();
+    assert!(on_disk(&on.db) > before);
+    assert_eq!(all(&on.db, 0, 100_000), all(&off.db, 0, 100_000));
+    // The pass still re-encodes them (from the files) into compact chunks.
+    assert!(on.db.compact_head_chunks().await.unwrap() > 0);
+    assert_eq!(all(&on.db, 0, 100_000), all(&off.db, 0, 100_000));
+}
+
 #[tokio::test]
 async fn out_of_order_and_duplicates_against_spilled_chunks() {
     for files in [true, false] {
@@ -361,16 +397,19 @@ async fn restart_deletes_leftover_files_and_replays_the_wal() {
             .await
             .unwrap(),
     );
-    assert!(seg_files(&db).is_empty());
+    // The leftovers are gone; the replay's sealed chunks went to new
+    // files, numbered after them.
+    let newer = |files: Vec<PathBuf>| {
+        files
+            .iter()
+            .all(|p| p.file_name().unwrap().to_str().unwrap() > "000099")
+    };
+    assert!(newer(seg_files(&db)));
     assert_eq!(all(&db, 0, 100_000), want);
     db.compact_head_chunks().await.unwrap();
     let fresh = seg_files(&db);
     assert!(!fresh.is_empty());
-    assert!(
-        fresh
-            .iter()
-            .all(|p| p.file_name().unwrap().to_str().unwrap() > "000099")
-    );
+    assert!(newer(fresh));
     assert_eq!(all(&db, 0, 100_000), want);
     drop(db);
     // With the files switched off, leftovers are deleted too.
@@ -406,9 +445,12 @@ async fn damaged_files_are_errors_not_panics() {
                 .unwrap();
             match damage {
                 "flip" => {
+                    // In the last record: the live compact chunk (the
+                    // float chunks sealed by the appends come before it).
+                    let at = f.metadata().unwrap().len() - 6;
                     let mut b = [0u8; 1];
-                    f.read_exact_at(&mut b, 40).unwrap_or(());
-                    f.write_all_at(&[b[0] ^ 0x10], 40).unwrap();
+                    f.read_exact_at(&mut b, at).unwrap_or(());
+                    f.write_all_at(&[b[0] ^ 0x10], at).unwrap();
                 }
                 _ => f.set_len(20).unwrap(),
             }

@@ -1,13 +1,23 @@
 //! Head chunk files: sealed head chunks kept out of the process heap.
 //!
+//! A float chunk goes to the append-only segment files under
+//! `<db dir>/chunks_head/` (format: `docs/format/head-chunks.md`) as it
+//! is sealed ([`ChunkFiles::append`]), and the series keeps a
+//! [`FileChunk`] (segment handle, offset, length) instead of the bytes.
 //! The maintenance pass ([`Head::compact_chunks`](super::Head)) writes the
 //! compact chunks it encodes, and the other sealed chunks it finds in
-//! memory, to append-only segment files under `<db dir>/chunks_head/`
-//! (format: `docs/format/head-chunks.md`), then swaps a [`FileChunk`]
-//! (segment handle, offset, length) into the series in place of the bytes.
+//! memory (histograms, chunks with start timestamps), the same way.
 //! Readers fetch the bytes with a positional read (`pread`) and check the
 //! record's CRC32C: the bytes live in the page cache, not in the resident
 //! heap, and there is no `unsafe` memory map.
+//!
+//! Records appended one by one gather in the current segment's tail
+//! buffer, which is written with one `pwrite` when it reaches
+//! [`TAIL_FLUSH_BYTES`] and on every maintenance tick
+//! ([`ChunkFiles::flush`]). A record still in the tail is read from it.
+//! Sealing a chunk thus costs a copy, not a system call, and sealed
+//! chunks never pile up in the heap between maintenance passes (after a
+//! backfill, or a WAL replay, they would otherwise all be there at once).
 //!
 //! Lifetimes: a [`Segment`] is shared (`Arc`) by every chunk stored in it
 //! and by the writer while it is the current segment; when the last
@@ -47,6 +57,12 @@ const CRC_LEN: usize = 4;
 pub(crate) const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 /// Largest segment size accepted (offsets are 32-bit).
 pub(crate) const MAX_SEGMENT_BYTES: u64 = 1 << 30;
+/// A segment's tail buffer is written out when it holds this many bytes.
+pub(crate) const TAIL_FLUSH_BYTES: usize = 64 << 10;
+/// While writes fail, a tail may grow to this many bytes (its records
+/// stay readable); past it, [`ChunkFiles::append`] refuses records and
+/// sealed chunks stay in the heap until the files work again.
+const TAIL_MAX_BYTES: usize = 16 * TAIL_FLUSH_BYTES;
 
 /// Bytes a chunk of `len` data bytes takes in a segment.
 pub(crate) fn record_len(len: usize) -> usize {
@@ -59,8 +75,11 @@ pub(crate) fn record_len(len: usize) -> usize {
 pub(crate) struct Segment {
     path: PathBuf,
     file: File,
-    /// Bytes written (header included).
+    /// Bytes written or waiting in `tail` (header included): where the
+    /// next record goes.
     size: AtomicU64,
+    /// Records appended but not yet written.
+    tail: Mutex<Tail>,
     /// The sum over all live segments of the directory, shared with
     /// [`ChunkFiles`].
     total: Arc<AtomicU64>,
@@ -78,10 +97,51 @@ impl Drop for Segment {
     }
 }
 
+/// The unwritten end of a segment: `buf` goes at file offset `base`.
+#[derive(Debug, Default)]
+struct Tail {
+    base: u64,
+    buf: Vec<u8>,
+}
+
 impl Segment {
     #[cfg(test)]
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Writes the tail buffer out (one `pwrite`). On failure the records
+    /// stay in the buffer, readable, for the next try.
+    fn flush_tail(&self, t: &mut Tail) -> Result<()> {
+        if t.buf.is_empty() {
+            return Ok(());
+        }
+        crate::failpoint::hit("head.chunk_files.write")?;
+        self.file
+            .write_all_at(&t.buf, t.base)
+            .context(IoSnafu { path: &self.path })?;
+        t.base += t.buf.len() as u64;
+        t.buf.clear();
+        Ok(())
+    }
+
+    /// The record at `offset`, `len` bytes long: from the tail buffer if
+    /// it is still there, else with one positional read.
+    fn read_record(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        {
+            let t = self.tail.lock();
+            if offset >= t.base {
+                let at = (offset - t.base) as usize;
+                return match t.buf.get(at..at + len) {
+                    Some(b) => Ok(b.to_vec()),
+                    None => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                };
+            }
+        }
+        // Below `base`: written before `base` moved past it.
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
     }
 }
 
@@ -106,10 +166,9 @@ impl FileChunk {
         let path = &self.seg.path;
         let offset = u64::from(self.off);
         let len = self.len as usize;
-        let mut buf = vec![0u8; record_len(len)];
-        self.seg
-            .file
-            .read_exact_at(&mut buf, offset)
+        let buf = self
+            .seg
+            .read_record(offset, record_len(len))
             .context(HeadChunkReadSnafu { path, offset })?;
         let corrupt = |reason: String| {
             HeadChunkCorruptSnafu {
@@ -222,18 +281,89 @@ impl ChunkFiles {
     }
 
     /// Writes `buf` (whole records) with one write at the end of the
-    /// current segment, starting a new segment first when it would grow
-    /// past the segment size. Returns the segment and the offset of
-    /// `buf[0]` in it.
+    /// current segment (after its tail), starting a new segment first
+    /// when it would grow past the segment size. Returns the segment and
+    /// the offset of `buf[0]` in it.
     pub(crate) fn write(&self, buf: &[u8]) -> Result<(Arc<Segment>, u64)> {
         crate::failpoint::hit("head.chunk_files.write")?;
-        let mut w = self.writer.lock();
         let len = buf.len() as u64;
+        let mut w = self.writer.lock();
+        let seg = self.room(&mut w, len)?;
+        let mut t = seg.tail.lock();
+        seg.flush_tail(&mut t)?;
+        let at = t.base;
+        seg.file
+            .write_all_at(buf, at)
+            .context(IoSnafu { path: &seg.path })?;
+        t.base = at + len;
+        seg.size.store(at + len, Ordering::Relaxed);
+        self.total.fetch_add(len, Ordering::Relaxed);
+        drop(t);
+        Ok((seg, at))
+    }
+
+    /// Appends one chunk record to the current segment's tail buffer
+    /// (written out once the tail holds [`TAIL_FLUSH_BYTES`]) and returns
+    /// where it is. An error (no segment could be created, or the tail is
+    /// full of records that could not be written) means the caller keeps
+    /// the chunk in memory.
+    pub(crate) fn append(
+        &self,
+        series: u64,
+        mint: i64,
+        maxt: i64,
+        encoding: u8,
+        data: &[u8],
+    ) -> Result<FileChunk> {
+        let len = record_len(data.len()) as u64;
+        let mut w = self.writer.lock();
+        let seg = self.room(&mut w, len)?;
+        let mut t = seg.tail.lock();
+        if t.buf.len() >= TAIL_MAX_BYTES {
+            seg.flush_tail(&mut t)?;
+        }
+        let at = t.base + t.buf.len() as u64;
+        encode_record(&mut t.buf, series, mint, maxt, encoding, data);
+        seg.size.store(at + len, Ordering::Relaxed);
+        self.total.fetch_add(len, Ordering::Relaxed);
+        if t.buf.len() >= TAIL_FLUSH_BYTES {
+            // A failure keeps the records in the tail, readable; the
+            // maintenance tick's `flush` reports it.
+            let _ = seg.flush_tail(&mut t);
+        }
+        drop(t);
+        Ok(FileChunk {
+            seg,
+            // `room` keeps every record of a segment below 4 GiB.
+            off: at as u32,
+            len: data.len() as u32,
+        })
+    }
+
+    /// Writes out the current segment's tail and releases its buffer
+    /// (each maintenance tick: a quiet database keeps no buffer).
+    pub(crate) fn flush(&self) -> Result<()> {
+        let w = self.writer.lock();
+        if let Some(seg) = &w.seg {
+            let mut t = seg.tail.lock();
+            seg.flush_tail(&mut t)?;
+            t.buf = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// The current segment, with room for `len` more bytes: a new one
+    /// (the old one's tail written out first) when it would grow past the
+    /// segment size.
+    fn room(&self, w: &mut Writer, len: u64) -> Result<Arc<Segment>> {
         let full = w.seg.as_ref().is_none_or(|s| {
             let size = s.size.load(Ordering::Relaxed);
             size > HEADER_LEN && size + len > self.segment_bytes
         });
         if full {
+            if let Some(old) = &w.seg {
+                old.flush_tail(&mut old.tail.lock())?;
+            }
             w.seg = None;
             let id = w.next_id;
             w.next_id += 1;
@@ -242,20 +372,14 @@ impl ChunkFiles {
         let Some(seg) = w.seg.clone() else {
             unreachable!("a segment was just created")
         };
-        let at = seg.size.load(Ordering::Relaxed);
-        if at + len > u64::from(u32::MAX) {
+        if seg.size.load(Ordering::Relaxed) + len > u64::from(u32::MAX) {
             // Only a single batch larger than 4 GiB gets here.
             return crate::error::ConfigSnafu {
                 message: format!("head chunk batch of {len} bytes does not fit a segment"),
             }
             .fail();
         }
-        seg.file
-            .write_all_at(buf, at)
-            .context(IoSnafu { path: &seg.path })?;
-        seg.size.store(at + len, Ordering::Relaxed);
-        self.total.fetch_add(len, Ordering::Relaxed);
-        Ok((seg, at))
+        Ok(seg)
     }
 
     fn create(&self, id: u64) -> Result<Arc<Segment>> {
@@ -274,6 +398,10 @@ impl ChunkFiles {
             path,
             file,
             size: AtomicU64::new(0),
+            tail: Mutex::new(Tail {
+                base: HEADER_LEN,
+                buf: Vec::new(),
+            }),
             total: self.total.clone(),
         });
         seg.file
