@@ -589,7 +589,9 @@ impl Head {
         maxt: i64,
         labels_only: bool,
     ) -> Result<Vec<crate::querier::Series>> {
-        let mut out = Vec::new();
+        // Series found, with their sealed chunks in the range (read after
+        // the walk, all at once) and their other parts.
+        let mut found = Vec::new();
         for s in self.matching(matchers)? {
             let mut sealed: Vec<HeadChunk> = Vec::new();
             let mut rest = Vec::new();
@@ -646,11 +648,37 @@ impl Head {
                     }
                 }
             }
-            // Chunks in head chunk files are read here, outside the lock
-            // (the handles keep their files readable).
+            found.push((s, sealed, rest));
+        }
+        // Chunks in head chunk files are read here, outside the series
+        // locks (the handles keep their files readable), nearby records
+        // with one read.
+        let want: Vec<chunk_files::Want<'_>> = found
+            .iter()
+            .flat_map(|f| &f.1)
+            .filter_map(|c| Some((c.file_chunk()?, c.mint, c.maxt, c.encoding())))
+            .collect();
+        let mut loaded = chunk_files::read_many(&want)?.into_iter();
+        drop(want);
+        let mut out = Vec::with_capacity(found.len());
+        for (s, sealed, rest) in found {
             let mut parts = Vec::with_capacity(sealed.len() + rest.len());
             for c in &sealed {
-                parts.push(c.to_part()?);
+                let data = match c.mem_data() {
+                    Some(d) => d.clone(),
+                    None => loaded.next().ok_or_else(|| {
+                        crate::error::ConfigSnafu {
+                            message: "head chunk reads fewer than asked".to_string(),
+                        }
+                        .build()
+                    })?,
+                };
+                parts.push(Part::Chunk {
+                    mint: c.mint,
+                    maxt: c.maxt,
+                    encoding: c.encoding(),
+                    data,
+                });
             }
             parts.extend(rest);
             if parts.is_empty() && !labels_only {

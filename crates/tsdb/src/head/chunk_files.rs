@@ -125,6 +125,28 @@ impl Segment {
         Ok(())
     }
 
+    /// Bytes `start..end` with one positional read, if all of them are
+    /// written (`None` when some are still in the tail). A file shorter
+    /// than `end` gives the bytes there are (the records past its end
+    /// then fail their check).
+    fn read_written(&self, start: u64, end: u64) -> Option<std::io::Result<Vec<u8>>> {
+        if end > self.tail.lock().base {
+            return None;
+        }
+        let mut buf = vec![0u8; (end - start) as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            match self.file.read_at(&mut buf[got..], start + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        buf.truncate(got);
+        Some(Ok(buf))
+    }
+
     /// The record at `offset`, `len` bytes long: from the tail buffer if
     /// it is still there, else with one positional read.
     fn read_record(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
@@ -163,13 +185,22 @@ impl FileChunk {
     /// Reads the chunk's data with one positional read and checks the
     /// record (CRC32C, and that its header matches what the head expects).
     pub(crate) fn read(&self, mint: i64, maxt: i64, encoding: u8) -> Result<Arc<[u8]>> {
-        let path = &self.seg.path;
         let offset = u64::from(self.off);
-        let len = self.len as usize;
         let buf = self
             .seg
-            .read_record(offset, record_len(len))
-            .context(HeadChunkReadSnafu { path, offset })?;
+            .read_record(offset, record_len(self.len as usize))
+            .context(HeadChunkReadSnafu {
+                path: &self.seg.path,
+                offset,
+            })?;
+        self.check(&buf, mint, maxt, encoding)
+    }
+
+    /// Checks `rec`, this chunk's whole record as read (CRC32C, and that
+    /// its header matches what the head expects), and returns its data.
+    fn check(&self, rec: &[u8], mint: i64, maxt: i64, encoding: u8) -> Result<Arc<[u8]>> {
+        let path = &self.seg.path;
+        let offset = u64::from(self.off);
         let corrupt = |reason: String| {
             HeadChunkCorruptSnafu {
                 path,
@@ -178,19 +209,26 @@ impl FileChunk {
             }
             .fail()
         };
-        let body = RECORD_HEAD + len;
-        let want = u32::from_be_bytes(be(&buf[body..]));
-        let got = crc32c::crc32c(&buf[..body]);
+        let body = RECORD_HEAD + self.len as usize;
+        if rec.len() != body + CRC_LEN {
+            return corrupt(format!(
+                "record of {} bytes, expected {}",
+                rec.len(),
+                body + CRC_LEN
+            ));
+        }
+        let want = u32::from_be_bytes(be(&rec[body..]));
+        let got = crc32c::crc32c(&rec[..body]);
         if want != got {
             return corrupt(format!(
                 "checksum mismatch (stored {want:#010x}, computed {got:#010x})"
             ));
         }
         let (m, x) = (
-            i64::from_be_bytes(be(&buf[8..])),
-            i64::from_be_bytes(be(&buf[16..])),
+            i64::from_be_bytes(be(&rec[8..])),
+            i64::from_be_bytes(be(&rec[16..])),
         );
-        let (e, l) = (buf[24], u32::from_be_bytes(be(&buf[25..])));
+        let (e, l) = (rec[24], u32::from_be_bytes(be(&rec[25..])));
         if (m, x, e, l) != (mint, maxt, encoding, self.len) {
             return corrupt(format!(
                 "record header ({m}, {x}, encoding {e}, {l} bytes) does not match the head's \
@@ -198,8 +236,71 @@ impl FileChunk {
                 self.len
             ));
         }
-        Ok(Arc::from(&buf[RECORD_HEAD..body]))
+        Ok(Arc::from(&rec[RECORD_HEAD..body]))
     }
+}
+
+/// A chunk to read in [`read_many`]: its record, and what the head
+/// expects in the record's header (mint, maxt, encoding).
+pub(crate) type Want<'a> = (&'a FileChunk, i64, i64, u8);
+
+/// Records closer than this in one segment are read with one `pread`
+/// (the bytes between them are read and dropped).
+const MERGE_GAP: u64 = 16 << 10;
+/// Largest single read [`read_many`] makes.
+const MERGE_MAX: u64 = 1 << 20;
+
+/// Reads many chunks, each checked as [`FileChunk::read`] does, with one
+/// positional read per run of nearby records in a segment rather than
+/// one per chunk (chunks sealed one after another, such as those of
+/// series appended together, sit side by side). Returns the data in the
+/// order of `want`.
+pub(crate) fn read_many(want: &[Want<'_>]) -> Result<Vec<Arc<[u8]>>> {
+    let mut order: Vec<usize> = (0..want.len()).collect();
+    order.sort_unstable_by_key(|&i| (Arc::as_ptr(&want[i].0.seg) as usize, want[i].0.off));
+    let mut out: Vec<Option<Arc<[u8]>>> = vec![None; want.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let first = want[order[i]].0;
+        let start = u64::from(first.off);
+        let mut end = start + record_len(first.len as usize) as u64;
+        let mut j = i + 1;
+        while let Some(&k) = order.get(j) {
+            let c = want[k].0;
+            let (off, len) = (u64::from(c.off), record_len(c.len as usize) as u64);
+            if !Arc::ptr_eq(&c.seg, &first.seg)
+                || off > end + MERGE_GAP
+                || off + len - start > MERGE_MAX
+            {
+                break;
+            }
+            end = end.max(off + len);
+            j += 1;
+        }
+        let run = &order[i..j];
+        i = j;
+        let buf = match first.seg.read_written(start, end) {
+            Some(r) => r.context(HeadChunkReadSnafu {
+                path: &first.seg.path,
+                offset: start,
+            })?,
+            None => {
+                // Part of the run is still in the tail: one by one.
+                for &k in run {
+                    let (c, mint, maxt, enc) = want[k];
+                    out[k] = Some(c.read(mint, maxt, enc)?);
+                }
+                continue;
+            }
+        };
+        for &k in run {
+            let (c, mint, maxt, enc) = want[k];
+            let at = (u64::from(c.off) - start) as usize;
+            let rec = buf.get(at..at + record_len(c.len as usize)).unwrap_or(&[]);
+            out[k] = Some(c.check(rec, mint, maxt, enc)?);
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
 }
 
 fn be<const N: usize>(b: &[u8]) -> [u8; N] {
@@ -479,6 +580,54 @@ mod tests {
         files.release_idle();
         assert!(!path.exists());
         assert_eq!(files.disk_bytes(), 0);
+    }
+
+    #[test]
+    fn many_reads_merge_nearby_records_keep_order_and_check_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ChunkFiles::open(dir.path(), 1 << 20).unwrap();
+        let data = |i: usize| vec![i as u8; 10 + i % 300];
+        // Appended one by one: written at 64 KiB, so the last records
+        // are still in the tail; a far record after a 100 KiB gap.
+        let mut chunks: Vec<(FileChunk, i64)> = (0..600)
+            .map(|i| {
+                (
+                    files
+                        .append(i as u64, i as i64, i as i64 + 1, 1, &data(i))
+                        .unwrap(),
+                    i as i64,
+                )
+            })
+            .collect();
+        let mut gap = Vec::new();
+        encode_record(&mut gap, 0, 0, 0, 1, &vec![0u8; 100 << 10]);
+        files.write(&gap).unwrap();
+        chunks.push((files.append(9, 600, 601, 1, &data(600)).unwrap(), 600));
+        let tail_base = chunks[0].0.seg.tail.lock().base;
+        assert!(tail_base > HEADER_LEN, "some records written");
+        // Shuffled, and one chunk asked twice.
+        let mut pick: Vec<usize> = (0..chunks.len()).rev().step_by(3).collect();
+        pick.extend((0..chunks.len()).step_by(7));
+        let want: Vec<Want<'_>> = pick
+            .iter()
+            .map(|&i| (&chunks[i].0, chunks[i].1, chunks[i].1 + 1, 1u8))
+            .collect();
+        let got = read_many(&want).unwrap();
+        assert_eq!(got.len(), pick.len());
+        for (&i, d) in pick.iter().zip(&got) {
+            assert_eq!(&**d, &data(i)[..], "chunk {i}");
+        }
+        // The head expecting another chunk in a merged run: an error.
+        let (c, t) = (&chunks[1].0, chunks[1].1);
+        let e = read_many(&[(&chunks[0].0, 0, 1, 1), (c, t, t + 2, 1)]).unwrap_err();
+        assert!(e.to_string().contains("does not match"), "{e}");
+        // A damaged byte in a merged run: that chunk's checksum fails.
+        let seg = chunks[2].0.seg.clone();
+        seg.file
+            .write_all_at(b"J", u64::from(chunks[2].0.off) + RECORD_HEAD as u64)
+            .unwrap();
+        let e = read_many(&[(&chunks[0].0, 0, 1, 1), (&chunks[2].0, 2, 3, 1)]).unwrap_err();
+        assert!(e.to_string().contains("checksum mismatch"), "{e}");
     }
 
     #[test]
