@@ -666,12 +666,11 @@ impl Head {
             for c in &sealed {
                 let data = match c.mem_data() {
                     Some(d) => d.clone(),
-                    None => loaded.next().ok_or_else(|| {
-                        crate::error::ConfigSnafu {
-                            message: "head chunk reads fewer than asked".to_string(),
-                        }
-                        .build()
-                    })?,
+                    // `read_many` answered every file chunk, in order.
+                    None => match loaded.next() {
+                        Some(d) => d,
+                        None => c.load()?,
+                    },
                 };
                 parts.push(Part::Chunk {
                     mint: c.mint,
