@@ -75,10 +75,8 @@ pub(crate) fn record_len(len: usize) -> usize {
 pub(crate) struct Segment {
     path: PathBuf,
     file: File,
-    /// Bytes written or waiting in `tail` (header included): where the
-    /// next record goes.
-    size: AtomicU64,
-    /// Records appended but not yet written.
+    /// Records appended but not yet written; its end is the segment's
+    /// size, where the next record goes.
     tail: Mutex<Tail>,
     /// The sum over all live segments of the directory, shared with
     /// [`ChunkFiles`].
@@ -88,7 +86,7 @@ pub(crate) struct Segment {
 impl Drop for Segment {
     fn drop(&mut self) {
         self.total
-            .fetch_sub(self.size.load(Ordering::Relaxed), Ordering::Relaxed);
+            .fetch_sub(self.tail.get_mut().end(), Ordering::Relaxed);
         if let Err(e) = std::fs::remove_file(&self.path) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 warn!(path = %self.path.display(), error = %e, "could not delete head chunk file");
@@ -102,6 +100,13 @@ impl Drop for Segment {
 struct Tail {
     base: u64,
     buf: Vec<u8>,
+}
+
+impl Tail {
+    /// The segment's size (header, written and waiting records).
+    fn end(&self) -> u64 {
+        self.base + self.buf.len() as u64
+    }
 }
 
 impl Segment {
@@ -397,7 +402,6 @@ impl ChunkFiles {
             .write_all_at(buf, at)
             .context(IoSnafu { path: &seg.path })?;
         t.base = at + len;
-        seg.size.store(at + len, Ordering::Relaxed);
         self.total.fetch_add(len, Ordering::Relaxed);
         drop(t);
         Ok((seg, at))
@@ -423,9 +427,8 @@ impl ChunkFiles {
         if t.buf.len() >= TAIL_MAX_BYTES {
             seg.flush_tail(&mut t)?;
         }
-        let at = t.base + t.buf.len() as u64;
+        let at = t.end();
         encode_record(&mut t.buf, series, mint, maxt, encoding, data);
-        seg.size.store(at + len, Ordering::Relaxed);
         self.total.fetch_add(len, Ordering::Relaxed);
         if t.buf.len() >= TAIL_FLUSH_BYTES {
             // A failure keeps the records in the tail, readable; the
@@ -458,7 +461,7 @@ impl ChunkFiles {
     /// segment size.
     fn room(&self, w: &mut Writer, len: u64) -> Result<Arc<Segment>> {
         let full = w.seg.as_ref().is_none_or(|s| {
-            let size = s.size.load(Ordering::Relaxed);
+            let size = s.tail.lock().end();
             size > HEADER_LEN && size + len > self.segment_bytes
         });
         if full {
@@ -473,7 +476,7 @@ impl ChunkFiles {
         let Some(seg) = w.seg.clone() else {
             unreachable!("a segment was just created")
         };
-        if seg.size.load(Ordering::Relaxed) + len > u64::from(u32::MAX) {
+        if seg.tail.lock().end() + len > u64::from(u32::MAX) {
             // Only a single batch larger than 4 GiB gets here.
             return crate::error::ConfigSnafu {
                 message: format!("head chunk batch of {len} bytes does not fit a segment"),
@@ -498,18 +501,17 @@ impl ChunkFiles {
         let seg = Arc::new(Segment {
             path,
             file,
-            size: AtomicU64::new(0),
             tail: Mutex::new(Tail {
                 base: HEADER_LEN,
                 buf: Vec::new(),
             }),
             total: self.total.clone(),
         });
+        // Counted before the write: a failed segment's drop takes it back.
+        self.total.fetch_add(HEADER_LEN, Ordering::Relaxed);
         seg.file
             .write_all_at(&head, 0)
             .context(IoSnafu { path: &seg.path })?;
-        seg.size.store(HEADER_LEN, Ordering::Relaxed);
-        self.total.fetch_add(HEADER_LEN, Ordering::Relaxed);
         Ok(seg)
     }
 }
