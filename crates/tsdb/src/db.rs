@@ -535,7 +535,7 @@ impl Db {
             loop {
                 let h = self.head.get_or_create_hashed(hashes[bi], labels);
                 let mut d = h.series.data.lock();
-                if d.removed {
+                if d.removed() {
                     continue;
                 }
                 if h.needs_record {
@@ -544,7 +544,7 @@ impl Db {
                         labels: h.created.unwrap_or_else(|| labels.to_labels()),
                     });
                     new_ids.push(h.series.id);
-                    if d.is_empty() && d.last_t == i64::MIN {
+                    if d.is_empty() && d.last_t() == i64::MIN {
                         report.new_series += 1;
                     }
                 }
@@ -556,7 +556,7 @@ impl Db {
                         continue;
                     }
                     let head_max = self.head.max_t().max(bmax);
-                    let ooo = s.t < d.last_t || (s.t > d.last_t && s.t < min_valid);
+                    let ooo = s.t < d.last_t() || (s.t > d.last_t() && s.t < min_valid);
                     if ooo && window == 0 {
                         report.reject(labels, s.t, RejectReason::OutOfOrder);
                         continue;
@@ -615,7 +615,7 @@ impl Db {
             loop {
                 let h = self.head.get_or_create(sh.labels);
                 let mut d = h.series.data.lock();
-                if d.removed {
+                if d.removed() {
                     continue;
                 }
                 if h.needs_record {
@@ -624,7 +624,7 @@ impl Db {
                         labels: h.created.unwrap_or_else(|| sh.labels.clone()),
                     });
                     new_ids.push(h.series.id);
-                    if d.is_empty() && d.last_t == i64::MIN {
+                    if d.is_empty() && d.last_t() == i64::MIN {
                         report.new_series += 1;
                     }
                 }

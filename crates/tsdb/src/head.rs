@@ -29,13 +29,15 @@ use crate::index::{MemPostings, select_postings};
 use crate::querier::Part;
 use crate::series_labels::SeriesLabels;
 pub(crate) use label_hash::series_hash;
-pub(crate) use series::{Appended, HeadChunk, HistRef, MemSeries, Reject, window_start};
+pub(crate) use series::{
+    Appended, HeadChunk, HistRef, MemSeries, Reject, SERIES_ALLOC_BYTES, SeriesArc, window_start,
+};
 use series_table::{SeriesTable, SlotsHint};
 use symbols::Symbols;
 
 const STRIPES: usize = 512;
 
-type IdStripe = HashMap<u64, Arc<MemSeries>>;
+type IdStripe = HashMap<u64, SeriesArc>;
 
 /// Head settings (all times in milliseconds).
 #[derive(Debug, Clone)]
@@ -69,7 +71,7 @@ struct HashStripe {
 /// Handle returned by [`Head::get_or_create`].
 #[derive(Debug)]
 pub(crate) struct SeriesHandle {
-    pub(crate) series: Arc<MemSeries>,
+    pub(crate) series: SeriesArc,
     /// The WAL may not yet hold this series' definition: the caller must
     /// log it with its samples.
     pub(crate) needs_record: bool,
@@ -239,7 +241,7 @@ impl Head {
         table: &SeriesTable,
         hash: u64,
         labels: &(impl SeriesLabels + ?Sized),
-    ) -> Option<Arc<MemSeries>> {
+    ) -> Option<SeriesArc> {
         table
             .find(hash, |s| self.symbols.matches(&s.syms, labels))
             .cloned()
@@ -255,7 +257,7 @@ impl Head {
             self.find_in(&stripe, hash, labels)?
         };
         let d = s.data.lock();
-        (!d.removed && d.last_t != i64::MIN).then_some(d.last_t)
+        (!d.removed() && d.last_t() != i64::MIN).then_some(d.last_t())
     }
 
     /// The series with `labels`, created if new. Labels must be valid
@@ -319,16 +321,16 @@ impl Head {
     pub(crate) fn prefetch_series(&self, hash: u64) {
         let table = self.hash_stripe(hash).table.read();
         if let Some(s) = table.first_with(hash) {
-            // The allocation starts with the Arc's two counters.
-            let start = (Arc::as_ptr(s) as usize).wrapping_sub(16);
-            let end = start + std::mem::size_of::<MemSeries>() + 16;
+            // The allocation starts with the reference count.
+            let start = (SeriesArc::as_ptr(s) as usize).wrapping_sub(8);
+            let end = start + SERIES_ALLOC_BYTES;
             for line in (start & !63..end).step_by(64) {
                 series_table::prefetch(line);
             }
         }
     }
 
-    fn handle(&self, s: Arc<MemSeries>) -> SeriesHandle {
+    fn handle(&self, s: SeriesArc) -> SeriesHandle {
         // Fast path: nothing is waiting to be logged (the steady state), so
         // the shared `unlogged` lock is not touched on every sample.
         let needs_record = self.unlogged_len.load(Ordering::Acquire) != 0 && {
@@ -349,9 +351,9 @@ impl Head {
         id: u64,
         hash: u64,
         labels: &Labels,
-    ) -> Arc<MemSeries> {
+    ) -> SeriesArc {
         let syms = self.symbols.intern_labels(labels);
-        let s = Arc::new(MemSeries::new(id, syms));
+        let s = SeriesArc::new(MemSeries::new(id, syms));
         table.insert(hash, s.clone(), &stripe.hint);
         self.id_stripe(id).write().insert(id, s.clone());
         self.postings.add(id, &self.symbols.labels(&s.syms));
@@ -398,7 +400,7 @@ impl Head {
     }
 
     /// The series with WAL ref `id` (following aliases).
-    pub(crate) fn series_by_ref(&self, id: u64) -> Option<Arc<MemSeries>> {
+    pub(crate) fn series_by_ref(&self, id: u64) -> Option<SeriesArc> {
         if let Some(s) = self.id_stripe(id).read().get(&id) {
             return Some(s.clone());
         }
@@ -524,7 +526,7 @@ impl Head {
     }
 
     /// All series, in no particular order.
-    fn all_series(&self) -> Vec<Arc<MemSeries>> {
+    fn all_series(&self) -> Vec<SeriesArc> {
         let mut out = Vec::with_capacity(self.num_series() as usize);
         for st in self.by_id.iter() {
             out.extend(st.read().values().cloned());
@@ -533,7 +535,7 @@ impl Head {
     }
 
     /// Series ids matching `matchers` (all series when empty).
-    fn matching(&self, matchers: &[Matcher]) -> Result<Vec<Arc<MemSeries>>> {
+    fn matching(&self, matchers: &[Matcher]) -> Result<Vec<SeriesArc>> {
         if matchers.is_empty() {
             let mut v = self.all_series();
             v.sort_by_key(|s| s.id);
@@ -597,7 +599,7 @@ impl Head {
             let mut rest = Vec::new();
             {
                 let d = s.data.lock();
-                if d.removed {
+                if d.removed() {
                     continue;
                 }
                 let Some((lo, hi)) = d.time_range() else {
@@ -764,7 +766,7 @@ impl Head {
 
     fn series_overlaps(&self, s: &MemSeries, mint: i64, maxt: i64) -> bool {
         let d = s.data.lock();
-        !d.removed
+        !d.removed()
             && d.time_range()
                 .is_some_and(|(lo, hi)| hi >= mint && lo <= maxt)
     }
@@ -786,7 +788,7 @@ impl Head {
     }
 
     /// Series sorted by label set (for writing a block).
-    pub(crate) fn sorted_series(&self) -> Vec<Arc<MemSeries>> {
+    pub(crate) fn sorted_series(&self) -> Vec<SeriesArc> {
         let mut v = self.all_series();
         v.sort_by(|a, b| self.symbols.cmp_labels(&a.syms, &b.syms));
         v
@@ -798,7 +800,7 @@ impl Head {
     /// see [`Head::truncate`].
     pub(crate) fn extract(&self, s: &MemSeries, cut_end: i64) -> Result<Option<Extracted>> {
         let mut d = s.data.lock();
-        if d.removed {
+        if d.removed() {
             return Ok(None);
         }
         let open_last = d
@@ -858,8 +860,8 @@ impl Head {
                     min_t = min_t.min(lo);
                     max_t = max_t.max(hi);
                 }
-                None if d.is_empty() && d.last_t < cut_end => {
-                    d.removed = true;
+                None if d.is_empty() && d.last_t() < cut_end => {
+                    d.remove();
                     removed.push(s.clone());
                 }
                 None => {}
@@ -929,7 +931,7 @@ impl Head {
                 } else {
                     d.chunks.iter().any(|c| c.encoding() == xor)
                 };
-                if d.removed || !todo {
+                if d.removed() || !todo {
                     continue;
                 }
                 d.chunks.to_vec()
@@ -1055,7 +1057,7 @@ impl Head {
         for s in self.all_series() {
             m.series += 1;
             // Arc header + struct.
-            m.series_structs += (std::mem::size_of::<MemSeries>() + 16) as u64;
+            m.series_structs += SERIES_ALLOC_BYTES as u64;
             m.labels += s.syms.len() as u64;
             let d = s.data.lock();
             let (sealed, open, ooo) = d.heap_bytes();
@@ -1097,7 +1099,7 @@ struct SpillRec {
 /// chunks written to a head chunk file.
 #[derive(Debug)]
 struct Swap {
-    series: Arc<MemSeries>,
+    series: SeriesArc,
     old: Vec<HeadChunk>,
     fresh: Vec<SpillRec>,
     reencoded: bool,

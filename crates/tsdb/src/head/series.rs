@@ -299,15 +299,72 @@ impl Ooo {
 /// so one field holds it (two `Option`s took a word more and moved every
 /// series record up a size class); the histogram appender is boxed: most
 /// series never have one.
-#[derive(Debug, Default)]
+///
+/// It also knows the series' newest in-order sample ([`Open::last`]): the
+/// open chunk's last sample when a chunk is open, else [`Open::None`]
+/// keeps it. The series record does not repeat it (24 bytes that would
+/// move every record up a size class).
+#[derive(Debug)]
 pub(crate) enum Open {
-    #[default]
-    None,
+    /// No open chunk; the newest in-order sample, if any.
+    None(Last),
     Xor(XorAppender),
     Hist(Box<HistApp>),
     /// The open chunk of a series that has start timestamps (boxed: most
     /// series never have any, and they keep the variants above).
     St(Box<StOpen>),
+    /// The series was garbage-collected from the head: an appender
+    /// holding a stale handle must look the series up again.
+    Removed,
+}
+
+impl Default for Open {
+    fn default() -> Self {
+        Open::None(Last::NONE)
+    }
+}
+
+impl Open {
+    /// The newest in-order sample.
+    fn last(&self) -> Last {
+        match self {
+            Open::None(l) => *l,
+            Open::Xor(a) => Last {
+                t: a.last_t().unwrap_or(i64::MIN),
+                v: a.last_v().map_or(0, f64::to_bits),
+                hist: false,
+            },
+            Open::Hist(a) => Last {
+                t: a.last_t().unwrap_or(i64::MIN),
+                v: 0,
+                hist: true,
+            },
+            Open::St(b) => b.inner.last(),
+            Open::Removed => Last::NONE,
+        }
+    }
+
+    /// Whether a chunk is open.
+    fn is_open(&self) -> bool {
+        matches!(self, Open::Xor(_) | Open::Hist(_) | Open::St(_))
+    }
+}
+
+/// A series' newest in-order sample: its time (`i64::MIN` when there is
+/// none), value bits (floats) and whether it is a histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Last {
+    t: i64,
+    v: u64,
+    hist: bool,
+}
+
+impl Last {
+    const NONE: Last = Last {
+        t: i64::MIN,
+        v: 0,
+        hist: false,
+    };
 }
 
 /// An open chunk with start timestamps: the chunk (never `St` itself)
@@ -360,21 +417,23 @@ pub(crate) struct SeriesData {
     /// `Vec`, and every change reallocates it at its exact size anyway).
     pub(crate) chunks: Box<[HeadChunk]>,
     /// The open chunk, float or histogram (see [`SeriesData::app`] and
-    /// [`SeriesData::happ`]).
+    /// [`SeriesData::happ`]), or the newest sample when none is open, or
+    /// the mark of a removed series.
     pub(crate) open: Open,
     /// Exclusive upper bound for timestamps in the open chunk.
     app_end: i64,
     /// Sorted, unique out-of-order samples.
     pub(crate) ooo: Ooo,
-    /// Newest in-order sample.
-    pub(crate) last_t: i64,
-    last_v: u64,
-    /// Whether the newest in-order sample is a histogram.
-    last_is_hist: bool,
-    /// Set when the series was garbage-collected from the head; an
-    /// appender holding a stale handle must look the series up again.
-    pub(crate) removed: bool,
 }
+
+/// A shared series record. [`triomphe::Arc`] has no weak count: its
+/// header is one word, which keeps the record with its header in
+/// mimalloc's 128-byte size class (see [`SERIES_ALLOC_BYTES`]).
+pub(crate) type SeriesArc = triomphe::Arc<MemSeries>;
+
+/// Bytes of one series record's allocation: the `SeriesArc` header (the
+/// reference count) and the record.
+pub(crate) const SERIES_ALLOC_BYTES: usize = 8 + std::mem::size_of::<MemSeries>();
 
 /// A series in the head.
 #[derive(Debug)]
@@ -393,13 +452,9 @@ impl MemSeries {
             syms,
             data: Mutex::new(SeriesData {
                 chunks: Box::default(),
-                open: Open::None,
+                open: Open::default(),
                 app_end: i64::MIN,
                 ooo: Ooo::default(),
-                last_t: i64::MIN,
-                last_v: 0,
-                last_is_hist: false,
-                removed: false,
             }),
         }
     }
@@ -411,6 +466,21 @@ pub(crate) fn window_start(t: i64, range: i64) -> i64 {
 }
 
 impl SeriesData {
+    /// Time of the newest in-order sample (`i64::MIN` when none).
+    pub(crate) fn last_t(&self) -> i64 {
+        self.open.last().t
+    }
+
+    /// Whether the series was garbage-collected from the head.
+    pub(crate) fn removed(&self) -> bool {
+        matches!(self.open, Open::Removed)
+    }
+
+    /// Marks the series removed (it holds no samples).
+    pub(crate) fn remove(&mut self) {
+        self.open = Open::Removed;
+    }
+
     /// The open float chunk, if that is the open one (also inside a
     /// chunk with start timestamps).
     pub(crate) fn app(&self) -> Option<&XorAppender> {
@@ -520,7 +590,7 @@ impl SeriesData {
                 None
             }
         };
-        if sts.is_none() && t > self.last_t && t >= min_valid {
+        if sts.is_none() && t > self.last_t() && t >= min_valid {
             // First start timestamp: the plain chunk ends here.
             self.seal_open_chunk();
             sts = Some(Vec::new());
@@ -541,7 +611,7 @@ impl SeriesData {
             }
         }
         if let Some(list) = sts {
-            if !matches!(self.open, Open::None) {
+            if self.open.is_open() {
                 let inner = std::mem::take(&mut self.open);
                 self.open = Open::St(Box::new(StOpen { inner, sts: list }));
             }
@@ -561,7 +631,8 @@ impl SeriesData {
         range: i64,
     ) -> Result<Appended, Reject> {
         let bits = v.to_bits();
-        if t > self.last_t && t >= min_valid {
+        let last = self.open.last();
+        if t > last.t && t >= min_valid {
             let cut = match self.app() {
                 None => true,
                 Some(a) => a.num_samples() >= chunk_samples || t >= self.app_end || !a.has_room(),
@@ -574,13 +645,10 @@ impl SeriesData {
             if let Open::Xor(a) = &mut self.open {
                 a.append(t, v);
             }
-            self.last_t = t;
-            self.last_v = bits;
-            self.last_is_hist = false;
             return Ok(Appended::InOrder);
         }
-        if t == self.last_t {
-            return if bits == self.last_v && !self.last_is_hist {
+        if t == last.t {
+            return if bits == last.v && !last.hist {
                 Ok(Appended::Noop)
             } else {
                 Err(Reject::Duplicate)
@@ -616,7 +684,8 @@ impl SeriesData {
         chunk_samples: usize,
         range: i64,
     ) -> Result<Appended, Reject> {
-        if t > self.last_t && t >= min_valid {
+        let last = self.open.last();
+        if t > last.t && t >= min_valid {
             let verdict = self.happ().and_then(|a| a.appendable(h));
             let header = match (self.happ(), verdict) {
                 (Some(a), Some(Appendable::Yes))
@@ -657,20 +726,18 @@ impl SeriesData {
                     _ => {}
                 }
             }
-            self.last_t = t;
-            self.last_is_hist = true;
             return Ok(Appended::InOrder);
         }
-        if t == self.last_t {
-            let same = self.last_is_hist && self.happ().is_some_and(|a| a.last_equals(h));
-            return if same {
+        if let (true, Some(a)) = (t == last.t, self.happ()) {
+            return if last.hist && a.last_equals(h) {
                 Ok(Appended::Noop)
             } else {
                 Err(Reject::Duplicate)
             };
         }
-        // Older than the newest sample: a no-op if the same histogram is
-        // stored at `t`, else refused.
+        // Older than the newest sample, or at its time with no chunk open
+        // (sealed by a block cut): a no-op if the same histogram is stored
+        // at `t`, else refused.
         match unverified(self.histogram_at(t))? {
             Some(stored) if stored.equals(h) => Ok(Appended::Noop),
             Some(_) => Err(Reject::Duplicate),
@@ -743,13 +810,18 @@ impl SeriesData {
 
     /// Moves the open chunks (if any) to the sealed list.
     pub(crate) fn seal_open_chunk(&mut self) {
-        match std::mem::take(&mut self.open) {
-            Open::None => {}
+        if !self.open.is_open() {
+            return;
+        }
+        let last = Open::None(self.open.last());
+        match std::mem::replace(&mut self.open, last) {
+            Open::None(_) | Open::Removed => {}
             Open::St(b) => {
                 let StOpen { inner, sts } = *b;
                 let before = self.chunks.len();
                 self.open = inner;
                 self.seal_open_chunk();
+                debug_assert!(matches!(self.open, Open::None(_)));
                 if self.chunks.len() > before {
                     if let Some(c) = self.chunks.last_mut() {
                         wrap_st(c, &sts);
@@ -840,7 +912,7 @@ impl SeriesData {
 
     /// Whether the series holds no samples at all.
     pub(crate) fn is_empty(&self) -> bool {
-        self.chunks.is_empty() && matches!(self.open, Open::None) && self.ooo.is_empty()
+        self.chunks.is_empty() && !self.open.is_open() && self.ooo.is_empty()
     }
 
     /// Approximate heap bytes held by the samples: (sealed chunks, open
@@ -905,13 +977,16 @@ fn seek_exact(encoding: u8, data: &[u8], t: i64) -> Option<f64> {
 mod tests {
     use super::*;
 
-    /// The series record with its `Arc` header (two counters) fits
-    /// mimalloc's 160-byte size class; one more word would move every
-    /// series to the 192-byte class.
+    /// The series record with its `SeriesArc` header (one counter) fits
+    /// mimalloc's 128-byte size class; one more word would move every
+    /// series to the 160-byte class.
     #[test]
     fn series_record_fits_its_size_class() {
-        let size = std::mem::size_of::<MemSeries>() + 16;
-        assert!(size <= 160, "Arc<MemSeries> takes {size} bytes");
+        const { assert!(SERIES_ALLOC_BYTES <= 128) };
+        // The header is the count alone.
+        let s = SeriesArc::new(MemSeries::new(1, Box::default()));
+        assert_eq!(std::mem::size_of_val(&*s), std::mem::size_of::<MemSeries>());
+        assert_eq!(std::mem::size_of::<Open>(), 56);
     }
 
     /// A sealed chunk's record stays 40 bytes whether its bytes are in
@@ -919,6 +994,73 @@ mod tests {
     #[test]
     fn head_chunk_stays_small() {
         assert_eq!(std::mem::size_of::<HeadChunk>(), 40);
+    }
+
+    /// The newest sample outlives its open chunk: after a seal (as a block
+    /// cut does) the same sample is still a no-op and another value at
+    /// its time is still refused, for floats, histograms and chunks with
+    /// start timestamps; a removed series holds nothing.
+    #[test]
+    fn newest_sample_is_kept_when_no_chunk_is_open() {
+        let h = Histogram {
+            schema: 1,
+            count: 3,
+            sum: 1.5,
+            positive_spans: vec![stratus_model::BucketSpan {
+                offset: 0,
+                length: 1,
+            }],
+            positive_deltas: vec![3],
+            ..Default::default()
+        };
+        let r = 2 * 3_600_000;
+        let mut d = MemSeries::new(1, Box::default()).data.into_inner();
+        assert_eq!(d.last_t(), i64::MIN);
+        assert_eq!(d.append(1000, 1.5, 0, 120, r), Ok(Appended::InOrder));
+        assert_eq!(d.append(2000, 2.5, 0, 120, r), Ok(Appended::InOrder));
+        d.seal_open_chunk();
+        assert!(matches!(d.open, Open::None(_)));
+        assert_eq!(d.last_t(), 2000);
+        assert_eq!(d.append(2000, 2.5, 0, 120, r), Ok(Appended::Noop));
+        assert_eq!(d.append(2000, 3.5, 0, 120, r), Err(Reject::Duplicate));
+        let hr = HistRef::Int(&h);
+        assert_eq!(
+            d.append_histogram(2000, hr, 0, 120, r),
+            Err(Reject::Duplicate)
+        );
+        // A histogram is the newest sample: a float at its time is refused.
+        assert_eq!(
+            d.append_histogram(3000, hr, 0, 120, r),
+            Ok(Appended::InOrder)
+        );
+        d.seal_open_chunk();
+        assert_eq!(d.last_t(), 3000);
+        assert_eq!(d.append(3000, 2.5, 0, 120, r), Err(Reject::Duplicate));
+        assert_eq!(d.append_histogram(3000, hr, 0, 120, r), Ok(Appended::Noop));
+        // With start timestamps the open chunk is wrapped; the same holds.
+        assert_eq!(
+            d.append_st(4000, 4.5, 3500, 0, 120, r),
+            Ok(Appended::InOrder)
+        );
+        assert!(d.has_open_st());
+        assert_eq!(d.last_t(), 4000);
+        assert_eq!(d.append_st(4000, 4.5, 3500, 0, 120, r), Ok(Appended::Noop));
+        d.seal_open_chunk();
+        assert!(matches!(d.open, Open::None(_)));
+        assert_eq!(d.append_st(4000, 4.5, 3500, 0, 120, r), Ok(Appended::Noop));
+        assert_eq!(
+            d.append_st(4000, 5.5, 3500, 0, 120, r),
+            Err(Reject::Duplicate)
+        );
+        // In order again after the seal, into a fresh chunk.
+        assert_eq!(d.append(5000, 6.5, 0, 120, r), Ok(Appended::InOrder));
+        assert_eq!(d.last_t(), 5000);
+        assert!(!d.is_empty());
+        let mut e = MemSeries::new(2, Box::default()).data.into_inner();
+        assert!(e.is_empty() && !e.removed());
+        e.remove();
+        assert!(e.is_empty() && e.removed());
+        assert_eq!(e.last_t(), i64::MIN);
     }
 
     /// An open XOR chunk never grows past its first allocation.

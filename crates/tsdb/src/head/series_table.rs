@@ -17,12 +17,11 @@
 //! different label sets simply occupy several slots of one run: the
 //! caller's comparison picks the right one.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::MemSeries;
+use super::{MemSeries, SeriesArc};
 
-type Slot = Option<(u64, Arc<MemSeries>)>;
+type Slot = Option<(u64, SeriesArc)>;
 
 /// Hash → series for one stripe.
 #[derive(Debug, Default)]
@@ -102,7 +101,7 @@ impl SeriesTable {
         &self,
         hash: u64,
         mut same: impl FnMut(&MemSeries) -> bool,
-    ) -> Option<&Arc<MemSeries>> {
+    ) -> Option<&SeriesArc> {
         if self.slots.is_empty() {
             return None;
         }
@@ -120,13 +119,13 @@ impl SeriesTable {
     /// The first series with `hash`, without comparing labels: what the
     /// append path prefetches.
     #[inline]
-    pub(crate) fn first_with(&self, hash: u64) -> Option<&Arc<MemSeries>> {
+    pub(crate) fn first_with(&self, hash: u64) -> Option<&SeriesArc> {
         self.find(hash, |_| true)
     }
 
     /// Adds a series (the caller has checked it is not there yet) and
     /// refreshes `hint` when the table moved.
-    pub(crate) fn insert(&mut self, hash: u64, s: Arc<MemSeries>, hint: &SlotsHint) {
+    pub(crate) fn insert(&mut self, hash: u64, s: SeriesArc, hint: &SlotsHint) {
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.grow();
             hint.set(self);
@@ -195,7 +194,7 @@ impl SeriesTable {
 
     /// Every series in the table.
     #[cfg(test)]
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<MemSeries>> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &SeriesArc> {
         self.slots.iter().flatten().map(|(_, s)| s)
     }
 }
@@ -205,8 +204,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn series(id: u64) -> Arc<MemSeries> {
-        Arc::new(MemSeries::new(id, Box::default()))
+    fn series(id: u64) -> SeriesArc {
+        SeriesArc::new(MemSeries::new(id, Box::default()))
     }
 
     proptest! {
