@@ -435,6 +435,12 @@ pub(crate) type SeriesArc = triomphe::Arc<MemSeries>;
 /// reference count) and the record.
 pub(crate) const SERIES_ALLOC_BYTES: usize = 8 + std::mem::size_of::<MemSeries>();
 
+// One more word would move every series to the 160-byte class.
+const _: () = assert!(
+    SERIES_ALLOC_BYTES <= 128,
+    "series record left the 128-byte class"
+);
+
 /// A series in the head.
 #[derive(Debug)]
 pub(crate) struct MemSeries {
@@ -982,10 +988,10 @@ mod tests {
     /// series to the 160-byte class.
     #[test]
     fn series_record_fits_its_size_class() {
-        const { assert!(SERIES_ALLOC_BYTES <= 128) };
-        // The header is the count alone.
+        // The header is the count alone: the record starts one word into
+        // the allocation (what `Head::prefetch_series` assumes).
         let s = SeriesArc::new(MemSeries::new(1, Box::default()));
-        assert_eq!(std::mem::size_of_val(&*s), std::mem::size_of::<MemSeries>());
+        assert_eq!(s.as_ptr() as usize - s.heap_ptr() as usize, 8);
         assert_eq!(std::mem::size_of::<Open>(), 56);
     }
 
