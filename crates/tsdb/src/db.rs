@@ -556,7 +556,8 @@ impl Db {
                         continue;
                     }
                     let head_max = self.head.max_t().max(bmax);
-                    let ooo = s.t < d.last_t() || (s.t > d.last_t() && s.t < min_valid);
+                    let last_t = d.last_t();
+                    let ooo = s.t < last_t || (s.t > last_t && s.t < min_valid);
                     if ooo && window == 0 {
                         report.reject(labels, s.t, RejectReason::OutOfOrder);
                         continue;

@@ -257,7 +257,8 @@ impl Head {
             self.find_in(&stripe, hash, labels)?
         };
         let d = s.data.lock();
-        (!d.removed() && d.last_t() != i64::MIN).then_some(d.last_t())
+        let last_t = d.last_t();
+        (!d.removed() && last_t != i64::MIN).then_some(last_t)
     }
 
     /// The series with `labels`, created if new. Labels must be valid

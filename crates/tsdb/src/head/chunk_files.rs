@@ -460,23 +460,24 @@ impl ChunkFiles {
     /// (the old one's tail written out first) when it would grow past the
     /// segment size.
     fn room(&self, w: &mut Writer, len: u64) -> Result<Arc<Segment>> {
-        let full = w.seg.as_ref().is_none_or(|s| {
-            let size = s.tail.lock().end();
-            size > HEADER_LEN && size + len > self.segment_bytes
-        });
-        if full {
-            if let Some(old) = &w.seg {
-                old.flush_tail(&mut old.tail.lock())?;
+        // The size is read once: the writer lock keeps it from moving.
+        let size = match w.seg.as_ref().map(|s| s.tail.lock().end()) {
+            Some(size) if size <= HEADER_LEN || size + len <= self.segment_bytes => size,
+            _ => {
+                if let Some(old) = &w.seg {
+                    old.flush_tail(&mut old.tail.lock())?;
+                }
+                w.seg = None;
+                let id = w.next_id;
+                w.next_id += 1;
+                w.seg = Some(self.create(id)?);
+                HEADER_LEN
             }
-            w.seg = None;
-            let id = w.next_id;
-            w.next_id += 1;
-            w.seg = Some(self.create(id)?);
-        }
+        };
         let Some(seg) = w.seg.clone() else {
             unreachable!("a segment was just created")
         };
-        if seg.tail.lock().end() + len > u64::from(u32::MAX) {
+        if size + len > u64::from(u32::MAX) {
             // Only a single batch larger than 4 GiB gets here.
             return crate::error::ConfigSnafu {
                 message: format!("head chunk batch of {len} bytes does not fit a segment"),

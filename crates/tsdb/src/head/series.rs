@@ -352,7 +352,7 @@ impl Open {
 
 /// A series' newest in-order sample: its time (`i64::MIN` when there is
 /// none), value bits (floats) and whether it is a histogram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Last {
     t: i64,
     v: u64,
