@@ -93,13 +93,29 @@ pub struct BatchSeries {
     pub samples: Range<usize>,
 }
 
-/// Where one label pair's strings are in a batch's label text: the name
-/// at `start`, the value right after it.
+/// Where one label pair's strings are in a batch's label text. The value
+/// follows the name directly when the pair was copied on its own; when a
+/// request's whole label region was copied at once
+/// ([`WriteBatch::push_region`]), the protobuf key and length bytes lie
+/// between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PairSpan {
-    start: u32,
+    name: u32,
+    value: u32,
     name_len: u32,
     value_len: u32,
+}
+
+impl PairSpan {
+    fn name<'a>(&self, text: &'a str) -> &'a str {
+        let s = self.name as usize;
+        text.get(s..s + self.name_len as usize).unwrap_or("")
+    }
+
+    fn value<'a>(&self, text: &'a str) -> &'a str {
+        let s = self.value as usize;
+        text.get(s..s + self.value_len as usize).unwrap_or("")
+    }
 }
 
 /// The labels of a batch's float series, borrowed from the batch (valid:
@@ -116,13 +132,9 @@ impl<'a> BatchLabels<'a> {
     /// The (name, value) pairs in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + Clone + use<'a> {
         let text = self.text;
-        self.pairs.iter().map(move |p| {
-            let (s, n, v) = (p.start as usize, p.name_len as usize, p.value_len as usize);
-            (
-                text.get(s..s + n).unwrap_or(""),
-                text.get(s + n..s + n + v).unwrap_or(""),
-            )
-        })
+        self.pairs
+            .iter()
+            .map(move |p| (p.name(text), p.value(text)))
     }
 
     /// Number of labels.
@@ -359,10 +371,23 @@ pub struct WriteBatch {
 /// resident memory under steady ingestion). The pool keeps at most
 /// [`ARENA_POOL_MAX`] arenas of at most [`ARENA_KEEP_BYTES`] each; others
 /// are freed as usual.
-#[derive(Debug)]
 struct LabelArena {
     text: String,
     pairs: Vec<PairSpan>,
+}
+
+/// The pairs' strings, not the text's layout: arenas with the same labels
+/// copied pair by pair or region by region print alike.
+impl std::fmt::Debug for LabelArena {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(
+                self.pairs
+                    .iter()
+                    .map(|p| (p.name(&self.text), p.value(&self.text))),
+            )
+            .finish()
+    }
 }
 
 /// Most arenas kept for reuse.
@@ -454,14 +479,44 @@ impl WriteBatch {
         let start = u32::try_from(self.labels.text.len()).ok()?;
         let name_len = u32::try_from(n.len()).ok()?;
         let value_len = u32::try_from(v.len()).ok()?;
-        start.checked_add(name_len)?.checked_add(value_len)?;
+        let value = start.checked_add(name_len)?;
+        value.checked_add(value_len)?;
         self.labels.text.push_str(n);
         self.labels.text.push_str(v);
         self.labels.pairs.push(PairSpan {
-            start,
+            name: start,
+            value,
             name_len,
             value_len,
         });
+        Some(())
+    }
+
+    /// Copies `region` (text holding several label strings) into the
+    /// arena in one piece; its offset there. `None` when the arena would
+    /// pass 4 GiB.
+    fn push_region(&mut self, region: &str) -> Option<u32> {
+        let start = u32::try_from(self.labels.text.len()).ok()?;
+        start.checked_add(u32::try_from(region.len()).ok()?)?;
+        self.labels.text.push_str(region);
+        Some(start)
+    }
+
+    /// Adds a pair whose strings lie inside a region copied at `base` by
+    /// [`WriteBatch::push_region`]; `None` when one of them does not.
+    fn push_pair_in(&mut self, region: &str, base: u32, n: &str, v: &str) -> Option<()> {
+        let offset = |s: &str| -> Option<u32> {
+            let at = (s.as_ptr() as usize).checked_sub(region.as_ptr() as usize)?;
+            (at.checked_add(s.len())? <= region.len()).then_some(())?;
+            base.checked_add(u32::try_from(at).ok()?)
+        };
+        let span = PairSpan {
+            name: offset(n)?,
+            value: offset(v)?,
+            name_len: u32::try_from(n.len()).ok()?,
+            value_len: u32::try_from(v.len()).ok()?,
+        };
+        self.labels.pairs.push(span);
         Some(())
     }
 
@@ -494,8 +549,7 @@ impl WriteBatch {
                 .get(s.labels.start as usize..s.labels.end as usize)
                 .unwrap_or(&[])
             {
-                let (st, n) = (p.start as usize, p.name_len as usize);
-                if text.get(st..st + n) != Some(name) {
+                if p.name(text) != name {
                     pairs.push(*p);
                 }
             }
@@ -647,7 +701,10 @@ pub(crate) fn add_v1_series(
         .collect();
     let labels = add_series(
         batch,
-        pairs,
+        RawLabels {
+            pairs,
+            region: None,
+        },
         hists,
         ts.exemplars.len(),
         samples,
@@ -666,15 +723,16 @@ pub(crate) fn add_v1_series(
 /// Validates a series of label pairs and float samples only (the
 /// borrowing decoder's common case) into `batch`; `sts` are the
 /// samples' start timestamps (or empty).
-pub(crate) fn add_v1_series_parts<'a, I>(
+pub(crate) fn add_v1_series_parts<'a, F, I>(
     batch: &mut WriteBatch,
-    pairs: impl Fn() -> I,
+    labels: RawLabels<'a, F>,
     samples: impl ExactSizeIterator<Item = Sample>,
     sts: &[i64],
 ) where
+    F: Fn() -> I,
     I: Iterator<Item = (&'a str, &'a str)>,
 {
-    add_series(batch, pairs, Vec::new(), 0, samples, sts, &[]);
+    add_series(batch, labels, Vec::new(), 0, samples, sts, &[]);
 }
 
 /// Validates remote write 1.0 metadata into `batch`.
@@ -769,7 +827,10 @@ pub fn decode_v2(buf: &[u8]) -> Result<WriteBatch, DecodeError> {
                 .is_some_and(|f| f.start_timestamp != 0 && f.start_timestamp < f.timestamp);
         let labels = add_series(
             &mut batch,
-            pairs,
+            RawLabels {
+                pairs,
+                region: None,
+            },
             hists,
             ts.exemplars.len(),
             samples,
@@ -906,13 +967,23 @@ impl Added {
     }
 }
 
+/// A series' label pairs as a decoder read them.
+pub(crate) struct RawLabels<'a, F> {
+    /// The pairs; called again only to render an error message.
+    pub(crate) pairs: F,
+    /// Text that all the pairs' strings lie in (the request's label
+    /// fields, found valid UTF-8 as a whole), copied into the arena in one
+    /// piece instead of two copies per label. A pair outside it is copied
+    /// on its own.
+    pub(crate) region: Option<&'a str>,
+}
+
 /// Validates one series and appends it to the batch (its labels copied
 /// into the batch's label arena, no owned [`Labels`] unless it has native
-/// histograms); returns where its labels are when valid. `pairs` is
-/// called again only to render an error message.
-fn add_series<'a, I>(
+/// histograms); returns where its labels are when valid.
+fn add_series<'a, F, I>(
     batch: &mut WriteBatch,
-    pairs: impl Fn() -> I,
+    labels: RawLabels<'a, F>,
     histograms: Vec<(i64, Result<HistIn, String>)>,
     exemplars: usize,
     samples: impl ExactSizeIterator<Item = Sample>,
@@ -920,13 +991,15 @@ fn add_series<'a, I>(
     hist_sts: &[i64],
 ) -> Option<Added>
 where
+    F: Fn() -> I,
     I: Iterator<Item = (&'a str, &'a str)>,
 {
     let n = samples.len();
     if n == 0 && histograms.is_empty() && exemplars == 0 {
         return None;
     }
-    let range = match push_valid_labels(batch, pairs()) {
+    let pairs = labels.pairs;
+    let range = match push_valid_labels(batch, pairs(), labels.region) {
         Ok(r) => r,
         Err(why) => {
             batch.invalid_samples += n as u64;
@@ -1018,14 +1091,16 @@ fn render_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
 }
 
 /// Checks raw pairs against the remote-write rules and copies the pairs
-/// with non-empty values into the batch's label arena; their range of
-/// it. On an error the arena is left as it was.
+/// with non-empty values into the batch's label arena (with `region`, see
+/// [`RawLabels`]); their range of it. On an error the arena is left as it
+/// was.
 fn push_valid_labels<'a>(
     batch: &mut WriteBatch,
     pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    region: Option<&str>,
 ) -> Result<Range<u32>, String> {
     let (text_len, pairs_len) = (batch.labels.text.len(), batch.labels.pairs.len());
-    let res = check_and_push(batch, pairs);
+    let res = check_and_push(batch, pairs, region);
     if res.is_err() {
         batch.labels.text.truncate(text_len);
         batch.labels.pairs.truncate(pairs_len);
@@ -1036,9 +1111,17 @@ fn push_valid_labels<'a>(
 fn check_and_push<'a>(
     batch: &mut WriteBatch,
     pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    region: Option<&str>,
 ) -> Result<Range<u32>, String> {
     const TOO_LARGE: &str = "request labels pass 4 GiB";
     let first = u32::try_from(batch.labels.pairs.len()).map_err(|_| TOO_LARGE.to_string())?;
+    let region = match region {
+        Some(r) => Some((
+            r,
+            batch.push_region(r).ok_or_else(|| TOO_LARGE.to_string())?,
+        )),
+        None => None,
+    };
     let mut prev: Option<&str> = None;
     let mut has_name = false;
     for (n, v) in pairs {
@@ -1046,7 +1129,13 @@ fn check_and_push<'a>(
             return Err("label with an empty name".into());
         }
         if let Some(p) = prev {
-            match n.cmp(p) {
+            // Names nearly always differ in their first byte: no `memcmp`
+            // call then.
+            let order = match (n.as_bytes().first(), p.as_bytes().first()) {
+                (Some(a), Some(b)) if a != b => a.cmp(b),
+                _ => n.cmp(p),
+            };
+            match order {
                 std::cmp::Ordering::Greater => {}
                 std::cmp::Ordering::Equal => return Err(format!("duplicate label name {n:?}")),
                 std::cmp::Ordering::Less => {
@@ -1057,7 +1146,13 @@ fn check_and_push<'a>(
         prev = Some(n);
         if !v.is_empty() {
             has_name |= n == METRIC_NAME;
-            batch.push_pair(n, v).ok_or_else(|| TOO_LARGE.to_string())?;
+            let copied = match region {
+                Some((r, base)) => batch.push_pair_in(r, base, n, v),
+                None => None,
+            };
+            if copied.is_none() {
+                batch.push_pair(n, v).ok_or_else(|| TOO_LARGE.to_string())?;
+            }
         }
     }
     if !has_name {
@@ -1165,6 +1260,57 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
     use stratus_model::{STALE_NAN_BITS, stale_nan};
+
+    #[test]
+    fn fast_decoder_copies_a_series_labels_in_one_piece() {
+        let body = prometheus::WriteRequest {
+            timeseries: vec![
+                v1_series(&[("__name__", "up"), ("job", "a"), ("z", "")], &[(1, 1.0)]),
+                v1_series(&[("__name__", "up"), ("job", "b")], &[(1, 2.0)]),
+                // A label value of 128 bytes: the labels' bytes are not
+                // UTF-8 as a whole, so each string is copied on its own.
+                v1_series(
+                    &[("__name__", "up"), ("job", &"c".repeat(128))],
+                    &[(1, 3.0)],
+                ),
+            ],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let batch = crate::rw_fast::decode_v1_fast(&body).expect("common shape");
+        let labels: Vec<String> = batch
+            .series
+            .iter()
+            .map(|s| batch.labels_of(s).to_labels().to_string())
+            .collect();
+        let long = format!("up{{job=\"{}\"}}", "c".repeat(128));
+        assert_eq!(labels, [r#"up{job="a"}"#, r#"up{job="b"}"#, &long]);
+        // Region copies keep the protobuf bytes between name and value;
+        // pair copies put the value right after the name.
+        let adjacent: Vec<bool> = batch
+            .labels
+            .pairs
+            .iter()
+            .map(|p| p.value == p.name + p.name_len)
+            .collect();
+        assert_eq!(adjacent, [false, false, false, false, true, true]);
+        // Validation errors leave no trace in the arena.
+        let bad = prometheus::WriteRequest {
+            timeseries: vec![
+                v1_series(&[("job", "a"), ("__name__", "up")], &[(1, 1.0)]),
+                v1_series(&[("__name__", "up")], &[(1, 1.0)]),
+            ],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let batch = crate::rw_fast::decode_v1_fast(&bad).expect("common shape");
+        assert_eq!(batch.series.len(), 1);
+        assert_eq!(batch.labels.pairs.len(), 1);
+        assert_eq!(
+            batch.labels.text.len(),
+            "\n\x0e\n\x08__name__\x12\x02up".len()
+        );
+    }
 
     fn v1_series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> prometheus::TimeSeries {
         prometheus::TimeSeries {

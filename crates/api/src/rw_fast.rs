@@ -26,7 +26,9 @@ use stratus_proto::push::{
     SAMPLE_START_TIMESTAMPS_FIELD, decode_start_timestamps, scan_start_timestamps,
 };
 
-use crate::remote_write::{WriteBatch, add_v1_metadata, add_v1_series, add_v1_series_parts};
+use crate::remote_write::{
+    RawLabels, WriteBatch, add_v1_metadata, add_v1_series, add_v1_series_parts,
+};
 
 /// Wire types.
 const VARINT: u64 = 0;
@@ -119,6 +121,8 @@ pub(crate) struct Scratch<'a> {
     ext: bool,
     /// The samples' start timestamps (extension field; empty: none).
     sts: Vec<i64>,
+    /// The series' leading label fields as text ([`leading_labels_text`]).
+    text: Option<&'a str>,
 }
 
 /// The labels at the start of an encoded `prometheus.TimeSeries` as text,
@@ -167,6 +171,7 @@ fn series_fast<'a>(buf: &'a [u8], s: &mut Scratch<'a>) -> Option<()> {
     s.samples.clear();
     s.sts.clear();
     let text = leading_labels_text(buf);
+    s.text = text;
     let mut r = Reader::new(buf);
     while !r.is_empty() {
         match r.key()? {
@@ -232,7 +237,10 @@ fn add_encoded_series<'a>(
         let pairs = &scratch.pairs;
         add_v1_series_parts(
             batch,
-            || pairs.iter().copied(),
+            RawLabels {
+                pairs: || pairs.iter().copied(),
+                region: scratch.text,
+            },
             scratch.samples.iter().copied(),
             &scratch.sts,
         );
