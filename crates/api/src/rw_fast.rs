@@ -19,6 +19,8 @@
 //! path does not look for them (they are unknown fields there, left to
 //! prost, which skips them).
 
+use std::ops::Range;
+
 use prost::Message;
 use stratus_model::Sample;
 use stratus_proto::prometheus;
@@ -88,22 +90,6 @@ impl<'a> Reader<'a> {
         Some(head)
     }
 
-    /// A length-delimited string of `base`, the message this reader (or
-    /// the reader of a message containing it) started on. When `text` is
-    /// `base`'s leading labels already checked as UTF-8 and it covers the
-    /// string, the string is sliced out of it; otherwise it is checked on
-    /// its own.
-    #[inline]
-    fn str_in(&mut self, base: &'a [u8], text: Option<&'a str>) -> Option<&'a str> {
-        let b = self.bytes()?;
-        let end = base.len() - self.buf.len();
-        let start = end - b.len();
-        match text.and_then(|t| t.get(start..end)) {
-            Some(s) => Some(s),
-            None => std::str::from_utf8(b).ok(),
-        }
-    }
-
     #[inline]
     fn fixed64(&mut self) -> Option<u64> {
         let (head, rest) = self.buf.split_first_chunk::<8>()?;
@@ -121,27 +107,11 @@ pub(crate) struct Scratch<'a> {
     ext: bool,
     /// The samples' start timestamps (extension field; empty: none).
     sts: Vec<i64>,
-    /// The series' leading label fields as text ([`leading_labels_text`]).
+    /// Where each label's name and value are in the series' bytes.
+    ranges: Vec<(Range<usize>, Range<usize>)>,
+    /// The series' label fields before its first other field, as text,
+    /// when they are valid UTF-8 as a whole (see [`series_fast`]).
     text: Option<&'a str>,
-}
-
-/// The labels at the start of an encoded `prometheus.TimeSeries` as text,
-/// when all their bytes (keys and lengths included) are valid UTF-8: one
-/// check then covers every name and value, instead of one per string.
-/// Each string sits between ASCII bytes (a key or a one-byte length before
-/// it, a key or the end after it) whenever the whole is valid UTF-8 with
-/// one-byte lengths, so a slice of the text at a string's bounds is that
-/// string; a string whose bounds fall elsewhere is checked on its own.
-/// `None` when the labels' bytes are not UTF-8 as a whole (a length of 128
-/// or more usually makes them so): every string is then checked alone.
-fn leading_labels_text(buf: &[u8]) -> Option<&str> {
-    let mut r = Reader::new(buf);
-    let mut end = 0;
-    while let Some((1, LEN)) = r.key() {
-        r.bytes()?;
-        end = buf.len() - r.buf.len();
-    }
-    std::str::from_utf8(&buf[..end]).ok()
 }
 
 /// The name and value ranges of an encoded `prometheus.Label` in the form
@@ -149,7 +119,7 @@ fn leading_labels_text(buf: &[u8]) -> Option<&str> {
 /// value (field 2), each with a one-byte length, nothing else. `None`:
 /// anything else (the general walk handles it).
 #[inline]
-fn short_label(label: &[u8]) -> Option<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+fn short_label(label: &[u8]) -> Option<(Range<usize>, Range<usize>)> {
     let [0x0a, n, rest @ ..] = label else {
         return None;
     };
@@ -164,47 +134,70 @@ fn short_label(label: &[u8]) -> Option<(std::ops::Range<usize>, std::ops::Range<
     }
 }
 
+/// The name and value ranges of an encoded `prometheus.Label` in any
+/// form the fast path accepts (fields 1 and 2 only, in any order, the last
+/// of a repeated field winning, as in prost), offset by `at`. A string a
+/// later field overrides is checked as UTF-8 here, since prost checks it
+/// too; the kept ones are checked by the caller.
+fn general_label(label: &[u8], at: usize) -> Option<(Range<usize>, Range<usize>)> {
+    let mut l = Reader::new(label);
+    let (mut name, mut value): (Option<Range<usize>>, Option<Range<usize>>) = (None, None);
+    while !l.is_empty() {
+        let key = l.key()?;
+        let b = l.bytes()?;
+        let end = at + label.len() - l.buf.len();
+        let range = end - b.len()..end;
+        let slot = match key {
+            (1, LEN) => &mut name,
+            (2, LEN) => &mut value,
+            _ => return None,
+        };
+        if let Some(overridden) = slot.replace(range) {
+            // `at` is where `label` starts in the series' bytes.
+            let bytes = label.get(overridden.start - at..overridden.end - at)?;
+            std::str::from_utf8(bytes).ok()?;
+        }
+    }
+    Some((name.unwrap_or(0..0), value.unwrap_or(0..0)))
+}
+
 /// Reads a `prometheus.TimeSeries` made only of labels and samples into
 /// `s`; `None` when it has anything else or is malformed.
+///
+/// One walk over the fields notes where each label's name and value are.
+/// Then one UTF-8 check covers all the labels before the first other
+/// field, keys and lengths included ([`Scratch::text`]). Each string lies
+/// between ASCII bytes (a key or a one-byte length before it, a key or the
+/// end after it) whenever that whole is valid UTF-8 with one-byte lengths,
+/// so the text sliced at a string's bounds is that string. A string whose
+/// bounds fall elsewhere, or that comes after a sample, is checked on its
+/// own. The whole is not UTF-8 when a length is 128 or more (usually); then
+/// every string is checked on its own.
 fn series_fast<'a>(buf: &'a [u8], s: &mut Scratch<'a>) -> Option<()> {
     s.pairs.clear();
+    s.ranges.clear();
     s.samples.clear();
     s.sts.clear();
-    let text = leading_labels_text(buf);
-    s.text = text;
+    // End of the label fields that come before any other field.
+    let (mut leading_end, mut leading) = (0, true);
     let mut r = Reader::new(buf);
     while !r.is_empty() {
         match r.key()? {
             (1, LEN) => {
                 let label = r.bytes()?;
-                // `label` is `buf[at..at + len]`; its reader's positions
-                // map back into `buf` through the bytes left after it.
-                let at = buf.len() - r.buf.len() - label.len();
-                // The common form sliced out of the checked text directly
-                // (its bounds sit next to ASCII keys and lengths).
-                if let (Some(t), Some((n, v))) = (text, short_label(label)) {
-                    if let (Some(name), Some(value)) = (
-                        t.get(at + n.start..at + n.end),
-                        t.get(at + v.start..at + v.end),
-                    ) {
-                        s.pairs.push((name, value));
-                        continue;
-                    }
+                let end = buf.len() - r.buf.len();
+                let at = end - label.len();
+                let ranges = match short_label(label) {
+                    Some((n, v)) => (at + n.start..at + n.end, at + v.start..at + v.end),
+                    None => general_label(label, at)?,
+                };
+                s.ranges.push(ranges);
+                if leading {
+                    leading_end = end;
                 }
-                let mut l = Reader::new(label);
-                let (mut name, mut value) = ("", "");
-                while !l.is_empty() {
-                    let key = l.key()?;
-                    let base = &buf[..at + label.len()];
-                    match key {
-                        (1, LEN) => name = l.str_in(base, text)?,
-                        (2, LEN) => value = l.str_in(base, text)?,
-                        _ => return None,
-                    }
-                }
-                s.pairs.push((name, value));
             }
             (2, LEN) => {
+                leading = false;
                 let mut m = Reader::new(r.bytes()?);
                 let (mut v, mut t) = (0u64, 0i64);
                 while !m.is_empty() {
@@ -217,10 +210,22 @@ fn series_fast<'a>(buf: &'a [u8], s: &mut Scratch<'a>) -> Option<()> {
                 s.samples.push(Sample::new(t, f64::from_bits(v)));
             }
             (f, LEN) if s.ext && f == u64::from(SAMPLE_START_TIMESTAMPS_FIELD) => {
+                leading = false;
                 s.sts = decode_start_timestamps(r.bytes()?)?;
             }
             _ => return None,
         }
+    }
+    let text = std::str::from_utf8(buf.get(..leading_end)?).ok();
+    s.text = text;
+    let string = |range: &Range<usize>| -> Option<&'a str> {
+        match text.and_then(|t| t.get(range.clone())) {
+            Some(x) => Some(x),
+            None => std::str::from_utf8(buf.get(range.clone())?).ok(),
+        }
+    };
+    for (n, v) in &s.ranges {
+        s.pairs.push((string(n)?, string(v)?));
     }
     Some(())
 }
@@ -404,6 +409,66 @@ mod tests {
         .encode_to_vec();
         let b = super::decode_v1_fast(&two).expect("fast path");
         assert_eq!(b.labels_of(&b.series[0]), b.labels_of(&b.series[1]));
+    }
+
+    /// Labels in the forms only the general walk reads, hand-encoded:
+    /// fields out of order, repeated (the last wins; an overridden string
+    /// must still be UTF-8), and a label after the samples.
+    #[test]
+    fn general_label_forms_agree_with_prost() {
+        let field = |key: u8, inner: &[u8]| [&[key, inner.len() as u8][..], inner].concat();
+        let sample = {
+            let mut m = vec![0x09];
+            m.extend_from_slice(&1.5f64.to_le_bytes());
+            m.extend_from_slice(&[0x10, 0x05]);
+            field(0x12, &m)
+        };
+        let body = |parts: &[Vec<u8>]| field(0x0a, &parts.concat());
+        let name = field(0x0a, b"__name__");
+        let up = field(0x12, b"up");
+        let job = field(0x0a, b"job");
+        let cases: Vec<Vec<u8>> = vec![
+            // Value before name.
+            body(&[
+                field(0x0a, &[up.clone(), name.clone()].concat()),
+                sample.clone(),
+            ]),
+            // Name given twice: the last wins.
+            body(&[
+                field(0x0a, &[job.clone(), name.clone(), up.clone()].concat()),
+                sample.clone(),
+            ]),
+            // An overridden name that is not UTF-8: prost refuses it.
+            body(&[
+                field(
+                    0x0a,
+                    &[field(0x0a, b"\xff"), name.clone(), up.clone()].concat(),
+                ),
+                sample.clone(),
+            ]),
+            // A label after the sample, and one before it.
+            body(&[
+                field(0x0a, &[name.clone(), up.clone()].concat()),
+                sample.clone(),
+                field(0x0a, &[job.clone(), field(0x12, "é".as_bytes())].concat()),
+            ]),
+            // A label after the sample that is not UTF-8.
+            body(&[
+                field(0x0a, &[name.clone(), up.clone()].concat()),
+                sample.clone(),
+                field(0x0a, &[job.clone(), field(0x12, b"\xc3")].concat()),
+            ]),
+            // A name that is missing: the empty string.
+            body(&[field(0x0a, &up), sample.clone()]),
+        ];
+        for b in &cases {
+            same_as_prost(b);
+        }
+        let ok = super::decode_v1_fast(&cases[1]).expect("fast path");
+        let s = ok.series.first().expect("one series");
+        assert_eq!(ok.labels_of(s).to_labels().to_string(), "up");
+        assert!(super::decode_v1_fast(&cases[2]).is_none());
+        assert!(super::decode_v1_fast(&cases[4]).is_none());
     }
 
     #[test]
