@@ -16,9 +16,9 @@ use stratus_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 /// One request: `n` series starting at series `first`, labelled like the
 /// bench workload's (sorted names, a few values unique per series).
 fn request(first: usize, n: usize, t: i64) -> Vec<u8> {
-    let label = |n: &str, v: String| Label {
-        name: n.to_string(),
-        value: v,
+    let label = |name: &str, value: String| Label {
+        name: name.to_string(),
+        value,
     };
     let timeseries = (first..first + n)
         .map(|k| TimeSeries {

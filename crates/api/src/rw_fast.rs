@@ -136,29 +136,24 @@ fn short_label(label: &[u8]) -> Option<(Range<usize>, Range<usize>)> {
 
 /// The name and value ranges of an encoded `prometheus.Label` in any
 /// form the fast path accepts (fields 1 and 2 only, in any order, the last
-/// of a repeated field winning, as in prost), offset by `at`. A string a
-/// later field overrides is checked as UTF-8 here, since prost checks it
-/// too; the kept ones are checked by the caller.
+/// of a repeated field winning, as in prost), offset by `at`. Every string
+/// is checked as UTF-8 here, overridden ones included, as prost checks
+/// them (this form is rare).
 fn general_label(label: &[u8], at: usize) -> Option<(Range<usize>, Range<usize>)> {
     let mut l = Reader::new(label);
-    let (mut name, mut value): (Option<Range<usize>>, Option<Range<usize>>) = (None, None);
+    let (mut name, mut value) = (0..0, 0..0);
     while !l.is_empty() {
         let key = l.key()?;
         let b = l.bytes()?;
+        std::str::from_utf8(b).ok()?;
         let end = at + label.len() - l.buf.len();
-        let range = end - b.len()..end;
-        let slot = match key {
-            (1, LEN) => &mut name,
-            (2, LEN) => &mut value,
+        match key {
+            (1, LEN) => name = end - b.len()..end,
+            (2, LEN) => value = end - b.len()..end,
             _ => return None,
-        };
-        if let Some(overridden) = slot.replace(range) {
-            // `at` is where `label` starts in the series' bytes.
-            let bytes = label.get(overridden.start - at..overridden.end - at)?;
-            std::str::from_utf8(bytes).ok()?;
         }
     }
-    Some((name.unwrap_or(0..0), value.unwrap_or(0..0)))
+    Some((name, value))
 }
 
 /// Reads a `prometheus.TimeSeries` made only of labels and samples into
