@@ -331,6 +331,45 @@ impl Head {
         }
     }
 
+    /// Append prefetching, third stage, once the series has had time to
+    /// arrive: the two places of its open XOR chunk that an append
+    /// writes, the sample count at the start and the last byte, where the
+    /// series noted them ([`MemSeries::note_chunk`]). Without it, the
+    /// buffer is a cache miss on every append once the head outgrows the
+    /// caches. (Fetching every line of the buffer instead costs more
+    /// than it saves: the extra requests hold up the lookups' own.)
+    ///
+    /// Returns the series (the first with `hash`, labels not compared)
+    /// for [`Head::handle_if_same`], so that the append itself need not
+    /// take the stripe lock and probe the table again.
+    #[inline]
+    pub(crate) fn prefetch_chunk(&self, hash: u64) -> Option<SeriesArc> {
+        let table = self.hash_stripe(hash).table.read();
+        let s = table.first_with(hash)?;
+        if let Some((start, last)) = s.chunk_hint() {
+            series_table::prefetch(start);
+            if last / 64 != start / 64 {
+                series_table::prefetch(last);
+            }
+        }
+        Some(s.clone())
+    }
+
+    /// A handle on `s`, a series [`Head::prefetch_chunk`] found by hash,
+    /// when its labels are `labels` (`None`: look it up). It may have been
+    /// removed since: the caller checks that under its lock, as for any
+    /// handle.
+    #[inline]
+    pub(crate) fn handle_if_same(
+        &self,
+        s: SeriesArc,
+        labels: &(impl SeriesLabels + ?Sized),
+    ) -> Option<SeriesHandle> {
+        self.symbols
+            .matches(&s.syms, labels)
+            .then(|| self.handle(s))
+    }
+
     fn handle(&self, s: SeriesArc) -> SeriesHandle {
         // Fast path: nothing is waiting to be logged (the steady state), so
         // the shared `unlogged` lock is not touched on every sample.
@@ -443,9 +482,10 @@ impl Head {
 
     /// Appends one float sample with its start timestamp (0 = unknown)
     /// to a locked series.
+    /// `data` is `series`' locked state.
     pub(crate) fn append_locked_st(
         &self,
-        id: u64,
+        series: &MemSeries,
         data: &mut series::SeriesData,
         t: i64,
         v: f64,
@@ -461,8 +501,9 @@ impl Head {
             self.cfg.block_range,
         );
         if data.chunks.len() > sealed {
-            self.spill_sealed(id, data, sealed);
+            self.spill_sealed(series.id, data, sealed);
         }
+        series.note_chunk(data);
         r
     }
 
@@ -1331,6 +1372,21 @@ mod tests {
         dedup.dedup();
         assert_eq!(dedup.len(), 4, "{ids:?}");
         assert_eq!(head.num_series(), 4);
+    }
+
+    #[test]
+    fn a_prefetched_series_is_used_only_when_its_labels_match() {
+        let head = Head::new(HeadConfig::default());
+        let a = fresh(&[("__name__", "x"), ("i", "1")]);
+        let b = fresh(&[("__name__", "x"), ("i", "2")]);
+        let ha = head.get_or_create(&a);
+        let hash = series_hash(&a);
+        let found = head.prefetch_chunk(hash).expect("series a is in the table");
+        assert_eq!(found.id, ha.series.id);
+        assert!(head.handle_if_same(found.clone(), &b).is_none());
+        let h = head.handle_if_same(found, &a).expect("same labels");
+        assert_eq!(h.series.id, ha.series.id);
+        assert!(head.prefetch_chunk(series_hash(&b)).is_none());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! merged at read time and flushed at the next block cut.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -420,8 +421,6 @@ pub(crate) struct SeriesData {
     /// [`SeriesData::happ`]), or the newest sample when none is open, or
     /// the mark of a removed series.
     pub(crate) open: Open,
-    /// Exclusive upper bound for timestamps in the open chunk.
-    app_end: i64,
     /// Sorted, unique out-of-order samples.
     pub(crate) ooo: Ooo,
 }
@@ -448,6 +447,14 @@ pub(crate) struct MemSeries {
     /// Label set as varint symbol ids: name, value, name, value... (see
     /// [`symbols::encode`](super::symbols::encode)).
     pub(crate) syms: Box<[u8]>,
+    /// Where the open XOR chunk's buffer starts and how long it is, as
+    /// the last append left it ([`MemSeries::note_chunk`]; 0: not yet),
+    /// readable without the lock so that the append path can prefetch
+    /// the chunk a few series ahead
+    /// ([`Head::prefetch_chunk`](crate::head::Head)). Only a hint: it
+    /// may name a buffer since sealed and freed, and prefetching any
+    /// address is harmless.
+    chunk_hint: AtomicUsize,
     pub(crate) data: Mutex<SeriesData>,
 }
 
@@ -456,14 +463,52 @@ impl MemSeries {
         Self {
             id,
             syms,
+            chunk_hint: AtomicUsize::new(0),
             data: Mutex::new(SeriesData {
                 chunks: Box::default(),
                 open: Open::default(),
-                app_end: i64::MIN,
                 ooo: Ooo::default(),
             }),
         }
     }
+}
+
+impl MemSeries {
+    /// Records where `data`'s open XOR chunk is and how long (`data` is
+    /// this series' locked state), when that changed: the start address
+    /// in the low 48 bits (where x86-64 and AArch64 user space addresses
+    /// live; a wider one only makes the hint useless) and the length
+    /// above them.
+    #[inline]
+    pub(crate) fn note_chunk(&self, data: &SeriesData) {
+        if let Some(a) = data.app() {
+            let b = a.bytes();
+            let hint = (b.as_ptr() as usize & HINT_ADDR_MASK) | (b.len() << HINT_ADDR_BITS);
+            if self.chunk_hint.load(Ordering::Relaxed) != hint {
+                self.chunk_hint.store(hint, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Where the open XOR chunk's buffer started and where its last byte
+    /// was at the last append (`None`: never noted).
+    #[inline]
+    pub(crate) fn chunk_hint(&self) -> Option<(usize, usize)> {
+        let hint = self.chunk_hint.load(Ordering::Relaxed);
+        let start = hint & HINT_ADDR_MASK;
+        (start != 0).then(|| (start, start + (hint >> HINT_ADDR_BITS).saturating_sub(1)))
+    }
+}
+
+/// Bits of an address in [`MemSeries`]' chunk hint.
+const HINT_ADDR_BITS: u32 = 48;
+const HINT_ADDR_MASK: usize = (1 << HINT_ADDR_BITS) - 1;
+
+/// Exclusive end of the block-range window containing `t`: an open
+/// chunk takes samples up to the end of its last sample's window (all
+/// its samples are in one window).
+fn window_end(t: i64, range: i64) -> i64 {
+    window_start(t, range).saturating_add(range)
 }
 
 /// Start of the block-range window containing `t`.
@@ -641,12 +686,15 @@ impl SeriesData {
         if t > last.t && t >= min_valid {
             let cut = match self.app() {
                 None => true,
-                Some(a) => a.num_samples() >= chunk_samples || t >= self.app_end || !a.has_room(),
+                Some(a) => {
+                    a.num_samples() >= chunk_samples
+                        || !a.has_room()
+                        || t >= window_end(last.t, range)
+                }
             };
             if cut {
                 self.seal_open_chunk();
                 self.open = Open::Xor(XorAppender::with_capacity(OPEN_CHUNK_BYTES));
-                self.app_end = window_start(t, range).saturating_add(range);
             }
             if let Open::Xor(a) = &mut self.open {
                 a.append(t, v);
@@ -697,7 +745,7 @@ impl SeriesData {
                 (Some(a), Some(Appendable::Yes))
                     if a.num_samples() < chunk_samples
                         && a.bytes().len() < HIST_CHUNK_BYTES
-                        && t < self.app_end =>
+                        && t < window_end(last.t, range) =>
                 {
                     None
                 }
@@ -723,7 +771,6 @@ impl SeriesData {
                     HistRef::Int(_) => HistApp::Int(HistogramAppender::new(hdr)),
                     HistRef::Float(_) => HistApp::Float(FloatHistogramAppender::new(hdr)),
                 }));
-                self.app_end = window_start(t, range).saturating_add(range);
             }
             if let Open::Hist(a) = &mut self.open {
                 match (&mut **a, h) {
@@ -1092,5 +1139,74 @@ mod tests {
             .sum::<usize>()
             + d.app().map_or(0, XorAppender::num_samples);
         assert_eq!(n, 2000);
+    }
+
+    /// A chunk ends at the block-range window of its samples, for floats
+    /// and histograms, at negative times too (windows are floored).
+    #[test]
+    fn chunks_never_straddle_a_window() {
+        let range = 1000;
+        let h = Histogram {
+            schema: 1,
+            count: 3,
+            sum: 1.5,
+            positive_spans: vec![stratus_model::BucketSpan {
+                offset: 0,
+                length: 1,
+            }],
+            positive_deltas: vec![3],
+            ..Default::default()
+        };
+        for hist in [false, true] {
+            let mut d = MemSeries::new(1, Box::default()).data.into_inner();
+            let times: Vec<i64> = (-2500..2500).step_by(7).collect();
+            for &t in &times {
+                let r = if hist {
+                    d.append_histogram(t, HistRef::Int(&h), i64::MIN, 120, range)
+                } else {
+                    d.append(t, 1.0, i64::MIN, 120, range)
+                };
+                assert_eq!(r, Ok(Appended::InOrder));
+            }
+            d.seal_open_chunk();
+            let mut seen = 0;
+            for c in d.chunks.iter() {
+                assert_eq!(
+                    window_start(c.mint, range),
+                    window_start(c.maxt, range),
+                    "hist {hist}: chunk {}..={} straddles a window",
+                    c.mint,
+                    c.maxt
+                );
+                seen += crate::chunks::chunk_num_samples_any(c.encoding(), &c.load().unwrap())
+                    .unwrap_or(0);
+            }
+            assert_eq!(seen, times.len());
+            // Every window the samples touch starts a chunk.
+            let windows: std::collections::BTreeSet<i64> =
+                times.iter().map(|&t| window_start(t, range)).collect();
+            assert!(d.chunks.len() >= windows.len());
+        }
+    }
+
+    /// The chunk hint follows the open XOR chunk: where it starts and
+    /// where its last byte is after each append, across cuts.
+    #[test]
+    fn chunk_hint_follows_the_open_chunk() {
+        let s = MemSeries::new(1, Box::default());
+        assert_eq!(s.chunk_hint(), None);
+        let mut v = 1.0f64;
+        for i in 0..500i64 {
+            v = f64::from_bits(v.to_bits() ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 12);
+            let mut d = s.data.lock();
+            assert_eq!(
+                d.append(i * 15_000, v, i64::MIN, 120, 1 << 40),
+                Ok(Appended::InOrder)
+            );
+            s.note_chunk(&d);
+            let b = d.app().map(XorAppender::bytes).unwrap_or_default();
+            let start = b.as_ptr() as usize & HINT_ADDR_MASK;
+            assert_eq!(s.chunk_hint(), Some((start, start + b.len() - 1)));
+        }
     }
 }
