@@ -1053,9 +1053,9 @@ mod tests {
     /// cut does) the same sample is still a no-op and another value at
     /// its time is still refused, for floats, histograms and chunks with
     /// start timestamps; a removed series holds nothing.
-    #[test]
-    fn newest_sample_is_kept_when_no_chunk_is_open() {
-        let h = Histogram {
+    /// A small valid integer histogram: three observations in one bucket.
+    fn one_bucket_histogram() -> Histogram {
+        Histogram {
             schema: 1,
             count: 3,
             sum: 1.5,
@@ -1065,7 +1065,12 @@ mod tests {
             }],
             positive_deltas: vec![3],
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn newest_sample_is_kept_when_no_chunk_is_open() {
+        let h = one_bucket_histogram();
         let r = 2 * 3_600_000;
         let mut d = MemSeries::new(1, Box::default()).data.into_inner();
         assert_eq!(d.last_t(), i64::MIN);
@@ -1146,17 +1151,7 @@ mod tests {
     #[test]
     fn chunks_never_straddle_a_window() {
         let range = 1000;
-        let h = Histogram {
-            schema: 1,
-            count: 3,
-            sum: 1.5,
-            positive_spans: vec![stratus_model::BucketSpan {
-                offset: 0,
-                length: 1,
-            }],
-            positive_deltas: vec![3],
-            ..Default::default()
-        };
+        let h = one_bucket_histogram();
         for hist in [false, true] {
             let mut d = MemSeries::new(1, Box::default()).data.into_inner();
             let times: Vec<i64> = (-2500..2500).step_by(7).collect();
