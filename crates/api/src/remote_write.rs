@@ -1116,8 +1116,12 @@ fn check_and_push<'a>(
     const TOO_LARGE: &str = "request labels pass 4 GiB";
     let first = u32::try_from(batch.labels.pairs.len()).map_err(|_| TOO_LARGE.to_string())?;
     let region = region
-        .map(|r| batch.push_region(r).map(|base| (r, base)))
-        .map(|copied| copied.ok_or_else(|| TOO_LARGE.to_string()))
+        .map(|r| {
+            batch
+                .push_region(r)
+                .map(|base| (r, base))
+                .ok_or_else(|| TOO_LARGE.to_string())
+        })
         .transpose()?;
     let mut prev: Option<&str> = None;
     let mut has_name = false;

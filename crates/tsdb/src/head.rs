@@ -481,8 +481,7 @@ impl Head {
     }
 
     /// Appends one float sample with its start timestamp (0 = unknown)
-    /// to a locked series.
-    /// `data` is `series`' locked state.
+    /// to `series`, whose locked state is `data`.
     pub(crate) fn append_locked_st(
         &self,
         series: &MemSeries,

@@ -471,9 +471,7 @@ impl MemSeries {
             }),
         }
     }
-}
 
-impl MemSeries {
     /// Records where `data`'s open XOR chunk is and how long (`data` is
     /// this series' locked state), when that changed: the start address
     /// in the low 48 bits (where x86-64 and AArch64 user space addresses
