@@ -505,13 +505,15 @@ const HINT_ADDR_MASK: usize = (1 << HINT_ADDR_BITS) - 1;
 /// Exclusive end of the block-range window containing `t`: an open
 /// chunk takes samples up to the end of its last sample's window (all
 /// its samples are in one window).
+/// Saturates at `i64::MAX` for the last window.
 fn window_end(t: i64, range: i64) -> i64 {
-    window_start(t, range).saturating_add(range)
+    (t.div_euclid(range) + 1).saturating_mul(range)
 }
 
-/// Start of the block-range window containing `t`.
+/// Start of the block-range window containing `t`; `i64::MIN` for the
+/// first window, which starts before `i64::MIN`.
 pub(crate) fn window_start(t: i64, range: i64) -> i64 {
-    t.div_euclid(range) * range
+    t.div_euclid(range).saturating_mul(range)
 }
 
 impl SeriesData {
@@ -1180,6 +1182,33 @@ mod tests {
                 times.iter().map(|&t| window_start(t, range)).collect();
             assert!(d.chunks.len() >= windows.len());
         }
+    }
+
+    /// Windows at the ends of the timestamp range saturate instead of
+    /// overflowing, and every time still lies in its window.
+    #[test]
+    fn windows_at_the_ends_of_time_saturate() {
+        let range = 7_200_000;
+        for t in [
+            i64::MIN,
+            i64::MIN + 1,
+            i64::MIN + range,
+            -1,
+            0,
+            1,
+            i64::MAX - range,
+            i64::MAX - 1,
+            i64::MAX,
+        ] {
+            let (s, e) = (window_start(t, range), window_end(t, range));
+            assert!(s <= t && (t < e || e == i64::MAX), "{t}: {s}..{e}");
+            assert!(e - s <= range, "{t}: {s}..{e}");
+        }
+        assert_eq!(window_start(i64::MIN + 1, range), i64::MIN);
+        assert_eq!(window_end(i64::MAX, range), i64::MAX);
+        assert_eq!(window_end(i64::MIN, range), window_end(i64::MIN + 1, range));
+        assert_eq!(window_start(-1, range), -range);
+        assert_eq!(window_end(-1, range), 0);
     }
 
     /// The chunk hint follows the open XOR chunk: where it starts and
