@@ -60,12 +60,14 @@ impl Default for HeadConfig {
     }
 }
 
-/// One stripe of the hash → series lookup: the table under its lock, and
-/// where its slots are for lock-free prefetching.
+/// One stripe of the hash → series lookup: the table under its lock. A
+/// stripe has its cache line to itself: every lookup writes the lock's
+/// word, and a neighbour on the same line would have its lookups wait for
+/// that line too.
 #[derive(Debug, Default)]
+#[repr(align(64))]
 struct HashStripe {
     table: RwLock<SeriesTable>,
-    hint: SlotsHint,
 }
 
 /// Handle returned by [`Head::get_or_create`].
@@ -105,6 +107,10 @@ pub(crate) struct Head {
     pub(crate) symbols: Symbols,
     postings: MemPostings,
     by_hash: Box<[HashStripe]>,
+    /// Where each stripe's slots are, for lock-free prefetching; apart
+    /// from the stripes, whose lines the other appending threads keep
+    /// writing, so that reading a hint is a cache hit.
+    slot_hints: Box<[SlotsHint]>,
     by_id: Box<[RwLock<IdStripe>]>,
     /// Series definitions logged to the WAL (by id); absent = logged.
     unlogged: RwLock<HashMap<u64, Arc<AtomicBool>>>,
@@ -161,6 +167,7 @@ impl Head {
             symbols: Symbols::default(),
             postings: MemPostings::new(),
             by_hash: (0..STRIPES).map(|_| HashStripe::default()).collect(),
+            slot_hints: (0..STRIPES).map(|_| SlotsHint::default()).collect(),
             by_id: (0..STRIPES).map(|_| RwLock::default()).collect(),
             unlogged: RwLock::default(),
             unlogged_len: AtomicUsize::new(0),
@@ -229,6 +236,10 @@ impl Head {
         &self.by_hash[(hash as usize) % STRIPES]
     }
 
+    fn slot_hint(&self, hash: u64) -> &SlotsHint {
+        &self.slot_hints[(hash as usize) % STRIPES]
+    }
+
     fn id_stripe(&self, id: u64) -> &RwLock<IdStripe> {
         &self.by_id[(id as usize) % STRIPES]
     }
@@ -291,7 +302,7 @@ impl Head {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let owned = labels.to_labels();
-        let s = self.insert_locked(stripe, &mut table, id, hash, &owned);
+        let s = self.insert_locked(&mut table, id, hash, &owned);
         {
             let mut u = self.unlogged.write();
             u.insert(id, Arc::new(AtomicBool::new(false)));
@@ -311,7 +322,7 @@ impl Head {
     /// `hash` starts (no lock; see [`series_table`]).
     #[inline]
     pub(crate) fn prefetch_slot(&self, hash: u64) {
-        self.hash_stripe(hash).hint.prefetch(hash);
+        self.slot_hint(hash).prefetch(hash);
     }
 
     /// Append prefetching, second stage, once the slot has had time to
@@ -332,9 +343,10 @@ impl Head {
     }
 
     /// Append prefetching, third stage, once the series has had time to
-    /// arrive: the two places of its open XOR chunk that an append
-    /// writes, the sample count at the start and the last byte, where the
-    /// series noted them ([`MemSeries::note_chunk`]). Without it, the
+    /// arrive: its label set's symbol ids, which the append compares, and
+    /// the two places of its open XOR chunk that an append writes, the
+    /// sample count at the start and the last byte, where the series
+    /// noted them ([`MemSeries::note_chunk`]). Without this stage, the
     /// buffer is a cache miss on every append once the head outgrows the
     /// caches. (Fetching every line of the buffer instead costs more
     /// than it saves: the extra requests hold up the lookups' own.)
@@ -346,6 +358,7 @@ impl Head {
     pub(crate) fn prefetch_chunk(&self, hash: u64) -> Option<SeriesArc> {
         let table = self.hash_stripe(hash).table.read();
         let s = table.first_with(hash)?;
+        series_table::prefetch(s.syms.as_ptr() as usize);
         if let Some((start, last)) = s.chunk_hint() {
             series_table::prefetch(start);
             if last / 64 != start / 64 {
@@ -386,7 +399,6 @@ impl Head {
 
     fn insert_locked(
         &self,
-        stripe: &HashStripe,
         table: &mut SeriesTable,
         id: u64,
         hash: u64,
@@ -394,7 +406,7 @@ impl Head {
     ) -> SeriesArc {
         let syms = self.symbols.intern_labels(labels);
         let s = SeriesArc::new(MemSeries::new(id, syms));
-        table.insert(hash, s.clone(), &stripe.hint);
+        table.insert(hash, s.clone(), self.slot_hint(hash));
         self.id_stripe(id).write().insert(id, s.clone());
         self.postings.add(id, &self.symbols.labels(&s.syms));
         self.num_series.fetch_add(1, Ordering::Relaxed);
@@ -436,7 +448,7 @@ impl Head {
             }
             return;
         }
-        self.insert_locked(stripe, &mut table, id, hash, labels);
+        self.insert_locked(&mut table, id, hash, labels);
     }
 
     /// The series with WAL ref `id` (following aliases).
@@ -1397,8 +1409,8 @@ mod tests {
         let fake = 42u64;
         let stripe = head.hash_stripe(fake);
         let mut table = stripe.table.write();
-        let sa = head.insert_locked(stripe, &mut table, 1, fake, &a);
-        let sb = head.insert_locked(stripe, &mut table, 2, fake, &b);
+        let sa = head.insert_locked(&mut table, 1, fake, &a);
+        let sb = head.insert_locked(&mut table, 2, fake, &b);
         assert_eq!(table.len(), 2);
         assert_eq!(head.find_in(&table, fake, &a).map(|s| s.id), Some(sa.id));
         assert_eq!(head.find_in(&table, fake, &b).map(|s| s.id), Some(sb.id));
