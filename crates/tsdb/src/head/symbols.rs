@@ -11,8 +11,12 @@
 //! moved, so the append path (which compares a request's labels with a
 //! series' symbols for every sample) touches no shared cache line that
 //! another appending thread writes. Only interning a new string takes the
-//! table's write lock. Symbols are never removed while the head lives; a
-//! head with heavy churn accumulates dead strings until restart (noted in
+//! table's write lock. A slot also keeps the string's first 16 bytes, so
+//! the append path's comparison of a short label value reads one slot
+//! rather than a slot and then the string's own allocation.
+//!
+//! Symbols are never removed while the head lives; a head with heavy
+//! churn accumulates dead strings until restart (noted in
 //! ARCHITECTURE.md).
 
 use std::cmp::Ordering;
@@ -28,7 +32,43 @@ const FIRST_BITS: u32 = 10;
 /// Enough buckets for every `u32` id.
 const BUCKETS: usize = 33 - FIRST_BITS as usize;
 
-type Slot = OnceLock<Arc<str>>;
+type Slot = OnceLock<Sym>;
+
+/// Bytes of a symbol kept in its slot ([`Sym::head`]).
+const INLINE: usize = 16;
+
+/// A symbol: its string, and the string's first bytes in the slot itself,
+/// so that comparing a short string (most label values are) reads the
+/// slot alone instead of the slot and then the string's allocation, a
+/// second cache miss on every sample once the head outgrows the caches.
+#[derive(Debug)]
+struct Sym {
+    s: Arc<str>,
+    /// The first [`INLINE`] bytes of `s`, zero-padded.
+    head: [u8; INLINE],
+}
+
+impl Sym {
+    fn new(s: Arc<str>) -> Self {
+        let mut head = [0; INLINE];
+        let n = s.len().min(INLINE);
+        head[..n].copy_from_slice(&s.as_bytes()[..n]);
+        Self { s, head }
+    }
+
+    /// Whether the symbol is `b`; reads only the slot when `b` is short.
+    #[inline(always)]
+    fn is(&self, b: &[u8]) -> bool {
+        let n = b.len();
+        if n != self.s.len() {
+            return false;
+        }
+        match self.head.get(..n) {
+            Some(head) => same_bytes(head, b),
+            None => same_bytes(self.s.as_bytes(), b),
+        }
+    }
+}
 
 /// The head's symbol table.
 #[derive(Debug)]
@@ -142,6 +182,11 @@ impl Symbols {
     /// The string of symbol `id` (lock-free).
     #[inline]
     pub(crate) fn get(&self, id: u32) -> Option<&Arc<str>> {
+        self.sym(id).map(|x| &x.s)
+    }
+
+    #[inline]
+    fn sym(&self, id: u32) -> Option<&Sym> {
         let (k, off) = locate(id);
         self.buckets.get(k)?.get()?.get(off)?.get()
     }
@@ -168,7 +213,7 @@ impl Symbols {
                     .collect()
             });
             if let Some(slot) = slots.get(off) {
-                let _ = slot.set(s.clone());
+                let _ = slot.set(Sym::new(s.clone()));
             }
         }
         w.insert(s.clone(), id);
@@ -206,10 +251,7 @@ impl Symbols {
         syms: &[u8],
         labels: &(impl crate::series_labels::SeriesLabels + ?Sized),
     ) -> bool {
-        let eq = |id: u32, s: &str| {
-            self.get(id)
-                .is_some_and(|x| same_bytes(x.as_bytes(), s.as_bytes()))
-        };
+        let eq = |id: u32, s: &str| self.sym(id).is_some_and(|x| x.is(s.as_bytes()));
         let mut ls = labels.pairs();
         for (n, v) in pairs(syms) {
             match ls.next() {
@@ -293,6 +335,33 @@ mod tests {
             longer.push(0);
             assert!(!same_bytes(&a, &longer));
         }
+    }
+
+    /// Strings up to the slot's inline bytes are compared from the slot,
+    /// longer ones from their allocation: equal strings match at every
+    /// length and a difference at any byte, inside the inline part or
+    /// after it, does not.
+    #[test]
+    fn symbols_compare_inline_and_longer_strings() {
+        let s = Symbols::default();
+        for n in [0, 1, 7, 8, 15, INLINE, INLINE + 1, 40] {
+            let text: String = (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            let id = s.intern(&Arc::from(text.as_str()));
+            let x = s.sym(id).expect("interned");
+            assert!(x.is(text.as_bytes()), "len {n}");
+            for i in 0..n {
+                let mut other = text.clone().into_bytes();
+                other[i] = b'Z';
+                assert!(!x.is(&other), "len {n}, byte {i}");
+            }
+            assert!(!x.is(format!("{text}a").as_bytes()), "len {n} + 1");
+            if n > 0 {
+                assert!(!x.is(&text.as_bytes()[..n - 1]), "len {n} - 1");
+            }
+        }
+        // A string that only agrees with the slot's zero padding.
+        let id = s.intern(&Arc::from("ab"));
+        assert!(!s.sym(id).expect("interned").is(b"ab\0"));
     }
 
     #[test]
