@@ -504,10 +504,10 @@ const HINT_ADDR_MASK: usize = (1 << HINT_ADDR_BITS) - 1;
 
 /// Exclusive end of the block-range window containing `t`: an open
 /// chunk takes samples up to the end of its last sample's window (all
-/// its samples are in one window).
-/// Saturates at `i64::MAX` for the last window.
+/// its samples are in one window). Saturates at `i64::MAX` for the last
+/// window.
 fn window_end(t: i64, range: i64) -> i64 {
-    (t.div_euclid(range) + 1).saturating_mul(range)
+    t.div_euclid(range).saturating_add(1).saturating_mul(range)
 }
 
 /// Start of the block-range window containing `t`; `i64::MIN` for the
@@ -1188,22 +1188,24 @@ mod tests {
     /// overflowing, and every time still lies in its window.
     #[test]
     fn windows_at_the_ends_of_time_saturate() {
-        let range = 7_200_000;
-        for t in [
-            i64::MIN,
-            i64::MIN + 1,
-            i64::MIN + range,
-            -1,
-            0,
-            1,
-            i64::MAX - range,
-            i64::MAX - 1,
-            i64::MAX,
-        ] {
-            let (s, e) = (window_start(t, range), window_end(t, range));
-            assert!(s <= t && (t < e || e == i64::MAX), "{t}: {s}..{e}");
-            assert!(e - s <= range, "{t}: {s}..{e}");
+        for range in [1, 7, 7_200_000] {
+            for t in [
+                i64::MIN,
+                i64::MIN + 1,
+                i64::MIN + range,
+                -1,
+                0,
+                1,
+                i64::MAX - range,
+                i64::MAX - 1,
+                i64::MAX,
+            ] {
+                let (s, e) = (window_start(t, range), window_end(t, range));
+                assert!(s <= t && (t < e || e == i64::MAX), "{range}, {t}: {s}..{e}");
+                assert!(e - s <= range, "{range}, {t}: {s}..{e}");
+            }
         }
+        let range = 7_200_000;
         assert_eq!(window_start(i64::MIN + 1, range), i64::MIN);
         assert_eq!(window_end(i64::MAX, range), i64::MAX);
         assert_eq!(window_end(i64::MIN, range), window_end(i64::MIN + 1, range));
