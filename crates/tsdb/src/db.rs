@@ -49,11 +49,13 @@ use crate::wal::{
 /// the series itself, then (the series having arrived) its open chunk's
 /// buffer; the last stage hands the series it found to the append.
 /// Memory latency is some hundred ns and one series' append a few
-/// hundred: a few positions cover it without evicting what the current
-/// series uses.
-const PREFETCH_SLOT_AHEAD: usize = 16;
-const PREFETCH_SERIES_AHEAD: usize = 8;
-const PREFETCH_CHUNK_AHEAD: usize = 4;
+/// hundred, so a few positions cover it. Fewer are better than more: each
+/// series in flight holds several of the core's few line fill buffers,
+/// and at 1 M series 12/6/3 cost 5–7 % less CPU than 16/8/4 and 24/12/6
+/// (BENCHMARKS.md).
+const PREFETCH_SLOT_AHEAD: usize = 12;
+const PREFETCH_SERIES_AHEAD: usize = 6;
+const PREFETCH_CHUNK_AHEAD: usize = 3;
 /// Series found by the last prefetch stage and not yet appended to.
 const AHEAD_SLOTS: usize = PREFETCH_CHUNK_AHEAD + 1;
 
