@@ -9,6 +9,7 @@
 #   full:   1M active series, 30m backfill at 15s (120M samples), 60s of queries
 # Env: SERIES, SPAN, TICKS (samples per series per request; default 4 below 100k series, else 1),
 #      QUERY_DURATION, QUERY_SOLO_DURATION (the one-client run behind the p50s; 5s), CONCURRENCY, SYSTEMS ("stratus prometheus vm"),
+#      SETTLE (seconds after the push for the settled RSS; 0 = skip),
 #      STRATUS_BIN (default target/release/stratus, built when missing), WORK, KEEP=1,
 #      PREGEN_MIB (default 8192: every request is encoded before the push starts, so the
 #      generator does not share the two cores with the server while it is measured; the
@@ -18,6 +19,9 @@
 #   ingest    accepted samples/s of the backfill (wall time of the push)
 #   cpu/Msmp  server CPU seconds (utime+stime from /proc) per million accepted samples
 #   peak RSS  VmHWM after the push; steady RSS: VmRSS 10 s after the push; B/series = steady/series
+#   settled   with SETTLE=<s> (default 0: not measured), VmRSS <s> seconds after the push, before
+#             the queries, once background work has run (Stratus re-encodes sealed head chunks
+#             every 2 minutes, so 150 covers one pass); B/series settled = settled/series
 #   disk      bytes per sample once persisted (the span is placed inside one 2 h window
 #             when it fits in one, see END below): Stratus blocks after POST /ingester/flush?compact=true
 #             (index + chunks + meta; WAL excluded and shown apart), Prometheus a
@@ -55,6 +59,7 @@ fi
 TICKS="${TICKS:-$(( SERIES >= 100000 ? 1 : 4 ))}"
 QUERY_SOLO_DURATION="${QUERY_SOLO_DURATION:-5s}"
 PREGEN_MIB="${PREGEN_MIB:-8192}"
+SETTLE="${SETTLE:-0}"
 pregen=""; [ "$PREGEN_MIB" -gt 0 ] && pregen="--pregenerate $PREGEN_MIB"
 pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"; }
@@ -94,9 +99,16 @@ for sys in $SYSTEMS; do
   rate=$(json '["samples_per_s"]' < "$d/write.json")
   errors=$(json '["errors"]' < "$d/write.json")
   peak_kb=$(status_kb "$pid" VmHWM)
+  pushed=$(date +%s)
   [ "$sys" = vm ] && curl -fsS -X POST "$base/internal/force_flush" >/dev/null
   sleep 10
   steady_kb=$(status_kb "$pid" VmRSS)
+  settled_kb=0
+  if [ "$SETTLE" -gt 0 ]; then
+    left=$(( pushed + SETTLE - $(date +%s) ))
+    [ "$left" -gt 0 ] && sleep "$left"
+    settled_kb=$(status_kb "$pid" VmRSS)
+  fi
   "$BIN" bench query --url "$base" --end "$END" --range 1h --step 60s --duration "$QUERY_DURATION" \
     --concurrency 2 > "$d/query.txt"
   "$BIN" bench query --url "$base" --end "$END" --range 1h --step 60s --duration "$QUERY_SOLO_DURATION" --concurrency 1 --json > "$d/query.json"
@@ -115,13 +127,15 @@ for sys in $SYSTEMS; do
       disk=$(du_b "$d/data/data" "$d/data/indexdb"); wal=0 ;;
   esac
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
-  python3 - "$sys" "$samples" "$rate" "$cpu0" "$cpu1" "$peak_kb" "$steady_kb" "$disk" "$wal" "$p50" "$p99" "$SERIES" >> "$results" <<'PY'
+  python3 - "$sys" "$samples" "$rate" "$cpu0" "$cpu1" "$peak_kb" "$steady_kb" "$disk" "$wal" "$p50" "$p99" "$SERIES" "$settled_kb" >> "$results" <<'PY'
 import sys
-sys_, samples, rate, c0, c1, peak, steady, disk, wal, p50, p99, series = sys.argv[1:]
+sys_, samples, rate, c0, c1, peak, steady, disk, wal, p50, p99, series, settled = sys.argv[1:]
 samples = float(samples)
+settled = [f"{int(settled)/1024:.0f}", f"{int(settled)*1024/int(series):.0f}"] if int(settled) else ["-", "-"]
 print("\t".join([sys_, f"{float(rate):.0f}", f"{(float(c1)-float(c0))/max(samples,1)*1e6:.2f}",
                  f"{int(peak)/1024:.0f}", f"{int(steady)/1024:.0f}", f"{int(steady)*1024/int(series):.0f}",
-                 f"{int(disk)/max(samples,1):.3f}", f"{int(wal)/1e6:.1f}", f"{float(p50):.1f}", f"{float(p99):.1f}"]))
+                 f"{int(disk)/max(samples,1):.3f}", f"{int(wal)/1e6:.1f}", f"{float(p50):.1f}", f"{float(p99):.1f}"]
+                + settled))
 PY
   echo "$sys: write errors $errors, query errors $qerr" >&2
 done
@@ -130,7 +144,8 @@ echo "# bench/compare.sh $preset: $SERIES series, $SPAN backfill at 15s, $(nproc
 python3 - "$results" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
-hdr = ["system", "samples/s", "cpu s/Msamples", "peak RSS MiB", "steady RSS MiB", "B/series", "disk B/sample", "WAL MB", "query p50 ms", "query p99 ms"]
+hdr = ["system", "samples/s", "cpu s/Msamples", "peak RSS MiB", "steady RSS MiB", "B/series", "disk B/sample", "WAL MB", "query p50 ms", "query p99 ms",
+       "settled RSS MiB", "B/series settled"]
 print("| " + " | ".join(hdr) + " |")
 print("|" + "---|" * len(hdr))
 for r in rows:
@@ -141,9 +156,10 @@ if "stratus" in by:
     for peer in ("prometheus", "vm"):
         if peer in by:
             p = by[peer]
-            f = lambda i: float(s[i]) / float(p[i]) if float(p[i]) else float("nan")
+            f = lambda i: float(s[i]) / float(p[i]) if p[i] != "-" and s[i] != "-" and float(p[i]) else float("nan")
+            settled = f", settled RSS/series {f(11):.2f}x" if s[11] != "-" else ""
             print(f"stratus/{peer}: ingest {f(1):.2f}x, cpu/sample {f(2):.2f}x, steady RSS/series {f(5):.2f}x, "
-                  f"disk/sample {f(6):.2f}x, query p50 {f(8):.2f}x")
+                  f"disk/sample {f(6):.2f}x, query p50 {f(8):.2f}x{settled}")
 PY
 python3 - "$WORK" $SYSTEMS <<'PY'
 import json, os, sys
