@@ -131,11 +131,12 @@ for sys in $SYSTEMS; do
 import sys
 sys_, samples, rate, c0, c1, peak, steady, disk, wal, p50, p99, series, settled = sys.argv[1:]
 samples = float(samples)
-settled = [f"{int(settled)/1024:.0f}", f"{int(settled)*1024/int(series):.0f}"] if int(settled) else ["-", "-"]
+# An RSS reading in kB as (MiB, bytes per series); "-" when not taken.
+rss = lambda kb: [f"{int(kb)/1024:.0f}", f"{int(kb)*1024/int(series):.0f}"] if int(kb) else ["-", "-"]
 print("\t".join([sys_, f"{float(rate):.0f}", f"{(float(c1)-float(c0))/max(samples,1)*1e6:.2f}",
-                 f"{int(peak)/1024:.0f}", f"{int(steady)/1024:.0f}", f"{int(steady)*1024/int(series):.0f}",
-                 f"{int(disk)/max(samples,1):.3f}", f"{int(wal)/1e6:.1f}", f"{float(p50):.1f}", f"{float(p99):.1f}"]
-                + settled))
+                 f"{int(peak)/1024:.0f}", *rss(steady),
+                 f"{int(disk)/max(samples,1):.3f}", f"{int(wal)/1e6:.1f}", f"{float(p50):.1f}", f"{float(p99):.1f}",
+                 *rss(settled)]))
 PY
   echo "$sys: write errors $errors, query errors $qerr" >&2
 done
